@@ -1,0 +1,261 @@
+//! The command line: `serve`, `check`, `jobs`, `echo`, `send`. Each command goes
+//! through the public stage APIs (`node`, `store`, `deliver`), never into internals.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::deliver::{self, Association, OutgoingFile, PeerAddress, ScuTimeouts};
+use crate::dicom::AeTitle;
+use crate::jobs::JobState;
+use crate::store::{Store, format_ms};
+
+#[derive(Debug, Parser)]
+#[command(name = "segnode", version, about = "DICOM-native abdominal CT segmentation node")]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "SEGNODE_CONFIG", default_value = "config/segnode.toml")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node: DICOM SCP, series tracking and jobs.
+    Serve,
+    /// Print the resolved configuration and any problem found; exit 1 on problems.
+    Check,
+    /// List jobs, newest first.
+    Jobs {
+        /// Only jobs in this state (queued, running, succeeded, failed, ignored, superseded).
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many jobs.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a DICOM peer with C-ECHO.
+    Echo {
+        /// The peer, as AE@HOST:PORT.
+        peer: PeerAddress,
+        /// Our calling AE title.
+        #[arg(long, default_value = "SEGNODE")]
+        calling_ae: String,
+    },
+    /// Send DICOM files (or folders of them) to a peer with C-STORE, unchanged.
+    Send {
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The peer, as AE@HOST:PORT.
+        #[arg(long)]
+        to: PeerAddress,
+        /// Our calling AE title.
+        #[arg(long, default_value = "SEGNODE")]
+        calling_ae: String,
+    },
+}
+
+/// Runs a parsed command line; `env` is the process environment (for overrides).
+pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve => serve(&cli.config, &env).await,
+        Command::Check => check(&cli.config, &env).await,
+        Command::Jobs { state, limit, json } => jobs(&cli.config, &env, state, limit, json).await,
+        Command::Echo { peer, calling_ae } => echo(&peer, &calling_ae).await,
+        Command::Send { paths, to, calling_ae } => send(&paths, &to, &calling_ae).await,
+    }
+}
+
+fn load(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<Config> {
+    Ok(Config::load(path, env)?)
+}
+
+async fn serve(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    let config = load(path, env)?;
+    let shutdown = CancellationToken::new();
+    let node = crate::node::start(config, shutdown.clone()).await?;
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        shutdown.cancel();
+    });
+    node.wait().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn check(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    let config = load(path, env)?;
+    println!("configuration {} (resolved):", path.display());
+    println!("{}", serde_json::to_string_pretty(&config)?);
+    let mut problems = Vec::new();
+    if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+        problems.push(format!("data directory {}: {e}", config.data_dir.display()));
+    } else {
+        match crate::spool::Spool::open(&config.spool_dir()).and_then(|s| s.free_bytes()) {
+            Ok(free) if free < config.dicom.min_free_disk_bytes => problems.push(format!(
+                "spool has {} MiB free, below min_free_disk_mb ({} MiB): C-STORE would be refused",
+                free / (1024 * 1024),
+                config.dicom.min_free_disk_bytes / (1024 * 1024)
+            )),
+            Ok(free) => println!("spool: {} ({} MiB free)", config.spool_dir().display(), free / (1024 * 1024)),
+            Err(e) => problems.push(format!("spool {}: {e}", config.spool_dir().display())),
+        }
+        match Store::open(&config.database).await {
+            Ok(store) => {
+                println!("database: {} (migrations applied)", config.database.display());
+                store.close().await;
+            }
+            Err(e) => problems.push(format!("{:#}", anyhow::Error::from(e))),
+        }
+    }
+    match std::net::TcpListener::bind(config.dicom.listen) {
+        Ok(_) => println!("dicom listen address {}: available", config.dicom.listen),
+        Err(e) => problems.push(format!(
+            "dicom listen address {}: {e} (is a node already running?)",
+            config.dicom.listen
+        )),
+    }
+    if problems.is_empty() {
+        println!("problems: none");
+        Ok(())
+    } else {
+        for p in &problems {
+            println!("problem: {p}");
+        }
+        bail!("{} problem(s) found", problems.len())
+    }
+}
+
+async fn jobs(
+    path: &Path,
+    env: &BTreeMap<String, String>,
+    state: Option<String>,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = load(path, env)?;
+    let state = state.map(|s| s.parse::<JobState>()).transpose()?;
+    let store = Store::open(&config.database).await?;
+    let rows = store.jobs(state, limit).await?;
+    store.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:>6}  {:<10}  {:<25}  {:<16}  {:>9}  {:<64}  REASON",
+        "ID", "STATE", "CREATED", "CALLING AE", "INSTANCES", "SERIES UID"
+    );
+    for j in rows {
+        println!(
+            "{:>6}  {:<10}  {:<25}  {:<16}  {:>9}  {:<64}  {}",
+            j.id,
+            j.state,
+            format_ms(j.created_ms),
+            j.calling_ae,
+            j.instance_count,
+            j.series_uid,
+            j.reason.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+async fn echo(peer: &PeerAddress, calling_ae: &str) -> anyhow::Result<()> {
+    let calling = AeTitle::parse(calling_ae)?;
+    let mut assoc = Association::connect(peer, &calling, &deliver::echo_pairs(), ScuTimeouts::default()).await?;
+    let status = assoc.echo().await?;
+    assoc.release().await?;
+    if !status.is_success() {
+        bail!("C-ECHO to {peer} answered status {status}");
+    }
+    println!("C-ECHO to {peer}: success");
+    Ok(())
+}
+
+/// Every regular file under `paths` (folders walked recursively), sorted.
+fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::metadata(&p).with_context(|| format!("cannot read {}", p.display()))?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&p)? {
+                stack.push(entry?.path());
+            }
+        } else {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+async fn send(paths: &[PathBuf], peer: &PeerAddress, calling_ae: &str) -> anyhow::Result<()> {
+    let calling = AeTitle::parse(calling_ae)?;
+    let mut outgoing = Vec::new();
+    let mut skipped = 0;
+    for path in collect_files(paths)? {
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        match OutgoingFile::from_bytes(path.display().to_string(), bytes) {
+            Ok(f) => outgoing.push(f),
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                skipped += 1;
+            }
+        }
+    }
+    if outgoing.is_empty() {
+        bail!("no DICOM files to send");
+    }
+    let mut assoc = Association::connect(
+        peer,
+        &calling,
+        &deliver::context_pairs(&outgoing),
+        ScuTimeouts::default(),
+    )
+    .await?;
+    let (mut sent, mut failed) = (0, 0);
+    for file in &outgoing {
+        match assoc.store(file).await {
+            Ok((status, _)) if status.is_success() || status.is_warning() => sent += 1,
+            Ok((status, comment)) => {
+                failed += 1;
+                eprintln!(
+                    "{}: status {status} {}",
+                    file.path,
+                    comment.unwrap_or_default()
+                );
+            }
+            Err(e @ deliver::ScuError::NoContext { .. }) => {
+                failed += 1;
+                eprintln!("{}: {e}", file.path);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    assoc.release().await?;
+    println!("sent {sent}, failed {failed}, skipped {skipped} (not DICOM) to {peer}");
+    if failed > 0 {
+        bail!("{failed} file(s) were not stored");
+    }
+    Ok(())
+}

@@ -1,0 +1,469 @@
+//! The node's one typed configuration: `config/segnode.toml` parsed with serde
+//! (`deny_unknown_fields`), then validated into typed values. Deployment keys can be
+//! overridden from the environment; the overrides are passed in as a map so tests never
+//! touch the process environment.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::dicom::AeTitle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuration file {path} is not valid")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("environment override {key}={value:?} is not valid: {reason}")]
+    Override {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// The file as written, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: RawNode,
+    dicom: RawDicom,
+    #[serde(default)]
+    series: RawSeries,
+    #[serde(default)]
+    eligibility: RawEligibility,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    ae_title: AeTitle,
+    data_dir: PathBuf,
+    database: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDicom {
+    listen: String,
+    #[serde(default = "defaults::max_associations")]
+    max_associations: usize,
+    #[serde(default = "defaults::max_pdu_length")]
+    max_pdu_length: u32,
+    #[serde(default = "defaults::artim_timeout_seconds")]
+    artim_timeout_seconds: f64,
+    #[serde(default = "defaults::dimse_timeout_seconds")]
+    dimse_timeout_seconds: f64,
+    #[serde(default = "defaults::idle_timeout_seconds")]
+    idle_timeout_seconds: f64,
+    #[serde(default = "defaults::max_object_mb")]
+    max_object_mb: u64,
+    #[serde(default = "defaults::min_free_disk_mb")]
+    min_free_disk_mb: u64,
+    #[serde(default)]
+    allow_any_calling_ae: bool,
+    #[serde(default)]
+    allowed_peers: Vec<RawPeer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    ae_title: AeTitle,
+    host: Option<IpAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSeries {
+    #[serde(default = "defaults::stable_seconds")]
+    stable_seconds: f64,
+}
+
+impl Default for RawSeries {
+    fn default() -> Self {
+        Self {
+            stable_seconds: defaults::stable_seconds(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEligibility {
+    #[serde(default = "defaults::modalities")]
+    modalities: Vec<String>,
+    #[serde(default = "defaults::yes")]
+    require_axial: bool,
+    #[serde(default = "defaults::max_axial_tilt_degrees")]
+    max_axial_tilt_degrees: f64,
+    #[serde(default = "defaults::yes")]
+    exclude_localizers: bool,
+    #[serde(default = "defaults::min_slices")]
+    min_slices: u32,
+    #[serde(default = "defaults::max_slice_thickness_mm")]
+    max_slice_thickness_mm: f64,
+    #[serde(default)]
+    description_include: Vec<String>,
+    #[serde(default)]
+    description_exclude: Vec<String>,
+}
+
+impl Default for RawEligibility {
+    fn default() -> Self {
+        toml::from_str("").expect("eligibility defaults parse")
+    }
+}
+
+mod defaults {
+    pub fn max_associations() -> usize {
+        16
+    }
+    pub fn max_pdu_length() -> u32 {
+        262_144
+    }
+    pub fn artim_timeout_seconds() -> f64 {
+        30.0
+    }
+    pub fn dimse_timeout_seconds() -> f64 {
+        60.0
+    }
+    pub fn idle_timeout_seconds() -> f64 {
+        300.0
+    }
+    pub fn max_object_mb() -> u64 {
+        2048
+    }
+    pub fn min_free_disk_mb() -> u64 {
+        1024
+    }
+    pub fn stable_seconds() -> f64 {
+        10.0
+    }
+    pub fn modalities() -> Vec<String> {
+        vec!["CT".to_string()]
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn max_axial_tilt_degrees() -> f64 {
+        10.0
+    }
+    pub fn min_slices() -> u32 {
+        10
+    }
+    pub fn max_slice_thickness_mm() -> f64 {
+        5.0
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub ae_title: AeTitle,
+    pub data_dir: PathBuf,
+    pub database: PathBuf,
+    pub dicom: DicomConfig,
+    #[serde(serialize_with = "secs")]
+    pub stable_age: Duration,
+    pub eligibility: Eligibility,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DicomConfig {
+    pub listen: SocketAddr,
+    pub max_associations: usize,
+    pub max_pdu_length: u32,
+    #[serde(serialize_with = "secs")]
+    pub artim_timeout: Duration,
+    #[serde(serialize_with = "secs")]
+    pub dimse_timeout: Duration,
+    #[serde(serialize_with = "secs")]
+    pub idle_timeout: Duration,
+    pub max_object_bytes: u64,
+    pub min_free_disk_bytes: u64,
+    pub allow_any_calling_ae: bool,
+    pub allowed_peers: Vec<AllowedPeer>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AllowedPeer {
+    pub ae_title: AeTitle,
+    pub host: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Eligibility {
+    pub modalities: Vec<String>,
+    pub require_axial: bool,
+    pub max_axial_tilt_degrees: f64,
+    pub exclude_localizers: bool,
+    pub min_slices: u32,
+    pub max_slice_thickness_mm: f64,
+    #[serde(serialize_with = "patterns")]
+    pub description_include: Vec<Regex>,
+    #[serde(serialize_with = "patterns")]
+    pub description_exclude: Vec<Regex>,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+fn patterns<S: serde::Serializer>(p: &[Regex], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(p.iter().map(Regex::as_str))
+}
+
+/// Environment variables that override deployment keys.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("SEGNODE_AE_TITLE", "node.ae_title"),
+    ("SEGNODE_DATA_DIR", "node.data_dir"),
+    ("SEGNODE_DATABASE", "node.database"),
+    ("SEGNODE_DICOM_LISTEN", "dicom.listen"),
+    ("SEGNODE_STABLE_SECONDS", "series.stable_seconds"),
+];
+
+impl Config {
+    /// Loads the file at `path` and applies the overrides found in `env` (typically the
+    /// process environment collected by `main`).
+    pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, env).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_toml(text: &str, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: PathBuf::new(),
+            source: Box::new(source),
+        })?;
+        apply_overrides(&mut raw, env)?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
+        let d = raw.dicom;
+        let listen: SocketAddr = d
+            .listen
+            .parse()
+            .map_err(|e| invalid("dicom.listen", format!("{:?} is not HOST:PORT ({e})", d.listen)))?;
+        if d.max_associations == 0 {
+            return Err(invalid("dicom.max_associations", "must be at least 1"));
+        }
+        if !(4096..=16 * 1024 * 1024).contains(&d.max_pdu_length) {
+            return Err(invalid(
+                "dicom.max_pdu_length",
+                format!("{} is outside 4096..=16777216 bytes", d.max_pdu_length),
+            ));
+        }
+        if !d.allow_any_calling_ae && d.allowed_peers.is_empty() {
+            return Err(invalid(
+                "dicom.allowed_peers",
+                "no calling AE title is allowed: add [[dicom.allowed_peers]] entries or set allow_any_calling_ae = true",
+            ));
+        }
+        if d.max_object_mb == 0 {
+            return Err(invalid("dicom.max_object_mb", "must be at least 1"));
+        }
+        let e = raw.eligibility;
+        if !(0.0..=90.0).contains(&e.max_axial_tilt_degrees) {
+            return Err(invalid("eligibility.max_axial_tilt_degrees", "must be within 0..=90"));
+        }
+        if e.max_slice_thickness_mm.is_nan() || e.max_slice_thickness_mm <= 0.0 {
+            return Err(invalid("eligibility.max_slice_thickness_mm", "must be positive"));
+        }
+        let compile = |field: &'static str, list: &[String]| -> Result<Vec<Regex>, ConfigError> {
+            list.iter()
+                .map(|p| Regex::new(p).map_err(|err| invalid(field, format!("pattern {p:?}: {err}"))))
+                .collect()
+        };
+        let database = raw
+            .node
+            .database
+            .unwrap_or_else(|| raw.node.data_dir.join("segnode.db"));
+        Ok(Config {
+            ae_title: raw.node.ae_title,
+            data_dir: raw.node.data_dir,
+            database,
+            dicom: DicomConfig {
+                listen,
+                max_associations: d.max_associations,
+                max_pdu_length: d.max_pdu_length,
+                artim_timeout: seconds("dicom.artim_timeout_seconds", d.artim_timeout_seconds)?,
+                dimse_timeout: seconds("dicom.dimse_timeout_seconds", d.dimse_timeout_seconds)?,
+                idle_timeout: seconds("dicom.idle_timeout_seconds", d.idle_timeout_seconds)?,
+                max_object_bytes: d.max_object_mb * 1024 * 1024,
+                min_free_disk_bytes: d.min_free_disk_mb * 1024 * 1024,
+                allow_any_calling_ae: d.allow_any_calling_ae,
+                allowed_peers: d
+                    .allowed_peers
+                    .into_iter()
+                    .map(|p| AllowedPeer {
+                        ae_title: p.ae_title,
+                        host: p.host,
+                    })
+                    .collect(),
+            },
+            stable_age: seconds("series.stable_seconds", raw.series.stable_seconds)?,
+            eligibility: Eligibility {
+                modalities: e.modalities.iter().map(|m| m.trim().to_uppercase()).collect(),
+                require_axial: e.require_axial,
+                max_axial_tilt_degrees: e.max_axial_tilt_degrees,
+                exclude_localizers: e.exclude_localizers,
+                min_slices: e.min_slices,
+                max_slice_thickness_mm: e.max_slice_thickness_mm,
+                description_include: compile("eligibility.description_include", &e.description_include)?,
+                description_exclude: compile("eligibility.description_exclude", &e.description_exclude)?,
+            },
+        })
+    }
+
+    /// Where received instances are kept.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join("spool")
+    }
+}
+
+impl DicomConfig {
+    /// Whether a calling AE title from `peer` may open an association.
+    pub fn allows(&self, calling: &AeTitle, peer: IpAddr) -> bool {
+        self.allow_any_calling_ae
+            || self
+                .allowed_peers
+                .iter()
+                .any(|p| &p.ae_title == calling && p.host.is_none_or(|h| h == peer))
+    }
+}
+
+fn seconds(field: &'static str, value: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| invalid(field, format!("{value} is not a positive number of seconds")))
+}
+
+fn apply_overrides(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    for (key, _) in ENV_OVERRIDES {
+        let Some(value) = env.get(*key) else { continue };
+        let bad = |reason: String| ConfigError::Override {
+            key: key.to_string(),
+            value: value.clone(),
+            reason,
+        };
+        match *key {
+            "SEGNODE_AE_TITLE" => raw.node.ae_title = AeTitle::parse(value).map_err(|e| bad(e.to_string()))?,
+            "SEGNODE_DATA_DIR" => raw.node.data_dir = PathBuf::from(value),
+            "SEGNODE_DATABASE" => raw.node.database = Some(PathBuf::from(value)),
+            "SEGNODE_DICOM_LISTEN" => raw.dicom.listen = value.clone(),
+            "SEGNODE_STABLE_SECONDS" => {
+                raw.series.stable_seconds = value.parse().map_err(|e| bad(format!("{e}")))?
+            }
+            _ => unreachable!("every ENV_OVERRIDES key is handled"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [node]
+        ae_title = "SEGNODE"
+        data_dir = "/tmp/segnode"
+        [dicom]
+        listen = "127.0.0.1:11112"
+        [[dicom.allowed_peers]]
+        ae_title = "ORTHANC"
+        host = "127.0.0.1"
+        [[dicom.allowed_peers]]
+        ae_title = "STORESCU"
+    "#;
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/segnode.toml");
+        let cfg = Config::load(&path, &BTreeMap::new()).unwrap();
+        assert_eq!(cfg.ae_title.as_str(), "SEGNODE");
+    }
+
+    #[test]
+    fn defaults_and_derived_paths() {
+        let cfg = Config::from_toml(MINIMAL, &BTreeMap::new()).unwrap();
+        assert_eq!(cfg.database, PathBuf::from("/tmp/segnode/segnode.db"));
+        assert_eq!(cfg.stable_age, Duration::from_secs(10));
+        assert_eq!(cfg.eligibility.modalities, vec!["CT"]);
+        assert_eq!(cfg.dicom.max_object_bytes, 2048 * 1024 * 1024);
+    }
+
+    #[test]
+    fn allow_list_checks_title_and_optional_host() {
+        let cfg = Config::from_toml(MINIMAL, &BTreeMap::new()).unwrap();
+        let ae = |s| AeTitle::parse(s).unwrap();
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        assert!(cfg.dicom.allows(&ae("ORTHANC"), local));
+        assert!(!cfg.dicom.allows(&ae("ORTHANC"), other));
+        assert!(cfg.dicom.allows(&ae("STORESCU"), other));
+        assert!(!cfg.dicom.allows(&ae("INTRUDER"), local));
+    }
+
+    #[test]
+    fn environment_overrides_apply_and_are_validated() {
+        let env = BTreeMap::from([
+            ("SEGNODE_AE_TITLE".to_string(), "OTHER".to_string()),
+            ("SEGNODE_DICOM_LISTEN".to_string(), "0.0.0.0:4242".to_string()),
+        ]);
+        let cfg = Config::from_toml(MINIMAL, &env).unwrap();
+        assert_eq!(cfg.ae_title.as_str(), "OTHER");
+        assert_eq!(cfg.dicom.listen.port(), 4242);
+        let bad = BTreeMap::from([("SEGNODE_STABLE_SECONDS".to_string(), "soon".to_string())]);
+        let err = Config::from_toml(MINIMAL, &bad).unwrap_err();
+        assert!(err.to_string().contains("SEGNODE_STABLE_SECONDS"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let unknown = format!("{MINIMAL}\n[series]\nstable_secs = 3\n");
+        assert!(matches!(
+            Config::from_toml(&unknown, &BTreeMap::new()),
+            Err(ConfigError::Parse { .. })
+        ));
+        let bad_listen = MINIMAL.replace("127.0.0.1:11112", "nowhere");
+        let err = Config::from_toml(&bad_listen, &BTreeMap::new()).unwrap_err();
+        assert!(err.to_string().starts_with("dicom.listen"), "{err}");
+        let bad_regex = format!("{MINIMAL}\n[eligibility]\ndescription_exclude = [\"(\"]\n");
+        assert!(Config::from_toml(&bad_regex, &BTreeMap::new()).is_err());
+    }
+}

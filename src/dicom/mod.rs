@@ -1,0 +1,9 @@
+//! DICOM vocabulary shared by every stage: UIDs, AE titles, DIMSE status codes and
+//! the DIMSE command set encoding (PS3.7 §9, §E). Pure: no I/O, no tokio.
+
+pub mod command;
+pub mod part10;
+pub mod uid;
+
+pub use command::{Command, CommandError, CommandField, DimseStatus};
+pub use uid::{AeTitle, AeTitleError, Uid, UidError};

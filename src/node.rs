@@ -1,0 +1,123 @@
+//! Wires the stages into a running node: opens the store and the spool (sweeping what a
+//! crash left), resumes interrupted jobs, binds the DICOM listener and starts the
+//! receiver and the series tracker. Everything stops on one cancellation token, with a
+//! deadline.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::receive::{self, Receiver};
+use crate::series;
+use crate::spool::Spool;
+use crate::store::{Store, StoreError};
+
+/// How long shutdown waits for associations and workers to finish.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot create data directory {path}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot prepare the spool at {path}")]
+    Spool {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen for DICOM on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A started node.
+pub struct Node {
+    pub dicom_addr: SocketAddr,
+    pub store: Store,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Starts the node; it runs until `shutdown` is cancelled, then [`Node::wait`] returns.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, NodeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let store = Store::open(&config.database).await?;
+    let spool_dir = config.spool_dir();
+    let spool_error = |source| NodeError::Spool {
+        path: spool_dir.display().to_string(),
+        source,
+    };
+    let spool = Spool::open(&spool_dir).map_err(spool_error)?;
+    let swept = spool.sweep(&store.referenced_files().await?).map_err(spool_error)?;
+    if swept > 0 {
+        tracing::info!(files = swept, "removed unacknowledged files left by an earlier run");
+    }
+    let resumed = store.requeue_interrupted().await?;
+    if resumed > 0 {
+        tracing::info!(jobs = resumed, "interrupted jobs queued again");
+    }
+    let listener = TcpListener::bind(config.dicom.listen)
+        .await
+        .map_err(|source| NodeError::Listen {
+            addr: config.dicom.listen,
+            source,
+        })?;
+    let dicom_addr = listener.local_addr().map_err(|source| NodeError::Listen {
+        addr: config.dicom.listen,
+        source,
+    })?;
+    tracing::info!(%dicom_addr, ae_title = %config.ae_title, "DICOM SCP listening");
+
+    let tasks = TaskTracker::new();
+    let config = Arc::new(config);
+    let receiver = Arc::new(Receiver {
+        config: config.clone(),
+        store: store.clone(),
+        spool,
+    });
+    tasks.spawn(receive::serve(listener, receiver, shutdown.clone(), tasks.clone()));
+    tasks.spawn(series::track(
+        store.clone(),
+        config.stable_age,
+        config.eligibility.clone(),
+        shutdown.clone(),
+        |job_id| tracing::debug!(job_id, "job created"),
+    ));
+    Ok(Node {
+        dicom_addr,
+        store,
+        shutdown,
+        tasks,
+    })
+}
+
+impl Node {
+    /// Waits for shutdown, then for the tasks (bounded by a deadline), then closes the
+    /// database.
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, self.tasks.wait()).await.is_err() {
+            tracing::warn!("shutdown deadline passed with tasks still running");
+        }
+        self.store.close().await;
+        tracing::info!("node stopped");
+    }
+}

@@ -1,0 +1,529 @@
+//! The DICOM SCP: accepts associations (access control, negotiation, limits), answers
+//! C-ECHO and C-STORE (PS3.4 Annex A and B, PS3.7 §9.1.1 and §9.1.5). A C-STORE is
+//! answered with success only after the instance is durably in the spool and
+//! recorded. CT images are kept; other storage objects a PACS routes with a study are
+//! acknowledged, not kept, and audited as ignored. Bad input gets an error status or
+//! an abort and never affects other associations.
+
+pub mod negotiation;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dicom_dictionary_std::tags;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_ul::pdu::Pdu;
+use sha2::{Digest, Sha256};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::dicom::uid::is_ct_image_storage;
+use crate::dicom::{Command, CommandField, DimseStatus, Uid, part10};
+use crate::series::InstanceMeta;
+use crate::spool::Spool;
+use crate::store::{AuditEvent, RecordOutcome, SpooledFile, Store};
+use crate::ul::{Event, UlError, UlStream};
+use negotiation::{AcceptedContext, negotiate};
+
+/// Largest command set accepted; real ones are under 200 bytes.
+const MAX_COMMAND_BYTES: usize = 64 * 1024;
+
+/// What the SCP needs, shared by all associations.
+pub struct Receiver {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub spool: Spool,
+}
+
+/// Accepts associations until `shutdown`; each runs in its own task on `tasks`.
+pub async fn serve(listener: TcpListener, receiver: Arc<Receiver>, shutdown: CancellationToken, tasks: TaskTracker) {
+    let permits = Arc::new(Semaphore::new(receiver.config.dicom.max_associations));
+    let next_id = AtomicU64::new(1);
+    loop {
+        // The permit is taken before accept: at the limit, peers wait in the backlog.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let assoc_id = next_id.fetch_add(1, Ordering::Relaxed);
+        let receiver = receiver.clone();
+        let shutdown = shutdown.clone();
+        let span = tracing::info_span!("association", assoc_id, peer_addr = %peer, calling_ae = tracing::field::Empty);
+        tasks.spawn(
+            async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => tracing::info!("association closed by shutdown"),
+                    _ = association(&receiver, stream, peer) => {}
+                }
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn association(rx: &Receiver, stream: TcpStream, peer: SocketAddr) {
+    let dicom = &rx.config.dicom;
+    let mut ul = UlStream::new(stream, dicom.max_pdu_length);
+    let rq = match ul.read_control_pdu(dicom.artim_timeout, "A-ASSOCIATE-RQ").await {
+        Ok(Pdu::AssociationRQ(rq)) => rq,
+        Ok(other) => {
+            tracing::warn!(pdu = %other.short_description(), "expected A-ASSOCIATE-RQ, aborting");
+            ul.abort().await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "association not established");
+            ul.abort().await;
+            return;
+        }
+    };
+    let accepted = match negotiate(&rx.config.ae_title, dicom, &rq, peer.ip()) {
+        Ok(a) => a,
+        Err(rejected) => {
+            tracing::warn!(reason = %rejected.reason, "association rejected");
+            audit(
+                rx,
+                AuditEvent {
+                    event: "association_rejected",
+                    calling_ae: Some(&rejected.calling_ae),
+                    peer: Some(peer.to_string()),
+                    detail: serde_json::json!({ "called_ae": rejected.called_ae, "reason": rejected.reason }),
+                    ..AuditEvent::default()
+                },
+            )
+            .await;
+            let _ = ul
+                .send_pdu(&Pdu::AssociationRJ(rejected.response), dicom.dimse_timeout)
+                .await;
+            ul.close().await;
+            return;
+        }
+    };
+    tracing::Span::current().record("calling_ae", accepted.calling_ae.as_str());
+    if let Err(e) = ul
+        .send_pdu(&Pdu::AssociationAC(accepted.response.clone()), dicom.dimse_timeout)
+        .await
+    {
+        tracing::warn!(error = %e, "could not send A-ASSOCIATE-AC");
+        return;
+    }
+    ul.set_peer_max_pdu(accepted.peer_max_pdu);
+    tracing::info!(contexts = accepted.contexts.len(), "association accepted");
+    audit(
+        rx,
+        AuditEvent {
+            event: "association_accepted",
+            calling_ae: Some(accepted.calling_ae.as_str()),
+            peer: Some(peer.to_string()),
+            detail: serde_json::json!({ "contexts": accepted.contexts.len() }),
+            ..AuditEvent::default()
+        },
+    )
+    .await;
+
+    let mut session = Session {
+        rx,
+        calling_ae: accepted.calling_ae.as_str(),
+        peer,
+        stored: 0,
+        ignored: 0,
+        refused: 0,
+    };
+    let outcome = session.serve_messages(&mut ul, &accepted.contexts).await;
+    let (stored, ignored, refused) = (session.stored, session.ignored, session.refused);
+    match outcome {
+        Ok(()) => {
+            tracing::info!(stored, ignored, refused, "association released");
+            ul.close().await;
+        }
+        Err(UlError::Closed) => {
+            tracing::warn!(stored, ignored, refused, "peer closed the connection without release");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, stored, ignored, refused, "association aborted");
+            ul.abort().await;
+        }
+    }
+}
+
+struct Session<'a> {
+    rx: &'a Receiver,
+    calling_ae: &'a str,
+    peer: SocketAddr,
+    stored: u64,
+    ignored: u64,
+    refused: u64,
+}
+
+/// The verdict on one C-STORE.
+struct Verdict {
+    status: DimseStatus,
+    comment: Option<String>,
+}
+
+impl Verdict {
+    fn success() -> Self {
+        Self {
+            status: DimseStatus::SUCCESS,
+            comment: None,
+        }
+    }
+
+    fn refuse(status: DimseStatus, comment: impl Into<String>) -> Self {
+        Self {
+            status,
+            comment: Some(comment.into()),
+        }
+    }
+}
+
+impl Session<'_> {
+    /// Serves DIMSE messages until release (Ok) or a protocol failure (Err).
+    async fn serve_messages(
+        &mut self,
+        ul: &mut UlStream,
+        contexts: &std::collections::HashMap<u8, AcceptedContext>,
+    ) -> Result<(), UlError> {
+        let dicom = &self.rx.config.dicom;
+        loop {
+            let first = match ul.next_event(dicom.idle_timeout, "the next request").await? {
+                Event::ReleaseRq => {
+                    ul.send_pdu(&Pdu::ReleaseRP, dicom.dimse_timeout).await?;
+                    return Ok(());
+                }
+                Event::Abort => return Err(UlError::Closed),
+                Event::ReleaseRp => return Err(UlError::Malformed("unexpected A-RELEASE-RP".into())),
+                Event::Pdv(p) => p,
+            };
+            if !first.is_command {
+                return Err(UlError::Malformed("data set fragment where a command was expected".into()));
+            }
+            let pc_id = first.pc_id;
+            let context = contexts
+                .get(&pc_id)
+                .ok_or_else(|| UlError::Malformed(format!("presentation context {pc_id} was not accepted")))?;
+            let mut command_bytes = ul.pdv_data(&first).to_vec();
+            let mut last = first.is_last;
+            while !last {
+                let pdv = expect_pdv(ul, pc_id, true, dicom.dimse_timeout).await?;
+                command_bytes.extend_from_slice(ul.pdv_data(&pdv));
+                if command_bytes.len() > MAX_COMMAND_BYTES {
+                    return Err(UlError::Malformed("command set larger than 64 KiB".into()));
+                }
+                last = pdv.is_last;
+            }
+            let command =
+                Command::decode(&command_bytes).map_err(|e| UlError::Malformed(format!("bad command set: {e}")))?;
+            let verdict = match command.command_field() {
+                CommandField::C_ECHO_RQ if !command.has_dataset => Verdict::success(),
+                CommandField::C_STORE_RQ if command.has_dataset => {
+                    let data = self.read_dataset(ul, pc_id).await?;
+                    match data {
+                        Ok(bytes) => self.store(&command, context, bytes).await,
+                        Err(refusal) => refusal,
+                    }
+                }
+                field if field.is_request() => {
+                    if command.has_dataset {
+                        self.read_dataset(ul, pc_id).await?.ok();
+                    }
+                    Verdict::refuse(DimseStatus::UNRECOGNIZED_OPERATION, "operation not supported")
+                }
+                _ => return Err(UlError::Malformed("unexpected response message".into())),
+            };
+            if !verdict.status.is_success() {
+                self.refused += 1;
+            }
+            let response = command.response(verdict.status, verdict.comment).encode();
+            ul.send_message(pc_id, &response, None, dicom.dimse_timeout).await?;
+        }
+    }
+
+    /// Reads a data set's fragments. Over the size limit or the disk watermark the
+    /// fragments are drained, not kept, and the refusal is returned.
+    async fn read_dataset(&self, ul: &mut UlStream, pc_id: u8) -> Result<Result<Vec<u8>, Verdict>, UlError> {
+        let dicom = &self.rx.config.dicom;
+        let mut refusal = match self.rx.spool.free_bytes() {
+            Ok(free) if free < dicom.min_free_disk_bytes => Some(Verdict::refuse(
+                DimseStatus::OUT_OF_RESOURCES,
+                "spool disk below its free-space watermark",
+            )),
+            Err(e) => Some(Verdict::refuse(
+                DimseStatus::OUT_OF_RESOURCES,
+                format!("cannot check spool free space: {e}"),
+            )),
+            Ok(_) => None,
+        };
+        if refusal.is_some() {
+            tracing::error!("spool disk below its free-space watermark: refusing C-STORE");
+        }
+        let mut data = Vec::new();
+        loop {
+            let pdv = expect_pdv(ul, pc_id, false, dicom.dimse_timeout).await?;
+            if refusal.is_none() {
+                let bytes = ul.pdv_data(&pdv);
+                if (data.len() + bytes.len()) as u64 > dicom.max_object_bytes {
+                    refusal = Some(Verdict::refuse(
+                        DimseStatus::OUT_OF_RESOURCES,
+                        "data set larger than max_object_mb",
+                    ));
+                    data = Vec::new();
+                } else {
+                    data.extend_from_slice(bytes);
+                }
+            }
+            if pdv.is_last {
+                return Ok(refusal.map_or(Ok(data), Err));
+            }
+        }
+    }
+
+    async fn store(&mut self, command: &Command, context: &AcceptedContext, dataset: Vec<u8>) -> Verdict {
+        match self.try_store(command, context, dataset).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "could not store instance");
+                Verdict::refuse(DimseStatus::OUT_OF_RESOURCES, "node could not store the instance")
+            }
+        }
+    }
+
+    async fn try_store(
+        &mut self,
+        command: &Command,
+        context: &AcceptedContext,
+        dataset: Vec<u8>,
+    ) -> anyhow::Result<Verdict> {
+        let class = command.affected_sop_class.as_deref().unwrap_or_default();
+        if class != context.abstract_syntax {
+            return Ok(self
+                .refuse_instance(
+                    DimseStatus::DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                    format!("SOP class {class} does not match the presentation context"),
+                    None,
+                )
+                .await);
+        }
+        let instance = match Uid::parse(command.affected_sop_instance.as_deref().unwrap_or_default()) {
+            Ok(uid) => uid,
+            Err(e) => {
+                let comment = format!("Affected SOP Instance UID: {e}");
+                return Ok(self.refuse_instance(DimseStatus::CANNOT_UNDERSTAND, comment, None).await);
+            }
+        };
+        let file = part10::encode(
+            class,
+            instance.as_str(),
+            &context.transfer_syntax,
+            self.calling_ae,
+            &dataset,
+        )?;
+        drop(dataset);
+        let parsed = tokio::task::spawn_blocking(move || {
+            let parsed = parse_instance(&file);
+            (file, parsed)
+        })
+        .await?;
+        let (file, (object, sha256)) = match parsed {
+            (file, Ok(p)) => (file, p),
+            (_, Err(reason)) => {
+                return Ok(self
+                    .refuse_instance(DimseStatus::CANNOT_UNDERSTAND, reason, None)
+                    .await);
+            }
+        };
+        let dataset_class = text(&object, tags::SOP_CLASS_UID);
+        let dataset_instance = text(&object, tags::SOP_INSTANCE_UID);
+        if dataset_class != class || dataset_instance != instance.as_str() {
+            let comment = format!(
+                "data set SOP class/instance {dataset_class}/{dataset_instance} does not match the C-STORE request"
+            );
+            return Ok(self
+                .refuse_instance(DimseStatus::DATASET_DOES_NOT_MATCH_SOP_CLASS, comment, Some(&object))
+                .await);
+        }
+        if !is_ct_image_storage(class) {
+            self.ignored += 1;
+            tracing::debug!(sop_class = class, "instance ignored: not a CT image");
+            audit(
+                self.rx,
+                AuditEvent {
+                    event: "instance_ignored",
+                    detail: serde_json::json!({
+                        "sop_class": class,
+                        "sop_instance": instance.as_str(),
+                        "reason": format!("SOP class {class} is not CT image storage; not kept"),
+                    }),
+                    ..self.object_event(&object)
+                },
+            )
+            .await;
+            return Ok(Verdict::success());
+        }
+        let meta = match InstanceMeta::from_object(&object) {
+            Ok(m) => m,
+            Err(e) => {
+                return Ok(self
+                    .refuse_instance(DimseStatus::CANNOT_UNDERSTAND, e.to_string(), Some(&object))
+                    .await);
+            }
+        };
+        let spooled_sha = self.rx.store.instance_sha256(meta.sop_instance_uid.as_str()).await?;
+        if spooled_sha.as_deref() != Some(sha256.as_str()) {
+            let spool = self.rx.spool.clone();
+            let size = file.len() as i64;
+            let name = tokio::task::spawn_blocking(move || spool.write(&file)).await??;
+            let record = SpooledFile {
+                file_name: name.clone(),
+                size_bytes: size,
+                sha256,
+                transfer_syntax: context.transfer_syntax.clone(),
+            };
+            let outcome = self.rx.store.record_instance(&meta, &record, self.calling_ae).await;
+            match outcome {
+                Ok(RecordOutcome::Replaced { old_file }) => {
+                    tracing::info!(sop_instance = %meta.sop_instance_uid, "instance re-sent with new content: replaced");
+                    self.rx.spool.remove(&old_file)?;
+                }
+                Ok(RecordOutcome::Unchanged) => self.rx.spool.remove(&name)?,
+                Ok(RecordOutcome::Added) => {}
+                Err(e) => {
+                    self.rx.spool.remove(&name)?;
+                    return Err(e.into());
+                }
+            }
+        } else {
+            // Identical re-send: nothing written, but the series saw activity.
+            self.rx.store.touch_series(meta.series_uid.as_str()).await?;
+        }
+        tracing::debug!(series_uid = %meta.series_uid, "instance stored");
+        self.stored += 1;
+        Ok(Verdict::success())
+    }
+
+    fn object_event<'o>(&'o self, object: &'o DefaultDicomObject) -> AuditEvent<'o> {
+        AuditEvent {
+            calling_ae: Some(self.calling_ae),
+            peer: Some(self.peer.to_string()),
+            study_uid: opt_text(object, tags::STUDY_INSTANCE_UID),
+            series_uid: opt_text(object, tags::SERIES_INSTANCE_UID),
+            patient_id: opt_text(object, tags::PATIENT_ID),
+            accession_number: opt_text(object, tags::ACCESSION_NUMBER),
+            ..AuditEvent::default()
+        }
+    }
+
+    async fn refuse_instance(&self, status: DimseStatus, reason: String, object: Option<&DefaultDicomObject>) -> Verdict {
+        tracing::warn!(status = %status, %reason, "C-STORE refused");
+        let base = match object {
+            Some(o) => self.object_event(o),
+            None => AuditEvent {
+                calling_ae: Some(self.calling_ae),
+                peer: Some(self.peer.to_string()),
+                ..AuditEvent::default()
+            },
+        };
+        audit(
+            self.rx,
+            AuditEvent {
+                event: "instance_refused",
+                detail: serde_json::json!({ "status": status.to_string(), "reason": reason }),
+                ..base
+            },
+        )
+        .await;
+        Verdict::refuse(status, reason)
+    }
+}
+
+async fn expect_pdv(
+    ul: &mut UlStream,
+    pc_id: u8,
+    command: bool,
+    timeout: std::time::Duration,
+) -> Result<crate::ul::Pdv, UlError> {
+    match ul.next_event(timeout, "the rest of a message").await? {
+        Event::Pdv(p) if p.pc_id == pc_id && p.is_command == command => Ok(p),
+        Event::Pdv(_) => Err(UlError::Malformed("fragments of two messages interleaved".into())),
+        Event::Abort => Err(UlError::Closed),
+        _ => Err(UlError::Malformed("release requested in the middle of a message".into())),
+    }
+}
+
+/// Parses a whole Part 10 file (which checks that the data set is complete) and hashes
+/// it. Errors are reasons for the peer.
+fn parse_instance(file: &[u8]) -> Result<(DefaultDicomObject, String), String> {
+    let object = OpenFileOptions::new()
+        .from_reader(&file[128..])
+        .map_err(|e| format!("cannot parse data set: {e}"))?;
+    check_pixel_data(&object)?;
+    let sha = Sha256::digest(file);
+    Ok((object, format!("{sha:x}")))
+}
+
+/// An image must carry complete Pixel Data: native pixel data at least as long as its
+/// Rows x Columns x Samples x Bits Allocated x Frames say.
+fn check_pixel_data(object: &DefaultDicomObject) -> Result<(), String> {
+    let class = text(object, tags::SOP_CLASS_UID);
+    if !is_ct_image_storage(&class) {
+        return Ok(());
+    }
+    let pixel = object
+        .element(tags::PIXEL_DATA)
+        .map_err(|_| "image has no Pixel Data (data set truncated?)".to_string())?;
+    let Ok(bytes) = pixel.to_bytes() else {
+        return Ok(()); // encapsulated: the fragments were parsed whole
+    };
+    let num = |tag| object.element(tag).ok().and_then(|e| e.to_int::<u64>().ok());
+    let expected = [
+        num(tags::ROWS),
+        num(tags::COLUMNS),
+        num(tags::SAMPLES_PER_PIXEL).or(Some(1)),
+        num(tags::NUMBER_OF_FRAMES).or(Some(1)),
+    ]
+    .into_iter()
+    .product::<Option<u64>>()
+    .zip(num(tags::BITS_ALLOCATED))
+    .map(|(n, bits)| n * bits / 8);
+    match expected {
+        Some(expected) if (bytes.len() as u64) < expected => Err(format!(
+            "Pixel Data has {} bytes, the image needs {expected}",
+            bytes.len()
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn text(object: &DefaultDicomObject, tag: dicom_core::Tag) -> String {
+    opt_text(object, tag).unwrap_or_default().to_string()
+}
+
+fn opt_text(object: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<&str> {
+    object
+        .element(tag)
+        .ok()
+        .and_then(|e| e.string().ok())
+        .map(|s| s.trim_matches([' ', '\0']))
+}
+
+async fn audit(rx: &Receiver, event: AuditEvent<'_>) {
+    if let Err(e) = rx.store.audit(&event).await {
+        tracing::error!(error = %e, event = event.event, "could not write audit record");
+    }
+}

@@ -1,0 +1,545 @@
+//! The SQLite store: schema in `migrations/`, applied at open; queries for series,
+//! instances, jobs and the append-only audit log. Holds no business rules: callers
+//! decide, the store records atomically.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+use crate::jobs::{IllegalTransition, JobState};
+use crate::series::{Decision, InstanceMeta};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot apply database migrations")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database query failed")]
+    Query(#[from] sqlx::Error),
+    #[error("job {job_id} is in an unknown state {state:?}")]
+    CorruptState { job_id: i64, state: String },
+    #[error(transparent)]
+    Transition(#[from] IllegalTransition),
+}
+
+/// Milliseconds since the Unix epoch, the time unit of every stored timestamp.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as i64
+}
+
+/// An RFC 3339 rendering of a stored timestamp.
+pub fn format_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// What happened to a received instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// New to the node.
+    Added,
+    /// Byte-identical to the stored copy: nothing changed.
+    Unchanged,
+    /// Same SOP Instance UID, different content: the new copy replaced the old one,
+    /// whose file is returned for removal.
+    Replaced { old_file: String },
+}
+
+/// The facts of a spooled file the store records.
+#[derive(Debug, Clone)]
+pub struct SpooledFile {
+    pub file_name: String,
+    pub size_bytes: i64,
+    pub sha256: String,
+    pub transfer_syntax: String,
+}
+
+/// A series that is receiving, as the tracker sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SeriesRow {
+    pub id: i64,
+    pub series_uid: String,
+    pub study_uid: String,
+    pub patient_id: Option<String>,
+    pub accession_number: Option<String>,
+    pub modality: Option<String>,
+    pub series_description: Option<String>,
+    pub calling_ae: String,
+    pub revision: i64,
+    pub last_received_ms: i64,
+}
+
+/// Per-instance facts used for eligibility.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InstanceRow {
+    pub sop_class_uid: String,
+    pub modality: Option<String>,
+    pub image_type: Option<String>,
+    pub number_of_frames: i64,
+    pub slice_thickness_mm: Option<f64>,
+    pub orientation: Option<String>,
+}
+
+/// A job as listed by `segnode jobs` and the API.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: i64,
+    pub state: String,
+    pub reason: Option<String>,
+    pub series_uid: String,
+    pub study_uid: String,
+    pub modality: Option<String>,
+    pub series_description: Option<String>,
+    pub calling_ae: String,
+    pub series_revision: i64,
+    pub instance_count: i64,
+    pub superseded_by: Option<i64>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// One audit record to append.
+#[derive(Debug, Clone, Default)]
+pub struct AuditEvent<'a> {
+    pub event: &'a str,
+    pub calling_ae: Option<&'a str>,
+    pub peer: Option<String>,
+    pub study_uid: Option<&'a str>,
+    pub series_uid: Option<&'a str>,
+    pub patient_id: Option<&'a str>,
+    pub accession_number: Option<&'a str>,
+    pub job_id: Option<i64>,
+    pub detail: serde_json::Value,
+}
+
+/// A stored audit record.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at_ms: i64,
+    pub event: String,
+    pub calling_ae: Option<String>,
+    pub peer: Option<String>,
+    pub study_uid: Option<String>,
+    pub series_uid: Option<String>,
+    pub patient_id: Option<String>,
+    pub accession_number: Option<String>,
+    pub job_id: Option<i64>,
+    pub detail: String,
+}
+
+/// Instance counts for one series.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct InstanceCount {
+    pub series_uid: String,
+    pub instances: i64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and applies pending migrations. WAL
+    /// with `synchronous = FULL`: a committed row survives a crash or power loss.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The SHA-256 of the stored copy of an instance, if the node has it.
+    pub async fn instance_sha256(&self, sop_instance_uid: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT sha256 FROM instances WHERE sop_instance_uid = ?")
+            .bind(sop_instance_uid)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Records a spooled instance and its series in one transaction. Any instance
+    /// arrival puts the series back to `receiving`; only new or changed content bumps
+    /// its revision.
+    pub async fn record_instance(
+        &self,
+        meta: &InstanceMeta,
+        file: &SpooledFile,
+        calling_ae: &str,
+    ) -> Result<RecordOutcome, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let series_id: i64 = sqlx::query_scalar(
+            "INSERT INTO series (series_uid, study_uid, patient_id, accession_number, modality,
+                                 series_description, calling_ae, state, first_received_ms, last_received_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'receiving', ?, ?)
+             ON CONFLICT (series_uid) DO UPDATE SET
+                 state = 'receiving', last_received_ms = excluded.last_received_ms,
+                 calling_ae = excluded.calling_ae
+             RETURNING id",
+        )
+        .bind(meta.series_uid.as_str())
+        .bind(meta.study_uid.as_str())
+        .bind(&meta.patient_id)
+        .bind(&meta.accession_number)
+        .bind(&meta.modality)
+        .bind(&meta.series_description)
+        .bind(calling_ae)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+
+        let existing: Option<(i64, String, String)> =
+            sqlx::query_as("SELECT id, sha256, file_name FROM instances WHERE sop_instance_uid = ?")
+                .bind(meta.sop_instance_uid.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let orientation = meta.orientation.map(|o| {
+            o.iter().map(f64::to_string).collect::<Vec<_>>().join("\\")
+        });
+        let outcome = match existing {
+            Some((_, sha, _)) if sha == file.sha256 => RecordOutcome::Unchanged,
+            Some((id, _, old_file)) => {
+                sqlx::query(
+                    "UPDATE instances SET series_id = ?, sop_class_uid = ?, transfer_syntax = ?, file_name = ?,
+                         size_bytes = ?, sha256 = ?, modality = ?, image_type = ?, number_of_frames = ?,
+                         slice_thickness_mm = ?, orientation = ?, received_ms = ?,
+                         replaced_count = replaced_count + 1
+                     WHERE id = ?",
+                )
+                .bind(series_id)
+                .bind(meta.sop_class_uid.as_str())
+                .bind(&file.transfer_syntax)
+                .bind(&file.file_name)
+                .bind(file.size_bytes)
+                .bind(&file.sha256)
+                .bind(&meta.modality)
+                .bind(&meta.image_type)
+                .bind(i64::from(meta.number_of_frames))
+                .bind(meta.slice_thickness_mm)
+                .bind(&orientation)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                RecordOutcome::Replaced { old_file }
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO instances (series_id, sop_instance_uid, sop_class_uid, transfer_syntax,
+                         file_name, size_bytes, sha256, modality, image_type, number_of_frames,
+                         slice_thickness_mm, orientation, received_ms)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(series_id)
+                .bind(meta.sop_instance_uid.as_str())
+                .bind(meta.sop_class_uid.as_str())
+                .bind(&file.transfer_syntax)
+                .bind(&file.file_name)
+                .bind(file.size_bytes)
+                .bind(&file.sha256)
+                .bind(&meta.modality)
+                .bind(&meta.image_type)
+                .bind(i64::from(meta.number_of_frames))
+                .bind(meta.slice_thickness_mm)
+                .bind(&orientation)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                RecordOutcome::Added
+            }
+        };
+        if outcome != RecordOutcome::Unchanged {
+            sqlx::query("UPDATE series SET revision = revision + 1 WHERE id = ?")
+                .bind(series_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Notes activity on a series (an identical instance re-sent): it is `receiving`
+    /// again until stable, with its revision unchanged.
+    pub async fn touch_series(&self, series_uid: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE series SET state = 'receiving', last_received_ms = ? WHERE series_uid = ?")
+            .bind(now_ms())
+            .bind(series_uid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Series still `receiving` whose last instance arrived at or before `cutoff_ms`.
+    pub async fn series_due(&self, cutoff_ms: i64) -> Result<Vec<SeriesRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, series_uid, study_uid, patient_id, accession_number, modality, series_description,
+                    calling_ae, revision, last_received_ms
+             FROM series WHERE state = 'receiving' AND last_received_ms <= ? ORDER BY last_received_ms",
+        )
+        .bind(cutoff_ms)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn series_instances(&self, series_id: i64) -> Result<Vec<InstanceRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT sop_class_uid, modality, image_type, number_of_frames, slice_thickness_mm, orientation
+             FROM instances WHERE series_id = ?",
+        )
+        .bind(series_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Marks a series stable and, unless a job already exists for its current
+    /// revision, creates the job the decision calls for, superseding older jobs of the
+    /// series. Returns the new job's id, or `None` when the series changed meanwhile
+    /// (it stays `receiving`) or its revision already had a job.
+    pub async fn settle_series(
+        &self,
+        series: &SeriesRow,
+        instance_count: i64,
+        decision: &Decision,
+    ) -> Result<Option<i64>, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let settled = sqlx::query(
+            "UPDATE series SET state = 'stable' WHERE id = ? AND last_received_ms = ? AND revision = ?",
+        )
+        .bind(series.id)
+        .bind(series.last_received_ms)
+        .bind(series.revision)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if settled == 0 {
+            return Ok(None);
+        }
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE series_id = ? AND series_revision = ?")
+                .bind(series.id)
+                .bind(series.revision)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_some() {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let (state, reason) = match decision {
+            Decision::Eligible => (JobState::Queued, None),
+            Decision::Ignored(reason) => (JobState::Ignored, Some(reason.as_str())),
+        };
+        let job_id: i64 = sqlx::query_scalar(
+            "INSERT INTO jobs (series_id, series_revision, state, reason, instance_count, created_ms, updated_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(series.id)
+        .bind(series.revision)
+        .bind(state.as_str())
+        .bind(reason)
+        .bind(instance_count)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let older: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, state FROM jobs WHERE series_id = ? AND id <> ? AND superseded_by IS NULL",
+        )
+        .bind(series.id)
+        .bind(job_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (old_id, old_state) in older {
+            let old_state = parse_state(old_id, &old_state)?;
+            let next = if old_state.supersedable() {
+                old_state.transition(JobState::Superseded)?
+            } else {
+                old_state
+            };
+            sqlx::query("UPDATE jobs SET state = ?, superseded_by = ?, updated_ms = ? WHERE id = ?")
+                .bind(next.as_str())
+                .bind(job_id)
+                .bind(now)
+                .bind(old_id)
+                .execute(&mut *tx)
+                .await?;
+            append_audit(
+                &mut tx,
+                &series_event("job_superseded", series, Some(old_id), serde_json::json!({ "by_job": job_id })),
+            )
+            .await?;
+        }
+        let event = match state {
+            JobState::Queued => "job_queued",
+            _ => "job_ignored",
+        };
+        append_audit(
+            &mut tx,
+            &series_event(
+                event,
+                series,
+                Some(job_id),
+                serde_json::json!({ "instances": instance_count, "revision": series.revision, "reason": reason }),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(job_id))
+    }
+
+    /// Jobs, newest first, optionally only those in `state`.
+    pub async fn jobs(&self, state: Option<JobState>, limit: i64) -> Result<Vec<JobRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT j.id, j.state, j.reason, s.series_uid, s.study_uid, s.modality, s.series_description,
+                    s.calling_ae, j.series_revision, j.instance_count, j.superseded_by, j.created_ms, j.updated_ms
+             FROM jobs j JOIN series s ON s.id = j.series_id
+             WHERE (?1 IS NULL OR j.state = ?1)
+             ORDER BY j.id DESC LIMIT ?2",
+        )
+        .bind(state.map(JobState::as_str))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Jobs left `running` by a crash go back to `queued` so that a worker resumes them.
+    pub async fn requeue_interrupted(&self) -> Result<u64, StoreError> {
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE state = 'running'")
+            .fetch_all(&self.pool)
+            .await?;
+        for id in &ids {
+            let next = JobState::Running.transition(JobState::Queued)?;
+            sqlx::query("UPDATE jobs SET state = ?, updated_ms = ? WHERE id = ?")
+                .bind(next.as_str())
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(ids.len() as u64)
+    }
+
+    pub async fn audit(&self, event: &AuditEvent<'_>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        append_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Audit records, oldest first, optionally only one event kind.
+    pub async fn audit_rows(&self, event: Option<&str>) -> Result<Vec<AuditRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, at_ms, event, calling_ae, peer, study_uid, series_uid, patient_id, accession_number,
+                    job_id, detail
+             FROM audit WHERE (?1 IS NULL OR event = ?1) ORDER BY id",
+        )
+        .bind(event)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Instance counts per series.
+    pub async fn instance_counts(&self) -> Result<Vec<InstanceCount>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT s.series_uid, COUNT(i.id) AS instances
+             FROM series s LEFT JOIN instances i ON i.series_id = s.id
+             GROUP BY s.id ORDER BY s.id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Every spool file name the database references.
+    pub async fn referenced_files(&self) -> Result<HashSet<String>, StoreError> {
+        let names: Vec<String> = sqlx::query_scalar("SELECT file_name FROM instances")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(names.into_iter().collect())
+    }
+}
+
+fn parse_state(job_id: i64, state: &str) -> Result<JobState, StoreError> {
+    JobState::from_str(state).map_err(|_| StoreError::CorruptState {
+        job_id,
+        state: state.to_string(),
+    })
+}
+
+fn series_event<'a>(
+    event: &'a str,
+    series: &'a SeriesRow,
+    job_id: Option<i64>,
+    detail: serde_json::Value,
+) -> AuditEvent<'a> {
+    AuditEvent {
+        event,
+        calling_ae: Some(&series.calling_ae),
+        study_uid: Some(&series.study_uid),
+        series_uid: Some(&series.series_uid),
+        patient_id: series.patient_id.as_deref(),
+        accession_number: series.accession_number.as_deref(),
+        job_id,
+        detail,
+        ..AuditEvent::default()
+    }
+}
+
+async fn append_audit(tx: &mut Transaction<'_, Sqlite>, e: &AuditEvent<'_>) -> Result<(), StoreError> {
+    let detail = if e.detail.is_null() {
+        "{}".to_string()
+    } else {
+        e.detail.to_string()
+    };
+    sqlx::query(
+        "INSERT INTO audit (at_ms, event, calling_ae, peer, study_uid, series_uid, patient_id,
+                            accession_number, job_id, detail)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(now_ms())
+    .bind(e.event)
+    .bind(e.calling_ae)
+    .bind(&e.peer)
+    .bind(e.study_uid)
+    .bind(e.series_uid)
+    .bind(e.patient_id)
+    .bind(e.accession_number)
+    .bind(e.job_id)
+    .bind(detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
