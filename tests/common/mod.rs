@@ -1,0 +1,266 @@
+//! Test harness: a node on port 0 with its own temporary data directory, real DCMTK
+//! peers run as child processes, synthetic DICOM built in code, and the shared real CT
+//! data found through `SEGNODE_TEST_DATA` (default `../shared/data`).
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use segnode::config::Config;
+use segnode::store::Store;
+use tokio_util::sync::CancellationToken;
+
+pub const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+pub const CT_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+pub const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
+pub const MR_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.4";
+
+/// The shared real CT data. Fails plainly when it is absent.
+pub fn shared_data() -> PathBuf {
+    let dir = std::env::var_os("SEGNODE_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    assert!(
+        dir.join("ct-abdomen-j2k").is_dir(),
+        "this test needs the shared CT data at {} (set SEGNODE_TEST_DATA to its folder)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn real_series() -> PathBuf {
+    shared_data().join("ct-abdomen-j2k")
+}
+
+/// A DCMTK tool by its full path (pip's pynetdicom installs a `storescu` that would
+/// shadow DCMTK's on PATH). Fails plainly when DCMTK is not installed.
+pub fn dcmtk(tool: &str) -> PathBuf {
+    let path = Path::new("/usr/bin").join(tool);
+    assert!(
+        path.exists(),
+        "{} not found: install DCMTK (apt-get install dcmtk), or run .ci/run",
+        path.display()
+    );
+    path
+}
+
+/// The node's configuration for a test: port 0, temporary paths, stable age 1 s.
+pub fn test_config(data_dir: &Path, extra_dicom: &str) -> String {
+    format!(
+        r#"
+[node]
+ae_title = "SEGNODE"
+data_dir = "{}"
+[dicom]
+listen = "127.0.0.1:0"
+artim_timeout_seconds = 2
+dimse_timeout_seconds = 5
+{extra_dicom}
+[[dicom.allowed_peers]]
+ae_title = "STORESCU"
+[[dicom.allowed_peers]]
+ae_title = "ECHOSCU"
+[[dicom.allowed_peers]]
+ae_title = "TESTSCU"
+[series]
+stable_seconds = 1
+[eligibility]
+min_slices = 10
+"#,
+        data_dir.display()
+    )
+}
+
+pub struct TestNode {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestNode {
+    pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// Starts a node; `extra_dicom` adds keys to its `[dicom]` table.
+    pub async fn start_with(extra_dicom: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let text = test_config(&dir.path().join("data"), extra_dicom);
+        let config = Config::from_toml(&text, &BTreeMap::new()).unwrap();
+        let shutdown = CancellationToken::new();
+        let node = segnode::node::start(config, shutdown.clone()).await.unwrap();
+        let addr = node.dicom_addr;
+        let store = node.store.clone();
+        let handle = tokio::spawn(node.wait());
+        Self {
+            addr,
+            store,
+            dir,
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.dir.path().join("data/spool")
+    }
+
+    /// Stops the node gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap();
+        }
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Runs a DCMTK tool; returns (success, combined output).
+pub async fn run_tool(tool: &str, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(dcmtk(tool))
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `storescu` sending files or folders (`+sd +r`) unchanged: `-xv` proposes JPEG 2000
+/// Lossless and every uncompressed syntax, so both kinds go as they are.
+pub async fn storescu(port: &str, paths: &[&Path]) -> (bool, String) {
+    let mut args = vec!["-aet", "STORESCU", "-aec", "SEGNODE", "+sd", "+r", "-xv", "127.0.0.1", port];
+    let owned: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    args.extend(owned.iter().map(String::as_str));
+    run_tool("storescu", &args).await
+}
+
+/// Polls `check` until it returns Some or `timeout` passes.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A synthetic axial CT series of `slices` slices of `size`x`size` 16-bit pixels,
+/// written as Part 10 files (Explicit VR Little Endian) into `dir`. Returns the paths.
+pub fn synthetic_series(dir: &Path, series_no: u32, slices: u32, size: u16) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let study = format!("1.2.826.0.1.3680043.10.1.{series_no}");
+    let series = format!("{study}.1");
+    (0..slices)
+        .map(|i| {
+            let sop = format!("{series}.{}", i + 1);
+            let obj = ct_slice(&study, &series, &sop, i, size);
+            let path = dir.join(format!("slice{i:04}.dcm"));
+            write_part10(obj, CT_STORAGE, &sop, &path);
+            path
+        })
+        .collect()
+}
+
+/// One CT slice data set.
+pub fn ct_slice(study: &str, series: &str, sop: &str, index: u32, size: u16) -> InMemDicomObject {
+    let mut o = InMemDicomObject::new_empty();
+    let mut put = |tag, vr, value: PrimitiveValue| o.put(DataElement::new(tag, vr, value));
+    put(tags::SOP_CLASS_UID, VR::UI, CT_STORAGE.into());
+    put(tags::SOP_INSTANCE_UID, VR::UI, sop.into());
+    put(tags::STUDY_INSTANCE_UID, VR::UI, study.into());
+    put(tags::SERIES_INSTANCE_UID, VR::UI, series.into());
+    put(tags::FRAME_OF_REFERENCE_UID, VR::UI, format!("{study}.9").into());
+    put(tags::MODALITY, VR::CS, "CT".into());
+    put(tags::PATIENT_ID, VR::LO, "SYNTH-0001".into());
+    put(tags::PATIENT_NAME, VR::PN, "Synthetic^Patient".into());
+    put(tags::ACCESSION_NUMBER, VR::SH, "SYNACC1".into());
+    put(tags::SERIES_DESCRIPTION, VR::LO, "Abdomen synthetic".into());
+    put(tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY\\AXIAL".into());
+    put(tags::INSTANCE_NUMBER, VR::IS, format!("{}", index + 1).into());
+    put(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0".into());
+    put(tags::IMAGE_POSITION_PATIENT, VR::DS, format!("-100\\-100\\{}", f64::from(index) * 3.0).into());
+    put(tags::SLICE_THICKNESS, VR::DS, "3".into());
+    put(tags::PIXEL_SPACING, VR::DS, "0.8\\0.8".into());
+    put(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16));
+    put(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2".into());
+    put(tags::ROWS, VR::US, PrimitiveValue::from(size));
+    put(tags::COLUMNS, VR::US, PrimitiveValue::from(size));
+    put(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16));
+    put(tags::BITS_STORED, VR::US, PrimitiveValue::from(12u16));
+    put(tags::HIGH_BIT, VR::US, PrimitiveValue::from(11u16));
+    put(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16));
+    put(tags::RESCALE_INTERCEPT, VR::DS, "-1024".into());
+    put(tags::RESCALE_SLOPE, VR::DS, "1".into());
+    let pixels: Vec<u16> = (0..u32::from(size) * u32::from(size))
+        .map(|p| ((p + index * 7) % 2000) as u16)
+        .collect();
+    put(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.into()));
+    o
+}
+
+/// Writes a data set as a Part 10 file whose meta says `sop_class`/`sop_instance`.
+pub fn write_part10(obj: InMemDicomObject, sop_class: &str, sop_instance: &str, path: &Path) {
+    let file = obj
+        .with_meta(
+            FileMetaTableBuilder::new()
+                .media_storage_sop_class_uid(sop_class)
+                .media_storage_sop_instance_uid(sop_instance)
+                .transfer_syntax(EXPLICIT_LE),
+        )
+        .unwrap();
+    file.write_to_file(path).unwrap();
+}
+
+/// A minimal Secondary Capture object (what a PACS may route along with a CT study).
+pub fn secondary_capture(path: &Path) {
+    let mut o = ct_slice("1.2.826.0.1.3680043.10.9", "1.2.826.0.1.3680043.10.9.7", "1.2.826.0.1.3680043.10.9.7.1", 0, 8);
+    o.put(DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from(SECONDARY_CAPTURE)));
+    o.put(DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::from("OT")));
+    write_part10(o, SECONDARY_CAPTURE, "1.2.826.0.1.3680043.10.9.7.1", path);
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,171 @@
+//! The node receiving from real DCMTK peers: storage, echo, access control, ignored
+//! objects, concurrency, re-sends.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use segnode::store::Store;
+
+async fn queued_jobs(store: &Store) -> Vec<segnode::store::JobRow> {
+    store
+        .jobs(Some(segnode::jobs::JobState::Queued), 100)
+        .await
+        .unwrap()
+}
+
+async fn wait_jobs(store: &Store, n: usize) -> Vec<segnode::store::JobRow> {
+    wait_for(Duration::from_secs(20), || async {
+        let jobs = store.jobs(None, 100).await.unwrap();
+        (jobs.len() >= n).then_some(jobs)
+    })
+    .await
+    .unwrap_or_else(|| panic!("expected {n} jobs"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storescu_real_series_is_spooled_and_queued() {
+    let node = TestNode::start().await;
+    let (ok, out) = storescu(&node.port(), &[&real_series()]).await;
+    assert!(ok, "storescu failed:\n{out}");
+    let jobs = wait_jobs(&node.store, 1).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].state, "queued");
+    assert_eq!(jobs[0].instance_count, 20);
+    assert_eq!(jobs[0].calling_ae, "STORESCU");
+    let counts = node.store.instance_counts().await.unwrap();
+    assert_eq!(counts.len(), 1);
+    assert_eq!(counts[0].instances, 20);
+    // 20 objects in the spool, none named after a UID.
+    let files = files_under(&node.spool().join("objects"));
+    assert_eq!(files.len(), 20);
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        assert!(!name.contains("1.2.826"), "{name} is built from a UID");
+    }
+    // Received files are byte-identical data sets (JPEG 2000 kept as is).
+    let stored = std::fs::read(&files[0]).unwrap();
+    let meta = dicom_object::meta::FileMetaTable::from_reader(&stored[128..]).unwrap();
+    assert_eq!(meta.transfer_syntax().trim_end_matches('\0'), "1.2.840.10008.1.2.4.90");
+
+    // `segnode jobs --json` shows the job.
+    let config = node.dir.path().join("segnode.toml");
+    std::fs::write(&config, test_config(&node.dir.path().join("data"), "")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_segnode"))
+        .args(["--config", config.to_str().unwrap(), "jobs", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["state"], "queued");
+    assert_eq!(listed[0]["instance_count"], 20);
+    assert_eq!(listed[0]["series_uid"], jobs[0].series_uid);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoscu_succeeds_and_unknown_calling_ae_is_rejected() {
+    let node = TestNode::start().await;
+    let (ok, out) = run_tool("echoscu", &["-aet", "ECHOSCU", "-aec", "SEGNODE", "127.0.0.1", &node.port()]).await;
+    assert!(ok, "echoscu failed:\n{out}");
+    let (ok, out) = run_tool("echoscu", &["-aet", "INTRUDER", "-aec", "SEGNODE", "127.0.0.1", &node.port()]).await;
+    assert!(!ok, "unknown calling AE was accepted:\n{out}");
+    assert!(out.contains("Calling AE Title Not Recognized"), "{out}");
+    let (ok, out) = run_tool("echoscu", &["-aet", "ECHOSCU", "-aec", "WRONG", "127.0.0.1", &node.port()]).await;
+    assert!(!ok, "wrong called AE was accepted:\n{out}");
+    assert!(out.contains("Called AE Title Not Recognized"), "{out}");
+    let rejected = node.store.audit_rows(Some("association_rejected")).await.unwrap();
+    assert_eq!(rejected.len(), 2);
+    assert_eq!(rejected[0].calling_ae.as_deref(), Some("INTRUDER"));
+    assert!(rejected[0].peer.as_deref().unwrap().starts_with("127.0.0.1:"));
+    assert!(rejected[0].detail.contains("not on the allow-list"));
+    assert_eq!(node.store.audit_rows(Some("association_accepted")).await.unwrap().len(), 1);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_ct_object_is_accepted_not_kept_and_recorded_as_ignored() {
+    let node = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sc = dir.path().join("sc.dcm");
+    secondary_capture(&sc);
+    let (ok, out) = storescu(&node.port(), &[&sc]).await;
+    assert!(ok, "storescu failed:\n{out}");
+    let ignored = node.store.audit_rows(Some("instance_ignored")).await.unwrap();
+    assert_eq!(ignored.len(), 1);
+    let detail: serde_json::Value = serde_json::from_str(&ignored[0].detail).unwrap();
+    assert_eq!(detail["sop_class"], SECONDARY_CAPTURE);
+    assert!(detail["reason"].as_str().unwrap().contains("not CT image storage"));
+    assert_eq!(ignored[0].series_uid.as_deref(), Some("1.2.826.0.1.3680043.10.9.7"));
+    assert!(node.store.instance_counts().await.unwrap().is_empty());
+    assert!(files_under(&node.spool()).is_empty());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_storescu_associations_all_land() {
+    let node = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let series: Vec<_> = (0..8)
+        .map(|n| {
+            let d = dir.path().join(format!("s{n}"));
+            synthetic_series(&d, n + 1, 12, 64);
+            d
+        })
+        .collect();
+    let mut sends = tokio::task::JoinSet::new();
+    for d in series {
+        let port = node.port();
+        sends.spawn(async move { storescu(&port, &[d.as_path()]).await });
+    }
+    while let Some(result) = sends.join_next().await {
+        let (ok, out) = result.unwrap();
+        assert!(ok, "storescu failed:\n{out}");
+    }
+    let jobs = wait_jobs(&node.store, 8).await;
+    assert_eq!(jobs.len(), 8);
+    assert!(jobs.iter().all(|j| j.state == "queued" && j.instance_count == 12), "{jobs:#?}");
+    assert_eq!(files_under(&node.spool().join("objects")).len(), 96);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resent_series_unchanged_makes_no_job_changed_supersedes() {
+    let node = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = synthetic_series(dir.path(), 42, 12, 32);
+    let (ok, out) = storescu(&node.port(), &[dir.path()]).await;
+    assert!(ok, "{out}");
+    let first = wait_jobs(&node.store, 1).await;
+    assert_eq!(first[0].state, "queued");
+
+    // Identical re-send: series becomes active again, settles, no new job.
+    let (ok, out) = storescu(&node.port(), &[dir.path()]).await;
+    assert!(ok, "{out}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(node.store.jobs(None, 100).await.unwrap().len(), 1);
+
+    // One slice with different pixels: replaced, a new job supersedes the old one.
+    let study = "1.2.826.0.1.3680043.10.1.42";
+    let series = format!("{study}.1");
+    let sop = format!("{series}.3");
+    let mut changed = ct_slice(study, &series, &sop, 2, 32);
+    changed.put(dicom_core::DataElement::new(
+        dicom_dictionary_std::tags::RESCALE_INTERCEPT,
+        dicom_core::VR::DS,
+        dicom_core::PrimitiveValue::from("-1000"),
+    ));
+    write_part10(changed, CT_STORAGE, &sop, &files[2]);
+    let (ok, out) = storescu(&node.port(), &[&files[2]]).await;
+    assert!(ok, "{out}");
+    let jobs = wait_jobs(&node.store, 2).await;
+    assert_eq!(jobs[0].state, "queued");
+    assert_eq!(jobs[0].instance_count, 12);
+    assert_eq!(jobs[1].state, "superseded");
+    assert_eq!(jobs[1].superseded_by, Some(jobs[0].id));
+    assert_eq!(queued_jobs(&node.store).await.len(), 1);
+    // The replaced copy's old file is gone: still one file per instance.
+    assert_eq!(files_under(&node.spool().join("objects")).len(), 12);
+    node.stop().await;
+}
