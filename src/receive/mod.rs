@@ -352,7 +352,7 @@ impl Session<'_> {
         let dataset_instance = text(&object, tags::SOP_INSTANCE_UID);
         if dataset_class != class || dataset_instance != instance.as_str() {
             let comment = format!(
-                "data set SOP class/instance {dataset_class}/{dataset_instance} does not match the C-STORE request"
+                "SOP class/instance does not match the C-STORE request: data set has {dataset_class}/{dataset_instance}"
             );
             return Ok(self
                 .refuse_instance(DimseStatus::DATASET_DOES_NOT_MATCH_SOP_CLASS, comment, Some(&object))

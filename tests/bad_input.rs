@@ -1,0 +1,253 @@
+//! Hostile and broken input: each gets an error status, a refusal or an abort; the node
+//! keeps serving, nothing already received is lost, and no file appears outside the
+//! spool.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use dicom_ul::pdu::{AssociationRQ, Pdu, PresentationContextProposed, UserVariableItem};
+use segnode::deliver::{self, Association, OutgoingFile, PeerAddress, ScuTimeouts};
+use segnode::dicom::{AeTitle, DimseStatus};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn peer(node: &TestNode) -> PeerAddress {
+    format!("SEGNODE@127.0.0.1:{}", node.port()).parse().unwrap()
+}
+
+async fn send_one(node: &TestNode, file: OutgoingFile) -> (DimseStatus, Option<String>) {
+    let calling = AeTitle::parse("TESTSCU").unwrap();
+    let files = [file];
+    let mut assoc = Association::connect(&peer(node), &calling, &deliver::context_pairs(&files), ScuTimeouts::default())
+        .await
+        .unwrap();
+    let result = assoc.store(&files[0]).await.unwrap();
+    assoc.release().await.unwrap();
+    result
+}
+
+async fn assert_still_serving(node: &TestNode) {
+    let calling = AeTitle::parse("TESTSCU").unwrap();
+    let mut assoc = Association::connect(&peer(node), &calling, &deliver::echo_pairs(), ScuTimeouts::default())
+        .await
+        .expect("node still accepts associations");
+    assert!(assoc.echo().await.unwrap().is_success());
+    assoc.release().await.unwrap();
+}
+
+/// A CT slice whose data set has `sop_instance` and `dataset_class`, sent with a
+/// C-STORE request that says CT Image Storage and `sop_instance`.
+fn crafted(dir: &Path, sop_instance: &str, dataset_class: &str) -> OutgoingFile {
+    let valid = "1.2.826.0.1.3680043.10.5.1.99";
+    let mut obj = ct_slice("1.2.826.0.1.3680043.10.5", "1.2.826.0.1.3680043.10.5.1", valid, 0, 16);
+    let path = dir.join("crafted.dcm");
+    write_part10(obj.clone(), CT_STORAGE, valid, &path);
+    let header_len = segnode::dicom::part10::dataset_offset(&std::fs::read(&path).unwrap()).unwrap();
+    let put = |obj: &mut dicom_object::InMemDicomObject, tag, value: &str| {
+        obj.put(dicom_core::DataElement::new(tag, dicom_core::VR::UI, dicom_core::PrimitiveValue::from(value)));
+    };
+    put(&mut obj, dicom_dictionary_std::tags::SOP_CLASS_UID, dataset_class);
+    put(&mut obj, dicom_dictionary_std::tags::SOP_INSTANCE_UID, sop_instance);
+    let mut dataset = Vec::new();
+    let ts = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+    obj.write_dataset_with_ts(&mut dataset, &ts).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap()[..header_len].to_vec();
+    bytes.extend_from_slice(&dataset);
+    OutgoingFile {
+        sop_class: CT_STORAGE.into(),
+        sop_instance: sop_instance.into(),
+        ..OutgoingFile::from_bytes("crafted".into(), bytes).unwrap()
+    }
+}
+
+fn no_file_outside_spool(node: &TestNode) {
+    for f in files_under(node.dir.path()) {
+        let rel = f.strip_prefix(node.dir.path()).unwrap().to_string_lossy().to_string();
+        assert!(
+            rel.starts_with("data/spool/objects/") || rel.starts_with("data/segnode.db"),
+            "unexpected file {rel}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sop_instance_uid_with_path_characters_is_refused() {
+    let node = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    for evil in ["../../escape", "1.2/3", "..", "1.2.3\\4"] {
+        let (status, comment) = send_one(&node, crafted(dir.path(), evil, CT_STORAGE)).await;
+        assert_eq!(status, DimseStatus::CANNOT_UNDERSTAND, "{evil:?}");
+        assert!(comment.unwrap().contains("SOP Instance UID"), "{evil:?}");
+    }
+    no_file_outside_spool(&node);
+    assert!(files_under(&node.spool()).is_empty());
+    assert_eq!(node.store.audit_rows(Some("instance_refused")).await.unwrap().len(), 4);
+    assert_still_serving(&node).await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dataset_not_matching_the_request_gets_a900() {
+    let node = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (status, comment) = send_one(&node, crafted(dir.path(), "1.2.826.0.1.3680043.10.5.1.1", MR_STORAGE)).await;
+    assert_eq!(status, DimseStatus::DATASET_DOES_NOT_MATCH_SOP_CLASS);
+    assert!(comment.unwrap().contains("does not match"));
+    assert!(files_under(&node.spool()).is_empty());
+    assert_still_serving(&node).await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_and_absurd_datasets_get_c000_and_earlier_data_stays() {
+    let node = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = synthetic_series(&dir.path().join("good"), 7, 12, 32);
+    let (ok, out) = storescu(&node.port(), &[&dir.path().join("good")]).await;
+    assert!(ok, "{out}");
+
+    let whole = std::fs::read(&good[0]).unwrap();
+    let offset = segnode::dicom::part10::dataset_offset(&whole).unwrap();
+    // Cut inside the pixel data, and cut just before it (a data set that ends cleanly
+    // but has lost its pixels).
+    let pixel_tag = [0xE0, 0x7F, 0x10, 0x00];
+    let pixel_at = whole.windows(4).rposition(|w| w == pixel_tag).unwrap();
+    for cut in [whole.len() - 100, pixel_at] {
+        let mut bytes = whole[..cut].to_vec();
+        // A different instance, so the good one is not replaced.
+        let file = OutgoingFile {
+            sop_instance: "1.2.826.0.1.3680043.10.1.7.1.1".into(),
+            ..OutgoingFile::from_bytes("cut".into(), std::mem::take(&mut bytes)).unwrap()
+        };
+        let (status, comment) = send_one(&node, file).await;
+        assert_eq!(status, DimseStatus::CANNOT_UNDERSTAND, "cut at {cut}: {comment:?}");
+    }
+    // An element announcing an absurd length.
+    let mut absurd = whole[..pixel_at].to_vec();
+    absurd.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0, 0xF0, 0xFF, 0xFF, 0x7F, 1, 2]);
+    let file = OutgoingFile::from_bytes("absurd".into(), absurd).unwrap();
+    let (status, _) = send_one(&node, file).await;
+    assert_eq!(status, DimseStatus::CANNOT_UNDERSTAND);
+    assert!(offset < pixel_at);
+
+    // The good series is intact and gets its job.
+    let jobs = wait_for(Duration::from_secs(10), || async {
+        let jobs = node.store.jobs(None, 10).await.unwrap();
+        (!jobs.is_empty()).then_some(jobs)
+    })
+    .await
+    .unwrap();
+    assert_eq!(jobs[0].instance_count, 12);
+    assert_eq!(files_under(&node.spool().join("objects")).len(), 12);
+    no_file_outside_spool(&node);
+    node.stop().await;
+}
+
+/// Opens a raw association (verification and CT contexts) and returns the socket.
+async fn raw_association(node: &TestNode) -> TcpStream {
+    let mut socket = TcpStream::connect(node.addr).await.unwrap();
+    let rq = Pdu::AssociationRQ(AssociationRQ {
+        protocol_version: 1,
+        calling_ae_title: "TESTSCU".into(),
+        called_ae_title: "SEGNODE".into(),
+        application_context_name: "1.2.840.10008.3.1.1.1".into(),
+        presentation_contexts: vec![PresentationContextProposed {
+            id: 1,
+            abstract_syntax: CT_STORAGE.into(),
+            transfer_syntaxes: vec![EXPLICIT_LE.into()],
+        }],
+        user_variables: vec![UserVariableItem::MaxLength(16384)],
+    });
+    let mut bytes = Vec::new();
+    dicom_ul::pdu::write_pdu(&mut bytes, &rq).unwrap();
+    socket.write_all(&bytes).await.unwrap();
+    let mut header = [0u8; 6];
+    socket.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[0], 0x02, "expected A-ASSOCIATE-AC");
+    let len = u32::from_be_bytes(header[2..6].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; len];
+    socket.read_exact(&mut body).await.unwrap();
+    socket
+}
+
+/// Reads until the node aborts (A-ABORT PDU) or closes; returns whether that happened
+/// within `within`.
+async fn node_hangs_up(socket: &mut TcpStream, within: Duration) -> bool {
+    let read = async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) if buf[..n].contains(&0x07) => return true,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_pdus_and_silent_peers_are_dropped_and_the_node_keeps_serving() {
+    let node = TestNode::start_with("idle_timeout_seconds = 2").await;
+
+    // Absurd PDU length: aborted at once, nothing allocated for it.
+    let mut s = raw_association(&node).await;
+    s.write_all(&[0x04, 0, 0xFF, 0xFF, 0xFF, 0xF0]).await.unwrap();
+    assert!(node_hangs_up(&mut s, Duration::from_secs(3)).await, "absurd PDU length not refused");
+
+    // Truncated PDU, then the peer goes away.
+    let mut s = raw_association(&node).await;
+    s.write_all(&[0x04, 0, 0, 0, 0x10, 0x00, 0, 0, 0x0f]).await.unwrap();
+    drop(s);
+
+    // Malformed presentation data value (item longer than its PDU).
+    let mut s = raw_association(&node).await;
+    s.write_all(&[0x04, 0, 0, 0, 0, 8, 0, 0, 0x10, 0, 1, 3, 0, 0]).await.unwrap();
+    assert!(node_hangs_up(&mut s, Duration::from_secs(3)).await, "malformed PDV not refused");
+
+    // Garbage instead of an A-ASSOCIATE-RQ.
+    let mut s = TcpStream::connect(node.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert!(node_hangs_up(&mut s, Duration::from_secs(3)).await, "garbage not refused");
+
+    // A connection that sends nothing is dropped after the ARTIM timeout (2 s here).
+    let mut s = TcpStream::connect(node.addr).await.unwrap();
+    assert!(node_hangs_up(&mut s, Duration::from_secs(6)).await, "silent peer kept");
+
+    // An association that goes silent after negotiation is dropped by the idle timeout.
+    let mut s = raw_association(&node).await;
+    assert!(node_hangs_up(&mut s, Duration::from_secs(6)).await, "idle association kept");
+
+    assert_still_serving(&node).await;
+    let (ok, out) = storescu(&node.port(), &[&real_series()]).await;
+    assert!(ok, "{out}");
+    assert_eq!(files_under(&node.spool().join("objects")).len(), 20);
+    no_file_outside_spool(&node);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_disk_and_oversized_objects_get_a700() {
+    // A watermark no disk can meet.
+    let node = TestNode::start_with("min_free_disk_mb = 1000000000").await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = synthetic_series(dir.path(), 3, 1, 16);
+    let file = OutgoingFile::from_bytes("x".into(), std::fs::read(&files[0]).unwrap()).unwrap();
+    let (status, comment) = send_one(&node, file).await;
+    assert_eq!(status, DimseStatus::OUT_OF_RESOURCES);
+    assert!(comment.unwrap().contains("free-space watermark"));
+    assert!(files_under(&node.spool()).is_empty());
+    node.stop().await;
+
+    let node = TestNode::start_with("max_object_mb = 1").await;
+    let big = synthetic_series(&dir.path().join("big"), 4, 1, 1024); // 2 MiB of pixels
+    let file = OutgoingFile::from_bytes("big".into(), std::fs::read(&big[0]).unwrap()).unwrap();
+    let (status, comment) = send_one(&node, file).await;
+    assert_eq!(status, DimseStatus::OUT_OF_RESOURCES);
+    assert!(comment.unwrap().contains("max_object_mb"));
+    assert_still_serving(&node).await;
+    node.stop().await;
+}
