@@ -1,0 +1,91 @@
+//! Crash safety: the node is killed with SIGKILL right after storescu reports success;
+//! after a restart every acknowledged instance is there and the series gets its job.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use segnode::deliver::{self, Association, PeerAddress, ScuTimeouts};
+use segnode::dicom::AeTitle;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spawn_node(config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_segnode"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_until_serving(port: u16) {
+    let peer: PeerAddress = format!("SEGNODE@127.0.0.1:{port}").parse().unwrap();
+    let calling = AeTitle::parse("TESTSCU").unwrap();
+    let up = wait_for(Duration::from_secs(20), || async {
+        let mut a = Association::connect(&peer, &calling, &deliver::echo_pairs(), ScuTimeouts::default())
+            .await
+            .ok()?;
+        let ok = a.echo().await.ok()?.is_success();
+        a.release().await.ok()?;
+        ok.then_some(())
+    })
+    .await;
+    assert!(up.is_some(), "node did not start serving on port {port}");
+}
+
+fn jobs_json(config: &std::path::Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_segnode"))
+        .args(["--config", config.to_str().unwrap(), "jobs", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_acknowledgement_loses_nothing_and_job_is_queued_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = dir.path().join("data");
+    let config = dir.path().join("segnode.toml");
+    let text = test_config(&data, "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    // A long stable age: the kill lands before the series could settle.
+    let text = text.replace("stable_seconds = 1", "stable_seconds = 3");
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("node.log");
+
+    let mut node = KillOnDrop(spawn_node(&config, &log));
+    wait_until_serving(port).await;
+    let (ok, out) = storescu(&port.to_string(), &[&real_series()]).await;
+    assert!(ok, "storescu failed:\n{out}");
+    node.0.kill().unwrap(); // SIGKILL
+    node.0.wait().unwrap();
+    assert_eq!(jobs_json(&config).as_array().unwrap().len(), 0, "series settled before the kill");
+
+    let _node = KillOnDrop(spawn_node(&config, &log));
+    wait_until_serving(port).await;
+    let jobs = wait_for(Duration::from_secs(20), || async {
+        let jobs = jobs_json(&config);
+        (!jobs.as_array().unwrap().is_empty()).then_some(jobs)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no job after restart; log:\n{}", std::fs::read_to_string(&log).unwrap()));
+    assert_eq!(jobs[0]["state"], "queued");
+    assert_eq!(jobs[0]["instance_count"], 20);
+    assert_eq!(files_under(&data.join("spool/objects")).len(), 20);
+}
