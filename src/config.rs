@@ -273,10 +273,12 @@ impl Config {
 
     fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
         let d = raw.dicom;
-        let listen: SocketAddr = d
-            .listen
-            .parse()
-            .map_err(|e| invalid("dicom.listen", format!("{:?} is not HOST:PORT ({e})", d.listen)))?;
+        let listen: SocketAddr = d.listen.parse().map_err(|e| {
+            invalid(
+                "dicom.listen",
+                format!("{:?} is not HOST:PORT ({e})", d.listen),
+            )
+        })?;
         if d.max_associations == 0 {
             return Err(invalid("dicom.max_associations", "must be at least 1"));
         }
@@ -297,14 +299,22 @@ impl Config {
         }
         let e = raw.eligibility;
         if !(0.0..=90.0).contains(&e.max_axial_tilt_degrees) {
-            return Err(invalid("eligibility.max_axial_tilt_degrees", "must be within 0..=90"));
+            return Err(invalid(
+                "eligibility.max_axial_tilt_degrees",
+                "must be within 0..=90",
+            ));
         }
         if e.max_slice_thickness_mm.is_nan() || e.max_slice_thickness_mm <= 0.0 {
-            return Err(invalid("eligibility.max_slice_thickness_mm", "must be positive"));
+            return Err(invalid(
+                "eligibility.max_slice_thickness_mm",
+                "must be positive",
+            ));
         }
         let compile = |field: &'static str, list: &[String]| -> Result<Vec<Regex>, ConfigError> {
             list.iter()
-                .map(|p| Regex::new(p).map_err(|err| invalid(field, format!("pattern {p:?}: {err}"))))
+                .map(|p| {
+                    Regex::new(p).map_err(|err| invalid(field, format!("pattern {p:?}: {err}")))
+                })
                 .collect()
         };
         let database = raw
@@ -336,14 +346,24 @@ impl Config {
             },
             stable_age: seconds("series.stable_seconds", raw.series.stable_seconds)?,
             eligibility: Eligibility {
-                modalities: e.modalities.iter().map(|m| m.trim().to_uppercase()).collect(),
+                modalities: e
+                    .modalities
+                    .iter()
+                    .map(|m| m.trim().to_uppercase())
+                    .collect(),
                 require_axial: e.require_axial,
                 max_axial_tilt_degrees: e.max_axial_tilt_degrees,
                 exclude_localizers: e.exclude_localizers,
                 min_slices: e.min_slices,
                 max_slice_thickness_mm: e.max_slice_thickness_mm,
-                description_include: compile("eligibility.description_include", &e.description_include)?,
-                description_exclude: compile("eligibility.description_exclude", &e.description_exclude)?,
+                description_include: compile(
+                    "eligibility.description_include",
+                    &e.description_include,
+                )?,
+                description_exclude: compile(
+                    "eligibility.description_exclude",
+                    &e.description_exclude,
+                )?,
             },
         })
     }
@@ -369,7 +389,12 @@ fn seconds(field: &'static str, value: f64) -> Result<Duration, ConfigError> {
     Duration::try_from_secs_f64(value)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| invalid(field, format!("{value} is not a positive number of seconds")))
+        .ok_or_else(|| {
+            invalid(
+                field,
+                format!("{value} is not a positive number of seconds"),
+            )
+        })
 }
 
 fn apply_overrides(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
@@ -381,7 +406,9 @@ fn apply_overrides(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Resul
             reason,
         };
         match *key {
-            "SEGNODE_AE_TITLE" => raw.node.ae_title = AeTitle::parse(value).map_err(|e| bad(e.to_string()))?,
+            "SEGNODE_AE_TITLE" => {
+                raw.node.ae_title = AeTitle::parse(value).map_err(|e| bad(e.to_string()))?
+            }
             "SEGNODE_DATA_DIR" => raw.node.data_dir = PathBuf::from(value),
             "SEGNODE_DATABASE" => raw.node.database = Some(PathBuf::from(value)),
             "SEGNODE_DICOM_LISTEN" => raw.dicom.listen = value.clone(),
@@ -443,7 +470,10 @@ mod tests {
     fn environment_overrides_apply_and_are_validated() {
         let env = BTreeMap::from([
             ("SEGNODE_AE_TITLE".to_string(), "OTHER".to_string()),
-            ("SEGNODE_DICOM_LISTEN".to_string(), "0.0.0.0:4242".to_string()),
+            (
+                "SEGNODE_DICOM_LISTEN".to_string(),
+                "0.0.0.0:4242".to_string(),
+            ),
         ]);
         let cfg = Config::from_toml(MINIMAL, &env).unwrap();
         assert_eq!(cfg.ae_title.as_str(), "OTHER");

@@ -65,9 +65,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         source,
     };
     let spool = Spool::open(&spool_dir).map_err(spool_error)?;
-    let swept = spool.sweep(&store.referenced_files().await?).map_err(spool_error)?;
+    let swept = spool
+        .sweep(&store.referenced_files().await?)
+        .map_err(spool_error)?;
     if swept > 0 {
-        tracing::info!(files = swept, "removed unacknowledged files left by an earlier run");
+        tracing::info!(
+            files = swept,
+            "removed unacknowledged files left by an earlier run"
+        );
     }
     let resumed = store.requeue_interrupted().await?;
     if resumed > 0 {
@@ -92,7 +97,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         store: store.clone(),
         spool,
     });
-    tasks.spawn(receive::serve(listener, receiver, shutdown.clone(), tasks.clone()));
+    tasks.spawn(receive::serve(
+        listener,
+        receiver,
+        shutdown.clone(),
+        tasks.clone(),
+    ));
     tasks.spawn(series::track(
         store.clone(),
         config.stable_age,
@@ -114,7 +124,10 @@ impl Node {
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
         self.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_DEADLINE, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("shutdown deadline passed with tasks still running");
         }
         self.store.close().await;

@@ -64,8 +64,12 @@ impl InstanceMeta {
                 .ok()
                 .and_then(|e| e.to_int::<u32>().ok())
                 .unwrap_or(1),
-            slice_thickness_mm: functional(obj, tags::PIXEL_MEASURES_SEQUENCE, tags::SLICE_THICKNESS)
-                .and_then(|e| e.to_float64().ok()),
+            slice_thickness_mm: functional(
+                obj,
+                tags::PIXEL_MEASURES_SEQUENCE,
+                tags::SLICE_THICKNESS,
+            )
+            .and_then(|e| e.to_float64().ok()),
             orientation: functional(
                 obj,
                 tags::PLANE_ORIENTATION_SEQUENCE,
@@ -90,7 +94,11 @@ fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
 /// An attribute read at the top level (classic images) or, for multi-frame images,
 /// inside the functional group macro `macro_seq` of the shared and then the first
 /// per-frame functional groups (PS3.3 C.7.6.16).
-fn functional<'a>(obj: &'a InMemDicomObject, macro_seq: dicom_core::Tag, tag: dicom_core::Tag) -> Option<&'a Element> {
+fn functional(
+    obj: &InMemDicomObject,
+    macro_seq: dicom_core::Tag,
+    tag: dicom_core::Tag,
+) -> Option<&Element> {
     if let Ok(e) = obj.element(tag) {
         return Some(e);
     }
@@ -147,14 +155,21 @@ pub fn decide(series: &SeriesRow, instances: &[InstanceRow], rules: &Eligibility
         }
     }
     let description = series.series_description.as_deref().unwrap_or("");
-    if let Some(p) = rules.description_exclude.iter().find(|p| p.is_match(description)) {
+    if let Some(p) = rules
+        .description_exclude
+        .iter()
+        .find(|p| p.is_match(description))
+    {
         return ignored(format!(
             "series description matches exclude pattern {:?}",
             p.as_str()
         ));
     }
     if !rules.description_include.is_empty()
-        && !rules.description_include.iter().any(|p| p.is_match(description))
+        && !rules
+            .description_include
+            .iter()
+            .any(|p| p.is_match(description))
     {
         return ignored("series description matches no include pattern".to_string());
     }
@@ -167,7 +182,9 @@ pub fn decide(series: &SeriesRow, instances: &[InstanceRow], rules: &Eligibility
                 .and_then(parse_orientation)
                 .and_then(|o| axial_tilt_degrees(&o));
             let Some(tilt) = tilt else {
-                return ignored("an instance has no usable Image Orientation (Patient)".to_string());
+                return ignored(
+                    "an instance has no usable Image Orientation (Patient)".to_string(),
+                );
             };
             worst = Some(worst.map_or(tilt, |w: f64| w.max(tilt)));
         }
@@ -200,7 +217,10 @@ pub fn decide(series: &SeriesRow, instances: &[InstanceRow], rules: &Eligibility
 }
 
 fn parse_orientation(s: &str) -> Option<[f64; 6]> {
-    let v: Vec<f64> = s.split('\\').map(|x| x.trim().parse().ok()).collect::<Option<_>>()?;
+    let v: Vec<f64> = s
+        .split('\\')
+        .map(|x| x.trim().parse().ok())
+        .collect::<Option<_>>()?;
     v.try_into().ok()
 }
 
@@ -229,7 +249,11 @@ pub async fn track(
 }
 
 /// One pass of the tracker; returns the ids of the jobs it created.
-pub async fn settle_due(store: &Store, stable_age: Duration, rules: &Eligibility) -> Result<Vec<i64>, StoreError> {
+pub async fn settle_due(
+    store: &Store,
+    stable_age: Duration,
+    rules: &Eligibility,
+) -> Result<Vec<i64>, StoreError> {
     let cutoff = now_ms() - stable_age.as_millis() as i64;
     let mut created = Vec::new();
     for series in store.series_due(cutoff).await? {
@@ -241,8 +265,14 @@ pub async fn settle_due(store: &Store, stable_age: Duration, rules: &Eligibility
         let span = tracing::info_span!("series", series_uid = %series.series_uid);
         let _enter = span.enter();
         match (&job, &decision) {
-            (Some(id), Decision::Eligible) => tracing::info!(job_id = id, instances = instances.len(), "series stable, job queued"),
-            (Some(id), Decision::Ignored(reason)) => tracing::info!(job_id = id, %reason, "series stable, ignored"),
+            (Some(id), Decision::Eligible) => tracing::info!(
+                job_id = id,
+                instances = instances.len(),
+                "series stable, job queued"
+            ),
+            (Some(id), Decision::Ignored(reason)) => {
+                tracing::info!(job_id = id, %reason, "series stable, ignored")
+            }
             (None, _) => tracing::debug!("series stable, unchanged or still changing: no new job"),
         }
         created.extend(job);
@@ -259,7 +289,9 @@ mod tests {
         let text = format!(
             "[node]\nae_title='A'\ndata_dir='/tmp'\n[dicom]\nlisten='127.0.0.1:1'\nallow_any_calling_ae=true\n[eligibility]\n{extra}"
         );
-        crate::config::Config::from_toml(&text, &BTreeMap::new()).unwrap().eligibility
+        crate::config::Config::from_toml(&text, &BTreeMap::new())
+            .unwrap()
+            .eligibility
     }
 
     fn series(modality: &str, description: &str) -> SeriesRow {
@@ -295,25 +327,56 @@ mod tests {
 
     #[test]
     fn eligible_axial_ct() {
-        let d = decide(&series("CT", "Abdomen"), &slices(20, AXIAL, 3.0, "ORIGINAL\\PRIMARY\\AXIAL"), &rules(""));
+        let d = decide(
+            &series("CT", "Abdomen"),
+            &slices(20, AXIAL, 3.0, "ORIGINAL\\PRIMARY\\AXIAL"),
+            &rules(""),
+        );
         assert_eq!(d, Decision::Eligible);
     }
 
     #[test]
     fn each_rule_gives_its_reason() {
-        let r = rules("description_exclude = ['(?i)arterial']\nmin_slices = 10\nmax_slice_thickness_mm = 5");
+        let r = rules(
+            "description_exclude = ['(?i)arterial']\nmin_slices = 10\nmax_slice_thickness_mm = 5",
+        );
         let axial = slices(20, AXIAL, 3.0, "ORIGINAL\\PRIMARY\\AXIAL");
         let cases = [
             (decide(&series("MR", "x"), &axial, &r), "modality \"MR\""),
-            (decide(&series("CT", "x"), &slices(20, AXIAL, 3.0, "ORIGINAL\\PRIMARY\\LOCALIZER"), &r), "localizer"),
-            (decide(&series("CT", "Arterial phase"), &axial, &r), "exclude pattern"),
-            (decide(&series("CT", "x"), &slices(20, CORONAL, 3.0, "ORIGINAL"), &r), "not axial: slice normal is 90.0°"),
-            (decide(&series("CT", "x"), &slices(5, AXIAL, 3.0, "ORIGINAL"), &r), "only 5 slices"),
-            (decide(&series("CT", "x"), &slices(20, AXIAL, 8.0, "ORIGINAL"), &r), "slice thickness 8 mm"),
+            (
+                decide(
+                    &series("CT", "x"),
+                    &slices(20, AXIAL, 3.0, "ORIGINAL\\PRIMARY\\LOCALIZER"),
+                    &r,
+                ),
+                "localizer",
+            ),
+            (
+                decide(&series("CT", "Arterial phase"), &axial, &r),
+                "exclude pattern",
+            ),
+            (
+                decide(
+                    &series("CT", "x"),
+                    &slices(20, CORONAL, 3.0, "ORIGINAL"),
+                    &r,
+                ),
+                "not axial: slice normal is 90.0°",
+            ),
+            (
+                decide(&series("CT", "x"), &slices(5, AXIAL, 3.0, "ORIGINAL"), &r),
+                "only 5 slices",
+            ),
+            (
+                decide(&series("CT", "x"), &slices(20, AXIAL, 8.0, "ORIGINAL"), &r),
+                "slice thickness 8 mm",
+            ),
         ];
         for (decision, expected) in cases {
             match decision {
-                Decision::Ignored(reason) => assert!(reason.contains(expected), "{reason:?} lacks {expected:?}"),
+                Decision::Ignored(reason) => {
+                    assert!(reason.contains(expected), "{reason:?} lacks {expected:?}")
+                }
                 Decision::Eligible => panic!("expected {expected:?} to refuse"),
             }
         }
@@ -323,8 +386,14 @@ mod tests {
     fn include_patterns_restrict() {
         let r = rules("description_include = ['(?i)abdomen']");
         let axial = slices(20, AXIAL, 3.0, "ORIGINAL");
-        assert_eq!(decide(&series("CT", "ABDOMEN 3mm"), &axial, &r), Decision::Eligible);
-        assert!(matches!(decide(&series("CT", "Chest"), &axial, &r), Decision::Ignored(_)));
+        assert_eq!(
+            decide(&series("CT", "ABDOMEN 3mm"), &axial, &r),
+            Decision::Eligible
+        );
+        assert!(matches!(
+            decide(&series("CT", "Chest"), &axial, &r),
+            Decision::Ignored(_)
+        ));
     }
 
     #[test]

@@ -35,7 +35,10 @@ pub enum UlError {
     #[error("network error")]
     Io(#[from] io::Error),
     #[error("timed out after {seconds:.0} s waiting for {waiting_for}")]
-    Timeout { waiting_for: &'static str, seconds: f64 },
+    Timeout {
+        waiting_for: &'static str,
+        seconds: f64,
+    },
     #[error("peer closed the connection")]
     Closed,
     #[error("PDU of {length} bytes exceeds the limit of {limit} bytes")]
@@ -99,7 +102,12 @@ impl UlStream {
         };
     }
 
-    async fn read_raw(&mut self, limit: u32, timeout: Duration, waiting_for: &'static str) -> Result<u8, UlError> {
+    async fn read_raw(
+        &mut self,
+        limit: u32,
+        timeout: Duration,
+        waiting_for: &'static str,
+    ) -> Result<u8, UlError> {
         let read = async {
             let mut header = [0u8; 6];
             match self.stream.read_exact(&mut header).await {
@@ -112,10 +120,15 @@ impl UlStream {
             }
             self.body.clear();
             self.body.resize(length as usize, 0);
-            self.stream.read_exact(&mut self.body).await.map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => UlError::Malformed(format!("PDU truncated: {length} bytes announced")),
-                _ => UlError::Io(e),
-            })?;
+            self.stream
+                .read_exact(&mut self.body)
+                .await
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::UnexpectedEof => {
+                        UlError::Malformed(format!("PDU truncated: {length} bytes announced"))
+                    }
+                    _ => UlError::Io(e),
+                })?;
             self.pos = 0;
             Ok(header[0])
         };
@@ -128,8 +141,14 @@ impl UlStream {
     }
 
     /// Reads an association-phase PDU (A-ASSOCIATE-RQ/AC/RJ, A-ABORT, release).
-    pub async fn read_control_pdu(&mut self, timeout: Duration, waiting_for: &'static str) -> Result<Pdu, UlError> {
-        let kind = self.read_raw(MAX_ASSOCIATION_PDU, timeout, waiting_for).await?;
+    pub async fn read_control_pdu(
+        &mut self,
+        timeout: Duration,
+        waiting_for: &'static str,
+    ) -> Result<Pdu, UlError> {
+        let kind = self
+            .read_raw(MAX_ASSOCIATION_PDU, timeout, waiting_for)
+            .await?;
         let mut bytes = Vec::with_capacity(self.body.len() + 6);
         bytes.push(kind);
         bytes.push(0);
@@ -144,9 +163,15 @@ impl UlStream {
     }
 
     /// The next presentation data value, or the release/abort PDU that came instead.
-    pub async fn next_event(&mut self, timeout: Duration, waiting_for: &'static str) -> Result<Event, UlError> {
+    pub async fn next_event(
+        &mut self,
+        timeout: Duration,
+        waiting_for: &'static str,
+    ) -> Result<Event, UlError> {
         if self.pos >= self.body.len() {
-            let kind = self.read_raw(self.max_incoming, timeout, waiting_for).await?;
+            let kind = self
+                .read_raw(self.max_incoming, timeout, waiting_for)
+                .await?;
             match kind {
                 pdu_type::P_DATA_TF => {}
                 pdu_type::RELEASE_RQ => return Ok(Event::ReleaseRq),
@@ -155,12 +180,16 @@ impl UlStream {
                 other => return Err(UlError::UnexpectedPdu(other)),
             }
             if self.body.is_empty() {
-                return Err(UlError::Malformed("P-DATA-TF without presentation data values".into()));
+                return Err(UlError::Malformed(
+                    "P-DATA-TF without presentation data values".into(),
+                ));
             }
         }
         let rest = &self.body[self.pos..];
         if rest.len() < 6 {
-            return Err(UlError::Malformed("presentation data value header truncated".into()));
+            return Err(UlError::Malformed(
+                "presentation data value header truncated".into(),
+            ));
         }
         let item_length = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         if item_length < 2 || item_length > rest.len() - 4 {
@@ -187,7 +216,8 @@ impl UlStream {
 
     pub async fn send_pdu(&mut self, pdu: &Pdu, timeout: Duration) -> Result<(), UlError> {
         self.out.clear();
-        dicom_ul::pdu::write_pdu(&mut self.out, pdu).map_err(|e| UlError::Malformed(e.to_string()))?;
+        dicom_ul::pdu::write_pdu(&mut self.out, pdu)
+            .map_err(|e| UlError::Malformed(e.to_string()))?;
         self.flush_out(timeout).await
     }
 
@@ -207,7 +237,13 @@ impl UlStream {
         Ok(())
     }
 
-    async fn send_fragments(&mut self, pc_id: u8, bytes: &[u8], is_command: bool, timeout: Duration) -> Result<(), UlError> {
+    async fn send_fragments(
+        &mut self,
+        pc_id: u8,
+        bytes: &[u8],
+        is_command: bool,
+        timeout: Duration,
+    ) -> Result<(), UlError> {
         let chunk = (self.max_outgoing - 6) as usize;
         let mut chunks = bytes.chunks(chunk).peekable();
         if bytes.is_empty() {
@@ -219,8 +255,10 @@ impl UlStream {
             self.out.clear();
             self.out.push(pdu_type::P_DATA_TF);
             self.out.push(0);
-            self.out.extend_from_slice(&(part.len() as u32 + 6).to_be_bytes());
-            self.out.extend_from_slice(&(part.len() as u32 + 2).to_be_bytes());
+            self.out
+                .extend_from_slice(&(part.len() as u32 + 6).to_be_bytes());
+            self.out
+                .extend_from_slice(&(part.len() as u32 + 2).to_be_bytes());
             self.out.push(pc_id);
             self.out.push(control);
             self.out.extend_from_slice(part);

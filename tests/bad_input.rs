@@ -15,15 +15,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn peer(node: &TestNode) -> PeerAddress {
-    format!("SEGNODE@127.0.0.1:{}", node.port()).parse().unwrap()
+    format!("SEGNODE@127.0.0.1:{}", node.port())
+        .parse()
+        .unwrap()
 }
 
 async fn send_one(node: &TestNode, file: OutgoingFile) -> (DimseStatus, Option<String>) {
     let calling = AeTitle::parse("TESTSCU").unwrap();
     let files = [file];
-    let mut assoc = Association::connect(&peer(node), &calling, &deliver::context_pairs(&files), ScuTimeouts::default())
-        .await
-        .unwrap();
+    let mut assoc = Association::connect(
+        &peer(node),
+        &calling,
+        &deliver::context_pairs(&files),
+        ScuTimeouts::default(),
+    )
+    .await
+    .unwrap();
     let result = assoc.store(&files[0]).await.unwrap();
     assoc.release().await.unwrap();
     result
@@ -31,9 +38,14 @@ async fn send_one(node: &TestNode, file: OutgoingFile) -> (DimseStatus, Option<S
 
 async fn assert_still_serving(node: &TestNode) {
     let calling = AeTitle::parse("TESTSCU").unwrap();
-    let mut assoc = Association::connect(&peer(node), &calling, &deliver::echo_pairs(), ScuTimeouts::default())
-        .await
-        .expect("node still accepts associations");
+    let mut assoc = Association::connect(
+        &peer(node),
+        &calling,
+        &deliver::echo_pairs(),
+        ScuTimeouts::default(),
+    )
+    .await
+    .expect("node still accepts associations");
     assert!(assoc.echo().await.unwrap().is_success());
     assoc.release().await.unwrap();
 }
@@ -42,15 +54,34 @@ async fn assert_still_serving(node: &TestNode) {
 /// C-STORE request that says CT Image Storage and `sop_instance`.
 fn crafted(dir: &Path, sop_instance: &str, dataset_class: &str) -> OutgoingFile {
     let valid = "1.2.826.0.1.3680043.10.5.1.99";
-    let mut obj = ct_slice("1.2.826.0.1.3680043.10.5", "1.2.826.0.1.3680043.10.5.1", valid, 0, 16);
+    let mut obj = ct_slice(
+        "1.2.826.0.1.3680043.10.5",
+        "1.2.826.0.1.3680043.10.5.1",
+        valid,
+        0,
+        16,
+    );
     let path = dir.join("crafted.dcm");
     write_part10(obj.clone(), CT_STORAGE, valid, &path);
-    let header_len = segnode::dicom::part10::dataset_offset(&std::fs::read(&path).unwrap()).unwrap();
+    let header_len =
+        segnode::dicom::part10::dataset_offset(&std::fs::read(&path).unwrap()).unwrap();
     let put = |obj: &mut dicom_object::InMemDicomObject, tag, value: &str| {
-        obj.put(dicom_core::DataElement::new(tag, dicom_core::VR::UI, dicom_core::PrimitiveValue::from(value)));
+        obj.put(dicom_core::DataElement::new(
+            tag,
+            dicom_core::VR::UI,
+            dicom_core::PrimitiveValue::from(value),
+        ));
     };
-    put(&mut obj, dicom_dictionary_std::tags::SOP_CLASS_UID, dataset_class);
-    put(&mut obj, dicom_dictionary_std::tags::SOP_INSTANCE_UID, sop_instance);
+    put(
+        &mut obj,
+        dicom_dictionary_std::tags::SOP_CLASS_UID,
+        dataset_class,
+    );
+    put(
+        &mut obj,
+        dicom_dictionary_std::tags::SOP_INSTANCE_UID,
+        sop_instance,
+    );
     let mut dataset = Vec::new();
     let ts = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
     obj.write_dataset_with_ts(&mut dataset, &ts).unwrap();
@@ -65,7 +96,11 @@ fn crafted(dir: &Path, sop_instance: &str, dataset_class: &str) -> OutgoingFile 
 
 fn no_file_outside_spool(node: &TestNode) {
     for f in files_under(node.dir.path()) {
-        let rel = f.strip_prefix(node.dir.path()).unwrap().to_string_lossy().to_string();
+        let rel = f
+            .strip_prefix(node.dir.path())
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         assert!(
             rel.starts_with("data/spool/objects/") || rel.starts_with("data/segnode.db"),
             "unexpected file {rel}"
@@ -84,7 +119,14 @@ async fn sop_instance_uid_with_path_characters_is_refused() {
     }
     no_file_outside_spool(&node);
     assert!(files_under(&node.spool()).is_empty());
-    assert_eq!(node.store.audit_rows(Some("instance_refused")).await.unwrap().len(), 4);
+    assert_eq!(
+        node.store
+            .audit_rows(Some("instance_refused"))
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
     assert_still_serving(&node).await;
     node.stop().await;
 }
@@ -93,7 +135,11 @@ async fn sop_instance_uid_with_path_characters_is_refused() {
 async fn dataset_not_matching_the_request_gets_a900() {
     let node = TestNode::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (status, comment) = send_one(&node, crafted(dir.path(), "1.2.826.0.1.3680043.10.5.1.1", MR_STORAGE)).await;
+    let (status, comment) = send_one(
+        &node,
+        crafted(dir.path(), "1.2.826.0.1.3680043.10.5.1.1", MR_STORAGE),
+    )
+    .await;
     assert_eq!(status, DimseStatus::DATASET_DOES_NOT_MATCH_SOP_CLASS);
     assert!(comment.unwrap().contains("does not match"));
     assert!(files_under(&node.spool()).is_empty());
@@ -123,13 +169,20 @@ async fn truncated_and_absurd_datasets_get_c000_and_earlier_data_stays() {
             ..OutgoingFile::from_bytes("cut".into(), std::mem::take(&mut bytes)).unwrap()
         };
         let (status, comment) = send_one(&node, file).await;
-        assert_eq!(status, DimseStatus::CANNOT_UNDERSTAND, "cut at {cut}: {comment:?}");
+        assert_eq!(
+            status,
+            DimseStatus::CANNOT_UNDERSTAND,
+            "cut at {cut}: {comment:?}"
+        );
     }
     // An element announcing an absurd length.
     let mut absurd = whole[..pixel_at].to_vec();
-    absurd.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0, 0xF0, 0xFF, 0xFF, 0x7F, 1, 2]);
+    absurd.extend_from_slice(&[
+        0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0, 0xF0, 0xFF, 0xFF, 0x7F, 1, 2,
+    ]);
     let file = OutgoingFile::from_bytes("absurd".into(), absurd).unwrap();
-    let (status, _) = send_one(&node, file).await;
+    let (status, comment) = send_one(&node, file).await;
+    assert!(comment.unwrap().contains("malformed data set"));
     assert_eq!(status, DimseStatus::CANNOT_UNDERSTAND);
     assert!(offset < pixel_at);
 
@@ -195,31 +248,54 @@ async fn broken_pdus_and_silent_peers_are_dropped_and_the_node_keeps_serving() {
 
     // Absurd PDU length: aborted at once, nothing allocated for it.
     let mut s = raw_association(&node).await;
-    s.write_all(&[0x04, 0, 0xFF, 0xFF, 0xFF, 0xF0]).await.unwrap();
-    assert!(node_hangs_up(&mut s, Duration::from_secs(3)).await, "absurd PDU length not refused");
+    s.write_all(&[0x04, 0, 0xFF, 0xFF, 0xFF, 0xF0])
+        .await
+        .unwrap();
+    assert!(
+        node_hangs_up(&mut s, Duration::from_secs(3)).await,
+        "absurd PDU length not refused"
+    );
 
     // Truncated PDU, then the peer goes away.
     let mut s = raw_association(&node).await;
-    s.write_all(&[0x04, 0, 0, 0, 0x10, 0x00, 0, 0, 0x0f]).await.unwrap();
+    s.write_all(&[0x04, 0, 0, 0, 0x10, 0x00, 0, 0, 0x0f])
+        .await
+        .unwrap();
     drop(s);
 
     // Malformed presentation data value (item longer than its PDU).
     let mut s = raw_association(&node).await;
-    s.write_all(&[0x04, 0, 0, 0, 0, 8, 0, 0, 0x10, 0, 1, 3, 0, 0]).await.unwrap();
-    assert!(node_hangs_up(&mut s, Duration::from_secs(3)).await, "malformed PDV not refused");
+    s.write_all(&[0x04, 0, 0, 0, 0, 8, 0, 0, 0x10, 0, 1, 3, 0, 0])
+        .await
+        .unwrap();
+    assert!(
+        node_hangs_up(&mut s, Duration::from_secs(3)).await,
+        "malformed PDV not refused"
+    );
 
     // Garbage instead of an A-ASSOCIATE-RQ.
     let mut s = TcpStream::connect(node.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-    assert!(node_hangs_up(&mut s, Duration::from_secs(3)).await, "garbage not refused");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        node_hangs_up(&mut s, Duration::from_secs(3)).await,
+        "garbage not refused"
+    );
 
     // A connection that sends nothing is dropped after the ARTIM timeout (2 s here).
     let mut s = TcpStream::connect(node.addr).await.unwrap();
-    assert!(node_hangs_up(&mut s, Duration::from_secs(6)).await, "silent peer kept");
+    assert!(
+        node_hangs_up(&mut s, Duration::from_secs(6)).await,
+        "silent peer kept"
+    );
 
     // An association that goes silent after negotiation is dropped by the idle timeout.
     let mut s = raw_association(&node).await;
-    assert!(node_hangs_up(&mut s, Duration::from_secs(6)).await, "idle association kept");
+    assert!(
+        node_hangs_up(&mut s, Duration::from_secs(6)).await,
+        "idle association kept"
+    );
 
     assert_still_serving(&node).await;
     let (ok, out) = storescu(&node.port(), &[&real_series()]).await;

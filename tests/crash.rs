@@ -11,11 +11,19 @@ use segnode::deliver::{self, Association, PeerAddress, ScuTimeouts};
 use segnode::dicom::AeTitle;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn spawn_node(config: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_segnode"))
         .args(["--config", config.to_str().unwrap(), "serve"])
         .stdout(Stdio::null())
@@ -28,9 +36,14 @@ async fn wait_until_serving(port: u16) {
     let peer: PeerAddress = format!("SEGNODE@127.0.0.1:{port}").parse().unwrap();
     let calling = AeTitle::parse("TESTSCU").unwrap();
     let up = wait_for(Duration::from_secs(20), || async {
-        let mut a = Association::connect(&peer, &calling, &deliver::echo_pairs(), ScuTimeouts::default())
-            .await
-            .ok()?;
+        let mut a = Association::connect(
+            &peer,
+            &calling,
+            &deliver::echo_pairs(),
+            ScuTimeouts::default(),
+        )
+        .await
+        .ok()?;
         let ok = a.echo().await.ok()?.is_success();
         a.release().await.ok()?;
         ok.then_some(())
@@ -44,7 +57,11 @@ fn jobs_json(config: &std::path::Path) -> serde_json::Value {
         .args(["--config", config.to_str().unwrap(), "jobs", "--json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -75,7 +92,11 @@ async fn kill_9_after_acknowledgement_loses_nothing_and_job_is_queued_after_rest
     assert!(ok, "storescu failed:\n{out}");
     node.0.kill().unwrap(); // SIGKILL
     node.0.wait().unwrap();
-    assert_eq!(jobs_json(&config).as_array().unwrap().len(), 0, "series settled before the kill");
+    assert_eq!(
+        jobs_json(&config).as_array().unwrap().len(),
+        0,
+        "series settled before the kill"
+    );
 
     let _node = KillOnDrop(spawn_node(&config, &log));
     wait_until_serving(port).await;
@@ -84,7 +105,12 @@ async fn kill_9_after_acknowledgement_loses_nothing_and_job_is_queued_after_rest
         (!jobs.as_array().unwrap().is_empty()).then_some(jobs)
     })
     .await
-    .unwrap_or_else(|| panic!("no job after restart; log:\n{}", std::fs::read_to_string(&log).unwrap()));
+    .unwrap_or_else(|| {
+        panic!(
+            "no job after restart; log:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        )
+    });
     assert_eq!(jobs[0]["state"], "queued");
     assert_eq!(jobs[0]["instance_count"], 20);
     assert_eq!(files_under(&data.join("spool/objects")).len(), 20);

@@ -47,7 +47,10 @@ async fn storescu_real_series_is_spooled_and_queued() {
     // Received files are byte-identical data sets (JPEG 2000 kept as is).
     let stored = std::fs::read(&files[0]).unwrap();
     let meta = dicom_object::meta::FileMetaTable::from_reader(&stored[128..]).unwrap();
-    assert_eq!(meta.transfer_syntax().trim_end_matches('\0'), "1.2.840.10008.1.2.4.90");
+    assert_eq!(
+        meta.transfer_syntax().trim_end_matches('\0'),
+        "1.2.840.10008.1.2.4.90"
+    );
 
     // `segnode jobs --json` shows the job.
     let config = node.dir.path().join("segnode.toml");
@@ -56,7 +59,11 @@ async fn storescu_real_series_is_spooled_and_queued() {
         .args(["--config", config.to_str().unwrap(), "jobs", "--json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed[0]["state"], "queued");
     assert_eq!(listed[0]["instance_count"], 20);
@@ -67,20 +74,70 @@ async fn storescu_real_series_is_spooled_and_queued() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echoscu_succeeds_and_unknown_calling_ae_is_rejected() {
     let node = TestNode::start().await;
-    let (ok, out) = run_tool("echoscu", &["-aet", "ECHOSCU", "-aec", "SEGNODE", "127.0.0.1", &node.port()]).await;
+    let (ok, out) = run_tool(
+        "echoscu",
+        &[
+            "-aet",
+            "ECHOSCU",
+            "-aec",
+            "SEGNODE",
+            "127.0.0.1",
+            &node.port(),
+        ],
+    )
+    .await;
     assert!(ok, "echoscu failed:\n{out}");
-    let (ok, out) = run_tool("echoscu", &["-aet", "INTRUDER", "-aec", "SEGNODE", "127.0.0.1", &node.port()]).await;
+    let (ok, out) = run_tool(
+        "echoscu",
+        &[
+            "-aet",
+            "INTRUDER",
+            "-aec",
+            "SEGNODE",
+            "127.0.0.1",
+            &node.port(),
+        ],
+    )
+    .await;
     assert!(!ok, "unknown calling AE was accepted:\n{out}");
     assert!(out.contains("Calling AE Title Not Recognized"), "{out}");
-    let (ok, out) = run_tool("echoscu", &["-aet", "ECHOSCU", "-aec", "WRONG", "127.0.0.1", &node.port()]).await;
+    let (ok, out) = run_tool(
+        "echoscu",
+        &[
+            "-aet",
+            "ECHOSCU",
+            "-aec",
+            "WRONG",
+            "127.0.0.1",
+            &node.port(),
+        ],
+    )
+    .await;
     assert!(!ok, "wrong called AE was accepted:\n{out}");
     assert!(out.contains("Called AE Title Not Recognized"), "{out}");
-    let rejected = node.store.audit_rows(Some("association_rejected")).await.unwrap();
+    let rejected = node
+        .store
+        .audit_rows(Some("association_rejected"))
+        .await
+        .unwrap();
     assert_eq!(rejected.len(), 2);
     assert_eq!(rejected[0].calling_ae.as_deref(), Some("INTRUDER"));
-    assert!(rejected[0].peer.as_deref().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        rejected[0]
+            .peer
+            .as_deref()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
     assert!(rejected[0].detail.contains("not on the allow-list"));
-    assert_eq!(node.store.audit_rows(Some("association_accepted")).await.unwrap().len(), 1);
+    assert_eq!(
+        node.store
+            .audit_rows(Some("association_accepted"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     node.stop().await;
 }
 
@@ -92,12 +149,24 @@ async fn non_ct_object_is_accepted_not_kept_and_recorded_as_ignored() {
     secondary_capture(&sc);
     let (ok, out) = storescu(&node.port(), &[&sc]).await;
     assert!(ok, "storescu failed:\n{out}");
-    let ignored = node.store.audit_rows(Some("instance_ignored")).await.unwrap();
+    let ignored = node
+        .store
+        .audit_rows(Some("instance_ignored"))
+        .await
+        .unwrap();
     assert_eq!(ignored.len(), 1);
     let detail: serde_json::Value = serde_json::from_str(&ignored[0].detail).unwrap();
     assert_eq!(detail["sop_class"], SECONDARY_CAPTURE);
-    assert!(detail["reason"].as_str().unwrap().contains("not CT image storage"));
-    assert_eq!(ignored[0].series_uid.as_deref(), Some("1.2.826.0.1.3680043.10.9.7"));
+    assert!(
+        detail["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not CT image storage")
+    );
+    assert_eq!(
+        ignored[0].series_uid.as_deref(),
+        Some("1.2.826.0.1.3680043.10.9.7")
+    );
     assert!(node.store.instance_counts().await.unwrap().is_empty());
     assert!(files_under(&node.spool()).is_empty());
     node.stop().await;
@@ -125,7 +194,11 @@ async fn eight_concurrent_storescu_associations_all_land() {
     }
     let jobs = wait_jobs(&node.store, 8).await;
     assert_eq!(jobs.len(), 8);
-    assert!(jobs.iter().all(|j| j.state == "queued" && j.instance_count == 12), "{jobs:#?}");
+    assert!(
+        jobs.iter()
+            .all(|j| j.state == "queued" && j.instance_count == 12),
+        "{jobs:#?}"
+    );
     assert_eq!(files_under(&node.spool().join("objects")).len(), 96);
     node.stop().await;
 }

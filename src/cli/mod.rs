@@ -15,10 +15,19 @@ use crate::jobs::JobState;
 use crate::store::{Store, format_ms};
 
 #[derive(Debug, Parser)]
-#[command(name = "segnode", version, about = "DICOM-native abdominal CT segmentation node")]
+#[command(
+    name = "segnode",
+    version,
+    about = "DICOM-native abdominal CT segmentation node"
+)]
 pub struct Cli {
     /// Configuration file.
-    #[arg(long, global = true, env = "SEGNODE_CONFIG", default_value = "config/segnode.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "SEGNODE_CONFIG",
+        default_value = "config/segnode.toml"
+    )]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -71,7 +80,11 @@ pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<()> 
         Command::Check => check(&cli.config, &env).await,
         Command::Jobs { state, limit, json } => jobs(&cli.config, &env, state, limit, json).await,
         Command::Echo { peer, calling_ae } => echo(&peer, &calling_ae).await,
-        Command::Send { paths, to, calling_ae } => send(&paths, &to, &calling_ae).await,
+        Command::Send {
+            paths,
+            to,
+            calling_ae,
+        } => send(&paths, &to, &calling_ae).await,
     }
 }
 
@@ -115,12 +128,19 @@ async fn check(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()
                 free / (1024 * 1024),
                 config.dicom.min_free_disk_bytes / (1024 * 1024)
             )),
-            Ok(free) => println!("spool: {} ({} MiB free)", config.spool_dir().display(), free / (1024 * 1024)),
+            Ok(free) => println!(
+                "spool: {} ({} MiB free)",
+                config.spool_dir().display(),
+                free / (1024 * 1024)
+            ),
             Err(e) => problems.push(format!("spool {}: {e}", config.spool_dir().display())),
         }
         match Store::open(&config.database).await {
             Ok(store) => {
-                println!("database: {} (migrations applied)", config.database.display());
+                println!(
+                    "database: {} (migrations applied)",
+                    config.database.display()
+                );
                 store.close().await;
             }
             Err(e) => problems.push(format!("{:#}", anyhow::Error::from(e))),
@@ -181,7 +201,13 @@ async fn jobs(
 
 async fn echo(peer: &PeerAddress, calling_ae: &str) -> anyhow::Result<()> {
     let calling = AeTitle::parse(calling_ae)?;
-    let mut assoc = Association::connect(peer, &calling, &deliver::echo_pairs(), ScuTimeouts::default()).await?;
+    let mut assoc = Association::connect(
+        peer,
+        &calling,
+        &deliver::echo_pairs(),
+        ScuTimeouts::default(),
+    )
+    .await?;
     let status = assoc.echo().await?;
     assoc.release().await?;
     if !status.is_success() {
@@ -214,7 +240,8 @@ async fn send(paths: &[PathBuf], peer: &PeerAddress, calling_ae: &str) -> anyhow
     let mut outgoing = Vec::new();
     let mut skipped = 0;
     for path in collect_files(paths)? {
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         match OutgoingFile::from_bytes(path.display().to_string(), bytes) {
             Ok(f) => outgoing.push(f),
             Err(e) => {

@@ -9,11 +9,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use dicom_ul::pdu::{
-    AssociationRQ, Pdu, PresentationContextProposed, PresentationContextResultReason, UserVariableItem,
+    AssociationRQ, Pdu, PresentationContextProposed, PresentationContextResultReason,
+    UserVariableItem,
 };
 use tokio::net::TcpStream;
 
-use crate::dicom::uid::{APPLICATION_CONTEXT, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, VERIFICATION, ts};
+use crate::dicom::uid::{
+    APPLICATION_CONTEXT, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, VERIFICATION, ts,
+};
 use crate::dicom::{AeTitle, Command, DimseStatus, part10};
 use crate::ul::{Event, UlError, UlStream};
 
@@ -40,7 +43,9 @@ impl FromStr for PeerAddress {
         Ok(Self {
             ae_title: AeTitle::parse(ae).map_err(|e| e.to_string())?,
             host: host.trim_matches(['[', ']']).to_string(),
-            port: port.parse().map_err(|_| format!("{port:?} is not a port number"))?,
+            port: port
+                .parse()
+                .map_err(|_| format!("{port:?} is not a port number"))?,
         })
     }
 }
@@ -71,7 +76,9 @@ pub enum ScuError {
     Rejected { peer: String, reason: String },
     #[error("{peer} answered the association with an unexpected PDU")]
     Unexpected { peer: String },
-    #[error("{peer} accepted no presentation context for SOP class {sop_class} in transfer syntax {transfer_syntax}")]
+    #[error(
+        "{peer} accepted no presentation context for SOP class {sop_class} in transfer syntax {transfer_syntax}"
+    )]
     NoContext {
         peer: String,
         sop_class: String,
@@ -116,10 +123,11 @@ pub struct OutgoingFile {
 
 impl OutgoingFile {
     pub fn from_bytes(path: String, bytes: Vec<u8>) -> Result<Self, ScuError> {
-        let dataset_offset = part10::dataset_offset(&bytes).map_err(|source| ScuError::NotDicom {
-            path: path.clone(),
-            source,
-        })?;
+        let dataset_offset =
+            part10::dataset_offset(&bytes).map_err(|source| ScuError::NotDicom {
+                path: path.clone(),
+                source,
+            })?;
         let meta = dicom_object::meta::FileMetaTable::from_reader(&bytes[128..])
             .map_err(|_| ScuError::BadMeta { path: path.clone() })?;
         let clean = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
@@ -156,13 +164,16 @@ impl Association {
         timeouts: ScuTimeouts,
     ) -> Result<Self, ScuError> {
         let name = peer.to_string();
-        let stream = tokio::time::timeout(timeouts.connect, TcpStream::connect((peer.host.as_str(), peer.port)))
-            .await
-            .map_err(|_| ScuError::ConnectTimeout { peer: name.clone() })?
-            .map_err(|source| ScuError::Connect {
-                peer: name.clone(),
-                source,
-            })?;
+        let stream = tokio::time::timeout(
+            timeouts.connect,
+            TcpStream::connect((peer.host.as_str(), peer.port)),
+        )
+        .await
+        .map_err(|_| ScuError::ConnectTimeout { peer: name.clone() })?
+        .map_err(|source| ScuError::Connect {
+            peer: name.clone(),
+            source,
+        })?;
         let mut ul = UlStream::new(stream, SCU_MAX_PDU);
         let proposed: Vec<_> = pairs
             .iter()
@@ -182,14 +193,18 @@ impl Association {
             user_variables: vec![
                 UserVariableItem::MaxLength(SCU_MAX_PDU),
                 UserVariableItem::ImplementationClassUID(IMPLEMENTATION_CLASS_UID.to_string()),
-                UserVariableItem::ImplementationVersionName(IMPLEMENTATION_VERSION_NAME.to_string()),
+                UserVariableItem::ImplementationVersionName(
+                    IMPLEMENTATION_VERSION_NAME.to_string(),
+                ),
             ],
         };
         let protocol = |source| ScuError::Protocol {
             peer: name.clone(),
             source,
         };
-        ul.send_pdu(&Pdu::AssociationRQ(rq), timeouts.dimse).await.map_err(protocol)?;
+        ul.send_pdu(&Pdu::AssociationRQ(rq), timeouts.dimse)
+            .await
+            .map_err(protocol)?;
         let ac = match ul
             .read_control_pdu(timeouts.dimse, "A-ASSOCIATE-AC")
             .await
@@ -219,7 +234,11 @@ impl Association {
             .filter(|r| r.reason == PresentationContextResultReason::Acceptance)
             .filter_map(|r| {
                 let p = proposed.iter().find(|p| p.id == r.id)?;
-                Some((r.id, p.abstract_syntax.clone(), p.transfer_syntaxes[0].clone()))
+                Some((
+                    r.id,
+                    p.abstract_syntax.clone(),
+                    p.transfer_syntaxes[0].clone(),
+                ))
             })
             .collect();
         Ok(Self {
@@ -249,7 +268,12 @@ impl Association {
         id
     }
 
-    async fn exchange(&mut self, pc_id: u8, command: Command, dataset: Option<&[u8]>) -> Result<Command, ScuError> {
+    async fn exchange(
+        &mut self,
+        pc_id: u8,
+        command: Command,
+        dataset: Option<&[u8]>,
+    ) -> Result<Command, ScuError> {
         let peer = self.peer.clone();
         let protocol = |source| ScuError::Protocol {
             peer: peer.clone(),
@@ -273,7 +297,11 @@ impl Association {
                         break;
                     }
                 }
-                _ => return Err(protocol(UlError::Malformed("expected a DIMSE response".into()))),
+                _ => {
+                    return Err(protocol(UlError::Malformed(
+                        "expected a DIMSE response".into(),
+                    )));
+                }
             }
         }
         Command::decode(&bytes).map_err(|e| protocol(UlError::Malformed(e.to_string())))
@@ -288,7 +316,10 @@ impl Association {
     }
 
     /// Sends one file with C-STORE and returns the response's status and comment.
-    pub async fn store(&mut self, file: &OutgoingFile) -> Result<(DimseStatus, Option<String>), ScuError> {
+    pub async fn store(
+        &mut self,
+        file: &OutgoingFile,
+    ) -> Result<(DimseStatus, Option<String>), ScuError> {
         let pc = self.context_for(&file.sop_class, &file.transfer_syntax)?;
         let id = self.message_id();
         let command = Command::store_rq(id, &file.sop_class, &file.sop_instance);
@@ -306,7 +337,10 @@ impl Association {
             peer: peer.clone(),
             source,
         };
-        self.ul.send_pdu(&Pdu::ReleaseRQ, self.timeouts.dimse).await.map_err(protocol)?;
+        self.ul
+            .send_pdu(&Pdu::ReleaseRQ, self.timeouts.dimse)
+            .await
+            .map_err(protocol)?;
         match self
             .ul
             .next_event(self.timeouts.dimse, "A-RELEASE-RP")

@@ -172,7 +172,11 @@ impl Command {
         }
         if let Some(v) = &self.error_comment {
             // LO: at most 64 characters, padded to even length with a space.
-            let mut text: String = v.chars().filter(|c| c.is_ascii() && *c != '\\').take(64).collect();
+            let mut text: String = v
+                .chars()
+                .filter(|c| c.is_ascii() && *c != '\\')
+                .take(64)
+                .collect();
             if text.len() % 2 == 1 {
                 text.push(' ');
             }

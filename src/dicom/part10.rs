@@ -13,9 +13,9 @@ pub enum Part10Error {
     #[error("file meta group is truncated or malformed")]
     BadMeta,
     #[error("cannot build the file meta group")]
-    Build(#[from] dicom_object::meta::Error),
+    Build(#[source] Box<dicom_object::meta::Error>),
     #[error("cannot write the file meta group")]
-    Write(#[source] dicom_object::meta::Error),
+    Write(#[source] Box<dicom_object::meta::Error>),
 }
 
 /// Builds a Part 10 file around a data set received in `transfer_syntax`.
@@ -33,11 +33,13 @@ pub fn encode(
         .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
         .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
         .source_application_entity_title(source_ae)
-        .build()?;
+        .build()
+        .map_err(|e| Part10Error::Build(Box::new(e)))?;
     let mut out = Vec::with_capacity(dataset.len() + 512);
     out.extend_from_slice(&[0u8; 128]);
     out.extend_from_slice(b"DICM");
-    meta.write(&mut out).map_err(Part10Error::Write)?;
+    meta.write(&mut out)
+        .map_err(|e| Part10Error::Write(Box::new(e)))?;
     out.extend_from_slice(dataset);
     Ok(out)
 }
@@ -53,8 +55,11 @@ pub fn dataset_offset(file: &[u8]) -> Result<usize, Part10Error> {
     if element[..6] != [0x02, 0x00, 0x00, 0x00, b'U', b'L'] {
         return Err(Part10Error::BadMeta);
     }
-    let group_length = u32::from_le_bytes([element[8], element[9], element[10], element[11]]) as usize;
-    let offset = 144usize.checked_add(group_length).ok_or(Part10Error::BadMeta)?;
+    let group_length =
+        u32::from_le_bytes([element[8], element[9], element[10], element[11]]) as usize;
+    let offset = 144usize
+        .checked_add(group_length)
+        .ok_or(Part10Error::BadMeta)?;
     if offset > file.len() {
         return Err(Part10Error::BadMeta);
     }
@@ -68,7 +73,14 @@ mod tests {
     #[test]
     fn encode_then_find_dataset() {
         let dataset = b"\x08\x00\x16\x00\x04\x00\x00\x001.2\0";
-        let file = encode("1.2.840.10008.5.1.4.1.1.2", "1.2.3", "1.2.840.10008.1.2", "PACS", dataset).unwrap();
+        let file = encode(
+            "1.2.840.10008.5.1.4.1.1.2",
+            "1.2.3",
+            "1.2.840.10008.1.2",
+            "PACS",
+            dataset,
+        )
+        .unwrap();
         let offset = dataset_offset(&file).unwrap();
         assert_eq!(&file[offset..], dataset);
         let meta = dicom_object::meta::FileMetaTable::from_reader(&file[128..]).unwrap();
@@ -78,7 +90,10 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        assert!(matches!(dataset_offset(b"short"), Err(Part10Error::NoPrefix)));
+        assert!(matches!(
+            dataset_offset(b"short"),
+            Err(Part10Error::NoPrefix)
+        ));
         let mut fake = vec![0u8; 132];
         fake[128..].copy_from_slice(b"DICM");
         fake.extend_from_slice(&[0x02, 0, 0, 0, b'U', b'L', 4, 0, 0xff, 0xff, 0xff, 0x7f]);

@@ -129,7 +129,10 @@ impl AeTitle {
         if value.is_empty() {
             return Err(AeTitleError::Empty);
         }
-        if !value.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\') {
+        if !value
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
+        {
             return Err(AeTitleError::BadCharacter {
                 value: value.escape_debug().to_string(),
             });
@@ -178,13 +181,24 @@ mod tests {
 
     #[test]
     fn uid_accepts_valid_and_strips_padding() {
-        assert_eq!(Uid::parse("1.2.840.10008.1.2\0").unwrap().as_str(), "1.2.840.10008.1.2");
+        assert_eq!(
+            Uid::parse("1.2.840.10008.1.2\0").unwrap().as_str(),
+            "1.2.840.10008.1.2"
+        );
         assert_eq!(Uid::parse("1.2.3 ").unwrap().as_str(), "1.2.3");
     }
 
     #[test]
     fn uid_refuses_paths_and_garbage() {
-        for bad in ["../../etc/passwd", "1.2/3", "1.2.3..4", "1.02", "", "abc", ".1.2"] {
+        for bad in [
+            "../../etc/passwd",
+            "1.2/3",
+            "1.2.3..4",
+            "1.02",
+            "",
+            "abc",
+            ".1.2",
+        ] {
             assert!(Uid::parse(bad).is_err(), "{bad:?} should be refused");
         }
         assert_eq!(

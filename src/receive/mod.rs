@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::dicom::uid::is_ct_image_storage;
-use crate::dicom::{Command, CommandField, DimseStatus, Uid, part10};
+use crate::dicom::{Command, CommandField, DimseStatus, Uid, lengths, part10};
 use crate::series::InstanceMeta;
 use crate::spool::Spool;
 use crate::store::{AuditEvent, RecordOutcome, SpooledFile, Store};
@@ -41,7 +41,12 @@ pub struct Receiver {
 }
 
 /// Accepts associations until `shutdown`; each runs in its own task on `tasks`.
-pub async fn serve(listener: TcpListener, receiver: Arc<Receiver>, shutdown: CancellationToken, tasks: TaskTracker) {
+pub async fn serve(
+    listener: TcpListener,
+    receiver: Arc<Receiver>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
     let permits = Arc::new(Semaphore::new(receiver.config.dicom.max_associations));
     let next_id = AtomicU64::new(1);
     loop {
@@ -80,7 +85,10 @@ pub async fn serve(listener: TcpListener, receiver: Arc<Receiver>, shutdown: Can
 async fn association(rx: &Receiver, stream: TcpStream, peer: SocketAddr) {
     let dicom = &rx.config.dicom;
     let mut ul = UlStream::new(stream, dicom.max_pdu_length);
-    let rq = match ul.read_control_pdu(dicom.artim_timeout, "A-ASSOCIATE-RQ").await {
+    let rq = match ul
+        .read_control_pdu(dicom.artim_timeout, "A-ASSOCIATE-RQ")
+        .await
+    {
         Ok(Pdu::AssociationRQ(rq)) => rq,
         Ok(other) => {
             tracing::warn!(pdu = %other.short_description(), "expected A-ASSOCIATE-RQ, aborting");
@@ -117,7 +125,10 @@ async fn association(rx: &Receiver, stream: TcpStream, peer: SocketAddr) {
     };
     tracing::Span::current().record("calling_ae", accepted.calling_ae.as_str());
     if let Err(e) = ul
-        .send_pdu(&Pdu::AssociationAC(accepted.response.clone()), dicom.dimse_timeout)
+        .send_pdu(
+            &Pdu::AssociationAC(accepted.response.clone()),
+            dicom.dimse_timeout,
+        )
         .await
     {
         tracing::warn!(error = %e, "could not send A-ASSOCIATE-AC");
@@ -153,7 +164,12 @@ async fn association(rx: &Receiver, stream: TcpStream, peer: SocketAddr) {
             ul.close().await;
         }
         Err(UlError::Closed) => {
-            tracing::warn!(stored, ignored, refused, "peer closed the connection without release");
+            tracing::warn!(
+                stored,
+                ignored,
+                refused,
+                "peer closed the connection without release"
+            );
         }
         Err(e) => {
             tracing::warn!(error = %e, stored, ignored, refused, "association aborted");
@@ -202,22 +218,29 @@ impl Session<'_> {
     ) -> Result<(), UlError> {
         let dicom = &self.rx.config.dicom;
         loop {
-            let first = match ul.next_event(dicom.idle_timeout, "the next request").await? {
+            let first = match ul
+                .next_event(dicom.idle_timeout, "the next request")
+                .await?
+            {
                 Event::ReleaseRq => {
                     ul.send_pdu(&Pdu::ReleaseRP, dicom.dimse_timeout).await?;
                     return Ok(());
                 }
                 Event::Abort => return Err(UlError::Closed),
-                Event::ReleaseRp => return Err(UlError::Malformed("unexpected A-RELEASE-RP".into())),
+                Event::ReleaseRp => {
+                    return Err(UlError::Malformed("unexpected A-RELEASE-RP".into()));
+                }
                 Event::Pdv(p) => p,
             };
             if !first.is_command {
-                return Err(UlError::Malformed("data set fragment where a command was expected".into()));
+                return Err(UlError::Malformed(
+                    "data set fragment where a command was expected".into(),
+                ));
             }
             let pc_id = first.pc_id;
-            let context = contexts
-                .get(&pc_id)
-                .ok_or_else(|| UlError::Malformed(format!("presentation context {pc_id} was not accepted")))?;
+            let context = contexts.get(&pc_id).ok_or_else(|| {
+                UlError::Malformed(format!("presentation context {pc_id} was not accepted"))
+            })?;
             let mut command_bytes = ul.pdv_data(&first).to_vec();
             let mut last = first.is_last;
             while !last {
@@ -228,8 +251,8 @@ impl Session<'_> {
                 }
                 last = pdv.is_last;
             }
-            let command =
-                Command::decode(&command_bytes).map_err(|e| UlError::Malformed(format!("bad command set: {e}")))?;
+            let command = Command::decode(&command_bytes)
+                .map_err(|e| UlError::Malformed(format!("bad command set: {e}")))?;
             let verdict = match command.command_field() {
                 CommandField::C_ECHO_RQ if !command.has_dataset => Verdict::success(),
                 CommandField::C_STORE_RQ if command.has_dataset => {
@@ -243,7 +266,10 @@ impl Session<'_> {
                     if command.has_dataset {
                         self.read_dataset(ul, pc_id).await?.ok();
                     }
-                    Verdict::refuse(DimseStatus::UNRECOGNIZED_OPERATION, "operation not supported")
+                    Verdict::refuse(
+                        DimseStatus::UNRECOGNIZED_OPERATION,
+                        "operation not supported",
+                    )
                 }
                 _ => return Err(UlError::Malformed("unexpected response message".into())),
             };
@@ -251,13 +277,18 @@ impl Session<'_> {
                 self.refused += 1;
             }
             let response = command.response(verdict.status, verdict.comment).encode();
-            ul.send_message(pc_id, &response, None, dicom.dimse_timeout).await?;
+            ul.send_message(pc_id, &response, None, dicom.dimse_timeout)
+                .await?;
         }
     }
 
     /// Reads a data set's fragments. Over the size limit or the disk watermark the
     /// fragments are drained, not kept, and the refusal is returned.
-    async fn read_dataset(&self, ul: &mut UlStream, pc_id: u8) -> Result<Result<Vec<u8>, Verdict>, UlError> {
+    async fn read_dataset(
+        &self,
+        ul: &mut UlStream,
+        pc_id: u8,
+    ) -> Result<Result<Vec<u8>, Verdict>, UlError> {
         let dicom = &self.rx.config.dicom;
         let mut refusal = match self.rx.spool.free_bytes() {
             Ok(free) if free < dicom.min_free_disk_bytes => Some(Verdict::refuse(
@@ -294,12 +325,20 @@ impl Session<'_> {
         }
     }
 
-    async fn store(&mut self, command: &Command, context: &AcceptedContext, dataset: Vec<u8>) -> Verdict {
+    async fn store(
+        &mut self,
+        command: &Command,
+        context: &AcceptedContext,
+        dataset: Vec<u8>,
+    ) -> Verdict {
         match self.try_store(command, context, dataset).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "could not store instance");
-                Verdict::refuse(DimseStatus::OUT_OF_RESOURCES, "node could not store the instance")
+                Verdict::refuse(
+                    DimseStatus::OUT_OF_RESOURCES,
+                    "node could not store the instance",
+                )
             }
         }
     }
@@ -320,13 +359,22 @@ impl Session<'_> {
                 )
                 .await);
         }
-        let instance = match Uid::parse(command.affected_sop_instance.as_deref().unwrap_or_default()) {
-            Ok(uid) => uid,
-            Err(e) => {
-                let comment = format!("Affected SOP Instance UID: {e}");
-                return Ok(self.refuse_instance(DimseStatus::CANNOT_UNDERSTAND, comment, None).await);
-            }
-        };
+        let instance =
+            match Uid::parse(command.affected_sop_instance.as_deref().unwrap_or_default()) {
+                Ok(uid) => uid,
+                Err(e) => {
+                    let comment = format!("Affected SOP Instance UID: {e}");
+                    return Ok(self
+                        .refuse_instance(DimseStatus::CANNOT_UNDERSTAND, comment, None)
+                        .await);
+                }
+            };
+        if let Err(e) = lengths::check(&dataset, &context.transfer_syntax) {
+            let reason = format!("malformed data set: {e}");
+            return Ok(self
+                .refuse_instance(DimseStatus::CANNOT_UNDERSTAND, reason, None)
+                .await);
+        }
         let file = part10::encode(
             class,
             instance.as_str(),
@@ -355,7 +403,11 @@ impl Session<'_> {
                 "SOP class/instance does not match the C-STORE request: data set has {dataset_class}/{dataset_instance}"
             );
             return Ok(self
-                .refuse_instance(DimseStatus::DATASET_DOES_NOT_MATCH_SOP_CLASS, comment, Some(&object))
+                .refuse_instance(
+                    DimseStatus::DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                    comment,
+                    Some(&object),
+                )
                 .await);
         }
         if !is_ct_image_storage(class) {
@@ -384,7 +436,11 @@ impl Session<'_> {
                     .await);
             }
         };
-        let spooled_sha = self.rx.store.instance_sha256(meta.sop_instance_uid.as_str()).await?;
+        let spooled_sha = self
+            .rx
+            .store
+            .instance_sha256(meta.sop_instance_uid.as_str())
+            .await?;
         if spooled_sha.as_deref() != Some(sha256.as_str()) {
             let spool = self.rx.spool.clone();
             let size = file.len() as i64;
@@ -395,7 +451,11 @@ impl Session<'_> {
                 sha256,
                 transfer_syntax: context.transfer_syntax.clone(),
             };
-            let outcome = self.rx.store.record_instance(&meta, &record, self.calling_ae).await;
+            let outcome = self
+                .rx
+                .store
+                .record_instance(&meta, &record, self.calling_ae)
+                .await;
             match outcome {
                 Ok(RecordOutcome::Replaced { old_file }) => {
                     tracing::info!(sop_instance = %meta.sop_instance_uid, "instance re-sent with new content: replaced");
@@ -429,7 +489,12 @@ impl Session<'_> {
         }
     }
 
-    async fn refuse_instance(&self, status: DimseStatus, reason: String, object: Option<&DefaultDicomObject>) -> Verdict {
+    async fn refuse_instance(
+        &self,
+        status: DimseStatus,
+        reason: String,
+        object: Option<&DefaultDicomObject>,
+    ) -> Verdict {
         tracing::warn!(status = %status, %reason, "C-STORE refused");
         let base = match object {
             Some(o) => self.object_event(o),
@@ -460,9 +525,13 @@ async fn expect_pdv(
 ) -> Result<crate::ul::Pdv, UlError> {
     match ul.next_event(timeout, "the rest of a message").await? {
         Event::Pdv(p) if p.pc_id == pc_id && p.is_command == command => Ok(p),
-        Event::Pdv(_) => Err(UlError::Malformed("fragments of two messages interleaved".into())),
+        Event::Pdv(_) => Err(UlError::Malformed(
+            "fragments of two messages interleaved".into(),
+        )),
         Event::Abort => Err(UlError::Closed),
-        _ => Err(UlError::Malformed("release requested in the middle of a message".into())),
+        _ => Err(UlError::Malformed(
+            "release requested in the middle of a message".into(),
+        )),
     }
 }
 
@@ -490,7 +559,12 @@ fn check_pixel_data(object: &DefaultDicomObject) -> Result<(), String> {
     let Ok(bytes) = pixel.to_bytes() else {
         return Ok(()); // encapsulated: the fragments were parsed whole
     };
-    let num = |tag| object.element(tag).ok().and_then(|e| e.to_int::<u64>().ok());
+    let num = |tag| {
+        object
+            .element(tag)
+            .ok()
+            .and_then(|e| e.to_int::<u64>().ok())
+    };
     let expected = [
         num(tags::ROWS),
         num(tags::COLUMNS),

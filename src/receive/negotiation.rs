@@ -6,14 +6,16 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use dicom_ul::pdu::{
-    AssociationAC, AssociationRJ, AssociationRJResult, AssociationRJServiceUserReason, AssociationRJSource,
-    AssociationRQ, PresentationContextResult, PresentationContextResultReason, UserVariableItem,
+    AssociationAC, AssociationRJ, AssociationRJResult, AssociationRJServiceUserReason,
+    AssociationRJSource, AssociationRQ, PresentationContextResult, PresentationContextResultReason,
+    UserVariableItem,
 };
 
 use crate::config::DicomConfig;
 use crate::dicom::AeTitle;
 use crate::dicom::uid::{
-    APPLICATION_CONTEXT, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, VERIFICATION, is_storage_sop_class, ts,
+    APPLICATION_CONTEXT, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, VERIFICATION,
+    is_storage_sop_class, ts,
 };
 
 /// An accepted presentation context.
@@ -62,7 +64,10 @@ pub fn negotiate(
     if rq.application_context_name.trim_end_matches('\0') != APPLICATION_CONTEXT {
         return Err(reject(
             AssociationRJServiceUserReason::ApplicationContextNameNotSupported,
-            format!("application context {:?} is not DICOM's", rq.application_context_name),
+            format!(
+                "application context {:?} is not DICOM's",
+                rq.application_context_name
+            ),
         ));
     }
     if called_raw != node_ae.as_str() {
@@ -87,7 +92,8 @@ pub fn negotiate(
         .iter()
         .map(|pc| {
             let abstract_syntax = pc.abstract_syntax.trim_end_matches('\0').to_string();
-            let supported = abstract_syntax == VERIFICATION || is_storage_sop_class(&abstract_syntax);
+            let supported =
+                abstract_syntax == VERIFICATION || is_storage_sop_class(&abstract_syntax);
             let chosen = supported
                 .then(|| choose_transfer_syntax(pc.transfer_syntaxes.iter().map(String::as_str)))
                 .flatten();
@@ -131,7 +137,9 @@ pub fn negotiate(
             user_variables: vec![
                 UserVariableItem::MaxLength(cfg.max_pdu_length),
                 UserVariableItem::ImplementationClassUID(IMPLEMENTATION_CLASS_UID.to_string()),
-                UserVariableItem::ImplementationVersionName(IMPLEMENTATION_VERSION_NAME.to_string()),
+                UserVariableItem::ImplementationVersionName(
+                    IMPLEMENTATION_VERSION_NAME.to_string(),
+                ),
             ],
         },
         calling_ae: calling,
@@ -141,7 +149,9 @@ pub fn negotiate(
 }
 
 /// The most preferred of the proposed transfer syntaxes, in the node's order.
-pub fn choose_transfer_syntax<'a>(proposed: impl Iterator<Item = &'a str> + Clone) -> Option<&'static str> {
+pub fn choose_transfer_syntax<'a>(
+    proposed: impl Iterator<Item = &'a str> + Clone,
+) -> Option<&'static str> {
     ts::ACCEPTED.iter().copied().find(|ours| {
         proposed
             .clone()
@@ -159,7 +169,9 @@ mod tests {
     fn cfg() -> DicomConfig {
         let text = "[node]\nae_title='SEGNODE'\ndata_dir='/tmp'\n[dicom]\nlisten='127.0.0.1:1'\n\
                     [[dicom.allowed_peers]]\nae_title='PACS'\nhost='127.0.0.1'\n";
-        crate::config::Config::from_toml(text, &BTreeMap::new()).unwrap().dicom
+        crate::config::Config::from_toml(text, &BTreeMap::new())
+            .unwrap()
+            .dicom
     }
 
     fn rq(calling: &str, called: &str, contexts: Vec<(&str, Vec<&str>)>) -> AssociationRQ {
@@ -193,14 +205,26 @@ mod tests {
             "PACS",
             "SEGNODE",
             vec![
-                (CT_IMAGE_STORAGE, vec![ts::JPEG_2000_LOSSLESS, ts::IMPLICIT_VR_LE, ts::EXPLICIT_VR_LE]),
+                (
+                    CT_IMAGE_STORAGE,
+                    vec![
+                        ts::JPEG_2000_LOSSLESS,
+                        ts::IMPLICIT_VR_LE,
+                        ts::EXPLICIT_VR_LE,
+                    ],
+                ),
                 (CT_IMAGE_STORAGE, vec!["1.2.840.10008.1.2.4.51"]),
                 ("1.2.840.10008.5.1.4.1.2.2.1", vec![ts::IMPLICIT_VR_LE]),
                 (VERIFICATION, vec![ts::IMPLICIT_VR_LE]),
             ],
         );
         let acc = negotiate(&node(), &cfg(), &req, LOCAL).unwrap();
-        let reasons: Vec<_> = acc.response.presentation_contexts.iter().map(|r| r.reason.clone()).collect();
+        let reasons: Vec<_> = acc
+            .response
+            .presentation_contexts
+            .iter()
+            .map(|r| r.reason.clone())
+            .collect();
         assert_eq!(
             reasons,
             vec![
@@ -217,7 +241,11 @@ mod tests {
 
     #[test]
     fn jpeg2000_only_is_kept_as_is() {
-        let req = rq("PACS", "SEGNODE", vec![(CT_IMAGE_STORAGE, vec![ts::JPEG_2000_LOSSLESS])]);
+        let req = rq(
+            "PACS",
+            "SEGNODE",
+            vec![(CT_IMAGE_STORAGE, vec![ts::JPEG_2000_LOSSLESS])],
+        );
         let acc = negotiate(&node(), &cfg(), &req, LOCAL).unwrap();
         assert_eq!(acc.contexts[&1].transfer_syntax, ts::JPEG_2000_LOSSLESS);
     }
@@ -225,18 +253,32 @@ mod tests {
     #[test]
     fn wrong_called_or_calling_ae_or_host_is_rejected() {
         let contexts = || vec![(VERIFICATION, vec![ts::IMPLICIT_VR_LE])];
-        let wrong_called = negotiate(&node(), &cfg(), &rq("PACS", "OTHER", contexts()), LOCAL).unwrap_err();
+        let wrong_called =
+            negotiate(&node(), &cfg(), &rq("PACS", "OTHER", contexts()), LOCAL).unwrap_err();
         assert_eq!(
             wrong_called.response.source,
-            AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
+            AssociationRJSource::ServiceUser(
+                AssociationRJServiceUserReason::CalledAETitleNotRecognized
+            )
         );
-        let unknown = negotiate(&node(), &cfg(), &rq("NOPE", "SEGNODE", contexts()), LOCAL).unwrap_err();
+        let unknown =
+            negotiate(&node(), &cfg(), &rq("NOPE", "SEGNODE", contexts()), LOCAL).unwrap_err();
         assert_eq!(
             unknown.response.source,
-            AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+            AssociationRJSource::ServiceUser(
+                AssociationRJServiceUserReason::CallingAETitleNotRecognized
+            )
         );
         assert!(unknown.reason.contains("NOPE"));
         let elsewhere: IpAddr = "10.0.0.9".parse().unwrap();
-        assert!(negotiate(&node(), &cfg(), &rq("PACS", "SEGNODE", contexts()), elsewhere).is_err());
+        assert!(
+            negotiate(
+                &node(),
+                &cfg(),
+                &rq("PACS", "SEGNODE", contexts()),
+                elsewhere
+            )
+            .is_err()
+        );
     }
 }

@@ -44,7 +44,10 @@ pub fn now_ms() -> i64 {
 pub fn format_ms(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| ms.to_string())
 }
 
@@ -183,11 +186,16 @@ impl Store {
     }
 
     /// The SHA-256 of the stored copy of an instance, if the node has it.
-    pub async fn instance_sha256(&self, sop_instance_uid: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT sha256 FROM instances WHERE sop_instance_uid = ?")
-            .bind(sop_instance_uid)
-            .fetch_optional(&self.pool)
-            .await?)
+    pub async fn instance_sha256(
+        &self,
+        sop_instance_uid: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT sha256 FROM instances WHERE sop_instance_uid = ?")
+                .bind(sop_instance_uid)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Records a spooled instance and its series in one transaction. Any instance
@@ -222,14 +230,15 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
 
-        let existing: Option<(i64, String, String)> =
-            sqlx::query_as("SELECT id, sha256, file_name FROM instances WHERE sop_instance_uid = ?")
-                .bind(meta.sop_instance_uid.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        let orientation = meta.orientation.map(|o| {
-            o.iter().map(f64::to_string).collect::<Vec<_>>().join("\\")
-        });
+        let existing: Option<(i64, String, String)> = sqlx::query_as(
+            "SELECT id, sha256, file_name FROM instances WHERE sop_instance_uid = ?",
+        )
+        .bind(meta.sop_instance_uid.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let orientation = meta
+            .orientation
+            .map(|o| o.iter().map(f64::to_string).collect::<Vec<_>>().join("\\"));
         let outcome = match existing {
             Some((_, sha, _)) if sha == file.sha256 => RecordOutcome::Unchanged,
             Some((id, _, old_file)) => {
@@ -295,11 +304,13 @@ impl Store {
     /// Notes activity on a series (an identical instance re-sent): it is `receiving`
     /// again until stable, with its revision unchanged.
     pub async fn touch_series(&self, series_uid: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE series SET state = 'receiving', last_received_ms = ? WHERE series_uid = ?")
-            .bind(now_ms())
-            .bind(series_uid)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE series SET state = 'receiving', last_received_ms = ? WHERE series_uid = ?",
+        )
+        .bind(now_ms())
+        .bind(series_uid)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -390,16 +401,23 @@ impl Store {
             } else {
                 old_state
             };
-            sqlx::query("UPDATE jobs SET state = ?, superseded_by = ?, updated_ms = ? WHERE id = ?")
-                .bind(next.as_str())
-                .bind(job_id)
-                .bind(now)
-                .bind(old_id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE jobs SET state = ?, superseded_by = ?, updated_ms = ? WHERE id = ?",
+            )
+            .bind(next.as_str())
+            .bind(job_id)
+            .bind(now)
+            .bind(old_id)
+            .execute(&mut *tx)
+            .await?;
             append_audit(
                 &mut tx,
-                &series_event("job_superseded", series, Some(old_id), serde_json::json!({ "by_job": job_id })),
+                &series_event(
+                    "job_superseded",
+                    series,
+                    Some(old_id),
+                    serde_json::json!({ "by_job": job_id }),
+                ),
             )
             .await?;
         }
@@ -422,7 +440,11 @@ impl Store {
     }
 
     /// Jobs, newest first, optionally only those in `state`.
-    pub async fn jobs(&self, state: Option<JobState>, limit: i64) -> Result<Vec<JobRow>, StoreError> {
+    pub async fn jobs(
+        &self,
+        state: Option<JobState>,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT j.id, j.state, j.reason, s.series_uid, s.study_uid, s.modality, s.series_description,
                     s.calling_ae, j.series_revision, j.instance_count, j.superseded_by, j.created_ms, j.updated_ms
@@ -518,7 +540,10 @@ fn series_event<'a>(
     }
 }
 
-async fn append_audit(tx: &mut Transaction<'_, Sqlite>, e: &AuditEvent<'_>) -> Result<(), StoreError> {
+async fn append_audit(
+    tx: &mut Transaction<'_, Sqlite>,
+    e: &AuditEvent<'_>,
+) -> Result<(), StoreError> {
     let detail = if e.detail.is_null() {
         "{}".to_string()
     } else {

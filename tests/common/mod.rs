@@ -95,7 +95,9 @@ impl TestNode {
         let text = test_config(&dir.path().join("data"), extra_dicom);
         let config = Config::from_toml(&text, &BTreeMap::new()).unwrap();
         let shutdown = CancellationToken::new();
-        let node = segnode::node::start(config, shutdown.clone()).await.unwrap();
+        let node = segnode::node::start(config, shutdown.clone())
+            .await
+            .unwrap();
         let addr = node.dicom_addr;
         let store = node.store.clone();
         let handle = tokio::spawn(node.wait());
@@ -150,7 +152,17 @@ pub async fn run_tool(tool: &str, args: &[&str]) -> (bool, String) {
 /// `storescu` sending files or folders (`+sd +r`) unchanged: `-xv` proposes JPEG 2000
 /// Lossless and every uncompressed syntax, so both kinds go as they are.
 pub async fn storescu(port: &str, paths: &[&Path]) -> (bool, String) {
-    let mut args = vec!["-aet", "STORESCU", "-aec", "SEGNODE", "+sd", "+r", "-xv", "127.0.0.1", port];
+    let mut args = vec![
+        "-aet",
+        "STORESCU",
+        "-aec",
+        "SEGNODE",
+        "+sd",
+        "+r",
+        "-xv",
+        "127.0.0.1",
+        port,
+    ];
     let owned: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     args.extend(owned.iter().map(String::as_str));
     run_tool("storescu", &args).await
@@ -199,26 +211,50 @@ pub fn ct_slice(study: &str, series: &str, sop: &str, index: u32, size: u16) -> 
     put(tags::SOP_INSTANCE_UID, VR::UI, sop.into());
     put(tags::STUDY_INSTANCE_UID, VR::UI, study.into());
     put(tags::SERIES_INSTANCE_UID, VR::UI, series.into());
-    put(tags::FRAME_OF_REFERENCE_UID, VR::UI, format!("{study}.9").into());
+    put(
+        tags::FRAME_OF_REFERENCE_UID,
+        VR::UI,
+        format!("{study}.9").into(),
+    );
     put(tags::MODALITY, VR::CS, "CT".into());
     put(tags::PATIENT_ID, VR::LO, "SYNTH-0001".into());
     put(tags::PATIENT_NAME, VR::PN, "Synthetic^Patient".into());
     put(tags::ACCESSION_NUMBER, VR::SH, "SYNACC1".into());
     put(tags::SERIES_DESCRIPTION, VR::LO, "Abdomen synthetic".into());
     put(tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY\\AXIAL".into());
-    put(tags::INSTANCE_NUMBER, VR::IS, format!("{}", index + 1).into());
-    put(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0".into());
-    put(tags::IMAGE_POSITION_PATIENT, VR::DS, format!("-100\\-100\\{}", f64::from(index) * 3.0).into());
+    put(
+        tags::INSTANCE_NUMBER,
+        VR::IS,
+        format!("{}", index + 1).into(),
+    );
+    put(
+        tags::IMAGE_ORIENTATION_PATIENT,
+        VR::DS,
+        "1\\0\\0\\0\\1\\0".into(),
+    );
+    put(
+        tags::IMAGE_POSITION_PATIENT,
+        VR::DS,
+        format!("-100\\-100\\{}", f64::from(index) * 3.0).into(),
+    );
     put(tags::SLICE_THICKNESS, VR::DS, "3".into());
     put(tags::PIXEL_SPACING, VR::DS, "0.8\\0.8".into());
     put(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16));
-    put(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2".into());
+    put(
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "MONOCHROME2".into(),
+    );
     put(tags::ROWS, VR::US, PrimitiveValue::from(size));
     put(tags::COLUMNS, VR::US, PrimitiveValue::from(size));
     put(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16));
     put(tags::BITS_STORED, VR::US, PrimitiveValue::from(12u16));
     put(tags::HIGH_BIT, VR::US, PrimitiveValue::from(11u16));
-    put(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16));
+    put(
+        tags::PIXEL_REPRESENTATION,
+        VR::US,
+        PrimitiveValue::from(0u16),
+    );
     put(tags::RESCALE_INTERCEPT, VR::DS, "-1024".into());
     put(tags::RESCALE_SLOPE, VR::DS, "1".into());
     let pixels: Vec<u16> = (0..u32::from(size) * u32::from(size))
@@ -243,9 +279,23 @@ pub fn write_part10(obj: InMemDicomObject, sop_class: &str, sop_instance: &str, 
 
 /// A minimal Secondary Capture object (what a PACS may route along with a CT study).
 pub fn secondary_capture(path: &Path) {
-    let mut o = ct_slice("1.2.826.0.1.3680043.10.9", "1.2.826.0.1.3680043.10.9.7", "1.2.826.0.1.3680043.10.9.7.1", 0, 8);
-    o.put(DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from(SECONDARY_CAPTURE)));
-    o.put(DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::from("OT")));
+    let mut o = ct_slice(
+        "1.2.826.0.1.3680043.10.9",
+        "1.2.826.0.1.3680043.10.9.7",
+        "1.2.826.0.1.3680043.10.9.7.1",
+        0,
+        8,
+    );
+    o.put(DataElement::new(
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        PrimitiveValue::from(SECONDARY_CAPTURE),
+    ));
+    o.put(DataElement::new(
+        tags::MODALITY,
+        VR::CS,
+        PrimitiveValue::from("OT"),
+    ));
     write_part10(o, SECONDARY_CAPTURE, "1.2.826.0.1.3680043.10.9.7.1", path);
 }
 

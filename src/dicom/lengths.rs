@@ -1,0 +1,300 @@
+//! A structural pre-check of a received data set (PS3.5 §7.1, §7.5): every element,
+//! item and fragment length must fit inside the bytes actually received. Run before the
+//! data set is parsed, so that a hostile length (say 2 GiB on a 500 kB object) is
+//! refused at once instead of making the parser allocate for it.
+
+use super::uid::ts;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LengthError {
+    #[error(
+        "element ({group:04X},{element:04X}) at byte {offset} announces {length} bytes, only {available} remain"
+    )]
+    Overrun {
+        group: u16,
+        element: u16,
+        offset: usize,
+        length: u32,
+        available: usize,
+    },
+    #[error("data set ends inside an element header at byte {offset}")]
+    Truncated { offset: usize },
+    #[error("sequence nesting deeper than {MAX_DEPTH}")]
+    TooDeep,
+}
+
+const MAX_DEPTH: usize = 32;
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+const ITEM: (u16, u16) = (0xFFFE, 0xE000);
+const ITEM_END: (u16, u16) = (0xFFFE, 0xE00D);
+const SEQUENCE_END: (u16, u16) = (0xFFFE, 0xE0DD);
+const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
+
+#[derive(Clone, Copy)]
+struct Encoding {
+    explicit: bool,
+    big_endian: bool,
+}
+
+/// Checks a data set encoded in `transfer_syntax`. Deflated data sets are not checked
+/// (their size is bounded by the received byte limit before inflation).
+pub fn check(dataset: &[u8], transfer_syntax: &str) -> Result<(), LengthError> {
+    let enc = match transfer_syntax {
+        ts::IMPLICIT_VR_LE => Encoding {
+            explicit: false,
+            big_endian: false,
+        },
+        ts::EXPLICIT_VR_BE => Encoding {
+            explicit: true,
+            big_endian: true,
+        },
+        ts::DEFLATED_EXPLICIT_VR_LE => return Ok(()),
+        _ => Encoding {
+            explicit: true,
+            big_endian: false,
+        },
+    };
+    let mut walker = Walker {
+        bytes: dataset,
+        pos: 0,
+        enc,
+    };
+    walker.elements(dataset.len(), 0, false)
+}
+
+struct Walker<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    enc: Encoding,
+}
+
+impl Walker<'_> {
+    fn u16_at(&self, at: usize) -> u16 {
+        let b = [self.bytes[at], self.bytes[at + 1]];
+        if self.enc.big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }
+    }
+
+    fn u32_at(&self, at: usize) -> u32 {
+        let b = [
+            self.bytes[at],
+            self.bytes[at + 1],
+            self.bytes[at + 2],
+            self.bytes[at + 3],
+        ];
+        if self.enc.big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    }
+
+    fn need(&self, n: usize) -> Result<(), LengthError> {
+        if self.pos + n > self.bytes.len() {
+            Err(LengthError::Truncated { offset: self.pos })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads (tag, VR if explicit, length); items and delimiters have no VR.
+    fn header(&mut self) -> Result<((u16, u16), Option<[u8; 2]>, u32), LengthError> {
+        self.need(8)?;
+        let tag = (self.u16_at(self.pos), self.u16_at(self.pos + 2));
+        if tag.0 == 0xFFFE || !self.enc.explicit {
+            let len = self.u32_at(self.pos + 4);
+            self.pos += 8;
+            return Ok((tag, None, len));
+        }
+        let vr = [self.bytes[self.pos + 4], self.bytes[self.pos + 5]];
+        let long = matches!(
+            &vr,
+            b"OB"
+                | b"OD"
+                | b"OF"
+                | b"OL"
+                | b"OV"
+                | b"OW"
+                | b"SQ"
+                | b"UC"
+                | b"UN"
+                | b"UR"
+                | b"UT"
+                | b"SV"
+                | b"UV"
+        );
+        if long {
+            self.need(12)?;
+            let len = self.u32_at(self.pos + 8);
+            self.pos += 12;
+            Ok((tag, Some(vr), len))
+        } else {
+            let len = u32::from(self.u16_at(self.pos + 6));
+            self.pos += 8;
+            Ok((tag, Some(vr), len))
+        }
+    }
+
+    fn skip(&mut self, tag: (u16, u16), length: u32, end: usize) -> Result<(), LengthError> {
+        let available = end.saturating_sub(self.pos);
+        if length as usize > available {
+            return Err(LengthError::Overrun {
+                group: tag.0,
+                element: tag.1,
+                offset: self.pos,
+                length,
+                available,
+            });
+        }
+        self.pos += length as usize;
+        Ok(())
+    }
+
+    /// Elements until `end`, or until an item delimiter when `in_item`.
+    fn elements(&mut self, end: usize, depth: usize, in_item: bool) -> Result<(), LengthError> {
+        if depth > MAX_DEPTH {
+            return Err(LengthError::TooDeep);
+        }
+        while self.pos < end {
+            let (tag, vr, length) = self.header()?;
+            if in_item && tag == ITEM_END {
+                return Ok(());
+            }
+            if length != UNDEFINED {
+                let nested = vr.as_ref() == Some(b"SQ");
+                if nested {
+                    let seq_end = self.pos + length as usize;
+                    if seq_end > end {
+                        return self.skip(tag, length, end);
+                    }
+                    self.items(seq_end, depth + 1, false)?;
+                } else {
+                    self.skip(tag, length, end)?;
+                }
+            } else {
+                // Undefined length: a sequence, or encapsulated pixel data (items of
+                // fragments), both closed by a sequence delimiter.
+                let fragments = tag == PIXEL_DATA;
+                self.items(end, depth + 1, fragments)?;
+            }
+        }
+        if in_item {
+            return Err(LengthError::Truncated { offset: self.pos });
+        }
+        Ok(())
+    }
+
+    /// Items (or, for encapsulated pixel data, fragments) until `end` or a sequence
+    /// delimiter.
+    fn items(&mut self, end: usize, depth: usize, fragments: bool) -> Result<(), LengthError> {
+        while self.pos < end {
+            let (tag, _, length) = self.header()?;
+            if tag == SEQUENCE_END {
+                return Ok(());
+            }
+            if tag != ITEM {
+                return Err(LengthError::Overrun {
+                    group: tag.0,
+                    element: tag.1,
+                    offset: self.pos,
+                    length,
+                    available: end.saturating_sub(self.pos),
+                });
+            }
+            if length == UNDEFINED && !fragments {
+                self.elements(end, depth, true)?;
+            } else if fragments {
+                // Fragments are opaque bytes.
+                self.skip(tag, length, end)?;
+            } else {
+                let item_end = self.pos + length as usize;
+                if item_end > end {
+                    return self.skip(tag, length, end);
+                }
+                self.elements(item_end, depth, false)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn el(tag: (u16, u16), vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&tag.0.to_le_bytes());
+        v.extend_from_slice(&tag.1.to_le_bytes());
+        v.extend_from_slice(vr);
+        if matches!(vr, b"OB" | b"OW" | b"SQ") {
+            v.extend_from_slice(&[0, 0]);
+            v.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        } else {
+            v.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        }
+        v.extend_from_slice(value);
+        v
+    }
+
+    #[test]
+    fn well_formed_explicit_dataset_passes() {
+        let mut d = el((0x0008, 0x0060), b"CS", b"CT");
+        let item_body = el((0x0020, 0x0037), b"DS", b"1\\0\\0\\0\\1\\0 ");
+        let mut item = vec![0xFE, 0xFF, 0x00, 0xE0];
+        item.extend_from_slice(&(item_body.len() as u32).to_le_bytes());
+        item.extend_from_slice(&item_body);
+        d.extend(el((0x0020, 0x9116), b"SQ", &item));
+        d.extend(el((0x7FE0, 0x0010), b"OW", &[0u8; 32]));
+        assert_eq!(check(&d, ts::EXPLICIT_VR_LE), Ok(()));
+        // The same with an absurd length hidden inside the item.
+        let mut bad_body = el((0x0020, 0x0037), b"DS", b"1\\0");
+        bad_body[6] = 0xFF;
+        let mut bad_item = vec![0xFE, 0xFF, 0x00, 0xE0];
+        bad_item.extend_from_slice(&(bad_body.len() as u32).to_le_bytes());
+        bad_item.extend_from_slice(&bad_body);
+        let bad = el((0x0020, 0x9116), b"SQ", &bad_item);
+        assert!(check(&bad, ts::EXPLICIT_VR_LE).is_err());
+    }
+
+    #[test]
+    fn encapsulated_pixel_data_passes() {
+        let mut d = el((0x0008, 0x0060), b"CS", b"CT");
+        d.extend_from_slice(&[
+            0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        d.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]); // empty offset table
+        d.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 4, 0, 0, 0, 1, 2, 3, 4]);
+        d.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        assert_eq!(check(&d, ts::JPEG_2000_LOSSLESS), Ok(()));
+    }
+
+    #[test]
+    fn absurd_and_truncated_lengths_are_refused() {
+        let mut d = el((0x0008, 0x0060), b"CS", b"CT");
+        d.extend_from_slice(&[
+            0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0, 0xF0, 0xFF, 0xFF, 0x7F, 1, 2,
+        ]);
+        assert!(matches!(
+            check(&d, ts::EXPLICIT_VR_LE),
+            Err(LengthError::Overrun { group: 0x7FE0, .. })
+        ));
+        let cut = el((0x0010, 0x0010), b"PN", b"Doe^John");
+        assert!(check(&cut[..cut.len() - 2], ts::EXPLICIT_VR_LE).is_err());
+        assert!(matches!(
+            check(&cut[..5], ts::EXPLICIT_VR_LE),
+            Err(LengthError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn implicit_vr_lengths_are_checked() {
+        let mut d = vec![0x08, 0x00, 0x60, 0x00, 2, 0, 0, 0, b'C', b'T'];
+        assert_eq!(check(&d, ts::IMPLICIT_VR_LE), Ok(()));
+        d.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, 0x00, 0x00, 0x00, 0x10]);
+        assert!(check(&d, ts::IMPLICIT_VR_LE).is_err());
+    }
+}
