@@ -30,6 +30,13 @@ const ITEM_END: (u16, u16) = (0xFFFE, 0xE00D);
 const SEQUENCE_END: (u16, u16) = (0xFFFE, 0xE0DD);
 const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
 
+/// An element header: tag, VR (explicit encodings, not items), value length.
+struct Header {
+    tag: (u16, u16),
+    vr: Option<[u8; 2]>,
+    length: u32,
+}
+
 #[derive(Clone, Copy)]
 struct Encoding {
     explicit: bool,
@@ -101,13 +108,17 @@ impl Walker<'_> {
     }
 
     /// Reads (tag, VR if explicit, length); items and delimiters have no VR.
-    fn header(&mut self) -> Result<((u16, u16), Option<[u8; 2]>, u32), LengthError> {
+    fn header(&mut self) -> Result<Header, LengthError> {
         self.need(8)?;
         let tag = (self.u16_at(self.pos), self.u16_at(self.pos + 2));
         if tag.0 == 0xFFFE || !self.enc.explicit {
             let len = self.u32_at(self.pos + 4);
             self.pos += 8;
-            return Ok((tag, None, len));
+            return Ok(Header {
+                tag,
+                vr: None,
+                length: len,
+            });
         }
         let vr = [self.bytes[self.pos + 4], self.bytes[self.pos + 5]];
         let long = matches!(
@@ -130,11 +141,19 @@ impl Walker<'_> {
             self.need(12)?;
             let len = self.u32_at(self.pos + 8);
             self.pos += 12;
-            Ok((tag, Some(vr), len))
+            Ok(Header {
+                tag,
+                vr: Some(vr),
+                length: len,
+            })
         } else {
             let len = u32::from(self.u16_at(self.pos + 6));
             self.pos += 8;
-            Ok((tag, Some(vr), len))
+            Ok(Header {
+                tag,
+                vr: Some(vr),
+                length: len,
+            })
         }
     }
 
@@ -159,7 +178,7 @@ impl Walker<'_> {
             return Err(LengthError::TooDeep);
         }
         while self.pos < end {
-            let (tag, vr, length) = self.header()?;
+            let Header { tag, vr, length } = self.header()?;
             if in_item && tag == ITEM_END {
                 return Ok(());
             }
@@ -191,7 +210,7 @@ impl Walker<'_> {
     /// delimiter.
     fn items(&mut self, end: usize, depth: usize, fragments: bool) -> Result<(), LengthError> {
         while self.pos < end {
-            let (tag, _, length) = self.header()?;
+            let Header { tag, length, .. } = self.header()?;
             if tag == SEQUENCE_END {
                 return Ok(());
             }
