@@ -43,9 +43,21 @@ struct Encoding {
     big_endian: bool,
 }
 
+/// What the walk found of the top-level Pixel Data (7FE0,0010).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelData {
+    Absent,
+    /// Native pixel data of this many bytes.
+    Native(u32),
+    /// Encapsulated (compressed) fragments.
+    Encapsulated,
+    /// Not walked: a deflated data set.
+    Unchecked,
+}
+
 /// Checks a data set encoded in `transfer_syntax`. Deflated data sets are not checked
 /// (their size is bounded by the received byte limit before inflation).
-pub fn check(dataset: &[u8], transfer_syntax: &str) -> Result<(), LengthError> {
+pub fn check(dataset: &[u8], transfer_syntax: &str) -> Result<PixelData, LengthError> {
     let enc = match transfer_syntax {
         ts::IMPLICIT_VR_LE => Encoding {
             explicit: false,
@@ -55,7 +67,7 @@ pub fn check(dataset: &[u8], transfer_syntax: &str) -> Result<(), LengthError> {
             explicit: true,
             big_endian: true,
         },
-        ts::DEFLATED_EXPLICIT_VR_LE => return Ok(()),
+        ts::DEFLATED_EXPLICIT_VR_LE => return Ok(PixelData::Unchecked),
         _ => Encoding {
             explicit: true,
             big_endian: false,
@@ -65,14 +77,17 @@ pub fn check(dataset: &[u8], transfer_syntax: &str) -> Result<(), LengthError> {
         bytes: dataset,
         pos: 0,
         enc,
+        pixel_data: PixelData::Absent,
     };
-    walker.elements(dataset.len(), 0, false)
+    walker.elements(dataset.len(), 0, false)?;
+    Ok(walker.pixel_data)
 }
 
 struct Walker<'a> {
     bytes: &'a [u8],
     pos: usize,
     enc: Encoding,
+    pixel_data: PixelData,
 }
 
 impl Walker<'_> {
@@ -182,6 +197,13 @@ impl Walker<'_> {
             if in_item && tag == ITEM_END {
                 return Ok(());
             }
+            if depth == 0 && tag == PIXEL_DATA {
+                self.pixel_data = if length == UNDEFINED {
+                    PixelData::Encapsulated
+                } else {
+                    PixelData::Native(length)
+                };
+            }
             if length != UNDEFINED {
                 let nested = vr.as_ref() == Some(b"SQ");
                 if nested {
@@ -268,7 +290,7 @@ mod tests {
         item.extend_from_slice(&item_body);
         d.extend(el((0x0020, 0x9116), b"SQ", &item));
         d.extend(el((0x7FE0, 0x0010), b"OW", &[0u8; 32]));
-        assert_eq!(check(&d, ts::EXPLICIT_VR_LE), Ok(()));
+        assert_eq!(check(&d, ts::EXPLICIT_VR_LE), Ok(PixelData::Native(32)));
         // The same with an absurd length hidden inside the item.
         let mut bad_body = el((0x0020, 0x0037), b"DS", b"1\\0");
         bad_body[6] = 0xFF;
@@ -288,7 +310,10 @@ mod tests {
         d.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]); // empty offset table
         d.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 4, 0, 0, 0, 1, 2, 3, 4]);
         d.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
-        assert_eq!(check(&d, ts::JPEG_2000_LOSSLESS), Ok(()));
+        assert_eq!(
+            check(&d, ts::JPEG_2000_LOSSLESS),
+            Ok(PixelData::Encapsulated)
+        );
     }
 
     #[test]
@@ -312,7 +337,7 @@ mod tests {
     #[test]
     fn implicit_vr_lengths_are_checked() {
         let mut d = vec![0x08, 0x00, 0x60, 0x00, 2, 0, 0, 0, b'C', b'T'];
-        assert_eq!(check(&d, ts::IMPLICIT_VR_LE), Ok(()));
+        assert_eq!(check(&d, ts::IMPLICIT_VR_LE), Ok(PixelData::Absent));
         d.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, 0x00, 0x00, 0x00, 0x10]);
         assert!(check(&d, ts::IMPLICIT_VR_LE).is_err());
     }

@@ -22,8 +22,9 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
+use crate::dicom::lengths::{self, PixelData};
 use crate::dicom::uid::is_ct_image_storage;
-use crate::dicom::{Command, CommandField, DimseStatus, Uid, lengths, part10};
+use crate::dicom::{Command, CommandField, DimseStatus, Uid, part10};
 use crate::series::InstanceMeta;
 use crate::spool::Spool;
 use crate::store::{AuditEvent, RecordOutcome, SpooledFile, Store};
@@ -369,12 +370,15 @@ impl Session<'_> {
                         .await);
                 }
             };
-        if let Err(e) = lengths::check(&dataset, &context.transfer_syntax) {
-            let reason = format!("malformed data set: {e}");
-            return Ok(self
-                .refuse_instance(DimseStatus::CANNOT_UNDERSTAND, reason, None)
-                .await);
-        }
+        let pixel_data = match lengths::check(&dataset, &context.transfer_syntax) {
+            Ok(p) => p,
+            Err(e) => {
+                let reason = format!("malformed data set: {e}");
+                return Ok(self
+                    .refuse_instance(DimseStatus::CANNOT_UNDERSTAND, reason, None)
+                    .await);
+            }
+        };
         let file = part10::encode(
             class,
             instance.as_str(),
@@ -383,14 +387,30 @@ impl Session<'_> {
             &dataset,
         )?;
         drop(dataset);
-        let parsed = tokio::task::spawn_blocking(move || {
-            let parsed = parse_instance(&file);
-            (file, parsed)
+        let file = Arc::new(file);
+        let size = file.len() as i64;
+        // CT images are kept: write and fsync the file while the data set is parsed
+        // (both on the blocking pool). A refused instance's file is removed on drop.
+        let write = is_ct_image_storage(class).then(|| {
+            let (spool, file) = (self.rx.spool.clone(), file.clone());
+            tokio::task::spawn_blocking(move || spool.write(&file))
+        });
+        let parsed = tokio::task::spawn_blocking({
+            let file = file.clone();
+            move || parse_instance(&file, pixel_data)
         })
         .await?;
-        let (file, (object, sha256)) = match parsed {
-            (file, Ok(p)) => (file, p),
-            (_, Err(reason)) => {
+        let written = match write {
+            Some(handle) => Some(Written {
+                spool: &self.rx.spool,
+                name: Some(handle.await??),
+            }),
+            None => None,
+        };
+        drop(file);
+        let (object, sha256) = match parsed {
+            Ok(p) => p,
+            Err(reason) => {
                 return Ok(self
                     .refuse_instance(DimseStatus::CANNOT_UNDERSTAND, reason, None)
                     .await);
@@ -436,41 +456,28 @@ impl Session<'_> {
                     .await);
             }
         };
-        let spooled_sha = self
+        let mut written = written.expect("CT images are always written");
+        let name = written.name.clone().unwrap_or_default();
+        let record = SpooledFile {
+            file_name: name.clone(),
+            size_bytes: size,
+            sha256,
+            transfer_syntax: context.transfer_syntax.clone(),
+        };
+        match self
             .rx
             .store
-            .instance_sha256(meta.sop_instance_uid.as_str())
-            .await?;
-        if spooled_sha.as_deref() != Some(sha256.as_str()) {
-            let spool = self.rx.spool.clone();
-            let size = file.len() as i64;
-            let name = tokio::task::spawn_blocking(move || spool.write(&file)).await??;
-            let record = SpooledFile {
-                file_name: name.clone(),
-                size_bytes: size,
-                sha256,
-                transfer_syntax: context.transfer_syntax.clone(),
-            };
-            let outcome = self
-                .rx
-                .store
-                .record_instance(&meta, &record, self.calling_ae)
-                .await;
-            match outcome {
-                Ok(RecordOutcome::Replaced { old_file }) => {
-                    tracing::info!(sop_instance = %meta.sop_instance_uid, "instance re-sent with new content: replaced");
-                    self.rx.spool.remove(&old_file)?;
-                }
-                Ok(RecordOutcome::Unchanged) => self.rx.spool.remove(&name)?,
-                Ok(RecordOutcome::Added) => {}
-                Err(e) => {
-                    self.rx.spool.remove(&name)?;
-                    return Err(e.into());
-                }
+            .record_instance(&meta, &record, self.calling_ae)
+            .await?
+        {
+            RecordOutcome::Added => written.keep(),
+            // Identical re-send: the stored copy stays, the new one goes (on drop).
+            RecordOutcome::Unchanged => {}
+            RecordOutcome::Replaced { old_file } => {
+                written.keep();
+                tracing::info!(sop_instance = %meta.sop_instance_uid, "instance re-sent with new content: replaced");
+                self.rx.spool.remove(&old_file)?;
             }
-        } else {
-            // Identical re-send: nothing written, but the series saw activity.
-            self.rx.store.touch_series(meta.series_uid.as_str()).await?;
         }
         tracing::debug!(series_uid = %meta.series_uid, "instance stored");
         self.stored += 1;
@@ -517,6 +524,29 @@ impl Session<'_> {
     }
 }
 
+/// A file written to the spool for an instance not yet recorded: removed when dropped
+/// unless kept, so that every refusal or error path cleans up after itself.
+struct Written<'a> {
+    spool: &'a Spool,
+    name: Option<String>,
+}
+
+impl Written<'_> {
+    fn keep(&mut self) {
+        self.name = None;
+    }
+}
+
+impl Drop for Written<'_> {
+    fn drop(&mut self) {
+        if let Some(name) = self.name.take() {
+            if let Err(e) = self.spool.remove(&name) {
+                tracing::error!(error = %e, "could not remove an unrecorded spool file");
+            }
+        }
+    }
+}
+
 async fn expect_pdv(
     ul: &mut UlStream,
     pc_id: u8,
@@ -535,29 +565,47 @@ async fn expect_pdv(
     }
 }
 
-/// Parses a whole Part 10 file (which checks that the data set is complete) and hashes
-/// it. Errors are reasons for the peer.
-fn parse_instance(file: &[u8]) -> Result<(DefaultDicomObject, String), String> {
-    let object = OpenFileOptions::new()
+/// Parses a Part 10 file up to its Pixel Data, checks that the pixel data is complete
+/// and hashes the file. Errors are reasons for the peer.
+fn parse_instance(
+    file: &[u8],
+    pixel_data: PixelData,
+) -> Result<(DefaultDicomObject, String), String> {
+    let unchecked = pixel_data == PixelData::Unchecked;
+    let mut options = OpenFileOptions::new();
+    if !unchecked {
+        // The length walk already proved every element fits: no need to copy pixels.
+        options = options.read_until(tags::PIXEL_DATA);
+    }
+    let object = options
         .from_reader(&file[128..])
         .map_err(|e| format!("cannot parse data set: {e}"))?;
-    check_pixel_data(&object)?;
+    let pixel_data = if unchecked {
+        match object.element(tags::PIXEL_DATA).map(|e| e.to_bytes()) {
+            Err(_) => PixelData::Absent,
+            Ok(Ok(bytes)) => PixelData::Native(bytes.len() as u32),
+            Ok(Err(_)) => PixelData::Encapsulated,
+        }
+    } else {
+        pixel_data
+    };
+    check_pixel_data(&object, pixel_data)?;
     let sha = Sha256::digest(file);
     Ok((object, format!("{sha:x}")))
 }
 
-/// An image must carry complete Pixel Data: native pixel data at least as long as its
+/// A CT image must carry complete Pixel Data: native pixel data at least as long as its
 /// Rows x Columns x Samples x Bits Allocated x Frames say.
-fn check_pixel_data(object: &DefaultDicomObject) -> Result<(), String> {
-    let class = text(object, tags::SOP_CLASS_UID);
-    if !is_ct_image_storage(&class) {
+fn check_pixel_data(object: &DefaultDicomObject, pixel_data: PixelData) -> Result<(), String> {
+    if !is_ct_image_storage(&text(object, tags::SOP_CLASS_UID)) {
         return Ok(());
     }
-    let pixel = object
-        .element(tags::PIXEL_DATA)
-        .map_err(|_| "image has no Pixel Data (data set truncated?)".to_string())?;
-    let Ok(bytes) = pixel.to_bytes() else {
-        return Ok(()); // encapsulated: the fragments were parsed whole
+    let length = match pixel_data {
+        PixelData::Absent => {
+            return Err("image has no Pixel Data (data set truncated?)".to_string());
+        }
+        PixelData::Native(length) => u64::from(length),
+        PixelData::Encapsulated | PixelData::Unchecked => return Ok(()),
     };
     let num = |tag| {
         object
@@ -576,9 +624,8 @@ fn check_pixel_data(object: &DefaultDicomObject) -> Result<(), String> {
     .zip(num(tags::BITS_ALLOCATED))
     .map(|(n, bits)| n * bits / 8);
     match expected {
-        Some(expected) if (bytes.len() as u64) < expected => Err(format!(
-            "Pixel Data has {} bytes, the image needs {expected}",
-            bytes.len()
+        Some(expected) if length < expected => Err(format!(
+            "Pixel Data has {length} bytes, the image needs {expected}"
         )),
         _ => Ok(()),
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::jobs::{IllegalTransition, JobState};
 use crate::series::{Decision, InstanceMeta};
@@ -30,6 +31,10 @@ pub enum StoreError {
     CorruptState { job_id: i64, state: String },
     #[error(transparent)]
     Transition(#[from] IllegalTransition),
+    #[error("the database writer has stopped")]
+    WriterGone,
+    #[error("group commit failed: {0}")]
+    GroupCommit(String),
 }
 
 /// Milliseconds since the Unix epoch, the time unit of every stored timestamp.
@@ -54,6 +59,7 @@ pub fn format_ms(ms: i64) -> String {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    writer: mpsc::Sender<RecordRequest>,
 }
 
 /// What happened to a received instance.
@@ -178,140 +184,37 @@ impl Store {
                 source,
             })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        let (writer, requests) = mpsc::channel(RECORD_QUEUE);
+        tokio::spawn(record_writer(pool.clone(), requests));
+        Ok(Self { pool, writer })
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
     }
 
-    /// The SHA-256 of the stored copy of an instance, if the node has it.
-    pub async fn instance_sha256(
-        &self,
-        sop_instance_uid: &str,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT sha256 FROM instances WHERE sop_instance_uid = ?")
-                .bind(sop_instance_uid)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
-    }
-
-    /// Records a spooled instance and its series in one transaction. Any instance
-    /// arrival puts the series back to `receiving`; only new or changed content bumps
-    /// its revision.
+    /// Records a spooled instance and its series. Any instance arrival puts the series
+    /// back to `receiving`; only new or changed content bumps its revision. Requests
+    /// from all associations go to one writer task that commits them in groups: one
+    /// fsync of the WAL for every instance that arrived meanwhile.
     pub async fn record_instance(
         &self,
         meta: &InstanceMeta,
         file: &SpooledFile,
         calling_ae: &str,
     ) -> Result<RecordOutcome, StoreError> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let series_id: i64 = sqlx::query_scalar(
-            "INSERT INTO series (series_uid, study_uid, patient_id, accession_number, modality,
-                                 series_description, calling_ae, state, first_received_ms, last_received_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'receiving', ?, ?)
-             ON CONFLICT (series_uid) DO UPDATE SET
-                 state = 'receiving', last_received_ms = excluded.last_received_ms,
-                 calling_ae = excluded.calling_ae
-             RETURNING id",
-        )
-        .bind(meta.series_uid.as_str())
-        .bind(meta.study_uid.as_str())
-        .bind(&meta.patient_id)
-        .bind(&meta.accession_number)
-        .bind(&meta.modality)
-        .bind(&meta.series_description)
-        .bind(calling_ae)
-        .bind(now)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-
-        let existing: Option<(i64, String, String)> = sqlx::query_as(
-            "SELECT id, sha256, file_name FROM instances WHERE sop_instance_uid = ?",
-        )
-        .bind(meta.sop_instance_uid.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let orientation = meta
-            .orientation
-            .map(|o| o.iter().map(f64::to_string).collect::<Vec<_>>().join("\\"));
-        let outcome = match existing {
-            Some((_, sha, _)) if sha == file.sha256 => RecordOutcome::Unchanged,
-            Some((id, _, old_file)) => {
-                sqlx::query(
-                    "UPDATE instances SET series_id = ?, sop_class_uid = ?, transfer_syntax = ?, file_name = ?,
-                         size_bytes = ?, sha256 = ?, modality = ?, image_type = ?, number_of_frames = ?,
-                         slice_thickness_mm = ?, orientation = ?, received_ms = ?,
-                         replaced_count = replaced_count + 1
-                     WHERE id = ?",
-                )
-                .bind(series_id)
-                .bind(meta.sop_class_uid.as_str())
-                .bind(&file.transfer_syntax)
-                .bind(&file.file_name)
-                .bind(file.size_bytes)
-                .bind(&file.sha256)
-                .bind(&meta.modality)
-                .bind(&meta.image_type)
-                .bind(i64::from(meta.number_of_frames))
-                .bind(meta.slice_thickness_mm)
-                .bind(&orientation)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                RecordOutcome::Replaced { old_file }
-            }
-            None => {
-                sqlx::query(
-                    "INSERT INTO instances (series_id, sop_instance_uid, sop_class_uid, transfer_syntax,
-                         file_name, size_bytes, sha256, modality, image_type, number_of_frames,
-                         slice_thickness_mm, orientation, received_ms)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(series_id)
-                .bind(meta.sop_instance_uid.as_str())
-                .bind(meta.sop_class_uid.as_str())
-                .bind(&file.transfer_syntax)
-                .bind(&file.file_name)
-                .bind(file.size_bytes)
-                .bind(&file.sha256)
-                .bind(&meta.modality)
-                .bind(&meta.image_type)
-                .bind(i64::from(meta.number_of_frames))
-                .bind(meta.slice_thickness_mm)
-                .bind(&orientation)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                RecordOutcome::Added
-            }
+        let (reply, answer) = oneshot::channel();
+        let request = RecordRequest {
+            meta: meta.clone(),
+            file: file.clone(),
+            calling_ae: calling_ae.to_string(),
+            reply,
         };
-        if outcome != RecordOutcome::Unchanged {
-            sqlx::query("UPDATE series SET revision = revision + 1 WHERE id = ?")
-                .bind(series_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(outcome)
-    }
-
-    /// Notes activity on a series (an identical instance re-sent): it is `receiving`
-    /// again until stable, with its revision unchanged.
-    pub async fn touch_series(&self, series_uid: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE series SET state = 'receiving', last_received_ms = ? WHERE series_uid = ?",
-        )
-        .bind(now_ms())
-        .bind(series_uid)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.writer
+            .send(request)
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
     /// Series still `receiving` whose last instance arrived at or before `cutoff_ms`.
@@ -512,6 +415,152 @@ impl Store {
             .await?;
         Ok(names.into_iter().collect())
     }
+}
+
+/// How many instance records one group commit takes at most.
+const MAX_GROUP: usize = 64;
+/// Pending record requests: one per association in flight is the normal load; the
+/// bound makes receivers wait (backpressure) if the disk stalls.
+const RECORD_QUEUE: usize = 256;
+
+struct RecordRequest {
+    meta: InstanceMeta,
+    file: SpooledFile,
+    calling_ae: String,
+    reply: oneshot::Sender<Result<RecordOutcome, StoreError>>,
+}
+
+/// The group-commit writer: takes every waiting request into one transaction, each in
+/// its own savepoint so that one failure does not fail the others.
+async fn record_writer(pool: SqlitePool, mut requests: mpsc::Receiver<RecordRequest>) {
+    while let Some(first) = requests.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP {
+            match requests.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        match record_batch(&pool, &batch).await {
+            Ok(outcomes) => {
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                let message = format!("{:#}", anyhow::Error::from(e));
+                for request in batch {
+                    let _ = request
+                        .reply
+                        .send(Err(StoreError::GroupCommit(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+async fn record_batch(
+    pool: &SqlitePool,
+    batch: &[RecordRequest],
+) -> Result<Vec<Result<RecordOutcome, StoreError>>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for r in batch {
+        sqlx::query("SAVEPOINT instance").execute(&mut *tx).await?;
+        let outcome = record_in(&mut tx, &r.meta, &r.file, &r.calling_ae).await;
+        if outcome.is_err() {
+            sqlx::query("ROLLBACK TO instance")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("RELEASE instance").execute(&mut *tx).await?;
+        outcomes.push(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn record_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    meta: &InstanceMeta,
+    file: &SpooledFile,
+    calling_ae: &str,
+) -> Result<RecordOutcome, StoreError> {
+    let now = now_ms();
+    let series_id: i64 = sqlx::query_scalar(
+        "INSERT INTO series (series_uid, study_uid, patient_id, accession_number, modality,
+                             series_description, calling_ae, state, first_received_ms, last_received_ms)
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'receiving', ?, ?)
+         ON CONFLICT (series_uid) DO UPDATE SET
+             state = 'receiving', last_received_ms = excluded.last_received_ms,
+             calling_ae = excluded.calling_ae
+         RETURNING id",
+    )
+    .bind(meta.series_uid.as_str())
+    .bind(meta.study_uid.as_str())
+    .bind(&meta.patient_id)
+    .bind(&meta.accession_number)
+    .bind(&meta.modality)
+    .bind(&meta.series_description)
+    .bind(calling_ae)
+    .bind(now)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+
+    let existing: Option<(i64, String, String)> =
+        sqlx::query_as("SELECT id, sha256, file_name FROM instances WHERE sop_instance_uid = ?")
+            .bind(meta.sop_instance_uid.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+    let orientation = meta
+        .orientation
+        .map(|o| o.iter().map(f64::to_string).collect::<Vec<_>>().join("\\"));
+    let (sql, outcome, existing_id) = match existing {
+        Some((_, sha, _)) if sha == file.sha256 => return Ok(RecordOutcome::Unchanged),
+        Some((id, _, old_file)) => (
+            "UPDATE instances SET series_id = ?1, sop_class_uid = ?3, transfer_syntax = ?4, file_name = ?5,
+                 size_bytes = ?6, sha256 = ?7, modality = ?8, image_type = ?9, number_of_frames = ?10,
+                 slice_thickness_mm = ?11, orientation = ?12, received_ms = ?13,
+                 replaced_count = replaced_count + 1
+             WHERE id = ?14",
+            RecordOutcome::Replaced { old_file },
+            Some(id),
+        ),
+        None => (
+            "INSERT INTO instances (series_id, sop_instance_uid, sop_class_uid, transfer_syntax,
+                 file_name, size_bytes, sha256, modality, image_type, number_of_frames,
+                 slice_thickness_mm, orientation, received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            RecordOutcome::Added,
+            None,
+        ),
+    };
+    let query = sqlx::query(sql)
+        .bind(series_id)
+        .bind(meta.sop_instance_uid.as_str())
+        .bind(meta.sop_class_uid.as_str())
+        .bind(&file.transfer_syntax)
+        .bind(&file.file_name)
+        .bind(file.size_bytes)
+        .bind(&file.sha256)
+        .bind(&meta.modality)
+        .bind(&meta.image_type)
+        .bind(i64::from(meta.number_of_frames))
+        .bind(meta.slice_thickness_mm)
+        .bind(&orientation)
+        .bind(now);
+    match existing_id {
+        Some(id) => query.bind(id),
+        None => query,
+    }
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE series SET revision = revision + 1 WHERE id = ?")
+        .bind(series_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(outcome)
 }
 
 fn parse_state(job_id: i64, state: &str) -> Result<JobState, StoreError> {

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Receive throughput: segnode vs DCMTK storescp, same 300-slice 512x512 uncompressed
+series over loopback, one association and 4 in parallel, in the same run.
+
+segnode runs with its durability on (each instance fsynced, renamed, recorded in
+SQLite with synchronous=FULL before the C-STORE response); storescp writes files
+without fsync. storescp runs with --fork so that parallel associations are served in
+parallel, and every DCMTK process gets TCP_NODELAY=1 (without it DCMTK leaves Nagle's
+algorithm on and each object waits ~40 ms for a delayed ACK: 23 instead of ~300
+slices/s). Run from the project root: .venv/bin/python benches/receive.py
+"""
+
+import json
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import os
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+STORESCU = "/usr/bin/storescu"
+STORESCP = "/usr/bin/storescp"
+ROUNDS = 3
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int) -> None:
+    for _ in range(200):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    sys.exit(f"nothing listening on {port}")
+
+
+def send(port: int, called: str, groups: list[list[pathlib.Path]]) -> float:
+    """Sends each group on its own association, all at once; returns seconds."""
+    start = time.perf_counter()
+    procs = [
+        subprocess.Popen([STORESCU, "-aet", "STORESCU", "-aec", called, "127.0.0.1", str(port), *map(str, g)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=DCMTK_ENV)
+        for g in groups
+    ]
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            sys.exit(f"storescu failed: {err.decode()}")
+    return time.perf_counter() - start
+
+
+def split(files: list[pathlib.Path], n: int) -> list[list[pathlib.Path]]:
+    return [files[i::n] for i in range(n)]
+
+
+def main() -> None:
+    work = pathlib.Path(tempfile.mkdtemp(prefix="segnode-bench-"))
+    series = ROOT / "target" / "bench-data" / "ct300-uncompressed"
+    if not (series / "CT0299.dcm").exists():
+        subprocess.run([sys.executable, ROOT / "scripts" / "make_series.py", series], check=True)
+    files = sorted(series.glob("*.dcm"))
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    binary = ROOT / "target" / "release" / "segnode"
+
+    results = {}
+    for target in ("storescp", "segnode"):
+        for assocs in (1, 4):
+            best = None
+            for _ in range(ROUNDS):
+                out = work / f"{target}-{assocs}"
+                shutil.rmtree(out, ignore_errors=True)
+                out.mkdir(parents=True)
+                port = free_port()
+                if target == "storescp":
+                    proc = subprocess.Popen([STORESCP, "--fork", "-aet", "STORESCP", "-od", str(out), str(port)],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)
+                    called = "STORESCP"
+                else:
+                    cfg = out / "segnode.toml"
+                    cfg.write_text(
+                        f'[node]\nae_title = "SEGNODE"\ndata_dir = "{out / "data"}"\n'
+                        f'[dicom]\nlisten = "127.0.0.1:{port}"\nallow_any_calling_ae = true\nmin_free_disk_mb = 100\n'
+                        f'[series]\nstable_seconds = 600\n'
+                    )
+                    proc = subprocess.Popen([binary, "--config", cfg, "serve"],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    called = "SEGNODE"
+                try:
+                    wait_port(port)
+                    seconds = send(port, called, split(files, assocs))
+                finally:
+                    proc.terminate()
+                    proc.wait()
+                best = seconds if best is None else min(best, seconds)
+            results[f"{target}, {assocs} association(s)"] = best
+    shutil.rmtree(work, ignore_errors=True)
+
+    n = len(files)
+    print(f"receive throughput, {n} slices 512x512 uncompressed, best of {ROUNDS} (slices/s)")
+    for assocs in (1, 4):
+        scp = results[f"storescp, {assocs} association(s)"]
+        node = results[f"segnode, {assocs} association(s)"]
+        print(f"  {assocs} assoc: storescp {n / scp:7.0f}  segnode {n / node:7.0f}  ratio segnode/storescp {scp / node:.2f}")
+    print(json.dumps({k: round(v, 3) for k, v in results.items()}))
+
+
+if __name__ == "__main__":
+    main()
