@@ -35,3 +35,4 @@ pub mod spool;
 pub mod store;
 pub mod telemetry;
 pub mod ul;
+pub mod volume;

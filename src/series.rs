@@ -11,7 +11,7 @@ use dicom_object::InMemDicomObject;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Eligibility;
-use crate::dicom::{Uid, UidError};
+use crate::dicom::{Uid, UidError, functional};
 use crate::store::{InstanceRow, SeriesRow, Store, StoreError, now_ms};
 
 /// The attributes of one received instance that the node records.
@@ -64,24 +64,22 @@ impl InstanceMeta {
                 .ok()
                 .and_then(|e| e.to_int::<u32>().ok())
                 .unwrap_or(1),
-            slice_thickness_mm: functional(
+            slice_thickness_mm: functional::element(
                 obj,
+                0,
                 tags::PIXEL_MEASURES_SEQUENCE,
                 tags::SLICE_THICKNESS,
             )
             .and_then(|e| e.to_float64().ok()),
-            orientation: functional(
+            orientation: functional::numbers(
                 obj,
+                0,
                 tags::PLANE_ORIENTATION_SEQUENCE,
                 tags::IMAGE_ORIENTATION_PATIENT,
-            )
-            .and_then(|e| e.to_multi_float64().ok())
-            .and_then(|v| <[f64; 6]>::try_from(v.as_slice()).ok()),
+            ),
         })
     }
 }
-
-type Element = dicom_core::DataElement<InMemDicomObject>;
 
 fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
     obj.element(tag)
@@ -89,29 +87,6 @@ fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
         .and_then(|e| e.to_str().ok())
         .map(|s| s.trim_matches([' ', '\0']).to_string())
         .filter(|s| !s.is_empty())
-}
-
-/// An attribute read at the top level (classic images) or, for multi-frame images,
-/// inside the functional group macro `macro_seq` of the shared and then the first
-/// per-frame functional groups (PS3.3 C.7.6.16).
-fn functional(
-    obj: &InMemDicomObject,
-    macro_seq: dicom_core::Tag,
-    tag: dicom_core::Tag,
-) -> Option<&Element> {
-    if let Ok(e) = obj.element(tag) {
-        return Some(e);
-    }
-    [
-        tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
-        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
-    ]
-    .into_iter()
-    .find_map(|groups| {
-        let group = obj.element(groups).ok()?.items()?.first()?;
-        let item = group.element(macro_seq).ok()?.items()?.first()?;
-        item.element(tag).ok()
-    })
 }
 
 /// Whether a stable series goes to processing.

@@ -13,6 +13,7 @@ use crate::deliver::{self, Association, OutgoingFile, PeerAddress, ScuTimeouts};
 use crate::dicom::AeTitle;
 use crate::jobs::JobState;
 use crate::store::{Store, format_ms};
+use crate::volume;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +60,20 @@ pub enum Command {
         #[arg(long, default_value = "SEGNODE")]
         calling_ae: String,
     },
+    /// Read DICOM files or folders, assemble each series into a HU volume, and print
+    /// what was found (shape, spacing, origin, direction, HU range) or why it was refused.
+    Inspect {
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Write the HU volume as raw little-endian float32 (z, y, x) to this file
+        /// (needs exactly one series).
+        #[arg(long)]
+        dump: Option<PathBuf>,
+    },
     /// Send DICOM files (or folders of them) to a peer with C-STORE, unchanged.
     Send {
         /// Files or folders.
@@ -85,6 +100,9 @@ pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<()> 
             to,
             calling_ae,
         } => send(&paths, &to, &calling_ae).await,
+        Command::Inspect { paths, json, dump } => {
+            tokio::task::spawn_blocking(move || inspect(&paths, json, dump.as_deref())).await?
+        }
     }
 }
 
@@ -283,6 +301,74 @@ async fn send(paths: &[PathBuf], peer: &PeerAddress, calling_ae: &str) -> anyhow
     println!("sent {sent}, failed {failed}, skipped {skipped} (not DICOM) to {peer}");
     if failed > 0 {
         bail!("{failed} file(s) were not stored");
+    }
+    Ok(())
+}
+
+fn inspect(paths: &[PathBuf], json: bool, dump: Option<&Path>) -> anyhow::Result<()> {
+    let (groups, rejected) = volume::scan(paths);
+    if dump.is_some() && groups.len() != 1 {
+        bail!("--dump needs exactly one series, found {}", groups.len());
+    }
+    let mut report = Vec::new();
+    let mut refused = 0;
+    for (series_uid, files) in &groups {
+        let entry = match volume::assemble(files, 2, &volume::Tolerances::default()) {
+            Ok(v) => {
+                let (min, max, mean) = v.hu_stats();
+                if let Some(path) = dump {
+                    v.dump(path).with_context(|| format!("cannot write {}", path.display()))?;
+                }
+                serde_json::json!({
+                    "series_uid": series_uid,
+                    "files": files.len(),
+                    "modality": v.source.modality,
+                    "series_description": v.source.series_description,
+                    "shape": v.shape,
+                    "spacing": v.geometry.spacing,
+                    "origin": v.geometry.origin,
+                    "direction": v.geometry.direction,
+                    "hu": { "min": min, "max": max, "mean": mean },
+                })
+            }
+            Err(e) => {
+                refused += 1;
+                serde_json::json!({
+                    "series_uid": series_uid,
+                    "files": files.len(),
+                    "refusal": { "code": e.code(), "message": e.to_string() },
+                })
+            }
+        };
+        report.push(entry);
+    }
+    let not_images: Vec<_> = rejected
+        .iter()
+        .map(|(p, reason)| serde_json::json!({ "path": p.display().to_string(), "reason": reason }))
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "series": report, "not_images": not_images }))?
+        );
+    } else {
+        for s in &report {
+            println!("series {} ({} files)", s["series_uid"].as_str().unwrap_or(""), s["files"]);
+            match s.get("refusal") {
+                Some(r) => println!("  refused [{}]: {}", r["code"].as_str().unwrap_or(""), r["message"].as_str().unwrap_or("")),
+                None => {
+                    println!("  shape (z, y, x) {}   spacing (mm) {}", s["shape"], s["spacing"]);
+                    println!("  origin {}   direction {}", s["origin"], s["direction"]);
+                    println!("  HU min {} max {} mean {:.2}", s["hu"]["min"], s["hu"]["max"], s["hu"]["mean"].as_f64().unwrap_or(0.0));
+                }
+            }
+        }
+        for (p, reason) in &rejected {
+            println!("skipped: {} ({reason})", p.display());
+        }
+    }
+    if refused > 0 {
+        bail!("{refused} series refused");
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! the DIMSE command set encoding (PS3.7 §9, §E). Pure: no I/O, no tokio.
 
 pub mod command;
+pub mod functional;
 pub mod lengths;
 pub mod part10;
 pub mod uid;

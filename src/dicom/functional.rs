@@ -1,0 +1,28 @@
+//! Functional group lookup for multi-frame images (PS3.3 C.7.6.16): an attribute is
+//! taken from the frame's Per-Frame Functional Groups item, else the Shared Functional
+//! Groups, else the top level (classic single-frame images).
+
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+
+pub type Element = dicom_core::DataElement<InMemDicomObject>;
+
+/// The element `tag` inside the functional group macro `macro_seq` for `frame`
+/// (0-based), or at the top level.
+pub fn element(obj: &InMemDicomObject, frame: usize, macro_seq: Tag, tag: Tag) -> Option<&Element> {
+    let in_group = |groups: Tag, index: usize| {
+        let group = obj.element(groups).ok()?.items()?.get(index)?;
+        let item = group.element(macro_seq).ok()?.items()?.first()?;
+        item.element(tag).ok()
+    };
+    in_group(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, frame)
+        .or_else(|| in_group(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, 0))
+        .or_else(|| obj.element(tag).ok())
+}
+
+/// The numbers of a multi-valued decimal attribute found by [`element`].
+pub fn numbers<const N: usize>(obj: &InMemDicomObject, frame: usize, macro_seq: Tag, tag: Tag) -> Option<[f64; N]> {
+    let values = element(obj, frame, macro_seq, tag)?.to_multi_float64().ok()?;
+    <[f64; N]>::try_from(values.as_slice()).ok()
+}
