@@ -11,14 +11,21 @@ use common::*;
 use segnode::volume::{self, Tolerances, Volume};
 
 fn assemble_dir(dir: &Path) -> Result<Volume, volume::VolumeError> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     volume::assemble(&files, 2, &Tolerances::default())
 }
 
 fn venv_python() -> PathBuf {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(python.exists(), "{} missing: run scripts/setup", python.display());
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/setup",
+        python.display()
+    );
     python
 }
 
@@ -56,10 +63,17 @@ fn real_series_equals_pydicom_voxel_for_voxel() {
         .arg(real_series())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(read_f32(&dumped), v.data);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["series"][0]["shape"], serde_json::json!([20, 512, 512]));
+    assert_eq!(
+        report["series"][0]["shape"],
+        serde_json::json!([20, 512, 512])
+    );
     assert_eq!(report["series"][0]["spacing"][0], 2.0);
 }
 
@@ -69,7 +83,8 @@ fn mean_hu_per_reference_label_matches_to_a_tenth() {
     let labels_dir = shared_data().join("ct-abdomen-j2k-labels");
     let labels = std::fs::read(labels_dir.join("labels.u8")).unwrap();
     let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(labels_dir.join("labels.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(labels_dir.join("labels.json")).unwrap())
+            .unwrap();
     assert_eq!(labels.len(), v.data.len());
     for (value, name) in meta["labels"].as_object().unwrap() {
         let value: u8 = value.parse().unwrap();
@@ -77,11 +92,19 @@ fn mean_hu_per_reference_label_matches_to_a_tenth() {
             .iter()
             .zip(&v.data)
             .filter(|(l, _)| **l == value)
-            .fold((0f64, 0usize), |(s, n), (_, hu)| (s + f64::from(*hu), n + 1));
+            .fold((0f64, 0usize), |(s, n), (_, hu)| {
+                (s + f64::from(*hu), n + 1)
+            });
         let expected = meta["mean_hu"][name.as_str().unwrap()].as_f64().unwrap();
-        assert_eq!(n as u64, meta["voxels"][name.as_str().unwrap()].as_u64().unwrap());
+        assert_eq!(
+            n as u64,
+            meta["voxels"][name.as_str().unwrap()].as_u64().unwrap()
+        );
         let mean = sum / n as f64;
-        assert!((mean - expected).abs() <= 0.05 + 1e-9, "{name}: {mean:.3} vs {expected}");
+        assert!(
+            (mean - expected).abs() <= 0.05 + 1e-9,
+            "{name}: {mean:.3} vs {expected}"
+        );
     }
 }
 
@@ -90,5 +113,212 @@ fn series_without_uids_is_refused_with_a_reason() {
     let original = shared_data().join("ct-abdomen-j2k-original");
     let err = assemble_dir(&original).unwrap_err();
     assert_eq!(err.code(), "missing_attribute");
-    assert!(err.to_string().contains("SOP Class UID") || err.to_string().contains("UID"), "{err}");
+    assert!(
+        err.to_string().contains("SOP Class UID") || err.to_string().contains("UID"),
+        "{err}"
+    );
+}
+
+fn run(tool: &str, args: &[&Path]) {
+    let path = Path::new("/usr/bin").join(tool);
+    assert!(
+        path.exists(),
+        "{} not found: install DCMTK and GDCM tools (scripts/setup)",
+        path.display()
+    );
+    let out = Command::new(&path).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{tool} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_lossless_transfer_syntax_gives_the_identical_volume() {
+    let original = assemble_dir(&real_series()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let raw = work.path().join("raw");
+    std::fs::create_dir_all(&raw).unwrap();
+    let inputs: Vec<PathBuf> = {
+        let mut f: Vec<PathBuf> = std::fs::read_dir(real_series())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        f.sort();
+        f
+    };
+    for f in &inputs {
+        run(
+            "gdcmconv",
+            &[Path::new("--raw"), f, &raw.join(f.file_name().unwrap())],
+        );
+    }
+    // (tool, option): Explicit VR LE, Implicit VR LE, Explicit VR BE, Deflated,
+    // JPEG Lossless SV1, JPEG Lossless process 14, JPEG-LS Lossless, RLE.
+    let variants: [(&str, Option<&str>); 8] = [
+        ("dcmconv", Some("+te")),
+        ("dcmconv", Some("+ti")),
+        ("dcmconv", Some("+tb")),
+        ("dcmconv", Some("+td")),
+        ("dcmcjpeg", Some("+e1")),
+        ("dcmcjpeg", Some("+el")),
+        ("dcmcjpls", None),
+        ("dcmcrle", None),
+    ];
+    for (tool, option) in variants {
+        let name = format!("{tool}{}", option.unwrap_or(""));
+        let dir = work.path().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in std::fs::read_dir(&raw).unwrap() {
+            let f = f.unwrap().path();
+            let out = dir.join(f.file_name().unwrap());
+            let mut args: Vec<&Path> = option.iter().map(Path::new).collect();
+            args.push(&f);
+            args.push(&out);
+            run(tool, &args);
+        }
+        let v = assemble_dir(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(v.shape, original.shape, "{name}");
+        assert!(v.data == original.data, "{name}: volume differs");
+        assert_eq!(v.geometry, original.geometry, "{name}");
+    }
+}
+
+/// Writes a synthetic series whose slice `i` sits at `positions[i]`, then lets
+/// `modify` change any slice.
+fn write_series(
+    dir: &Path,
+    positions: &[[f64; 3]],
+    orientation: &str,
+    modify: impl Fn(usize, &mut dicom_object::InMemDicomObject),
+) {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    std::fs::create_dir_all(dir).unwrap();
+    for (i, p) in positions.iter().enumerate() {
+        let sop = format!("1.2.826.0.1.3680043.10.3.1.{}", i + 1);
+        let mut obj = ct_slice(
+            "1.2.826.0.1.3680043.10.3",
+            "1.2.826.0.1.3680043.10.3.1",
+            &sop,
+            i as u32,
+            8,
+        );
+        obj.put(DataElement::new(
+            tags::IMAGE_POSITION_PATIENT,
+            VR::DS,
+            PrimitiveValue::from(format!("{}\\{}\\{}", p[0], p[1], p[2])),
+        ));
+        obj.put(DataElement::new(
+            tags::IMAGE_ORIENTATION_PATIENT,
+            VR::DS,
+            PrimitiveValue::from(orientation),
+        ));
+        modify(i, &mut obj);
+        // File names run against the positions: order must come from geometry.
+        write_part10(
+            obj,
+            CT_STORAGE,
+            &sop,
+            &dir.join(format!("f{:03}.dcm", positions.len() - i)),
+        );
+    }
+}
+
+fn zs(values: &[f64]) -> Vec<[f64; 3]> {
+    values.iter().map(|z| [-10.0, -10.0, *z]).collect()
+}
+
+const AXIAL: &str = "1\\0\\0\\0\\1\\0";
+
+#[test]
+fn synthetic_geometry_faults_get_their_codes() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let work = tempfile::tempdir().unwrap();
+    let regular = zs(&[0.0, 3.0, 6.0, 9.0, 12.0]);
+    let tilted: Vec<[f64; 3]> = (0..5)
+        .map(|i| [-10.0, -10.0 + 0.6 * i as f64, 3.0 * i as f64])
+        .collect();
+    type Modify = Box<dyn Fn(usize, &mut dicom_object::InMemDicomObject)>;
+    let none: fn() -> Modify = || Box::new(|_, _| {});
+    let cases: Vec<(&str, Vec<[f64; 3]>, Modify)> = vec![
+        ("too_few_slices", zs(&[0.0]), none()),
+        ("duplicate_position", zs(&[0.0, 3.0, 3.0, 6.0]), none()),
+        ("missing_slice", zs(&[0.0, 3.0, 6.0, 12.0, 15.0]), none()),
+        (
+            "slice_spacing_irregular",
+            zs(&[0.0, 3.0, 6.0, 9.5, 12.5]),
+            none(),
+        ),
+        ("gantry_tilt", tilted, none()),
+        (
+            "orientation_inconsistent",
+            regular.clone(),
+            Box::new(|i, o| {
+                if i == 2 {
+                    o.put(DataElement::new(
+                        tags::IMAGE_ORIENTATION_PATIENT,
+                        VR::DS,
+                        PrimitiveValue::from("1\\0\\0\\0\\0.8\\0.6"),
+                    ));
+                }
+            }),
+        ),
+        (
+            "pixel_spacing_inconsistent",
+            regular.clone(),
+            Box::new(|i, o| {
+                if i == 1 {
+                    o.put(DataElement::new(
+                        tags::PIXEL_SPACING,
+                        VR::DS,
+                        PrimitiveValue::from("0.9\\0.9"),
+                    ));
+                }
+            }),
+        ),
+    ];
+    for (code, positions, modify) in cases {
+        let dir = work.path().join(code);
+        write_series(&dir, &positions, AXIAL, modify);
+        let err = assemble_dir(&dir).unwrap_err();
+        assert_eq!(err.code(), code, "{err}");
+        assert!(
+            err.to_string().contains("1.2.826.0.1.3680043.10.3.1"),
+            "message names the series: {err}"
+        );
+    }
+}
+
+#[test]
+fn reversed_feet_first_and_coronal_series_assemble_correctly() {
+    let work = tempfile::tempdir().unwrap();
+    // Feet-first: row direction flipped, normal points to the feet.
+    let ff = work.path().join("ff");
+    write_series(
+        &ff,
+        &zs(&[0.0, 3.0, 6.0, 9.0]),
+        "-1\\0\\0\\0\\1\\0",
+        |_, _| {},
+    );
+    let v = assemble_dir(&ff).unwrap();
+    assert_eq!(v.geometry.direction[2], [0.0, 0.0, -1.0]);
+    assert_eq!(
+        v.slices[0].position[2], 9.0,
+        "first slice is the lowest along the normal"
+    );
+    assert_eq!(v.geometry.spacing[0], 3.0);
+    // Coronal, consistent.
+    let coronal = work.path().join("coronal");
+    let positions: Vec<[f64; 3]> = [4.0, 0.0, 2.0].iter().map(|y| [-10.0, *y, 50.0]).collect();
+    write_series(&coronal, &positions, "1\\0\\0\\0\\0\\-1", |_, _| {});
+    let v = assemble_dir(&coronal).unwrap();
+    assert_eq!(v.geometry.direction[2], [0.0, 1.0, 0.0]);
+    let ys: Vec<f64> = v.slices.iter().map(|s| s.position[1]).collect();
+    assert_eq!(ys, vec![0.0, 2.0, 4.0]);
+    // Each slice's pixels are where its position says: synthetic pixels depend on
+    // the slice index, so slot z must hold the slice written with that position.
+    assert_eq!(v.slices[0].sop_instance_uid, "1.2.826.0.1.3680043.10.3.1.2");
 }

@@ -317,7 +317,8 @@ fn inspect(paths: &[PathBuf], json: bool, dump: Option<&Path>) -> anyhow::Result
             Ok(v) => {
                 let (min, max, mean) = v.hu_stats();
                 if let Some(path) = dump {
-                    v.dump(path).with_context(|| format!("cannot write {}", path.display()))?;
+                    v.dump(path)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
                 }
                 serde_json::json!({
                     "series_uid": series_uid,
@@ -349,17 +350,35 @@ fn inspect(paths: &[PathBuf], json: bool, dump: Option<&Path>) -> anyhow::Result
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "series": report, "not_images": not_images }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "series": report, "not_images": not_images })
+            )?
         );
     } else {
         for s in &report {
-            println!("series {} ({} files)", s["series_uid"].as_str().unwrap_or(""), s["files"]);
+            println!(
+                "series {} ({} files)",
+                s["series_uid"].as_str().unwrap_or(""),
+                s["files"]
+            );
             match s.get("refusal") {
-                Some(r) => println!("  refused [{}]: {}", r["code"].as_str().unwrap_or(""), r["message"].as_str().unwrap_or("")),
+                Some(r) => println!(
+                    "  refused [{}]: {}",
+                    r["code"].as_str().unwrap_or(""),
+                    r["message"].as_str().unwrap_or("")
+                ),
                 None => {
-                    println!("  shape (z, y, x) {}   spacing (mm) {}", s["shape"], s["spacing"]);
+                    println!(
+                        "  shape (z, y, x) {}   spacing (mm) {}",
+                        s["shape"], s["spacing"]
+                    );
                     println!("  origin {}   direction {}", s["origin"], s["direction"]);
-                    println!("  HU min {} max {} mean {:.2}", s["hu"]["min"], s["hu"]["max"], s["hu"]["mean"].as_f64().unwrap_or(0.0));
+                    println!(
+                        "  HU min {} max {} mean {:.2}",
+                        s["hu"]["min"],
+                        s["hu"]["max"],
+                        s["hu"]["mean"].as_f64().unwrap_or(0.0)
+                    );
                 }
             }
         }

@@ -22,7 +22,14 @@ pub fn element(obj: &InMemDicomObject, frame: usize, macro_seq: Tag, tag: Tag) -
 }
 
 /// The numbers of a multi-valued decimal attribute found by [`element`].
-pub fn numbers<const N: usize>(obj: &InMemDicomObject, frame: usize, macro_seq: Tag, tag: Tag) -> Option<[f64; N]> {
-    let values = element(obj, frame, macro_seq, tag)?.to_multi_float64().ok()?;
+pub fn numbers<const N: usize>(
+    obj: &InMemDicomObject,
+    frame: usize,
+    macro_seq: Tag,
+    tag: Tag,
+) -> Option<[f64; N]> {
+    let values = element(obj, frame, macro_seq, tag)?
+        .to_multi_float64()
+        .ok()?;
     <[f64; N]>::try_from(values.as_slice()).ok()
 }

@@ -62,7 +62,9 @@ impl Default for Tolerances {
 pub enum GeometryError {
     #[error("only {found} slices, at least {min} needed")]
     TooFewSlices { found: usize, min: usize },
-    #[error("Image Orientation (Patient) of slice {index} is not a pair of unit, orthogonal directions")]
+    #[error(
+        "Image Orientation (Patient) of slice {index} is not a pair of unit, orthogonal directions"
+    )]
     DegenerateOrientation { index: usize },
     #[error("slice {index} has orientation {found:?}, the first has {expected:?}")]
     OrientationInconsistent {
@@ -84,19 +86,25 @@ pub enum GeometryError {
         expected: [f64; 2],
         found: [f64; 2],
     },
-    #[error("slices {index} and {next} lie at the same position {position_mm:.3} mm along the normal (two phases in one series?)")]
+    #[error(
+        "slices {index} and {next} lie at the same position {position_mm:.3} mm along the normal (two phases in one series?)"
+    )]
     DuplicatePosition {
         index: usize,
         next: usize,
         position_mm: f64,
     },
-    #[error("a slice is missing after position {after_mm:.3} mm: gap of {found_mm:.3} mm where slices are {expected_mm:.3} mm apart")]
+    #[error(
+        "a slice is missing after position {after_mm:.3} mm: gap of {found_mm:.3} mm where slices are {expected_mm:.3} mm apart"
+    )]
     MissingSlice {
         after_mm: f64,
         expected_mm: f64,
         found_mm: f64,
     },
-    #[error("slice spacing is not uniform: {found_mm:.3} mm after position {after_mm:.3} mm, expected {expected_mm:.3} mm")]
+    #[error(
+        "slice spacing is not uniform: {found_mm:.3} mm after position {after_mm:.3} mm, expected {expected_mm:.3} mm"
+    )]
     SliceSpacingIrregular {
         after_mm: f64,
         expected_mm: f64,
@@ -144,7 +152,11 @@ fn norm(a: [f64; 3]) -> f64 {
 }
 
 /// Orders and checks a stack of slices.
-pub fn arrange(slices: &[Placement], min_slices: usize, tol: &Tolerances) -> Result<Geometry, GeometryError> {
+pub fn arrange(
+    slices: &[Placement],
+    min_slices: usize,
+    tol: &Tolerances,
+) -> Result<Geometry, GeometryError> {
     let min = min_slices.max(2);
     if slices.len() < min {
         return Err(GeometryError::TooFewSlices {
@@ -211,7 +223,10 @@ pub fn arrange(slices: &[Placement], min_slices: usize, tol: &Tolerances) -> Res
     let (lo, hi) = (order[0], order[order.len() - 1]);
     let step = sub(slices[hi].position, slices[lo].position);
     let span = dot(step, normal);
-    let tilt = (norm(cross(step, normal)) / norm(step)).clamp(0.0, 1.0).asin().to_degrees();
+    let tilt = (norm(cross(step, normal)) / norm(step))
+        .clamp(0.0, 1.0)
+        .asin()
+        .to_degrees();
     if tilt > tol.tilt_degrees {
         return Err(GeometryError::GantryTilt { degrees: tilt });
     }
@@ -263,7 +278,11 @@ mod tests {
         zs.iter()
             .map(|z| Placement {
                 orientation,
-                position: [-100.0 + normal[0] * z, -120.0 + normal[1] * z, normal[2] * z],
+                position: [
+                    -100.0 + normal[0] * z,
+                    -120.0 + normal[1] * z,
+                    normal[2] * z,
+                ],
                 pixel_spacing: [0.8, 0.7],
                 rows: 4,
                 columns: 5,
@@ -317,9 +336,15 @@ mod tests {
             (bad_spacing, "pixel_spacing_inconsistent"),
             (stack(&[0.0, 1.0, 1.0, 2.0], AXIAL), "duplicate_position"),
             (stack(&[0.0, 1.0, 2.0, 4.0, 5.0], AXIAL), "missing_slice"),
-            (stack(&[0.0, 1.0, 2.0, 3.3, 4.3], AXIAL), "slice_spacing_irregular"),
+            (
+                stack(&[0.0, 1.0, 2.0, 3.3, 4.3], AXIAL),
+                "slice_spacing_irregular",
+            ),
             (tilted, "gantry_tilt"),
-            (stack(&[0.0, 1.0], [1., 0., 0., 1., 0., 0.]), "degenerate_orientation"),
+            (
+                stack(&[0.0, 1.0], [1., 0., 0., 1., 0., 0.]),
+                "degenerate_orientation",
+            ),
         ];
         for (slices, code) in cases {
             let err = arrange_default(&slices).unwrap_err();

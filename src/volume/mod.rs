@@ -76,10 +76,15 @@ pub enum VolumeError {
     #[error("cannot read {path}: {reason}")]
     Unreadable { path: String, reason: String },
     #[error("{path} has no usable {attribute}")]
-    MissingAttribute { path: String, attribute: &'static str },
+    MissingAttribute {
+        path: String,
+        attribute: &'static str,
+    },
     #[error("{path} is not a single-channel grayscale image ({samples} samples per pixel)")]
     NotGrayscale { path: String, samples: u16 },
-    #[error("{path}: unsupported pixel format ({bits_allocated} bits allocated, {bits_stored} stored)")]
+    #[error(
+        "{path}: unsupported pixel format ({bits_allocated} bits allocated, {bits_stored} stored)"
+    )]
     UnsupportedPixelFormat {
         path: String,
         bits_allocated: u16,
@@ -155,16 +160,21 @@ fn open(path: &Path, until_pixels: bool) -> Result<DefaultDicomObject, VolumeErr
     if until_pixels {
         options = options.read_until(tags::PIXEL_DATA);
     }
-    options.open_file(path).map_err(|e| VolumeError::Unreadable {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })
+    options
+        .open_file(path)
+        .map_err(|e| VolumeError::Unreadable {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
 }
 
 fn read_header(index: usize, path: &Path) -> Result<FileHeader, VolumeError> {
     let obj = open(path, true)?;
     let p = || path.display().to_string();
-    let missing = |attribute| VolumeError::MissingAttribute { path: p(), attribute };
+    let missing = |attribute| VolumeError::MissingAttribute {
+        path: p(),
+        attribute,
+    };
     let int = |tag| obj.element(tag).ok().and_then(|e| e.to_int::<u32>().ok());
     let samples = int(tags::SAMPLES_PER_PIXEL).unwrap_or(1) as u16;
     if samples != 1 {
@@ -175,7 +185,10 @@ fn read_header(index: usize, path: &Path) -> Result<FileHeader, VolumeError> {
         bits_stored: int(tags::BITS_STORED).ok_or_else(|| missing("Bits Stored"))? as u16,
         signed: int(tags::PIXEL_REPRESENTATION).unwrap_or(0) == 1,
     };
-    if !matches!(format.bits_allocated, 8 | 16 | 32) || format.bits_stored == 0 || format.bits_stored > format.bits_allocated {
+    if !matches!(format.bits_allocated, 8 | 16 | 32)
+        || format.bits_stored == 0
+        || format.bits_stored > format.bits_allocated
+    {
         return Err(VolumeError::UnsupportedPixelFormat {
             path: p(),
             bits_allocated: format.bits_allocated,
@@ -187,8 +200,10 @@ fn read_header(index: usize, path: &Path) -> Result<FileHeader, VolumeError> {
     let frames = int(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
     let multi_frame = obj.element(tags::NUMBER_OF_FRAMES).is_ok();
     let sop_class_uid = text(&obj, tags::SOP_CLASS_UID).ok_or_else(|| missing("SOP Class UID"))?;
-    let sop_instance_uid = text(&obj, tags::SOP_INSTANCE_UID).ok_or_else(|| missing("SOP Instance UID"))?;
-    let series_uid = text(&obj, tags::SERIES_INSTANCE_UID).ok_or_else(|| missing("Series Instance UID"))?;
+    let sop_instance_uid =
+        text(&obj, tags::SOP_INSTANCE_UID).ok_or_else(|| missing("SOP Instance UID"))?;
+    let series_uid =
+        text(&obj, tags::SERIES_INSTANCE_UID).ok_or_else(|| missing("Series Instance UID"))?;
     let frame_headers = (0..frames)
         .map(|f| {
             let fi = f as usize;
@@ -203,12 +218,27 @@ fn read_header(index: usize, path: &Path) -> Result<FileHeader, VolumeError> {
                 sop_class_uid: sop_class_uid.clone(),
                 sop_instance_uid: sop_instance_uid.clone(),
                 placement: geometry::Placement {
-                    orientation: functional::numbers(&obj, fi, tags::PLANE_ORIENTATION_SEQUENCE, tags::IMAGE_ORIENTATION_PATIENT)
-                        .ok_or_else(|| missing("Image Orientation (Patient)"))?,
-                    position: functional::numbers(&obj, fi, tags::PLANE_POSITION_SEQUENCE, tags::IMAGE_POSITION_PATIENT)
-                        .ok_or_else(|| missing("Image Position (Patient)"))?,
-                    pixel_spacing: functional::numbers(&obj, fi, tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING)
-                        .ok_or_else(|| missing("Pixel Spacing"))?,
+                    orientation: functional::numbers(
+                        &obj,
+                        fi,
+                        tags::PLANE_ORIENTATION_SEQUENCE,
+                        tags::IMAGE_ORIENTATION_PATIENT,
+                    )
+                    .ok_or_else(|| missing("Image Orientation (Patient)"))?,
+                    position: functional::numbers(
+                        &obj,
+                        fi,
+                        tags::PLANE_POSITION_SEQUENCE,
+                        tags::IMAGE_POSITION_PATIENT,
+                    )
+                    .ok_or_else(|| missing("Image Position (Patient)"))?,
+                    pixel_spacing: functional::numbers(
+                        &obj,
+                        fi,
+                        tags::PIXEL_MEASURES_SEQUENCE,
+                        tags::PIXEL_SPACING,
+                    )
+                    .ok_or_else(|| missing("Pixel Spacing"))?,
                     rows,
                     columns,
                 },
@@ -245,13 +275,27 @@ fn read_header(index: usize, path: &Path) -> Result<FileHeader, VolumeError> {
 }
 
 /// Converts one decoded frame of stored values to HU.
-fn to_hu(bytes: &[u8], format: PixelFormat, slope: f64, intercept: f64, out: &mut [f32]) -> Result<(), String> {
+fn to_hu(
+    bytes: &[u8],
+    format: PixelFormat,
+    slope: f64,
+    intercept: f64,
+    out: &mut [f32],
+) -> Result<(), String> {
     let width = usize::from(format.bits_allocated / 8);
     if bytes.len() < out.len() * width {
-        return Err(format!("{} bytes decoded, {} expected", bytes.len(), out.len() * width));
+        return Err(format!(
+            "{} bytes decoded, {} expected",
+            bytes.len(),
+            out.len() * width
+        ));
     }
     let bits = u32::from(format.bits_stored);
-    let mask: u64 = if bits >= 32 { u64::from(u32::MAX) } else { (1u64 << bits) - 1 };
+    let mask: u64 = if bits >= 32 {
+        u64::from(u32::MAX)
+    } else {
+        (1u64 << bits) - 1
+    };
     let sign_bit = 1u64 << (bits - 1);
     let value = |raw: u64| -> f32 {
         let v = raw & mask;
@@ -263,7 +307,10 @@ fn to_hu(bytes: &[u8], format: PixelFormat, slope: f64, intercept: f64, out: &mu
         (stored as f64 * slope + intercept) as f32
     };
     match width {
-        1 => out.iter_mut().zip(bytes).for_each(|(o, b)| *o = value(u64::from(*b))),
+        1 => out
+            .iter_mut()
+            .zip(bytes)
+            .for_each(|(o, b)| *o = value(u64::from(*b))),
         2 => out
             .iter_mut()
             .zip(bytes.chunks_exact(2))
@@ -277,7 +324,11 @@ fn to_hu(bytes: &[u8], format: PixelFormat, slope: f64, intercept: f64, out: &mu
 }
 
 /// Assembles the files of one series into a volume.
-pub fn assemble(files: &[PathBuf], min_slices: usize, tol: &Tolerances) -> Result<Volume, VolumeError> {
+pub fn assemble(
+    files: &[PathBuf],
+    min_slices: usize,
+    tol: &Tolerances,
+) -> Result<Volume, VolumeError> {
     if files.is_empty() {
         return Err(VolumeError::NoFiles);
     }
@@ -290,21 +341,26 @@ pub fn assemble(files: &[PathBuf], min_slices: usize, tol: &Tolerances) -> Resul
     series.sort_unstable();
     series.dedup();
     if series.len() > 1 {
-        return Err(VolumeError::SeveralSeries { count: series.len() });
+        return Err(VolumeError::SeveralSeries {
+            count: series.len(),
+        });
     }
     let series_uid = series[0].to_string();
     let frames: Vec<&FrameHeader> = headers.iter().flat_map(|h| &h.frames).collect();
     let placements: Vec<geometry::Placement> = frames.iter().map(|f| f.placement.clone()).collect();
-    let geometry = geometry::arrange(&placements, min_slices, tol).map_err(|source| VolumeError::Geometry {
-        series_uid: series_uid.clone(),
-        source,
+    let geometry = geometry::arrange(&placements, min_slices, tol).map_err(|source| {
+        VolumeError::Geometry {
+            series_uid: series_uid.clone(),
+            source,
+        }
     })?;
     let (rows, columns) = (placements[0].rows as usize, placements[0].columns as usize);
     let plane = rows * columns;
     let mut data = vec![0f32; plane * frames.len()];
 
     // Each file is opened once; its frames go to their z slots.
-    let mut per_file: Vec<Vec<(&FrameHeader, &mut [f32])>> = (0..files.len()).map(|_| Vec::new()).collect();
+    let mut per_file: Vec<Vec<(&FrameHeader, &mut [f32])>> =
+        (0..files.len()).map(|_| Vec::new()).collect();
     for (slot, &index) in data.chunks_mut(plane).zip(&geometry.order) {
         let frame = frames[index];
         per_file[frame.file].push((frame, slot));
@@ -337,7 +393,11 @@ pub fn assemble(files: &[PathBuf], min_slices: usize, tol: &Tolerances) -> Resul
     })
 }
 
-fn decode_file(path: &Path, format: PixelFormat, slots: Vec<(&FrameHeader, &mut [f32])>) -> Result<(), VolumeError> {
+fn decode_file(
+    path: &Path,
+    format: PixelFormat,
+    slots: Vec<(&FrameHeader, &mut [f32])>,
+) -> Result<(), VolumeError> {
     let obj = open(path, false)?;
     let failed = |reason: String| VolumeError::Decode {
         path: path.display().to_string(),
@@ -360,9 +420,10 @@ impl Volume {
             .data
             .par_chunks(65_536)
             .map(|c| {
-                c.iter().fold((f32::INFINITY, f32::NEG_INFINITY, 0f64), |(lo, hi, s), v| {
-                    (lo.min(*v), hi.max(*v), s + f64::from(*v))
-                })
+                c.iter().fold(
+                    (f32::INFINITY, f32::NEG_INFINITY, 0f64),
+                    |(lo, hi, s), v| (lo.min(*v), hi.max(*v), s + f64::from(*v)),
+                )
             })
             .reduce(
                 || (f32::INFINITY, f32::NEG_INFINITY, 0f64),
@@ -401,7 +462,8 @@ pub fn scan(paths: &[PathBuf]) -> (Vec<(String, Vec<PathBuf>)>, Vec<(PathBuf, St
                 if o.element(tags::PIXEL_DATA).is_err() && o.element(tags::ROWS).is_err() {
                     return Err("not an image".to_string());
                 }
-                text(&o, tags::SERIES_INSTANCE_UID).ok_or_else(|| "no Series Instance UID".to_string())
+                text(&o, tags::SERIES_INSTANCE_UID)
+                    .ok_or_else(|| "no Series Instance UID".to_string())
             });
             (p, series)
         })
@@ -433,7 +495,14 @@ mod tests {
         };
         let mut out = [0f32; 3];
         // High bits above Bits Stored are ignored.
-        to_hu(&[0x00, 0x00, 0xFF, 0x0F, 0xFF, 0xFF], unsigned, 1.0, -1024.0, &mut out).unwrap();
+        to_hu(
+            &[0x00, 0x00, 0xFF, 0x0F, 0xFF, 0xFF],
+            unsigned,
+            1.0,
+            -1024.0,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out, [-1024.0, 3071.0, 3071.0]);
         let signed = PixelFormat {
             bits_allocated: 16,
@@ -441,14 +510,28 @@ mod tests {
             signed: true,
         };
         // 0x0FFF in 12-bit two's complement is -1; 0x0800 is -2048.
-        to_hu(&[0xFF, 0x0F, 0x00, 0x08, 0x05, 0x00], signed, 2.0, 0.5, &mut out).unwrap();
+        to_hu(
+            &[0xFF, 0x0F, 0x00, 0x08, 0x05, 0x00],
+            signed,
+            2.0,
+            0.5,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out, [-1.5, -4095.5, 10.5]);
         let signed16 = PixelFormat {
             bits_allocated: 16,
             bits_stored: 16,
             signed: true,
         };
-        to_hu(&[0x18, 0xFC, 0, 0, 0xE8, 0x03], signed16, 1.0, 0.0, &mut out).unwrap();
+        to_hu(
+            &[0x18, 0xFC, 0, 0, 0xE8, 0x03],
+            signed16,
+            1.0,
+            0.0,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out, [-1000.0, 0.0, 1000.0]);
         assert!(to_hu(&[0, 0], unsigned, 1.0, 0.0, &mut out).is_err());
     }
