@@ -96,7 +96,7 @@ pub enum VolumeError {
     Geometry {
         series_uid: String,
         #[source]
-        source: GeometryError,
+        source: Box<GeometryError>,
     },
     #[error("cannot decode pixel data of {path}: {reason}")]
     Decode { path: String, reason: String },
