@@ -351,7 +351,7 @@ pub fn assemble(
     let geometry = geometry::arrange(&placements, min_slices, tol).map_err(|source| {
         VolumeError::Geometry {
             series_uid: series_uid.clone(),
-            source,
+            source: Box::new(source),
         }
     })?;
     let (rows, columns) = (placements[0].rows as usize, placements[0].columns as usize);
