@@ -306,7 +306,10 @@ async fn send(paths: &[PathBuf], peer: &PeerAddress, calling_ae: &str) -> anyhow
 }
 
 fn inspect(paths: &[PathBuf], json: bool, dump: Option<&Path>) -> anyhow::Result<()> {
-    let (groups, rejected) = volume::scan(paths);
+    let volume::Scan {
+        series: groups,
+        skipped: rejected,
+    } = volume::scan(paths);
     if dump.is_some() && groups.len() != 1 {
         bail!("--dump needs exactly one series, found {}", groups.len());
     }

@@ -443,9 +443,17 @@ impl Volume {
     }
 }
 
-/// The files under `paths` grouped by Series Instance UID (files that are not DICOM
-/// images are listed apart with the reason).
-pub fn scan(paths: &[PathBuf]) -> (Vec<(String, Vec<PathBuf>)>, Vec<(PathBuf, String)>) {
+/// What [`scan`] found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Files grouped by Series Instance UID, in order of first appearance.
+    pub series: Vec<(String, Vec<PathBuf>)>,
+    /// Files that are not usable DICOM images, with the reason.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// The files under `paths` grouped by Series Instance UID.
+pub fn scan(paths: &[PathBuf]) -> Scan {
     let mut files = Vec::new();
     let mut stack: Vec<PathBuf> = paths.to_vec();
     while let Some(p) = stack.pop() {
@@ -468,18 +476,17 @@ pub fn scan(paths: &[PathBuf]) -> (Vec<(String, Vec<PathBuf>)>, Vec<(PathBuf, St
             (p, series)
         })
         .collect();
-    let mut groups: Vec<(String, Vec<PathBuf>)> = Vec::new();
-    let mut rejected = Vec::new();
+    let mut scan = Scan::default();
     for (path, series) in results {
         match series {
-            Ok(uid) => match groups.iter_mut().find(|(s, _)| *s == uid) {
+            Ok(uid) => match scan.series.iter_mut().find(|(s, _)| *s == uid) {
                 Some((_, list)) => list.push(path),
-                None => groups.push((uid, vec![path])),
+                None => scan.series.push((uid, vec![path])),
             },
-            Err(reason) => rejected.push((path, reason)),
+            Err(reason) => scan.skipped.push((path, reason)),
         }
     }
-    (groups, rejected)
+    scan
 }
 
 #[cfg(test)]
