@@ -54,6 +54,23 @@ struct RawConfig {
     series: RawSeries,
     #[serde(default)]
     eligibility: RawEligibility,
+    #[serde(default)]
+    jobs: RawJobs,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJobs {
+    #[serde(default = "defaults::workers")]
+    workers: usize,
+}
+
+impl Default for RawJobs {
+    fn default() -> Self {
+        Self {
+            workers: defaults::workers(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +176,9 @@ mod defaults {
     pub fn min_free_disk_mb() -> u64 {
         1024
     }
+    pub fn workers() -> usize {
+        1
+    }
     pub fn stable_seconds() -> f64 {
         10.0
     }
@@ -189,6 +209,8 @@ pub struct Config {
     #[serde(serialize_with = "secs")]
     pub stable_age: Duration,
     pub eligibility: Eligibility,
+    /// Jobs processed at once (each uses every core for decoding and inference).
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -317,6 +339,9 @@ impl Config {
                 })
                 .collect()
         };
+        if raw.jobs.workers == 0 {
+            return Err(invalid("jobs.workers", "must be at least 1"));
+        }
         let database = raw
             .node
             .database
@@ -365,6 +390,7 @@ impl Config {
                     &e.description_exclude,
                 )?,
             },
+            workers: raw.jobs.workers,
         })
     }
 

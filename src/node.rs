@@ -12,10 +12,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::jobs::pipeline::{self, Pipeline};
 use crate::receive::{self, Receiver};
 use crate::series;
 use crate::spool::Spool;
 use crate::store::{Store, StoreError};
+use tokio::sync::Notify;
 
 /// How long shutdown waits for associations and workers to finish.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -95,7 +97,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
     let receiver = Arc::new(Receiver {
         config: config.clone(),
         store: store.clone(),
-        spool,
+        spool: spool.clone(),
     });
     tasks.spawn(receive::serve(
         listener,
@@ -103,12 +105,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         shutdown.clone(),
         tasks.clone(),
     ));
+    let pipeline = Arc::new(Pipeline {
+        config: config.clone(),
+        store: store.clone(),
+        spool,
+        wake: Arc::new(Notify::new()),
+    });
+    for id in 0..config.workers {
+        tasks.spawn(pipeline::worker(pipeline.clone(), id, shutdown.clone()));
+    }
+    let wake = pipeline.wake.clone();
     tasks.spawn(series::track(
         store.clone(),
         config.stable_age,
         config.eligibility.clone(),
         shutdown.clone(),
-        |job_id| tracing::debug!(job_id, "job created"),
+        move |_job_id| wake.notify_one(),
     ));
     Ok(Node {
         dicom_addr,

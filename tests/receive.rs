@@ -8,31 +8,25 @@ use std::time::Duration;
 use common::*;
 use segnode::store::Store;
 
-async fn queued_jobs(store: &Store) -> Vec<segnode::store::JobRow> {
-    store
-        .jobs(Some(segnode::jobs::JobState::Queued), 100)
-        .await
-        .unwrap()
-}
-
-async fn wait_jobs(store: &Store, n: usize) -> Vec<segnode::store::JobRow> {
-    wait_for(Duration::from_secs(20), || async {
-        let jobs = store.jobs(None, 100).await.unwrap();
-        (jobs.len() >= n).then_some(jobs)
-    })
-    .await
-    .unwrap_or_else(|| panic!("expected {n} jobs"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storescu_real_series_is_spooled_and_queued() {
     let node = TestNode::start().await;
     let (ok, out) = storescu(&node.port(), &[&real_series()]).await;
     assert!(ok, "storescu failed:\n{out}");
-    let jobs = wait_jobs(&node.store, 1).await;
+    let jobs = settled_jobs(&node.store, 1).await;
     assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0].state, "queued");
+    // Queued when the series became stable, then processed: the volume assembled.
+    assert_eq!(jobs[0].state, "succeeded", "{:?}", jobs[0].reason);
     assert_eq!(jobs[0].instance_count, 20);
+    let summary: serde_json::Value =
+        serde_json::from_str(jobs[0].summary.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        summary["volume"]["shape"],
+        serde_json::json!([20, 512, 512])
+    );
+    let queued = node.store.audit_rows(Some("job_queued")).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].job_id, Some(jobs[0].id));
     assert_eq!(jobs[0].calling_ae, "STORESCU");
     let counts = node.store.instance_counts().await.unwrap();
     assert_eq!(counts.len(), 1);
@@ -65,7 +59,7 @@ async fn storescu_real_series_is_spooled_and_queued() {
         String::from_utf8_lossy(&out.stderr)
     );
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(listed[0]["state"], "queued");
+    assert_eq!(listed[0]["state"], "succeeded");
     assert_eq!(listed[0]["instance_count"], 20);
     assert_eq!(listed[0]["series_uid"], jobs[0].series_uid);
     node.stop().await;
@@ -192,11 +186,11 @@ async fn eight_concurrent_storescu_associations_all_land() {
         let (ok, out) = result.unwrap();
         assert!(ok, "storescu failed:\n{out}");
     }
-    let jobs = wait_jobs(&node.store, 8).await;
+    let jobs = settled_jobs(&node.store, 8).await;
     assert_eq!(jobs.len(), 8);
     assert!(
         jobs.iter()
-            .all(|j| j.state == "queued" && j.instance_count == 12),
+            .all(|j| j.state == "succeeded" && j.instance_count == 12),
         "{jobs:#?}"
     );
     assert_eq!(files_under(&node.spool().join("objects")).len(), 96);
@@ -210,8 +204,8 @@ async fn resent_series_unchanged_makes_no_job_changed_supersedes() {
     let files = synthetic_series(dir.path(), 42, 12, 32);
     let (ok, out) = storescu(&node.port(), &[dir.path()]).await;
     assert!(ok, "{out}");
-    let first = wait_jobs(&node.store, 1).await;
-    assert_eq!(first[0].state, "queued");
+    let first = settled_jobs(&node.store, 1).await;
+    assert_eq!(first[0].state, "succeeded");
 
     // Identical re-send: series becomes active again, settles, no new job.
     let (ok, out) = storescu(&node.port(), &[dir.path()]).await;
@@ -232,13 +226,47 @@ async fn resent_series_unchanged_makes_no_job_changed_supersedes() {
     write_part10(changed, CT_STORAGE, &sop, &files[2]);
     let (ok, out) = storescu(&node.port(), &[&files[2]]).await;
     assert!(ok, "{out}");
-    let jobs = wait_jobs(&node.store, 2).await;
-    assert_eq!(jobs[0].state, "queued");
+    let jobs = settled_jobs(&node.store, 2).await;
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[0].state, "succeeded");
     assert_eq!(jobs[0].instance_count, 12);
+    assert_eq!(jobs[0].series_revision, jobs[1].series_revision + 1);
     assert_eq!(jobs[1].state, "superseded");
     assert_eq!(jobs[1].superseded_by, Some(jobs[0].id));
-    assert_eq!(queued_jobs(&node.store).await.len(), 1);
     // The replaced copy's old file is gone: still one file per instance.
     assert_eq!(files_under(&node.spool().join("objects")).len(), 12);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_with_a_missing_slice_ends_its_job_failed_with_the_reason() {
+    let node = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = synthetic_series(dir.path(), 77, 14, 16);
+    std::fs::remove_file(&files[6]).unwrap();
+    let (ok, out) = storescu(&node.port(), &[dir.path()]).await;
+    assert!(ok, "{out}");
+    let jobs = settled_jobs(&node.store, 1).await;
+    assert_eq!(jobs[0].state, "failed");
+    assert_eq!(jobs[0].error_code.as_deref(), Some("missing_slice"));
+    let reason = jobs[0].reason.as_deref().unwrap();
+    assert!(
+        reason.starts_with("volume: series 1.2.826.0.1.3680043.10.1.77.1"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("gap of 6.000 mm where slices are 3.000 mm apart"),
+        "{reason}"
+    );
+    let failed = node.store.audit_rows(Some("job_failed")).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].detail.contains("missing_slice"));
+    // The node goes on: another series still succeeds.
+    let other = tempfile::tempdir().unwrap();
+    synthetic_series(other.path(), 78, 12, 16);
+    let (ok, out) = storescu(&node.port(), &[other.path()]).await;
+    assert!(ok, "{out}");
+    let jobs = settled_jobs(&node.store, 2).await;
+    assert_eq!(jobs[0].state, "succeeded");
     node.stop().await;
 }

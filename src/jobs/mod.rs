@@ -2,6 +2,8 @@
 //! machine, pure and exhaustively tested; the store persists it and every stage moves a
 //! job only through [`JobState::transition`].
 
+pub mod pipeline;
+
 use std::fmt;
 use std::str::FromStr;
 

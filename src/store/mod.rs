@@ -125,6 +125,32 @@ pub struct JobRow {
     pub superseded_by: Option<i64>,
     pub created_ms: i64,
     pub updated_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub error_code: Option<String>,
+    /// JSON object with per-stage timings and results.
+    pub summary: Option<String>,
+}
+
+/// A job a worker has claimed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedJob {
+    pub id: i64,
+    pub series_id: i64,
+    pub series_uid: String,
+    pub study_uid: String,
+    pub patient_id: Option<String>,
+    pub accession_number: Option<String>,
+    pub calling_ae: String,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub struct JobOutcome {
+    pub state: JobState,
+    pub reason: Option<String>,
+    pub error_code: Option<String>,
+    pub summary: serde_json::Value,
 }
 
 /// One audit record to append.
@@ -350,7 +376,8 @@ impl Store {
     ) -> Result<Vec<JobRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT j.id, j.state, j.reason, s.series_uid, s.study_uid, s.modality, s.series_description,
-                    s.calling_ae, j.series_revision, j.instance_count, j.superseded_by, j.created_ms, j.updated_ms
+                    s.calling_ae, j.series_revision, j.instance_count, j.superseded_by, j.created_ms, j.updated_ms,
+                    j.started_ms, j.finished_ms, j.error_code, j.summary
              FROM jobs j JOIN series s ON s.id = j.series_id
              WHERE (?1 IS NULL OR j.state = ?1)
              ORDER BY j.id DESC LIMIT ?2",
@@ -359,6 +386,81 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// Claims the oldest queued job for a worker (queued → running), atomically.
+    pub async fn claim_next_job(&self) -> Result<Option<ClaimedJob>, StoreError> {
+        let next = JobState::Queued.transition(JobState::Running)?;
+        let now = now_ms();
+        let claimed: Option<(i64,)> = sqlx::query_as(
+            "UPDATE jobs SET state = ?1, started_ms = ?2, updated_ms = ?2
+             WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1)
+             RETURNING id",
+        )
+        .bind(next.as_str())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((id,)) = claimed else {
+            return Ok(None);
+        };
+        let job: ClaimedJob = sqlx::query_as(
+            "SELECT j.id, j.series_id, s.series_uid, s.study_uid, s.patient_id, s.accession_number, s.calling_ae
+             FROM jobs j JOIN series s ON s.id = j.series_id WHERE j.id = ?",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        self.audit(&job_event("job_started", &job, serde_json::Value::Null))
+            .await?;
+        Ok(Some(job))
+    }
+
+    /// The spool file names of a series' instances.
+    pub async fn series_files(&self, series_id: i64) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT file_name FROM instances WHERE series_id = ? ORDER BY id")
+                .bind(series_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Ends a running job with its outcome and audits it.
+    pub async fn finish_job(
+        &self,
+        job: &ClaimedJob,
+        outcome: &JobOutcome,
+    ) -> Result<(), StoreError> {
+        let next = JobState::Running.transition(outcome.state)?;
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE jobs SET state = ?, reason = ?, error_code = ?, summary = ?, finished_ms = ?, updated_ms = ?
+             WHERE id = ? AND state = 'running'",
+        )
+        .bind(next.as_str())
+        .bind(&outcome.reason)
+        .bind(&outcome.error_code)
+        .bind(outcome.summary.to_string())
+        .bind(now)
+        .bind(now)
+        .bind(job.id)
+        .execute(&mut *tx)
+        .await?;
+        let event = if next == JobState::Succeeded {
+            "job_succeeded"
+        } else {
+            "job_failed"
+        };
+        let detail = serde_json::json!({
+            "reason": outcome.reason,
+            "error_code": outcome.error_code,
+            "summary": outcome.summary,
+        });
+        append_audit(&mut tx, &job_event(event, job, detail)).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Jobs left `running` by a crash go back to `queued` so that a worker resumes them.
@@ -584,6 +686,20 @@ fn series_event<'a>(
         patient_id: series.patient_id.as_deref(),
         accession_number: series.accession_number.as_deref(),
         job_id,
+        detail,
+        ..AuditEvent::default()
+    }
+}
+
+fn job_event<'a>(event: &'a str, job: &'a ClaimedJob, detail: serde_json::Value) -> AuditEvent<'a> {
+    AuditEvent {
+        event,
+        calling_ae: Some(&job.calling_ae),
+        study_uid: Some(&job.study_uid),
+        series_uid: Some(&job.series_uid),
+        patient_id: job.patient_id.as_deref(),
+        accession_number: job.accession_number.as_deref(),
+        job_id: Some(job.id),
         detail,
         ..AuditEvent::default()
     }

@@ -314,3 +314,17 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Waits until at least `n` jobs exist and none is queued or running; returns them,
+/// newest first.
+pub async fn settled_jobs(store: &Store, n: usize) -> Vec<segnode::store::JobRow> {
+    wait_for(Duration::from_secs(30), || async {
+        let jobs = store.jobs(None, 1000).await.unwrap();
+        let busy = jobs
+            .iter()
+            .any(|j| j.state == "queued" || j.state == "running");
+        (jobs.len() >= n && !busy).then_some(jobs)
+    })
+    .await
+    .unwrap_or_else(|| panic!("expected {n} settled jobs"))
+}
