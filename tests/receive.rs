@@ -6,7 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use segnode::store::Store;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storescu_real_series_is_spooled_and_queued() {
