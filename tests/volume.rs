@@ -322,3 +322,111 @@ fn reversed_feet_first_and_coronal_series_assemble_correctly() {
     // the slice index, so slot z must hold the slice written with that position.
     assert_eq!(v.slices[0].sop_instance_uid, "1.2.826.0.1.3680043.10.3.1.2");
 }
+
+#[test]
+fn enhanced_ct_multiframe_with_functional_groups_assembles() {
+    use dicom_core::value::DataSetSequence;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    use dicom_object::InMemDicomObject;
+
+    fn item(elements: Vec<DataElement<InMemDicomObject>>) -> InMemDicomObject {
+        InMemDicomObject::from_element_iter(elements)
+    }
+    fn seq(tag: dicom_core::Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
+        DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
+    }
+    let ds = |tag, v: &str| DataElement::new(tag, VR::DS, PrimitiveValue::from(v));
+
+    const ENHANCED_CT: &str = "1.2.840.10008.5.1.4.1.1.2.1";
+    let sop = "1.2.826.0.1.3680043.10.4.1.1";
+    let mut obj = ct_slice(
+        "1.2.826.0.1.3680043.10.4",
+        "1.2.826.0.1.3680043.10.4.1",
+        sop,
+        0,
+        8,
+    );
+    for tag in [
+        tags::IMAGE_POSITION_PATIENT,
+        tags::IMAGE_ORIENTATION_PATIENT,
+        tags::PIXEL_SPACING,
+        tags::SLICE_THICKNESS,
+        tags::RESCALE_SLOPE,
+        tags::RESCALE_INTERCEPT,
+    ] {
+        obj.remove_element(tag);
+    }
+    obj.put(DataElement::new(
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        PrimitiveValue::from(ENHANCED_CT),
+    ));
+    obj.put(DataElement::new(
+        tags::NUMBER_OF_FRAMES,
+        VR::IS,
+        PrimitiveValue::from("4"),
+    ));
+    obj.put(seq(
+        tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+        vec![item(vec![
+            seq(
+                tags::PIXEL_MEASURES_SEQUENCE,
+                vec![item(vec![
+                    ds(tags::PIXEL_SPACING, "0.5\\0.5"),
+                    ds(tags::SLICE_THICKNESS, "2"),
+                ])],
+            ),
+            seq(
+                tags::PLANE_ORIENTATION_SEQUENCE,
+                vec![item(vec![ds(
+                    tags::IMAGE_ORIENTATION_PATIENT,
+                    "1\\0\\0\\0\\1\\0",
+                )])],
+            ),
+            seq(
+                tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+                vec![item(vec![
+                    ds(tags::RESCALE_SLOPE, "1"),
+                    ds(tags::RESCALE_INTERCEPT, "-1024"),
+                ])],
+            ),
+        ])],
+    ));
+    // Frames stored out of position order: z = 4, 0, 6, 2 mm.
+    let zs = [4.0, 0.0, 6.0, 2.0];
+    obj.put(seq(
+        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+        zs.iter()
+            .map(|z| {
+                item(vec![seq(
+                    tags::PLANE_POSITION_SEQUENCE,
+                    vec![item(vec![ds(
+                        tags::IMAGE_POSITION_PATIENT,
+                        &format!("0\\0\\{z}"),
+                    )])],
+                )])
+            })
+            .collect(),
+    ));
+    // Frame f holds the constant 1000 + f.
+    let pixels: Vec<u16> = (0..4u16)
+        .flat_map(|f| std::iter::repeat_n(1000 + f, 64))
+        .collect();
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(pixels.into()),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    write_part10(obj, ENHANCED_CT, sop, &dir.path().join("enhanced.dcm"));
+
+    let v = assemble_dir(dir.path()).unwrap();
+    assert_eq!(v.shape, [4, 8, 8]);
+    assert_eq!(v.geometry.spacing, [2.0, 0.5, 0.5]);
+    let frames: Vec<Option<u32>> = v.slices.iter().map(|s| s.frame).collect();
+    assert_eq!(frames, vec![Some(2), Some(4), Some(1), Some(3)]);
+    let first_voxel_per_slice: Vec<f32> = v.data.chunks(64).map(|c| c[0]).collect();
+    // HU = stored - 1024: frame 2 (index 1) first, then frames 4, 1, 3.
+    assert_eq!(first_voxel_per_slice, vec![-23.0, -21.0, -24.0, -22.0]);
+}
