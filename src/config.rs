@@ -11,6 +11,7 @@ use std::time::Duration;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::cascade::runtime::Provider;
 use crate::dicom::AeTitle;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,18 @@ struct RawConfig {
     eligibility: RawEligibility,
     #[serde(default)]
     jobs: RawJobs,
+    model: Option<RawModel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    path: PathBuf,
+    onnxruntime: Option<PathBuf>,
+    #[serde(default = "defaults::intra_threads")]
+    intra_threads: usize,
+    #[serde(default = "defaults::provider")]
+    provider: Provider,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,6 +189,12 @@ mod defaults {
     pub fn min_free_disk_mb() -> u64 {
         1024
     }
+    pub fn intra_threads() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+    pub fn provider() -> super::Provider {
+        super::Provider::Cpu
+    }
     pub fn workers() -> usize {
         1
     }
@@ -211,6 +230,19 @@ pub struct Config {
     pub eligibility: Eligibility,
     /// Jobs processed at once (each uses every core for decoding and inference).
     pub workers: usize,
+    /// The segmentation model; without one, jobs assemble and check the volume only.
+    pub model: Option<ModelConfig>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelConfig {
+    /// Folder with `model.toml` and the ONNX files.
+    pub path: PathBuf,
+    /// `libonnxruntime.so`; else `ORT_DYLIB_PATH`, else the project-local `.venv` one.
+    pub onnxruntime: Option<PathBuf>,
+    /// Threads each inference session uses.
+    pub intra_threads: usize,
+    pub provider: Provider,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -265,6 +297,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("SEGNODE_DATABASE", "node.database"),
     ("SEGNODE_DICOM_LISTEN", "dicom.listen"),
     ("SEGNODE_STABLE_SECONDS", "series.stable_seconds"),
+    ("SEGNODE_MODEL", "model.path"),
 ];
 
 impl Config {
@@ -391,6 +424,18 @@ impl Config {
                 )?,
             },
             workers: raw.jobs.workers,
+            model: match raw.model {
+                Some(m) if m.intra_threads == 0 => {
+                    return Err(invalid("model.intra_threads", "must be at least 1"));
+                }
+                Some(m) => Some(ModelConfig {
+                    path: m.path,
+                    onnxruntime: m.onnxruntime,
+                    intra_threads: m.intra_threads,
+                    provider: m.provider,
+                }),
+                None => None,
+            },
         })
     }
 
@@ -424,6 +469,10 @@ fn seconds(field: &'static str, value: f64) -> Result<Duration, ConfigError> {
 }
 
 fn apply_overrides(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    // ONNX Runtime: the configuration file's path first, then ORT_DYLIB_PATH.
+    if let (Some(m), Some(lib)) = (&mut raw.model, env.get("ORT_DYLIB_PATH")) {
+        m.onnxruntime.get_or_insert_with(|| PathBuf::from(lib));
+    }
     for (key, _) in ENV_OVERRIDES {
         let Some(value) = env.get(*key) else { continue };
         let bad = |reason: String| ConfigError::Override {
@@ -438,6 +487,17 @@ fn apply_overrides(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Resul
             "SEGNODE_DATA_DIR" => raw.node.data_dir = PathBuf::from(value),
             "SEGNODE_DATABASE" => raw.node.database = Some(PathBuf::from(value)),
             "SEGNODE_DICOM_LISTEN" => raw.dicom.listen = value.clone(),
+            "SEGNODE_MODEL" => match &mut raw.model {
+                Some(m) => m.path = PathBuf::from(value),
+                None => {
+                    raw.model = Some(RawModel {
+                        path: PathBuf::from(value),
+                        onnxruntime: None,
+                        intra_threads: defaults::intra_threads(),
+                        provider: defaults::provider(),
+                    })
+                }
+            },
             "SEGNODE_STABLE_SECONDS" => {
                 raw.series.stable_seconds = value.parse().map_err(|e| bad(format!("{e}")))?
             }

@@ -3,7 +3,7 @@
 
 pub fn init() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,jpeg2k=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,jpeg2k=warn,ort=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

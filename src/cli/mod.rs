@@ -8,7 +8,8 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::cascade;
+use crate::config::{Config, ModelConfig};
 use crate::deliver::{self, Association, OutgoingFile, PeerAddress, ScuTimeouts};
 use crate::dicom::AeTitle;
 use crate::jobs::JobState;
@@ -74,6 +75,19 @@ pub enum Command {
         #[arg(long)]
         dump: Option<PathBuf>,
     },
+    /// Segment DICOM files or folders offline (no network): per series, the label map
+    /// (raw uint8 z,y,x plus JSON) under --out, and a JSON summary on stdout.
+    Run {
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Model folder (default: the configuration's [model]).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
     /// Send DICOM files (or folders of them) to a peer with C-STORE, unchanged.
     Send {
         /// Files or folders.
@@ -100,6 +114,10 @@ pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<()> 
             to,
             calling_ae,
         } => send(&paths, &to, &calling_ae).await,
+        Command::Run { paths, out, model } => {
+            let config = model_config(&cli.config, &env, model)?;
+            tokio::task::spawn_blocking(move || run_offline(&paths, &out, &config)).await?
+        }
         Command::Inspect { paths, json, dump } => {
             tokio::task::spawn_blocking(move || inspect(&paths, json, dump.as_deref())).await?
         }
@@ -163,6 +181,18 @@ async fn check(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()
             }
             Err(e) => problems.push(format!("{:#}", anyhow::Error::from(e))),
         }
+    }
+    match &config.model {
+        None => println!("model: none configured (jobs assemble and check volumes only)"),
+        Some(m) => match tokio::task::spawn_blocking({
+            let m = m.clone();
+            move || cascade::open_cascades(&m, 1).map(|(_, report)| report)
+        })
+        .await?
+        {
+            Ok(report) => println!("model:\n{}", serde_json::to_string_pretty(&report)?),
+            Err(e) => problems.push(format!("model {}: {e}", m.path.display())),
+        },
     }
     match std::net::TcpListener::bind(config.dicom.listen) {
         Ok(_) => println!("dicom listen address {}: available", config.dicom.listen),
@@ -392,5 +422,99 @@ fn inspect(paths: &[PathBuf], json: bool, dump: Option<&Path>) -> anyhow::Result
     if refused > 0 {
         bail!("{refused} series refused");
     }
+    Ok(())
+}
+
+/// The model to run offline: `--model` over the configuration's `[model]`.
+fn model_config(
+    path: &Path,
+    env: &BTreeMap<String, String>,
+    model: Option<PathBuf>,
+) -> anyhow::Result<ModelConfig> {
+    let configured = if path.exists() {
+        load(path, env)?.model
+    } else {
+        None
+    };
+    match (model, configured) {
+        (Some(dir), Some(c)) => Ok(ModelConfig { path: dir, ..c }),
+        (Some(dir), None) => {
+            let text = format!(
+                "[node]\nae_title='X'\ndata_dir='.'\n[dicom]\nlisten='127.0.0.1:0'\nallow_any_calling_ae=true\n[model]\npath={:?}\n",
+                dir.display().to_string()
+            );
+            Ok(Config::from_toml(&text, env)?
+                .model
+                .expect("model section given"))
+        }
+        (None, Some(c)) => Ok(c),
+        (None, None) => bail!(
+            "no model: pass --model DIR or configure [model] in {}",
+            path.display()
+        ),
+    }
+}
+
+fn run_offline(paths: &[PathBuf], out: &Path, config: &ModelConfig) -> anyhow::Result<()> {
+    let (mut cascades, report) = cascade::open_cascades(config, 1)?;
+    let mut cascade = cascades.pop().expect("one cascade");
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let volume::Scan {
+        series: groups,
+        skipped,
+    } = volume::scan(paths);
+    let mut results = Vec::new();
+    for (i, (series_uid, files)) in groups.iter().enumerate() {
+        let started = std::time::Instant::now();
+        let volume = match volume::assemble(files, 2, &volume::Tolerances::default()) {
+            Ok(v) => v,
+            Err(e) => {
+                results.push(serde_json::json!({
+                    "series_uid": series_uid,
+                    "refusal": { "code": e.code(), "message": e.to_string() },
+                }));
+                continue;
+            }
+        };
+        let volume_ms = started.elapsed().as_millis() as u64;
+        let segmentation = cascade.run(&volume)?;
+        let dir = out.join(format!("series-{:03}", i + 1));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("labels.u8"), &segmentation.labels.data)?;
+        let labels_json = serde_json::json!({
+            "series_uid": series_uid,
+            "shape_zyx": volume.shape,
+            "order": "z ascending along the slice normal; y = row; x = column",
+            "dtype": "uint8",
+            "spacing_mm": volume.geometry.spacing,
+            "origin_mm": volume.geometry.origin,
+            "direction": volume.geometry.direction,
+            "labels": cascade.model.manifest.labels.iter().map(|l| (l.value.to_string(), l.name.clone())).collect::<BTreeMap<_, _>>(),
+            "slices": volume.slices.iter().map(|s| &s.sop_instance_uid).collect::<Vec<_>>(),
+            "model": { "name": segmentation.summary.model, "version": segmentation.summary.model_version },
+        });
+        std::fs::write(
+            dir.join("labels.json"),
+            serde_json::to_string_pretty(&labels_json)?,
+        )?;
+        results.push(serde_json::json!({
+            "series_uid": series_uid,
+            "output": dir.display().to_string(),
+            "shape": volume.shape,
+            "volume_ms": volume_ms,
+            "result": if segmentation.summary.empty { "no structures found" } else { "segmented" },
+            "cascade": segmentation.summary,
+        }));
+    }
+    let skipped: Vec<_> = skipped
+        .iter()
+        .map(|(p, reason)| serde_json::json!({ "path": p.display().to_string(), "reason": reason }))
+        .collect();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(
+            &serde_json::json!({ "model": report, "series": results, "skipped": skipped })
+        )?
+    );
     Ok(())
 }

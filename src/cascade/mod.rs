@@ -1,0 +1,419 @@
+//! The two-stage cascade of Roth et al. 2018: stage 1 segments a coarse grid to find
+//! where the organs are; stage 2 labels, on its finer grid, only the voxels inside the
+//! stage-1 candidate region (dilated, intersected with the body mask). Everything a
+//! model needs is in its manifest ([`manifest`]); the array operations are in [`ops`],
+//! ONNX Runtime in [`runtime`]. No DICOM here: a [`Volume`] in, a label map aligned
+//! with it out.
+
+pub mod manifest;
+pub mod ops;
+pub mod runtime;
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::ModelConfig;
+use crate::volume::Volume;
+use manifest::{Model, Stage};
+use ops::Grid;
+use runtime::{Provider, RuntimeError, StageSession};
+
+/// Why a model could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+}
+
+/// What `segnode check` and start-up report about the model and the runtime.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelReport {
+    pub onnxruntime_library: String,
+    pub onnxruntime_build: String,
+    pub execution_provider: Provider,
+    pub model: String,
+    pub model_version: String,
+    /// (file, sha256) of each stage, verified.
+    pub files: Vec<(String, String)>,
+    pub labels: Vec<String>,
+}
+
+/// Loads ONNX Runtime and the model, and creates one cascade per worker.
+pub fn open_cascades(
+    config: &ModelConfig,
+    workers: usize,
+) -> Result<(Vec<Cascade>, ModelReport), ModelError> {
+    let library = runtime::find_library(config.onnxruntime.as_deref())?;
+    let build = runtime::init(&library)?;
+    let model = Model::load(&config.path)?;
+    let m = &model.manifest;
+    let report = ModelReport {
+        onnxruntime_library: library.display().to_string(),
+        onnxruntime_build: build,
+        execution_provider: config.provider,
+        model: m.name.clone(),
+        model_version: m.version.clone(),
+        files: [&m.stage1, &m.stage2]
+            .iter()
+            .map(|s| (model.stage_path(s).display().to_string(), s.sha256.clone()))
+            .collect(),
+        labels: m
+            .labels
+            .iter()
+            .map(|l| format!("{} {}", l.value, l.name))
+            .collect(),
+    };
+    let options = SessionOptions {
+        intra_threads: config.intra_threads,
+        provider: config.provider,
+    };
+    let cascades = (0..workers)
+        .map(|_| Cascade::open(model.clone(), options))
+        .collect::<Result<_, _>>()?;
+    Ok((cascades, report))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CascadeError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl CascadeError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            CascadeError::Runtime(RuntimeError::Run { .. }) => "inference_failed",
+            CascadeError::Runtime(_) => "model_unavailable",
+        }
+    }
+}
+
+/// A model's two sessions, owned by one worker.
+pub struct Cascade {
+    pub model: Model,
+    stage1: StageSession,
+    stage2: StageSession,
+}
+
+/// Per-label result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelVolume {
+    pub value: u8,
+    pub name: String,
+    pub voxels: u64,
+    pub ml: f64,
+}
+
+/// What the cascade did, for the job summary and `segnode run`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CascadeSummary {
+    pub model: String,
+    pub model_version: String,
+    /// Milliseconds per step.
+    pub timings_ms: serde_json::Map<String, serde_json::Value>,
+    pub stage1_grid: [usize; 3],
+    pub stage2_grid: [usize; 3],
+    /// Fraction of the stage-2 grid inside the candidate region (what stage 2 labels).
+    pub stage2_region_fraction: f64,
+    /// Fraction of the stage-2 grid covered by the patches stage 2 ran.
+    pub stage2_patch_fraction: f64,
+    pub stage2_patches_run: usize,
+    pub stage2_patches_total: usize,
+    pub labels: Vec<LabelVolume>,
+    /// True when stage 1 found nothing: "no structures found".
+    pub empty: bool,
+}
+
+/// A label map aligned voxel for voxel with the source volume.
+pub struct Segmentation {
+    pub labels: Grid<u8>,
+    pub summary: CascadeSummary,
+}
+
+/// Options of the sessions.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionOptions {
+    pub intra_threads: usize,
+    pub provider: Provider,
+}
+
+impl Cascade {
+    /// Creates both sessions and checks them against the manifest.
+    pub fn open(model: Model, options: SessionOptions) -> Result<Self, RuntimeError> {
+        let m = &model.manifest;
+        let stage1 = StageSession::open(
+            &model,
+            &m.stage1,
+            None,
+            options.intra_threads,
+            options.provider,
+        )?;
+        let stage2 = StageSession::open(
+            &model,
+            &m.stage2,
+            Some(model.classes()),
+            options.intra_threads,
+            options.provider,
+        )?;
+        Ok(Self {
+            model,
+            stage1,
+            stage2,
+        })
+    }
+
+    /// Segments a volume.
+    pub fn run(&mut self, volume: &Volume) -> Result<Segmentation, CascadeError> {
+        let m = self.model.manifest.clone();
+        let started = Instant::now();
+        let mut timings = serde_json::Map::new();
+        let mut lap = {
+            let mut t = Instant::now();
+            move |timings: &mut serde_json::Map<String, serde_json::Value>, name: &str| {
+                timings.insert(
+                    name.into(),
+                    (t.elapsed().as_secs_f64() * 1000.0).round().into(),
+                );
+                t = Instant::now();
+            }
+        };
+        let spacing = volume.geometry.spacing;
+        let grid1 = ops::target_shape(volume.shape, spacing, m.stage1.spacing(spacing));
+        let grid2 = ops::target_shape(volume.shape, spacing, m.stage2.spacing(spacing));
+
+        let mut x1 = ops::resample_linear(&volume.data, volume.shape, grid1);
+        let pad1 = ops::normalize(&mut x1, m.stage1.hu_window, m.stage1.normalization);
+        lap(&mut timings, "stage1_prepare");
+        let (labels1, _) = infer(&mut self.stage1, &m.stage1, &x1, pad1, None)?;
+        lap(&mut timings, "stage1_inference");
+
+        let candidate = Grid {
+            shape: grid1,
+            data: labels1.data.iter().map(|l| *l > 0).collect(),
+        };
+        let mut summary = CascadeSummary {
+            model: m.name.clone(),
+            model_version: m.version.clone(),
+            timings_ms: serde_json::Map::new(),
+            stage1_grid: grid1,
+            stage2_grid: grid2,
+            stage2_region_fraction: 0.0,
+            stage2_patch_fraction: 0.0,
+            stage2_patches_run: 0,
+            stage2_patches_total: 0,
+            labels: Vec::new(),
+            empty: true,
+        };
+        let mut labels = Grid::filled(volume.shape, 0u8);
+        if candidate.data.iter().any(|v| *v) {
+            let hu2 = ops::resample_linear(&volume.data, volume.shape, grid2);
+            let mut region = ops::dilate(
+                &ops::resample_nearest(&candidate.data, grid1, grid2),
+                m.cascade.dilation_voxels,
+            );
+            if m.cascade.body_mask {
+                let body = body_mask(&hu2, m.cascade.body_threshold_hu);
+                region
+                    .data
+                    .iter_mut()
+                    .zip(&body.data)
+                    .for_each(|(r, b)| *r &= *b);
+            }
+            let mut x2 = hu2;
+            let pad2 = ops::normalize(&mut x2, m.stage2.hu_window, m.stage2.normalization);
+            lap(&mut timings, "region");
+            let (labels2, coverage) = infer(&mut self.stage2, &m.stage2, &x2, pad2, Some(&region))?;
+            lap(&mut timings, "stage2_inference");
+            let evaluated = region.data.iter().filter(|v| **v).count();
+            summary.stage2_region_fraction = evaluated as f64 / region.len() as f64;
+            summary.stage2_patch_fraction = coverage.covered as f64 / region.len() as f64;
+            summary.stage2_patches_run = coverage.run;
+            summary.stage2_patches_total = coverage.total;
+            labels = ops::resample_nearest(&labels2.data, grid2, volume.shape);
+            postprocess(&mut labels, &m);
+            lap(&mut timings, "native_and_postprocess");
+        }
+        let voxel_ml = spacing.iter().product::<f64>() / 1000.0;
+        let mut counts = [0u64; 256];
+        labels
+            .data
+            .iter()
+            .for_each(|l| counts[usize::from(*l)] += 1);
+        summary.labels = m
+            .labels
+            .iter()
+            .map(|l| LabelVolume {
+                value: l.value,
+                name: l.name.clone(),
+                voxels: counts[usize::from(l.value)],
+                ml: (counts[usize::from(l.value)] as f64 * voxel_ml * 100.0).round() / 100.0,
+            })
+            .collect();
+        summary.empty = summary.labels.iter().all(|l| l.voxels == 0);
+        timings.insert(
+            "total".into(),
+            (started.elapsed().as_secs_f64() * 1000.0).round().into(),
+        );
+        summary.timings_ms = timings;
+        Ok(Segmentation { labels, summary })
+    }
+}
+
+/// How much of a grid stage 2 covered.
+struct Coverage {
+    run: usize,
+    total: usize,
+    covered: usize,
+}
+
+/// Sliding-window inference with blending; argmax per voxel (first maximum on a tie).
+/// With a region, patches that touch no region voxel are skipped and voxels outside
+/// it are background.
+fn infer(
+    session: &mut StageSession,
+    stage: &Stage,
+    x: &Grid<f32>,
+    pad: f32,
+    region: Option<&Grid<bool>>,
+) -> Result<(Grid<u8>, Coverage), RuntimeError> {
+    let patch = stage.patch;
+    let padded: [usize; 3] = std::array::from_fn(|i| x.shape[i].max(patch[i]));
+    let mut input = Grid::filled(padded, pad);
+    for z in 0..x.shape[0] {
+        for y in 0..x.shape[1] {
+            let from = x.index(z, y, 0);
+            let to = input.index(z, y, 0);
+            input.data[to..to + x.shape[2]].copy_from_slice(&x.data[from..from + x.shape[2]]);
+        }
+    }
+    let starts: [Vec<usize>; 3] = std::array::from_fn(|i| {
+        ops::window_starts(padded[i], patch[i], ops::step(patch[i], stage.overlap))
+    });
+    let weights = ops::blend_weights(patch, stage.blending);
+    let classes = session.classes;
+    let n = input.len();
+    let mut acc = vec![0f32; classes * n];
+    let mut covered = Grid::filled(padded, false);
+    let mut coverage = Coverage {
+        run: 0,
+        total: starts.iter().map(Vec::len).product(),
+        covered: 0,
+    };
+    let touches = |z0: usize, y0: usize, x0: usize| -> bool {
+        let Some(region) = region else { return true };
+        (z0..(z0 + patch[0]).min(x.shape[0])).any(|z| {
+            (y0..(y0 + patch[1]).min(x.shape[1])).any(|y| {
+                let row = region.index(z, y, 0);
+                region.data[row + x0.min(x.shape[2])..row + (x0 + patch[2]).min(x.shape[2])]
+                    .iter()
+                    .any(|v| *v)
+            })
+        })
+    };
+    let mut buffer = Vec::with_capacity(patch.iter().product());
+    for &z0 in &starts[0] {
+        for &y0 in &starts[1] {
+            for &x0 in &starts[2] {
+                if !touches(z0, y0, x0) {
+                    continue;
+                }
+                buffer.clear();
+                for z in z0..z0 + patch[0] {
+                    for y in y0..y0 + patch[1] {
+                        let row = input.index(z, y, x0);
+                        buffer.extend_from_slice(&input.data[row..row + patch[2]]);
+                    }
+                }
+                let logits = session.run(std::mem::take(&mut buffer))?;
+                buffer = Vec::with_capacity(patch.iter().product());
+                coverage.run += 1;
+                let plane = patch.iter().product::<usize>();
+                let mut k = 0;
+                for z in z0..z0 + patch[0] {
+                    for y in y0..y0 + patch[1] {
+                        let row = input.index(z, y, x0);
+                        for dx in 0..patch[2] {
+                            let v = row + dx;
+                            covered.data[v] = true;
+                            let w = weights[k];
+                            for c in 0..classes {
+                                acc[c * n + v] += logits[c * plane + k] * w;
+                            }
+                            k += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut labels = Grid::filled(x.shape, 0u8);
+    for z in 0..x.shape[0] {
+        for y in 0..x.shape[1] {
+            for xx in 0..x.shape[2] {
+                let v = input.index(z, y, xx);
+                let out = labels.index(z, y, xx);
+                if !covered.data[v] {
+                    continue;
+                }
+                coverage.covered += 1;
+                if region.is_some_and(|r| !r.data[out]) {
+                    continue;
+                }
+                let mut best = 0;
+                for c in 1..classes {
+                    if acc[c * n + v] > acc[best * n + v] {
+                        best = c;
+                    }
+                }
+                labels.data[out] = best as u8;
+            }
+        }
+    }
+    Ok((labels, coverage))
+}
+
+/// The body: HU above the threshold, eroded by one voxel, its largest component,
+/// dilated back by one voxel, holes filled.
+fn body_mask(hu: &Grid<f32>, threshold: f32) -> Grid<bool> {
+    let above = Grid {
+        shape: hu.shape,
+        data: hu.data.iter().map(|v| *v > threshold).collect(),
+    };
+    let body = ops::largest_component(&ops::erode(&above, 1));
+    ops::fill_holes(&ops::dilate(&body, 1))
+}
+
+/// Per label, in value order: keep the largest component; fill its holes where no
+/// other label is.
+fn postprocess(labels: &mut Grid<u8>, m: &manifest::Manifest) {
+    if !m.postprocess.largest_component && !m.postprocess.fill_holes {
+        return;
+    }
+    let mut values: Vec<u8> = m.labels.iter().map(|l| l.value).collect();
+    values.sort_unstable();
+    for value in values {
+        let mut mask = Grid {
+            shape: labels.shape,
+            data: labels.data.iter().map(|l| *l == value).collect(),
+        };
+        if !mask.data.iter().any(|v| *v) {
+            continue;
+        }
+        if m.postprocess.largest_component {
+            mask = ops::largest_component(&mask);
+        }
+        if m.postprocess.fill_holes {
+            mask = ops::fill_holes(&mask);
+        }
+        for (l, keep) in labels.data.iter_mut().zip(&mask.data) {
+            if *l == value && !keep {
+                *l = 0;
+            } else if *keep && *l == 0 {
+                *l = value;
+            }
+        }
+    }
+}
