@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cascade::{Cascade, ModelError, open_cascades};
 use crate::config::Config;
 use crate::jobs::pipeline::{self, Pipeline};
 use crate::receive::{self, Receiver};
@@ -32,6 +33,8 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("model not ready")]
+    Model(#[from] ModelError),
     #[error("cannot prepare the spool at {path}")]
     Spool {
         path: String,
@@ -80,6 +83,29 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
     if resumed > 0 {
         tracing::info!(jobs = resumed, "interrupted jobs queued again");
     }
+    // The model is checked (files, checksums, session shapes) before the node listens:
+    // a broken model folder stops start-up with the file named.
+    let cascades: Vec<Option<Cascade>> = match config.model.clone() {
+        None => {
+            tracing::warn!("no model configured: jobs assemble and check volumes only");
+            (0..config.workers).map(|_| None).collect()
+        }
+        Some(m) => {
+            let workers = config.workers;
+            let (cascades, report) =
+                tokio::task::spawn_blocking(move || open_cascades(&m, workers))
+                    .await
+                    .expect("model loading does not panic")?;
+            tracing::info!(
+                model = %report.model,
+                version = %report.model_version,
+                onnxruntime = %report.onnxruntime_library,
+                provider = ?report.execution_provider,
+                "model ready"
+            );
+            cascades.into_iter().map(Some).collect()
+        }
+    };
     let listener = TcpListener::bind(config.dicom.listen)
         .await
         .map_err(|source| NodeError::Listen {
@@ -111,8 +137,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         spool,
         wake: Arc::new(Notify::new()),
     });
-    for id in 0..config.workers {
-        tasks.spawn(pipeline::worker(pipeline.clone(), id, shutdown.clone()));
+    for (id, cascade) in cascades.into_iter().enumerate() {
+        tasks.spawn(pipeline::worker(
+            pipeline.clone(),
+            id,
+            cascade,
+            shutdown.clone(),
+        ));
     }
     let wake = pipeline.wake.clone();
     tasks.spawn(series::track(

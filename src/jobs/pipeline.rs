@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::cascade::Cascade;
 use crate::config::Config;
 use crate::jobs::JobState;
 use crate::spool::Spool;
@@ -30,13 +31,19 @@ pub struct Pipeline {
     pub wake: Arc<Notify>,
 }
 
-/// Runs one worker until `shutdown`.
-pub async fn worker(pipeline: Arc<Pipeline>, id: usize, shutdown: CancellationToken) {
+/// Runs one worker until `shutdown`. The worker owns its cascade (its own ONNX Runtime
+/// sessions); without a model, jobs assemble and check the volume only.
+pub async fn worker(
+    pipeline: Arc<Pipeline>,
+    id: usize,
+    mut cascade: Option<Cascade>,
+    shutdown: CancellationToken,
+) {
     loop {
         match pipeline.store.claim_next_job().await {
             Ok(Some(job)) => {
                 let span = tracing::info_span!("job", job_id = job.id, series_uid = %job.series_uid, worker = id);
-                pipeline.run(&job).instrument(span).await;
+                pipeline.run(&job, &mut cascade).instrument(span).await;
                 continue;
             }
             Ok(None) => {}
@@ -58,19 +65,20 @@ struct StageError {
 }
 
 impl Pipeline {
-    async fn run(&self, job: &ClaimedJob) {
+    async fn run(&self, job: &ClaimedJob, cascade: &mut Option<Cascade>) {
         tracing::info!("job started");
         let started = Instant::now();
         let mut summary = serde_json::json!({ "timings_ms": {} });
-        let outcome = match self.process(job, &mut summary).await {
+        let outcome = match self.process(job, cascade, &mut summary).await {
             Ok(()) => {
                 tracing::info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "job succeeded"
                 );
+                let empty = summary["cascade"]["empty"].as_bool() == Some(true);
                 JobOutcome {
                     state: JobState::Succeeded,
-                    reason: None,
+                    reason: empty.then(|| "no structures found".to_string()),
                     error_code: None,
                     summary,
                 }
@@ -94,6 +102,7 @@ impl Pipeline {
     async fn process(
         &self,
         job: &ClaimedJob,
+        cascade: &mut Option<Cascade>,
         summary: &mut serde_json::Value,
     ) -> Result<(), StageError> {
         let internal = |stage| {
@@ -131,6 +140,24 @@ impl Pipeline {
             "origin_mm": volume.geometry.origin,
             "hu": { "min": min, "max": max, "mean": mean },
         });
+        let Some(mut model) = cascade.take() else {
+            return Ok(());
+        };
+        let t = Instant::now();
+        let (model, segmented) = tokio::task::spawn_blocking(move || {
+            let result = model.run(&volume);
+            (model, result)
+        })
+        .await
+        .map_err(|e| internal("cascade")(e.to_string()))?;
+        *cascade = Some(model);
+        summary["timings_ms"]["cascade"] = (t.elapsed().as_millis() as u64).into();
+        let segmentation = segmented.map_err(|e| StageError {
+            stage: "cascade",
+            code: e.code().to_string(),
+            message: e.to_string(),
+        })?;
+        summary["cascade"] = serde_json::to_value(&segmentation.summary).unwrap_or_default();
         Ok(())
     }
 }

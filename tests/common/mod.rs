@@ -71,9 +71,18 @@ ae_title = "TESTSCU"
 stable_seconds = 1
 [eligibility]
 min_slices = 10
+[model]
+path = "{}"
+intra_threads = 1
 "#,
-        data_dir.display()
+        data_dir.display(),
+        test_model().display()
     )
+}
+
+/// The tiny test cascade committed in onnx/test-cascade.
+pub fn test_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/test-cascade")
 }
 
 pub struct TestNode {
