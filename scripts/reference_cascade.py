@@ -13,8 +13,8 @@ window with the manifest's patch, overlap and blending, logits accumulated in
 float32 in patch order, argmax (first maximum); stage-1 labels > 0 -> candidate,
 nearest to the stage-2 grid, box-dilated, intersected with the body mask (threshold,
 erosion, largest 6-connected component, dilation, hole filling); stage 2 only on
-patches touching the region, background outside it; nearest back to the source grid;
-post-processing per label.
+patches touching the region, background outside it; post-processing per label on the
+stage-2 grid; nearest back to the source grid.
 """
 
 import pathlib
@@ -190,7 +190,7 @@ def main():
         if cascade["body_mask"]:
             region &= body_mask(hu2, np.float32(cascade.get("body_threshold_hu", -500.0)))
         x2, pad2 = normalize(hu2, s2["hu_window"], s2["normalization"])
-        labels = resample_nearest(infer(session(s2), s2, x2, pad2, region), list(hu.shape))
+        labels = infer(session(s2), s2, x2, pad2, region)
         post = manifest.get("postprocess", {})
         for value in sorted(l["value"] for l in manifest["labels"]):
             mask = labels == value
@@ -202,6 +202,7 @@ def main():
                 mask = ndimage.binary_fill_holes(mask)
             labels[(labels == value) & ~mask] = 0
             labels[mask & (labels == 0)] = value
+        labels = resample_nearest(labels, list(hu.shape))
     labels.astype(np.uint8).tofile(out)
 
 

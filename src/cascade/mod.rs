@@ -91,6 +91,15 @@ impl CascadeError {
     }
 }
 
+/// Where stage 2 runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Inside the stage-1 candidate region: the cascade.
+    Cascade,
+    /// On the whole stage-2 grid, without stage 1: what the cascade saves, measured.
+    Everywhere,
+}
+
 /// A model's two sessions, owned by one worker.
 pub struct Cascade {
     pub model: Model,
@@ -165,8 +174,17 @@ impl Cascade {
         })
     }
 
-    /// Segments a volume.
+    /// Segments a volume: stage 1, then stage 2 inside the candidate region.
     pub fn run(&mut self, volume: &Volume) -> Result<Segmentation, CascadeError> {
+        self.run_scoped(volume, Scope::Cascade)
+    }
+
+    /// Segments a volume with stage 2 running where `scope` says.
+    pub fn run_scoped(
+        &mut self,
+        volume: &Volume,
+        scope: Scope,
+    ) -> Result<Segmentation, CascadeError> {
         let m = self.model.manifest.clone();
         let started = Instant::now();
         let mut timings = serde_json::Map::new();
@@ -184,15 +202,19 @@ impl Cascade {
         let grid1 = ops::target_shape(volume.shape, spacing, m.stage1.spacing(spacing));
         let grid2 = ops::target_shape(volume.shape, spacing, m.stage2.spacing(spacing));
 
-        let mut x1 = ops::resample_linear(&volume.data, volume.shape, grid1);
-        let pad1 = ops::normalize(&mut x1, m.stage1.hu_window, m.stage1.normalization);
-        lap(&mut timings, "stage1_prepare");
-        let (labels1, _) = infer(&mut self.stage1, &m.stage1, &x1, pad1, None)?;
-        lap(&mut timings, "stage1_inference");
-
-        let candidate = Grid {
-            shape: grid1,
-            data: labels1.data.iter().map(|l| *l > 0).collect(),
+        let candidate = match scope {
+            Scope::Cascade => {
+                let mut x1 = ops::resample_linear(&volume.data, volume.shape, grid1);
+                let pad1 = ops::normalize(&mut x1, m.stage1.hu_window, m.stage1.normalization);
+                lap(&mut timings, "stage1_prepare");
+                let (labels1, _) = infer(&mut self.stage1, &m.stage1, &x1, pad1, None)?;
+                lap(&mut timings, "stage1_inference");
+                Grid {
+                    shape: grid1,
+                    data: labels1.data.iter().map(|l| *l > 0).collect(),
+                }
+            }
+            Scope::Everywhere => Grid::filled(grid1, true),
         };
         let mut summary = CascadeSummary {
             model: m.name.clone(),
@@ -214,7 +236,7 @@ impl Cascade {
                 &ops::resample_nearest(&candidate.data, grid1, grid2),
                 m.cascade.dilation_voxels,
             );
-            if m.cascade.body_mask {
+            if m.cascade.body_mask && scope == Scope::Cascade {
                 let body = body_mask(&hu2, m.cascade.body_threshold_hu);
                 region
                     .data
@@ -232,9 +254,13 @@ impl Cascade {
             summary.stage2_patch_fraction = coverage.covered as f64 / region.len() as f64;
             summary.stage2_patches_run = coverage.run;
             summary.stage2_patches_total = coverage.total;
+            // Post-processing runs on the stage-2 grid (components and holes are the same
+            // shapes there, at a fraction of the cost), then labels go to the native grid.
+            let mut labels2 = labels2;
+            postprocess(&mut labels2, &m);
+            lap(&mut timings, "postprocess");
             labels = ops::resample_nearest(&labels2.data, grid2, volume.shape);
-            postprocess(&mut labels, &m);
-            lap(&mut timings, "native_and_postprocess");
+            lap(&mut timings, "to_native_grid");
         }
         let voxel_ml = spacing.iter().product::<f64>() / 1000.0;
         let mut counts = [0u64; 256];

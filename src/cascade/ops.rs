@@ -131,20 +131,36 @@ pub fn resample_linear(data: &[f32], shape: [usize; 3], to: [usize; 3]) -> Grid<
     })
 }
 
-/// Nearest-neighbour resampling (for labels and masks).
+/// Nearest-neighbour resampling (for labels and masks): each output row is built once
+/// per distinct source row and copied.
 pub fn resample_nearest<T: Copy + Default>(
     data: &[T],
     shape: [usize; 3],
     to: [usize; 3],
 ) -> Grid<T> {
-    separable(data, shape, to, |d, s, axis, n| {
-        let taps = nearest_taps(s[axis], n);
-        map_lines(d, s, axis, n, |line, out| {
-            for (o, i) in out.iter_mut().zip(&taps) {
-                *o = line[*i];
+    let (tz, ty, tx) = (
+        nearest_taps(shape[0], to[0]),
+        nearest_taps(shape[1], to[1]),
+        nearest_taps(shape[2], to[2]),
+    );
+    let mut out = Vec::with_capacity(to.iter().product());
+    let mut row: Vec<T> = Vec::with_capacity(to[2]);
+    let mut last = None;
+    for &z in &tz {
+        for &y in &ty {
+            if last != Some((z, y)) {
+                let base = (z * shape[1] + y) * shape[2];
+                row.clear();
+                row.extend(tx.iter().map(|x| data[base + x]));
+                last = Some((z, y));
             }
-        })
-    })
+            out.extend_from_slice(&row);
+        }
+    }
+    Grid {
+        shape: to,
+        data: out,
+    }
 }
 
 /// How HU values become network input.

@@ -87,6 +87,10 @@ pub enum Command {
         /// Model folder (default: the configuration's [model]).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Run stage 2 on the whole volume without stage 1 (for benchmarks: what the
+        /// cascade saves).
+        #[arg(long)]
+        stage2_everywhere: bool,
     },
     /// Send DICOM files (or folders of them) to a peer with C-STORE, unchanged.
     Send {
@@ -114,9 +118,19 @@ pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<()> 
             to,
             calling_ae,
         } => send(&paths, &to, &calling_ae).await,
-        Command::Run { paths, out, model } => {
+        Command::Run {
+            paths,
+            out,
+            model,
+            stage2_everywhere,
+        } => {
             let config = model_config(&cli.config, &env, model)?;
-            tokio::task::spawn_blocking(move || run_offline(&paths, &out, &config)).await?
+            let scope = if stage2_everywhere {
+                cascade::Scope::Everywhere
+            } else {
+                cascade::Scope::Cascade
+            };
+            tokio::task::spawn_blocking(move || run_offline(&paths, &out, &config, scope)).await?
         }
         Command::Inspect { paths, json, dump } => {
             tokio::task::spawn_blocking(move || inspect(&paths, json, dump.as_deref())).await?
@@ -455,7 +469,12 @@ fn model_config(
     }
 }
 
-fn run_offline(paths: &[PathBuf], out: &Path, config: &ModelConfig) -> anyhow::Result<()> {
+fn run_offline(
+    paths: &[PathBuf],
+    out: &Path,
+    config: &ModelConfig,
+    scope: cascade::Scope,
+) -> anyhow::Result<()> {
     let (mut cascades, report) = cascade::open_cascades(config, 1)?;
     let mut cascade = cascades.pop().expect("one cascade");
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -477,7 +496,7 @@ fn run_offline(paths: &[PathBuf], out: &Path, config: &ModelConfig) -> anyhow::R
             }
         };
         let volume_ms = started.elapsed().as_millis() as u64;
-        let segmentation = cascade.run(&volume)?;
+        let segmentation = cascade.run_scoped(&volume, scope)?;
         let dir = out.join(format!("series-{:03}", i + 1));
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("labels.u8"), &segmentation.labels.data)?;
