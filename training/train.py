@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""Trains segnode's default abdominal cascade and exports it to onnx/abdomen-cascade/.
+
+Data: ../shared/data/train-ct-3mm (one real abdominal CT at 3 mm with
+TotalSegmentator v2 labels). Never the held-out ct-abdomen-j2k series.
+
+Stage 1: a small 3D U-Net on the 6 mm grid, organ vs background (the candidate region).
+Stage 2: a small 3D U-Net on the 3 mm grid, six organs, trained on crops around the
+labels (as Roth et al. 2018 do) with the augmentation one training volume needs:
+intensity scale/shift, noise, scaling, rotation about the head-feet axis, elastic
+deformation, and partial fields of view (slabs padded like the node pads). JAX on CPU,
+fixed seed. Export: the trained weights are written into ONNX graphs (Conv, Relu,
+MaxPool, Resize nearest, Concat) and checked against the JAX forward pass with ONNX
+Runtime, then model.toml is written with the files' checksums.
+
+Usage: training/run  (sets up .venv-train and runs this; see training/README.md)
+"""
+
+import argparse
+import hashlib
+import json
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import nibabel as nib
+import numpy as np
+import onnx
+import onnxruntime as ort
+import optax
+from onnx import TensorProto, helper, numpy_helper
+from scipy import ndimage
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from reference_cascade import normalize, resample_linear, resample_nearest  # noqa: E402  (the node's semantics)
+
+# Output label values of the default model and the TotalSegmentator v2 ids they come from.
+LABELS = [
+    # value, name, TotalSegmentator id, SNOMED CT code, meaning, colour
+    (1, "spleen", 1, "78961009", "Spleen", [157, 108, 162]),
+    (2, "right kidney", 2, "9846003", "Right kidney", [185, 102, 83]),
+    (3, "left kidney", 3, "18639004", "Left kidney", [185, 102, 83]),
+    (4, "liver", 5, "10200004", "Liver", [221, 130, 101]),
+    (5, "stomach", 6, "69695003", "Stomach", [216, 132, 105]),
+    (6, "pancreas", 7, "15776009", "Pancreas", [249, 180, 111]),
+]
+CLASSES = len(LABELS) + 1
+WINDOW = (-500.0, 500.0)
+STAGE1 = dict(spacing=6.0, patch=(24, 48, 48), channels=(8, 16, 32))
+STAGE2 = dict(spacing=3.0, patch=(24, 48, 48), channels=(8, 16, 32))
+AIR = -1024.0
+
+
+def load_training_volume():
+    """The training CT and labels in the node's layout: (z, y, x), z inferior->superior,
+    y anterior->posterior, x patient right->left (DICOM LPS), HU float32."""
+    data = ROOT.parent / "shared" / "data" / "train-ct-3mm"
+    ct = nib.as_closest_canonical(nib.load(data / "ct.nii.gz"))
+    lab = nib.as_closest_canonical(nib.load(data / "labels.nii.gz"))
+    assert nib.aff2axcodes(ct.affine) == ("R", "A", "S")
+    to_node = lambda a: np.ascontiguousarray(np.transpose(a, (2, 1, 0))[:, ::-1, ::-1])
+    hu = to_node(np.asarray(ct.dataobj, dtype=np.float32))
+    ts = to_node(np.asarray(lab.dataobj)).astype(np.int32)
+    labels = np.zeros(ts.shape, dtype=np.uint8)
+    for value, _, ts_id, *_ in LABELS:
+        labels[ts == ts_id] = value
+    spacing = [float(v) for v in ct.header.get_zooms()][::-1]
+    return hu, labels, spacing
+
+
+# ---------------------------------------------------------------- the network
+
+def init_unet(key, channels, classes):
+    c0, c1, c2 = channels
+    shapes = {
+        "e0a": (1, c0), "e0b": (c0, c0), "e1a": (c0, c1), "e1b": (c1, c1),
+        "bna": (c1, c2), "bnb": (c2, c2), "d1a": (c2 + c1, c1), "d1b": (c1, c1),
+        "d0a": (c1 + c0, c0), "d0b": (c0, c0),
+    }
+    params = {}
+    for name, (cin, cout) in shapes.items():
+        key, k = jax.random.split(key)
+        params[name] = {
+            "w": jax.random.normal(k, (3, 3, 3, cin, cout)) * np.sqrt(2.0 / (27 * cin)),
+            "b": jnp.zeros(cout),
+        }
+    key, k = jax.random.split(key)
+    params["head"] = {"w": jax.random.normal(k, (1, 1, 1, c0, classes)) * np.sqrt(1.0 / c0), "b": jnp.zeros(classes)}
+    return params
+
+
+def conv(x, p):
+    y = jax.lax.conv_general_dilated(x, p["w"], (1, 1, 1), "SAME", dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    return y + p["b"]
+
+
+def block(x, params, a, b):
+    return jax.nn.relu(conv(jax.nn.relu(conv(x, params[a])), params[b]))
+
+
+def pool(x):
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 2, 1), (1, 2, 2, 2, 1), "VALID")
+
+
+def up(x):
+    for axis in (1, 2, 3):
+        x = jnp.repeat(x, 2, axis=axis)
+    return x
+
+
+def unet(params, x):
+    e0 = block(x, params, "e0a", "e0b")
+    e1 = block(pool(e0), params, "e1a", "e1b")
+    bn = block(pool(e1), params, "bna", "bnb")
+    d1 = block(jnp.concatenate([up(bn), e1], axis=-1), params, "d1a", "d1b")
+    d0 = block(jnp.concatenate([up(d1), e0], axis=-1), params, "d0a", "d0b")
+    return conv(d0, params["head"])
+
+
+def loss_fn(params, x, y, classes):
+    logits = unet(params, x)
+    onehot = jax.nn.one_hot(y, classes)
+    ce = -jnp.mean(jnp.sum(onehot * jax.nn.log_softmax(logits), axis=-1))
+    prob = jax.nn.softmax(logits)
+    inter = jnp.sum(prob * onehot, axis=(0, 1, 2, 3))
+    denom = jnp.sum(prob, axis=(0, 1, 2, 3)) + jnp.sum(onehot, axis=(0, 1, 2, 3))
+    dice = (2 * inter + 1.0) / (denom + 1.0)
+    return ce + (1.0 - jnp.mean(dice[1:]))
+
+
+# ---------------------------------------------------------------- sampling and augmentation
+
+def sample(rng, hu, labels, patch, foreground_p):
+    """One augmented training patch: (normalised image, labels)."""
+    shape = np.array(hu.shape)
+    fg = np.argwhere(labels > 0)
+    if rng.random() < foreground_p and len(fg):
+        centre = fg[rng.integers(len(fg))].astype(float)
+    else:
+        centre = rng.uniform(0, shape - 1)
+    angle = np.deg2rad(rng.uniform(-15, 15))
+    scale = rng.uniform(0.85, 1.15)
+    rot = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
+    matrix = rot / scale
+    half = (np.array(patch) - 1) / 2.0
+    grid = np.stack(np.meshgrid(*[np.arange(p) - h for p, h in zip(patch, half)], indexing="ij"), axis=0)
+    coords = np.tensordot(matrix, grid, axes=1) + centre[:, None, None, None]
+    if rng.random() < 0.5:  # elastic: smooth random displacement, up to ~2 voxels
+        for axis in range(3):
+            field = ndimage.gaussian_filter(rng.normal(0, 1, patch), sigma=6) * 30
+            coords[axis] += field
+    image = ndimage.map_coordinates(hu, coords, order=1, mode="constant", cval=AIR).astype(np.float32)
+    label = ndimage.map_coordinates(labels, coords, order=0, mode="constant", cval=0).astype(np.int32)
+    image = image * rng.uniform(0.95, 1.05) + rng.uniform(-20, 20)
+    image += rng.normal(0, rng.uniform(0, 15), image.shape).astype(np.float32)
+    x, pad = normalize(image, WINDOW, "window")
+    if rng.random() < 0.3:  # partial field of view: a slab, the rest padded as the node pads
+        depth = rng.integers(3, patch[0])
+        start = rng.integers(0, patch[0] - depth + 1)
+        x[:start], x[start + depth:] = pad, pad
+        label[:start], label[start + depth:] = 0, 0
+    return x, label
+
+
+def train_stage(name, hu, labels, cfg, classes, steps, seed, foreground_p, log):
+    rng = np.random.default_rng(seed)
+    params = init_unet(jax.random.PRNGKey(seed), cfg["channels"], classes)
+    schedule = optax.cosine_decay_schedule(2e-3, steps, alpha=0.05)
+    opt = optax.adam(schedule)
+    state = opt.init(params)
+
+    @jax.jit
+    def step(params, state, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y, classes)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    started = time.time()
+    for i in range(steps):
+        batch = [sample(rng, hu, labels, cfg["patch"], foreground_p) for _ in range(2)]
+        x = jnp.asarray(np.stack([b[0] for b in batch])[..., None])
+        y = jnp.asarray(np.stack([b[1] for b in batch]))
+        params, state, loss = step(params, state, x, y)
+        if i % 50 == 0 or i == steps - 1:
+            log(f"{name} step {i}/{steps} loss {float(loss):.4f} ({time.time() - started:.0f} s)")
+    return params
+
+
+# ---------------------------------------------------------------- ONNX export
+
+def export_onnx(params, patch, classes, path):
+    inits, nodes = [], []
+
+    def c(inp, out, p, name, pads):
+        w = np.transpose(np.asarray(p["w"]), (4, 3, 0, 1, 2)).astype(np.float32)  # DHWIO -> OIDHW
+        inits.append(numpy_helper.from_array(w, f"{name}_w"))
+        inits.append(numpy_helper.from_array(np.asarray(p["b"], np.float32), f"{name}_b"))
+        nodes.append(helper.make_node("Conv", [inp, f"{name}_w", f"{name}_b"], [out], pads=[pads] * 6, name=name))
+
+    def blk(inp, a, b):
+        c(inp, f"{a}_c", params[a], a, 1)
+        nodes.append(helper.make_node("Relu", [f"{a}_c"], [f"{a}_r"]))
+        c(f"{a}_r", f"{b}_c", params[b], b, 1)
+        nodes.append(helper.make_node("Relu", [f"{b}_c"], [f"{b}_r"]))
+        return f"{b}_r"
+
+    def mp(inp, out):
+        nodes.append(helper.make_node("MaxPool", [inp], [out], kernel_shape=[2, 2, 2], strides=[2, 2, 2]))
+        return out
+
+    inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2, 2], np.float32), "scales"))
+
+    def upsample(inp, out):
+        nodes.append(helper.make_node("Resize", [inp, "", "scales"], [out], mode="nearest",
+                                      coordinate_transformation_mode="asymmetric", nearest_mode="floor"))
+        return out
+
+    e0 = blk("image", "e0a", "e0b")
+    e1 = blk(mp(e0, "p0"), "e1a", "e1b")
+    bn = blk(mp(e1, "p1"), "bna", "bnb")
+    nodes.append(helper.make_node("Concat", [upsample(bn, "u1"), e1], ["cat1"], axis=1))
+    d1 = blk("cat1", "d1a", "d1b")
+    nodes.append(helper.make_node("Concat", [upsample(d1, "u0"), e0], ["cat0"], axis=1))
+    d0 = blk("cat0", "d0a", "d0b")
+    c(d0, "logits", params["head"], "head", 0)
+    graph = helper.make_graph(
+        nodes, path.stem,
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, *patch])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes, *patch])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="segnode-training")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    # The exported graph computes what JAX computes.
+    x = np.random.default_rng(0).uniform(-1, 1, (1, *patch, 1)).astype(np.float32)
+    expected = np.transpose(np.asarray(unet(params, jnp.asarray(x))), (0, 4, 1, 2, 3))
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        ["logits"], {"image": np.transpose(x, (0, 4, 1, 2, 3))})[0]
+    diff = float(np.abs(expected - got).max())
+    assert diff < 1e-3, f"{path.name}: ONNX and JAX differ by {diff}"
+    return hashlib.sha256(path.read_bytes()).hexdigest(), diff
+
+
+def write_manifest(out, sha1, sha2):
+    labels = "\n".join(
+        f'''[[labels]]
+value = {v}
+name = "{name}"
+category = {{ scheme = "SCT", value = "91723000", meaning = "Anatomical Structure" }}
+type = {{ scheme = "SCT", value = "{code}", meaning = "{meaning}" }}
+color = {colour}
+''' for v, name, _, code, meaning, colour in LABELS)
+
+    def stage(n, sha, cfg, overlap):
+        return f'''[stage{n}]
+file = "stage{n}.onnx"
+sha256 = "{sha}"
+input = "image"
+output = "logits"
+spacing_mm = [{cfg["spacing"]}, {cfg["spacing"]}, {cfg["spacing"]}]
+hu_window = [{WINDOW[0]}, {WINDOW[1]}]
+normalization = "window"
+patch = [{cfg["patch"][0]}, {cfg["patch"][1]}, {cfg["patch"][2]}]
+overlap = {overlap}
+blending = "gaussian"
+'''
+    text = f'''# segnode's default abdominal cascade. Made by training/train.py; see MODEL_CARD.md.
+# Research and demonstration only: not for clinical decisions.
+name = "abdomen-cascade"
+version = "1.0.0"
+description = "Two-stage 3D U-Net cascade (6 mm organ region, 3 mm organs) trained on one CT volume"
+
+{stage(1, sha1, STAGE1, 0.5)}
+{stage(2, sha2, STAGE2, 0.5)}
+[cascade]
+dilation_voxels = 5
+body_mask = true
+body_threshold_hu = -500.0
+
+[postprocess]
+largest_component = true
+fill_holes = true
+
+{labels}'''
+    (out / "model.toml").write_text(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--steps1", type=int, default=500)
+    ap.add_argument("--steps2", type=int, default=1500)
+    ap.add_argument("--seed", type=int, default=20261126)
+    ap.add_argument("--out", type=pathlib.Path, default=ROOT / "onnx" / "abdomen-cascade")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_path = args.out / "training-log.txt"
+    log_file = log_path.open("w")
+
+    def log(msg):
+        print(msg, flush=True)
+        log_file.write(msg + "\n")
+        log_file.flush()
+
+    started = time.time()
+    hu, labels, spacing = load_training_volume()
+    log(f"training volume {hu.shape} at {spacing} mm; label voxels {np.bincount(labels.ravel(), minlength=CLASSES).tolist()}")
+    # Stage 1 grid: the node's resampling to 6 mm.
+    g1 = [max(1, int(round(hu.shape[i] * spacing[i] / STAGE1["spacing"]))) for i in range(3)]
+    hu1 = resample_linear(hu, g1)
+    organ1 = resample_nearest((labels > 0).astype(np.uint8), g1)
+    params1 = train_stage("stage1", hu1, organ1, STAGE1, 2, args.steps1, args.seed, 0.6, log)
+    params2 = train_stage("stage2", hu, labels, STAGE2, CLASSES, args.steps2, args.seed + 1, 0.85, log)
+    sha1, d1 = export_onnx(params1, STAGE1["patch"], 2, args.out / "stage1.onnx")
+    sha2, d2 = export_onnx(params2, STAGE2["patch"], CLASSES, args.out / "stage2.onnx")
+    log(f"exported; ONNX vs JAX max difference {d1:.2e} (stage 1), {d2:.2e} (stage 2)")
+    write_manifest(args.out, sha1, sha2)
+    log(f"total training time {time.time() - started:.0f} s")
+    (args.out / "training.json").write_text(json.dumps({
+        "seed": args.seed, "steps1": args.steps1, "steps2": args.steps2,
+        "seconds": round(time.time() - started), "jax": jax.__version__,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
