@@ -31,6 +31,7 @@ pub mod dicom;
 pub mod jobs;
 pub mod node;
 pub mod receive;
+pub mod seg;
 pub mod series;
 pub mod spool;
 pub mod store;

@@ -13,6 +13,7 @@ use crate::config::{Config, ModelConfig};
 use crate::deliver::{self, Association, OutgoingFile, PeerAddress, ScuTimeouts};
 use crate::dicom::AeTitle;
 use crate::jobs::JobState;
+use crate::seg::{self, SegType};
 use crate::store::{Store, format_ms};
 use crate::volume;
 
@@ -91,6 +92,9 @@ pub enum Command {
         /// cascade saves).
         #[arg(long)]
         stage2_everywhere: bool,
+        /// Segmentation type of the SEG written beside the label map.
+        #[arg(long, value_enum, default_value = "binary")]
+        seg_type: SegTypeArg,
     },
     /// Send DICOM files (or folders of them) to a peer with C-STORE, unchanged.
     Send {
@@ -123,6 +127,7 @@ pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<()> 
             out,
             model,
             stage2_everywhere,
+            seg_type,
         } => {
             let config = model_config(&cli.config, &env, model)?;
             let scope = if stage2_everywhere {
@@ -130,7 +135,12 @@ pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<()> 
             } else {
                 cascade::Scope::Cascade
             };
-            tokio::task::spawn_blocking(move || run_offline(&paths, &out, &config, scope)).await?
+            let seg_type = match seg_type {
+                SegTypeArg::Binary => SegType::Binary,
+                SegTypeArg::Labelmap => SegType::Labelmap,
+            };
+            tokio::task::spawn_blocking(move || run_offline(&paths, &out, &config, scope, seg_type))
+                .await?
         }
         Command::Inspect { paths, json, dump } => {
             tokio::task::spawn_blocking(move || inspect(&paths, json, dump.as_deref())).await?
@@ -469,11 +479,19 @@ fn model_config(
     }
 }
 
+/// The SEG types on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SegTypeArg {
+    Binary,
+    Labelmap,
+}
+
 fn run_offline(
     paths: &[PathBuf],
     out: &Path,
     config: &ModelConfig,
     scope: cascade::Scope,
+    seg_type: SegType,
 ) -> anyhow::Result<()> {
     let (mut cascades, report) = cascade::open_cascades(config, 1)?;
     let mut cascade = cascades.pop().expect("one cascade");
@@ -516,9 +534,30 @@ fn run_offline(
             dir.join("labels.json"),
             serde_json::to_string_pretty(&labels_json)?,
         )?;
+        let t = std::time::Instant::now();
+        let seg_file = match seg::encode(
+            &volume,
+            &segmentation.labels,
+            &cascade.model.manifest,
+            seg_type,
+            &seg::Equipment::segnode("SEGNODE"),
+        ) {
+            Ok(encoded) => {
+                std::fs::write(dir.join("seg.dcm"), &encoded.file)?;
+                serde_json::json!({
+                    "file": dir.join("seg.dcm").display().to_string(),
+                    "sop_instance_uid": encoded.sop_instance_uid,
+                    "frames": encoded.frames,
+                    "encode_ms": t.elapsed().as_millis() as u64,
+                })
+            }
+            Err(seg::SegError::Empty) => serde_json::Value::Null,
+            Err(e) => return Err(e.into()),
+        };
         results.push(serde_json::json!({
             "series_uid": series_uid,
             "output": dir.display().to_string(),
+            "seg": seg_file,
             "shape": volume.shape,
             "volume_ms": volume_ms,
             "result": if segmentation.summary.empty { "no structures found" } else { "segmented" },

@@ -1,0 +1,209 @@
+//! The pure parts of SEG pixel encoding: which frames a segmentation has and how
+//! BINARY frames are bit-packed (PS3.5 §8.1.1: pixels in order, the first in the least
+//! significant bit, frames concatenated without padding).
+
+/// One BINARY frame: a segment on a slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    /// 1-based segment number.
+    pub segment: u16,
+    /// Slice index (z) in the source volume.
+    pub slice: usize,
+}
+
+/// The frames of a BINARY SEG: per segment (in number order), the slices where it has
+/// at least one voxel (sparse: empty frames are omitted). `segments[i]` is the label
+/// value of segment number `i + 1`.
+pub fn binary_frames(labels: &[u8], plane: usize, segments: &[u8]) -> Vec<Frame> {
+    let slices = labels.len() / plane;
+    let mut present = vec![[false; 256]; slices];
+    for (z, slice) in labels.chunks(plane).enumerate() {
+        for v in slice {
+            present[z][usize::from(*v)] = true;
+        }
+    }
+    segments
+        .iter()
+        .enumerate()
+        .flat_map(|(i, value)| {
+            let present = &present;
+            (0..slices)
+                .filter(move |z| present[*z][usize::from(*value)])
+                .map(move |slice| Frame {
+                    segment: i as u16 + 1,
+                    slice,
+                })
+        })
+        .collect()
+}
+
+/// The slices of a LABELMAP SEG: every slice with any segment voxel.
+pub fn labelmap_slices(labels: &[u8], plane: usize) -> Vec<usize> {
+    labels
+        .chunks(plane)
+        .enumerate()
+        .filter(|(_, s)| s.iter().any(|v| *v != 0))
+        .map(|(z, _)| z)
+        .collect()
+}
+
+/// Packs the frames' masks (voxel == value) into one bit stream.
+pub fn pack_binary(labels: &[u8], plane: usize, frames: &[Frame], segments: &[u8]) -> Vec<u8> {
+    let bits = frames.len() * plane;
+    let mut out = vec![0u8; bits.div_ceil(8)];
+    let mut bit = 0usize;
+    for f in frames {
+        let value = segments[usize::from(f.segment - 1)];
+        let slice = &labels[f.slice * plane..(f.slice + 1) * plane];
+        if bit % 8 == 0 {
+            // Byte-aligned frame: pack eight voxels at a time.
+            let start = bit / 8;
+            for (byte, chunk) in out[start..].iter_mut().zip(slice.chunks(8)) {
+                *byte = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u8, |b, (i, v)| b | (u8::from(*v == value) << i));
+            }
+        } else {
+            for (i, v) in slice.iter().enumerate() {
+                if *v == value {
+                    let k = bit + i;
+                    out[k / 8] |= 1 << (k % 8);
+                }
+            }
+        }
+        bit += plane;
+    }
+    out
+}
+
+/// Unpacks `count` bits (the inverse of [`pack_binary`]'s layout).
+pub fn unpack_bits(packed: &[u8], count: usize) -> Vec<bool> {
+    (0..count)
+        .map(|k| packed[k / 8] >> (k % 8) & 1 == 1)
+        .collect()
+}
+
+/// sRGB (0..255) to DICOM's Recommended Display CIELab Value (PS3.3 C.10.7.1.1):
+/// L* 0..100 and a*, b* -128..127 scaled to 0..65535, D65 white.
+pub fn srgb_to_dicom_lab(rgb: [u8; 3]) -> [u16; 3] {
+    let lin = |c: u8| {
+        let c = f64::from(c) / 255.0;
+        if c <= 0.04045 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let (r, g, b) = (lin(rgb[0]), lin(rgb[1]), lin(rgb[2]));
+    let x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047;
+    let y = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    let z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883;
+    let f = |t: f64| {
+        if t > 216.0 / 24389.0 {
+            t.cbrt()
+        } else {
+            (24389.0 / 27.0 * t + 16.0) / 116.0
+        }
+    };
+    let (fx, fy, fz) = (f(x), f(y), f(z));
+    let l = 116.0 * fy - 16.0;
+    let a = 500.0 * (fx - fy);
+    let bb = 200.0 * (fy - fz);
+    let scale = |v: f64, lo: f64, hi: f64| {
+        (((v - lo) / (hi - lo)).clamp(0.0, 1.0) * 65535.0).round() as u16
+    };
+    [
+        scale(l, 0.0, 100.0),
+        scale(a, -128.0, 127.0),
+        scale(bb, -128.0, 127.0),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn frames_are_sparse_and_ordered_by_segment_then_slice() {
+        // 3 slices of 2 voxels: slice 0 has label 5, slice 1 nothing, slice 2 labels 5 and 7.
+        let labels = [5, 0, 0, 0, 7, 5];
+        let frames = binary_frames(&labels, 2, &[5, 7]);
+        assert_eq!(
+            frames,
+            vec![
+                Frame {
+                    segment: 1,
+                    slice: 0
+                },
+                Frame {
+                    segment: 1,
+                    slice: 2
+                },
+                Frame {
+                    segment: 2,
+                    slice: 2
+                },
+            ]
+        );
+        assert_eq!(labelmap_slices(&labels, 2), vec![0, 2]);
+    }
+
+    #[test]
+    fn packing_puts_the_first_pixel_in_the_lowest_bit() {
+        let labels = [1, 0, 0, 0, 0, 0, 0, 1, 1, 1];
+        let frames = [Frame {
+            segment: 1,
+            slice: 0,
+        }];
+        assert_eq!(
+            pack_binary(&labels, 10, &frames, &[1]),
+            vec![0b1000_0001, 0b0000_0011]
+        );
+    }
+
+    #[test]
+    fn colours_map_to_cielab() {
+        assert_eq!(srgb_to_dicom_lab([255, 255, 255]), [65535, 32896, 32896]);
+        assert_eq!(srgb_to_dicom_lab([0, 0, 0]), [0, 32896, 32896]);
+        let red = srgb_to_dicom_lab([255, 0, 0]);
+        assert!(red[1] > 50000, "{red:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn pack_then_unpack_gives_every_frame_mask(
+            plane in 1usize..40,
+            slices in 1usize..6,
+            seed in any::<u64>(),
+        ) {
+            let mut state = seed;
+            let labels: Vec<u8> = (0..plane * slices)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (state >> 61) as u8 % 4
+                })
+                .collect();
+            let segments = [1u8, 3, 2];
+            let frames = binary_frames(&labels, plane, &segments);
+            let packed = pack_binary(&labels, plane, &frames, &segments);
+            prop_assert_eq!(packed.len(), (frames.len() * plane).div_ceil(8));
+            let bits = unpack_bits(&packed, frames.len() * plane);
+            for (i, f) in frames.iter().enumerate() {
+                let value = segments[usize::from(f.segment - 1)];
+                for p in 0..plane {
+                    prop_assert_eq!(bits[i * plane + p], labels[f.slice * plane + p] == value);
+                }
+            }
+            // Every (segment, slice) with a voxel has a frame, and only those.
+            for (si, value) in segments.iter().enumerate() {
+                for z in 0..slices {
+                    let has = labels[z * plane..(z + 1) * plane].contains(value);
+                    let framed = frames.contains(&Frame { segment: si as u16 + 1, slice: z });
+                    prop_assert_eq!(has, framed);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! DICOM SEG: every SEG the node writes passes dciodvfy (BINARY) and reads back, in
+//! highdicom and dcmqi, to the node's label map voxel for voxel on the source slices.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use segnode::cascade::{self};
+use segnode::config::Config;
+use segnode::seg::{self, SegError, SegType};
+use segnode::volume::{self, Tolerances};
+
+fn run_node(series: &Path, out: &Path, seg_type: &str) -> serde_json::Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_segnode"))
+        .args(["run", "--model"])
+        .arg(test_model())
+        .arg("--out")
+        .arg(out)
+        .args(["--seg-type", seg_type])
+        .arg(series)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// dciodvfy's error lines (the bar: none).
+fn dciodvfy_errors(file: &Path) -> Vec<String> {
+    let tool = Path::new("/usr/bin/dciodvfy");
+    assert!(
+        tool.exists(),
+        "dciodvfy not found: install dicom3tools (scripts/setup)"
+    );
+    let o = Command::new(tool).arg(file).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    text.lines()
+        .filter(|l| l.starts_with("Error"))
+        .map(String::from)
+        .collect()
+}
+
+fn check_seg(seg: &Path, series: &Path, labels: &Path) -> serde_json::Value {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/setup",
+        python.display()
+    );
+    let o = Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_seg.py"))
+        .args([seg, series, labels])
+        .arg("--dcmqi")
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("check_seg failed: {}", String::from_utf8_lossy(&o.stderr)));
+    assert!(o.status.success(), "SEG does not read back equal: {report}");
+    report
+}
+
+#[test]
+fn binary_seg_of_the_real_series_is_valid_and_reads_back_exactly() {
+    let out = tempfile::tempdir().unwrap();
+    let summary = run_node(&real_series(), out.path(), "binary");
+    let series = &summary["series"][0];
+    let seg_file = PathBuf::from(series["seg"]["file"].as_str().unwrap());
+    assert_eq!(dciodvfy_errors(&seg_file), Vec::<String>::new());
+    let labels = Path::new(series["output"].as_str().unwrap()).join("labels.u8");
+    let report = check_seg(&seg_file, &real_series(), &labels);
+    assert_eq!(report["segmentation_type"], "BINARY");
+    assert_eq!(report["highdicom_differing_voxels"], 0);
+    assert_eq!(report["dcmqi_differing_voxels"], 0);
+    assert_eq!(
+        report["segments"],
+        serde_json::json!(["soft tissue", "bone"])
+    );
+    // Sparse: fewer frames than segments x slices when a segment misses slices is
+    // checked in the unit tests; here both segments cover all 20 slices at most.
+    assert!(report["frames"].as_u64().unwrap() <= 40);
+}
+
+#[test]
+fn labelmap_seg_reads_back_exactly_in_highdicom_and_dcmqi() {
+    let out = tempfile::tempdir().unwrap();
+    let summary = run_node(&real_series(), out.path(), "labelmap");
+    let series = &summary["series"][0];
+    let seg_file = PathBuf::from(series["seg"]["file"].as_str().unwrap());
+    let labels = Path::new(series["output"].as_str().unwrap()).join("labels.u8");
+    let report = check_seg(&seg_file, &real_series(), &labels);
+    assert_eq!(report["segmentation_type"], "LABELMAP");
+    assert_eq!(report["dcmqi_differing_voxels"], 0);
+}
+
+#[test]
+fn feet_first_synthetic_series_seg_is_aligned() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let dir = tempfile::tempdir().unwrap();
+    for (i, f) in synthetic_series(dir.path(), 61, 12, 48).iter().enumerate() {
+        let sop = format!("1.2.826.0.1.3680043.10.1.61.1.{}", i + 1);
+        let mut obj = ct_slice(
+            "1.2.826.0.1.3680043.10.1.61",
+            "1.2.826.0.1.3680043.10.1.61.1",
+            &sop,
+            i as u32,
+            48,
+        );
+        obj.put(DataElement::new(
+            tags::IMAGE_ORIENTATION_PATIENT,
+            VR::DS,
+            PrimitiveValue::from("-1\\0\\0\\0\\1\\0"),
+        ));
+        // A bright block (bone-like) on some slices, soft tissue elsewhere.
+        let pixels: Vec<u16> = (0..48 * 48)
+            .map(|p| {
+                if i > 3 && p % 48 > 20 && p / 48 > 10 {
+                    1900
+                } else {
+                    1070
+                }
+            })
+            .collect();
+        obj.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::U16(pixels.into()),
+        ));
+        write_part10(obj, CT_STORAGE, &sop, f);
+    }
+    let out = tempfile::tempdir().unwrap();
+    let summary = run_node(dir.path(), out.path(), "binary");
+    let series = &summary["series"][0];
+    let seg_file = PathBuf::from(series["seg"]["file"].as_str().unwrap());
+    assert_eq!(dciodvfy_errors(&seg_file), Vec::<String>::new());
+    let labels = Path::new(series["output"].as_str().unwrap()).join("labels.u8");
+    check_seg(&seg_file, dir.path(), &labels);
+}
+
+#[test]
+fn the_sop_instance_uid_depends_on_content_model_and_type_only() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(real_series())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let volume = volume::assemble(&files, 2, &Tolerances::default()).unwrap();
+    let text = format!(
+        "[node]\nae_title='A'\ndata_dir='/tmp'\n[dicom]\nlisten='127.0.0.1:0'\nallow_any_calling_ae=true\n[model]\npath={:?}\n",
+        test_model().display().to_string()
+    );
+    let config = Config::from_toml(&text, &Default::default())
+        .unwrap()
+        .model
+        .unwrap();
+    let mut c = cascade::open_cascades(&config, 1).unwrap().0.pop().unwrap();
+    let seg = c.run(&volume).unwrap();
+    let eq = seg::Equipment::segnode("SEGNODE");
+    let mut manifest = c.model.manifest.clone();
+    let a = seg::encode(&volume, &seg.labels, &manifest, SegType::Binary, &eq).unwrap();
+    let b = seg::encode(&volume, &seg.labels, &manifest, SegType::Binary, &eq).unwrap();
+    assert_eq!(
+        a.sop_instance_uid, b.sop_instance_uid,
+        "re-encoding is the same instance"
+    );
+    assert!(a.sop_instance_uid.starts_with("2.25.") && a.sop_instance_uid.len() <= 64);
+    let lm = seg::encode(&volume, &seg.labels, &manifest, SegType::Labelmap, &eq).unwrap();
+    assert_ne!(lm.sop_instance_uid, a.sop_instance_uid);
+    assert_eq!(lm.series_instance_uid, a.series_instance_uid);
+    manifest.version = "9.9.9".into();
+    let v = seg::encode(&volume, &seg.labels, &manifest, SegType::Binary, &eq).unwrap();
+    assert_ne!(v.sop_instance_uid, a.sop_instance_uid);
+
+    let empty = segnode::cascade::ops::Grid::filled(volume.shape, 0u8);
+    assert!(matches!(
+        seg::encode(&volume, &empty, &manifest, SegType::Binary, &eq),
+        Err(SegError::Empty)
+    ));
+}
