@@ -303,7 +303,7 @@ pub fn encode(
         })
         .collect();
     // Frames.
-    let (frame_list, pixel_data, bits): (Vec<(Option<u16>, usize)>, Vec<u8>, u16) = match seg_type {
+    let (frame_list, pixel_data, bits) = match seg_type {
         SegType::Binary => {
             let fr = frames::binary_frames(&labels.data, plane, &segments);
             let packed = frames::pack_binary(&labels.data, plane, &fr, &segments);
