@@ -310,7 +310,7 @@ pub fn encode(
             (
                 fr.iter()
                     .map(|f: &Frame| (Some(f.segment), f.slice))
-                    .collect(),
+                    .collect::<Vec<_>>(),
                 packed,
                 1,
             )
