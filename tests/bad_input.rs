@@ -187,14 +187,11 @@ async fn truncated_and_absurd_datasets_get_c000_and_earlier_data_stays() {
     assert!(offset < pixel_at);
 
     // The good series is intact and gets its job.
-    let jobs = wait_for(Duration::from_secs(10), || async {
-        let jobs = node.store.jobs(None, 10).await.unwrap();
-        (!jobs.is_empty()).then_some(jobs)
-    })
-    .await
-    .unwrap();
+    let jobs = settled_jobs(&node.store, 1).await;
     assert_eq!(jobs[0].instance_count, 12);
-    assert_eq!(files_under(&node.spool().join("objects")).len(), 12);
+    assert_eq!(jobs[0].state, "succeeded");
+    let segs = usize::from(jobs[0].seg_sop_instance_uid.is_some());
+    assert_eq!(files_under(&node.spool().join("objects")).len(), 12 + segs);
     no_file_outside_spool(&node);
     node.stop().await;
 }
@@ -300,7 +297,8 @@ async fn broken_pdus_and_silent_peers_are_dropped_and_the_node_keeps_serving() {
     assert_still_serving(&node).await;
     let (ok, out) = storescu(&node.port(), &[&real_series()]).await;
     assert!(ok, "{out}");
-    assert_eq!(files_under(&node.spool().join("objects")).len(), 20);
+    let counts = node.store.instance_counts().await.unwrap();
+    assert_eq!(counts[0].instances, 20);
     no_file_outside_spool(&node);
     node.stop().await;
 }

@@ -30,9 +30,14 @@ async fn storescu_real_series_is_spooled_and_queued() {
     let counts = node.store.instance_counts().await.unwrap();
     assert_eq!(counts.len(), 1);
     assert_eq!(counts[0].instances, 20);
-    // 20 objects in the spool, none named after a UID.
+    // 20 instances and the job's SEG in the spool, none named after a UID.
     let files = files_under(&node.spool().join("objects"));
-    assert_eq!(files.len(), 20);
+    assert_eq!(files.len(), 21);
+    let seg_uid = jobs[0]
+        .seg_sop_instance_uid
+        .as_deref()
+        .expect("the job wrote a SEG");
+    assert_eq!(summary["seg"]["sop_instance_uid"], seg_uid);
     for f in &files {
         let name = f.file_name().unwrap().to_string_lossy().to_string();
         assert!(!name.contains("1.2.826"), "{name} is built from a UID");
@@ -192,7 +197,12 @@ async fn eight_concurrent_storescu_associations_all_land() {
             .all(|j| j.state == "succeeded" && j.instance_count == 12),
         "{jobs:#?}"
     );
-    assert_eq!(files_under(&node.spool().join("objects")).len(), 96);
+    let objects = files_under(&node.spool().join("objects")).len();
+    let segs = jobs
+        .iter()
+        .filter(|j| j.seg_sop_instance_uid.is_some())
+        .count();
+    assert_eq!(objects, 96 + segs);
     node.stop().await;
 }
 
@@ -209,7 +219,7 @@ async fn resent_series_unchanged_makes_no_job_changed_supersedes() {
     // Identical re-send: series becomes active again, settles, no new job.
     let (ok, out) = storescu(&node.port(), &[dir.path()]).await;
     assert!(ok, "{out}");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     assert_eq!(node.store.jobs(None, 100).await.unwrap().len(), 1);
 
     // One slice with different pixels: replaced, a new job supersedes the old one.
@@ -232,8 +242,12 @@ async fn resent_series_unchanged_makes_no_job_changed_supersedes() {
     assert_eq!(jobs[0].series_revision, jobs[1].series_revision + 1);
     assert_eq!(jobs[1].state, "superseded");
     assert_eq!(jobs[1].superseded_by, Some(jobs[0].id));
-    // The replaced copy's old file is gone: still one file per instance.
-    assert_eq!(files_under(&node.spool().join("objects")).len(), 12);
+    // The replaced copy's old file is gone: one file per instance, plus the SEGs.
+    let segs = jobs
+        .iter()
+        .filter(|j| j.seg_sop_instance_uid.is_some())
+        .count();
+    assert_eq!(files_under(&node.spool().join("objects")).len(), 12 + segs);
     node.stop().await;
 }
 

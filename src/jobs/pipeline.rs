@@ -15,6 +15,7 @@ use tracing::Instrument;
 use crate::cascade::Cascade;
 use crate::config::Config;
 use crate::jobs::JobState;
+use crate::seg::{self, SegType};
 use crate::spool::Spool;
 use crate::store::{ClaimedJob, JobOutcome, Store};
 use crate::volume::{self, Tolerances};
@@ -70,7 +71,7 @@ impl Pipeline {
         let started = Instant::now();
         let mut summary = serde_json::json!({ "timings_ms": {} });
         let outcome = match self.process(job, cascade, &mut summary).await {
-            Ok(()) => {
+            Ok(seg) => {
                 tracing::info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "job succeeded"
@@ -81,6 +82,7 @@ impl Pipeline {
                     reason: empty.then(|| "no structures found".to_string()),
                     error_code: None,
                     summary,
+                    seg,
                 }
             }
             Err(e) => {
@@ -91,6 +93,7 @@ impl Pipeline {
                     reason: Some(format!("{}: {}", e.stage, e.message)),
                     error_code: Some(e.code),
                     summary,
+                    seg: None,
                 }
             }
         };
@@ -104,7 +107,7 @@ impl Pipeline {
         job: &ClaimedJob,
         cascade: &mut Option<Cascade>,
         summary: &mut serde_json::Value,
-    ) -> Result<(), StageError> {
+    ) -> Result<Option<(String, String)>, StageError> {
         let internal = |stage| {
             move |e: String| StageError {
                 stage,
@@ -141,12 +144,12 @@ impl Pipeline {
             "hu": { "min": min, "max": max, "mean": mean },
         });
         let Some(mut model) = cascade.take() else {
-            return Ok(());
+            return Ok(None);
         };
         let t = Instant::now();
-        let (model, segmented) = tokio::task::spawn_blocking(move || {
+        let (model, volume, segmented) = tokio::task::spawn_blocking(move || {
             let result = model.run(&volume);
-            (model, result)
+            (model, volume, result)
         })
         .await
         .map_err(|e| internal("cascade")(e.to_string()))?;
@@ -158,6 +161,52 @@ impl Pipeline {
             message: e.to_string(),
         })?;
         summary["cascade"] = serde_json::to_value(&segmentation.summary).unwrap_or_default();
-        Ok(())
+        if segmentation.summary.empty {
+            return Ok(None);
+        }
+
+        // The SEG, written to the spool for delivery.
+        let t = Instant::now();
+        let manifest = cascade
+            .as_ref()
+            .map(|c| c.model.manifest.clone())
+            .expect("cascade returned");
+        let equipment = seg::Equipment::segnode(self.config.ae_title.as_str());
+        let spool = self.spool.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let encoded = seg::encode(
+                &volume,
+                &segmentation.labels,
+                &manifest,
+                SegType::Binary,
+                &equipment,
+            )
+            .map_err(|e| ("seg", "encode_failed", e.to_string()))?;
+            let name = spool.write(&encoded.file).map_err(|e| {
+                (
+                    "seg",
+                    "internal",
+                    format!("cannot write the SEG to the spool: {e}"),
+                )
+            })?;
+            Ok::<_, (&str, &str, String)>((encoded, name))
+        })
+        .await
+        .map_err(|e| internal("seg")(e.to_string()))?;
+        let (encoded, name) = written.map_err(|(stage, code, message)| StageError {
+            stage,
+            code: code.to_string(),
+            message,
+        })?;
+        summary["timings_ms"]["seg"] = (t.elapsed().as_millis() as u64).into();
+        summary["seg"] = serde_json::json!({
+            "sop_instance_uid": encoded.sop_instance_uid,
+            "series_instance_uid": encoded.series_instance_uid,
+            "sop_class_uid": encoded.sop_class_uid,
+            "frames": encoded.frames,
+            "bytes": encoded.file.len(),
+        });
+        tracing::info!(seg_sop_instance_uid = %encoded.sop_instance_uid, frames = encoded.frames, "SEG written");
+        Ok(Some((encoded.sop_instance_uid, name)))
     }
 }

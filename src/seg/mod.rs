@@ -312,7 +312,7 @@ pub fn encode(
                     .map(|f: &Frame| (Some(f.segment), f.slice))
                     .collect::<Vec<_>>(),
                 packed,
-                1,
+                1u16,
             )
         }
         SegType::Labelmap => {
@@ -329,7 +329,7 @@ pub fn encode(
                         .map(|v| number[usize::from(*v)]),
                 );
             }
-            (slices.into_iter().map(|z| (None, z)).collect(), data, 8)
+            (slices.into_iter().map(|z| (None, z)).collect(), data, 8u16)
         }
     };
 

@@ -130,6 +130,7 @@ pub struct JobRow {
     pub error_code: Option<String>,
     /// JSON object with per-stage timings and results.
     pub summary: Option<String>,
+    pub seg_sop_instance_uid: Option<String>,
 }
 
 /// A job a worker has claimed.
@@ -151,6 +152,8 @@ pub struct JobOutcome {
     pub reason: Option<String>,
     pub error_code: Option<String>,
     pub summary: serde_json::Value,
+    /// The SEG written to the spool: (SOP Instance UID, spool file name).
+    pub seg: Option<(String, String)>,
 }
 
 /// One audit record to append.
@@ -377,7 +380,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT j.id, j.state, j.reason, s.series_uid, s.study_uid, s.modality, s.series_description,
                     s.calling_ae, j.series_revision, j.instance_count, j.superseded_by, j.created_ms, j.updated_ms,
-                    j.started_ms, j.finished_ms, j.error_code, j.summary
+                    j.started_ms, j.finished_ms, j.error_code, j.summary, j.seg_sop_instance_uid
              FROM jobs j JOIN series s ON s.id = j.series_id
              WHERE (?1 IS NULL OR j.state = ?1)
              ORDER BY j.id DESC LIMIT ?2",
@@ -436,13 +439,16 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE jobs SET state = ?, reason = ?, error_code = ?, summary = ?, finished_ms = ?, updated_ms = ?
+            "UPDATE jobs SET state = ?, reason = ?, error_code = ?, summary = ?, seg_sop_instance_uid = ?,
+                 seg_file = ?, finished_ms = ?, updated_ms = ?
              WHERE id = ? AND state = 'running'",
         )
         .bind(next.as_str())
         .bind(&outcome.reason)
         .bind(&outcome.error_code)
         .bind(outcome.summary.to_string())
+        .bind(outcome.seg.as_ref().map(|s| s.0.as_str()))
+        .bind(outcome.seg.as_ref().map(|s| s.1.as_str()))
         .bind(now)
         .bind(now)
         .bind(job.id)
@@ -512,7 +518,9 @@ impl Store {
 
     /// Every spool file name the database references.
     pub async fn referenced_files(&self) -> Result<HashSet<String>, StoreError> {
-        let names: Vec<String> = sqlx::query_scalar("SELECT file_name FROM instances")
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT file_name FROM instances UNION SELECT seg_file FROM jobs WHERE seg_file IS NOT NULL",
+        )
             .fetch_all(&self.pool)
             .await?;
         Ok(names.into_iter().collect())

@@ -68,7 +68,7 @@ ae_title = "ECHOSCU"
 [[dicom.allowed_peers]]
 ae_title = "TESTSCU"
 [series]
-stable_seconds = 1
+stable_seconds = 2
 [eligibility]
 min_slices = 10
 [model]
