@@ -39,6 +39,9 @@ def main() -> None:
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
         ds.Modality = "CT"
         ds.PatientID, ds.PatientName, ds.AccessionNumber = "BENCH-0001", "Bench^Phantom", "BENCH1"
+        ds.PatientBirthDate, ds.PatientSex, ds.ReferringPhysicianName = "19700101", "O", ""
+        ds.StudyDate, ds.StudyTime, ds.StudyID = "20261126", "120000", "1"
+        ds.SeriesNumber, ds.Manufacturer = 1, "segnode-bench"
         ds.SeriesDescription = "Benchmark phantom"
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.InstanceNumber = i + 1

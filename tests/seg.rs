@@ -162,23 +162,41 @@ fn the_sop_instance_uid_depends_on_content_model_and_type_only() {
     let seg = c.run(&volume).unwrap();
     let eq = seg::Equipment::segnode("SEGNODE");
     let mut manifest = c.model.manifest.clone();
-    let a = seg::encode(&volume, &seg.labels, &manifest, SegType::Binary, &eq).unwrap();
-    let b = seg::encode(&volume, &seg.labels, &manifest, SegType::Binary, &eq).unwrap();
+    let a = seg::encode(&volume, &seg.labels, &manifest, SegType::Binary, &eq, "key").unwrap();
+    let b = seg::encode(&volume, &seg.labels, &manifest, SegType::Binary, &eq, "key").unwrap();
     assert_eq!(
         a.sop_instance_uid, b.sop_instance_uid,
         "re-encoding is the same instance"
     );
     assert!(a.sop_instance_uid.starts_with("2.25.") && a.sop_instance_uid.len() <= 64);
-    let lm = seg::encode(&volume, &seg.labels, &manifest, SegType::Labelmap, &eq).unwrap();
+    let lm = seg::encode(
+        &volume,
+        &seg.labels,
+        &manifest,
+        SegType::Labelmap,
+        &eq,
+        "key",
+    )
+    .unwrap();
     assert_ne!(lm.sop_instance_uid, a.sop_instance_uid);
     assert_eq!(lm.series_instance_uid, a.series_instance_uid);
     manifest.version = "9.9.9".into();
-    let v = seg::encode(&volume, &seg.labels, &manifest, SegType::Binary, &eq).unwrap();
+    let v = seg::encode(&volume, &seg.labels, &manifest, SegType::Binary, &eq, "key").unwrap();
     assert_ne!(v.sop_instance_uid, a.sop_instance_uid);
+    let other = seg::encode(
+        &volume,
+        &seg.labels,
+        &manifest,
+        SegType::Binary,
+        &eq,
+        "changed content",
+    )
+    .unwrap();
+    assert_ne!(other.sop_instance_uid, v.sop_instance_uid);
 
     let empty = segnode::cascade::ops::Grid::filled(volume.shape, 0u8);
     assert!(matches!(
-        seg::encode(&volume, &empty, &manifest, SegType::Binary, &eq),
+        seg::encode(&volume, &empty, &manifest, SegType::Binary, &eq, "key"),
         Err(SegError::Empty)
     ));
 }

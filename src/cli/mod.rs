@@ -479,6 +479,16 @@ fn model_config(
     }
 }
 
+/// The identity of a series' content offline: a hash of its files' bytes, in name order.
+fn files_key(files: &[PathBuf]) -> anyhow::Result<String> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for f in files {
+        h.update(std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
 /// The SEG types on the command line.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum SegTypeArg {
@@ -541,6 +551,7 @@ fn run_offline(
             &cascade.model.manifest,
             seg_type,
             &seg::Equipment::segnode("SEGNODE"),
+            &files_key(files)?,
         ) {
             Ok(encoded) => {
                 std::fs::write(dir.join("seg.dcm"), &encoded.file)?;

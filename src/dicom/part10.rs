@@ -26,6 +26,26 @@ pub fn encode(
     source_ae: &str,
     dataset: &[u8],
 ) -> Result<Vec<u8>, Part10Error> {
+    let mut out = header(
+        sop_class,
+        sop_instance,
+        transfer_syntax,
+        source_ae,
+        dataset.len(),
+    )?;
+    out.extend_from_slice(dataset);
+    Ok(out)
+}
+
+/// The preamble, `DICM` and the meta group, in a buffer with room for `dataset_len`
+/// more bytes: the caller writes the data set right after it.
+pub fn header(
+    sop_class: &str,
+    sop_instance: &str,
+    transfer_syntax: &str,
+    source_ae: &str,
+    dataset_len: usize,
+) -> Result<Vec<u8>, Part10Error> {
     let meta = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(sop_class)
         .media_storage_sop_instance_uid(sop_instance)
@@ -35,12 +55,11 @@ pub fn encode(
         .source_application_entity_title(source_ae)
         .build()
         .map_err(|e| Part10Error::Build(Box::new(e)))?;
-    let mut out = Vec::with_capacity(dataset.len() + 512);
+    let mut out = Vec::with_capacity(dataset_len + 512);
     out.extend_from_slice(&[0u8; 128]);
     out.extend_from_slice(b"DICM");
     meta.write(&mut out)
         .map_err(|e| Part10Error::Write(Box::new(e)))?;
-    out.extend_from_slice(dataset);
     Ok(out)
 }
 

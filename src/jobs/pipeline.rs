@@ -172,6 +172,15 @@ impl Pipeline {
             .map(|c| c.model.manifest.clone())
             .expect("cascade returned");
         let equipment = seg::Equipment::segnode(self.config.ae_title.as_str());
+        let source_key = self
+            .store
+            .series_checksums(job.series_id)
+            .await
+            .map_err(|e| internal("seg")(e.to_string()))?
+            .iter()
+            .map(|(uid, sha)| format!("{uid}={sha}"))
+            .collect::<Vec<_>>()
+            .join(";");
         let spool = self.spool.clone();
         let written = tokio::task::spawn_blocking(move || {
             let encoded = seg::encode(
@@ -180,6 +189,7 @@ impl Pipeline {
                 &manifest,
                 SegType::Binary,
                 &equipment,
+                &source_key,
             )
             .map_err(|e| ("seg", "encode_failed", e.to_string()))?;
             let name = spool.write(&encoded.file).map_err(|e| {

@@ -2,6 +2,8 @@
 //! BINARY frames are bit-packed (PS3.5 §8.1.1: pixels in order, the first in the least
 //! significant bit, frames concatenated without padding).
 
+use rayon::prelude::*;
+
 /// One BINARY frame: a segment on a slice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame {
@@ -16,12 +18,21 @@ pub struct Frame {
 /// value of segment number `i + 1`.
 pub fn binary_frames(labels: &[u8], plane: usize, segments: &[u8]) -> Vec<Frame> {
     let slices = labels.len() / plane;
-    let mut present = vec![[false; 256]; slices];
-    for (z, slice) in labels.chunks(plane).enumerate() {
-        for v in slice {
-            present[z][usize::from(*v)] = true;
-        }
-    }
+    let present: Vec<[bool; 256]> = labels
+        .par_chunks(plane)
+        .map(|slice| {
+            let mut seen = [false; 256];
+            // Label maps are mostly background: skip eight zero voxels at a time.
+            for chunk in slice.chunks(8) {
+                if chunk.len() == 8 && u64::from_le_bytes(chunk.try_into().expect("8 bytes")) == 0 {
+                    seen[0] = true;
+                    continue;
+                }
+                chunk.iter().for_each(|v| seen[usize::from(*v)] = true);
+            }
+            seen
+        })
+        .collect();
     segments
         .iter()
         .enumerate()
@@ -51,30 +62,51 @@ pub fn labelmap_slices(labels: &[u8], plane: usize) -> Vec<usize> {
 pub fn pack_binary(labels: &[u8], plane: usize, frames: &[Frame], segments: &[u8]) -> Vec<u8> {
     let bits = frames.len() * plane;
     let mut out = vec![0u8; bits.div_ceil(8)];
+    let mask = |f: &Frame| {
+        let value = segments[usize::from(f.segment - 1)];
+        (value, &labels[f.slice * plane..(f.slice + 1) * plane])
+    };
+    if plane % 8 == 0 {
+        // Every frame starts on a byte: pack frames in parallel, eight voxels a byte.
+        out.par_chunks_mut(plane / 8)
+            .zip(frames)
+            .for_each(|(bytes, f)| {
+                let (value, slice) = mask(f);
+                for (byte, chunk) in bytes.iter_mut().zip(slice.chunks_exact(8)) {
+                    let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+                    // Segment values are never 0: background words pack to 0 at once.
+                    *byte = if word == 0 {
+                        0
+                    } else {
+                        equal_bytes_mask(word, value)
+                    };
+                }
+            });
+        return out;
+    }
     let mut bit = 0usize;
     for f in frames {
-        let value = segments[usize::from(f.segment - 1)];
-        let slice = &labels[f.slice * plane..(f.slice + 1) * plane];
-        if bit % 8 == 0 {
-            // Byte-aligned frame: pack eight voxels at a time.
-            let start = bit / 8;
-            for (byte, chunk) in out[start..].iter_mut().zip(slice.chunks(8)) {
-                *byte = chunk
-                    .iter()
-                    .enumerate()
-                    .fold(0u8, |b, (i, v)| b | (u8::from(*v == value) << i));
-            }
-        } else {
-            for (i, v) in slice.iter().enumerate() {
-                if *v == value {
-                    let k = bit + i;
-                    out[k / 8] |= 1 << (k % 8);
-                }
+        let (value, slice) = mask(f);
+        for (i, v) in slice.iter().enumerate() {
+            if *v == value {
+                let k = bit + i;
+                out[k / 8] |= 1 << (k % 8);
             }
         }
         bit += plane;
     }
     out
+}
+
+/// Bit i set where byte i of `word` (little-endian) equals `value`: SWAR zero-byte
+/// detection on `word ^ value...`, then the eight flags gathered by one multiply.
+fn equal_bytes_mask(word: u64, value: u8) -> u8 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let x = word ^ (u64::from(value) * 0x0101_0101_0101_0101);
+    let nonzero = ((x & LOW7) + LOW7) | x;
+    let zero = !nonzero & HIGH;
+    ((zero >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8
 }
 
 /// Unpacks `count` bits (the inverse of [`pack_binary`]'s layout).
@@ -165,10 +197,25 @@ mod tests {
     }
 
     #[test]
+    fn byte_equality_masks() {
+        for value in [0u8, 1, 7, 255] {
+            for word in [0u64, u64::MAX, 0x0107_0001_ff00_0701, 0x8000_0000_0000_0080] {
+                let expected = (0..8).fold(0u8, |m, i| {
+                    m | (u8::from(word.to_le_bytes()[i] == value) << i)
+                });
+                assert_eq!(equal_bytes_mask(word, value), expected, "{word:x} {value}");
+            }
+        }
+    }
+
+    #[test]
     fn colours_map_to_cielab() {
         // White and black: L* 100 and 0, a* = b* = 0 (scaled 32896), within rounding.
         let near = |a: [u16; 3], b: [u16; 3]| a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 2);
-        assert!(near(srgb_to_dicom_lab([255, 255, 255]), [65535, 32896, 32896]));
+        assert!(near(
+            srgb_to_dicom_lab([255, 255, 255]),
+            [65535, 32896, 32896]
+        ));
         assert!(near(srgb_to_dicom_lab([0, 0, 0]), [0, 32896, 32896]));
         let red = srgb_to_dicom_lab([255, 0, 0]);
         assert!(red[1] > 50000, "{red:?}");

@@ -6,9 +6,9 @@
 //! references to each source instance, the dimension organisation and the referenced
 //! series. Sparse: frames without segment voxels are omitted. Pure: no I/O.
 //!
-//! The SOP Instance UID is derived from the source content (its instance UIDs and
-//! voxels), the model name and version and the SEG type, so that encoding the same
-//! result again gives the same instance, not a duplicate.
+//! The SOP Instance UID is derived from the source content (a key the caller gives:
+//! the source instances' checksums), the model name and version and the SEG type, so
+//! that encoding the same result again gives the same instance, not a duplicate.
 
 pub mod frames;
 
@@ -109,24 +109,6 @@ fn uid_from(hasher: Sha256) -> String {
     format!("2.25.{value}")
 }
 
-/// Source content identity: instance UIDs and voxels.
-fn content_hash(volume: &Volume, model: &Manifest) -> Sha256 {
-    let mut h = Sha256::new();
-    for s in &volume.slices {
-        h.update(s.sop_instance_uid.as_bytes());
-        h.update(s.frame.unwrap_or(0).to_le_bytes());
-        h.update([0]);
-    }
-    for chunk in volume.data.chunks(65_536) {
-        let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
-        h.update(&bytes);
-    }
-    h.update(model.name.as_bytes());
-    h.update([0]);
-    h.update(model.version.as_bytes());
-    h
-}
-
 /// Formats a DS value in at most 16 characters.
 fn ds(v: f64) -> String {
     let plain = format!("{v}");
@@ -190,13 +172,15 @@ fn now_da_tm() -> (String, String) {
     )
 }
 
-/// Encodes the label map of `volume` as a SEG of `seg_type`.
+/// Encodes the label map of `volume` as a SEG of `seg_type`. `source_key` identifies
+/// the source series' content (for example a hash of its instances' checksums).
 pub fn encode(
     volume: &Volume,
     labels: &Grid<u8>,
     model: &Manifest,
     seg_type: SegType,
     equipment: &Equipment,
+    source_key: &str,
 ) -> Result<EncodedSeg, SegError> {
     if labels.shape != volume.shape {
         return Err(SegError::ShapeMismatch {
@@ -235,7 +219,14 @@ pub fn encode(
     }
     let segments: Vec<u8> = defs.iter().map(|l| l.value).collect();
 
-    let hash = content_hash(volume, model);
+    let hash = {
+        let mut h = Sha256::new();
+        for part in [source_key, &model.name, &model.version] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h
+    };
     let seg_series_uid = {
         let mut h = hash.clone();
         h.update(b"series");
@@ -688,23 +679,23 @@ pub fn encode(
     put(seq(tags::SEGMENT_SEQUENCE, segment_items));
     put(seq(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, vec![shared]));
     put(seq(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, per_frame));
+    let pixel_bytes = pixel_data.len();
     put(el(
         tags::PIXEL_DATA,
         VR::OB,
         PrimitiveValue::U8(pixel_data.into()),
     ));
 
-    let mut dataset = Vec::new();
-    o.write_dataset_with_ts(&mut dataset, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
-        .map_err(|e| SegError::Encode(e.to_string()))?;
-    let file = part10::encode(
+    let mut file = part10::header(
         seg_type.sop_class(),
         &sop_instance_uid,
         crate::dicom::uid::ts::EXPLICIT_VR_LE,
         &equipment.ae_title,
-        &dataset,
+        pixel_bytes + 64 * 1024 + frame_list.len() * 1024,
     )
     .map_err(|e| SegError::Encode(e.to_string()))?;
+    o.write_dataset_with_ts(&mut file, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
+        .map_err(|e| SegError::Encode(e.to_string()))?;
     Ok(EncodedSeg {
         file,
         sop_class_uid: seg_type.sop_class(),

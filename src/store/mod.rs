@@ -419,6 +419,20 @@ impl Store {
         Ok(Some(job))
     }
 
+    /// (SOP Instance UID, SHA-256) of a series' instances, in UID order: the identity
+    /// of its content.
+    pub async fn series_checksums(
+        &self,
+        series_id: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT sop_instance_uid, sha256 FROM instances WHERE series_id = ? ORDER BY sop_instance_uid",
+        )
+        .bind(series_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The spool file names of a series' instances.
     pub async fn series_files(&self, series_id: i64) -> Result<Vec<String>, StoreError> {
         Ok(
