@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cascade::runtime::Provider;
 use crate::dicom::AeTitle;
+use crate::seg::SegType;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -58,6 +59,45 @@ struct RawConfig {
     #[serde(default)]
     jobs: RawJobs,
     model: Option<RawModel>,
+    #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
+    destinations: Vec<RawDestination>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    #[serde(default = "defaults::max_attempts")]
+    max_attempts: u32,
+    #[serde(default = "defaults::initial_backoff_seconds")]
+    initial_backoff_seconds: f64,
+    #[serde(default = "defaults::max_backoff_seconds")]
+    max_backoff_seconds: f64,
+}
+
+impl Default for RawDelivery {
+    fn default() -> Self {
+        toml::from_str("").expect("delivery defaults parse")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDestination {
+    name: String,
+    ae_title: AeTitle,
+    host: String,
+    port: u16,
+    calling_ae: Option<AeTitle>,
+    #[serde(default)]
+    seg_type: SegType,
+    #[serde(default)]
+    route_from: Vec<AeTitle>,
+    #[serde(default)]
+    fan_out: bool,
+    #[serde(default = "defaults::destination_timeout_seconds")]
+    timeout_seconds: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +235,18 @@ mod defaults {
     pub fn provider() -> super::Provider {
         super::Provider::Cpu
     }
+    pub fn max_attempts() -> u32 {
+        8
+    }
+    pub fn initial_backoff_seconds() -> f64 {
+        5.0
+    }
+    pub fn max_backoff_seconds() -> f64 {
+        600.0
+    }
+    pub fn destination_timeout_seconds() -> f64 {
+        30.0
+    }
     pub fn workers() -> usize {
         1
     }
@@ -232,6 +284,46 @@ pub struct Config {
     pub workers: usize,
     /// The segmentation model; without one, jobs assemble and check the volume only.
     pub model: Option<ModelConfig>,
+    pub delivery: DeliveryConfig,
+    pub destinations: Vec<Destination>,
+}
+
+/// Retry policy of the outbox.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryConfig {
+    pub max_attempts: u32,
+    #[serde(serialize_with = "secs")]
+    pub initial_backoff: Duration,
+    #[serde(serialize_with = "secs")]
+    pub max_backoff: Duration,
+}
+
+/// Where results go.
+#[derive(Debug, Clone, Serialize)]
+pub struct Destination {
+    pub name: String,
+    pub ae_title: AeTitle,
+    pub host: String,
+    pub port: u16,
+    /// The AE title the node calls from.
+    pub calling_ae: AeTitle,
+    pub seg_type: SegType,
+    /// Results of series sent by these calling AE titles go here.
+    pub route_from: Vec<AeTitle>,
+    /// Every result goes here.
+    pub fan_out: bool,
+    #[serde(serialize_with = "secs")]
+    pub timeout: Duration,
+}
+
+impl Config {
+    /// The destinations of a result whose series came from `calling_ae`.
+    pub fn route(&self, calling_ae: &str) -> Vec<&Destination> {
+        self.destinations
+            .iter()
+            .filter(|d| d.fan_out || d.route_from.iter().any(|a| a.as_str() == calling_ae))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -379,8 +471,9 @@ impl Config {
             .node
             .database
             .unwrap_or_else(|| raw.node.data_dir.join("segnode.db"));
+        let ae_title = raw.node.ae_title;
         Ok(Config {
-            ae_title: raw.node.ae_title,
+            ae_title: ae_title.clone(),
             data_dir: raw.node.data_dir,
             database,
             dicom: DicomConfig {
@@ -424,6 +517,41 @@ impl Config {
                 )?,
             },
             workers: raw.jobs.workers,
+            delivery: DeliveryConfig {
+                max_attempts: raw.delivery.max_attempts.max(1),
+                initial_backoff: seconds(
+                    "delivery.initial_backoff_seconds",
+                    raw.delivery.initial_backoff_seconds,
+                )?,
+                max_backoff: seconds(
+                    "delivery.max_backoff_seconds",
+                    raw.delivery.max_backoff_seconds,
+                )?,
+            },
+            destinations: {
+                let mut names = std::collections::HashSet::new();
+                let mut out = Vec::new();
+                for d in raw.destinations {
+                    if !names.insert(d.name.clone()) {
+                        return Err(invalid(
+                            "destinations",
+                            format!("name {:?} is used twice", d.name),
+                        ));
+                    }
+                    out.push(Destination {
+                        calling_ae: d.calling_ae.unwrap_or_else(|| ae_title.clone()),
+                        timeout: seconds("destinations.timeout_seconds", d.timeout_seconds)?,
+                        name: d.name,
+                        ae_title: d.ae_title,
+                        host: d.host,
+                        port: d.port,
+                        seg_type: d.seg_type,
+                        route_from: d.route_from,
+                        fan_out: d.fan_out,
+                    });
+                }
+                out
+            },
             model: match raw.model {
                 Some(m) if m.intra_threads == 0 => {
                     return Err(invalid("model.intra_threads", "must be at least 1"));

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cascade::{Cascade, ModelError, open_cascades};
 use crate::config::Config;
+use crate::deliver::outbox::{self, Outbox};
 use crate::jobs::pipeline::{self, Pipeline};
 use crate::receive::{self, Receiver};
 use crate::series;
@@ -136,7 +137,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         store: store.clone(),
         spool,
         wake: Arc::new(Notify::new()),
+        deliver: Arc::new(Notify::new()),
     });
+    let outbox = Arc::new(Outbox {
+        config: config.clone(),
+        store: store.clone(),
+        spool: pipeline.spool.clone(),
+        wake: pipeline.deliver.clone(),
+    });
+    tasks.spawn(outbox::run(outbox, shutdown.clone()));
     for (id, cascade) in cascades.into_iter().enumerate() {
         tasks.spawn(pipeline::worker(
             pipeline.clone(),

@@ -54,6 +54,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show one job: its state, reason, summary and deliveries (JSON).
+    Job {
+        /// Job id.
+        id: i64,
+    },
+    /// Retry a job: a failed job is queued again; its failed deliveries are re-sent.
+    Retry {
+        /// Job id.
+        id: i64,
+    },
     /// Verify a DICOM peer with C-ECHO.
     Echo {
         /// The peer, as AE@HOST:PORT.
@@ -117,6 +127,8 @@ pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<()> 
         Command::Check => check(&cli.config, &env).await,
         Command::Jobs { state, limit, json } => jobs(&cli.config, &env, state, limit, json).await,
         Command::Echo { peer, calling_ae } => echo(&peer, &calling_ae).await,
+        Command::Job { id } => show_job(&cli.config, &env, id).await,
+        Command::Retry { id } => retry(&cli.config, &env, id).await,
         Command::Send {
             paths,
             to,
@@ -268,6 +280,43 @@ async fn jobs(
             j.reason.unwrap_or_default()
         );
     }
+    Ok(())
+}
+
+async fn show_job(path: &Path, env: &BTreeMap<String, String>, id: i64) -> anyhow::Result<()> {
+    let config = load(path, env)?;
+    let store = Store::open(&config.database).await?;
+    let job = store.job(id).await?;
+    let deliveries = store.job_deliveries(id).await?;
+    store.close().await;
+    let Some(job) = job else { bail!("no job {id}") };
+    let summary: serde_json::Value = job
+        .summary
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(
+            &serde_json::json!({ "job": job, "summary": summary, "deliveries": deliveries })
+        )?
+    );
+    Ok(())
+}
+
+async fn retry(path: &Path, env: &BTreeMap<String, String>, id: i64) -> anyhow::Result<()> {
+    let config = load(path, env)?;
+    let store = Store::open(&config.database).await?;
+    let (job, deliveries) = store.retry_job(id).await?;
+    store.close().await;
+    println!(
+        "job {id}: {}; {deliveries} failed deliveries queued again (a running node picks them up within seconds)",
+        if job {
+            "queued again"
+        } else {
+            "not failed, left as it is"
+        }
+    );
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! The C-STORE / C-ECHO SCU (PS3.4 Annex A and B as requester): opens an association to
 //! a peer, proposes one presentation context per (SOP class, transfer syntax) pair it
 //! will send, and sends Part 10 files unchanged. `segnode echo` and `segnode send` use
-//! it directly; result delivery to the PACS builds on it.
+//! it directly; the outbox ([`outbox`]) delivers results with it.
+
+pub mod outbox;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -92,6 +94,12 @@ pub enum ScuError {
     },
     #[error("{path}: cannot read the file meta information")]
     BadMeta { path: String },
+    #[error("cannot read {path}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Timeouts of an SCU association.

@@ -25,15 +25,18 @@ pub enum JobState {
     Ignored,
     /// A newer revision of the same series replaced it.
     Superseded,
+    /// Its result reached every destination.
+    Delivered,
 }
 
-pub const ALL_STATES: [JobState; 6] = [
+pub const ALL_STATES: [JobState; 7] = [
     JobState::Queued,
     JobState::Running,
     JobState::Succeeded,
     JobState::Failed,
     JobState::Ignored,
     JobState::Superseded,
+    JobState::Delivered,
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -52,11 +55,14 @@ impl JobState {
             JobState::Failed => "failed",
             JobState::Ignored => "ignored",
             JobState::Superseded => "superseded",
+            JobState::Delivered => "delivered",
         }
     }
 
     /// Whether `self → to` is allowed. Running → queued is the resumption of a job
-    /// interrupted by a crash; failed → queued is an operator's retry.
+    /// interrupted by a crash; failed → queued is an operator's retry; succeeded →
+    /// delivered when the result reached every destination (and back when an operator
+    /// re-sends it).
     pub fn can_become(self, to: JobState) -> bool {
         use JobState::*;
         matches!(
@@ -64,7 +70,9 @@ impl JobState {
             (Queued, Running | Superseded)
                 | (Running, Succeeded | Failed | Queued)
                 | (Failed, Queued | Superseded)
-                | (Succeeded | Ignored, Superseded)
+                | (Succeeded, Superseded | Delivered)
+                | (Delivered, Superseded | Succeeded)
+                | (Ignored, Superseded)
         )
     }
 
@@ -119,6 +127,9 @@ mod tests {
             (Failed, Queued),
             (Failed, Superseded),
             (Succeeded, Superseded),
+            (Succeeded, Delivered),
+            (Delivered, Superseded),
+            (Delivered, Succeeded),
             (Ignored, Superseded),
         ];
         for from in ALL_STATES {

@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::cascade::Cascade;
-use crate::config::Config;
+use crate::config::{Config, Destination};
 use crate::jobs::JobState;
 use crate::seg::{self, SegType};
 use crate::spool::Spool;
-use crate::store::{ClaimedJob, JobOutcome, Store};
+use crate::store::{ClaimedJob, JobOutcome, NewDelivery, Store};
 use crate::volume::{self, Tolerances};
 
 /// How often idle workers look at the job table even without a wake-up (jobs queued
@@ -30,6 +30,8 @@ pub struct Pipeline {
     pub spool: Spool,
     /// Wakes idle workers when a job is queued.
     pub wake: Arc<Notify>,
+    /// Wakes the outbox when deliveries are queued.
+    pub deliver: Arc<Notify>,
 }
 
 /// Runs one worker until `shutdown`. The worker owns its cascade (its own ONNX Runtime
@@ -58,6 +60,12 @@ pub async fn worker(
     }
 }
 
+/// What a successful job produced: its SEG (UID, spool file) and the deliveries to make.
+struct Produced {
+    seg: (String, String),
+    deliveries: Vec<NewDelivery>,
+}
+
 /// A stage failure: which stage, a stable code, a message.
 struct StageError {
     stage: &'static str,
@@ -70,8 +78,13 @@ impl Pipeline {
         tracing::info!("job started");
         let started = Instant::now();
         let mut summary = serde_json::json!({ "timings_ms": {} });
+        let mut deliveries = Vec::new();
         let outcome = match self.process(job, cascade, &mut summary).await {
-            Ok(seg) => {
+            Ok(produced) => {
+                let seg = produced.map(|p| {
+                    deliveries = p.deliveries;
+                    p.seg
+                });
                 tracing::info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "job succeeded"
@@ -99,6 +112,13 @@ impl Pipeline {
         };
         if let Err(e) = self.store.finish_job(job, &outcome).await {
             tracing::error!(error = %e, "cannot record the job's outcome; it will be resumed after a restart");
+            return;
+        }
+        if !deliveries.is_empty() {
+            match self.store.create_deliveries(job.id, &deliveries).await {
+                Ok(()) => self.deliver.notify_one(),
+                Err(e) => tracing::error!(error = %e, "cannot queue the deliveries"),
+            }
         }
     }
 
@@ -107,7 +127,7 @@ impl Pipeline {
         job: &ClaimedJob,
         cascade: &mut Option<Cascade>,
         summary: &mut serde_json::Value,
-    ) -> Result<Option<(String, String)>, StageError> {
+    ) -> Result<Option<Produced>, StageError> {
         let internal = |stage| {
             move |e: String| StageError {
                 stage,
@@ -182,41 +202,84 @@ impl Pipeline {
             .collect::<Vec<_>>()
             .join(";");
         let spool = self.spool.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let encoded = seg::encode(
-                &volume,
-                &segmentation.labels,
-                &manifest,
-                SegType::Binary,
-                &equipment,
-                &source_key,
+        // BINARY always (what the job records); LABELMAP too when a destination wants it.
+        let destinations: Vec<Destination> = self
+            .config
+            .route(&job.calling_ae)
+            .into_iter()
+            .cloned()
+            .collect();
+        let types: Vec<SegType> = std::iter::once(SegType::Binary)
+            .chain(
+                destinations
+                    .iter()
+                    .any(|d| d.seg_type == SegType::Labelmap)
+                    .then_some(SegType::Labelmap),
             )
-            .map_err(|e| ("seg", "encode_failed", e.to_string()))?;
-            let name = spool.write(&encoded.file).map_err(|e| {
-                (
-                    "seg",
-                    "internal",
-                    format!("cannot write the SEG to the spool: {e}"),
-                )
-            })?;
-            Ok::<_, (&str, &str, String)>((encoded, name))
+            .collect();
+        let written = tokio::task::spawn_blocking(move || {
+            types
+                .into_iter()
+                .map(|seg_type| {
+                    let encoded = seg::encode(
+                        &volume,
+                        &segmentation.labels,
+                        &manifest,
+                        seg_type,
+                        &equipment,
+                        &source_key,
+                    )
+                    .map_err(|e| ("seg", "encode_failed", e.to_string()))?;
+                    let name = spool.write(&encoded.file).map_err(|e| {
+                        (
+                            "seg",
+                            "internal",
+                            format!("cannot write the SEG to the spool: {e}"),
+                        )
+                    })?;
+                    Ok::<_, (&str, &str, String)>((seg_type, encoded, name))
+                })
+                .collect::<Result<Vec<_>, _>>()
         })
         .await
-        .map_err(|e| internal("seg")(e.to_string()))?;
-        let (encoded, name) = written.map_err(|(stage, code, message)| StageError {
+        .map_err(|e| internal("seg")(e.to_string()))?
+        .map_err(|(stage, code, message)| StageError {
             stage,
             code: code.to_string(),
             message,
         })?;
         summary["timings_ms"]["seg"] = (t.elapsed().as_millis() as u64).into();
+        let (_, binary, binary_file) = &written[0];
         summary["seg"] = serde_json::json!({
-            "sop_instance_uid": encoded.sop_instance_uid,
-            "series_instance_uid": encoded.series_instance_uid,
-            "sop_class_uid": encoded.sop_class_uid,
-            "frames": encoded.frames,
-            "bytes": encoded.file.len(),
+            "sop_instance_uid": binary.sop_instance_uid,
+            "series_instance_uid": binary.series_instance_uid,
+            "sop_class_uid": binary.sop_class_uid,
+            "frames": binary.frames,
+            "bytes": binary.file.len(),
         });
-        tracing::info!(seg_sop_instance_uid = %encoded.sop_instance_uid, frames = encoded.frames, "SEG written");
-        Ok(Some((encoded.sop_instance_uid, name)))
+        tracing::info!(seg_sop_instance_uid = %binary.sop_instance_uid, frames = binary.frames, "SEG written");
+        let deliveries = destinations
+            .iter()
+            .map(|d| {
+                let (_, encoded, file) = written
+                    .iter()
+                    .find(|(t, _, _)| *t == d.seg_type)
+                    .expect("encoded above");
+                NewDelivery {
+                    destination: d.name.clone(),
+                    seg_type: match d.seg_type {
+                        SegType::Binary => "BINARY".into(),
+                        SegType::Labelmap => "LABELMAP".into(),
+                    },
+                    seg_sop_instance_uid: encoded.sop_instance_uid.clone(),
+                    seg_file: file.clone(),
+                    fallback_file: (d.seg_type == SegType::Labelmap).then(|| binary_file.clone()),
+                }
+            })
+            .collect();
+        Ok(Some(Produced {
+            seg: (binary.sop_instance_uid.clone(), binary_file.clone()),
+            deliveries,
+        }))
     }
 }

@@ -33,6 +33,8 @@ pub enum StoreError {
     Transition(#[from] IllegalTransition),
     #[error("the database writer has stopped")]
     WriterGone,
+    #[error("no job {0}")]
+    NoSuchJob(i64),
     #[error("group commit failed: {0}")]
     GroupCommit(String),
 }
@@ -371,10 +373,24 @@ impl Store {
         Ok(Some(job_id))
     }
 
+    /// One job.
+    pub async fn job(&self, id: i64) -> Result<Option<JobRow>, StoreError> {
+        Ok(self.select_jobs(None, Some(id), 1).await?.pop())
+    }
+
     /// Jobs, newest first, optionally only those in `state`.
     pub async fn jobs(
         &self,
         state: Option<JobState>,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        self.select_jobs(state, None, limit).await
+    }
+
+    async fn select_jobs(
+        &self,
+        state: Option<JobState>,
+        id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<JobRow>, StoreError> {
         Ok(sqlx::query_as(
@@ -382,11 +398,12 @@ impl Store {
                     s.calling_ae, j.series_revision, j.instance_count, j.superseded_by, j.created_ms, j.updated_ms,
                     j.started_ms, j.finished_ms, j.error_code, j.summary, j.seg_sop_instance_uid
              FROM jobs j JOIN series s ON s.id = j.series_id
-             WHERE (?1 IS NULL OR j.state = ?1)
+             WHERE (?1 IS NULL OR j.state = ?1) AND (?3 IS NULL OR j.id = ?3)
              ORDER BY j.id DESC LIMIT ?2",
         )
         .bind(state.map(JobState::as_str))
         .bind(limit)
+        .bind(id)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -533,10 +550,12 @@ impl Store {
     /// Every spool file name the database references.
     pub async fn referenced_files(&self) -> Result<HashSet<String>, StoreError> {
         let names: Vec<String> = sqlx::query_scalar(
-            "SELECT file_name FROM instances UNION SELECT seg_file FROM jobs WHERE seg_file IS NOT NULL",
+            "SELECT file_name FROM instances
+             UNION SELECT seg_file FROM jobs WHERE seg_file IS NOT NULL
+             UNION SELECT seg_file FROM deliveries",
         )
-            .fetch_all(&self.pool)
-            .await?;
+        .fetch_all(&self.pool)
+        .await?;
         Ok(names.into_iter().collect())
     }
 }
@@ -685,6 +704,258 @@ async fn record_in(
         .execute(&mut **tx)
         .await?;
     Ok(outcome)
+}
+
+/// A delivery to make.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub destination: String,
+    pub seg_type: String,
+    pub seg_sop_instance_uid: String,
+    pub seg_file: String,
+    pub fallback_file: Option<String>,
+}
+
+/// A delivery in the outbox.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub job_id: i64,
+    pub destination: String,
+    pub state: String,
+    pub seg_type: String,
+    pub seg_sop_instance_uid: String,
+    #[serde(skip)]
+    pub seg_file: String,
+    #[serde(skip)]
+    pub fallback_file: Option<String>,
+    pub attempts: i64,
+    pub next_attempt_ms: i64,
+    pub last_status: Option<String>,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub delivered_ms: Option<i64>,
+}
+
+/// What one delivery attempt came to.
+#[derive(Debug, Clone)]
+pub enum Attempt {
+    Delivered {
+        status: String,
+        note: Option<String>,
+    },
+    Retry {
+        error: String,
+        next_attempt_ms: i64,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+impl Store {
+    /// Queues deliveries of a job's result (once per destination).
+    pub async fn create_deliveries(
+        &self,
+        job_id: i64,
+        items: &[NewDelivery],
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for d in items {
+            sqlx::query(
+                "INSERT OR IGNORE INTO deliveries (job_id, destination, state, seg_type, seg_sop_instance_uid,
+                     seg_file, fallback_file, next_attempt_ms, created_ms, updated_ms)
+                 VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(job_id)
+            .bind(&d.destination)
+            .bind(&d.seg_type)
+            .bind(&d.seg_sop_instance_uid)
+            .bind(&d.seg_file)
+            .bind(&d.fallback_file)
+            .bind(now)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Pending deliveries whose next attempt is due.
+    pub async fn due_deliveries(&self, now: i64) -> Result<Vec<DeliveryRow>, StoreError> {
+        self.deliveries(None, Some(now)).await
+    }
+
+    pub async fn job_deliveries(&self, job_id: i64) -> Result<Vec<DeliveryRow>, StoreError> {
+        self.deliveries(Some(job_id), None).await
+    }
+
+    async fn deliveries(
+        &self,
+        job_id: Option<i64>,
+        due_by: Option<i64>,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, job_id, destination, state, seg_type, seg_sop_instance_uid, seg_file, fallback_file,
+                    attempts, next_attempt_ms, last_status, last_error, created_ms, updated_ms, delivered_ms
+             FROM deliveries
+             WHERE (?1 IS NULL OR job_id = ?1)
+               AND (?2 IS NULL OR (state = 'pending' AND next_attempt_ms <= ?2))
+             ORDER BY next_attempt_ms, id",
+        )
+        .bind(job_id)
+        .bind(due_by)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records an attempt; when every delivery of the job is delivered, the job becomes
+    /// `delivered`. Audited.
+    pub async fn record_attempt(
+        &self,
+        d: &DeliveryRow,
+        attempt: &Attempt,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let (state, status, error, next) = match attempt {
+            Attempt::Delivered { status, .. } => {
+                ("delivered", Some(status.clone()), None, d.next_attempt_ms)
+            }
+            Attempt::Retry {
+                error,
+                next_attempt_ms,
+            } => ("pending", None, Some(error.clone()), *next_attempt_ms),
+            Attempt::Failed { error } => ("failed", None, Some(error.clone()), d.next_attempt_ms),
+        };
+        sqlx::query(
+            "UPDATE deliveries SET state = ?, attempts = attempts + 1, next_attempt_ms = ?, last_status = COALESCE(?, last_status),
+                 last_error = ?, updated_ms = ?, delivered_ms = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_ms END
+             WHERE id = ?",
+        )
+        .bind(state)
+        .bind(next)
+        .bind(&status)
+        .bind(&error)
+        .bind(now)
+        .bind(state)
+        .bind(now)
+        .bind(d.id)
+        .execute(&mut *tx)
+        .await?;
+        let job: ClaimedJob = sqlx::query_as(
+            "SELECT j.id, j.series_id, s.series_uid, s.study_uid, s.patient_id, s.accession_number, s.calling_ae
+             FROM jobs j JOIN series s ON s.id = j.series_id WHERE j.id = ?",
+        )
+        .bind(d.job_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let note = match attempt {
+            Attempt::Delivered { note, .. } => note.clone(),
+            _ => None,
+        };
+        append_audit(
+            &mut tx,
+            &job_event(
+                "delivery_attempt",
+                &job,
+                serde_json::json!({
+                    "destination": d.destination,
+                    "attempt": d.attempts + 1,
+                    "outcome": state,
+                    "status": status,
+                    "error": error,
+                    "note": note,
+                    "seg_sop_instance_uid": d.seg_sop_instance_uid,
+                }),
+            ),
+        )
+        .await?;
+        if state == "delivered" {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM deliveries WHERE job_id = ? AND state <> 'delivered'",
+            )
+            .bind(d.job_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let current: String = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
+                .bind(d.job_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let current = parse_state(d.job_id, &current)?;
+            if open == 0 && current.can_become(JobState::Delivered) {
+                sqlx::query("UPDATE jobs SET state = 'delivered', updated_ms = ? WHERE id = ?")
+                    .bind(now)
+                    .bind(d.job_id)
+                    .execute(&mut *tx)
+                    .await?;
+                append_audit(
+                    &mut tx,
+                    &job_event("job_delivered", &job, serde_json::Value::Null),
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// An operator's retry: a failed job is queued again; its failed deliveries are
+    /// pending again with fresh attempts. Returns (job re-queued, deliveries re-queued).
+    pub async fn retry_job(&self, job_id: i64) -> Result<(bool, u64), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let job: Option<ClaimedJob> = sqlx::query_as(
+            "SELECT j.id, j.series_id, s.series_uid, s.study_uid, s.patient_id, s.accession_number, s.calling_ae
+             FROM jobs j JOIN series s ON s.id = j.series_id WHERE j.id = ?",
+        )
+        .bind(job_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(job) = job else {
+            return Err(StoreError::NoSuchJob(job_id));
+        };
+        let state: String = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
+            .bind(job_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let state = parse_state(job_id, &state)?;
+        let requeue = state == JobState::Failed;
+        if requeue {
+            let next = state.transition(JobState::Queued)?;
+            sqlx::query("UPDATE jobs SET state = ?, reason = NULL, error_code = NULL, updated_ms = ? WHERE id = ?")
+                .bind(next.as_str())
+                .bind(now)
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let deliveries = sqlx::query(
+            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_ms = ?, updated_ms = ?
+             WHERE job_id = ? AND state = 'failed'",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        append_audit(
+            &mut tx,
+            &job_event(
+                "operator_retry",
+                &job,
+                serde_json::json!({ "job_requeued": requeue, "deliveries_requeued": deliveries }),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((requeue, deliveries))
+    }
 }
 
 fn parse_state(job_id: i64, state: &str) -> Result<JobState, StoreError> {

@@ -100,8 +100,16 @@ impl TestNode {
 
     /// Starts a node; `extra_dicom` adds keys to its `[dicom]` table.
     pub async fn start_with(extra_dicom: &str) -> Self {
+        Self::start_with_tail(extra_dicom, "").await
+    }
+
+    /// Starts a node with `tail` appended to its configuration (more tables).
+    pub async fn start_with_tail(extra_dicom: &str, tail: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let text = test_config(&dir.path().join("data"), extra_dicom);
+        let text = format!(
+            "{}\n{tail}",
+            test_config(&dir.path().join("data"), extra_dicom)
+        );
         let config = Config::from_toml(&text, &BTreeMap::new()).unwrap();
         let shutdown = CancellationToken::new();
         let node = segnode::node::start(config, shutdown.clone())
@@ -336,4 +344,84 @@ pub async fn settled_jobs(store: &Store, n: usize) -> Vec<segnode::store::JobRow
     })
     .await
     .unwrap_or_else(|| panic!("expected {n} settled jobs"))
+}
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// DCMTK storescp on `port`, writing into `dir`, killed on drop.
+pub struct StoreScp(pub std::process::Child);
+
+impl StoreScp {
+    pub fn start(port: u16, dir: &Path, extra: &[&str]) -> Self {
+        let child = std::process::Command::new(dcmtk("storescp"))
+            .args(["-aet", "PACS", "-od"])
+            .arg(dir)
+            .args(extra)
+            .arg(port.to_string())
+            .env("TCP_NODELAY", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until it listens.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self(child)
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for StoreScp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A synthetic series with a soft-tissue body (a disk at 100 HU in air), which the test
+/// cascade segments: `slices` slices of `size`x`size`.
+pub fn tissue_series(dir: &Path, series_no: u32, slices: u32, size: u16) -> Vec<PathBuf> {
+    let files = synthetic_series(dir, series_no, slices, size);
+    let study = format!("1.2.826.0.1.3680043.10.1.{series_no}");
+    let series = format!("{study}.1");
+    let c = f64::from(size) / 2.0;
+    let pixels: Vec<u16> = (0..u32::from(size) * u32::from(size))
+        .map(|p| {
+            let (y, x) = (
+                f64::from(p / u32::from(size)),
+                f64::from(p % u32::from(size)),
+            );
+            if (y - c).hypot(x - c) < 0.45 * f64::from(size) {
+                1124
+            } else {
+                0
+            }
+        })
+        .collect();
+    for (i, f) in files.iter().enumerate() {
+        let sop = format!("{series}.{}", i + 1);
+        let mut obj = ct_slice(&study, &series, &sop, i as u32, size);
+        obj.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::U16(pixels.clone().into()),
+        ));
+        write_part10(obj, CT_STORAGE, &sop, f);
+    }
+    files
 }

@@ -1,0 +1,216 @@
+//! The outbox worker: sends pending deliveries (the `deliveries` table, durable across
+//! restarts) to their destinations with C-STORE, classifies the response, and
+//! schedules retries with exponential back-off and jitter. LABELMAP falls back to
+//! BINARY when the peer refuses the Label Map Segmentation SOP class. A re-delivery
+//! sends the same file, so the PACS sees one instance (same SOP Instance UID).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{Association, OutgoingFile, PeerAddress, ScuError, ScuTimeouts};
+use crate::config::{Config, Destination};
+use crate::dicom::DimseStatus;
+use crate::dicom::uid::ts;
+use crate::seg::{SEGMENTATION_STORAGE, SegType};
+use crate::spool::Spool;
+use crate::store::{Attempt, DeliveryRow, Store, now_ms};
+
+/// How often the outbox looks for due deliveries without a wake-up.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Outbox {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub spool: Spool,
+    pub wake: Arc<Notify>,
+}
+
+/// Runs the outbox until `shutdown`.
+pub async fn run(outbox: Arc<Outbox>, shutdown: CancellationToken) {
+    loop {
+        match outbox.store.due_deliveries(now_ms()).await {
+            Ok(due) => {
+                for d in due {
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                    outbox.deliver(&d).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the outbox"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = outbox.wake.notified() => {}
+            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
+    }
+}
+
+/// The back-off before attempt `attempts + 1`: doubling from the initial delay up to
+/// the maximum, times a random factor in [0.8, 1.2).
+pub fn backoff(initial: Duration, max: Duration, attempts: u32, unit_random: f64) -> Duration {
+    let doubled = initial.saturating_mul(1u32 << attempts.min(20));
+    doubled
+        .min(max)
+        .mul_f64(0.8 + 0.4 * unit_random.clamp(0.0, 1.0))
+}
+
+/// Whether a failure status can be cured by trying again (out of resources), or not
+/// (the peer will refuse the same object again).
+pub fn retryable(status: DimseStatus) -> bool {
+    status.0 & 0xFF00 == 0xA700
+}
+
+/// A C-STORE's outcome: status, the peer's error comment, our note (a fallback).
+type Sent = (DimseStatus, Option<String>, Option<String>);
+
+impl Outbox {
+    async fn deliver(&self, d: &DeliveryRow) {
+        let span = tracing::info_span!("delivery", job_id = d.job_id, destination = %d.destination, attempt = d.attempts + 1);
+        let _enter = span.enter();
+        let attempt = match self
+            .config
+            .destinations
+            .iter()
+            .find(|x| x.name == d.destination)
+        {
+            None => Attempt::Failed {
+                error: format!("destination {:?} is no longer configured", d.destination),
+            },
+            Some(dest) => match self.send(dest, d).await {
+                Ok((status, comment, note)) if status.is_success() || status.is_warning() => {
+                    tracing::info!(%status, "SEG delivered");
+                    Attempt::Delivered {
+                        status: status.to_string(),
+                        note: note.or(comment.filter(|_| status.is_warning())),
+                    }
+                }
+                Ok((status, comment, _)) => {
+                    let error = format!(
+                        "{} answered {status} {}",
+                        dest.name,
+                        comment.unwrap_or_default()
+                    );
+                    self.retry_or_fail(d, error, retryable(status))
+                }
+                Err(e) => {
+                    let error = format!("{:#}", anyhow::Error::from(e));
+                    self.retry_or_fail(d, error, true)
+                }
+            },
+        };
+        if let Attempt::Failed { error } = &attempt {
+            tracing::error!(%error, "delivery failed for good: an operator must act (segnode retry)");
+        }
+        drop(_enter);
+        if let Err(e) = self.store.record_attempt(d, &attempt).await {
+            tracing::error!(error = %e, "cannot record a delivery attempt");
+        }
+    }
+
+    fn retry_or_fail(&self, d: &DeliveryRow, error: String, retry: bool) -> Attempt {
+        let attempts = (d.attempts + 1) as u32;
+        if !retry || attempts >= self.config.delivery.max_attempts {
+            return Attempt::Failed { error };
+        }
+        let random = (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0;
+        let delay = backoff(
+            self.config.delivery.initial_backoff,
+            self.config.delivery.max_backoff,
+            attempts - 1,
+            random,
+        );
+        tracing::warn!(%error, retry_in_s = delay.as_secs_f64(), "delivery attempt failed; will retry");
+        Attempt::Retry {
+            error,
+            next_attempt_ms: now_ms() + delay.as_millis() as i64,
+        }
+    }
+
+    async fn send(&self, dest: &Destination, d: &DeliveryRow) -> Result<Sent, ScuError> {
+        let peer = PeerAddress {
+            ae_title: dest.ae_title.clone(),
+            host: dest.host.clone(),
+            port: dest.port,
+        };
+        let read = |name: &str| {
+            let path = self.spool.path(name);
+            std::fs::read(&path)
+                .map_err(|source| ScuError::File {
+                    path: path.display().to_string(),
+                    source,
+                })
+                .and_then(|bytes| OutgoingFile::from_bytes(name.to_string(), bytes))
+        };
+        let file = read(&d.seg_file)?;
+        let mut pairs = BTreeSet::from([(file.sop_class.clone(), ts::EXPLICIT_VR_LE.to_string())]);
+        let fallback = match (&d.fallback_file, d.seg_type == "LABELMAP") {
+            (Some(f), true) => {
+                pairs.insert((
+                    SEGMENTATION_STORAGE.to_string(),
+                    ts::EXPLICIT_VR_LE.to_string(),
+                ));
+                Some(read(f)?)
+            }
+            _ => None,
+        };
+        let timeouts = ScuTimeouts {
+            connect: dest.timeout,
+            dimse: dest.timeout,
+        };
+        let mut assoc = Association::connect(&peer, &dest.calling_ae, &pairs, timeouts).await?;
+        let (status, comment, note) = match assoc.store(&file).await {
+            Err(ScuError::NoContext { .. }) if fallback.is_some() => {
+                let binary = fallback.expect("checked");
+                let (status, comment) = assoc.store(&binary).await?;
+                (
+                    status,
+                    comment,
+                    Some(format!(
+                        "{} refused {:?}: sent BINARY",
+                        dest.name,
+                        SegType::Labelmap
+                    )),
+                )
+            }
+            other => {
+                let (status, comment) = other?;
+                (status, comment, None)
+            }
+        };
+        // A failed release does not undo a stored object.
+        if let Err(e) = assoc.release().await {
+            tracing::debug!(error = %e, "release after C-STORE failed");
+        }
+        Ok((status, comment, note))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_with_jitter() {
+        let (i, m) = (Duration::from_secs(5), Duration::from_secs(60));
+        assert_eq!(backoff(i, m, 0, 0.5), Duration::from_secs(5));
+        assert_eq!(backoff(i, m, 2, 0.5), Duration::from_secs(20));
+        assert_eq!(backoff(i, m, 10, 0.5), Duration::from_secs(60));
+        assert_eq!(backoff(i, m, 0, 0.0), Duration::from_secs(4));
+        assert!(backoff(i, m, 0, 1.0) <= Duration::from_secs(6));
+    }
+
+    #[test]
+    fn only_out_of_resources_is_retried() {
+        assert!(retryable(DimseStatus::OUT_OF_RESOURCES));
+        assert!(retryable(DimseStatus(0xA701)));
+        assert!(!retryable(DimseStatus::DATASET_DOES_NOT_MATCH_SOP_CLASS));
+        assert!(!retryable(DimseStatus::CANNOT_UNDERSTAND));
+        assert!(!retryable(DimseStatus::SOP_CLASS_NOT_SUPPORTED));
+    }
+}

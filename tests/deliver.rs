@@ -1,0 +1,189 @@
+//! Delivery of results through the outbox to a DCMTK storescp that misbehaves: down at
+//! first, refusing associations for a while, answering slowly, killed mid-transfer.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use segnode::store::Store;
+
+fn destination(port: u16, extra: &str) -> String {
+    format!(
+        r#"
+[delivery]
+max_attempts = 30
+initial_backoff_seconds = 0.3
+max_backoff_seconds = 1.0
+
+[[destinations]]
+name = "pacs"
+ae_title = "PACS"
+host = "127.0.0.1"
+port = {port}
+route_from = ["STORESCU"]
+timeout_seconds = 2
+{extra}
+"#
+    )
+}
+
+/// Sends a small synthetic series and waits for its job to succeed.
+async fn process_series(node: &TestNode, n: u32) -> i64 {
+    let dir = tempfile::tempdir().unwrap();
+    tissue_series(dir.path(), n, 12, 96);
+    let (ok, out) = storescu(&node.port(), &[dir.path()]).await;
+    assert!(ok, "{out}");
+    let jobs = settled_jobs(&node.store, 1).await;
+    assert!(
+        jobs[0].seg_sop_instance_uid.is_some(),
+        "the job made no SEG: {:?}",
+        jobs[0]
+    );
+    jobs[0].id
+}
+
+async fn wait_delivery(
+    store: &Store,
+    job: i64,
+    state: &str,
+    timeout: Duration,
+) -> segnode::store::DeliveryRow {
+    wait_for(timeout, || async {
+        let d = store.job_deliveries(job).await.unwrap();
+        d.into_iter().find(|d| d.state == state)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no {state} delivery for job {job}"))
+}
+
+fn received(dir: &Path) -> Vec<std::path::PathBuf> {
+    files_under(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_down_at_first_then_started_gets_the_seg() {
+    let port = free_port();
+    let node = TestNode::start_with_tail("", &destination(port, "")).await;
+    let job = process_series(&node, 71).await;
+    // Nobody listens yet: attempts fail and are retried.
+    wait_for(Duration::from_secs(10), || async {
+        let d = node.store.job_deliveries(job).await.unwrap();
+        (d.first()?.attempts >= 2).then_some(())
+    })
+    .await
+    .expect("retries while the destination is down");
+    let inbox = tempfile::tempdir().unwrap();
+    let _scp = StoreScp::start(port, inbox.path(), &[]);
+    let d = wait_delivery(&node.store, job, "delivered", Duration::from_secs(20)).await;
+    assert!(d.attempts >= 3);
+    assert_eq!(d.last_status.as_deref(), Some("0x0000"));
+    assert_eq!(received(inbox.path()).len(), 1);
+    let jobs = node.store.jobs(None, 10).await.unwrap();
+    assert_eq!(jobs[0].state, "delivered");
+    let audit = node
+        .store
+        .audit_rows(Some("delivery_attempt"))
+        .await
+        .unwrap();
+    assert!(audit.len() as i64 >= d.attempts);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusing_destination_is_retried_until_it_accepts() {
+    let port = free_port();
+    let inbox = tempfile::tempdir().unwrap();
+    let refusing = StoreScp::start(port, inbox.path(), &["--refuse"]);
+    let node = TestNode::start_with_tail("", &destination(port, "")).await;
+    let job = process_series(&node, 72).await;
+    wait_for(Duration::from_secs(10), || async {
+        let d = node.store.job_deliveries(job).await.unwrap();
+        let d = d.first()?;
+        (d.attempts >= 2 && d.last_error.as_deref()?.contains("rejected")).then_some(())
+    })
+    .await
+    .expect("rejections recorded");
+    refusing.stop();
+    let _scp = StoreScp::start(port, inbox.path(), &[]);
+    wait_delivery(&node.store, job, "delivered", Duration::from_secs(20)).await;
+    assert_eq!(received(inbox.path()).len(), 1);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_destination_times_out_without_hanging_and_retry_resends() {
+    let port = free_port();
+    let inbox = tempfile::tempdir().unwrap();
+    let slow = StoreScp::start(port, inbox.path(), &["--sleep-during", "6"]);
+    let node = TestNode::start_with_tail(
+        "",
+        &destination(port, "").replace("max_attempts = 30", "max_attempts = 2"),
+    )
+    .await;
+    let job = process_series(&node, 73).await;
+    let d = wait_delivery(&node.store, job, "failed", Duration::from_secs(30)).await;
+    assert_eq!(d.attempts, 2);
+    assert!(
+        d.last_error.as_deref().unwrap().contains("timed out"),
+        "{:?}",
+        d.last_error
+    );
+    // The node kept serving meanwhile.
+    let (ok, out) = run_tool(
+        "echoscu",
+        &[
+            "-aet",
+            "ECHOSCU",
+            "-aec",
+            "SEGNODE",
+            "127.0.0.1",
+            &node.port(),
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    slow.stop();
+    // An operator's retry re-sends it to a healthy destination.
+    let (job_requeued, deliveries) = node.store.retry_job(job).await.unwrap();
+    assert!(!job_requeued);
+    assert_eq!(deliveries, 1);
+    let fresh = tempfile::tempdir().unwrap();
+    let _scp = StoreScp::start(port, fresh.path(), &[]);
+    wait_delivery(&node.store, job, "delivered", Duration::from_secs(20)).await;
+    assert_eq!(received(fresh.path()).len(), 1);
+    let retries = node.store.audit_rows(Some("operator_retry")).await.unwrap();
+    assert_eq!(retries.len(), 1);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_killed_mid_transfer_is_retried_and_the_same_instance_arrives() {
+    let port = free_port();
+    let inbox = tempfile::tempdir().unwrap();
+    let mut dying = StoreScp::start(port, inbox.path(), &["--sleep-during", "3"]);
+    let node = TestNode::start_with_tail("", &destination(port, "")).await;
+    let job = process_series(&node, 74).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let _ = dying.0.kill();
+    let _ = dying.0.wait();
+    wait_for(Duration::from_secs(10), || async {
+        let d = node.store.job_deliveries(job).await.unwrap();
+        (d.first()?.attempts >= 1).then_some(())
+    })
+    .await
+    .expect("the broken attempt is recorded");
+    let fresh = tempfile::tempdir().unwrap();
+    let _scp = StoreScp::start(port, fresh.path(), &[]);
+    let d = wait_delivery(&node.store, job, "delivered", Duration::from_secs(20)).await;
+    let files = received(fresh.path());
+    assert_eq!(files.len(), 1);
+    let bytes = std::fs::read(&files[0]).unwrap();
+    let meta = dicom_object::meta::FileMetaTable::from_reader(&bytes[128..]).unwrap();
+    assert_eq!(
+        meta.media_storage_sop_instance_uid().trim_end_matches('\0'),
+        d.seg_sop_instance_uid
+    );
+    node.stop().await;
+}
