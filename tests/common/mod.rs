@@ -67,6 +67,9 @@ ae_title = "STORESCU"
 ae_title = "ECHOSCU"
 [[dicom.allowed_peers]]
 ae_title = "TESTSCU"
+[[dicom.allowed_peers]]
+ae_title = "ORTHANC"
+host = "127.0.0.1"
 [series]
 stable_seconds = 2
 [eligibility]

@@ -1,0 +1,178 @@
+//! The whole loop against a real PACS: the real series is uploaded to Orthanc, Orthanc
+//! routes it to segnode when the series is stable (Lua, OnStableSeries), segnode
+//! processes it and stores the SEG back, and the SEG is found in the same study through
+//! Orthanc's REST API; the job is `delivered`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+struct Orthanc {
+    child: Child,
+    http: u16,
+}
+
+impl Drop for Orthanc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("/usr/bin/curl")
+        .args(["-sS", "--fail"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn start_orthanc(dir: &Path, dicom: u16, node_port: u16) -> Orthanc {
+    let binary = Path::new("/usr/sbin/Orthanc");
+    assert!(
+        binary.exists(),
+        "Orthanc not found: install Debian's orthanc (scripts/setup)"
+    );
+    assert!(
+        Path::new("/usr/bin/curl").exists(),
+        "curl not found (scripts/setup)"
+    );
+    let http = free_port();
+    std::fs::write(
+        dir.join("route.lua"),
+        "function OnStableSeries(seriesId, tags, metadata)\n\
+           if tags['Modality'] == 'CT' then\n\
+             RestApiPost('/modalities/segnode/store', seriesId)\n\
+           end\n\
+         end\n",
+    )
+    .unwrap();
+    let config = serde_json::json!({
+        "Name": "segnode-test",
+        "StorageDirectory": dir.join("storage"),
+        "IndexDirectory": dir.join("index"),
+        "HttpPort": http,
+        "DicomPort": dicom,
+        "DicomAet": "ORTHANC",
+        "RemoteAccessAllowed": false,
+        "AuthenticationEnabled": false,
+        "StableAge": 2,
+        "Plugins": [],
+        "DicomModalities": { "segnode": ["SEGNODE", "127.0.0.1", node_port] },
+        "LuaScripts": [dir.join("route.lua")],
+    });
+    let path = dir.join("orthanc.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    let log = std::fs::File::create(dir.join("orthanc.log")).unwrap();
+    let child = Command::new(binary)
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let orthanc = Orthanc { child, http };
+    for _ in 0..100 {
+        if Command::new("/usr/bin/curl")
+            .args(["-sS", "--fail", &format!("http://127.0.0.1:{http}/system")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return orthanc;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "Orthanc did not start: {}",
+        std::fs::read_to_string(dir.join("orthanc.log")).unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orthanc_routes_the_series_and_gets_the_seg_back_in_the_same_study() {
+    let work = tempfile::tempdir().unwrap();
+    // The node first (its port goes into Orthanc's configuration), then Orthanc.
+    let orthanc_dicom = free_port();
+    let tail = format!(
+        r#"
+[[destinations]]
+name = "orthanc"
+ae_title = "ORTHANC"
+host = "127.0.0.1"
+port = {orthanc_dicom}
+route_from = ["ORTHANC"]
+timeout_seconds = 10
+"#
+    );
+    let node = TestNode::start_with_tail("", &tail).await;
+    let orthanc = start_orthanc(work.path(), orthanc_dicom, node.addr.port());
+    let base = format!("http://127.0.0.1:{}", orthanc.http);
+
+    for f in std::fs::read_dir(real_series()).unwrap() {
+        let f = f.unwrap().path();
+        curl(&[
+            "-X",
+            "POST",
+            &format!("{base}/instances"),
+            "--data-binary",
+            &format!("@{}", f.display()),
+        ]);
+    }
+    let studies: Vec<String> = serde_json::from_str(&curl(&[&format!("{base}/studies")])).unwrap();
+    assert_eq!(studies.len(), 1);
+    let study = &studies[0];
+
+    // Orthanc routes the stable series; segnode segments and stores the SEG back.
+    let seg_series = wait_for(Duration::from_secs(90), || async {
+        let series: Vec<serde_json::Value> =
+            serde_json::from_str(&curl(&[&format!("{base}/studies/{study}/series?expand")]))
+                .ok()?;
+        series
+            .into_iter()
+            .find(|s| s["MainDicomTags"]["Modality"] == "SEG")
+    })
+    .await
+    .unwrap_or_else(|| {
+        let log = std::fs::read_to_string(work.path().join("orthanc.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        panic!(
+            "no SEG in the study; Orthanc log (last lines, newest first):\n{}",
+            tail.join("\n")
+        )
+    });
+    let instances = seg_series["Instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 1);
+    let tags: serde_json::Value = serde_json::from_str(&curl(&[&format!(
+        "{base}/instances/{}/simplified-tags",
+        instances[0].as_str().unwrap()
+    )]))
+    .unwrap();
+    let jobs = wait_for(Duration::from_secs(20), || async {
+        let jobs = node.store.jobs(None, 10).await.unwrap();
+        (jobs.first()?.state == "delivered").then_some(jobs)
+    })
+    .await
+    .expect("the job becomes delivered");
+    assert_eq!(jobs[0].calling_ae, "ORTHANC");
+    assert_eq!(jobs[0].instance_count, 20);
+    assert_eq!(
+        tags["SOPInstanceUID"].as_str(),
+        jobs[0].seg_sop_instance_uid.as_deref()
+    );
+    assert_eq!(
+        tags["StudyInstanceUID"].as_str(),
+        Some(jobs[0].study_uid.as_str())
+    );
+    assert_eq!(tags["Modality"], "SEG");
+    drop(orthanc);
+    node.stop().await;
+}
