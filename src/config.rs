@@ -63,6 +63,22 @@ struct RawConfig {
     delivery: RawDelivery,
     #[serde(default)]
     destinations: Vec<RawDestination>,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    #[serde(default = "defaults::http_listen")]
+    listen: String,
+    token_file: Option<PathBuf>,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        toml::from_str("").expect("http defaults parse")
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +251,9 @@ mod defaults {
     pub fn provider() -> super::Provider {
         super::Provider::Cpu
     }
+    pub fn http_listen() -> String {
+        "127.0.0.1:8080".into()
+    }
     pub fn max_attempts() -> u32 {
         8
     }
@@ -286,6 +305,15 @@ pub struct Config {
     pub model: Option<ModelConfig>,
     pub delivery: DeliveryConfig,
     pub destinations: Vec<Destination>,
+    pub http: HttpConfig,
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// File holding the bearer token clients must send (required off loopback).
+    pub token_file: Option<PathBuf>,
 }
 
 /// Retry policy of the outbox.
@@ -390,6 +418,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("SEGNODE_DICOM_LISTEN", "dicom.listen"),
     ("SEGNODE_STABLE_SECONDS", "series.stable_seconds"),
     ("SEGNODE_MODEL", "model.path"),
+    ("SEGNODE_HTTP_LISTEN", "http.listen"),
 ];
 
 impl Config {
@@ -517,6 +546,26 @@ impl Config {
                 )?,
             },
             workers: raw.jobs.workers,
+            http: {
+                let listen: SocketAddr = raw.http.listen.parse().map_err(|e| {
+                    invalid(
+                        "http.listen",
+                        format!("{:?} is not HOST:PORT ({e})", raw.http.listen),
+                    )
+                })?;
+                if !listen.ip().is_loopback() && raw.http.token_file.is_none() {
+                    return Err(invalid(
+                        "http.token_file",
+                        format!(
+                            "the API listens on {listen}, off loopback: a token_file is required"
+                        ),
+                    ));
+                }
+                HttpConfig {
+                    listen,
+                    token_file: raw.http.token_file,
+                }
+            },
             delivery: DeliveryConfig {
                 max_attempts: raw.delivery.max_attempts.max(1),
                 initial_backoff: seconds(
@@ -615,6 +664,7 @@ fn apply_overrides(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Resul
             "SEGNODE_DATA_DIR" => raw.node.data_dir = PathBuf::from(value),
             "SEGNODE_DATABASE" => raw.node.database = Some(PathBuf::from(value)),
             "SEGNODE_DICOM_LISTEN" => raw.dicom.listen = value.clone(),
+            "SEGNODE_HTTP_LISTEN" => raw.http.listen = value.clone(),
             "SEGNODE_MODEL" => match &mut raw.model {
                 Some(m) => m.path = PathBuf::from(value),
                 None => {

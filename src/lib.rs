@@ -23,6 +23,7 @@
 //! | wiring and shutdown | [`node`] |
 //! | command line | [`cli`] |
 
+pub mod api;
 pub mod cascade;
 pub mod cli;
 pub mod config;

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::{self, ApiState};
 use crate::cascade::{Cascade, ModelError, open_cascades};
 use crate::config::Config;
 use crate::deliver::outbox::{self, Outbox};
@@ -36,6 +37,12 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error("model not ready")]
     Model(#[from] ModelError),
+    #[error("cannot read the API token file {path}")]
+    Token {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot prepare the spool at {path}")]
     Spool {
         path: String,
@@ -53,6 +60,7 @@ pub enum NodeError {
 /// A started node.
 pub struct Node {
     pub dicom_addr: SocketAddr,
+    pub http_addr: SocketAddr,
     pub store: Store,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -86,6 +94,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
     }
     // The model is checked (files, checksums, session shapes) before the node listens:
     // a broken model folder stops start-up with the file named.
+    let mut model_report = None;
     let cascades: Vec<Option<Cascade>> = match config.model.clone() {
         None => {
             tracing::warn!("no model configured: jobs assemble and check volumes only");
@@ -104,6 +113,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
                 provider = ?report.execution_provider,
                 "model ready"
             );
+            model_report = serde_json::to_value(&report).ok();
             cascades.into_iter().map(Some).collect()
         }
     };
@@ -118,6 +128,29 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         source,
     })?;
     tracing::info!(%dicom_addr, ae_title = %config.ae_title, "DICOM SCP listening");
+    let token = match &config.http.token_file {
+        None => None,
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|source| NodeError::Token {
+                    path: path.display().to_string(),
+                    source,
+                })?
+                .trim()
+                .to_string(),
+        ),
+    };
+    let http = TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| NodeError::Listen {
+            addr: config.http.listen,
+            source,
+        })?;
+    let http_addr = http.local_addr().map_err(|source| NodeError::Listen {
+        addr: config.http.listen,
+        source,
+    })?;
+    tracing::info!(%http_addr, token = token.is_some(), "HTTP API listening");
 
     let tasks = TaskTracker::new();
     let config = Arc::new(config);
@@ -146,6 +179,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         wake: pipeline.deliver.clone(),
     });
     tasks.spawn(outbox::run(outbox, shutdown.clone()));
+    let api = api::router(Arc::new(ApiState {
+        store: store.clone(),
+        config: config.clone(),
+        token,
+        model: model_report,
+    }));
+    let api_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(http, api)
+            .with_graceful_shutdown(async move { api_shutdown.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP API stopped");
+        }
+    });
     for (id, cascade) in cascades.into_iter().enumerate() {
         tasks.spawn(pipeline::worker(
             pipeline.clone(),
@@ -164,6 +211,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
     ));
     Ok(Node {
         dicom_addr,
+        http_addr,
         store,
         shutdown,
         tasks,

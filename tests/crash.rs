@@ -80,7 +80,7 @@ async fn kill_9_after_acknowledgement_loses_nothing_and_job_is_queued_after_rest
     let port = free_port();
     let data = dir.path().join("data");
     let config = dir.path().join("segnode.toml");
-    let text = test_config(&data, "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let text = test_config(&data, "").replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1);
     // A long stable age: the kill lands before the series could settle.
     let text = text.replace("stable_seconds = 2", "stable_seconds = 3");
     std::fs::write(&config, text).unwrap();

@@ -121,6 +121,8 @@ pub struct LabelVolume {
 pub struct CascadeSummary {
     pub model: String,
     pub model_version: String,
+    /// SHA-256 of each stage's ONNX file (stage 1, stage 2).
+    pub model_sha256: [String; 2],
     /// Milliseconds per step.
     pub timings_ms: serde_json::Map<String, serde_json::Value>,
     pub stage1_grid: [usize; 3],
@@ -219,6 +221,7 @@ impl Cascade {
         let mut summary = CascadeSummary {
             model: m.name.clone(),
             model_version: m.version.clone(),
+            model_sha256: [m.stage1.sha256.clone(), m.stage2.sha256.clone()],
             timings_ms: serde_json::Map::new(),
             stage1_grid: grid1,
             stage2_grid: grid2,

@@ -64,6 +64,26 @@ pub enum Command {
         /// Job id.
         id: i64,
     },
+    /// Query the audit trail.
+    Audit {
+        /// From this time (RFC 3339, YYYY-MM-DD or Unix ms).
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to this time.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        patient: Option<String>,
+        #[arg(long)]
+        accession: Option<String>,
+        #[arg(long)]
+        study: Option<String>,
+        #[arg(long)]
+        calling_ae: Option<String>,
+        /// table, json or csv.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
     /// Verify a DICOM peer with C-ECHO.
     Echo {
         /// The peer, as AE@HOST:PORT.
@@ -128,6 +148,28 @@ pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<()> 
         Command::Jobs { state, limit, json } => jobs(&cli.config, &env, state, limit, json).await,
         Command::Echo { peer, calling_ae } => echo(&peer, &calling_ae).await,
         Command::Job { id } => show_job(&cli.config, &env, id).await,
+        Command::Audit {
+            from,
+            to,
+            patient,
+            accession,
+            study,
+            calling_ae,
+            format,
+        } => {
+            let params: BTreeMap<String, String> = [
+                ("from", from),
+                ("to", to),
+                ("patient", patient),
+                ("accession", accession),
+                ("study", study),
+                ("calling_ae", calling_ae),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+            .collect();
+            audit(&cli.config, &env, &params, &format).await
+        }
         Command::Retry { id } => retry(&cli.config, &env, id).await,
         Command::Send {
             paths,
@@ -301,6 +343,43 @@ async fn show_job(path: &Path, env: &BTreeMap<String, String>, id: i64) -> anyho
             &serde_json::json!({ "job": job, "summary": summary, "deliveries": deliveries })
         )?
     );
+    Ok(())
+}
+
+async fn audit(
+    path: &Path,
+    env: &BTreeMap<String, String>,
+    params: &BTreeMap<String, String>,
+    format: &str,
+) -> anyhow::Result<()> {
+    let filter = crate::api::audit_filter(params).map_err(anyhow::Error::msg)?;
+    let config = load(path, env)?;
+    let store = Store::open(&config.database).await?;
+    let rows = store.audit_query(&filter).await?;
+    store.close().await;
+    match format {
+        "json" => println!("{}", serde_json::to_string_pretty(&rows)?),
+        "csv" => print!("{}", crate::api::audit_csv(&rows)),
+        "table" => {
+            println!(
+                "{:>6}  {:<25}  {:<22}  {:<16}  {:>5}  {:<20}  DETAIL",
+                "ID", "AT", "EVENT", "CALLING AE", "JOB", "PATIENT"
+            );
+            for r in rows {
+                println!(
+                    "{:>6}  {:<25}  {:<22}  {:<16}  {:>5}  {:<20}  {}",
+                    r.id,
+                    format_ms(r.at_ms),
+                    r.event,
+                    r.calling_ae.unwrap_or_default(),
+                    r.job_id.map(|j| j.to_string()).unwrap_or_default(),
+                    r.patient_id.unwrap_or_default(),
+                    r.detail
+                );
+            }
+        }
+        other => bail!("unknown format {other:?}: use table, json or csv"),
+    }
     Ok(())
 }
 

@@ -58,6 +58,22 @@ pub fn format_ms(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// Parses a time given by a person or a client: RFC 3339, a date (YYYY-MM-DD, UTC
+/// midnight) or Unix milliseconds.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
+    }
+    let date = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, &date)
+        .map(|d| (d.midnight().assume_utc().unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|_| format!("{text:?} is not a time (RFC 3339, YYYY-MM-DD or Unix milliseconds)"))
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
@@ -524,6 +540,84 @@ impl Store {
         Ok(())
     }
 
+    /// Audit records matching `filter`, oldest first.
+    pub async fn audit_query(&self, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, at_ms, event, calling_ae, peer, study_uid, series_uid, patient_id, accession_number,
+                    job_id, detail
+             FROM audit
+             WHERE (?1 IS NULL OR at_ms >= ?1) AND (?2 IS NULL OR at_ms <= ?2)
+               AND (?3 IS NULL OR patient_id = ?3) AND (?4 IS NULL OR accession_number = ?4)
+               AND (?5 IS NULL OR study_uid = ?5) AND (?6 IS NULL OR calling_ae = ?6)
+               AND (?7 IS NULL OR job_id = ?7) AND (?8 IS NULL OR event = ?8)
+             ORDER BY id LIMIT ?9",
+        )
+        .bind(f.from_ms)
+        .bind(f.to_ms)
+        .bind(&f.patient_id)
+        .bind(&f.accession_number)
+        .bind(&f.study_uid)
+        .bind(&f.calling_ae)
+        .bind(f.job_id)
+        .bind(&f.event)
+        .bind(f.limit.unwrap_or(10_000))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Jobs created within [since, until] (ms), newest first, paginated.
+    pub async fn jobs_page(&self, q: &JobQuery) -> Result<Vec<JobRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT j.id, j.state, j.reason, s.series_uid, s.study_uid, s.modality, s.series_description,
+                    s.calling_ae, j.series_revision, j.instance_count, j.superseded_by, j.created_ms, j.updated_ms,
+                    j.started_ms, j.finished_ms, j.error_code, j.summary, j.seg_sop_instance_uid
+             FROM jobs j JOIN series s ON s.id = j.series_id
+             WHERE (?1 IS NULL OR j.state = ?1) AND (?2 IS NULL OR j.created_ms >= ?2)
+               AND (?3 IS NULL OR j.created_ms <= ?3) AND (?4 IS NULL OR s.study_uid = ?4)
+             ORDER BY j.id DESC LIMIT ?5 OFFSET ?6",
+        )
+        .bind(q.state.map(JobState::as_str))
+        .bind(q.since_ms)
+        .bind(q.until_ms)
+        .bind(&q.study_uid)
+        .bind(q.limit)
+        .bind(q.offset)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Counts for metrics: (name, label, value).
+    pub async fn counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT 'jobs', state, COUNT(*) FROM jobs GROUP BY state
+             UNION ALL SELECT 'instances', '', COUNT(*) FROM instances
+             UNION ALL SELECT 'audit', event, COUNT(*) FROM audit
+               WHERE event IN ('association_accepted', 'association_rejected', 'instance_ignored', 'instance_refused')
+               GROUP BY event
+             UNION ALL SELECT 'delivery_attempts', COALESCE(json_extract(detail, '$.outcome'), ''), COUNT(*) FROM audit
+               WHERE event = 'delivery_attempt' GROUP BY 2
+             UNION ALL SELECT 'deliveries', state, COUNT(*) FROM deliveries GROUP BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Per-stage duration sums (ms) and counts over finished jobs, from their summaries.
+    pub async fn stage_durations(&self) -> Result<Vec<(String, f64, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT t.key, CAST(SUM(t.value) AS REAL), COUNT(*) FROM jobs, json_each(jobs.summary, '$.timings_ms') AS t
+             WHERE jobs.summary IS NOT NULL GROUP BY t.key ORDER BY t.key",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Audit records, oldest first, optionally only one event kind.
     pub async fn audit_rows(&self, event: Option<&str>) -> Result<Vec<AuditRow>, StoreError> {
         Ok(sqlx::query_as(
@@ -704,6 +798,31 @@ async fn record_in(
         .execute(&mut **tx)
         .await?;
     Ok(outcome)
+}
+
+/// Filters of an audit query; all optional.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub patient_id: Option<String>,
+    pub accession_number: Option<String>,
+    pub study_uid: Option<String>,
+    pub calling_ae: Option<String>,
+    pub job_id: Option<i64>,
+    pub event: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// A page of jobs.
+#[derive(Debug, Clone)]
+pub struct JobQuery {
+    pub state: Option<JobState>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub study_uid: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
 }
 
 /// A delivery to make.

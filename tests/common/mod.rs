@@ -74,6 +74,8 @@ host = "127.0.0.1"
 stable_seconds = 2
 [eligibility]
 min_slices = 10
+[http]
+listen = "127.0.0.1:0"
 [model]
 path = "{}"
 intra_threads = 1
@@ -90,6 +92,8 @@ pub fn test_model() -> PathBuf {
 
 pub struct TestNode {
     pub addr: SocketAddr,
+    pub http: SocketAddr,
+    pub config: std::sync::Arc<Config>,
     pub store: Store,
     pub dir: tempfile::TempDir,
     shutdown: CancellationToken,
@@ -114,15 +118,19 @@ impl TestNode {
             test_config(&dir.path().join("data"), extra_dicom)
         );
         let config = Config::from_toml(&text, &BTreeMap::new()).unwrap();
+        let shared = std::sync::Arc::new(config.clone());
         let shutdown = CancellationToken::new();
         let node = segnode::node::start(config, shutdown.clone())
             .await
             .unwrap();
         let addr = node.dicom_addr;
+        let http = node.http_addr;
         let store = node.store.clone();
         let handle = tokio::spawn(node.wait());
         Self {
             addr,
+            http,
+            config: shared,
             store,
             dir,
             shutdown,

@@ -1,0 +1,492 @@
+//! The HTTP API (axum) for worklists and auditors: health, Prometheus metrics, jobs,
+//! studies, the audit trail (JSON and CSV) and operator retries. Bound to loopback by
+//! default; a bearer token (from a file named in the configuration) is required when
+//! configured, and the configuration insists on one when bound elsewhere. Errors are
+//! `{code, message}`; bad parameters are 400, internal errors a logged, generic 500.
+//! Goes through `store` only.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::config::Config;
+use crate::jobs::JobState;
+use crate::store::{AuditFilter, AuditRow, JobQuery, Store, StoreError, format_ms, parse_time};
+
+/// What the handlers share.
+pub struct ApiState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    /// The bearer token required, if any.
+    pub token: Option<String>,
+    /// What the model check found at start-up (None: no model configured).
+    pub model: Option<serde_json::Value>,
+}
+
+/// An API error: status, a stable code, a message.
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: message.into(),
+        }
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if let StoreError::NoSuchJob(id) = e {
+            return Self::not_found(format!("no job {id}"));
+        }
+        tracing::error!(error = %format!("{:#}", anyhow::Error::from(e)), "API request failed");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "internal error".into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "code": self.code, "message": self.message })),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The router; tests drive it with `oneshot`.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/jobs", get(list_jobs))
+        .route("/api/jobs/{id}", get(job))
+        .route("/api/jobs/{id}/retry", post(retry))
+        .route("/api/studies/{study_uid}", get(study))
+        .route("/api/audit", get(audit))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+async fn authenticate(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &state.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                code: "unauthorized",
+                message: "a valid bearer token is required".into(),
+            }
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Query parameters arrive as strings so that malformed values get a 400 with a
+/// message, not a framework rejection.
+type Params = BTreeMap<String, String>;
+
+fn time_param(p: &Params, name: &str) -> ApiResult<Option<i64>> {
+    p.get(name)
+        .map(|v| parse_time(v).map_err(|e| ApiError::bad_request(format!("{name}: {e}"))))
+        .transpose()
+}
+
+fn int_param(p: &Params, name: &str, default: i64, max: i64) -> ApiResult<i64> {
+    match p.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (0..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("{name}: {v:?} is not a number within 0..={max}"))
+            }),
+    }
+}
+
+fn check_known(p: &Params, known: &[&str]) -> ApiResult<()> {
+    match p.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::bad_request(format!(
+            "unknown parameter {k:?} (known: {})",
+            known.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+async fn healthz(State(s): State<Arc<ApiState>>) -> Response {
+    let database = s.store.ping().await.map_err(|e| e.to_string());
+    let disk = crate::spool::Spool::open(&s.config.spool_dir())
+        .and_then(|sp| sp.free_bytes())
+        .map_err(|e| e.to_string())
+        .and_then(|free| {
+            if free < s.config.dicom.min_free_disk_bytes {
+                Err(format!(
+                    "{} MiB free, below the watermark",
+                    free / (1024 * 1024)
+                ))
+            } else {
+                Ok(free)
+            }
+        });
+    let healthy = database.is_ok() && disk.is_ok();
+    let body = serde_json::json!({
+        "status": if healthy { "ok" } else { "failing" },
+        "checks": {
+            "database": database.map(|_| "ok".to_string()).unwrap_or_else(|e| e),
+            "disk": disk.map(|free| format!("ok, {} MiB free", free / (1024 * 1024))).unwrap_or_else(|e| e),
+            "model": s.model.clone().unwrap_or_else(|| "none configured".into()),
+        },
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
+    let counts = s.store.counts().await?;
+    let stages = s.store.stage_durations().await?;
+    let mut out = String::new();
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(&mut out, "segnode_jobs", "gauge", "Jobs by state.");
+    for state in crate::jobs::ALL_STATES {
+        let n = counts
+            .iter()
+            .find(|(k, l, _)| k == "jobs" && l == state.as_str())
+            .map_or(0, |c| c.2);
+        let _ = writeln!(out, "segnode_jobs{{state=\"{state}\"}} {n}");
+    }
+    family(
+        &mut out,
+        "segnode_instances_stored",
+        "gauge",
+        "CT instances in the spool.",
+    );
+    let instances = counts
+        .iter()
+        .find(|(k, _, _)| k == "instances")
+        .map_or(0, |c| c.2);
+    let _ = writeln!(out, "segnode_instances_stored {instances}");
+    family(
+        &mut out,
+        "segnode_associations_total",
+        "counter",
+        "Associations by outcome.",
+    );
+    for outcome in ["accepted", "rejected"] {
+        let event = format!("association_{outcome}");
+        let n = counts
+            .iter()
+            .find(|(k, l, _)| k == "audit" && *l == event)
+            .map_or(0, |c| c.2);
+        let _ = writeln!(
+            out,
+            "segnode_associations_total{{outcome=\"{outcome}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "segnode_instances_not_kept_total",
+        "counter",
+        "Instances ignored or refused.",
+    );
+    for (event, reason) in [
+        ("instance_ignored", "ignored"),
+        ("instance_refused", "refused"),
+    ] {
+        let n = counts
+            .iter()
+            .find(|(k, l, _)| k == "audit" && l == event)
+            .map_or(0, |c| c.2);
+        let _ = writeln!(
+            out,
+            "segnode_instances_not_kept_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "segnode_delivery_attempts_total",
+        "counter",
+        "Delivery attempts by outcome.",
+    );
+    for outcome in ["delivered", "pending", "failed"] {
+        let n = counts
+            .iter()
+            .find(|(k, l, _)| k == "delivery_attempts" && l == outcome)
+            .map_or(0, |c| c.2);
+        let label = if outcome == "pending" {
+            "retry"
+        } else {
+            outcome
+        };
+        let _ = writeln!(
+            out,
+            "segnode_delivery_attempts_total{{outcome=\"{label}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "segnode_stage_duration_seconds",
+        "summary",
+        "Time per pipeline stage over finished jobs.",
+    );
+    for (stage, sum_ms, count) in stages {
+        let _ = writeln!(
+            out,
+            "segnode_stage_duration_seconds_sum{{stage=\"{stage}\"}} {}",
+            sum_ms / 1000.0
+        );
+        let _ = writeln!(
+            out,
+            "segnode_stage_duration_seconds_count{{stage=\"{stage}\"}} {count}"
+        );
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+async fn list_jobs(
+    State(s): State<Arc<ApiState>>,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<serde_json::Value>> {
+    check_known(&p, &["state", "since", "until", "limit", "offset"])?;
+    let state = p
+        .get("state")
+        .map(|v| {
+            v.parse::<JobState>()
+                .map_err(|e| ApiError::bad_request(e.to_string()))
+        })
+        .transpose()?;
+    let q = JobQuery {
+        state,
+        since_ms: time_param(&p, "since")?,
+        until_ms: time_param(&p, "until")?,
+        study_uid: None,
+        limit: int_param(&p, "limit", 50, 1000)?,
+        offset: int_param(&p, "offset", 0, i64::MAX / 2)?,
+    };
+    let jobs = s.store.jobs_page(&q).await?;
+    Ok(Json(
+        serde_json::json!({ "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(), "limit": q.limit, "offset": q.offset }),
+    ))
+}
+
+fn job_json(j: &crate::store::JobRow) -> serde_json::Value {
+    let mut v = serde_json::to_value(j).unwrap_or_default();
+    v["summary"] = j
+        .summary
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    v["created"] = format_ms(j.created_ms).into();
+    v
+}
+
+fn job_id(id: &str) -> ApiResult<i64> {
+    id.parse()
+        .map_err(|_| ApiError::bad_request(format!("{id:?} is not a job id")))
+}
+
+async fn job(
+    State(s): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = job_id(&id)?;
+    let j = s
+        .store
+        .job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let deliveries = s.store.job_deliveries(id).await?;
+    let timeline = s
+        .store
+        .audit_query(&AuditFilter {
+            job_id: Some(id),
+            ..AuditFilter::default()
+        })
+        .await?;
+    let mut v = job_json(&j);
+    v["deliveries"] = serde_json::to_value(&deliveries).unwrap_or_default();
+    v["timeline"] = timeline.iter().map(audit_json).collect();
+    Ok(Json(v))
+}
+
+async fn retry(
+    State(s): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = job_id(&id)?;
+    let (job, deliveries) = s.store.retry_job(id).await?;
+    Ok(Json(
+        serde_json::json!({ "job": id, "job_requeued": job, "deliveries_requeued": deliveries }),
+    ))
+}
+
+async fn study(
+    State(s): State<Arc<ApiState>>,
+    Path(uid): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    crate::dicom::Uid::parse(&uid).map_err(|e| ApiError::bad_request(format!("study UID: {e}")))?;
+    let jobs = s
+        .store
+        .jobs_page(&JobQuery {
+            state: None,
+            since_ms: None,
+            until_ms: None,
+            study_uid: Some(uid.clone()),
+            limit: 1000,
+            offset: 0,
+        })
+        .await?;
+    if jobs.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no series of study {uid} was received"
+        )));
+    }
+    // The latest job of each series is the answer for that series.
+    let mut latest: Vec<&crate::store::JobRow> = Vec::new();
+    for j in &jobs {
+        if !latest.iter().any(|l| l.series_uid == j.series_uid) {
+            latest.push(j);
+        }
+    }
+    let has_result = latest.iter().any(|j| j.seg_sop_instance_uid.is_some());
+    Ok(Json(serde_json::json!({
+        "study_uid": uid,
+        "result_available": has_result,
+        "series": latest.iter().map(|j| serde_json::json!({
+            "series_uid": j.series_uid,
+            "job_id": j.id,
+            "state": j.state,
+            "reason": j.reason,
+            "seg_sop_instance_uid": j.seg_sop_instance_uid,
+            "summary": j.summary.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()),
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+fn audit_json(r: &AuditRow) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    v["at"] = format_ms(r.at_ms).into();
+    v["detail"] = serde_json::from_str(&r.detail).unwrap_or_default();
+    v
+}
+
+/// The audit filter from query parameters (shared with the CLI's names).
+pub fn audit_filter(p: &BTreeMap<String, String>) -> Result<AuditFilter, String> {
+    let time = |name: &str| {
+        p.get(name)
+            .map(|v| parse_time(v).map_err(|e| format!("{name}: {e}")))
+            .transpose()
+    };
+    Ok(AuditFilter {
+        from_ms: time("from")?,
+        to_ms: time("to")?,
+        patient_id: p.get("patient").cloned(),
+        accession_number: p.get("accession").cloned(),
+        study_uid: p.get("study").cloned(),
+        calling_ae: p.get("calling_ae").cloned(),
+        job_id: None,
+        event: p.get("event").cloned(),
+        limit: None,
+    })
+}
+
+/// Audit rows as CSV (RFC 4180 quoting).
+pub fn audit_csv(rows: &[AuditRow]) -> String {
+    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let mut out = String::from(
+        "id,at,event,calling_ae,peer,study_uid,series_uid,patient_id,accession_number,job_id,detail\n",
+    );
+    for r in rows {
+        let fields = [
+            r.id.to_string(),
+            format_ms(r.at_ms),
+            r.event.clone(),
+            r.calling_ae.clone().unwrap_or_default(),
+            r.peer.clone().unwrap_or_default(),
+            r.study_uid.clone().unwrap_or_default(),
+            r.series_uid.clone().unwrap_or_default(),
+            r.patient_id.clone().unwrap_or_default(),
+            r.accession_number.clone().unwrap_or_default(),
+            r.job_id.map(|j| j.to_string()).unwrap_or_default(),
+            r.detail.clone(),
+        ];
+        out.push_str(&fields.iter().map(|f| q(f)).collect::<Vec<_>>().join(","));
+        out.push('\n');
+    }
+    out
+}
+
+async fn audit(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> ApiResult<Response> {
+    check_known(
+        &p,
+        &[
+            "from",
+            "to",
+            "patient",
+            "accession",
+            "study",
+            "calling_ae",
+            "event",
+            "format",
+        ],
+    )?;
+    let filter = audit_filter(&p).map_err(ApiError::bad_request)?;
+    let rows = s.store.audit_query(&filter).await?;
+    match p.get("format").map_or("json", String::as_str) {
+        "json" => Ok(Json(
+            serde_json::json!({ "records": rows.iter().map(audit_json).collect::<Vec<_>>() }),
+        )
+        .into_response()),
+        "csv" => Ok((
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            audit_csv(&rows),
+        )
+            .into_response()),
+        other => Err(ApiError::bad_request(format!(
+            "format {other:?}: use json or csv"
+        ))),
+    }
+}

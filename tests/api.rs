@@ -1,0 +1,268 @@
+//! The HTTP API and the audit CLI after a series was processed end to end and delivered:
+//! content, not only status codes; CSV and Prometheus text parse; tokens are enforced;
+//! malformed parameters get a `{code, message}` 400.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use http_body_util::BodyExt;
+use segnode::api::{ApiState, router};
+use tower::ServiceExt;
+
+async fn get(app: &axum::Router, uri: &str, token: Option<&str>) -> (StatusCode, String) {
+    let mut request = Request::builder().uri(uri);
+    if let Some(t) = token {
+        request = request.header("Authorization", format!("Bearer {t}"));
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).to_string())
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Splits one CSV line (RFC 4180 quoting).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                fields.last_mut().unwrap().push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(String::new()),
+            (c, _) => fields.last_mut().unwrap().push(c),
+        }
+    }
+    fields
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processed_study_is_visible_through_every_endpoint_and_the_audit_cli() {
+    let scp_port = free_port();
+    let inbox = tempfile::tempdir().unwrap();
+    let _scp = StoreScp::start(scp_port, inbox.path(), &[]);
+    let tail = format!(
+        "[[destinations]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"127.0.0.1\"\nport = {scp_port}\nroute_from = [\"STORESCU\"]\n"
+    );
+    let node = TestNode::start_with_tail("", &tail).await;
+    let series = tempfile::tempdir().unwrap();
+    tissue_series(series.path(), 81, 12, 96);
+    let (ok, out) = storescu(&node.port(), &[series.path()]).await;
+    assert!(ok, "{out}");
+    wait_for(Duration::from_secs(30), || async {
+        let jobs = node.store.jobs(None, 10).await.unwrap();
+        (jobs.first()?.state == "delivered").then_some(())
+    })
+    .await
+    .expect("job delivered");
+    let app = router(Arc::new(ApiState {
+        store: node.store.clone(),
+        config: node.config.clone(),
+        token: None,
+        model: None,
+    }));
+
+    let (status, body) = get(&app, "/api/jobs?state=delivered&limit=10", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let jobs = json(&body);
+    let job = &jobs["jobs"][0];
+    assert_eq!(job["state"], "delivered");
+    let id = job["id"].as_i64().unwrap();
+    let seg_uid = job["seg_sop_instance_uid"].as_str().unwrap().to_string();
+    assert_eq!(job["summary"]["cascade"]["model"], "test-cascade");
+
+    let (status, body) = get(&app, &format!("/api/jobs/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let detail = json(&body);
+    let events: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for e in [
+        "job_queued",
+        "job_started",
+        "job_succeeded",
+        "delivery_attempt",
+        "job_delivered",
+    ] {
+        assert!(events.contains(&e), "{e} missing from {events:?}");
+    }
+    assert_eq!(detail["deliveries"][0]["state"], "delivered");
+    assert_eq!(detail["deliveries"][0]["seg_sop_instance_uid"], seg_uid);
+
+    let study = "1.2.826.0.1.3680043.10.1.81";
+    let (status, body) = get(&app, &format!("/api/studies/{study}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let s = json(&body);
+    assert_eq!(s["result_available"], true);
+    assert_eq!(s["series"][0]["state"], "delivered");
+    assert_eq!(s["series"][0]["seg_sop_instance_uid"], seg_uid);
+    assert!(
+        s["series"][0]["summary"]["cascade"]["labels"][0]["ml"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+
+    // The audit query by patient ID: model version and checksums, timings, organ
+    // volumes, SEG UID and the delivery outcome.
+    let (status, body) = get(&app, "/api/audit?patient=SYNTH-0001", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let records = json(&body)["records"].as_array().unwrap().clone();
+    let succeeded = records
+        .iter()
+        .find(|r| r["event"] == "job_succeeded")
+        .expect("job_succeeded audited");
+    let summary = &succeeded["detail"]["summary"];
+    assert_eq!(summary["cascade"]["model_version"], "1.0.0");
+    assert_eq!(
+        summary["cascade"]["model_sha256"].as_array().unwrap().len(),
+        2
+    );
+    assert!(summary["timings_ms"]["cascade"].is_number());
+    assert!(summary["cascade"]["labels"][0]["ml"].is_number());
+    assert_eq!(summary["seg"]["sop_instance_uid"], seg_uid);
+    let delivery = records
+        .iter()
+        .find(|r| r["event"] == "delivery_attempt")
+        .unwrap();
+    assert_eq!(delivery["detail"]["outcome"], "delivered");
+    assert_eq!(delivery["accession_number"], "SYNACC1");
+
+    // By date range, as CSV.
+    let today = time::OffsetDateTime::now_utc().date();
+    let uri = format!(
+        "/api/audit?from={today}&to={}&format=csv",
+        today.next_day().unwrap()
+    );
+    let (status, csv) = get(&app, &uri, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut lines = csv.lines();
+    let header = csv_fields(lines.next().unwrap());
+    assert_eq!(header[2], "event");
+    let rows: Vec<Vec<String>> = lines.map(csv_fields).collect();
+    assert!(rows.iter().all(|r| r.len() == header.len()), "ragged CSV");
+    let row = rows.iter().find(|r| r[2] == "job_succeeded").unwrap();
+    let detail: serde_json::Value = serde_json::from_str(&row[10]).unwrap();
+    assert_eq!(detail["summary"]["seg"]["sop_instance_uid"], seg_uid);
+    let (_, empty) = get(
+        &app,
+        "/api/audit?from=2001-01-01&to=2001-01-02&format=csv",
+        None,
+    )
+    .await;
+    assert_eq!(
+        empty.lines().count(),
+        1,
+        "only the header outside the range"
+    );
+
+    // Prometheus text.
+    let (status, metrics) = get(&app, "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let sample =
+        regex::Regex::new(r#"^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+]+$"#)
+            .unwrap();
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        assert!(sample.is_match(line), "not Prometheus text: {line:?}");
+    }
+    assert!(
+        metrics.contains("segnode_jobs{state=\"delivered\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("segnode_delivery_attempts_total{outcome=\"delivered\"} 1"));
+    assert!(metrics.contains("segnode_stage_duration_seconds_count{stage=\"cascade\"} 1"));
+
+    let (status, body) = get(&app, "/healthz", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&body)["checks"]["database"], "ok");
+
+    // Malformed parameters: a {code, message} 400, never a 500.
+    for uri in [
+        "/api/jobs?limit=abc",
+        "/api/jobs?since=yesterday",
+        "/api/jobs?state=done",
+        "/api/jobs?colour=red",
+        "/api/jobs/xyz",
+        "/api/audit?format=xml",
+        "/api/audit?from=31/12/2026",
+        "/api/studies/not..a..uid",
+    ] {
+        let (status, body) = get(&app, uri, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        let e = json(&body);
+        assert_eq!(e["code"], "bad_request", "{uri}");
+        assert!(!e["message"].as_str().unwrap().is_empty());
+    }
+    let (status, body) = get(&app, "/api/jobs/999", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(json(&body)["code"], "not_found");
+
+    // The audit CLI mirrors the API.
+    let config = node.dir.path().join("cli.toml");
+    std::fs::write(&config, test_config(&node.dir.path().join("data"), "")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_segnode"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "audit",
+            "--patient",
+            "SYNTH-0001",
+            "--format",
+            "csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .skip(1)
+            .any(|l| csv_fields(l)[2] == "job_delivered"),
+        "{text}"
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_token_is_required() {
+    let node = TestNode::start().await;
+    let app = router(Arc::new(ApiState {
+        store: node.store.clone(),
+        config: node.config.clone(),
+        token: Some("s3cret".into()),
+        model: None,
+    }));
+    let (status, body) = get(&app, "/api/jobs", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(json(&body)["code"], "unauthorized");
+    let (status, _) = get(&app, "/api/jobs", Some("wrong")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = get(&app, "/metrics", Some("wrong")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = get(&app, "/api/jobs", Some("s3cret")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    node.stop().await;
+}
