@@ -65,6 +65,15 @@ struct RawConfig {
     destinations: Vec<RawDestination>,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    webhooks: Vec<RawWebhook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    secret_file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,6 +315,15 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub destinations: Vec<Destination>,
     pub http: HttpConfig,
+    pub webhooks: Vec<Webhook>,
+}
+
+/// A worklist's webhook.
+#[derive(Debug, Clone, Serialize)]
+pub struct Webhook {
+    pub url: String,
+    #[serde(skip)]
+    pub secret: String,
 }
 
 /// The HTTP API.
@@ -566,6 +584,28 @@ impl Config {
                     token_file: raw.http.token_file,
                 }
             },
+            webhooks: raw
+                .webhooks
+                .into_iter()
+                .map(|w| {
+                    if !w.url.starts_with("http://") {
+                        return Err(invalid(
+                            "webhooks.url",
+                            format!("{:?}: only http:// URLs are supported", w.url),
+                        ));
+                    }
+                    let secret = std::fs::read_to_string(&w.secret_file).map_err(|e| {
+                        invalid(
+                            "webhooks.secret_file",
+                            format!("cannot read {}: {e}", w.secret_file.display()),
+                        )
+                    })?;
+                    Ok(Webhook {
+                        url: w.url,
+                        secret: secret.trim().to_string(),
+                    })
+                })
+                .collect::<Result<_, _>>()?,
             delivery: DeliveryConfig {
                 max_attempts: raw.delivery.max_attempts.max(1),
                 initial_backoff: seconds(

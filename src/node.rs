@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiState, webhooks};
 use crate::cascade::{Cascade, ModelError, open_cascades};
 use crate::config::Config;
 use crate::deliver::outbox::{self, Outbox};
@@ -179,6 +179,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         wake: pipeline.deliver.clone(),
     });
     tasks.spawn(outbox::run(outbox, shutdown.clone()));
+    if !config.webhooks.is_empty() {
+        tasks.spawn(webhooks::run(
+            store.clone(),
+            Arc::new(config.webhooks.clone()),
+            config.delivery.max_attempts,
+            shutdown.clone(),
+        ));
+    }
     let api = api::router(Arc::new(ApiState {
         store: store.clone(),
         config: config.clone(),

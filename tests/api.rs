@@ -266,3 +266,102 @@ async fn a_configured_token_is_required() {
     assert_eq!(status, StatusCode::OK, "{body}");
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worklist_receives_signed_webhooks_for_job_state_changes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Vec<u8>)>();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = receiver.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read the head, then Content-Length bytes of body.
+            let (head, body) = loop {
+                let n = s.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_string();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap();
+                    while buf.len() < i + 4 + len {
+                        let n = s.read(&mut chunk).await.unwrap();
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    break (head, buf[i + 4..i + 4 + len].to_vec());
+                }
+            };
+            s.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            let _ = tx.send((head, body));
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "worklist-secret\n").unwrap();
+    let tail = format!(
+        "[[webhooks]]\nurl = \"http://127.0.0.1:{port}/segnode\"\nsecret_file = {:?}\n",
+        secret.display().to_string()
+    );
+    let node = TestNode::start_with_tail("", &tail).await;
+    let series = tempfile::tempdir().unwrap();
+    tissue_series(series.path(), 82, 12, 96);
+    let (ok, out) = storescu(&node.port(), &[series.path()]).await;
+    assert!(ok, "{out}");
+    let mut seen = Vec::new();
+    let succeeded = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let (head, body) = rx.recv().await.unwrap();
+            let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let signature = head
+                .lines()
+                .find_map(|l| l.strip_prefix("X-Segnode-Signature: sha256="))
+                .expect("signed")
+                .to_string();
+            let expected: String = segnode::api::webhooks::hmac_sha256(b"worklist-secret", &body)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(signature, expected, "signature");
+            assert!(head.starts_with("POST /segnode HTTP/1.1"));
+            seen.push(event["event"].as_str().unwrap().to_string());
+            if event["event"] == "job_succeeded" {
+                break event;
+            }
+        }
+    })
+    .await
+    .expect("job_succeeded webhook");
+    assert_eq!(
+        seen[..2],
+        ["job_queued".to_string(), "job_started".to_string()]
+    );
+    assert_eq!(succeeded["study_uid"], "1.2.826.0.1.3680043.10.1.82");
+    assert_eq!(succeeded["accession_number"], "SYNACC1");
+    assert!(
+        succeeded["seg_sop_instance_uid"]
+            .as_str()
+            .unwrap()
+            .starts_with("2.25.")
+    );
+    assert_eq!(succeeded["summary"]["cascade"]["model"], "test-cascade");
+    let sent = wait_for(Duration::from_secs(5), || async {
+        let rows = node.store.audit_rows(Some("webhook_sent")).await.unwrap();
+        (rows.len() >= 3).then_some(rows)
+    })
+    .await
+    .expect("webhooks audited");
+    assert!(sent[0].detail.contains("\"status\":204"));
+    node.stop().await;
+}

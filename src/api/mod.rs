@@ -5,6 +5,8 @@
 //! `{code, message}`; bad parameters are 400, internal errors a logged, generic 500.
 //! Goes through `store` only.
 
+pub mod webhooks;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;

@@ -612,6 +612,36 @@ impl Store {
         .await?)
     }
 
+    /// The last audit id the webhook sender handled.
+    pub async fn webhook_cursor(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT last_audit_id FROM webhook_cursor WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn set_webhook_cursor(&self, audit_id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE webhook_cursor SET last_audit_id = ? WHERE id = 1")
+            .bind(audit_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Audit records after `id`, oldest first.
+    pub async fn audit_after(&self, id: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, at_ms, event, calling_ae, peer, study_uid, series_uid, patient_id, accession_number,
+                    job_id, detail
+             FROM audit WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
