@@ -67,6 +67,14 @@ struct RawConfig {
     http: RawHttp,
     #[serde(default)]
     webhooks: Vec<RawWebhook>,
+    #[serde(default)]
+    retention: RawRetention,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    purge_after_hours: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,6 +324,10 @@ pub struct Config {
     pub destinations: Vec<Destination>,
     pub http: HttpConfig,
     pub webhooks: Vec<Webhook>,
+    /// Spool files of delivered or ignored jobs are removed this long after the job
+    /// ended; `None` keeps them. Audit rows always stay.
+    #[serde(serialize_with = "opt_secs")]
+    pub purge_after: Option<Duration>,
 }
 
 /// A worklist's webhook.
@@ -422,6 +434,13 @@ pub struct Eligibility {
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
 }
 
 fn patterns<S: serde::Serializer>(p: &[Regex], s: S) -> Result<S::Ok, S::Error> {
@@ -584,6 +603,11 @@ impl Config {
                     token_file: raw.http.token_file,
                 }
             },
+            purge_after: raw
+                .retention
+                .purge_after_hours
+                .map(|h| seconds("retention.purge_after_hours", h * 3600.0))
+                .transpose()?,
             webhooks: raw
                 .webhooks
                 .into_iter()

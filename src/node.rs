@@ -18,7 +18,7 @@ use crate::deliver::outbox::{self, Outbox};
 use crate::jobs::pipeline::{self, Pipeline};
 use crate::receive::{self, Receiver};
 use crate::series;
-use crate::spool::Spool;
+use crate::spool::{self, Spool};
 use crate::store::{Store, StoreError};
 use tokio::sync::Notify;
 
@@ -179,6 +179,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         wake: pipeline.deliver.clone(),
     });
     tasks.spawn(outbox::run(outbox, shutdown.clone()));
+    if let Some(after) = config.purge_after {
+        // Check often enough for short retention periods, at most once a minute.
+        let interval = (after / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
+        tasks.spawn(spool::purge_loop(
+            store.clone(),
+            pipeline.spool.clone(),
+            after,
+            interval,
+            shutdown.clone(),
+        ));
+    }
     if !config.webhooks.is_empty() {
         tasks.spawn(webhooks::run(
             store.clone(),

@@ -10,6 +10,36 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+/// Purges, every `interval`, the spool files that retention allows to go.
+pub async fn purge_loop(
+    store: crate::store::Store,
+    spool: Spool,
+    after: std::time::Duration,
+    interval: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let cutoff = crate::store::now_ms() - after.as_millis() as i64;
+        match store.purge_instances(cutoff).await {
+            Ok(files) => {
+                for f in &files {
+                    if let Err(e) = spool.remove(f) {
+                        tracing::warn!(error = %e, "cannot remove a purged spool file (swept at the next start)");
+                    }
+                }
+                if !files.is_empty() {
+                    tracing::info!(files = files.len(), "spool files of finished jobs purged");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "retention purge failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Spool {
     root: PathBuf,

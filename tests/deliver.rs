@@ -187,3 +187,48 @@ async fn destination_killed_mid_transfer_is_retried_and_the_same_instance_arrive
     );
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_purges_the_instances_of_delivered_jobs_and_keeps_the_audit() {
+    let port = free_port();
+    let inbox = tempfile::tempdir().unwrap();
+    let _scp = StoreScp::start(port, inbox.path(), &[]);
+    let tail = format!(
+        "{}\n[retention]\npurge_after_hours = 0.0005\n",
+        destination(port, "")
+    );
+    let node = TestNode::start_with_tail("", &tail).await;
+    let job = process_series(&node, 75).await;
+    wait_delivery(&node.store, job, "delivered", Duration::from_secs(20)).await;
+    let purged = wait_for(Duration::from_secs(20), || async {
+        let rows = node.store.audit_rows(Some("spool_purged")).await.unwrap();
+        rows.into_iter().next()
+    })
+    .await
+    .expect("purged");
+    assert!(
+        purged.detail.contains("\"instances\":12"),
+        "{}",
+        purged.detail
+    );
+    // The instances are gone; the SEG and every audit row stay.
+    let objects = files_under(&node.spool().join("objects"));
+    assert_eq!(objects.len(), 1, "only the SEG is left: {objects:?}");
+    assert!(
+        node.store
+            .instance_counts()
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.instances == 0)
+    );
+    assert!(
+        !node
+            .store
+            .audit_rows(Some("job_succeeded"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    node.stop().await;
+}

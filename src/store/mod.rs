@@ -642,6 +642,43 @@ impl Store {
         .await?)
     }
 
+    /// Removes the instance records of series whose latest job is delivered or
+    /// ignored and ended before `cutoff_ms`; returns their spool files for removal.
+    /// Audited per job.
+    pub async fn purge_instances(&self, cutoff_ms: i64) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let jobs: Vec<ClaimedJob> = sqlx::query_as(
+            "SELECT j.id, j.series_id, s.series_uid, s.study_uid, s.patient_id, s.accession_number, s.calling_ae
+             FROM jobs j JOIN series s ON s.id = j.series_id
+             WHERE j.state IN ('delivered', 'ignored') AND j.updated_ms < ?
+               AND j.id = (SELECT MAX(id) FROM jobs WHERE series_id = j.series_id)
+               AND EXISTS (SELECT 1 FROM instances i WHERE i.series_id = j.series_id)",
+        )
+        .bind(cutoff_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut files = Vec::new();
+        for job in &jobs {
+            let names: Vec<String> =
+                sqlx::query_scalar("DELETE FROM instances WHERE series_id = ? RETURNING file_name")
+                    .bind(job.series_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            append_audit(
+                &mut tx,
+                &job_event(
+                    "spool_purged",
+                    job,
+                    serde_json::json!({ "instances": names.len() }),
+                ),
+            )
+            .await?;
+            files.extend(names);
+        }
+        tx.commit().await?;
+        Ok(files)
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
