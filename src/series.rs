@@ -11,7 +11,8 @@ use dicom_object::InMemDicomObject;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Eligibility;
-use crate::dicom::{Uid, UidError, functional};
+use crate::dicom::functional::{self, text};
+use crate::dicom::{Uid, UidError};
 use crate::store::{InstanceRow, SeriesRow, Store, StoreError, now_ms};
 
 /// The attributes of one received instance that the node records.
@@ -79,14 +80,6 @@ impl InstanceMeta {
             ),
         })
     }
-}
-
-fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
-    obj.element(tag)
-        .ok()
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim_matches([' ', '\0']).to_string())
-        .filter(|s| !s.is_empty())
 }
 
 /// Whether a stable series goes to processing.

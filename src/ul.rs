@@ -49,6 +49,17 @@ pub enum UlError {
     UnexpectedPdu(u8),
 }
 
+/// The Maximum Length a peer announced in its user information (0 = no limit).
+pub fn announced_max_pdu(items: &[dicom_ul::pdu::UserVariableItem]) -> u32 {
+    items
+        .iter()
+        .find_map(|v| match v {
+            dicom_ul::pdu::UserVariableItem::MaxLength(len) => Some(*len),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
 /// One presentation data value, located in the current PDU body.
 #[derive(Debug, Clone, Copy)]
 pub struct Pdv {

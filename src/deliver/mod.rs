@@ -227,14 +227,7 @@ impl Association {
             }
             _ => return Err(ScuError::Unexpected { peer: name }),
         };
-        let peer_max = ac
-            .user_variables
-            .iter()
-            .find_map(|v| match v {
-                UserVariableItem::MaxLength(len) => Some(*len),
-                _ => None,
-            })
-            .unwrap_or(0);
+        let peer_max = crate::ul::announced_max_pdu(&ac.user_variables);
         ul.set_peer_max_pdu(peer_max);
         let contexts = ac
             .presentation_contexts

@@ -1,6 +1,7 @@
-//! Functional group lookup for multi-frame images (PS3.3 C.7.6.16): an attribute is
-//! taken from the frame's Per-Frame Functional Groups item, else the Shared Functional
-//! Groups, else the top level (classic single-frame images).
+//! Attribute access: text values, and functional group lookup for multi-frame images
+//! (PS3.3 C.7.6.16), where an attribute is taken from the frame's Per-Frame Functional
+//! Groups item, else the Shared Functional Groups, else the top level (classic
+//! single-frame images).
 
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
@@ -32,4 +33,13 @@ pub fn numbers<const N: usize>(
         .to_multi_float64()
         .ok()?;
     <[f64; N]>::try_from(values.as_slice()).ok()
+}
+
+/// A text attribute, trimmed of padding; `None` when absent or empty.
+pub fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    obj.element(tag)
+        .ok()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_matches([' ', '\0']).to_string())
+        .filter(|s| !s.is_empty())
 }

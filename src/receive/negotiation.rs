@@ -119,14 +119,7 @@ pub fn negotiate(
         })
         .collect();
 
-    let peer_max_pdu = rq
-        .user_variables
-        .iter()
-        .find_map(|v| match v {
-            UserVariableItem::MaxLength(len) => Some(*len),
-            _ => None,
-        })
-        .unwrap_or(0);
+    let peer_max_pdu = crate::ul::announced_max_pdu(&rq.user_variables);
     Ok(Accepted {
         response: AssociationAC {
             protocol_version: 1,

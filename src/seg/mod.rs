@@ -408,9 +408,9 @@ pub fn encode(
         h.update(b"dimension");
         uid_from(h)
     };
-    let mut dimension_index = Vec::new();
-    if seg_type == SegType::Binary {
-        dimension_index.push(item(vec![
+    // Dimensions (C.7.6.17): segment number (BINARY only), then plane position.
+    let dimension = |pointer: Tag, group: Tag, label: &str| {
+        item(vec![
             el(
                 tags::DIMENSION_ORGANIZATION_UID,
                 VR::UI,
@@ -419,38 +419,29 @@ pub fn encode(
             el(
                 tags::DIMENSION_INDEX_POINTER,
                 VR::AT,
-                PrimitiveValue::Tags(vec![tags::REFERENCED_SEGMENT_NUMBER].into()),
+                PrimitiveValue::Tags(vec![pointer].into()),
             ),
             el(
                 tags::FUNCTIONAL_GROUP_POINTER,
                 VR::AT,
-                PrimitiveValue::Tags(vec![tags::SEGMENT_IDENTIFICATION_SEQUENCE].into()),
+                PrimitiveValue::Tags(vec![group].into()),
             ),
-            el(tags::DIMENSION_DESCRIPTION_LABEL, VR::LO, "Segment Number"),
-        ]));
+            el(tags::DIMENSION_DESCRIPTION_LABEL, VR::LO, label),
+        ])
+    };
+    let mut dimension_index = Vec::new();
+    if seg_type == SegType::Binary {
+        dimension_index.push(dimension(
+            tags::REFERENCED_SEGMENT_NUMBER,
+            tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+            "Segment Number",
+        ));
     }
-    dimension_index.push(item(vec![
-        el(
-            tags::DIMENSION_ORGANIZATION_UID,
-            VR::UI,
-            dimension_uid.as_str(),
-        ),
-        el(
-            tags::DIMENSION_INDEX_POINTER,
-            VR::AT,
-            PrimitiveValue::Tags(vec![tags::IMAGE_POSITION_PATIENT].into()),
-        ),
-        el(
-            tags::FUNCTIONAL_GROUP_POINTER,
-            VR::AT,
-            PrimitiveValue::Tags(vec![tags::PLANE_POSITION_SEQUENCE].into()),
-        ),
-        el(
-            tags::DIMENSION_DESCRIPTION_LABEL,
-            VR::LO,
-            "Image Position Patient",
-        ),
-    ]));
+    dimension_index.push(dimension(
+        tags::IMAGE_POSITION_PATIENT,
+        tags::PLANE_POSITION_SEQUENCE,
+        "Image Position Patient",
+    ));
 
     let orientation = [
         direction[0][0],

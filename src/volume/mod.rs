@@ -15,12 +15,12 @@ pub mod geometry;
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
-use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::PixelDecoder;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::dicom::functional;
+use crate::dicom::functional::{self, text};
 pub use geometry::{Geometry, GeometryError, Tolerances};
 
 /// A CT volume in Hounsfield units.
@@ -145,14 +145,6 @@ struct FileHeader {
     format: PixelFormat,
     frames: Vec<FrameHeader>,
     source: SourceAttributes,
-}
-
-fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
-    obj.element(tag)
-        .ok()
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim_matches([' ', '\0']).to_string())
-        .filter(|s| !s.is_empty())
 }
 
 fn open(path: &Path, until_pixels: bool) -> Result<DefaultDicomObject, VolumeError> {
