@@ -440,13 +440,9 @@ impl Store {
         let Some((id,)) = claimed else {
             return Ok(None);
         };
-        let job: ClaimedJob = sqlx::query_as(
-            "SELECT j.id, j.series_id, s.series_uid, s.study_uid, s.patient_id, s.accession_number, s.calling_ae
-             FROM jobs j JOIN series s ON s.id = j.series_id WHERE j.id = ?",
-        )
-        .bind(id)
-        .fetch_one(&self.pool)
-        .await?;
+        let job = claimed_job(&self.pool, id)
+            .await?
+            .ok_or(StoreError::NoSuchJob(id))?;
         self.audit(&job_event("job_started", &job, serde_json::Value::Null))
             .await?;
         Ok(Some(job))
@@ -1033,13 +1029,9 @@ impl Store {
         .bind(d.id)
         .execute(&mut *tx)
         .await?;
-        let job: ClaimedJob = sqlx::query_as(
-            "SELECT j.id, j.series_id, s.series_uid, s.study_uid, s.patient_id, s.accession_number, s.calling_ae
-             FROM jobs j JOIN series s ON s.id = j.series_id WHERE j.id = ?",
-        )
-        .bind(d.job_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let job = claimed_job(&mut *tx, d.job_id)
+            .await?
+            .ok_or(StoreError::NoSuchJob(d.job_id))?;
         let note = match attempt {
             Attempt::Delivered { note, .. } => note.clone(),
             _ => None,
@@ -1095,13 +1087,7 @@ impl Store {
     pub async fn retry_job(&self, job_id: i64) -> Result<(bool, u64), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let job: Option<ClaimedJob> = sqlx::query_as(
-            "SELECT j.id, j.series_id, s.series_uid, s.study_uid, s.patient_id, s.accession_number, s.calling_ae
-             FROM jobs j JOIN series s ON s.id = j.series_id WHERE j.id = ?",
-        )
-        .bind(job_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let job = claimed_job(&mut *tx, job_id).await?;
         let Some(job) = job else {
             return Err(StoreError::NoSuchJob(job_id));
         };
@@ -1142,6 +1128,20 @@ impl Store {
         tx.commit().await?;
         Ok((requeue, deliveries))
     }
+}
+
+/// A job with the series facts that events about it carry.
+async fn claimed_job<'e, E>(executor: E, id: i64) -> Result<Option<ClaimedJob>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    Ok(sqlx::query_as(
+        "SELECT j.id, j.series_id, s.series_uid, s.study_uid, s.patient_id, s.accession_number, s.calling_ae
+         FROM jobs j JOIN series s ON s.id = j.series_id WHERE j.id = ?",
+    )
+    .bind(id)
+    .fetch_optional(executor)
+    .await?)
 }
 
 fn parse_state(job_id: i64, state: &str) -> Result<JobState, StoreError> {
