@@ -5,7 +5,8 @@ volume (`segnode run --stage2-everywhere`, the saving the cascade exists for), b
 cores used, and peak memory (GNU time) of each, in one run.
 
 Usage (project root): .venv/bin/python benches/cascade.py [MODEL_DIR] [SERIES_DIR]
-Defaults: the configured default model, the synthetic 300-slice benchmark series.
+Defaults: the default model, a 300-slice 512x512 series of real anatomy (the training
+volume resampled by scripts/make_series.py --from-nifti; for speed only, not accuracy).
 """
 
 import json
@@ -32,9 +33,10 @@ def run(binary, model, series, everywhere):
 
 def main():
     model = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "onnx" / "abdomen-cascade"
-    series = pathlib.Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "target" / "bench-data" / "ct300-uncompressed"
+    series = pathlib.Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "target" / "bench-data" / "ct300-real"
     if not (series / "CT0299.dcm").exists() and len(sys.argv) <= 2:
-        subprocess.run([sys.executable, ROOT / "scripts" / "make_series.py", series], check=True)
+        subprocess.run([sys.executable, ROOT / "scripts" / "make_series.py", series, "--from-nifti",
+                        ROOT.parent / "shared" / "data" / "train-ct-3mm" / "ct.nii.gz"], check=True)
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     binary = ROOT / "target" / "release" / "segnode"
     rows = {}

@@ -97,9 +97,11 @@ route_from = ["STORESCU"]
 
 def main():
     model = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "onnx" / "abdomen-cascade"
-    big = ROOT / "target" / "bench-data" / "ct300-uncompressed"
+    # 300 slices of real anatomy (the training volume resampled; for speed only).
+    big = ROOT / "target" / "bench-data" / "ct300-real"
     if not (big / "CT0299.dcm").exists():
-        subprocess.run([sys.executable, ROOT / "scripts" / "make_series.py", big], check=True)
+        subprocess.run([sys.executable, ROOT / "scripts" / "make_series.py", big, "--from-nifti",
+                        ROOT.parent / "shared" / "data" / "train-ct-3mm" / "ct.nii.gz"], check=True)
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     binary = ROOT / "target" / "release" / "segnode"
     real = ROOT.parent / "shared" / "data" / "ct-abdomen-j2k"

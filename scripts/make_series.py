@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Writes a synthetic axial CT series for benchmarks: N slices of SIZE x SIZE 16-bit
-pixels (a smooth body-like phantom with noise), Explicit VR Little Endian, CT Image
-Storage, 1 mm spacing. Usage: make_series.py OUT_DIR [--slices 300] [--size 512]"""
+"""Writes an axial CT series for benchmarks: N slices of SIZE x SIZE 16-bit pixels,
+Explicit VR Little Endian, CT Image Storage. By default a synthetic phantom (an
+ellipse of soft tissue with noise, 1 mm spacing); with --from-nifti, a real CT volume
+(e.g. ../shared/data/train-ct-3mm/ct.nii.gz) resampled to SLICES x SIZE x SIZE over its
+own field of view, so that speed can be measured on real anatomy.
+Usage: make_series.py OUT_DIR [--slices 300] [--size 512] [--from-nifti CT.nii.gz]"""
 
 import argparse
 import pathlib
@@ -18,16 +21,33 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=300)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--from-nifti", type=pathlib.Path)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     # 2.25 UUID-derived UIDs leave room for the ".N" instance suffix within 64 chars.
     study, series, frame = generate_uid(None), generate_uid(None), generate_uid(None)
     n = args.size
-    y, x = np.mgrid[0:n, 0:n]
-    body = ((x - n / 2) / (0.45 * n)) ** 2 + ((y - n / 2) / (0.35 * n)) ** 2 < 1
+    if args.from_nifti:
+        import nibabel as nib
+        from scipy import ndimage
+        img = nib.as_closest_canonical(nib.load(args.from_nifti))
+        ras = np.asarray(img.dataobj, dtype=np.float32)
+        # To (z, y, x) in DICOM LPS: z inferior->superior, y anterior->posterior, x right->left.
+        vol = np.transpose(ras, (2, 1, 0))[:, ::-1, ::-1]
+        zooms = img.header.get_zooms()[::-1]
+        extent = [vol.shape[i] * zooms[i] for i in range(3)]
+        volume = ndimage.zoom(vol, (args.slices / vol.shape[0], n / vol.shape[1], n / vol.shape[2]), order=1)
+        spacing = [extent[0] / args.slices, extent[1] / n, extent[2] / n]
+    else:
+        y, x = np.mgrid[0:n, 0:n]
+        body = ((x - n / 2) / (0.45 * n)) ** 2 + ((y - n / 2) / (0.35 * n)) ** 2 < 1
+        spacing = [1.0, 1.0, 1.0]
     for i in range(args.slices):
-        hu = np.where(body, 40.0, -1000.0) + rng.normal(0, 10, (n, n))
+        if args.from_nifti:
+            hu = volume[i]
+        else:
+            hu = np.where(body, 40.0, -1000.0) + rng.normal(0, 10, (n, n))
         pixels = np.clip(hu + 1024, 0, 4095).astype(np.uint16)
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CTImageStorage
@@ -46,8 +66,8 @@ def main() -> None:
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.InstanceNumber = i + 1
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [-n / 2, -n / 2, float(i)]
-        ds.SliceThickness, ds.PixelSpacing = 1.0, [1.0, 1.0]
+        ds.ImagePositionPatient = [-n / 2 * spacing[2], -n / 2 * spacing[1], round(i * spacing[0], 4)]
+        ds.SliceThickness, ds.PixelSpacing = round(spacing[0], 4), [round(spacing[1], 4), round(spacing[2], 4)]
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.Rows = ds.Columns = n
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
