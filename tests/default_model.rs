@@ -39,6 +39,12 @@ fn default_model_on_the_held_out_series_keeps_its_recorded_dice() {
     };
     // Model values: 1 spleen, 4 liver; reference: 1 spleen, 5 liver.
     let (liver, spleen) = (dice(4, 5), dice(1, 1));
-    assert!(liver >= 0.72, "liver Dice {liver:.3} fell below the guard (recorded 0.750)");
-    assert!(spleen >= 0.75, "spleen Dice {spleen:.3} fell below the guard (recorded 0.784)");
+    assert!(
+        liver >= 0.72,
+        "liver Dice {liver:.3} fell below the guard (recorded 0.750)"
+    );
+    assert!(
+        spleen >= 0.75,
+        "spleen Dice {spleen:.3} fell below the guard (recorded 0.784)"
+    );
 }
