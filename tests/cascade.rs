@@ -55,10 +55,10 @@ fn dice(a: &[u8], b: &[u8], value: u8) -> f64 {
     }
 }
 
-#[test]
-fn node_and_python_reference_agree_on_the_real_series() {
+/// The node's label map and the Python reference's for `model` on the real series.
+fn node_and_reference(model: &Path) -> (segnode::cascade::Segmentation, Vec<u8>) {
     let volume = assemble(&real_series());
-    let seg = cascade_for(&test_model()).run(&volume).unwrap();
+    let seg = cascade_for(model).run(&volume).unwrap();
     assert_eq!(seg.labels.shape, volume.shape);
     let dir = tempfile::tempdir().unwrap();
     let reference = dir.path().join("ref.u8");
@@ -71,12 +71,17 @@ fn node_and_python_reference_agree_on_the_real_series() {
     let status = Command::new(python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/reference_cascade.py"))
         .arg(real_series())
-        .arg(test_model())
+        .arg(model)
         .arg(&reference)
         .status()
         .unwrap();
     assert!(status.success());
-    let expected = std::fs::read(&reference).unwrap();
+    (seg, std::fs::read(&reference).unwrap())
+}
+
+#[test]
+fn node_and_python_reference_agree_on_the_real_series() {
+    let (seg, expected) = node_and_reference(&test_model());
     for label in [1u8, 2] {
         let d = dice(&seg.labels.data, &expected, label);
         assert!(d >= 0.999, "label {label}: Dice {d}");
@@ -89,6 +94,23 @@ fn node_and_python_reference_agree_on_the_real_series() {
     );
     assert!(!seg.summary.empty);
     assert!(seg.summary.stage2_region_fraction > 0.0 && seg.summary.stage2_region_fraction < 1.0);
+}
+
+#[test]
+fn the_default_model_agrees_with_the_python_reference() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/abdomen-cascade");
+    let (seg, expected) = node_and_reference(&model);
+    let found: Vec<&segnode::cascade::LabelVolume> =
+        seg.summary.labels.iter().filter(|l| l.voxels > 0).collect();
+    assert!(
+        found.len() >= 2,
+        "the default model finds organs: {:?}",
+        seg.summary.labels
+    );
+    for label in 1u8..=6 {
+        let d = dice(&seg.labels.data, &expected, label);
+        assert!(d >= 0.999, "label {label}: Dice {d}");
+    }
 }
 
 fn broken_model(change: impl FnOnce(&Path)) -> tempfile::TempDir {
@@ -225,4 +247,20 @@ async fn an_empty_stage1_result_ends_the_job_succeeded_with_no_structures_found(
         serde_json::from_str(jobs[0].summary.as_deref().unwrap()).unwrap();
     assert_eq!(summary["cascade"]["empty"], true);
     node.stop().await;
+}
+
+#[test]
+fn a_required_cuda_provider_that_is_missing_is_an_error_not_a_fallback() {
+    // The pinned PyPI wheel is CPU-only: asking for CUDA must fail, clearly.
+    let mut config = model_config(&test_model());
+    config.provider = segnode::cascade::runtime::Provider::Cuda;
+    let err = match cascade::open_cascades(&config, 1) {
+        Ok(_) => panic!("CUDA was required but the session fell back to the CPU"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("CUDA execution provider required but unavailable"),
+        "{err}"
+    );
+    assert!(err.contains("stage1.onnx"), "{err}");
 }
