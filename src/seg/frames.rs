@@ -22,13 +22,20 @@ pub fn binary_frames(labels: &[u8], plane: usize, segments: &[u8]) -> Vec<Frame>
         .par_chunks(plane)
         .map(|slice| {
             let mut seen = [false; 256];
-            // Label maps are mostly background: skip eight zero voxels at a time.
-            for chunk in slice.chunks(8) {
-                if chunk.len() == 8 && u64::from_le_bytes(chunk.try_into().expect("8 bytes")) == 0 {
-                    seen[0] = true;
-                    continue;
+            // Label maps are mostly background: skip eight zero voxels at a time, and
+            // runs of one label eight at a time.
+            let words = slice.chunks_exact(8);
+            slice[slice.len() - words.remainder().len()..]
+                .iter()
+                .for_each(|v| seen[usize::from(*v)] = true);
+            for chunk in words {
+                let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+                let first = word as u8;
+                if word == u64::from(first) * 0x0101_0101_0101_0101 {
+                    seen[usize::from(first)] = true;
+                } else {
+                    chunk.iter().for_each(|v| seen[usize::from(*v)] = true);
                 }
-                chunk.iter().for_each(|v| seen[usize::from(*v)] = true);
             }
             seen
         })

@@ -671,11 +671,6 @@ pub fn encode(
     put(seq(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, vec![shared]));
     put(seq(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, per_frame));
     let pixel_bytes = pixel_data.len();
-    put(el(
-        tags::PIXEL_DATA,
-        VR::OB,
-        PrimitiveValue::U8(pixel_data.into()),
-    ));
 
     let mut file = part10::header(
         seg_type.sop_class(),
@@ -687,6 +682,18 @@ pub fn encode(
     .map_err(|e| SegError::Encode(e.to_string()))?;
     o.write_dataset_with_ts(&mut file, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
         .map_err(|e| SegError::Encode(e.to_string()))?;
+    // Pixel Data (7FE0,0010) has the highest tag, so it goes last: written directly,
+    // OB in Explicit VR Little Endian (tag, VR, 2 reserved bytes, 32-bit length),
+    // padded to an even length, without a copy through the data set model.
+    let padded = pixel_bytes + pixel_bytes % 2;
+    let length =
+        u32::try_from(padded).map_err(|_| SegError::Encode("Pixel Data over 4 GiB".into()))?;
+    file.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0]);
+    file.extend_from_slice(&length.to_le_bytes());
+    file.extend_from_slice(&pixel_data);
+    if padded != pixel_bytes {
+        file.push(0);
+    }
     Ok(EncodedSeg {
         file,
         sop_class_uid: seg_type.sop_class(),
