@@ -131,18 +131,7 @@ async fn slow_destination_times_out_without_hanging_and_retry_resends() {
         d.last_error
     );
     // The node kept serving meanwhile.
-    let (ok, out) = run_tool(
-        "echoscu",
-        &[
-            "-aet",
-            "ECHOSCU",
-            "-aec",
-            "SEGNODE",
-            "127.0.0.1",
-            &node.port(),
-        ],
-    )
-    .await;
+    let (ok, out) = echoscu(&node.port()).await;
     assert!(ok, "{out}");
     slow.stop();
     // An operator's retry re-sends it to a healthy destination.

@@ -72,18 +72,7 @@ async fn storescu_real_series_is_spooled_and_queued() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echoscu_succeeds_and_unknown_calling_ae_is_rejected() {
     let node = TestNode::start().await;
-    let (ok, out) = run_tool(
-        "echoscu",
-        &[
-            "-aet",
-            "ECHOSCU",
-            "-aec",
-            "SEGNODE",
-            "127.0.0.1",
-            &node.port(),
-        ],
-    )
-    .await;
+    let (ok, out) = echoscu(&node.port()).await;
     assert!(ok, "echoscu failed:\n{out}");
     let (ok, out) = run_tool(
         "echoscu",

@@ -164,6 +164,15 @@ impl Pipeline {
             "hu": { "min": min, "max": max, "mean": mean },
         });
         let Some(mut model) = cascade.take() else {
+            if self.config.model.is_some() {
+                // The worker lost its sessions (a panic inside inference): fail loudly
+                // rather than "succeed" without segmenting.
+                return Err(StageError {
+                    stage: "cascade",
+                    code: "model_unavailable".into(),
+                    message: "this worker's model sessions were lost after an inference panic; restart the node".into(),
+                });
+            }
             return Ok(None);
         };
         let t = Instant::now();

@@ -177,6 +177,15 @@ pub async fn run_tool(tool: &str, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// DCMTK `echoscu` calling the node as ECHOSCU.
+pub async fn echoscu(port: &str) -> (bool, String) {
+    run_tool(
+        "echoscu",
+        &["-aet", "ECHOSCU", "-aec", "SEGNODE", "127.0.0.1", port],
+    )
+    .await
+}
+
 /// `storescu` sending files or folders (`+sd +r`) unchanged: `-xv` proposes JPEG 2000
 /// Lossless and every uncompressed syntax, so both kinds go as they are.
 pub async fn storescu(port: &str, paths: &[&Path]) -> (bool, String) {
