@@ -1,24 +1,35 @@
 //! segnode: a DICOM-native AI node beside a PACS.
 //!
 //! The PACS auto-routes CT series to the node; the node keeps every acknowledged
-//! instance durably, groups instances into series, decides when a series is complete
-//! and whether it is eligible, and tracks a job for it in SQLite.
+//! instance durably, decides when a series is complete and whether it is eligible,
+//! assembles it into a Hounsfield-unit volume, segments abdominal organs with a
+//! two-stage cascade of 3D FCNs on ONNX Runtime, encodes a DICOM SEG and sends it back,
+//! tracking every job and event in SQLite.
 //!
 //! ```text
-//! PACS ──C-STORE──▶ receive ──▶ spool + store ──▶ series tracker ──▶ jobs (queued)
-//!                   (SCP)       (durable)         (stable age, eligibility)
+//! PACS ──C-STORE──▶ receive ──▶ spool + store ──▶ series tracker ──▶ job queue
+//!                   (SCP)       (durable)         (stable age)          │
+//!                                                                       ▼
+//! PACS ◀──C-STORE── outbox ◀── seg ◀── cascade ◀── volume ◀── job workers
+//!                   (retries)         (ONNX Runtime) (decode, HU, geometry)
+//!                        │
+//!                        └──▶ jobs + audit (SQLite) ──▶ HTTP API, CLI, webhooks
 //! ```
 //!
 //! | stage | module |
 //! | --- | --- |
-//! | DICOM vocabulary: UIDs, AE titles, DIMSE commands, Part 10 | [`dicom`] |
+//! | DICOM vocabulary: UIDs, AE titles, DIMSE commands, Part 10, length checks | [`dicom`] |
 //! | Upper Layer framing shared by SCP and SCU | [`ul`] |
 //! | associations, C-ECHO, C-STORE, access control, limits | [`receive`] |
-//! | durable files | [`spool`] |
+//! | durable files, retention | [`spool`] |
 //! | instance attributes, stable age, eligibility | [`series`] |
-//! | job state machine | [`jobs`] |
+//! | job state machine and the pipeline workers | [`jobs`] |
+//! | pixel decoding, HU, slice order, geometry checks | [`volume`] |
+//! | model manifest, ONNX Runtime, stages, region, post-processing | [`cascade`] |
+//! | DICOM Segmentation encoding | [`seg`] |
+//! | C-STORE / C-ECHO SCU and the delivery outbox | [`deliver`] |
 //! | SQLite schema and queries | [`store`] |
-//! | C-STORE / C-ECHO SCU | [`deliver`] |
+//! | HTTP API and webhooks | [`api`] |
 //! | configuration | [`config`] |
 //! | wiring and shutdown | [`node`] |
 //! | command line | [`cli`] |
