@@ -1,7 +1,9 @@
 //! Wires the stages into a running node: opens the store and the spool (sweeping what a
-//! crash left), resumes interrupted jobs, binds the DICOM listener and starts the
-//! receiver and the series tracker. Everything stops on one cancellation token, with a
-//! deadline.
+//! crash left), resumes interrupted jobs, loads the model (one cascade per worker; a
+//! broken model stops start-up), binds the DICOM and HTTP listeners and starts the
+//! receiver, the series tracker, the job workers, the outbox, the HTTP API, and when
+//! configured the webhook sender and the retention purge. Everything stops on one
+//! cancellation token, with a deadline.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
