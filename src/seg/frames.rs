@@ -13,17 +13,13 @@ pub struct Frame {
     pub slice: usize,
 }
 
-/// The frames of a BINARY SEG: per segment (in number order), the slices where it has
-/// at least one voxel (sparse: empty frames are omitted). `segments[i]` is the label
-/// value of segment number `i + 1`.
-pub fn binary_frames(labels: &[u8], plane: usize, segments: &[u8]) -> Vec<Frame> {
-    let slices = labels.len() / plane;
-    let present: Vec<[bool; 256]> = labels
+/// Which label values occur on each slice: one scan of the label map, in parallel,
+/// skipping runs of eight equal voxels at a time (label maps are mostly background).
+pub fn slice_presence(labels: &[u8], plane: usize) -> Vec<[bool; 256]> {
+    labels
         .par_chunks(plane)
         .map(|slice| {
             let mut seen = [false; 256];
-            // Label maps are mostly background: skip eight zero voxels at a time, and
-            // runs of one label eight at a time.
             let words = slice.chunks_exact(8);
             slice[slice.len() - words.remainder().len()..]
                 .iter()
@@ -39,15 +35,22 @@ pub fn binary_frames(labels: &[u8], plane: usize, segments: &[u8]) -> Vec<Frame>
             }
             seen
         })
-        .collect();
+        .collect()
+}
+
+/// The frames of a BINARY SEG: per segment (in number order), the slices where it has
+/// at least one voxel (sparse: empty frames are omitted). `segments[i]` is the label
+/// value of segment number `i + 1`; `present` comes from [`slice_presence`].
+pub fn binary_frames(present: &[[bool; 256]], segments: &[u8]) -> Vec<Frame> {
     segments
         .iter()
         .enumerate()
         .flat_map(|(i, value)| {
-            let present = &present;
-            (0..slices)
-                .filter(move |z| present[*z][usize::from(*value)])
-                .map(move |slice| Frame {
+            present
+                .iter()
+                .enumerate()
+                .filter(move |(_, seen)| seen[usize::from(*value)])
+                .map(move |(slice, _)| Frame {
                     segment: i as u16 + 1,
                     slice,
                 })
@@ -56,11 +59,11 @@ pub fn binary_frames(labels: &[u8], plane: usize, segments: &[u8]) -> Vec<Frame>
 }
 
 /// The slices of a LABELMAP SEG: every slice with any segment voxel.
-pub fn labelmap_slices(labels: &[u8], plane: usize) -> Vec<usize> {
-    labels
-        .chunks(plane)
+pub fn labelmap_slices(present: &[[bool; 256]]) -> Vec<usize> {
+    present
+        .iter()
         .enumerate()
-        .filter(|(_, s)| s.iter().any(|v| *v != 0))
+        .filter(|(_, seen)| seen[1..].iter().any(|v| *v))
         .map(|(z, _)| z)
         .collect()
 }
@@ -169,7 +172,8 @@ mod tests {
     fn frames_are_sparse_and_ordered_by_segment_then_slice() {
         // 3 slices of 2 voxels: slice 0 has label 5, slice 1 nothing, slice 2 labels 5 and 7.
         let labels = [5, 0, 0, 0, 7, 5];
-        let frames = binary_frames(&labels, 2, &[5, 7]);
+        let present = slice_presence(&labels, 2);
+        let frames = binary_frames(&present, &[5, 7]);
         assert_eq!(
             frames,
             vec![
@@ -187,7 +191,7 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(labelmap_slices(&labels, 2), vec![0, 2]);
+        assert_eq!(labelmap_slices(&present), vec![0, 2]);
     }
 
     #[test]
@@ -243,7 +247,7 @@ mod tests {
                 })
                 .collect();
             let segments = [1u8, 3, 2];
-            let frames = binary_frames(&labels, plane, &segments);
+            let frames = binary_frames(&slice_presence(&labels, plane), &segments);
             let packed = pack_binary(&labels, plane, &frames, &segments);
             prop_assert_eq!(packed.len(), (frames.len() * plane).div_ceil(8));
             let bits = unpack_bits(&packed, frames.len() * plane);

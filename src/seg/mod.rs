@@ -203,11 +203,13 @@ pub fn encode(
         .ok_or(SegError::MissingSource("Frame of Reference UID"))?;
 
     // Segments: the manifest's labels that occur, numbered from 1 in value order.
+    let [_, rows, columns] = volume.shape;
+    let plane = rows * columns;
+    let slice_presence = frames::slice_presence(&labels.data, plane);
     let mut present = [false; 256];
-    labels
-        .data
-        .iter()
-        .for_each(|v| present[usize::from(*v)] = true);
+    for seen in &slice_presence {
+        present.iter_mut().zip(seen).for_each(|(p, s)| *p |= *s);
+    }
     let mut defs: Vec<_> = model
         .labels
         .iter()
@@ -241,8 +243,6 @@ pub fn encode(
         uid_from(h)
     };
     let (date, time) = now_da_tm();
-    let [_, rows, columns] = volume.shape;
-    let plane = rows * columns;
     let direction = volume.geometry.direction;
     let spacing = volume.geometry.spacing;
 
@@ -296,7 +296,7 @@ pub fn encode(
     // Frames.
     let (frame_list, pixel_data, bits) = match seg_type {
         SegType::Binary => {
-            let fr = frames::binary_frames(&labels.data, plane, &segments);
+            let fr = frames::binary_frames(&slice_presence, &segments);
             let packed = frames::pack_binary(&labels.data, plane, &fr, &segments);
             (
                 fr.iter()
@@ -307,7 +307,7 @@ pub fn encode(
             )
         }
         SegType::Labelmap => {
-            let slices = frames::labelmap_slices(&labels.data, plane);
+            let slices = frames::labelmap_slices(&slice_presence);
             let mut number = [0u8; 256];
             for (i, v) in segments.iter().enumerate() {
                 number[usize::from(*v)] = i as u8 + 1;
