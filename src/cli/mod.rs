@@ -272,12 +272,13 @@ async fn check(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()
             Err(e) => problems.push(format!("model {}: {e}", m.path.display())),
         },
     }
-    match std::net::TcpListener::bind(config.dicom.listen) {
-        Ok(_) => println!("dicom listen address {}: available", config.dicom.listen),
-        Err(e) => problems.push(format!(
-            "dicom listen address {}: {e} (is a node already running?)",
-            config.dicom.listen
-        )),
+    for (what, addr) in [("dicom", config.dicom.listen), ("http", config.http.listen)] {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => println!("{what} listen address {addr}: available"),
+            Err(e) => problems.push(format!(
+                "{what} listen address {addr}: {e} (is a node already running?)"
+            )),
+        }
     }
     if problems.is_empty() {
         println!("problems: none");
