@@ -52,19 +52,6 @@ async fn wait_until_serving(port: u16) {
     assert!(up.is_some(), "node did not start serving on port {port}");
 }
 
-fn jobs_json(config: &std::path::Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_segnode"))
-        .args(["--config", config.to_str().unwrap(), "jobs", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {

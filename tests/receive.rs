@@ -53,16 +53,7 @@ async fn storescu_real_series_is_spooled_and_queued() {
     // `segnode jobs --json` shows the job.
     let config = node.dir.path().join("segnode.toml");
     std::fs::write(&config, test_config(&node.dir.path().join("data"), "")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_segnode"))
-        .args(["--config", config.to_str().unwrap(), "jobs", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = jobs_json(&config);
     assert_eq!(listed[0]["state"], "succeeded");
     assert_eq!(listed[0]["instance_count"], 20);
     assert_eq!(listed[0]["series_uid"], jobs[0].series_uid);

@@ -445,3 +445,17 @@ pub fn tissue_series(dir: &Path, series_no: u32, slices: u32, size: u16) -> Vec<
     }
     files
 }
+
+/// `segnode jobs --json` with the configuration file `config`.
+pub fn jobs_json(config: &Path) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_segnode"))
+        .args(["--config", config.to_str().unwrap(), "jobs", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
