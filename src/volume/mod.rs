@@ -266,12 +266,53 @@ fn read_header(index: usize, path: &Path) -> Result<FileHeader, VolumeError> {
     })
 }
 
-/// Converts one decoded frame of stored values to HU.
+/// Stored value to HU for one frame: Bits Stored, Pixel Representation, then the frame's
+/// Rescale Slope/Intercept.
+#[derive(Debug, Clone, Copy)]
+struct Rescale {
+    bits: u32,
+    mask: u64,
+    sign_bit: u64,
+    signed: bool,
+    slope: f64,
+    intercept: f64,
+}
+
+impl Rescale {
+    fn new(format: PixelFormat, slope: f64, intercept: f64) -> Self {
+        let bits = u32::from(format.bits_stored);
+        Rescale {
+            bits,
+            mask: if bits >= 32 {
+                u64::from(u32::MAX)
+            } else {
+                (1u64 << bits) - 1
+            },
+            sign_bit: 1u64 << (bits - 1),
+            signed: format.signed,
+            slope,
+            intercept,
+        }
+    }
+
+    /// The HU of a raw value; bits above Bits Stored are ignored.
+    #[inline]
+    fn hu(&self, raw: u64) -> f32 {
+        let v = raw & self.mask;
+        let stored = if self.signed && v & self.sign_bit != 0 {
+            v as i64 - (1i64 << self.bits)
+        } else {
+            v as i64
+        };
+        (stored as f64 * self.slope + self.intercept) as f32
+    }
+}
+
+/// Converts one decoded frame of stored values (little-endian, Bits Allocated wide) to HU.
 fn to_hu(
     bytes: &[u8],
     format: PixelFormat,
-    slope: f64,
-    intercept: f64,
+    rescale: Rescale,
     out: &mut [f32],
 ) -> Result<(), String> {
     let width = usize::from(format.bits_allocated / 8);
@@ -282,36 +323,62 @@ fn to_hu(
             out.len() * width
         ));
     }
-    let bits = u32::from(format.bits_stored);
-    let mask: u64 = if bits >= 32 {
-        u64::from(u32::MAX)
-    } else {
-        (1u64 << bits) - 1
-    };
-    let sign_bit = 1u64 << (bits - 1);
-    let value = |raw: u64| -> f32 {
-        let v = raw & mask;
-        let stored = if format.signed && v & sign_bit != 0 {
-            v as i64 - (1i64 << bits)
-        } else {
-            v as i64
-        };
-        (stored as f64 * slope + intercept) as f32
-    };
     match width {
         1 => out
             .iter_mut()
             .zip(bytes)
-            .for_each(|(o, b)| *o = value(u64::from(*b))),
+            .for_each(|(o, b)| *o = rescale.hu(u64::from(*b))),
         2 => out
             .iter_mut()
             .zip(bytes.chunks_exact(2))
-            .for_each(|(o, b)| *o = value(u64::from(u16::from_le_bytes([b[0], b[1]])))),
+            .for_each(|(o, b)| *o = rescale.hu(u64::from(u16::from_le_bytes([b[0], b[1]])))),
         _ => out
             .iter_mut()
             .zip(bytes.chunks_exact(4))
-            .for_each(|(o, b)| *o = value(u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))),
+            .for_each(|(o, b)| {
+                *o = rescale.hu(u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            }),
     }
+    Ok(())
+}
+
+/// JPEG 2000 Lossless and lossy (PS3.5 A.4.4).
+const JPEG_2000: [&str; 2] = ["1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"];
+
+/// The JPEG 2000 codestream of `frame` when each frame is one fragment, the usual layout.
+/// Other layouts go through `dicom-pixeldata`.
+fn j2k_codestream(obj: &DefaultDicomObject, frame: u32, frames: usize) -> Option<&[u8]> {
+    let syntax = obj.meta().transfer_syntax().trim_end_matches('\0');
+    if !JPEG_2000.contains(&syntax) {
+        return None;
+    }
+    let fragments = obj.element(tags::PIXEL_DATA).ok()?.value().fragments()?;
+    (fragments.len() == frames)
+        .then(|| fragments.get(frame as usize).map(Vec::as_slice))
+        .flatten()
+}
+
+/// Decodes one JPEG 2000 codestream with OpenJPEG straight into HU: one pass from
+/// OpenJPEG's samples, without the intermediate byte buffer of the generic path.
+fn j2k_to_hu(codestream: &[u8], rescale: Rescale, out: &mut [f32]) -> Result<(), String> {
+    let image = jpeg2k::Image::from_bytes(codestream).map_err(|e| e.to_string())?;
+    let [component] = image.components() else {
+        return Err(format!(
+            "{} components in the JPEG 2000 codestream, expected 1",
+            image.num_components()
+        ));
+    };
+    let samples = component.data();
+    if samples.len() != out.len() {
+        return Err(format!(
+            "{} samples decoded, {} expected",
+            samples.len(),
+            out.len()
+        ));
+    }
+    out.iter_mut()
+        .zip(samples)
+        .for_each(|(o, s)| *o = rescale.hu(u64::from(*s as u32)));
     Ok(())
 }
 
@@ -361,7 +428,10 @@ pub fn assemble(
         .into_par_iter()
         .enumerate()
         .filter(|(_, slots)| !slots.is_empty())
-        .try_for_each(|(file, slots)| decode_file(&files[file], headers[file].format, slots))?;
+        .try_for_each(|(file, slots)| {
+            let header = &headers[file];
+            decode_file(&files[file], header.format, header.frames.len(), slots)
+        })?;
 
     let slices = geometry
         .order
@@ -388,6 +458,7 @@ pub fn assemble(
 fn decode_file(
     path: &Path,
     format: PixelFormat,
+    frames: usize,
     slots: Vec<(&FrameHeader, &mut [f32])>,
 ) -> Result<(), VolumeError> {
     let obj = open(path, false)?;
@@ -396,11 +467,16 @@ fn decode_file(
         reason,
     };
     for (frame, out) in slots {
+        let rescale = Rescale::new(format, frame.slope, frame.intercept);
+        if let Some(codestream) = j2k_codestream(&obj, frame.frame, frames) {
+            j2k_to_hu(codestream, rescale, out).map_err(failed)?;
+            continue;
+        }
         let decoded = obj
             .decode_pixel_data_frame(frame.frame)
             .map_err(|e| failed(e.to_string()))?;
         let bytes = decoded.frame_data(0).map_err(|e| failed(e.to_string()))?;
-        to_hu(bytes, format, frame.slope, frame.intercept, out).map_err(failed)?;
+        to_hu(bytes, format, rescale, out).map_err(failed)?;
     }
     Ok(())
 }
@@ -497,8 +573,7 @@ mod tests {
         to_hu(
             &[0x00, 0x00, 0xFF, 0x0F, 0xFF, 0xFF],
             unsigned,
-            1.0,
-            -1024.0,
+            Rescale::new(unsigned, 1.0, -1024.0),
             &mut out,
         )
         .unwrap();
@@ -512,8 +587,7 @@ mod tests {
         to_hu(
             &[0xFF, 0x0F, 0x00, 0x08, 0x05, 0x00],
             signed,
-            2.0,
-            0.5,
+            Rescale::new(signed, 2.0, 0.5),
             &mut out,
         )
         .unwrap();
@@ -526,12 +600,19 @@ mod tests {
         to_hu(
             &[0x18, 0xFC, 0, 0, 0xE8, 0x03],
             signed16,
-            1.0,
-            0.0,
+            Rescale::new(signed16, 1.0, 0.0),
             &mut out,
         )
         .unwrap();
         assert_eq!(out, [-1000.0, 0.0, 1000.0]);
-        assert!(to_hu(&[0, 0], unsigned, 1.0, 0.0, &mut out).is_err());
+        assert!(
+            to_hu(
+                &[0, 0],
+                unsigned,
+                Rescale::new(unsigned, 1.0, 0.0),
+                &mut out
+            )
+            .is_err()
+        );
     }
 }
