@@ -81,6 +81,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         source,
     };
     let spool = Spool::open(&spool_dir).map_err(spool_error)?;
+    let dropped = drop_unacknowledged(&store, &spool).await?;
+    if dropped > 0 {
+        tracing::warn!(
+            instances = dropped,
+            "dropped instance records whose file was not durable when the node stopped (never acknowledged)"
+        );
+    }
     let swept = spool
         .sweep(&store.referenced_files().await?)
         .map_err(spool_error)?;
@@ -254,4 +261,27 @@ impl Node {
         self.store.close().await;
         tracing::info!("node stopped");
     }
+}
+
+/// Instance rows committed while their file was still being made durable when the node
+/// stopped (see `receive`): their C-STORE was never acknowledged. Each candidate's file
+/// is checked against its recorded SHA-256; rows whose file is missing or differs are
+/// dropped (and audited), and `sweep` then removes the files.
+async fn drop_unacknowledged(store: &Store, spool: &Spool) -> Result<usize, NodeError> {
+    use rayon::prelude::*;
+    let candidates = store.recent_instances().await?;
+    let spool = spool.clone();
+    let bad: Vec<i64> = tokio::task::spawn_blocking(move || {
+        candidates
+            .par_iter()
+            .filter(|(_, name, sha256)| spool.checksum(name).ok().as_ref() != Some(sha256))
+            .map(|(id, _, _)| *id)
+            .collect()
+    })
+    .await
+    .expect("checksums do not panic");
+    if !bad.is_empty() {
+        store.drop_unacknowledged(&bad).await?;
+    }
+    Ok(bad.len())
 }

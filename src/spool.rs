@@ -1,9 +1,11 @@
-//! The durable spool of received instances. A file is written to `tmp/`, fsynced,
-//! renamed into `objects/`, and the directory fsynced, before the caller records it
-//! and acknowledges the C-STORE. File names are random internal ids, never built from
-//! UIDs or any other received text. At start-up `sweep` removes what a crash left
-//! behind: temporary files and objects that no database row references (they were
-//! never acknowledged).
+//! The durable spool of received instances. A file is written to `tmp/` (as the data
+//! set arrives, see [`Incoming`]), fsynced, renamed into `objects/`, and the directory
+//! fsynced, before the C-STORE is acknowledged; its database row is committed at the
+//! same time and the acknowledgement waits for both. File names are random internal
+//! ids, never built from UIDs or any other received text. At start-up `sweep` removes
+//! what a crash left behind: temporary files and objects that no database row
+//! references (they were never acknowledged); rows whose file did not become durable
+//! are found by their checksum (`Store::verify_recent_instances`).
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -60,24 +62,35 @@ impl Spool {
 
     /// Writes `bytes` durably and returns the spool-relative name. Blocking.
     pub fn write(&self, bytes: &[u8]) -> io::Result<String> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let shard = &id[..2];
-        let name = format!("objects/{shard}/{id}.dcm");
-        let tmp = self.root.join("tmp").join(format!("{id}.part"));
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        let dir = self.root.join("objects").join(shard);
-        fs::create_dir_all(&dir)?;
-        fs::rename(&tmp, self.root.join(&name))?;
-        File::open(&dir)?.sync_all()?;
-        Ok(name)
+        let mut incoming = self.create()?;
+        incoming.write(bytes)?;
+        incoming.persist()
     }
 
-    /// The full path of a spool-relative name made by [`Spool::write`].
+    /// Starts a spool file in `tmp/` under a new internal id; see [`Incoming`].
+    pub fn create(&self) -> io::Result<Incoming> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let tmp = self.root.join("tmp").join(format!("{id}.part"));
+        let file = File::create(&tmp)?;
+        Ok(Incoming {
+            spool: self.clone(),
+            name: format!("objects/{}/{id}.dcm", &id[..2]),
+            file: Some(file),
+            tmp,
+        })
+    }
+
+    /// The full path of a spool-relative name made by [`Spool::write`] or [`Incoming`].
     pub fn path(&self, name: &str) -> PathBuf {
         self.root.join(name)
+    }
+
+    /// The SHA-256 (hex) of a spool file's content. Blocking.
+    pub fn checksum(&self, name: &str) -> io::Result<String> {
+        use sha2::{Digest, Sha256};
+        let mut sha = Sha256::new();
+        io::copy(&mut File::open(self.path(name))?, &mut sha)?;
+        Ok(format!("{:x}", sha.finalize()))
     }
 
     /// Removes a file no longer referenced (an instance replaced by a new copy, or a
@@ -131,6 +144,55 @@ impl Spool {
     }
 }
 
+/// A spool file being written, in `tmp/` until [`Incoming::persist`] makes it durable
+/// under its final name; removed if dropped before that.
+#[derive(Debug)]
+pub struct Incoming {
+    spool: Spool,
+    /// The spool-relative name it will have once persisted.
+    name: String,
+    file: Option<File>,
+    tmp: PathBuf,
+}
+
+impl Incoming {
+    /// The spool-relative name the file gets from [`Incoming::persist`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Appends bytes (to the page cache; durability comes with `persist`).
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.write_all(bytes),
+            None => Err(io::Error::other("spool file already persisted")),
+        }
+    }
+
+    /// fsync, rename into `objects/`, fsync the directory; returns the name. Blocking.
+    pub fn persist(mut self) -> io::Result<String> {
+        let file = self.file.take().expect("an Incoming is persisted once");
+        file.sync_all()?;
+        drop(file);
+        let target = self.spool.path(&self.name);
+        let dir = target
+            .parent()
+            .expect("objects/<shard>/<id>.dcm has a parent");
+        fs::create_dir_all(dir)?;
+        fs::rename(&self.tmp, &target)?;
+        File::open(dir)?.sync_all()?;
+        Ok(std::mem::take(&mut self.name))
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +213,26 @@ mod tests {
         assert!(!spool.path(&b).exists());
         spool.remove(&b).unwrap();
         assert!(spool.free_bytes().unwrap() > 0);
+    }
+
+    #[test]
+    fn an_incoming_file_is_written_in_pieces_and_removed_unless_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut kept = spool.create().unwrap();
+        let name = kept.name().to_string();
+        kept.write(b"DICM ").unwrap();
+        kept.write(b"data").unwrap();
+        assert!(!spool.path(&name).exists(), "not visible before persist");
+        assert_eq!(kept.persist().unwrap(), name);
+        assert_eq!(fs::read(spool.path(&name)).unwrap(), b"DICM data");
+        assert_eq!(
+            spool.checksum(&name).unwrap(),
+            "fe79fad15774562682bf518419c10044a5b487ad66a6cbcb47a3b6c26bfbef2c"
+        );
+        let mut dropped = spool.create().unwrap();
+        dropped.write(b"partial").unwrap();
+        drop(dropped);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 }

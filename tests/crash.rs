@@ -109,3 +109,71 @@ async fn kill_9_after_acknowledgement_loses_nothing_and_job_is_queued_after_rest
     let seg = usize::from(!jobs[0]["seg_sop_instance_uid"].is_null());
     assert_eq!(files_under(&data.join("spool/objects")).len(), 20 + seg);
 }
+
+/// A record is committed while its file is fsynced (the C-STORE waits for both). If the
+/// node dies in between, the C-STORE was never acknowledged: at the next start the row
+/// whose file is missing or not what was recorded is dropped (and audited), the rest of
+/// the series stays, and its job covers what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_whose_file_never_became_durable_are_dropped_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = dir.path().join("data");
+    let config = dir.path().join("segnode.toml");
+    let text = test_config(&data, "").replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1);
+    let text = text.replace("stable_seconds = 2", "stable_seconds = 3");
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("node.log");
+    let series = synthetic_series(&dir.path().join("in"), 7, 12, 64);
+
+    let mut node = KillOnDrop(spawn_node(&config, &log));
+    wait_until_serving(port).await;
+    let (ok, out) = storescu(&port.to_string(), &[&dir.path().join("in")]).await;
+    assert!(ok, "storescu failed:\n{out}");
+    node.0.kill().unwrap();
+    node.0.wait().unwrap();
+    assert_eq!(series.len(), 12);
+
+    // What a crash between the commit and the fsync can leave: a file cut short, and a
+    // file that never got its name.
+    let mut files = files_under(&data.join("spool/objects"));
+    files.sort();
+    assert_eq!(files.len(), 12);
+    std::fs::write(&files[0], b"DICM").unwrap();
+    std::fs::remove_file(&files[1]).unwrap();
+
+    let _node = KillOnDrop(spawn_node(&config, &log));
+    wait_until_serving(port).await;
+    let jobs = wait_for(Duration::from_secs(20), || async {
+        let jobs = jobs_json(&config);
+        let done = jobs
+            .as_array()
+            .unwrap()
+            .first()
+            .is_some_and(|j| j["state"] != "queued" && j["state"] != "running");
+        done.then_some(jobs)
+    })
+    .await
+    .expect("no job after restart");
+    assert_eq!(jobs[0]["instance_count"], 10);
+    let files = files_under(&data.join("spool/objects"));
+    assert!(files.len() >= 10 && !files.iter().any(|f| std::fs::read(f).unwrap() == b"DICM"));
+    let audit = std::process::Command::new(env!("CARGO_BIN_EXE_segnode"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "audit",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let dropped = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "instance_unacknowledged_dropped")
+        .count();
+    assert_eq!(dropped, 2);
+}

@@ -18,25 +18,6 @@ pub enum Part10Error {
     Write(#[source] Box<dicom_object::meta::Error>),
 }
 
-/// Builds a Part 10 file around a data set received in `transfer_syntax`.
-pub fn encode(
-    sop_class: &str,
-    sop_instance: &str,
-    transfer_syntax: &str,
-    source_ae: &str,
-    dataset: &[u8],
-) -> Result<Vec<u8>, Part10Error> {
-    let mut out = header(
-        sop_class,
-        sop_instance,
-        transfer_syntax,
-        source_ae,
-        dataset.len(),
-    )?;
-    out.extend_from_slice(dataset);
-    Ok(out)
-}
-
 /// The preamble, `DICM` and the meta group, in a buffer with room for `dataset_len`
 /// more bytes: the caller writes the data set right after it.
 pub fn header(
@@ -90,16 +71,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn encode_then_find_dataset() {
+    fn header_then_find_dataset() {
         let dataset = b"\x08\x00\x16\x00\x04\x00\x00\x001.2\0";
-        let file = encode(
+        let mut file = header(
             "1.2.840.10008.5.1.4.1.1.2",
             "1.2.3",
             "1.2.840.10008.1.2",
             "PACS",
-            dataset,
+            dataset.len(),
         )
         .unwrap();
+        file.extend_from_slice(dataset);
         let offset = dataset_offset(&file).unwrap();
         assert_eq!(&file[offset..], dataset);
         let meta = dicom_object::meta::FileMetaTable::from_reader(&file[128..]).unwrap();

@@ -26,7 +26,7 @@ use crate::dicom::lengths::{self, PixelData};
 use crate::dicom::uid::is_ct_image_storage;
 use crate::dicom::{Command, CommandField, DimseStatus, Uid, part10};
 use crate::series::InstanceMeta;
-use crate::spool::Spool;
+use crate::spool::{Incoming, Spool};
 use crate::store::{AuditEvent, RecordOutcome, SpooledFile, Store};
 use crate::ul::{Event, UlError, UlStream};
 use negotiation::{AcceptedContext, negotiate};
@@ -257,15 +257,17 @@ impl Session<'_> {
             let verdict = match command.command_field() {
                 CommandField::C_ECHO_RQ if !command.has_dataset => Verdict::success(),
                 CommandField::C_STORE_RQ if command.has_dataset => {
-                    let data = self.read_dataset(ul, pc_id).await?;
-                    match data {
-                        Ok(bytes) => self.store(&command, context, bytes).await,
+                    match self
+                        .read_dataset(ul, pc_id, Some((&command, context)))
+                        .await?
+                    {
+                        Ok(received) => self.store(&command, context, received).await,
                         Err(refusal) => refusal,
                     }
                 }
                 field if field.is_request() => {
                     if command.has_dataset {
-                        self.read_dataset(ul, pc_id).await?.ok();
+                        self.read_dataset(ul, pc_id, None).await?.ok();
                     }
                     Verdict::refuse(
                         DimseStatus::UNRECOGNIZED_OPERATION,
@@ -283,13 +285,16 @@ impl Session<'_> {
         }
     }
 
-    /// Reads a data set's fragments. Over the size limit or the disk watermark the
-    /// fragments are drained, not kept, and the refusal is returned.
+    /// Reads a data set's fragments. A CT image for its context is streamed into a
+    /// spool file (Part 10 header first) and hashed as it arrives, so that only the
+    /// fsync is left when the last fragment is in. Over the size limit or the disk
+    /// watermark the fragments are drained, not kept, and the refusal is returned.
     async fn read_dataset(
         &self,
         ul: &mut UlStream,
         pc_id: u8,
-    ) -> Result<Result<Vec<u8>, Verdict>, UlError> {
+        store: Option<(&Command, &AcceptedContext)>,
+    ) -> Result<Result<Received, Verdict>, UlError> {
         let dicom = &self.rx.config.dicom;
         let mut refusal = match self.rx.spool.free_bytes() {
             Ok(free) if free < dicom.min_free_disk_bytes => Some(Verdict::refuse(
@@ -305,6 +310,17 @@ impl Session<'_> {
         if refusal.is_some() {
             tracing::error!("spool disk below its free-space watermark: refusing C-STORE");
         }
+        let mut spooling = match (&refusal, store) {
+            (None, Some((command, context))) => match self.start_spooling(command, context) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot start a spool file");
+                    refusal = Some(cannot_store());
+                    None
+                }
+            },
+            _ => None,
+        };
         let mut data = Vec::new();
         loop {
             let pdv = expect_pdv(ul, pc_id, false, dicom.dimse_timeout).await?;
@@ -316,30 +332,80 @@ impl Session<'_> {
                         "data set larger than max_object_mb",
                     ));
                     data = Vec::new();
+                    spooling = None;
                 } else {
                     data.extend_from_slice(bytes);
+                    if let Some(s) = &mut spooling {
+                        s.append(bytes);
+                    }
                 }
             }
             if pdv.is_last {
-                return Ok(refusal.map_or(Ok(data), Err));
+                break;
             }
         }
+        if let Some(refusal) = refusal {
+            return Ok(Err(refusal));
+        }
+        let spooled = match spooling.map(Spooling::finish).transpose() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write a spool file");
+                return Ok(Err(cannot_store()));
+            }
+        };
+        Ok(Ok(Received {
+            dataset: data,
+            spooled,
+        }))
+    }
+
+    /// A spool file for a C-STORE whose data set the node keeps (a CT image sent on its
+    /// own presentation context with a valid SOP Instance UID); `None` for the others,
+    /// which are checked and answered after reading.
+    fn start_spooling(
+        &self,
+        command: &Command,
+        context: &AcceptedContext,
+    ) -> anyhow::Result<Option<Spooling>> {
+        let class = command.affected_sop_class.as_deref().unwrap_or_default();
+        let instance = command.affected_sop_instance.as_deref().unwrap_or_default();
+        if !is_ct_image_storage(class)
+            || class != context.abstract_syntax
+            || Uid::parse(instance).is_err()
+        {
+            return Ok(None);
+        }
+        let header = part10::header(
+            class,
+            instance,
+            &context.transfer_syntax,
+            self.calling_ae,
+            0,
+        )?;
+        let mut file = self.rx.spool.create()?;
+        file.write(&header)?;
+        let mut sha = Sha256::new();
+        sha.update(&header);
+        Ok(Some(Spooling {
+            file,
+            sha,
+            header,
+            error: None,
+        }))
     }
 
     async fn store(
         &mut self,
         command: &Command,
         context: &AcceptedContext,
-        dataset: Vec<u8>,
+        received: Received,
     ) -> Verdict {
-        match self.try_store(command, context, dataset).await {
+        match self.try_store(command, context, received).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "could not store instance");
-                Verdict::refuse(
-                    DimseStatus::OUT_OF_RESOURCES,
-                    "node could not store the instance",
-                )
+                cannot_store()
             }
         }
     }
@@ -348,7 +414,7 @@ impl Session<'_> {
         &mut self,
         command: &Command,
         context: &AcceptedContext,
-        dataset: Vec<u8>,
+        received: Received,
     ) -> anyhow::Result<Verdict> {
         let class = command.affected_sop_class.as_deref().unwrap_or_default();
         if class != context.abstract_syntax {
@@ -370,6 +436,7 @@ impl Session<'_> {
                         .await);
                 }
             };
+        let Received { dataset, spooled } = received;
         let pixel_data = match lengths::check(&dataset, &context.transfer_syntax) {
             Ok(p) => p,
             Err(e) => {
@@ -379,37 +446,25 @@ impl Session<'_> {
                     .await);
             }
         };
-        let file = part10::encode(
-            class,
-            instance.as_str(),
-            &context.transfer_syntax,
-            self.calling_ae,
-            &dataset,
-        )?;
-        drop(dataset);
-        let file = Arc::new(file);
-        let size = file.len() as i64;
-        // CT images are kept: write and fsync the file while the data set is parsed
-        // (both on the blocking pool). A refused instance's file is removed on drop.
-        let write = is_ct_image_storage(class).then(|| {
-            let (spool, file) = (self.rx.spool.clone(), file.clone());
-            tokio::task::spawn_blocking(move || spool.write(&file))
-        });
-        let parsed = tokio::task::spawn_blocking({
-            let file = file.clone();
-            move || parse_instance(&file, pixel_data)
-        })
-        .await?;
-        let written = match write {
-            Some(handle) => Some(Written {
-                spool: &self.rx.spool,
-                name: Some(handle.await??),
-            }),
-            None => None,
+        let built;
+        let header = match &spooled {
+            Some(s) => &s.header,
+            None => {
+                built = part10::header(
+                    class,
+                    instance.as_str(),
+                    &context.transfer_syntax,
+                    self.calling_ae,
+                    0,
+                )?;
+                &built
+            }
         };
-        drop(file);
-        let (object, sha256) = match parsed {
-            Ok(p) => p,
+        let size = (header.len() + dataset.len()) as i64;
+        let parsed = parse_instance(header, &dataset, pixel_data);
+        drop(dataset);
+        let object = match parsed {
+            Ok(o) => o,
             Err(reason) => {
                 return Ok(self
                     .refuse_instance(DimseStatus::CANNOT_UNDERSTAND, reason, None)
@@ -456,32 +511,72 @@ impl Session<'_> {
                     .await);
             }
         };
-        let mut written = written.expect("CT images are always written");
-        let name = written.name.clone().unwrap_or_default();
+        let spooled = spooled.ok_or_else(|| anyhow::anyhow!("a CT image was not spooled"))?;
         let record = SpooledFile {
-            file_name: name.clone(),
+            file_name: spooled.file.name().to_string(),
             size_bytes: size,
-            sha256,
+            sha256: spooled.sha256,
             transfer_syntax: context.transfer_syntax.clone(),
         };
-        match self
+        self.commit(&meta, &record, spooled.file).await?;
+        tracing::debug!(series_uid = %meta.series_uid, "instance stored");
+        self.stored += 1;
+        Ok(Verdict::success())
+    }
+
+    /// Makes the spool file durable (fsync, rename, directory fsync) while its row is
+    /// committed, and returns once both are done. A new instance's row may commit
+    /// first: if the node stops before the file is durable, the C-STORE was never
+    /// acknowledged and the start-up check drops the row. A replacement's row waits
+    /// for the durable file, so an acknowledged copy is never traded for one that was
+    /// not.
+    async fn commit(
+        &self,
+        meta: &InstanceMeta,
+        record: &SpooledFile,
+        file: Incoming,
+    ) -> anyhow::Result<()> {
+        let persist = tokio::task::spawn_blocking(move || file.persist());
+        let recorded = self
             .rx
             .store
-            .record_instance(&meta, &record, self.calling_ae)
-            .await?
-        {
-            RecordOutcome::Added => written.keep(),
-            // Identical re-send: the stored copy stays, the new one goes (on drop).
+            .record_instance(meta, record, self.calling_ae, false)
+            .await;
+        let persisted = persist.await?;
+        let mut written = Written {
+            spool: &self.rx.spool,
+            name: persisted.as_ref().ok().cloned(),
+        };
+        let outcome = match (persisted, recorded) {
+            // The stored copy is identical: the new file was not needed.
+            (_, Ok(RecordOutcome::Unchanged)) => return Ok(()),
+            (Err(e), Ok(RecordOutcome::Added)) => {
+                self.rx
+                    .store
+                    .forget_instance(meta.sop_instance_uid.as_str(), &record.file_name)
+                    .await?;
+                return Err(e.into());
+            }
+            (Err(e), _) => return Err(e.into()),
+            (Ok(_), Err(e)) => return Err(e.into()),
+            (Ok(_), Ok(RecordOutcome::ReplacementNeedsDurableFile)) => {
+                self.rx
+                    .store
+                    .record_instance(meta, record, self.calling_ae, true)
+                    .await?
+            }
+            (Ok(_), Ok(outcome)) => outcome,
+        };
+        match outcome {
             RecordOutcome::Unchanged => {}
             RecordOutcome::Replaced { old_file } => {
                 written.keep();
                 tracing::info!(sop_instance = %meta.sop_instance_uid, "instance re-sent with new content: replaced");
                 self.rx.spool.remove(&old_file)?;
             }
+            RecordOutcome::Added | RecordOutcome::ReplacementNeedsDurableFile => written.keep(),
         }
-        tracing::debug!(series_uid = %meta.series_uid, "instance stored");
-        self.stored += 1;
-        Ok(Verdict::success())
+        Ok(())
     }
 
     fn object_event<'o>(&'o self, object: &'o DefaultDicomObject) -> AuditEvent<'o> {
@@ -522,6 +617,59 @@ impl Session<'_> {
         .await;
         Verdict::refuse(status, reason)
     }
+}
+
+/// The refusal when the node itself fails (disk, database): the peer may retry.
+fn cannot_store() -> Verdict {
+    Verdict::refuse(
+        DimseStatus::OUT_OF_RESOURCES,
+        "node could not store the instance",
+    )
+}
+
+/// A data set read from the peer, with its spool file when the node keeps it.
+struct Received {
+    dataset: Vec<u8>,
+    spooled: Option<Spooled>,
+}
+
+/// A CT data set being streamed into the spool and hashed (SHA-256 of the whole Part
+/// 10 file) as its fragments arrive.
+struct Spooling {
+    file: Incoming,
+    sha: Sha256,
+    header: Vec<u8>,
+    /// The first write error; the C-STORE is refused once the data set is read.
+    error: Option<std::io::Error>,
+}
+
+impl Spooling {
+    fn append(&mut self, bytes: &[u8]) {
+        if self.error.is_none() {
+            self.sha.update(bytes);
+            if let Err(e) = self.file.write(bytes) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    fn finish(self) -> std::io::Result<Spooled> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(Spooled {
+                file: self.file,
+                sha256: format!("{:x}", self.sha.finalize()),
+                header: self.header,
+            }),
+        }
+    }
+}
+
+/// A complete spool file in `tmp/`, not yet durable.
+struct Spooled {
+    file: Incoming,
+    sha256: String,
+    header: Vec<u8>,
 }
 
 /// A file written to the spool for an instance not yet recorded: removed when dropped
@@ -565,12 +713,14 @@ async fn expect_pdv(
     }
 }
 
-/// Parses a Part 10 file up to its Pixel Data, checks that the pixel data is complete
-/// and hashes the file. Errors are reasons for the peer.
+/// Parses a received data set (behind its Part 10 header) up to its Pixel Data and
+/// checks that the pixel data is complete. Errors are reasons for the peer.
 fn parse_instance(
-    file: &[u8],
+    header: &[u8],
+    dataset: &[u8],
     pixel_data: PixelData,
-) -> Result<(DefaultDicomObject, String), String> {
+) -> Result<DefaultDicomObject, String> {
+    use std::io::Read;
     let unchecked = pixel_data == PixelData::Unchecked;
     let mut options = OpenFileOptions::new();
     if !unchecked {
@@ -578,7 +728,7 @@ fn parse_instance(
         options = options.read_until(tags::PIXEL_DATA);
     }
     let object = options
-        .from_reader(&file[128..])
+        .from_reader(header[128..].chain(dataset))
         .map_err(|e| format!("cannot parse data set: {e}"))?;
     let pixel_data = if unchecked {
         match object.element(tags::PIXEL_DATA).map(|e| e.to_bytes()) {
@@ -590,8 +740,7 @@ fn parse_instance(
         pixel_data
     };
     check_pixel_data(&object, pixel_data)?;
-    let sha = Sha256::digest(file);
-    Ok((object, format!("{sha:x}")))
+    Ok(object)
 }
 
 /// A CT image must carry complete Pixel Data: native pixel data at least as long as its

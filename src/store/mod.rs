@@ -90,6 +90,10 @@ pub enum RecordOutcome {
     /// Same SOP Instance UID, different content: the new copy replaced the old one,
     /// whose file is returned for removal.
     Replaced { old_file: String },
+    /// Same SOP Instance UID, different content, and the new file is not durable yet:
+    /// nothing changed; record it again once the file is durable, so that a crash
+    /// can never trade an acknowledged copy for one that was not.
+    ReplacementNeedsDurableFile,
 }
 
 /// The facts of a spooled file the store records.
@@ -249,12 +253,14 @@ impl Store {
         meta: &InstanceMeta,
         file: &SpooledFile,
         calling_ae: &str,
+        file_durable: bool,
     ) -> Result<RecordOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         let request = RecordRequest {
             meta: meta.clone(),
             file: file.clone(),
             calling_ae: calling_ae.to_string(),
+            file_durable,
             reply,
         };
         self.writer
@@ -704,6 +710,66 @@ impl Store {
         .await?)
     }
 
+    /// Removes the row of an instance whose file could not be made durable (the
+    /// C-STORE is refused, so the instance was never acknowledged).
+    pub async fn forget_instance(
+        &self,
+        sop_instance_uid: &str,
+        file_name: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM instances WHERE sop_instance_uid = ? AND file_name = ?")
+            .bind(sop_instance_uid)
+            .bind(file_name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Instances whose file may not have become durable before a crash: a row is
+    /// committed while its file is fsynced, so only the last instances before a crash
+    /// are candidates; these are the instances of series still receiving and those
+    /// received in the last five minutes of activity. Returns (id, file name, SHA-256).
+    pub async fn recent_instances(&self) -> Result<Vec<(i64, String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, file_name, sha256 FROM instances
+             WHERE received_ms >= (SELECT MAX(received_ms) FROM instances) - 300000
+                OR series_id IN (SELECT id FROM series WHERE state = 'receiving')",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Drops instance rows whose file is missing or differs from its checksum (see
+    /// [`Store::recent_instances`]), with an audit event each.
+    pub async fn drop_unacknowledged(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for id in ids {
+            let row: Option<(String, String)> = sqlx::query_as(
+                "DELETE FROM instances WHERE id = ? RETURNING sop_instance_uid, file_name",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((sop_instance, file_name)) = row {
+                append_audit(
+                    &mut tx,
+                    &AuditEvent {
+                        event: "instance_unacknowledged_dropped",
+                        detail: serde_json::json!({
+                            "sop_instance": sop_instance,
+                            "file": file_name,
+                            "reason": "its file was not durable when the node stopped; the C-STORE was never acknowledged",
+                        }),
+                        ..AuditEvent::default()
+                    },
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Every spool file name the database references.
     pub async fn referenced_files(&self) -> Result<HashSet<String>, StoreError> {
         let names: Vec<String> = sqlx::query_scalar(
@@ -727,6 +793,7 @@ struct RecordRequest {
     meta: InstanceMeta,
     file: SpooledFile,
     calling_ae: String,
+    file_durable: bool,
     reply: oneshot::Sender<Result<RecordOutcome, StoreError>>,
 }
 
@@ -767,7 +834,7 @@ async fn record_batch(
     let mut outcomes = Vec::with_capacity(batch.len());
     for r in batch {
         sqlx::query("SAVEPOINT instance").execute(&mut *tx).await?;
-        let outcome = record_in(&mut tx, &r.meta, &r.file, &r.calling_ae).await;
+        let outcome = record_in(&mut tx, r).await;
         if outcome.is_err() {
             sqlx::query("ROLLBACK TO instance")
                 .execute(&mut *tx)
@@ -782,10 +849,15 @@ async fn record_batch(
 
 async fn record_in(
     tx: &mut Transaction<'_, Sqlite>,
-    meta: &InstanceMeta,
-    file: &SpooledFile,
-    calling_ae: &str,
+    request: &RecordRequest,
 ) -> Result<RecordOutcome, StoreError> {
+    let RecordRequest {
+        meta,
+        file,
+        calling_ae,
+        file_durable,
+        ..
+    } = request;
     let now = now_ms();
     let series_id: i64 = sqlx::query_scalar(
         "INSERT INTO series (series_uid, study_uid, patient_id, accession_number, modality,
@@ -818,6 +890,7 @@ async fn record_in(
         .map(|o| o.iter().map(f64::to_string).collect::<Vec<_>>().join("\\"));
     let (sql, outcome, existing_id) = match existing {
         Some((_, sha, _)) if sha == file.sha256 => return Ok(RecordOutcome::Unchanged),
+        Some(_) if !file_durable => return Ok(RecordOutcome::ReplacementNeedsDurableFile),
         Some((id, _, old_file)) => (
             "UPDATE instances SET series_id = ?1, sop_class_uid = ?3, transfer_syntax = ?4, file_name = ?5,
                  size_bytes = ?6, sha256 = ?7, modality = ?8, image_type = ?9, number_of_frames = ?10,
