@@ -61,48 +61,84 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_after_acknowledgement_loses_nothing_and_job_is_queued_after_restart() {
-    let dir = tempfile::tempdir().unwrap();
+/// A node under `dir` that was sent `series` and then killed with SIGKILL.
+struct Killed {
+    port: u16,
+    data: std::path::PathBuf,
+    config: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+/// Starts a node, sends `series` with storescu and kills the node (SIGKILL) as soon as
+/// storescu reports success.
+async fn send_then_kill(dir: &std::path::Path, series: &std::path::Path) -> Killed {
     let port = free_port();
-    let data = dir.path().join("data");
-    let config = dir.path().join("segnode.toml");
+    let data = dir.join("data");
+    let config = dir.join("segnode.toml");
     let text = test_config(&data, "").replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1);
     // A long stable age: the kill lands before the series could settle.
     let text = text.replace("stable_seconds = 2", "stable_seconds = 3");
     std::fs::write(&config, text).unwrap();
-    let log = dir.path().join("node.log");
-
+    let log = dir.join("node.log");
     let mut node = KillOnDrop(spawn_node(&config, &log));
     wait_until_serving(port).await;
-    let (ok, out) = storescu(&port.to_string(), &[&real_series()]).await;
+    let (ok, out) = storescu(&port.to_string(), &[series]).await;
     assert!(ok, "storescu failed:\n{out}");
-    node.0.kill().unwrap(); // SIGKILL
+    node.0.kill().unwrap();
     node.0.wait().unwrap();
+    Killed {
+        port,
+        data,
+        config,
+        log,
+    }
+}
+
+/// Restarts the node and waits until its first job has left `queued` and `running`;
+/// returns the node and `segnode jobs --json`.
+async fn restart_until_a_job_settles(
+    port: u16,
+    config: &std::path::Path,
+    log: &std::path::Path,
+) -> (KillOnDrop, serde_json::Value) {
+    let node = KillOnDrop(spawn_node(config, log));
+    wait_until_serving(port).await;
+    let jobs = wait_for(Duration::from_secs(20), || async {
+        let jobs = jobs_json(config);
+        let settled = jobs
+            .as_array()
+            .unwrap()
+            .first()
+            .is_some_and(|j| j["state"] != "queued" && j["state"] != "running");
+        settled.then_some(jobs)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "no settled job after restart; log:\n{}",
+            std::fs::read_to_string(log).unwrap()
+        )
+    });
+    (node, jobs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_acknowledgement_loses_nothing_and_job_is_queued_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let Killed {
+        port,
+        data,
+        config,
+        log,
+    } = send_then_kill(dir.path(), &real_series()).await;
     assert_eq!(
         jobs_json(&config).as_array().unwrap().len(),
         0,
         "series settled before the kill"
     );
 
-    let _node = KillOnDrop(spawn_node(&config, &log));
-    wait_until_serving(port).await;
-    let jobs = wait_for(Duration::from_secs(20), || async {
-        let jobs = jobs_json(&config);
-        let done = jobs
-            .as_array()
-            .unwrap()
-            .first()
-            .is_some_and(|j| j["state"] == "succeeded");
-        done.then_some(jobs)
-    })
-    .await
-    .unwrap_or_else(|| {
-        panic!(
-            "no job after restart; log:\n{}",
-            std::fs::read_to_string(&log).unwrap()
-        )
-    });
+    let (_node, jobs) = restart_until_a_job_settles(port, &config, &log).await;
+    assert_eq!(jobs[0]["state"], "succeeded");
     // Queued once the series settled after the restart, then processed.
     assert_eq!(jobs.as_array().unwrap().len(), 1);
     assert_eq!(jobs[0]["instance_count"], 20);
@@ -117,22 +153,16 @@ async fn kill_9_after_acknowledgement_loses_nothing_and_job_is_queued_after_rest
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_whose_file_never_became_durable_are_dropped_at_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let data = dir.path().join("data");
-    let config = dir.path().join("segnode.toml");
-    let text = test_config(&data, "").replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1);
-    let text = text.replace("stable_seconds = 2", "stable_seconds = 3");
-    std::fs::write(&config, text).unwrap();
-    let log = dir.path().join("node.log");
-    let series = synthetic_series(&dir.path().join("in"), 7, 12, 64);
-
-    let mut node = KillOnDrop(spawn_node(&config, &log));
-    wait_until_serving(port).await;
-    let (ok, out) = storescu(&port.to_string(), &[&dir.path().join("in")]).await;
-    assert!(ok, "storescu failed:\n{out}");
-    node.0.kill().unwrap();
-    node.0.wait().unwrap();
-    assert_eq!(series.len(), 12);
+    assert_eq!(
+        synthetic_series(&dir.path().join("in"), 7, 12, 64).len(),
+        12
+    );
+    let Killed {
+        port,
+        data,
+        config,
+        log,
+    } = send_then_kill(dir.path(), &dir.path().join("in")).await;
 
     // What a crash between the commit and the fsync can leave: a file cut short, and a
     // file that never got its name.
@@ -142,19 +172,7 @@ async fn rows_whose_file_never_became_durable_are_dropped_at_restart() {
     std::fs::write(&files[0], b"DICM").unwrap();
     std::fs::remove_file(&files[1]).unwrap();
 
-    let _node = KillOnDrop(spawn_node(&config, &log));
-    wait_until_serving(port).await;
-    let jobs = wait_for(Duration::from_secs(20), || async {
-        let jobs = jobs_json(&config);
-        let done = jobs
-            .as_array()
-            .unwrap()
-            .first()
-            .is_some_and(|j| j["state"] != "queued" && j["state"] != "running");
-        done.then_some(jobs)
-    })
-    .await
-    .expect("no job after restart");
+    let (_node, jobs) = restart_until_a_job_settles(port, &config, &log).await;
     assert_eq!(jobs[0]["instance_count"], 10);
     let files = files_under(&data.join("spool/objects"));
     assert!(files.len() >= 10 && !files.iter().any(|f| std::fs::read(f).unwrap() == b"DICM"));
