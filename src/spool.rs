@@ -75,7 +75,7 @@ impl Spool {
         Ok(Incoming {
             spool: self.clone(),
             name: format!("objects/{}/{id}.dcm", &id[..2]),
-            file: Some(file),
+            file,
             tmp,
         })
     }
@@ -151,7 +151,7 @@ pub struct Incoming {
     spool: Spool,
     /// The spool-relative name it will have once persisted.
     name: String,
-    file: Option<File>,
+    file: File,
     tmp: PathBuf,
 }
 
@@ -163,17 +163,12 @@ impl Incoming {
 
     /// Appends bytes (to the page cache; durability comes with `persist`).
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match &mut self.file {
-            Some(f) => f.write_all(bytes),
-            None => Err(io::Error::other("spool file already persisted")),
-        }
+        self.file.write_all(bytes)
     }
 
     /// fsync, rename into `objects/`, fsync the directory; returns the name. Blocking.
     pub fn persist(mut self) -> io::Result<String> {
-        let file = self.file.take().expect("an Incoming is persisted once");
-        file.sync_all()?;
-        drop(file);
+        self.file.sync_all()?;
         let target = self.spool.path(&self.name);
         let dir = target
             .parent()
@@ -187,8 +182,11 @@ impl Incoming {
 
 impl Drop for Incoming {
     fn drop(&mut self) {
-        if self.file.is_some() {
+        // `persist` empties the name once the file is durable in place; otherwise
+        // (dropped, or persisting failed part-way) the file goes, wherever it got to.
+        if !self.name.is_empty() {
             let _ = fs::remove_file(&self.tmp);
+            let _ = fs::remove_file(self.spool.path(&self.name));
         }
     }
 }
