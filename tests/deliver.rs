@@ -200,9 +200,18 @@ async fn retention_purges_the_instances_of_delivered_jobs_and_keeps_the_audit() 
         "{}",
         purged.detail
     );
-    // The instances are gone; the SEG and every audit row stay.
-    let objects = files_under(&node.spool().join("objects"));
-    assert_eq!(objects.len(), 1, "only the SEG is left: {objects:?}");
+    // The instances are gone (their rows at once, their files right after the commit
+    // that audits the purge); the SEG and every audit row stay.
+    let objects = wait_for(Duration::from_secs(10), || async {
+        let objects = files_under(&node.spool().join("objects"));
+        (objects.len() == 1).then_some(objects)
+    })
+    .await;
+    assert!(
+        objects.is_some(),
+        "only the SEG is left: {:?}",
+        files_under(&node.spool().join("objects"))
+    );
     assert!(
         node.store
             .instance_counts()
