@@ -10,29 +10,15 @@ Usage (project root): .venv/bin/python benches/latency.py [MODEL_DIR]
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+from bench_node import free_port, node_config, wait_port
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 STABLE = 1.0
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port):
-    for _ in range(400):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    sys.exit(f"nothing listens on {port}")
 
 
 def run_case(binary, model, series, syntax_flag):
@@ -44,16 +30,7 @@ def run_case(binary, model, series, syntax_flag):
     scp = subprocess.Popen(["/usr/bin/storescp", "-aet", "PACS", "-od", inbox, str(scp_port)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     config = work / "segnode.toml"
-    config.write_text(f'''[node]
-ae_title = "SEGNODE"
-data_dir = "{work / 'data'}"
-[dicom]
-listen = "127.0.0.1:{node_port}"
-allow_any_calling_ae = true
-min_free_disk_mb = 100
-[series]
-stable_seconds = {STABLE}
-[model]
+    config.write_text(node_config(work / "data", node_port, STABLE, f'''[model]
 path = "{model}"
 [[destinations]]
 name = "pacs"
@@ -61,7 +38,7 @@ ae_title = "PACS"
 host = "127.0.0.1"
 port = {scp_port}
 route_from = ["STORESCU"]
-''')
+'''))
     node = subprocess.Popen([binary, "--config", config, "serve"], stdout=subprocess.DEVNULL,
                             stderr=open(work / "node.log", "w"))
     try:

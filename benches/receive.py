@@ -13,33 +13,19 @@ slices/s). Run from the project root: .venv/bin/python benches/receive.py
 import json
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import os
 
+from bench_node import free_port, node_config, wait_port
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 STORESCU = "/usr/bin/storescu"
 STORESCP = "/usr/bin/storescp"
 ROUNDS = 3
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int) -> None:
-    for _ in range(200):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    sys.exit(f"nothing listening on {port}")
 
 
 def send(port: int, called: str, groups: list[list[pathlib.Path]]) -> float:
@@ -85,11 +71,7 @@ def main() -> None:
                     called = "STORESCP"
                 else:
                     cfg = out / "segnode.toml"
-                    cfg.write_text(
-                        f'[node]\nae_title = "SEGNODE"\ndata_dir = "{out / "data"}"\n'
-                        f'[dicom]\nlisten = "127.0.0.1:{port}"\nallow_any_calling_ae = true\nmin_free_disk_mb = 100\n'
-                        f'[series]\nstable_seconds = 600\n'
-                    )
+                    cfg.write_text(node_config(out / "data", port, 600))
                     proc = subprocess.Popen([binary, "--config", cfg, "serve"],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     called = "SEGNODE"

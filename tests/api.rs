@@ -219,24 +219,16 @@ async fn a_processed_study_is_visible_through_every_endpoint_and_the_audit_cli()
     // The audit CLI mirrors the API.
     let config = node.dir.path().join("cli.toml");
     std::fs::write(&config, test_config(&node.dir.path().join("data"), "")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_segnode"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "audit",
-            "--patient",
-            "SYNTH-0001",
-            "--format",
-            "csv",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = segnode_ok([
+        "--config",
+        config.to_str().unwrap(),
+        "audit",
+        "--patient",
+        "SYNTH-0001",
+        "--format",
+        "csv",
+    ]);
+    let text = String::from_utf8_lossy(&out);
     assert!(
         text.lines()
             .skip(1)

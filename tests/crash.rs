@@ -176,17 +176,14 @@ async fn rows_whose_file_never_became_durable_are_dropped_at_restart() {
     assert_eq!(jobs[0]["instance_count"], 10);
     let files = files_under(&data.join("spool/objects"));
     assert!(files.len() >= 10 && !files.iter().any(|f| std::fs::read(f).unwrap() == b"DICM"));
-    let audit = std::process::Command::new(env!("CARGO_BIN_EXE_segnode"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "audit",
-            "--format",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let audit: serde_json::Value = serde_json::from_slice(&segnode_ok([
+        "--config",
+        config.to_str().unwrap(),
+        "audit",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
     let dropped = audit
         .as_array()
         .unwrap()

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 
@@ -14,15 +13,14 @@ use common::*;
 fn default_model_on_the_held_out_series_keeps_its_recorded_dice() {
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/abdomen-cascade");
     let out = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_segnode"))
-        .args(["run", "--model"])
-        .arg(&model)
-        .arg("--out")
-        .arg(out.path())
-        .arg(real_series())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    segnode_ok([
+        "run".as_ref(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--out".as_ref(),
+        out.path().as_os_str(),
+        real_series().as_os_str(),
+    ]);
     let ours = std::fs::read(out.path().join("series-001/labels.u8")).unwrap();
     let labels = shared_data().join("ct-abdomen-j2k-labels");
     let reference = std::fs::read(labels.join("labels.u8")).unwrap();

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -58,10 +57,6 @@ async fn wait_delivery(
     .unwrap_or_else(|| panic!("no {state} delivery for job {job}"))
 }
 
-fn received(dir: &Path) -> Vec<std::path::PathBuf> {
-    files_under(dir)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_down_at_first_then_started_gets_the_seg() {
     let port = free_port();
@@ -79,7 +74,7 @@ async fn destination_down_at_first_then_started_gets_the_seg() {
     let d = wait_delivery(&node.store, job, "delivered", Duration::from_secs(20)).await;
     assert!(d.attempts >= 3);
     assert_eq!(d.last_status.as_deref(), Some("0x0000"));
-    assert_eq!(received(inbox.path()).len(), 1);
+    assert_eq!(files_under(inbox.path()).len(), 1);
     let jobs = node.store.jobs(None, 10).await.unwrap();
     assert_eq!(jobs[0].state, "delivered");
     let audit = node
@@ -108,7 +103,7 @@ async fn refusing_destination_is_retried_until_it_accepts() {
     refusing.stop();
     let _scp = StoreScp::start(port, inbox.path(), &[]);
     wait_delivery(&node.store, job, "delivered", Duration::from_secs(20)).await;
-    assert_eq!(received(inbox.path()).len(), 1);
+    assert_eq!(files_under(inbox.path()).len(), 1);
     node.stop().await;
 }
 
@@ -141,7 +136,7 @@ async fn slow_destination_times_out_without_hanging_and_retry_resends() {
     let fresh = tempfile::tempdir().unwrap();
     let _scp = StoreScp::start(port, fresh.path(), &[]);
     wait_delivery(&node.store, job, "delivered", Duration::from_secs(20)).await;
-    assert_eq!(received(fresh.path()).len(), 1);
+    assert_eq!(files_under(fresh.path()).len(), 1);
     let retries = node.store.audit_rows(Some("operator_retry")).await.unwrap();
     assert_eq!(retries.len(), 1);
     node.stop().await;
@@ -166,7 +161,7 @@ async fn destination_killed_mid_transfer_is_retried_and_the_same_instance_arrive
     let fresh = tempfile::tempdir().unwrap();
     let _scp = StoreScp::start(port, fresh.path(), &[]);
     let d = wait_delivery(&node.store, job, "delivered", Duration::from_secs(20)).await;
-    let files = received(fresh.path());
+    let files = files_under(fresh.path());
     assert_eq!(files.len(), 1);
     let bytes = std::fs::read(&files[0]).unwrap();
     let meta = dicom_object::meta::FileMetaTable::from_reader(&bytes[128..]).unwrap();

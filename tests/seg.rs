@@ -13,17 +13,18 @@ use segnode::seg::{self, SegError, SegType};
 use segnode::volume::{self, Tolerances};
 
 fn run_node(series: &Path, out: &Path, seg_type: &str) -> serde_json::Value {
-    let o = Command::new(env!("CARGO_BIN_EXE_segnode"))
-        .args(["run", "--model"])
-        .arg(test_model())
-        .arg("--out")
-        .arg(out)
-        .args(["--seg-type", seg_type])
-        .arg(series)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
+    let model = test_model();
+    serde_json::from_slice(&segnode_ok([
+        "run".as_ref(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--seg-type".as_ref(),
+        std::ffi::OsStr::new(seg_type),
+        series.as_os_str(),
+    ]))
+    .unwrap()
 }
 
 /// dciodvfy's error lines (the bar: none).

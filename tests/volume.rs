@@ -57,19 +57,15 @@ fn real_series_equals_pydicom_voxel_for_voxel() {
 
     // The CLI's --dump writes the same bytes.
     let dumped = dir.path().join("node.f32");
-    let out = Command::new(env!("CARGO_BIN_EXE_segnode"))
-        .args(["inspect", "--json", "--dump"])
-        .arg(&dumped)
-        .arg(real_series())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = segnode_ok([
+        "inspect".as_ref(),
+        "--json".as_ref(),
+        "--dump".as_ref(),
+        dumped.as_os_str(),
+        real_series().as_os_str(),
+    ]);
     assert_eq!(read_f32(&dumped), v.data);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(
         report["series"][0]["shape"],
         serde_json::json!([20, 512, 512])

@@ -293,7 +293,7 @@ impl Session<'_> {
         &self,
         ul: &mut UlStream,
         pc_id: u8,
-        store: Option<(&Command, &AcceptedContext)>,
+        keep: Option<(&Command, &AcceptedContext)>,
     ) -> Result<Result<Received, Verdict>, UlError> {
         let dicom = &self.rx.config.dicom;
         let mut refusal = match self.rx.spool.free_bytes() {
@@ -310,7 +310,7 @@ impl Session<'_> {
         if refusal.is_some() {
             tracing::error!("spool disk below its free-space watermark: refusing C-STORE");
         }
-        let mut spooling = match (&refusal, store) {
+        let mut spooling = match (&refusal, keep) {
             (None, Some((command, context))) => match self.start_spooling(command, context) {
                 Ok(s) => s,
                 Err(e) => {

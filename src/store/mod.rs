@@ -725,15 +725,14 @@ impl Store {
         Ok(())
     }
 
-    /// Instances whose file may not have become durable before a crash: a row is
-    /// committed while its file is fsynced, so only the last instances before a crash
-    /// are candidates; these are the instances of series still receiving and those
-    /// received in the last five minutes of activity. Returns (id, file name, SHA-256).
+    /// Instances whose file may not have become durable before a crash. A row is
+    /// committed while its file is fsynced (milliseconds), so the candidates are the
+    /// instances received in the last minute of activity. Returns (id, file name,
+    /// SHA-256).
     pub async fn recent_instances(&self) -> Result<Vec<(i64, String, String)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, file_name, sha256 FROM instances
-             WHERE received_ms >= (SELECT MAX(received_ms) FROM instances) - 300000
-                OR series_id IN (SELECT id FROM series WHERE state = 'receiving')",
+             WHERE received_ms >= (SELECT MAX(received_ms) FROM instances) - 60000",
         )
         .fetch_all(&self.pool)
         .await?)

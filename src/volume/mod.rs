@@ -21,6 +21,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::dicom::functional::{self, text};
+use crate::dicom::uid::ts;
 pub use geometry::{Geometry, GeometryError, Tolerances};
 
 /// A CT volume in Hounsfield units.
@@ -342,14 +343,11 @@ fn to_hu(
     Ok(())
 }
 
-/// JPEG 2000 Lossless and lossy (PS3.5 A.4.4).
-const JPEG_2000: [&str; 2] = ["1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"];
-
 /// The JPEG 2000 codestream of `frame` when each frame is one fragment, the usual layout.
 /// Other layouts go through `dicom-pixeldata`.
 fn j2k_codestream(obj: &DefaultDicomObject, frame: u32, frames: usize) -> Option<&[u8]> {
     let syntax = obj.meta().transfer_syntax().trim_end_matches('\0');
-    if !JPEG_2000.contains(&syntax) {
+    if syntax != ts::JPEG_2000_LOSSLESS && syntax != ts::JPEG_2000 {
         return None;
     }
     let fragments = obj.element(tags::PIXEL_DATA).ok()?.value().fragments()?;

@@ -448,8 +448,20 @@ pub fn tissue_series(dir: &Path, series_no: u32, slices: u32, size: u16) -> Vec<
 
 /// `segnode jobs --json` with the configuration file `config`.
 pub fn jobs_json(config: &Path) -> serde_json::Value {
+    serde_json::from_slice(&segnode_ok([
+        "--config",
+        config.to_str().unwrap(),
+        "jobs",
+        "--json",
+    ]))
+    .unwrap()
+}
+
+/// Runs the `segnode` binary with `args`, fails the test (with its stderr) unless it
+/// succeeds, and returns its stdout.
+pub fn segnode_ok<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> Vec<u8> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_segnode"))
-        .args(["--config", config.to_str().unwrap(), "jobs", "--json"])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -457,5 +469,5 @@ pub fn jobs_json(config: &Path) -> serde_json::Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    out.stdout
 }

@@ -1,0 +1,31 @@
+"""What the benchmarks that run a node over loopback share: free ports, waiting for a
+listener, and the node's configuration."""
+
+import pathlib
+import socket
+import sys
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int) -> None:
+    for _ in range(400):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    sys.exit(f"nothing listens on {port}")
+
+
+def node_config(data_dir: pathlib.Path, port: int, stable_seconds: float, tail: str = "") -> str:
+    """A node called SEGNODE on 127.0.0.1:`port` that accepts any calling AE."""
+    return (
+        f'[node]\nae_title = "SEGNODE"\ndata_dir = "{data_dir}"\n'
+        f'[dicom]\nlisten = "127.0.0.1:{port}"\nallow_any_calling_ae = true\nmin_free_disk_mb = 100\n'
+        f"[series]\nstable_seconds = {stable_seconds}\n{tail}"
+    )
