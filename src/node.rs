@@ -26,6 +26,8 @@ use tokio::sync::Notify;
 
 /// How long shutdown waits for associations and workers to finish.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// Empty spool files kept ready for incoming C-STOREs (a few per busy association).
+const READY_SPOOL_FILES: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -97,6 +99,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
             "removed unacknowledged files left by an earlier run"
         );
     }
+    spool.keep_ready(READY_SPOOL_FILES).map_err(spool_error)?;
     let resumed = store.requeue_interrupted().await?;
     if resumed > 0 {
         tracing::info!(jobs = resumed, "interrupted jobs queued again");

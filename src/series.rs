@@ -60,9 +60,7 @@ impl InstanceMeta {
             modality: text(obj, tags::MODALITY).map(|m| m.to_uppercase()),
             series_description: text(obj, tags::SERIES_DESCRIPTION),
             image_type: text(obj, tags::IMAGE_TYPE),
-            number_of_frames: obj
-                .element(tags::NUMBER_OF_FRAMES)
-                .ok()
+            number_of_frames: functional::get(obj, tags::NUMBER_OF_FRAMES)
                 .and_then(|e| e.to_int::<u32>().ok())
                 .unwrap_or(1),
             slice_thickness_mm: functional::element(

@@ -1,16 +1,18 @@
 //! The durable spool of received instances. A file is written to `tmp/` (as the data
 //! set arrives, see [`Incoming`]), fsynced, renamed into `objects/`, and the directory
-//! fsynced, before the C-STORE is acknowledged; its database row is committed at the
+//! fsynced, before the C-STORE is acknowledged (the empty files are created ahead by a
+//! background thread, [`Spool::keep_ready`]); its database row is committed at the
 //! same time and the acknowledgement waits for both. File names are random internal
 //! ids, never built from UIDs or any other received text. At start-up `sweep` removes
 //! what a crash left behind: temporary files and objects that no database row
 //! references (they were never acknowledged); rows whose file did not become durable
-//! are found by their checksum (`Store::verify_recent_instances`).
+//! are found by their checksum (`Store::recent_instances`, `node::drop_unacknowledged`).
 
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
 /// Purges, every `interval`, the spool files that retention allows to go.
 pub async fn purge_loop(
@@ -42,22 +44,79 @@ pub async fn purge_loop(
     }
 }
 
+/// Bytes available to an unprivileged writer on the file system holding `dir`.
+pub fn free_bytes(dir: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid NUL-terminated string and `stat` a valid out-pointer.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
 #[derive(Debug, Clone)]
 pub struct Spool {
     root: PathBuf,
+    /// Files created ahead in `tmp/` by [`Spool::keep_ready`], so that a C-STORE does
+    /// not wait for the file system to allocate an inode.
+    ready: Arc<OnceLock<Mutex<mpsc::Receiver<Incoming>>>>,
 }
 
+/// The object files are spread over this many shard directories (`objects/00`..`ff`).
+const SHARDS: usize = 256;
+
 impl Spool {
+    /// Opens the spool, creating `tmp/` and every `objects/<shard>/` (their entries made
+    /// durable here, once, so that persisting a file only has its own directory to sync).
     pub fn open(root: &Path) -> io::Result<Self> {
         fs::create_dir_all(root.join("tmp"))?;
-        fs::create_dir_all(root.join("objects"))?;
+        let objects = root.join("objects");
+        for shard in 0..SHARDS {
+            fs::create_dir_all(objects.join(format!("{shard:02x}")))?;
+        }
+        File::open(&objects)?.sync_all()?;
+        File::open(root)?.sync_all()?;
         Ok(Self {
             root: root.to_path_buf(),
+            ready: Arc::default(),
         })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Keeps up to `count` empty files ready in `tmp/` for [`Spool::create`], made by a
+    /// background thread that stops once every clone of this spool is gone. Call after
+    /// [`Spool::sweep`], which removes whatever is in `tmp/`; only the first call counts.
+    pub fn keep_ready(&self, count: usize) -> io::Result<()> {
+        let (sender, receiver) = mpsc::sync_channel(count);
+        if self.ready.set(Mutex::new(receiver)).is_err() {
+            return Ok(());
+        }
+        let root = self.root.clone();
+        std::thread::Builder::new()
+            .name("spool-ready".into())
+            .spawn(move || {
+                loop {
+                    match Incoming::create(&root) {
+                        // Fails once the spool is gone; the file is removed on drop.
+                        Ok(file) => {
+                            if sender.send(file).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot create a spool file ahead");
+                            std::thread::sleep(std::time::Duration::from_secs(1));
+                        }
+                    }
+                }
+            })?;
+        Ok(())
     }
 
     /// Writes `bytes` durably and returns the spool-relative name. Blocking.
@@ -67,17 +126,19 @@ impl Spool {
         incoming.persist()
     }
 
-    /// Starts a spool file in `tmp/` under a new internal id; see [`Incoming`].
+    /// A spool file in `tmp/` under a new internal id (one made ahead if there is
+    /// one); see [`Incoming`].
     pub fn create(&self) -> io::Result<Incoming> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let tmp = self.root.join("tmp").join(format!("{id}.part"));
-        let file = File::create(&tmp)?;
-        Ok(Incoming {
-            spool: self.clone(),
-            name: format!("objects/{}/{id}.dcm", &id[..2]),
-            file,
-            tmp,
-        })
+        let ready = self.ready.get().and_then(|r| {
+            r.lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .try_recv()
+                .ok()
+        });
+        match ready {
+            Some(file) => Ok(file),
+            None => Incoming::create(&self.root),
+        }
     }
 
     /// The full path of a spool-relative name made by [`Spool::write`] or [`Incoming`].
@@ -104,15 +165,7 @@ impl Spool {
 
     /// Bytes available to an unprivileged writer on the spool's file system.
     pub fn free_bytes(&self) -> io::Result<u64> {
-        use std::os::unix::ffi::OsStrExt;
-        let path = std::ffi::CString::new(self.root.as_os_str().as_bytes())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: `path` is a valid NUL-terminated string and `stat` a valid out-pointer.
-        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+        free_bytes(&self.root)
     }
 
     /// Removes temporary files and objects not in `referenced`; returns how many.
@@ -148,14 +201,27 @@ impl Spool {
 /// under its final name; removed if dropped before that.
 #[derive(Debug)]
 pub struct Incoming {
-    spool: Spool,
     /// The spool-relative name it will have once persisted.
     name: String,
     file: File,
     tmp: PathBuf,
+    target: PathBuf,
 }
 
 impl Incoming {
+    fn create(root: &Path) -> io::Result<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let tmp = root.join("tmp").join(format!("{id}.part"));
+        let file = File::create(&tmp)?;
+        let name = format!("objects/{}/{id}.dcm", &id[..2]);
+        Ok(Self {
+            target: root.join(&name),
+            name,
+            file,
+            tmp,
+        })
+    }
+
     /// The spool-relative name the file gets from [`Incoming::persist`].
     pub fn name(&self) -> &str {
         &self.name
@@ -166,15 +232,15 @@ impl Incoming {
         self.file.write_all(bytes)
     }
 
-    /// fsync, rename into `objects/`, fsync the directory; returns the name. Blocking.
+    /// fsync, rename into `objects/<shard>/`, fsync that directory; returns the name.
+    /// Blocking.
     pub fn persist(mut self) -> io::Result<String> {
         self.file.sync_all()?;
-        let target = self.spool.path(&self.name);
-        let dir = target
+        fs::rename(&self.tmp, &self.target)?;
+        let dir = self
+            .target
             .parent()
             .expect("objects/<shard>/<id>.dcm has a parent");
-        fs::create_dir_all(dir)?;
-        fs::rename(&self.tmp, &target)?;
         File::open(dir)?.sync_all()?;
         Ok(std::mem::take(&mut self.name))
     }
@@ -186,7 +252,7 @@ impl Drop for Incoming {
         // (dropped, or persisting failed part-way) the file goes, wherever it got to.
         if !self.name.is_empty() {
             let _ = fs::remove_file(&self.tmp);
-            let _ = fs::remove_file(self.spool.path(&self.name));
+            let _ = fs::remove_file(&self.target);
         }
     }
 }
@@ -232,5 +298,44 @@ mod tests {
         dropped.write(b"partial").unwrap();
         drop(dropped);
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    /// Polls until `tmp/` holds a count that satisfies `ok` (the ready thread is
+    /// asynchronous), failing after 10 s.
+    fn wait_for_tmp(dir: &Path, ok: impl Fn(usize) -> bool) -> usize {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let n = fs::read_dir(dir.join("tmp")).unwrap().count();
+            if ok(n) || std::time::Instant::now() > deadline {
+                return n;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn files_made_ahead_are_handed_out_and_removed_with_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        assert!(dir.path().join("objects/00").is_dir() && dir.path().join("objects/ff").is_dir());
+        spool.keep_ready(3).unwrap();
+        spool.keep_ready(5).unwrap(); // only the first call counts
+        // Three wait in the channel and the thread holds a fourth it cannot hand over.
+        assert_eq!(wait_for_tmp(dir.path(), |n| n >= 4), 4);
+        let mut file = spool.create().unwrap();
+        file.write(b"made ahead").unwrap();
+        let name = file.persist().unwrap();
+        assert_eq!(fs::read(spool.path(&name)).unwrap(), b"made ahead");
+        assert_eq!(wait_for_tmp(dir.path(), |n| n >= 4), 4, "refilled");
+        let held = spool.create().unwrap();
+        drop(spool);
+        assert_eq!(
+            wait_for_tmp(dir.path(), |n| n == 1),
+            1,
+            "only the file still held"
+        );
+        drop(held);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert!(dir.path().join(&name).exists());
     }
 }

@@ -146,7 +146,7 @@ async fn non_ct_object_is_accepted_not_kept_and_recorded_as_ignored() {
         Some("1.2.826.0.1.3680043.10.9.7")
     );
     assert!(node.store.instance_counts().await.unwrap().is_empty());
-    assert!(files_under(&node.spool()).is_empty());
+    assert!(spooled_files(&node.spool()).is_empty());
     node.stop().await;
 }
 

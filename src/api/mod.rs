@@ -155,8 +155,7 @@ fn check_known(p: &Params, known: &[&str]) -> ApiResult<()> {
 
 async fn healthz(State(s): State<Arc<ApiState>>) -> Response {
     let database = s.store.ping().await.map_err(|e| e.to_string());
-    let disk = crate::spool::Spool::open(&s.config.spool_dir())
-        .and_then(|sp| sp.free_bytes())
+    let disk = crate::spool::free_bytes(&s.config.spool_dir())
         .map_err(|e| e.to_string())
         .and_then(|free| {
             if free < s.config.dicom.min_free_disk_bytes {

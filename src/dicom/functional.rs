@@ -9,17 +9,24 @@ use dicom_object::InMemDicomObject;
 
 pub type Element = dicom_core::DataElement<InMemDicomObject>;
 
+/// The element `tag` at the top level of `obj`, if present. (`element_opt`, not
+/// `element`: dicom-object builds a "no such element" error with a captured backtrace
+/// when `RUST_BACKTRACE` is set, costly on paths where absence is normal.)
+pub fn get(obj: &InMemDicomObject, tag: Tag) -> Option<&Element> {
+    obj.element_opt(tag).ok().flatten()
+}
+
 /// The element `tag` inside the functional group macro `macro_seq` for `frame`
 /// (0-based), or at the top level.
 pub fn element(obj: &InMemDicomObject, frame: usize, macro_seq: Tag, tag: Tag) -> Option<&Element> {
     let in_group = |groups: Tag, index: usize| {
-        let group = obj.element(groups).ok()?.items()?.get(index)?;
-        let item = group.element(macro_seq).ok()?.items()?.first()?;
-        item.element(tag).ok()
+        let group = get(obj, groups)?.items()?.get(index)?;
+        let item = get(group, macro_seq)?.items()?.first()?;
+        get(item, tag)
     };
     in_group(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, frame)
         .or_else(|| in_group(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, 0))
-        .or_else(|| obj.element(tag).ok())
+        .or_else(|| get(obj, tag))
 }
 
 /// The numbers of a multi-valued decimal attribute found by [`element`].
@@ -37,8 +44,7 @@ pub fn numbers<const N: usize>(
 
 /// A text attribute, trimmed of padding; `None` when absent or empty.
 pub fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    obj.element(tag)
-        .ok()
+    get(obj, tag)
         .and_then(|e| e.to_str().ok())
         .map(|s| s.trim_matches([' ', '\0']).to_string())
         .filter(|s| !s.is_empty())

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::dicom::lengths::{self, PixelData};
 use crate::dicom::uid::is_ct_image_storage;
-use crate::dicom::{Command, CommandField, DimseStatus, Uid, part10};
+use crate::dicom::{Command, CommandField, DimseStatus, Uid, functional, part10};
 use crate::series::InstanceMeta;
 use crate::spool::{Incoming, Spool};
 use crate::store::{AuditEvent, RecordOutcome, SpooledFile, Store};
@@ -731,10 +731,10 @@ fn parse_instance(
         .from_reader(header[128..].chain(dataset))
         .map_err(|e| format!("cannot parse data set: {e}"))?;
     let pixel_data = if unchecked {
-        match object.element(tags::PIXEL_DATA).map(|e| e.to_bytes()) {
-            Err(_) => PixelData::Absent,
-            Ok(Ok(bytes)) => PixelData::Native(bytes.len() as u32),
-            Ok(Err(_)) => PixelData::Encapsulated,
+        match functional::get(&object, tags::PIXEL_DATA).map(|e| e.to_bytes()) {
+            None => PixelData::Absent,
+            Some(Ok(bytes)) => PixelData::Native(bytes.len() as u32),
+            Some(Err(_)) => PixelData::Encapsulated,
         }
     } else {
         pixel_data
@@ -756,12 +756,7 @@ fn check_pixel_data(object: &DefaultDicomObject, pixel_data: PixelData) -> Resul
         PixelData::Native(length) => u64::from(length),
         PixelData::Encapsulated | PixelData::Unchecked => return Ok(()),
     };
-    let num = |tag| {
-        object
-            .element(tag)
-            .ok()
-            .and_then(|e| e.to_int::<u64>().ok())
-    };
+    let num = |tag| functional::get(object, tag).and_then(|e| e.to_int::<u64>().ok());
     let expected = [
         num(tags::ROWS),
         num(tags::COLUMNS),
@@ -785,9 +780,7 @@ fn text(object: &DefaultDicomObject, tag: dicom_core::Tag) -> String {
 }
 
 fn opt_text(object: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<&str> {
-    object
-        .element(tag)
-        .ok()
+    functional::get(object, tag)
         .and_then(|e| e.string().ok())
         .map(|s| s.trim_matches([' ', '\0']))
 }

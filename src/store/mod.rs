@@ -226,8 +226,10 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // No test query before each acquire: an SQLite connection is a local handle.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Open {
@@ -829,23 +831,37 @@ async fn record_batch(
     pool: &SqlitePool,
     batch: &[RecordRequest],
 ) -> Result<Vec<Result<RecordOutcome, StoreError>>, StoreError> {
-    let mut tx = pool.begin().await?;
+    // IMMEDIATE: the first statement reads, and a deferred transaction that reads
+    // before it writes fails with SQLITE_BUSY (no busy wait) if another connection
+    // wrote in between; taking the write lock first waits for it instead.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    // A lone request needs no savepoint: its failure rolls the transaction back.
+    let savepoints = batch.len() > 1;
     let mut outcomes = Vec::with_capacity(batch.len());
     for r in batch {
-        sqlx::query("SAVEPOINT instance").execute(&mut *tx).await?;
-        let outcome = record_in(&mut tx, r).await;
-        if outcome.is_err() {
-            sqlx::query("ROLLBACK TO instance")
-                .execute(&mut *tx)
-                .await?;
+        if savepoints {
+            sqlx::query("SAVEPOINT instance").execute(&mut *tx).await?;
         }
-        sqlx::query("RELEASE instance").execute(&mut *tx).await?;
+        let outcome = record_in(&mut tx, r).await;
+        if savepoints {
+            if outcome.is_err() {
+                sqlx::query("ROLLBACK TO instance")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("RELEASE instance").execute(&mut *tx).await?;
+        } else if let Err(e) = outcome {
+            return Ok(vec![Err(e)]);
+        }
         outcomes.push(outcome);
     }
     tx.commit().await?;
     Ok(outcomes)
 }
 
+/// Records one instance in three statements (each a round trip to SQLite's thread):
+/// the stored copy, if any, decides the outcome; the series is created or touched
+/// (its revision counts new or changed content); the instance row is written.
 async fn record_in(
     tx: &mut Transaction<'_, Sqlite>,
     request: &RecordRequest,
@@ -858,13 +874,46 @@ async fn record_in(
         ..
     } = request;
     let now = now_ms();
+    let existing: Option<(i64, String, String)> =
+        sqlx::query_as("SELECT id, sha256, file_name FROM instances WHERE sop_instance_uid = ?")
+            .bind(meta.sop_instance_uid.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+    let (sql, outcome, existing_id) = match existing {
+        Some((_, sha, _)) if sha == file.sha256 => (None, RecordOutcome::Unchanged, None),
+        Some(_) if !file_durable => return Ok(RecordOutcome::ReplacementNeedsDurableFile),
+        Some((id, _, old_file)) => (
+            Some(
+                "UPDATE instances SET series_id = ?1, sop_class_uid = ?3, transfer_syntax = ?4, file_name = ?5,
+                     size_bytes = ?6, sha256 = ?7, modality = ?8, image_type = ?9, number_of_frames = ?10,
+                     slice_thickness_mm = ?11, orientation = ?12, received_ms = ?13,
+                     replaced_count = replaced_count + 1
+                 WHERE id = ?14",
+            ),
+            RecordOutcome::Replaced { old_file },
+            Some(id),
+        ),
+        None => (
+            Some(
+                "INSERT INTO instances (series_id, sop_instance_uid, sop_class_uid, transfer_syntax,
+                     file_name, size_bytes, sha256, modality, image_type, number_of_frames,
+                     slice_thickness_mm, orientation, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            ),
+            RecordOutcome::Added,
+            None,
+        ),
+    };
+    // Any arrival puts the series back to `receiving`; only new or changed content
+    // bumps its revision.
     let series_id: i64 = sqlx::query_scalar(
         "INSERT INTO series (series_uid, study_uid, patient_id, accession_number, modality,
-                             series_description, calling_ae, state, first_received_ms, last_received_ms)
-         VALUES (?, ?, ?, ?, ?, ?, ?, 'receiving', ?, ?)
+                             series_description, calling_ae, state, first_received_ms, last_received_ms,
+                             revision)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'receiving', ?8, ?8, ?9)
          ON CONFLICT (series_uid) DO UPDATE SET
              state = 'receiving', last_received_ms = excluded.last_received_ms,
-             calling_ae = excluded.calling_ae
+             calling_ae = excluded.calling_ae, revision = revision + excluded.revision
          RETURNING id",
     )
     .bind(meta.series_uid.as_str())
@@ -875,39 +924,15 @@ async fn record_in(
     .bind(&meta.series_description)
     .bind(calling_ae)
     .bind(now)
-    .bind(now)
+    .bind(i64::from(sql.is_some()))
     .fetch_one(&mut **tx)
     .await?;
-
-    let existing: Option<(i64, String, String)> =
-        sqlx::query_as("SELECT id, sha256, file_name FROM instances WHERE sop_instance_uid = ?")
-            .bind(meta.sop_instance_uid.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
+    let Some(sql) = sql else {
+        return Ok(outcome);
+    };
     let orientation = meta
         .orientation
         .map(|o| o.iter().map(f64::to_string).collect::<Vec<_>>().join("\\"));
-    let (sql, outcome, existing_id) = match existing {
-        Some((_, sha, _)) if sha == file.sha256 => return Ok(RecordOutcome::Unchanged),
-        Some(_) if !file_durable => return Ok(RecordOutcome::ReplacementNeedsDurableFile),
-        Some((id, _, old_file)) => (
-            "UPDATE instances SET series_id = ?1, sop_class_uid = ?3, transfer_syntax = ?4, file_name = ?5,
-                 size_bytes = ?6, sha256 = ?7, modality = ?8, image_type = ?9, number_of_frames = ?10,
-                 slice_thickness_mm = ?11, orientation = ?12, received_ms = ?13,
-                 replaced_count = replaced_count + 1
-             WHERE id = ?14",
-            RecordOutcome::Replaced { old_file },
-            Some(id),
-        ),
-        None => (
-            "INSERT INTO instances (series_id, sop_instance_uid, sop_class_uid, transfer_syntax,
-                 file_name, size_bytes, sha256, modality, image_type, number_of_frames,
-                 slice_thickness_mm, orientation, received_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            RecordOutcome::Added,
-            None,
-        ),
-    };
     let query = sqlx::query(sql)
         .bind(series_id)
         .bind(meta.sop_instance_uid.as_str())
@@ -928,10 +953,6 @@ async fn record_in(
     }
     .execute(&mut **tx)
     .await?;
-    sqlx::query("UPDATE series SET revision = revision + 1 WHERE id = ?")
-        .bind(series_id)
-        .execute(&mut **tx)
-        .await?;
     Ok(outcome)
 }
 

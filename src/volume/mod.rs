@@ -168,7 +168,7 @@ fn read_header(index: usize, path: &Path) -> Result<FileHeader, VolumeError> {
         path: p(),
         attribute,
     };
-    let int = |tag| obj.element(tag).ok().and_then(|e| e.to_int::<u32>().ok());
+    let int = |tag| functional::get(&obj, tag).and_then(|e| e.to_int::<u32>().ok());
     let samples = int(tags::SAMPLES_PER_PIXEL).unwrap_or(1) as u16;
     if samples != 1 {
         return Err(VolumeError::NotGrayscale { path: p(), samples });
@@ -191,7 +191,7 @@ fn read_header(index: usize, path: &Path) -> Result<FileHeader, VolumeError> {
     let rows = int(tags::ROWS).ok_or_else(|| missing("Rows"))?;
     let columns = int(tags::COLUMNS).ok_or_else(|| missing("Columns"))?;
     let frames = int(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
-    let multi_frame = obj.element(tags::NUMBER_OF_FRAMES).is_ok();
+    let multi_frame = functional::get(&obj, tags::NUMBER_OF_FRAMES).is_some();
     let sop_class_uid = text(&obj, tags::SOP_CLASS_UID).ok_or_else(|| missing("SOP Class UID"))?;
     let sop_instance_uid =
         text(&obj, tags::SOP_INSTANCE_UID).ok_or_else(|| missing("SOP Instance UID"))?;
@@ -350,7 +350,9 @@ fn j2k_codestream(obj: &DefaultDicomObject, frame: u32, frames: usize) -> Option
     if syntax != ts::JPEG_2000_LOSSLESS && syntax != ts::JPEG_2000 {
         return None;
     }
-    let fragments = obj.element(tags::PIXEL_DATA).ok()?.value().fragments()?;
+    let fragments = functional::get(obj, tags::PIXEL_DATA)?
+        .value()
+        .fragments()?;
     (fragments.len() == frames)
         .then(|| fragments.get(frame as usize).map(Vec::as_slice))
         .flatten()
@@ -533,7 +535,9 @@ pub fn scan(paths: &[PathBuf]) -> Scan {
         .into_par_iter()
         .map(|p| {
             let series = open(&p, true).map_err(|e| e.to_string()).and_then(|o| {
-                if o.element(tags::PIXEL_DATA).is_err() && o.element(tags::ROWS).is_err() {
+                if functional::get(&o, tags::PIXEL_DATA).is_none()
+                    && functional::get(&o, tags::ROWS).is_none()
+                {
                     return Err("not an image".to_string());
                 }
                 text(&o, tags::SERIES_INSTANCE_UID)

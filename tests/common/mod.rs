@@ -352,6 +352,21 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The files a node's spool holds, leaving out the empty files it keeps ready in
+/// `tmp/` for the next C-STOREs (a partial write there would not be empty).
+pub fn spooled_files(spool: &Path) -> Vec<PathBuf> {
+    files_under(spool)
+        .into_iter()
+        .filter(|f| !is_ready_file(f))
+        .collect()
+}
+
+/// An empty file in the spool's `tmp/`: made ahead for an incoming C-STORE.
+pub fn is_ready_file(f: &Path) -> bool {
+    f.parent().and_then(Path::file_name) == Some("tmp".as_ref())
+        && std::fs::metadata(f).is_ok_and(|m| m.len() == 0)
+}
+
 /// Waits until at least `n` jobs exist and none is queued or running; returns them,
 /// newest first.
 pub async fn settled_jobs(store: &Store, n: usize) -> Vec<segnode::store::JobRow> {
