@@ -8,6 +8,15 @@ without fsync. storescp runs with --fork so that parallel associations are serve
 parallel, and every DCMTK process gets TCP_NODELAY=1 (without it DCMTK leaves Nagle's
 algorithm on and each object waits ~40 ms for a delayed ACK: 23 instead of ~300
 slices/s). Run from the project root: .venv/bin/python benches/receive.py
+
+With one association the sender waits for each response before it sends the next
+instance, so whatever a receiver does between the last byte and its response adds to
+every instance. Two more figures bound what any receiver that answers only once the
+instance is durable can reach against storescp: `storescp --ignore` (receives, stores
+nothing: the sender's own pace) and the time to make the same instances durable once
+written to new files: fsync, rename, fsync of the directory, one after another (the
+disk's part, which cannot start before the last byte; no database, no hashing, no
+network). Their sum per instance is the least such a receiver can take.
 """
 
 import json
@@ -43,6 +52,36 @@ def send(port: int, called: str, groups: list[list[pathlib.Path]]) -> float:
     return time.perf_counter() - start
 
 
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine has spent busy (all processes and the kernel)."""
+    fields = pathlib.Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = map(int, fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def durable_writes(files: list[pathlib.Path], dest: pathlib.Path) -> float:
+    """Seconds spent making the files durable once written: for each file in turn, write
+    its bytes to a new file (not timed: a receiver can do that while the data arrives),
+    then fsync it, rename it into place and fsync the directory (timed)."""
+    datas = [f.read_bytes() for f in files]
+    (dest / "tmp").mkdir(parents=True)
+    (dest / "objects").mkdir()
+    seconds = 0.0
+    for i, data in enumerate(datas):
+        tmp = dest / "tmp" / f"{i}.part"
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o644)
+        os.write(fd, data)
+        start = time.perf_counter()
+        os.fsync(fd)
+        os.close(fd)
+        os.rename(tmp, dest / "objects" / f"{i}.dcm")
+        dirfd = os.open(dest / "objects", os.O_RDONLY)
+        os.fsync(dirfd)
+        os.close(dirfd)
+        seconds += time.perf_counter() - start
+    return seconds
+
+
 def split(files: list[pathlib.Path], n: int) -> list[list[pathlib.Path]]:
     return [files[i::n] for i in range(n)]
 
@@ -61,14 +100,23 @@ def main() -> None:
         # after deleting many slows inode allocation on ext4 (it skips recently freed
     # inodes when it runs without a journal), which would penalise whoever runs next.
     results = {}
+    busy = {}
     for assocs in (1, 4):
         for round_no in range(ROUNDS):
-            for target in ("storescp", "segnode"):
-                out = work / f"{target}-{assocs}-{round_no}"
+            targets = ("storescp", "segnode", "storescp --ignore") + (("durable writes",) if assocs == 1 else ())
+            for target in targets:
+                out = work / f"{target.replace(' ', '')}-{assocs}-{round_no}"
                 out.mkdir(parents=True)
+                key = f"{target}, {assocs} association(s)"
+                if target == "durable writes":
+                    seconds = durable_writes(files, out)
+                    os.sync()
+                    results[key] = min(results.get(key, seconds), seconds)
+                    continue
                 port = free_port()
-                if target == "storescp":
-                    proc = subprocess.Popen([STORESCP, "--fork", "-aet", "STORESCP", "-od", str(out), str(port)],
+                if target.startswith("storescp"):
+                    ignore = ["--ignore"] if target.endswith("--ignore") else []
+                    proc = subprocess.Popen([STORESCP, "--fork", *ignore, "-aet", "STORESCP", "-od", str(out), str(port)],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)
                     called = "STORESCP"
                 else:
@@ -79,14 +127,15 @@ def main() -> None:
                     called = "SEGNODE"
                 try:
                     wait_port(port)
+                    before = busy_cpu_seconds()
                     seconds = send(port, called, split(files, assocs))
+                    busy[key] = min(busy.get(key, 1e9), busy_cpu_seconds() - before)
                 finally:
                     proc.terminate()
                     proc.wait()
                 # storescp leaves its files for the kernel to write back later: that
                 # writeback must not run into the next round's timing.
                 os.sync()
-                key = f"{target}, {assocs} association(s)"
                 results[key] = min(results.get(key, seconds), seconds)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -96,6 +145,15 @@ def main() -> None:
         scp = results[f"storescp, {assocs} association(s)"]
         node = results[f"segnode, {assocs} association(s)"]
         print(f"  {assocs} assoc: storescp {n / scp:7.0f}  segnode {n / node:7.0f}  ratio segnode/storescp {scp / node:.2f}")
+    ignore = results["storescp --ignore, 1 association(s)"]
+    durable = results["durable writes, 1 association(s)"]
+    scp = results["storescp, 1 association(s)"]
+    print(f"  1 assoc bound: sender's pace (storescp --ignore) {1000 * ignore / n:.2f} ms + making it durable "
+          f"{1000 * durable / n:.2f} ms per instance: a durable receiver reaches at most {scp / (ignore + durable):.2f}")
+    print(f"machine CPU-seconds busy while sending (senders, receiver, kernel; least of {ROUNDS}):")
+    for assocs in (1, 4):
+        print(f"  {assocs} assoc: " + ", ".join(f"{t} {busy[f'{t}, {assocs} association(s)']:.2f}"
+                                           for t in ("storescp --ignore", "storescp", "segnode")))
     print(json.dumps({k: round(v, 3) for k, v in results.items()}))
 
 
