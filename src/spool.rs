@@ -77,8 +77,13 @@ impl Spool {
         for shard in 0..SHARDS {
             fs::create_dir_all(objects.join(format!("{shard:02x}")))?;
         }
-        File::open(&objects)?.sync_all()?;
-        File::open(root)?.sync_all()?;
+        let parent = match root.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        for dir in [&objects, root, parent] {
+            File::open(dir)?.sync_all()?;
+        }
         Ok(Self {
             root: root.to_path_buf(),
             ready: Arc::default(),
