@@ -106,16 +106,26 @@ impl Spool {
         std::thread::Builder::new()
             .name("spool-ready".into())
             .spawn(move || {
+                let mut failing = false;
                 loop {
                     match Incoming::create(&root) {
-                        // Fails once the spool is gone; the file is removed on drop.
                         Ok(file) => {
+                            if failing {
+                                tracing::info!("spool files can be created ahead again");
+                                failing = false;
+                            }
+                            // Fails once the spool is gone; the file is removed on drop.
                             if sender.send(file).is_err() {
                                 return;
                             }
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "cannot create a spool file ahead");
+                            // C-STOREs try on their own meanwhile and are refused if
+                            // that fails too; one warning per failing spell.
+                            if !failing {
+                                tracing::warn!(error = %e, "cannot create spool files ahead");
+                                failing = true;
+                            }
                             std::thread::sleep(std::time::Duration::from_secs(1));
                         }
                     }
