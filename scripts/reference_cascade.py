@@ -162,10 +162,12 @@ def body_mask(hu, threshold):
     return ndimage.binary_fill_holes(m)
 
 
-def main():
-    series, model_dir, out = map(pathlib.Path, sys.argv[1:4])
+def run_cascade(hu, spacing, model_dir, raw=None):
+    """The label map (uint8, hu's shape) the cascade in `model_dir` gives for `hu`
+    (float32 HU, (z, y, x)) with voxel `spacing` (mm, z y x). If `raw` is a dict, the
+    stage-2 argmax before post-processing, on the stage-2 grid, is left in raw["stage2"]
+    and the stage-1 candidate, nearest on that grid, in raw["candidate"]."""
     manifest = tomllib.loads((model_dir / "model.toml").read_text())
-    hu, spacing = load_series(series)
     s1, s2, cascade = manifest["stage1"], manifest["stage2"], manifest["cascade"]
 
     def stage_spacing(stage):
@@ -185,12 +187,16 @@ def main():
         hu2 = resample_linear(hu, g2)
         r = cascade["dilation_voxels"]
         region = resample_nearest(candidate, g2)
+        if raw is not None:
+            raw["candidate"] = region.copy()
         if r > 0:
             region = ndimage.binary_dilation(region, structure=box(r), border_value=0)
         if cascade["body_mask"]:
             region &= body_mask(hu2, np.float32(cascade.get("body_threshold_hu", -500.0)))
         x2, pad2 = normalize(hu2, s2["hu_window"], s2["normalization"])
         labels = infer(session(s2), s2, x2, pad2, region)
+        if raw is not None:
+            raw["stage2"] = labels.copy()
         post = manifest.get("postprocess", {})
         for value in sorted(l["value"] for l in manifest["labels"]):
             mask = labels == value
@@ -203,7 +209,13 @@ def main():
             labels[(labels == value) & ~mask] = 0
             labels[mask & (labels == 0)] = value
         labels = resample_nearest(labels, list(hu.shape))
-    labels.astype(np.uint8).tofile(out)
+    return labels.astype(np.uint8)
+
+
+def main():
+    series, model_dir, out = map(pathlib.Path, sys.argv[1:4])
+    hu, spacing = load_series(series)
+    run_cascade(hu, spacing, model_dir).tofile(out)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import nibabel as nib
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -36,39 +35,13 @@ from scipy import ndimage
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from reference_cascade import normalize, resample_linear, resample_nearest  # noqa: E402  (the node's semantics)
+from training_data import LABELS, load_training_volume  # noqa: E402
 
-# Output label values of the default model and the TotalSegmentator v2 ids they come from.
-LABELS = [
-    # value, name, TotalSegmentator id, SNOMED CT code, meaning, colour
-    (1, "spleen", 1, "78961009", "Spleen", [157, 108, 162]),
-    (2, "right kidney", 2, "9846003", "Right kidney", [185, 102, 83]),
-    (3, "left kidney", 3, "18639004", "Left kidney", [185, 102, 83]),
-    (4, "liver", 5, "10200004", "Liver", [221, 130, 101]),
-    (5, "stomach", 6, "69695003", "Stomach", [216, 132, 105]),
-    (6, "pancreas", 7, "15776009", "Pancreas", [249, 180, 111]),
-]
 CLASSES = len(LABELS) + 1
 WINDOW = (-500.0, 500.0)
 STAGE1 = dict(spacing=6.0, patch=(24, 48, 48), channels=(8, 16, 32))
 STAGE2 = dict(spacing=3.0, patch=(24, 48, 48), channels=(8, 16, 32))
 AIR = -1024.0
-
-
-def load_training_volume():
-    """The training CT and labels in the node's layout: (z, y, x), z inferior->superior,
-    y anterior->posterior, x patient right->left (DICOM LPS), HU float32."""
-    data = ROOT.parent / "shared" / "data" / "train-ct-3mm"
-    ct = nib.as_closest_canonical(nib.load(data / "ct.nii.gz"))
-    lab = nib.as_closest_canonical(nib.load(data / "labels.nii.gz"))
-    assert nib.aff2axcodes(ct.affine) == ("R", "A", "S")
-    to_node = lambda a: np.ascontiguousarray(np.transpose(a, (2, 1, 0))[:, ::-1, ::-1])
-    hu = to_node(np.asarray(ct.dataobj, dtype=np.float32))
-    ts = to_node(np.asarray(lab.dataobj)).astype(np.int32)
-    labels = np.zeros(ts.shape, dtype=np.uint8)
-    for value, _, ts_id, *_ in LABELS:
-        labels[ts == ts_id] = value
-    spacing = [float(v) for v in ct.header.get_zooms()][::-1]
-    return hu, labels, spacing
 
 
 # ---------------------------------------------------------------- the network
@@ -120,25 +93,42 @@ def unet(params, x):
     return conv(d0, params["head"])
 
 
-def loss_fn(params, x, y, classes):
+def loss_fn(params, x, y, classes, present_only):
     logits = unet(params, x)
     onehot = jax.nn.one_hot(y, classes)
     ce = -jnp.mean(jnp.sum(onehot * jax.nn.log_softmax(logits), axis=-1))
     prob = jax.nn.softmax(logits)
     inter = jnp.sum(prob * onehot, axis=(0, 1, 2, 3))
-    denom = jnp.sum(prob, axis=(0, 1, 2, 3)) + jnp.sum(onehot, axis=(0, 1, 2, 3))
+    present = jnp.sum(onehot, axis=(0, 1, 2, 3))
+    denom = jnp.sum(prob, axis=(0, 1, 2, 3)) + present
     dice = (2 * inter + 1.0) / (denom + 1.0)
-    return ce + (1.0 - jnp.mean(dice[1:]))
+    if not present_only:
+        return ce + (1.0 - jnp.mean(dice[1:]))
+    # --balanced: soft Dice over the organs present in the batch only. For an absent
+    # organ the term is 1 / (its predicted mass + 1), which pushes the organ towards
+    # never being predicted; cross-entropy alone handles it there.
+    weight = (present[1:] > 0).astype(dice.dtype)
+    return ce + jnp.sum(weight * (1.0 - dice[1:])) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
 # ---------------------------------------------------------------- sampling and augmentation
 
-def sample(rng, hu, labels, patch, foreground_p):
-    """One augmented training patch: (normalised image, labels)."""
+def centre_pools(strata, balanced):
+    """Where crops may be centred: every labelled voxel of `strata` in one pool, or
+    (balanced) one pool per label."""
+    if not balanced:
+        return [np.argwhere(strata > 0)]
+    return [np.argwhere(strata == v) for v in np.unique(strata) if v > 0]
+
+
+def sample(rng, hu, labels, pools, patch, foreground_p):
+    """One augmented training patch: (normalised image, labels). With probability
+    `foreground_p` the crop is centred on a voxel of a pool (the pool chosen uniformly
+    first when there are several), otherwise anywhere."""
     shape = np.array(hu.shape)
-    fg = np.argwhere(labels > 0)
-    if rng.random() < foreground_p and len(fg):
-        centre = fg[rng.integers(len(fg))].astype(float)
+    if rng.random() < foreground_p and sum(map(len, pools)):
+        pool = pools[rng.integers(len(pools))] if len(pools) > 1 else pools[0]
+        centre = pool[rng.integers(len(pool))].astype(float)
     else:
         centre = rng.uniform(0, shape - 1)
     angle = np.deg2rad(rng.uniform(-15, 15))
@@ -165,8 +155,12 @@ def sample(rng, hu, labels, patch, foreground_p):
     return x, label
 
 
-def train_stage(name, hu, labels, cfg, classes, steps, seed, foreground_p, log):
+def train_stage(name, hu, labels, cfg, classes, steps, seed, foreground_p, log, balanced, strata=None):
+    """Trains one stage. Crop centres come from `strata` (the organ labels on this
+    stage's grid; by default `labels`): any labelled voxel, or with `balanced` an organ
+    drawn uniformly first, and the soft Dice then counts only organs in the batch."""
     rng = np.random.default_rng(seed)
+    pools = centre_pools(labels if strata is None else strata, balanced)
     params = init_unet(jax.random.PRNGKey(seed), cfg["channels"], classes)
     schedule = optax.cosine_decay_schedule(2e-3, steps, alpha=0.05)
     opt = optax.adam(schedule)
@@ -174,13 +168,13 @@ def train_stage(name, hu, labels, cfg, classes, steps, seed, foreground_p, log):
 
     @jax.jit
     def step(params, state, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y, classes)
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y, classes, balanced)
         updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state, loss
 
     started = time.time()
     for i in range(steps):
-        batch = [sample(rng, hu, labels, cfg["patch"], foreground_p) for _ in range(2)]
+        batch = [sample(rng, hu, labels, pools, cfg["patch"], foreground_p) for _ in range(2)]
         x = jnp.asarray(np.stack([b[0] for b in batch])[..., None])
         y = jnp.asarray(np.stack([b[1] for b in batch]))
         params, state, loss = step(params, state, x, y)
@@ -246,7 +240,7 @@ def export_onnx(params, patch, classes, path):
     return hashlib.sha256(path.read_bytes()).hexdigest(), diff
 
 
-def write_manifest(out, sha1, sha2):
+def write_manifest(out, sha1, sha2, version):
     labels = "\n".join(
         f'''[[labels]]
 value = {v}
@@ -272,7 +266,7 @@ blending = "gaussian"
     text = f'''# segnode's default abdominal cascade. Made by training/train.py; see MODEL_CARD.md.
 # Research and demonstration only: not for clinical decisions.
 name = "abdomen-cascade"
-version = "1.0.0"
+version = "{version}"
 description = "Two-stage 3D U-Net cascade (6 mm organ region, 3 mm organs) trained on one CT volume"
 
 {stage(1, sha1, STAGE1, 0.5)}
@@ -296,6 +290,9 @@ def main():
     ap.add_argument("--steps2", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=20261126)
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "onnx" / "abdomen-cascade")
+    ap.add_argument("--balanced", action="store_true",
+                    help="class-balanced crop centres and soft Dice over present organs only (the 1.1.0 "
+                         "experiment of MODEL_CARD.md: better in sample, worse on the held-out spleen; not shipped)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / "training-log.txt"
@@ -312,16 +309,17 @@ def main():
     # Stage 1 grid: the node's resampling to 6 mm.
     g1 = [max(1, int(round(hu.shape[i] * spacing[i] / STAGE1["spacing"]))) for i in range(3)]
     hu1 = resample_linear(hu, g1)
-    organ1 = resample_nearest((labels > 0).astype(np.uint8), g1)
-    params1 = train_stage("stage1", hu1, organ1, STAGE1, 2, args.steps1, args.seed, 0.6, log)
-    params2 = train_stage("stage2", hu, labels, STAGE2, CLASSES, args.steps2, args.seed + 1, 0.85, log)
+    organs1 = resample_nearest(labels, g1)
+    params1 = train_stage("stage1", hu1, (organs1 > 0).astype(np.uint8), STAGE1, 2, args.steps1, args.seed, 0.6, log,
+                          args.balanced, strata=organs1)
+    params2 = train_stage("stage2", hu, labels, STAGE2, CLASSES, args.steps2, args.seed + 1, 0.85, log, args.balanced)
     sha1, d1 = export_onnx(params1, STAGE1["patch"], 2, args.out / "stage1.onnx")
     sha2, d2 = export_onnx(params2, STAGE2["patch"], CLASSES, args.out / "stage2.onnx")
     log(f"exported; ONNX vs JAX max difference {d1:.2e} (stage 1), {d2:.2e} (stage 2)")
-    write_manifest(args.out, sha1, sha2)
+    write_manifest(args.out, sha1, sha2, "1.1.0-balanced" if args.balanced else "1.0.0")
     log(f"total training time {time.time() - started:.0f} s")
     (args.out / "training.json").write_text(json.dumps({
-        "seed": args.seed, "steps1": args.steps1, "steps2": args.steps2,
+        "seed": args.seed, "steps1": args.steps1, "steps2": args.steps2, "balanced": args.balanced,
         "seconds": round(time.time() - started), "jax": jax.__version__,
     }, indent=2))
 

@@ -1,0 +1,37 @@
+"""The training volume and the default model's labels, shared by train.py and
+insample.py. Data: ../shared/data/train-ct-3mm only (never the held-out series)."""
+
+import pathlib
+
+import nibabel as nib
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# Output label values of the default model and the TotalSegmentator v2 ids they come from.
+LABELS = [
+    # value, name, TotalSegmentator id, SNOMED CT code, meaning, colour
+    (1, "spleen", 1, "78961009", "Spleen", [157, 108, 162]),
+    (2, "right kidney", 2, "9846003", "Right kidney", [185, 102, 83]),
+    (3, "left kidney", 3, "18639004", "Left kidney", [185, 102, 83]),
+    (4, "liver", 5, "10200004", "Liver", [221, 130, 101]),
+    (5, "stomach", 6, "69695003", "Stomach", [216, 132, 105]),
+    (6, "pancreas", 7, "15776009", "Pancreas", [249, 180, 111]),
+]
+
+
+def load_training_volume():
+    """The training CT and labels in the node's layout: (z, y, x), z inferior->superior,
+    y anterior->posterior, x patient right->left (DICOM LPS), HU float32."""
+    data = ROOT.parent / "shared" / "data" / "train-ct-3mm"
+    ct = nib.as_closest_canonical(nib.load(data / "ct.nii.gz"))
+    lab = nib.as_closest_canonical(nib.load(data / "labels.nii.gz"))
+    assert nib.aff2axcodes(ct.affine) == ("R", "A", "S")
+    to_node = lambda a: np.ascontiguousarray(np.transpose(a, (2, 1, 0))[:, ::-1, ::-1])
+    hu = to_node(np.asarray(ct.dataobj, dtype=np.float32))
+    ts = to_node(np.asarray(lab.dataobj)).astype(np.int32)
+    labels = np.zeros(ts.shape, dtype=np.uint8)
+    for value, _, ts_id, *_ in LABELS:
+        labels[ts == ts_id] = value
+    spacing = [float(v) for v in ct.header.get_zooms()][::-1]
+    return hu, labels, spacing
