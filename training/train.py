@@ -127,6 +127,8 @@ def sample(rng, hu, labels, pools, patch, foreground_p):
     first when there are several), otherwise anywhere."""
     shape = np.array(hu.shape)
     if rng.random() < foreground_p and sum(map(len, pools)):
+        # One pool draws nothing for the choice: the default recipe keeps the random
+        # stream, and so the weights, of the shipped 1.0.0 model.
         pool = pools[rng.integers(len(pools))] if len(pools) > 1 else pools[0]
         centre = pool[rng.integers(len(pool))].astype(float)
     else:
