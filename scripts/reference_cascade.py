@@ -7,16 +7,20 @@ and writes the label map as raw uint8 (z, y, x) on the source grid.
 Usage: reference_cascade.py SERIES_DIR MODEL_DIR OUT.u8
 
 Semantics (as in segnode's src/cascade): grid-aligned resampling (voxel centres map
-as (i + 0.5) * n_src / n_dst - 0.5, clamped; linear separable x, y, z; nearest via
+as (i + 0.5) * n_src / n_dst - 0.5, clamped; linear separable z, y, x; nearest via
 floor((i + 0.5) * n_src / n_dst)); HU clipped to the window then normalised; sliding
 window with the manifest's patch, overlap and blending, logits accumulated in
 float32 in patch order, argmax (first maximum); stage-1 labels > 0 -> candidate,
 nearest to the stage-2 grid, box-dilated, intersected with the body mask (threshold,
 erosion, largest 6-connected component, dilation, hole filling); stage 2 only on
-patches touching the region, background outside it; post-processing per label on the
-stage-2 grid; nearest back to the source grid.
+patches laid over the region's bounding box that touch the region, background outside
+it; post-processing per label on the stage-2 grid; nearest back to the source grid.
+The series is first brought into the model's frame (manifest `frame`: the patient
+direction each array axis grows towards) by transposes and flips, and the label map
+back into the series' own layout at the end.
 """
 
+import itertools
 import pathlib
 import sys
 import tomllib
@@ -60,7 +64,7 @@ def nearest_taps(n_src, n_dst):
 
 
 def resample_linear(a, to):
-    for axis in (2, 1, 0):
+    for axis in (0, 1, 2):
         if a.shape[axis] == to[axis]:
             continue
         i0, i1, w = linear_taps(a.shape[axis], to[axis])
@@ -114,7 +118,17 @@ def infer(session, stage, x, pad, region=None):
     inp = np.full(padded, pad, dtype=np.float32)
     inp[: x.shape[0], : x.shape[1], : x.shape[2]] = x
     step = [max(1, int(np.floor(p * (1 - stage["overlap"])))) for p in patch]
-    starts = [window_starts(padded[i], patch[i], step[i]) for i in range(3)]
+    if region is not None and region.any():
+        # Patches are laid over the region's bounding box (at least a patch long).
+        on = np.argwhere(region)
+        lo, hi = on.min(0), on.max(0)
+        starts = []
+        for i in range(3):
+            length = max(int(hi[i] - lo[i]) + 1, patch[i])
+            first = min(int(lo[i]), padded[i] - length)
+            starts.append([first + s for s in window_starts(length, patch[i], step[i])])
+    else:
+        starts = [window_starts(padded[i], patch[i], step[i]) for i in range(3)]
     w = blend_weights(patch, stage["blending"])
     acc = None
     for z0 in starts[0]:
@@ -212,10 +226,46 @@ def run_cascade(hu, spacing, model_dir, raw=None):
     return labels.astype(np.uint8)
 
 
+LETTERS = [("R", "L"), ("A", "P"), ("I", "S")]
+
+
+def series_frame(orientation):
+    """The frame letters of a series loaded by load_series (z along the normal, y along
+    the column direction, x along the row direction), nearest axis-aligned."""
+    o = np.array(orientation, dtype=float)
+    along = [np.cross(o[:3], o[3:]), o[3:], o[:3]]
+    best = max(itertools.permutations(range(3)), key=lambda p: sum(abs(along[a][p[a]]) for a in range(3)))
+    return "".join(LETTERS[best[a]][int(along[a][best[a]] >= 0)] for a in range(3))
+
+
+def patient_axis(letter):
+    return next(i for i, pair in enumerate(LETTERS) if letter in pair)
+
+
+def frame_order(source, target):
+    """For each axis of frame `target`, the axis of frame `source` along the same patient axis."""
+    return [[patient_axis(l) for l in source].index(patient_axis(t)) for t in target]
+
+
+def to_frame(a, source, target):
+    """Array `a` in frame `source` rearranged into frame `target` (transposes and flips)."""
+    order = frame_order(source, target)
+    a = np.transpose(a, order)
+    for m, t in enumerate(target):
+        if source[order[m]] != t:
+            a = np.flip(a, axis=m)
+    return np.ascontiguousarray(a)
+
+
 def main():
     series, model_dir, out = map(pathlib.Path, sys.argv[1:4])
     hu, spacing = load_series(series)
-    run_cascade(hu, spacing, model_dir).tofile(out)
+    first = pydicom.dcmread(next(p for p in sorted(series.iterdir()) if p.is_file()), stop_before_pixels=True)
+    source = series_frame(first.ImageOrientationPatient)
+    model = tomllib.loads((model_dir / "model.toml").read_text())["frame"]
+    spacing = [spacing[i] for i in frame_order(source, model)]
+    labels = run_cascade(to_frame(hu, source, model), spacing, model_dir)
+    to_frame(labels, model, source).tofile(out)
 
 
 if __name__ == "__main__":

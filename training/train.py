@@ -1,17 +1,23 @@
 #!/usr/bin/env python3
 """Trains segnode's default abdominal cascade and exports it to onnx/abdomen-cascade/.
 
-Data: ../shared/data/train-ct-3mm (one real abdominal CT at 3 mm with
-TotalSegmentator v2 labels). Never the held-out ct-abdomen-j2k series.
+Data: the training sets only (../shared/data/train-ct-3mm and train-s0009, two patients
+with TotalSegmentator labels). Never the validation (eval-ircadb-p1) or test
+(ct-abdomen-j2k) series; the validation series chooses between checkpoints afterwards
+(training/select.py).
 
 Stage 1: a small 3D U-Net on the 6 mm grid, organ vs background (the candidate region).
 Stage 2: a small 3D U-Net on the 3 mm grid, six organs, trained on crops around the
-labels (as Roth et al. 2018 do) with the augmentation one training volume needs:
-intensity scale/shift, noise, scaling, rotation about the head-feet axis, elastic
-deformation, and partial fields of view (slabs padded like the node pads). JAX on CPU,
-fixed seed. Export: the trained weights are written into ONNX graphs (Conv, Relu,
-MaxPool, Resize nearest, Concat) and checked against the JAX forward pass with ONNX
-Runtime, then model.toml is written with the files' checksums.
+labels (as Roth et al. 2018 do), half of them centred on an organ drawn uniformly among
+those the patient has, with the augmentation two training volumes need: intensity
+scale/shift, noise, scaling, rotation about the head-feet axis, elastic deformation, and
+partial fields of view (slabs padded like the node pads). No left-right mirroring: the
+node maps every series into the model's frame, so the network never sees a mirrored
+patient, and a mirror would teach it that the left and right kidney are the same.
+JAX on CPU, fixed seed. Export: the trained weights are written into ONNX graphs (Conv,
+Relu, MaxPool, Resize nearest, Concat) and checked against the JAX forward pass with ONNX
+Runtime, then model.toml is written with the files' checksums; stage 2 is also exported
+at each checkpoint step into OUT/checkpoints/step-N/ (complete models).
 
 Usage: training/run  (sets up .venv-train and runs this; see training/README.md)
 """
@@ -35,7 +41,7 @@ from scipy import ndimage
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from reference_cascade import normalize, resample_linear, resample_nearest  # noqa: E402  (the node's semantics)
-from training_data import LABELS, load_training_volume  # noqa: E402
+from training_data import LABELS, load_training_volumes  # noqa: E402
 
 CLASSES = len(LABELS) + 1
 WINDOW = (-500.0, 500.0)
@@ -93,7 +99,7 @@ def unet(params, x):
     return conv(d0, params["head"])
 
 
-def loss_fn(params, x, y, classes, present_only):
+def loss_fn(params, x, y, classes):
     logits = unet(params, x)
     onehot = jax.nn.one_hot(y, classes)
     ce = -jnp.mean(jnp.sum(onehot * jax.nn.log_softmax(logits), axis=-1))
@@ -102,34 +108,30 @@ def loss_fn(params, x, y, classes, present_only):
     present = jnp.sum(onehot, axis=(0, 1, 2, 3))
     denom = jnp.sum(prob, axis=(0, 1, 2, 3)) + present
     dice = (2 * inter + 1.0) / (denom + 1.0)
-    if not present_only:
-        return ce + (1.0 - jnp.mean(dice[1:]))
-    # --balanced: soft Dice over the organs present in the batch only. For an absent
-    # organ the term is 1 / (its predicted mass + 1), which pushes the organ towards
-    # never being predicted; cross-entropy alone handles it there.
+    # Soft Dice over the organs present in the batch only: for an absent organ the term
+    # would be 1 / (its predicted mass + 1), which pushes the organ towards never being
+    # predicted (with class-balanced crops most organs are absent from most batches);
+    # cross-entropy alone handles it there.
     weight = (present[1:] > 0).astype(dice.dtype)
     return ce + jnp.sum(weight * (1.0 - dice[1:])) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
 # ---------------------------------------------------------------- sampling and augmentation
 
-def centre_pools(strata, balanced):
-    """Where crops may be centred: every labelled voxel of `strata` in one pool, or
-    (balanced) one pool per label."""
-    if not balanced:
-        return [np.argwhere(strata > 0)]
-    return [np.argwhere(strata == v) for v in np.unique(strata) if v > 0]
+def centre_pools(strata):
+    """Where crops may be centred in one volume: every labelled voxel of `strata`, then
+    one pool per label present."""
+    return [np.argwhere(strata > 0)] + [np.argwhere(strata == v) for v in np.unique(strata) if v > 0]
 
 
 def sample(rng, hu, labels, pools, patch, foreground_p):
     """One augmented training patch: (normalised image, labels). With probability
-    `foreground_p` the crop is centred on a voxel of a pool (the pool chosen uniformly
-    first when there are several), otherwise anywhere."""
+    `foreground_p` the crop is centred on a labelled voxel: half of the time any
+    labelled voxel (big organs dominate), half of the time an organ drawn uniformly
+    first (small organs get seen); otherwise anywhere."""
     shape = np.array(hu.shape)
-    if rng.random() < foreground_p and sum(map(len, pools)):
-        # One pool draws nothing for the choice: the default recipe keeps the random
-        # stream, and so the weights, of the shipped 1.0.0 model.
-        pool = pools[rng.integers(len(pools))] if len(pools) > 1 else pools[0]
+    if rng.random() < foreground_p and len(pools[0]):
+        pool = pools[0] if rng.random() < 0.5 else pools[1 + rng.integers(len(pools) - 1)]
         centre = pool[rng.integers(len(pool))].astype(float)
     else:
         centre = rng.uniform(0, shape - 1)
@@ -146,7 +148,7 @@ def sample(rng, hu, labels, pools, patch, foreground_p):
             coords[axis] += field
     image = ndimage.map_coordinates(hu, coords, order=1, mode="constant", cval=AIR).astype(np.float32)
     label = ndimage.map_coordinates(labels, coords, order=0, mode="constant", cval=0).astype(np.int32)
-    image = image * rng.uniform(0.95, 1.05) + rng.uniform(-20, 20)
+    image = image * rng.uniform(0.93, 1.07) + rng.uniform(-30, 30)
     image += rng.normal(0, rng.uniform(0, 15), image.shape).astype(np.float32)
     x, pad = normalize(image, WINDOW, "window")
     if rng.random() < 0.3:  # partial field of view: a slab, the rest padded as the node pads
@@ -157,12 +159,13 @@ def sample(rng, hu, labels, pools, patch, foreground_p):
     return x, label
 
 
-def train_stage(name, hu, labels, cfg, classes, steps, seed, foreground_p, log, balanced, strata=None):
-    """Trains one stage. Crop centres come from `strata` (the organ labels on this
-    stage's grid; by default `labels`): any labelled voxel, or with `balanced` an organ
-    drawn uniformly first, and the soft Dice then counts only organs in the batch."""
+def train_stage(name, volumes, cfg, classes, steps, seed, foreground_p, log, checkpoint=None):
+    """Trains one stage on `volumes`, [(hu, labels, strata)] on this stage's grid (labels:
+    what the network learns; strata: the organ labels the crop centres come from). Each
+    sample comes from a volume drawn uniformly. `checkpoint(step, params)` is called
+    after every step."""
     rng = np.random.default_rng(seed)
-    pools = centre_pools(labels if strata is None else strata, balanced)
+    pools = [centre_pools(strata) for _, _, strata in volumes]
     params = init_unet(jax.random.PRNGKey(seed), cfg["channels"], classes)
     schedule = optax.cosine_decay_schedule(2e-3, steps, alpha=0.05)
     opt = optax.adam(schedule)
@@ -170,18 +173,23 @@ def train_stage(name, hu, labels, cfg, classes, steps, seed, foreground_p, log, 
 
     @jax.jit
     def step(params, state, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y, classes, balanced)
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y, classes)
         updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state, loss
 
     started = time.time()
     for i in range(steps):
-        batch = [sample(rng, hu, labels, pools, cfg["patch"], foreground_p) for _ in range(2)]
+        batch = []
+        for _ in range(2):
+            v = rng.integers(len(volumes))
+            batch.append(sample(rng, volumes[v][0], volumes[v][1], pools[v], cfg["patch"], foreground_p))
         x = jnp.asarray(np.stack([b[0] for b in batch])[..., None])
         y = jnp.asarray(np.stack([b[1] for b in batch]))
         params, state, loss = step(params, state, x, y)
         if i % 50 == 0 or i == steps - 1:
             log(f"{name} step {i}/{steps} loss {float(loss):.4f} ({time.time() - started:.0f} s)")
+        if checkpoint:
+            checkpoint(i + 1, params)
     return params
 
 
@@ -269,7 +277,7 @@ blending = "gaussian"
 # Research and demonstration only: not for clinical decisions.
 name = "abdomen-cascade"
 version = "{version}"
-description = "Two-stage 3D U-Net cascade (6 mm organ region, 3 mm organs) trained on one CT volume"
+description = "Two-stage 3D U-Net cascade (6 mm organ region, 3 mm organs) trained on two CT volumes"\nframe = "SPL"                     # array (z, y, x) grows towards the head, the back, the left
 
 {stage(1, sha1, STAGE1, 0.5)}
 {stage(2, sha2, STAGE2, 0.5)}
@@ -288,13 +296,13 @@ fill_holes = true
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--steps1", type=int, default=500)
-    ap.add_argument("--steps2", type=int, default=1500)
-    ap.add_argument("--seed", type=int, default=20261126)
+    ap.add_argument("--steps1", type=int, default=600)
+    ap.add_argument("--steps2", type=int, default=2400)
+    ap.add_argument("--checkpoints", default="1600,2000,2400",
+                    help="stage-2 steps at which a complete model is exported to OUT/checkpoints/step-N")
+    ap.add_argument("--seed", type=int, default=20261202)
+    ap.add_argument("--version", default="2.0.0")
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "onnx" / "abdomen-cascade")
-    ap.add_argument("--balanced", action="store_true",
-                    help="class-balanced crop centres and soft Dice over present organs only (the 1.1.0 "
-                         "experiment of MODEL_CARD.md: better in sample, worse on the held-out spleen; not shipped)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / "training-log.txt"
@@ -306,22 +314,38 @@ def main():
         log_file.flush()
 
     started = time.time()
-    hu, labels, spacing = load_training_volume()
-    log(f"training volume {hu.shape} at {spacing} mm; label voxels {np.bincount(labels.ravel(), minlength=CLASSES).tolist()}")
-    # Stage 1 grid: the node's resampling to 6 mm.
-    g1 = [max(1, int(round(hu.shape[i] * spacing[i] / STAGE1["spacing"]))) for i in range(3)]
-    hu1 = resample_linear(hu, g1)
-    organs1 = resample_nearest(labels, g1)
-    params1 = train_stage("stage1", hu1, (organs1 > 0).astype(np.uint8), STAGE1, 2, args.steps1, args.seed, 0.6, log,
-                          args.balanced, strata=organs1)
-    params2 = train_stage("stage2", hu, labels, STAGE2, CLASSES, args.steps2, args.seed + 1, 0.85, log, args.balanced)
+    stage1, stage2 = [], []
+    for name, hu, labels, spacing in load_training_volumes():
+        log(f"{name}: {hu.shape} at {spacing} mm; label voxels {np.bincount(labels.ravel(), minlength=CLASSES).tolist()}")
+        # Each stage's grid, made with the node's own resampling.
+        g1 = [max(1, int(round(hu.shape[i] * spacing[i] / STAGE1["spacing"]))) for i in range(3)]
+        g2 = [max(1, int(round(hu.shape[i] * spacing[i] / STAGE2["spacing"]))) for i in range(3)]
+        organs1 = resample_nearest(labels, g1)
+        stage1.append((resample_linear(hu, g1), (organs1 > 0).astype(np.uint8), organs1))
+        organs2 = resample_nearest(labels, g2)
+        stage2.append((resample_linear(hu, g2), organs2, organs2))
+    params1 = train_stage("stage1", stage1, STAGE1, 2, args.steps1, args.seed, 0.6, log)
     sha1, d1 = export_onnx(params1, STAGE1["patch"], 2, args.out / "stage1.onnx")
+    wanted = {int(s) for s in args.checkpoints.split(",") if s}
+
+    def checkpoint(step, params):
+        if step not in wanted:
+            return
+        out = args.out / "checkpoints" / f"step-{step}"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "stage1.onnx").write_bytes((args.out / "stage1.onnx").read_bytes())
+        sha2, _ = export_onnx(params, STAGE2["patch"], CLASSES, out / "stage2.onnx")
+        write_manifest(out, sha1, sha2, f"{args.version}+step{step}")
+        log(f"checkpoint {out.relative_to(args.out)} ({time.time() - started:.0f} s)")
+
+    params2 = train_stage("stage2", stage2, STAGE2, CLASSES, args.steps2, args.seed + 1, 0.85, log, checkpoint)
     sha2, d2 = export_onnx(params2, STAGE2["patch"], CLASSES, args.out / "stage2.onnx")
     log(f"exported; ONNX vs JAX max difference {d1:.2e} (stage 1), {d2:.2e} (stage 2)")
-    write_manifest(args.out, sha1, sha2, "1.1.0-balanced" if args.balanced else "1.0.0")
+    write_manifest(args.out, sha1, sha2, args.version)
     log(f"total training time {time.time() - started:.0f} s")
     (args.out / "training.json").write_text(json.dumps({
-        "seed": args.seed, "steps1": args.steps1, "steps2": args.steps2, "balanced": args.balanced,
+        "seed": args.seed, "steps1": args.steps1, "steps2": args.steps2, "checkpoints": sorted(wanted),
+        "training_sets": [name for name, *_ in load_training_volumes()],
         "seconds": round(time.time() - started), "jax": jax.__version__,
     }, indent=2))
 

@@ -1,5 +1,6 @@
-"""The training volume and the default model's labels, shared by train.py and
-insample.py. Data: ../shared/data/train-ct-3mm only (never the held-out series)."""
+"""The training volumes and the default model's labels, shared by train.py and
+insample.py. Data: the training sets of ../shared/data/README.md only
+(train-ct-3mm and train-s0009); never the validation or test series."""
 
 import pathlib
 
@@ -7,6 +8,10 @@ import nibabel as nib
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+
+# The training patients (folder names under ../shared/data).
+TRAINING_SETS = ["train-ct-3mm", "train-s0009"]
 
 # Output label values of the default model and the TotalSegmentator v2 ids they come from.
 LABELS = [
@@ -20,10 +25,12 @@ LABELS = [
 ]
 
 
-def load_training_volume():
-    """The training CT and labels in the node's layout: (z, y, x), z inferior->superior,
-    y anterior->posterior, x patient right->left (DICOM LPS), HU float32."""
-    data = ROOT.parent / "shared" / "data" / "train-ct-3mm"
+def load_training_volume(name="train-ct-3mm"):
+    """One training CT and its labels in the model's frame ("SPL" in model.toml): array
+    (z, y, x) with z growing towards the head (S), y towards the back (P), x towards the
+    patient's left (L), i.e. DICOM LPS; HU float32. The node maps every series into this
+    frame before stage 1, whatever its acquisition layout."""
+    data = DATA / name
     ct = nib.as_closest_canonical(nib.load(data / "ct.nii.gz"))
     lab = nib.as_closest_canonical(nib.load(data / "labels.nii.gz"))
     assert nib.aff2axcodes(ct.affine) == ("R", "A", "S")
@@ -35,3 +42,8 @@ def load_training_volume():
         labels[ts == ts_id] = value
     spacing = [float(v) for v in ct.header.get_zooms()][::-1]
     return hu, labels, spacing
+
+
+def load_training_volumes():
+    """Every training patient: [(name, hu, labels, spacing)]."""
+    return [(name, *load_training_volume(name)) for name in TRAINING_SETS]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::frame::Frame;
 use super::ops::{Blending, Normalization};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -18,6 +19,9 @@ pub struct Manifest {
     pub version: String,
     #[serde(default)]
     pub description: String,
+    /// The anatomical frame the networks were trained in: the patient direction each
+    /// array axis (z, y, x) grows towards, e.g. "SPL" (head, back, left).
+    pub frame: Frame,
     pub stage1: Stage,
     pub stage2: Stage,
     pub cascade: CascadeRules,

@@ -2,9 +2,12 @@
 //! where the organs are; stage 2 labels, on its finer grid, only the voxels inside the
 //! stage-1 candidate region (dilated, intersected with the body mask). Everything a
 //! model needs is in its manifest ([`manifest`]); the array operations are in [`ops`],
-//! ONNX Runtime in [`runtime`]. No DICOM here: a [`Volume`] in, a label map aligned
-//! with it out.
+//! ONNX Runtime in [`runtime`]. Every series is first mapped into the anatomical frame
+//! the model was trained in and its label map mapped back ([`frame`]), so a feet-first
+//! or prone patient reaches the network as the head-first supine one it learned. No
+//! DICOM here: a [`Volume`] in, a label map aligned with it out.
 
+pub mod frame;
 pub mod manifest;
 pub mod ops;
 pub mod runtime;
@@ -15,6 +18,7 @@ use serde::Serialize;
 
 use crate::config::ModelConfig;
 use crate::volume::Volume;
+use frame::{Frame, Mapping};
 use manifest::{Model, Stage};
 use ops::Grid;
 use runtime::{Provider, RuntimeError, StageSession};
@@ -123,6 +127,8 @@ pub struct CascadeSummary {
     pub model_version: String,
     /// SHA-256 of each stage's ONNX file (stage 1, stage 2).
     pub model_sha256: [String; 2],
+    /// The series' frame, the model's, and how one was mapped into the other.
+    pub frame: FrameSummary,
     /// Milliseconds per step.
     pub timings_ms: serde_json::Map<String, serde_json::Value>,
     pub stage1_grid: [usize; 3],
@@ -136,6 +142,17 @@ pub struct CascadeSummary {
     pub labels: Vec<LabelVolume>,
     /// True when stage 1 found nothing: "no structures found".
     pub empty: bool,
+}
+
+/// Which anatomical frame mapping the cascade applied (see [`frame`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct FrameSummary {
+    /// The series' own layout, as frame letters (e.g. "IPR" for feet-first supine).
+    pub source: Frame,
+    /// The frame the model was trained in (its manifest's `frame`).
+    pub model: Frame,
+    /// "identity" or which axes were swapped and reversed.
+    pub mapping: String,
 }
 
 /// A label map aligned voxel for voxel with the source volume.
@@ -200,13 +217,26 @@ impl Cascade {
                 t = Instant::now();
             }
         };
-        let spacing = volume.geometry.spacing;
-        let grid1 = ops::target_shape(volume.shape, spacing, m.stage1.spacing(spacing));
-        let grid2 = ops::target_shape(volume.shape, spacing, m.stage2.spacing(spacing));
+        // Into the model's frame: transposes and flips only, nothing resampled.
+        let mapping = Mapping::new(Frame::nearest(&volume.geometry.direction), m.frame);
+        let mapped;
+        let (data, shape, spacing) = if mapping.is_identity() {
+            (&volume.data[..], volume.shape, volume.geometry.spacing)
+        } else {
+            mapped = mapping.apply(&volume.data, volume.shape);
+            lap(&mut timings, "to_model_frame");
+            (
+                &mapped.data[..],
+                mapped.shape,
+                mapping.permute(volume.geometry.spacing),
+            )
+        };
+        let grid1 = ops::target_shape(shape, spacing, m.stage1.spacing(spacing));
+        let grid2 = ops::target_shape(shape, spacing, m.stage2.spacing(spacing));
 
         let candidate = match scope {
             Scope::Cascade => {
-                let mut x1 = ops::resample_linear(&volume.data, volume.shape, grid1);
+                let mut x1 = ops::resample_linear(data, shape, grid1);
                 let pad1 = ops::normalize(&mut x1, m.stage1.hu_window, m.stage1.normalization);
                 lap(&mut timings, "stage1_prepare");
                 let (labels1, _) = infer(&mut self.stage1, &m.stage1, &x1, pad1, None)?;
@@ -222,6 +252,11 @@ impl Cascade {
             model: m.name.clone(),
             model_version: m.version.clone(),
             model_sha256: [m.stage1.sha256.clone(), m.stage2.sha256.clone()],
+            frame: FrameSummary {
+                source: mapping.source,
+                model: mapping.model,
+                mapping: mapping.describe(),
+            },
             timings_ms: serde_json::Map::new(),
             stage1_grid: grid1,
             stage2_grid: grid2,
@@ -232,9 +267,10 @@ impl Cascade {
             labels: Vec::new(),
             empty: true,
         };
-        let mut labels = Grid::filled(volume.shape, 0u8);
+        let mut counts = [0u64; 256];
+        let mut labels = None;
         if candidate.data.iter().any(|v| *v) {
-            let hu2 = ops::resample_linear(&volume.data, volume.shape, grid2);
+            let hu2 = ops::resample_linear(data, shape, grid2);
             let mut region = ops::dilate(
                 &ops::resample_nearest(&candidate.data, grid1, grid2),
                 m.cascade.dilation_voxels,
@@ -262,15 +298,17 @@ impl Cascade {
             let mut labels2 = labels2;
             postprocess(&mut labels2, &m);
             lap(&mut timings, "postprocess");
-            labels = ops::resample_nearest(&labels2.data, grid2, volume.shape);
+            counts = native_counts(&labels2, shape);
+            let native = ops::resample_nearest(&labels2.data, grid2, shape);
+            labels = Some(if mapping.is_identity() {
+                native
+            } else {
+                mapping.inverse().apply(&native.data, native.shape)
+            });
             lap(&mut timings, "to_native_grid");
         }
+        let labels = labels.unwrap_or_else(|| Grid::filled(volume.shape, 0u8));
         let voxel_ml = spacing.iter().product::<f64>() / 1000.0;
-        let mut counts = [0u64; 256];
-        labels
-            .data
-            .iter()
-            .for_each(|l| counts[usize::from(*l)] += 1);
         summary.labels = m
             .labels
             .iter()
@@ -289,6 +327,23 @@ impl Cascade {
         summary.timings_ms = timings;
         Ok(Segmentation { labels, summary })
     }
+}
+
+/// Voxels per label value of the grid `labels` once resampled (nearest) to `shape`,
+/// counted on the small grid: each voxel weighs as many native voxels as take it.
+fn native_counts(labels: &Grid<u8>, shape: [usize; 3]) -> [u64; 256] {
+    let [mz, my, mx] =
+        std::array::from_fn(|i| ops::nearest_multiplicity(labels.shape[i], shape[i]));
+    let mut counts = [0u64; 256];
+    for (z, wz) in mz.iter().enumerate() {
+        for (y, wy) in my.iter().enumerate() {
+            let row = labels.index(z, y, 0);
+            for (l, wx) in labels.data[row..row + labels.shape[2]].iter().zip(&mx) {
+                counts[usize::from(*l)] += wz * wy * wx;
+            }
+        }
+    }
+    counts
 }
 
 /// How much of a grid stage 2 covered.
@@ -318,9 +373,26 @@ fn infer(
             input.data[to..to + x.shape[2]].copy_from_slice(&x.data[from..from + x.shape[2]]);
         }
     }
+    // With a region, patches are laid over its bounding box (at least a patch long),
+    // not over the whole grid: stage 2's work follows the region.
+    let bounds = region.and_then(bounding_box);
     let starts: [Vec<usize>; 3] = std::array::from_fn(|i| {
-        ops::window_starts(padded[i], patch[i], ops::step(patch[i], stage.overlap))
+        let step = ops::step(patch[i], stage.overlap);
+        match bounds {
+            Some((lo, hi)) => {
+                let length = (hi[i] - lo[i] + 1).max(patch[i]);
+                let first = lo[i].min(padded[i] - length);
+                ops::window_starts(length, patch[i], step)
+                    .into_iter()
+                    .map(|s| s + first)
+                    .collect()
+            }
+            None => ops::window_starts(padded[i], patch[i], step),
+        }
     });
+    let grid_patches: usize = (0..3)
+        .map(|i| ops::window_starts(padded[i], patch[i], ops::step(patch[i], stage.overlap)).len())
+        .product();
     let weights = ops::blend_weights(patch, stage.blending);
     let classes = session.classes;
     let n = input.len();
@@ -328,7 +400,7 @@ fn infer(
     let mut covered = Grid::filled(padded, false);
     let mut coverage = Coverage {
         run: 0,
-        total: starts.iter().map(Vec::len).product(),
+        total: grid_patches,
         covered: 0,
     };
     let touches = |z0: usize, y0: usize, x0: usize| -> bool {
@@ -402,6 +474,31 @@ fn infer(
         }
     }
     Ok((labels, coverage))
+}
+
+/// The smallest box (lowest and highest index per axis) holding every voxel of `mask`.
+fn bounding_box(mask: &Grid<bool>) -> Option<([usize; 3], [usize; 3])> {
+    let mut lo = [usize::MAX; 3];
+    let mut hi = [0usize; 3];
+    for z in 0..mask.shape[0] {
+        for y in 0..mask.shape[1] {
+            let row = mask.index(z, y, 0);
+            let line = &mask.data[row..row + mask.shape[2]];
+            let (Some(first), Some(last)) = (
+                line.iter().position(|v| *v),
+                line.iter().rposition(|v| *v),
+            ) else {
+                continue;
+            };
+            for (i, v) in [z, y].into_iter().enumerate() {
+                lo[i] = lo[i].min(v);
+                hi[i] = hi[i].max(v);
+            }
+            lo[2] = lo[2].min(first);
+            hi[2] = hi[2].max(last);
+        }
+    }
+    (lo[0] != usize::MAX).then_some((lo, hi))
 }
 
 /// The body: HU above the threshold, eroded by one voxel, its largest component,

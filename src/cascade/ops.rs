@@ -1,8 +1,11 @@
 //! The array operations of the cascade, pure and exactly specified so that the Python
 //! reference (`scripts/reference_cascade.py`) computes the same thing: grid-aligned
-//! resampling (voxel centres map as `(i + 0.5) * n_src / n_dst - 0.5`), HU windowing,
+//! resampling (voxel centres map as `(i + 0.5) * n_src / n_dst - 0.5`; linear passes
+//! along z, then y, then x), HU windowing,
 //! sliding-window positions and blending weights, box dilation and erosion, 6-connected
 //! components and hole filling (as `scipy.ndimage` with its default structures).
+
+use rayon::prelude::*;
 
 /// A dense 3D array in (z, y, x) order.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,21 +99,53 @@ pub fn nearest_taps(n_src: usize, n_dst: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Resamples axis by axis (x, then y, then z), each with `pass`.
-fn separable<T: Copy + Default>(
-    data: &[T],
-    shape: [usize; 3],
-    to: [usize; 3],
-    mut pass: impl FnMut(&[T], [usize; 3], usize, usize) -> Grid<T>,
-) -> Grid<T> {
-    let mut current: Option<Grid<T>> = None;
-    for axis in [2, 1, 0] {
+/// One linear pass along `axis`: every output line of the (outer, n, inner) view is
+/// the weighted sum of two source lines, so a pass reads only the source planes, rows
+/// or voxels its taps name (a 1,200-slice series going to 100 slices reads 200 slices).
+fn linear_pass(data: &[f32], shape: [usize; 3], axis: usize, n: usize) -> Grid<f32> {
+    let taps = linear_taps(shape[axis], n);
+    let inner: usize = shape[axis + 1..].iter().product();
+    let m = shape[axis];
+    let mut out_shape = shape;
+    out_shape[axis] = n;
+    let mut out = Grid::filled(out_shape, 0f32);
+    let fill = |o: usize, j: usize, dst: &mut [f32]| {
+        let (i0, i1, w) = taps[j];
+        let a = &data[(o * m + i0) * inner..][..inner];
+        let b = &data[(o * m + i1) * inner..][..inner];
+        for ((d, a), b) in dst.iter_mut().zip(a).zip(b) {
+            *d = *a * (1.0 - w) + *b * w;
+        }
+    };
+    if inner >= 256 {
+        out.data
+            .par_chunks_mut(inner)
+            .enumerate()
+            .for_each(|(k, dst)| fill(k / n, k % n, dst));
+    } else {
+        out.data
+            .par_chunks_mut(n * inner)
+            .enumerate()
+            .for_each(|(o, line)| {
+                for (j, dst) in line.chunks_mut(inner).enumerate() {
+                    fill(o, j, dst);
+                }
+            });
+    }
+    out
+}
+
+/// Trilinear resampling of (z, y, x) `data`, separable: z, then y, then x, so that the
+/// cost follows the output grid, not the number of source slices.
+pub fn resample_linear(data: &[f32], shape: [usize; 3], to: [usize; 3]) -> Grid<f32> {
+    let mut current: Option<Grid<f32>> = None;
+    for axis in [0, 1, 2] {
         let (d, s) = match &current {
             Some(g) => (g.data.as_slice(), g.shape),
             None => (data, shape),
         };
         if s[axis] != to[axis] {
-            current = Some(pass(d, s, axis, to[axis]));
+            current = Some(linear_pass(d, s, axis, to[axis]));
         }
     }
     current.unwrap_or_else(|| Grid {
@@ -119,20 +154,9 @@ fn separable<T: Copy + Default>(
     })
 }
 
-/// Trilinear resampling of (z, y, x) `data`, separable: x, then y, then z.
-pub fn resample_linear(data: &[f32], shape: [usize; 3], to: [usize; 3]) -> Grid<f32> {
-    separable(data, shape, to, |d, s, axis, n| {
-        let taps = linear_taps(s[axis], n);
-        map_lines(d, s, axis, n, |line, out| {
-            for (o, (i0, i1, w)) in out.iter_mut().zip(&taps) {
-                *o = line[*i0] * (1.0 - w) + line[*i1] * w;
-            }
-        })
-    })
-}
-
 /// Nearest-neighbour resampling (for labels and masks): each output row is built once
-/// per distinct source row and copied.
+/// per distinct source row, and a plane whose source plane is the previous one's is a
+/// copy of it.
 pub fn resample_nearest<T: Copy + Default>(
     data: &[T],
     shape: [usize; 3],
@@ -143,16 +167,21 @@ pub fn resample_nearest<T: Copy + Default>(
         nearest_taps(shape[1], to[1]),
         nearest_taps(shape[2], to[2]),
     );
-    let mut out = Vec::with_capacity(to.iter().product());
+    let plane = to[1] * to[2];
+    let mut out: Vec<T> = Vec::with_capacity(to.iter().product());
     let mut row: Vec<T> = Vec::with_capacity(to[2]);
-    let mut last = None;
-    for &z in &tz {
+    for (k, &z) in tz.iter().enumerate() {
+        if k > 0 && tz[k - 1] == z {
+            out.extend_from_within((k - 1) * plane..k * plane);
+            continue;
+        }
+        let mut last = None;
         for &y in &ty {
-            if last != Some((z, y)) {
+            if last != Some(y) {
                 let base = (z * shape[1] + y) * shape[2];
                 row.clear();
                 row.extend(tx.iter().map(|x| data[base + x]));
-                last = Some((z, y));
+                last = Some(y);
             }
             out.extend_from_slice(&row);
         }
@@ -161,6 +190,14 @@ pub fn resample_nearest<T: Copy + Default>(
         shape: to,
         data: out,
     }
+}
+
+/// How many outputs of a nearest resampling from `n_src` to `n_dst` take each source
+/// index: with it, counts over the resampled grid come from the source grid.
+pub fn nearest_multiplicity(n_src: usize, n_dst: usize) -> Vec<u64> {
+    let mut m = vec![0u64; n_src];
+    nearest_taps(n_src, n_dst).iter().for_each(|i| m[*i] += 1);
+    m
 }
 
 /// How HU values become network input.

@@ -1,7 +1,8 @@
 //! DICOM Segmentation encoding (PS3.3 A.51, C.8.20; LABELMAP per Supplement 243): a
 //! label map aligned with its source [`Volume`] becomes one SEG instance with the
-//! patient and study copied, a new series, the source Frame of Reference, coded
-//! segments from the model manifest, algorithm identification, contributing equipment
+//! patient and study copied, a new series, the source Frame of Reference (derived from
+//! the series when the source has none), coded segments from the model manifest,
+//! algorithm identification, contributing equipment
 //! (the IHE AI Results way), shared and per-frame functional groups with derivation
 //! references to each source instance, the dimension organisation and the referenced
 //! series. Sparse: frames without segment voxels are omitted. Pure: no I/O.
@@ -109,6 +110,18 @@ fn uid_from(hasher: Sha256) -> String {
     format!("2.25.{value}")
 }
 
+/// The Frame of Reference UID for a source series that has none (files from archives
+/// and conversion tools often lack this Type 1 attribute): derived from its Series
+/// Instance UID, so that every result of the series, whenever made, shares one frame.
+/// A viewer aligns the SEG with its source through the per-frame references to the
+/// source instances and the Image Position (Patient) values, which are the source's.
+pub fn derived_frame_of_reference(series_uid: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"segnode frame of reference\0");
+    h.update(series_uid.as_bytes());
+    uid_from(h)
+}
+
 /// Formats a DS value in at most 16 characters.
 fn ds(v: f64) -> String {
     let plain = format!("{v}");
@@ -200,7 +213,7 @@ pub fn encode(
     let frame_of_reference = src
         .frame_of_reference_uid
         .clone()
-        .ok_or(SegError::MissingSource("Frame of Reference UID"))?;
+        .unwrap_or_else(|| derived_frame_of_reference(&series_uid));
 
     // Segments: the manifest's labels that occur, numbered from 1 in value order.
     let [_, rows, columns] = volume.shape;
