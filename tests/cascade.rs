@@ -62,13 +62,7 @@ fn node_and_reference(model: &Path) -> (segnode::cascade::Segmentation, Vec<u8>)
     assert_eq!(seg.labels.shape, volume.shape);
     let dir = tempfile::tempdir().unwrap();
     let reference = dir.path().join("ref.u8");
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/setup",
-        python.display()
-    );
-    let status = Command::new(python)
+    let status = Command::new(venv_python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/reference_cascade.py"))
         .arg(real_series())
         .arg(model)

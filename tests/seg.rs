@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use segnode::cascade::{self};
@@ -25,44 +24,6 @@ fn run_node(series: &Path, out: &Path, seg_type: &str) -> serde_json::Value {
         series.as_os_str(),
     ]))
     .unwrap()
-}
-
-/// dciodvfy's error lines (the bar: none).
-fn dciodvfy_errors(file: &Path) -> Vec<String> {
-    let tool = Path::new("/usr/bin/dciodvfy");
-    assert!(
-        tool.exists(),
-        "dciodvfy not found: install dicom3tools (scripts/setup)"
-    );
-    let o = Command::new(tool).arg(file).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    text.lines()
-        .filter(|l| l.starts_with("Error"))
-        .map(String::from)
-        .collect()
-}
-
-fn check_seg(seg: &Path, series: &Path, labels: &Path) -> serde_json::Value {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/setup",
-        python.display()
-    );
-    let o = Command::new(python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_seg.py"))
-        .args([seg, series, labels])
-        .arg("--dcmqi")
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|_| panic!("check_seg failed: {}", String::from_utf8_lossy(&o.stderr)));
-    assert!(o.status.success(), "SEG does not read back equal: {report}");
-    report
 }
 
 #[test]

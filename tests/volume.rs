@@ -19,16 +19,6 @@ fn assemble_dir(dir: &Path) -> Result<Volume, volume::VolumeError> {
     volume::assemble(&files, 2, &Tolerances::default())
 }
 
-fn venv_python() -> PathBuf {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/setup",
-        python.display()
-    );
-    python
-}
-
 fn read_f32(path: &Path) -> Vec<f32> {
     std::fs::read(path)
         .unwrap()

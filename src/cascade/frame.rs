@@ -31,10 +31,12 @@ impl Toward {
 
     fn from_letter(c: char) -> Option<Self> {
         Self::LETTERS.iter().enumerate().find_map(|(axis, pair)| {
-            pair.iter().position(|l| *l == c.to_ascii_uppercase()).map(|p| Toward {
-                axis,
-                positive: p == 1,
-            })
+            pair.iter()
+                .position(|l| *l == c.to_ascii_uppercase())
+                .map(|p| Toward {
+                    axis,
+                    positive: p == 1,
+                })
         })
     }
 }
@@ -83,11 +85,9 @@ impl Frame {
             [2, 1, 0],
         ];
         let score = |p: &[usize; 3]| (0..3).map(|a| along[a][p[a]].abs()).sum::<f64>();
-        let best = PERMUTATIONS
-            .iter()
-            .fold(&PERMUTATIONS[0], |best, p| {
-                if score(p) > score(best) { p } else { best }
-            });
+        let best = PERMUTATIONS.iter().fold(&PERMUTATIONS[0], |best, p| {
+            if score(p) > score(best) { p } else { best }
+        });
         Frame(std::array::from_fn(|a| Toward {
             axis: best[a],
             positive: along[a][best[a]] >= 0.0,

@@ -484,10 +484,9 @@ fn bounding_box(mask: &Grid<bool>) -> Option<([usize; 3], [usize; 3])> {
         for y in 0..mask.shape[1] {
             let row = mask.index(z, y, 0);
             let line = &mask.data[row..row + mask.shape[2]];
-            let (Some(first), Some(last)) = (
-                line.iter().position(|v| *v),
-                line.iter().rposition(|v| *v),
-            ) else {
+            let (Some(first), Some(last)) =
+                (line.iter().position(|v| *v), line.iter().rposition(|v| *v))
+            else {
                 continue;
             };
             for (i, v) in [z, y].into_iter().enumerate() {

@@ -486,3 +486,48 @@ pub fn segnode_ok<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) 
     );
     out.stdout
 }
+
+/// The project's Python environment (scripts/setup makes it).
+pub fn venv_python() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/setup",
+        python.display()
+    );
+    python
+}
+
+/// dciodvfy's error lines (the bar: none).
+pub fn dciodvfy_errors(file: &Path) -> Vec<String> {
+    let tool = Path::new("/usr/bin/dciodvfy");
+    assert!(
+        tool.exists(),
+        "dciodvfy not found: install dicom3tools (scripts/setup)"
+    );
+    let o = std::process::Command::new(tool).arg(file).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    text.lines()
+        .filter(|l| l.starts_with("Error"))
+        .map(String::from)
+        .collect()
+}
+
+/// Reads a SEG back with highdicom and dcmqi (scripts/check_seg.py) onto its source
+/// series; fails unless both give `labels` voxel for voxel. Returns the report.
+pub fn check_seg(seg: &Path, series: &Path, labels: &Path) -> serde_json::Value {
+    let o = std::process::Command::new(venv_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_seg.py"))
+        .args([seg, series, labels])
+        .arg("--dcmqi")
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("check_seg failed: {}", String::from_utf8_lossy(&o.stderr)));
+    assert!(o.status.success(), "SEG does not read back equal: {report}");
+    report
+}
