@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
-"""Cascade benchmark: time per stage and the stage-2 voxel fraction on a 300-slice
-512x512 series, the cascade's total against running the fine stage over the whole
-volume (`segnode run --stage2-everywhere`, the saving the cascade exists for), both
-cores used, and peak memory (GNU time) of each, in one run.
+"""Cascade benchmark, in one run, both cores used:
 
-Usage (project root): .venv/bin/python benches/cascade.py [MODEL_DIR] [SERIES_DIR]
-Defaults: the default model, a 300-slice 512x512 series of real anatomy (the training
-volume resampled by scripts/make_series.py --from-nifti; for speed only, not accuracy).
+1. time per stage and the stage-2 voxel fraction on a 300-slice 512x512 series, the
+   cascade's total against running the fine stage over the whole volume (`segnode run
+   --stage2-everywhere`, the saving the cascade exists for), and peak memory (GNU time);
+2. the same anatomy written as 100, 300, 600 and 1,200 slices: the cascade's total, its
+   two inference stages and everything else (resampling, region, post-processing, back
+   to the native grid), which must not grow with the slice count.
+
+Usage (project root): .venv/bin/python benches/cascade.py [MODEL_DIR]
+Series: the training volume resampled by scripts/make_series.py --from-nifti (real
+anatomy; for speed only, not accuracy), made once under target/bench-data/.
 """
 
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,12 +36,33 @@ def run(binary, model, series, everywhere):
     return float(seconds), int(kib) // 1024, report
 
 
+def real_anatomy(slices):
+    """The training volume written as `slices` 512x512 slices (made once)."""
+    series = ROOT / "target" / "bench-data" / f"ct{slices}-real"
+    if not (series / f"CT{slices - 1:04d}.dcm").exists():
+        subprocess.run([sys.executable, ROOT / "scripts" / "make_series.py", series, "--slices", str(slices),
+                        "--from-nifti", ROOT.parent / "shared" / "data" / "train-ct-3mm" / "ct.nii.gz"], check=True)
+    return series
+
+
+def slice_counts(binary, model):
+    print("same anatomy, more slices: the cascade's total and what is not inference")
+    print("  slices   total ms   stage 1 + stage 2 inference ms   everything else ms (share)   volume ms")
+    for slices in (100, 300, 600, 1200):
+        series = real_anatomy(slices)
+        _, _, report = run(binary, model, series, False)
+        t = report["cascade"]["timings_ms"]
+        inference = t["stage1_inference"] + t["stage2_inference"]
+        other = t["total"] - inference
+        print(f"  {slices:6d}   {t['total']:8.0f}   {inference:30.0f}   {other:8.0f} ({other / t['total']:5.1%})"
+              f"   {report['volume_ms']:9d}   {json.dumps(t)}")
+        if slices > 300:  # 0.3-0.6 GB each: not kept
+            shutil.rmtree(series)
+
+
 def main():
     model = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "onnx" / "abdomen-cascade"
-    series = pathlib.Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "target" / "bench-data" / "ct300-real"
-    if not (series / "CT0299.dcm").exists() and len(sys.argv) <= 2:
-        subprocess.run([sys.executable, ROOT / "scripts" / "make_series.py", series, "--from-nifti",
-                        ROOT.parent / "shared" / "data" / "train-ct-3mm" / "ct.nii.gz"], check=True)
+    series = real_anatomy(300)
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     binary = ROOT / "target" / "release" / "segnode"
     rows = {}
@@ -53,7 +79,10 @@ def main():
         print(f"  {'':22s} timings ms {json.dumps(c['timings_ms'])}")
     print(f"  cascade speed-up over the fine stage everywhere: "
           f"{rows['fine stage everywhere'][2]['cascade']['timings_ms']['total'] / rows['cascade'][2]['cascade']['timings_ms']['total']:.2f}x (inference), "
-          f"{rows['fine stage everywhere'][0] / rows['cascade'][0]:.2f}x (wall)")
+          f"{rows['fine stage everywhere'][0] / rows['cascade'][0]:.2f}x (wall); the cascade takes "
+          f"{rows['cascade'][2]['cascade']['timings_ms']['total'] / rows['fine stage everywhere'][2]['cascade']['timings_ms']['total']:.2f}x "
+          f"the fine stage's time")
+    slice_counts(binary, model)
 
 
 if __name__ == "__main__":

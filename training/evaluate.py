@@ -1,9 +1,17 @@
 #!/usr/bin/env python3
-"""Evaluates a model through the node itself on the held-out series: runs
-`segnode run` on ../shared/data/ct-abdomen-j2k and compares its label map with
-../shared/data/ct-abdomen-j2k-labels by organ name (Dice, volumes). Prints JSON.
+"""Evaluates a model through the node itself: runs `segnode run` on every validation and
+test series of ../shared/data (README, "Which data is for what") and prints Dice and
+volumes per organ per series, plus the same for the test series written in other
+acquisition layouts (scripts/orient_series.py: feet-first, prone, in-plane transposed),
+whose label maps are mapped back to the stored layout before comparing.
 
-Usage (project root): .venv/bin/python training/evaluate.py [MODEL_DIR]
+  validation  eval-ircadb-p1   manual masks, built at run time by its make_labels.py
+                               (CC BY-NC-ND: nothing derived is kept)
+  test        ct-abdomen-j2k   TotalSegmentator labels; report once per shipped model,
+                               never choose anything by it
+
+Usage (project root): .venv/bin/python training/evaluate.py [MODEL_DIR] [--validation-only]
+Prints a JSON report on stdout and a Markdown table on stderr.
 """
 
 import json
@@ -17,38 +25,109 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
+SEGNODE = ROOT / "target" / "release" / "segnode"
+sys.path.insert(0, str(ROOT / "scripts"))
+from reference_cascade import to_frame  # noqa: E402
+
+LAYOUTS = {"feet_first": "IPR", "prone": "SAR", "transposed": "ILP"}
 
 
-def main():
-    model = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "onnx" / "abdomen-cascade"
+def build():
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    out = pathlib.Path(tempfile.mkdtemp())
+
+
+def run_node(model, series, out):
+    """`segnode run`: (label map as stored, its labels.json, the series summary, seconds)."""
     started = time.perf_counter()
-    run = subprocess.run([ROOT / "target" / "release" / "segnode", "run", DATA / "ct-abdomen-j2k", "--out", out,
-                          "--model", model], capture_output=True, text=True, check=True)
+    run = subprocess.run([SEGNODE, "run", series, "--out", out, "--model", model],
+                         capture_output=True, text=True, check=True)
     wall = time.perf_counter() - started
     summary = json.loads(run.stdout)["series"][0]
-    ours = np.fromfile(out / "series-001" / "labels.u8", dtype=np.uint8)
-    reference = np.fromfile(DATA / "ct-abdomen-j2k-labels" / "labels.u8", dtype=np.uint8)
-    ref_meta = json.loads((DATA / "ct-abdomen-j2k-labels" / "labels.json").read_text())
-    ref_values = {name: int(v) for v, name in ref_meta["labels"].items()}
-    our_values = {name: int(v) for v, name in json.loads((out / "series-001" / "labels.json").read_text())["labels"].items()}
-    spacing = summary["cascade"] and json.loads((out / "series-001" / "labels.json").read_text())["spacing_mm"]
-    voxel_ml = float(np.prod(spacing)) / 1000.0
+    meta = json.loads((out / "series-001" / "labels.json").read_text())
+    labels = np.fromfile(out / "series-001" / "labels.u8", dtype=np.uint8).reshape(meta["shape_zyx"])
+    return labels, meta, summary, wall
+
+
+def score(ours, our_meta, reference, ref_names):
+    """Dice and volumes per organ of the reference, matched by name."""
+    our_values = {name: int(v) for v, name in our_meta["labels"].items()}
+    voxel_ml = float(np.prod(our_meta["spacing_mm"])) / 1000.0
     organs = {}
-    for name, rv in ref_values.items():
-        a = ours == our_values[name] if name in our_values else np.zeros_like(ours, dtype=bool)
-        b = reference == rv
+    for rv, name in ref_names.items():
+        a = ours == our_values[name] if name in our_values else np.zeros(ours.shape, dtype=bool)
+        b = reference == int(rv)
         dice = 2.0 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1)
         organs[name] = {"dice": round(float(dice), 4), "ml_node": round(a.sum() * voxel_ml, 1),
                         "ml_reference": round(b.sum() * voxel_ml, 1)}
-    print(json.dumps({
-        "model": summary["cascade"]["model"], "version": summary["cascade"]["model_version"],
-        "series": "ct-abdomen-j2k (held out)", "organs": organs,
-        "wall_seconds": round(wall, 2), "timings_ms": summary["cascade"]["timings_ms"],
-        "volume_ms": summary["volume_ms"],
-        "stage2_region_fraction": summary["cascade"]["stage2_region_fraction"],
-    }, indent=2))
+    found = sorted(name for name, v in our_values.items() if (ours == v).any())
+    return organs, found
+
+
+def reference_labels(folder):
+    meta = json.loads((folder / "labels.json").read_text())
+    shape = meta.get("shape")
+    labels = np.fromfile(folder / "labels.u8", dtype=np.uint8)
+    return labels.reshape(shape) if shape else labels, meta["labels"]
+
+
+def evaluate_series(model, name, role, series, ref_folder, work, frame=None):
+    labels, meta, summary, wall = run_node(model, series, work / name)
+    reference, names = reference_labels(ref_folder)
+    if frame:  # back to the stored layout of the reference
+        labels = to_frame(labels, frame, "SPL")
+    reference = reference.reshape(labels.shape)
+    organs, found = score(labels, meta, reference, names)
+    return {"series": name, "role": role, "organs": organs, "labels_output": found,
+            "frame": summary["cascade"]["frame"], "wall_seconds": round(wall, 2),
+            "cascade_ms": summary["cascade"]["timings_ms"]["total"]}, labels
+
+
+def evaluate(model, validation_only=False):
+    work = pathlib.Path(tempfile.mkdtemp())
+    ircadb_labels = work / "ircadb-labels"
+    subprocess.run([sys.executable, DATA / "eval-ircadb-p1" / "make_labels.py", ircadb_labels],
+                   check=True, capture_output=True)
+    results = [evaluate_series(model, "eval-ircadb-p1", "validation", DATA / "eval-ircadb-p1" / "ct",
+                               ircadb_labels, work)[0]]
+    if not validation_only:
+        test_ref = DATA / "ct-abdomen-j2k-labels"
+        stored, stored_labels = evaluate_series(model, "ct-abdomen-j2k", "test", DATA / "ct-abdomen-j2k",
+                                                test_ref, work)
+        results.append(stored)
+        variants = work / "layouts"
+        subprocess.run([sys.executable, ROOT / "scripts" / "orient_series.py", "write", DATA / "ct-abdomen-j2k",
+                        variants, *LAYOUTS], check=True, capture_output=True)
+        for layout, frame in LAYOUTS.items():
+            result, labels = evaluate_series(model, f"ct-abdomen-j2k ({layout})", "test", variants / layout,
+                                             test_ref, work, frame)
+            result["identical_to_stored"] = bool((labels == stored_labels).all())
+            results.append(result)
+    manifest = (model / "model.toml").read_text()
+    version = next(line.split("=", 1)[1].strip().strip('"') for line in manifest.splitlines()
+                   if line.startswith("version"))
+    return {"model": str(model), "version": version, "results": results}
+
+
+def markdown(report):
+    lines = ["| series | role | organ | Dice | node ml | reference ml |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in report["results"]:
+        for organ, o in r["organs"].items():
+            lines.append(f"| {r['series']} | {r['role']} | {organ} | {o['dice']:.3f} | {o['ml_node']} | "
+                         f"{o['ml_reference']} |")
+    for r in report["results"]:
+        extra = f", identical to the stored layout: {r['identical_to_stored']}" if "identical_to_stored" in r else ""
+        lines.append(f"\n{r['series']}: labels output {', '.join(r['labels_output']) or 'none'}; "
+                     f"frame {r['frame']['source']} ({r['frame']['mapping']}); cascade {r['cascade_ms']:.0f} ms{extra}")
+    return "\n".join(lines)
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    model = pathlib.Path(args[0]).resolve() if args else ROOT / "onnx" / "abdomen-cascade"
+    build()
+    report = evaluate(model, "--validation-only" in sys.argv)
+    print(json.dumps(report, indent=2))
+    print(markdown(report), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -223,6 +223,12 @@ impl Cascade {
         let (data, shape, spacing) = if mapping.is_identity() {
             (&volume.data[..], volume.shape, volume.geometry.spacing)
         } else {
+            tracing::info!(
+                source = %mapping.source,
+                model = %mapping.model,
+                mapping = %mapping.describe(),
+                "series mapped into the model's frame"
+            );
             mapped = mapping.apply(&volume.data, volume.shape);
             lap(&mut timings, "to_model_frame");
             (
