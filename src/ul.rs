@@ -60,6 +60,16 @@ pub fn announced_max_pdu(items: &[dicom_ul::pdu::UserVariableItem]) -> u32 {
         .unwrap_or(0)
 }
 
+/// Whether a peer's maximum PDU length can carry data: 0 (no limit), or room for a
+/// PDV item header (6 bytes) and at least one byte of data.
+pub fn max_pdu_is_usable(length: u32) -> bool {
+    length == 0 || length > PDV_HEADER
+}
+
+/// Length of a PDV item's header inside a P-DATA-TF PDU: item length (4), presentation
+/// context id (1), message control header (1).
+const PDV_HEADER: u32 = 6;
+
 /// One presentation data value, located in the current PDU body.
 #[derive(Debug, Clone, Copy)]
 pub struct Pdv {
@@ -104,12 +114,13 @@ impl UlStream {
         }
     }
 
-    /// Sets the peer's maximum PDU length from its negotiation (0 = no limit).
+    /// Sets the peer's maximum PDU length from its negotiation (0 = no limit): any
+    /// value that [`max_pdu_is_usable`] is honoured, however small.
     pub fn set_peer_max_pdu(&mut self, length: u32) {
         self.max_outgoing = if length == 0 {
             UNLIMITED_PEER_PDU
         } else {
-            length.clamp(1024, UNLIMITED_PEER_PDU)
+            length.clamp(PDV_HEADER + 1, UNLIMITED_PEER_PDU)
         };
     }
 
@@ -255,7 +266,7 @@ impl UlStream {
         is_command: bool,
         timeout: Duration,
     ) -> Result<(), UlError> {
-        let chunk = (self.max_outgoing - 6) as usize;
+        let chunk = (self.max_outgoing - PDV_HEADER) as usize;
         let mut chunks = bytes.chunks(chunk).peekable();
         if bytes.is_empty() {
             return Err(UlError::Malformed("empty DIMSE fragment".into()));

@@ -328,3 +328,104 @@ async fn out_of_disk_and_oversized_objects_get_a700() {
     assert_still_serving(&node).await;
     node.stop().await;
 }
+
+/// Sends an A-ASSOCIATE-RQ for Verification with `protocol_version` and `max_pdu`;
+/// returns the socket and the answer PDU (type, body).
+async fn associate(
+    node: &TestNode,
+    protocol_version: u16,
+    max_pdu: u32,
+) -> (TcpStream, u8, Vec<u8>) {
+    let mut socket = TcpStream::connect(node.addr).await.unwrap();
+    let rq = Pdu::AssociationRQ(AssociationRQ {
+        protocol_version,
+        calling_ae_title: "TESTSCU".into(),
+        called_ae_title: "SEGNODE".into(),
+        application_context_name: "1.2.840.10008.3.1.1.1".into(),
+        presentation_contexts: vec![PresentationContextProposed {
+            id: 1,
+            abstract_syntax: segnode::dicom::uid::VERIFICATION.into(),
+            transfer_syntaxes: vec!["1.2.840.10008.1.2".into()],
+        }],
+        user_variables: vec![UserVariableItem::MaxLength(max_pdu)],
+    });
+    let mut bytes = Vec::new();
+    dicom_ul::pdu::write_pdu(&mut bytes, &rq).unwrap();
+    socket.write_all(&bytes).await.unwrap();
+    let (kind, body) = read_pdu(&mut socket).await;
+    (socket, kind, body)
+}
+
+async fn read_pdu(socket: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut header = [0u8; 6];
+    tokio::time::timeout(Duration::from_secs(5), socket.read_exact(&mut header))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(header[2..6].try_into().unwrap()) as usize];
+    socket.read_exact(&mut body).await.unwrap();
+    (header[0], body)
+}
+
+/// Sends a command set on context 1 and collects the response's command bytes,
+/// checking that no PDU exceeds `max_pdu`.
+async fn exchange(
+    socket: &mut TcpStream,
+    command: &[u8],
+    max_pdu: usize,
+) -> segnode::dicom::Command {
+    let mut pdu = vec![0x04, 0];
+    pdu.extend_from_slice(&(command.len() as u32 + 6).to_be_bytes());
+    pdu.extend_from_slice(&(command.len() as u32 + 2).to_be_bytes());
+    pdu.extend_from_slice(&[1, 0x03]);
+    pdu.extend_from_slice(command);
+    socket.write_all(&pdu).await.unwrap();
+    let mut response = Vec::new();
+    loop {
+        let (kind, body) = read_pdu(socket).await;
+        assert_eq!(kind, 0x04, "expected P-DATA-TF");
+        assert!(
+            body.len() <= max_pdu,
+            "PDU of {} bytes over the peer's {max_pdu}",
+            body.len()
+        );
+        response.extend_from_slice(&body[6..]);
+        if body[5] & 0x02 != 0 {
+            return segnode::dicom::Command::decode(&response).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_version_peer_pdu_length_and_echo_class_are_honoured() {
+    let node = TestNode::start().await;
+    // Protocol versions without bit 0 (version 1): A-ASSOCIATE-RJ, source "service
+    // provider (ACSE)", reason "protocol-version not supported" (PS3.8 9.3.4).
+    for version in [0u16, 2] {
+        let (_, kind, body) = associate(&node, version, 16384).await;
+        assert_eq!(
+            kind, 0x03,
+            "protocol version {version}: expected A-ASSOCIATE-RJ"
+        );
+        assert_eq!(&body[1..4], &[1, 2, 2], "protocol version {version}");
+    }
+    // A peer that takes PDUs of at most 40 bytes gets its C-ECHO response in pieces
+    // that fit.
+    let (mut s, kind, _) = associate(&node, 1, 40).await;
+    assert_eq!(kind, 0x02);
+    let rsp = exchange(&mut s, &segnode::dicom::Command::echo_rq(1).encode(), 40).await;
+    assert_eq!(rsp.dimse_status(), Some(DimseStatus::SUCCESS));
+    // A C-ECHO that names another SOP class is not answered success.
+    let mut wrong = segnode::dicom::Command::echo_rq(2);
+    wrong.affected_sop_class = Some(CT_STORAGE.into());
+    let rsp = exchange(&mut s, &wrong.encode(), 40).await;
+    assert_eq!(
+        rsp.dimse_status(),
+        Some(DimseStatus::SOP_CLASS_NOT_SUPPORTED)
+    );
+    // A length that cannot carry a PDV at all is refused at negotiation.
+    let (_, kind, _) = associate(&node, 1, 6).await;
+    assert_eq!(kind, 0x03);
+    assert_still_serving(&node).await;
+    node.stop().await;
+}

@@ -228,6 +228,11 @@ impl Association {
             _ => return Err(ScuError::Unexpected { peer: name }),
         };
         let peer_max = crate::ul::announced_max_pdu(&ac.user_variables);
+        if !crate::ul::max_pdu_is_usable(peer_max) {
+            return Err(protocol(UlError::Malformed(format!(
+                "maximum PDU length {peer_max} cannot carry a presentation data value"
+            ))));
+        }
         ul.set_peer_max_pdu(peer_max);
         let contexts = ac
             .presentation_contexts

@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::dicom::lengths::{self, PixelData};
-use crate::dicom::uid::is_ct_image_storage;
+use crate::dicom::uid::{VERIFICATION, is_ct_image_storage};
 use crate::dicom::{Command, CommandField, DimseStatus, Uid, functional, part10};
 use crate::series::InstanceMeta;
 use crate::spool::{Incoming, Spool};
@@ -255,7 +255,22 @@ impl Session<'_> {
             let command = Command::decode(&command_bytes)
                 .map_err(|e| UlError::Malformed(format!("bad command set: {e}")))?;
             let verdict = match command.command_field() {
-                CommandField::C_ECHO_RQ if !command.has_dataset => Verdict::success(),
+                CommandField::C_ECHO_RQ if !command.has_dataset => {
+                    // PS3.7 9.3.5: a C-ECHO names the Verification SOP Class, on a
+                    // context negotiated for it.
+                    let class = command
+                        .affected_sop_class
+                        .as_deref()
+                        .map(|c| c.trim_end_matches('\0'));
+                    if class == Some(VERIFICATION) && context.abstract_syntax == VERIFICATION {
+                        Verdict::success()
+                    } else {
+                        Verdict::refuse(
+                            DimseStatus::SOP_CLASS_NOT_SUPPORTED,
+                            "C-ECHO without the Verification SOP Class",
+                        )
+                    }
+                }
                 CommandField::C_STORE_RQ if command.has_dataset => {
                     match self
                         .read_dataset(ul, pc_id, Some((&command, context)))

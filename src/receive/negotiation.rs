@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use dicom_ul::pdu::{
-    AssociationAC, AssociationRJ, AssociationRJResult, AssociationRJServiceUserReason,
-    AssociationRJSource, AssociationRQ, PresentationContextResult, PresentationContextResultReason,
-    UserVariableItem,
+    AssociationAC, AssociationRJ, AssociationRJResult, AssociationRJServiceProviderASCEReason,
+    AssociationRJServiceUserReason, AssociationRJSource, AssociationRQ, PresentationContextResult,
+    PresentationContextResultReason, UserVariableItem,
 };
 
 use crate::config::DicomConfig;
@@ -61,6 +61,27 @@ pub fn negotiate(
             source: AssociationRJSource::ServiceUser(reason),
         },
     };
+    // PS3.8 9.3.2: bit 0 of the protocol version is version 1, the only one there is.
+    if rq.protocol_version & 1 == 0 {
+        return Err(Rejected {
+            calling_ae: calling_raw.clone(),
+            called_ae: called_raw.clone(),
+            reason: format!("protocol version {} is not supported", rq.protocol_version),
+            response: AssociationRJ {
+                result: AssociationRJResult::Permanent,
+                source: AssociationRJSource::ServiceProviderASCE(
+                    AssociationRJServiceProviderASCEReason::ProtocolVersionNotSupported,
+                ),
+            },
+        });
+    }
+    let peer_max_pdu = crate::ul::announced_max_pdu(&rq.user_variables);
+    if !crate::ul::max_pdu_is_usable(peer_max_pdu) {
+        return Err(reject(
+            AssociationRJServiceUserReason::NoReasonGiven,
+            format!("maximum PDU length {peer_max_pdu} cannot carry a presentation data value"),
+        ));
+    }
     if rq.application_context_name.trim_end_matches('\0') != APPLICATION_CONTEXT {
         return Err(reject(
             AssociationRJServiceUserReason::ApplicationContextNameNotSupported,
@@ -119,7 +140,6 @@ pub fn negotiate(
         })
         .collect();
 
-    let peer_max_pdu = crate::ul::announced_max_pdu(&rq.user_variables);
     Ok(Accepted {
         response: AssociationAC {
             protocol_version: 1,

@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Chooses the shipped checkpoint by the validation series only: evaluates every
+checkpoint a training run exported (TRAINING_DIR/checkpoints/step-N, and the final model
+in TRAINING_DIR) through `segnode run` on eval-ircadb-p1, scores each by its mean Dice
+over the validation organs, and installs the best as OUT (default onnx/abdomen-cascade)
+with the run's version. The test series is not read here.
+
+Usage (project root): .venv/bin/python training/select.py TRAINING_DIR [--out DIR] [--version 2.0.0]
+"""
+
+import argparse
+import json
+import pathlib
+import re
+import shutil
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "training"))
+from evaluate import build, evaluate  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("training_dir", type=pathlib.Path)
+    ap.add_argument("--out", type=pathlib.Path, default=ROOT / "onnx" / "abdomen-cascade")
+    ap.add_argument("--version", default="2.0.0")
+    args = ap.parse_args()
+    build()
+    candidates = sorted((args.training_dir / "checkpoints").glob("step-*")) + [args.training_dir]
+    scores = {}
+    for model in candidates:
+        report = evaluate(model.resolve(), validation_only=True)
+        organs = report["results"][0]["organs"]
+        mean = sum(o["dice"] for o in organs.values()) / len(organs)
+        scores[model.name if model != args.training_dir else "final"] = {
+            "mean_dice": round(mean, 4), "organs": {k: v["dice"] for k, v in organs.items()}}
+        print(f"{model}: validation mean Dice {mean:.4f} {json.dumps(scores[list(scores)[-1]]['organs'])}",
+              file=sys.stderr)
+    best_name = max(scores, key=lambda k: scores[k]["mean_dice"])
+    best = args.training_dir if best_name == "final" else args.training_dir / "checkpoints" / best_name
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in ("stage1.onnx", "stage2.onnx"):
+        shutil.copyfile(best / name, args.out / name)
+    manifest = (best / "model.toml").read_text()
+    manifest = re.sub(r'^version = ".*"$', f'version = "{args.version}"', manifest, count=1, flags=re.M)
+    (args.out / "model.toml").write_text(manifest)
+    for name in ("training-log.txt", "training.json"):
+        shutil.copyfile(args.training_dir / name, args.out / name)
+    training = json.loads((args.out / "training.json").read_text())
+    training["selected"] = {"checkpoint": best_name, "by": "mean Dice on eval-ircadb-p1 (validation)",
+                            "validation": scores}
+    (args.out / "training.json").write_text(json.dumps(training, indent=2) + "\n")
+    print(json.dumps(training["selected"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
