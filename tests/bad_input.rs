@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -428,4 +428,108 @@ async fn protocol_version_peer_pdu_length_and_echo_class_are_honoured() {
     assert_eq!(kind, 0x03);
     assert_still_serving(&node).await;
     node.stop().await;
+}
+
+/// A 32x32 CT slice file whose description is then changed by `change`.
+fn mismatched(
+    dir: &Path,
+    n: u32,
+    change: impl FnOnce(&mut dicom_object::InMemDicomObject),
+) -> PathBuf {
+    let sop = format!("1.2.826.0.1.3680043.10.6.1.{n}");
+    let mut obj = ct_slice(
+        "1.2.826.0.1.3680043.10.6",
+        "1.2.826.0.1.3680043.10.6.1",
+        &sop,
+        n,
+        32,
+    );
+    change(&mut obj);
+    let path = dir.join(format!("mismatch{n}.dcm"));
+    write_part10(obj, CT_STORAGE, &sop, &path);
+    path
+}
+
+fn put_us(obj: &mut dicom_object::InMemDicomObject, tag: dicom_core::Tag, v: u16) {
+    let _ = obj.put(dicom_core::DataElement::new(
+        tag,
+        dicom_core::VR::US,
+        dicom_core::PrimitiveValue::from(v),
+    ));
+}
+
+/// Rows = 16 with 32 rows of data; Bits Allocated = 8 with 16-bit data; PALETTE COLOR.
+/// Slices `first`, `first + 1`, `first + 2`.
+fn pixel_mismatches(dir: &Path, first: u32) -> Vec<(PathBuf, DimseStatus, &'static str)> {
+    use dicom_dictionary_std::tags;
+    vec![
+        (
+            mismatched(dir, first, |o| put_us(o, tags::ROWS, 16)),
+            DimseStatus::CANNOT_UNDERSTAND,
+            "Pixel Data has 2048 bytes, its description needs 1024",
+        ),
+        (
+            mismatched(dir, first + 1, |o| {
+                put_us(o, tags::BITS_ALLOCATED, 8);
+                put_us(o, tags::BITS_STORED, 8);
+                put_us(o, tags::HIGH_BIT, 7);
+            }),
+            DimseStatus::CANNOT_UNDERSTAND,
+            "Pixel Data has 2048 bytes, its description needs 1024",
+        ),
+        (
+            mismatched(dir, first + 2, |o| {
+                o.put(dicom_core::DataElement::new(
+                    tags::PHOTOMETRIC_INTERPRETATION,
+                    dicom_core::VR::CS,
+                    dicom_core::PrimitiveValue::from("PALETTE COLOR"),
+                ));
+            }),
+            DimseStatus::DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            "PALETTE COLOR",
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pixel_data_that_contradicts_its_description_is_refused_at_c_store() {
+    let node = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    for (path, status, needle) in pixel_mismatches(dir.path(), 1) {
+        let file =
+            OutgoingFile::from_bytes(path.display().to_string(), std::fs::read(&path).unwrap())
+                .unwrap();
+        let (got, comment) = send_one(&node, file).await;
+        assert_eq!(got, status, "{}: {comment:?}", path.display());
+        assert!(
+            comment.as_deref().unwrap_or_default().contains(needle),
+            "{comment:?}"
+        );
+    }
+    assert_eq!(
+        files_under(&node.spool().join("objects")).len(),
+        0,
+        "nothing kept"
+    );
+    assert_still_serving(&node).await;
+    node.stop().await;
+}
+
+#[test]
+fn pixel_data_that_contradicts_its_description_fails_assembly_with_its_code() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two slices of each kind, so that the stack itself is fine.
+    let codes: Vec<&str> = pixel_mismatches(dir.path(), 1)
+        .into_iter()
+        .zip(pixel_mismatches(dir.path(), 11))
+        .map(|((a, _, _), (b, _, _))| {
+            let tolerances = segnode::volume::Tolerances::default();
+            let err = segnode::volume::assemble(&[a, b], 2, &tolerances).unwrap_err();
+            err.code()
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        ["decode_failed", "decode_failed", "unsupported_pixel_format"]
+    );
 }

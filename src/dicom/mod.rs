@@ -5,6 +5,7 @@ pub mod command;
 pub mod functional;
 pub mod lengths;
 pub mod part10;
+pub mod pixel;
 pub mod uid;
 
 pub use command::{Command, CommandError, CommandField, DimseStatus};

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::dicom::lengths::{self, PixelData};
 use crate::dicom::uid::{VERIFICATION, is_ct_image_storage};
-use crate::dicom::{Command, CommandField, DimseStatus, Uid, functional, part10};
+use crate::dicom::{Command, CommandField, DimseStatus, Uid, functional, part10, pixel};
 use crate::series::InstanceMeta;
 use crate::spool::{Incoming, Spool};
 use crate::store::{AuditEvent, RecordOutcome, SpooledFile, Store};
@@ -480,10 +480,8 @@ impl Session<'_> {
         drop(dataset);
         let object = match parsed {
             Ok(o) => o,
-            Err(reason) => {
-                return Ok(self
-                    .refuse_instance(DimseStatus::CANNOT_UNDERSTAND, reason, None)
-                    .await);
+            Err((status, reason)) => {
+                return Ok(self.refuse_instance(status, reason, None).await);
             }
         };
         let dataset_class = text(&object, tags::SOP_CLASS_UID);
@@ -729,12 +727,13 @@ async fn expect_pdv(
 }
 
 /// Parses a received data set (behind its Part 10 header) up to its Pixel Data and
-/// checks that the pixel data is complete. Errors are reasons for the peer.
+/// checks that the pixel data matches its description. Errors are the status and the
+/// reason for the peer.
 fn parse_instance(
     header: &[u8],
     dataset: &[u8],
     pixel_data: PixelData,
-) -> Result<DefaultDicomObject, String> {
+) -> Result<DefaultDicomObject, (DimseStatus, String)> {
     use std::io::Read;
     let unchecked = pixel_data == PixelData::Unchecked;
     let mut options = OpenFileOptions::new();
@@ -744,7 +743,12 @@ fn parse_instance(
     }
     let object = options
         .from_reader(header[128..].chain(dataset))
-        .map_err(|e| format!("cannot parse data set: {e}"))?;
+        .map_err(|e| {
+            (
+                DimseStatus::CANNOT_UNDERSTAND,
+                format!("cannot parse data set: {e}"),
+            )
+        })?;
     let pixel_data = if unchecked {
         match functional::get(&object, tags::PIXEL_DATA).map(|e| e.to_bytes()) {
             None => PixelData::Absent,
@@ -758,36 +762,27 @@ fn parse_instance(
     Ok(object)
 }
 
-/// A CT image must carry complete Pixel Data: native pixel data at least as long as its
-/// Rows x Columns x Samples x Bits Allocated x Frames say.
-fn check_pixel_data(object: &DefaultDicomObject, pixel_data: PixelData) -> Result<(), String> {
+/// A CT image must carry Pixel Data that matches its description: grayscale, and
+/// native pixel data exactly as long as Rows x Columns x Samples x Bits Allocated x
+/// Frames say (encapsulated data is checked when it is decoded).
+fn check_pixel_data(
+    object: &DefaultDicomObject,
+    pixel_data: PixelData,
+) -> Result<(), (DimseStatus, String)> {
     if !is_ct_image_storage(&text(object, tags::SOP_CLASS_UID)) {
         return Ok(());
     }
-    let length = match pixel_data {
+    let native = match pixel_data {
         PixelData::Absent => {
-            return Err("image has no Pixel Data (data set truncated?)".to_string());
+            return Err((
+                DimseStatus::CANNOT_UNDERSTAND,
+                "image has no Pixel Data (data set truncated?)".to_string(),
+            ));
         }
-        PixelData::Native(length) => u64::from(length),
-        PixelData::Encapsulated | PixelData::Unchecked => return Ok(()),
+        PixelData::Native(length) => Some(u64::from(length)),
+        PixelData::Encapsulated | PixelData::Unchecked => None,
     };
-    let num = |tag| functional::get(object, tag).and_then(|e| e.to_int::<u64>().ok());
-    let expected = [
-        num(tags::ROWS),
-        num(tags::COLUMNS),
-        num(tags::SAMPLES_PER_PIXEL).or(Some(1)),
-        num(tags::NUMBER_OF_FRAMES).or(Some(1)),
-    ]
-    .into_iter()
-    .product::<Option<u64>>()
-    .zip(num(tags::BITS_ALLOCATED))
-    .map(|(n, bits)| n * bits / 8);
-    match expected {
-        Some(expected) if length < expected => Err(format!(
-            "Pixel Data has {length} bytes, the image needs {expected}"
-        )),
-        _ => Ok(()),
-    }
+    pixel::check(object, native).map_err(|e| (e.dimse_status(), e.to_string()))
 }
 
 fn text(object: &DefaultDicomObject, tag: dicom_core::Tag) -> String {

@@ -21,6 +21,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::dicom::functional::{self, text};
+use crate::dicom::pixel;
 use crate::dicom::uid::ts;
 pub use geometry::{Geometry, GeometryError, Tolerances};
 
@@ -83,14 +84,8 @@ pub enum VolumeError {
     },
     #[error("{path} is not a single-channel grayscale image ({samples} samples per pixel)")]
     NotGrayscale { path: String, samples: u16 },
-    #[error(
-        "{path}: unsupported pixel format ({bits_allocated} bits allocated, {bits_stored} stored)"
-    )]
-    UnsupportedPixelFormat {
-        path: String,
-        bits_allocated: u16,
-        bits_stored: u16,
-    },
+    #[error("{path}: unsupported pixel format ({reason})")]
+    UnsupportedPixelFormat { path: String, reason: String },
     #[error("files belong to {count} series, expected one")]
     SeveralSeries { count: usize },
     #[error("series {series_uid}: {source}")]
@@ -184,10 +179,16 @@ fn read_header(index: usize, path: &Path) -> Result<FileHeader, VolumeError> {
     {
         return Err(VolumeError::UnsupportedPixelFormat {
             path: p(),
-            bits_allocated: format.bits_allocated,
-            bits_stored: format.bits_stored,
+            reason: format!(
+                "{} bits allocated, {} stored",
+                format.bits_allocated, format.bits_stored
+            ),
         });
     }
+    pixel::check(&obj, None).map_err(|e| VolumeError::UnsupportedPixelFormat {
+        path: p(),
+        reason: e.to_string(),
+    })?;
     let rows = int(tags::ROWS).ok_or_else(|| missing("Rows"))?;
     let columns = int(tags::COLUMNS).ok_or_else(|| missing("Columns"))?;
     let frames = int(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
@@ -466,6 +467,10 @@ fn decode_file(
         path: path.display().to_string(),
         reason,
     };
+    // Native pixel data must be exactly what the description says, not just enough.
+    if let Some(Ok(native)) = functional::get(&obj, tags::PIXEL_DATA).map(|e| e.to_bytes()) {
+        pixel::check(&obj, Some(native.len() as u64)).map_err(|e| failed(e.to_string()))?;
+    }
     for (frame, out) in slots {
         let rescale = Rescale::new(format, frame.slope, frame.intercept);
         if let Some(codestream) = j2k_codestream(&obj, frame.frame, frames) {
