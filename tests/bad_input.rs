@@ -533,3 +533,87 @@ fn pixel_data_that_contradicts_its_description_fails_assembly_with_its_code() {
         ["decode_failed", "decode_failed", "unsupported_pixel_format"]
     );
 }
+
+/// Peak resident memory of this process (which runs the node), bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deflate_bomb_is_refused_without_inflating_it() {
+    use std::io::Write;
+    let node = TestNode::start().await;
+    // A CT data set whose Pixel Data is 1 GiB of zeros, deflated to about 1 MiB.
+    let sop = "1.2.826.0.1.3680043.10.7.1.1";
+    let mut obj = ct_slice(
+        "1.2.826.0.1.3680043.10.7",
+        "1.2.826.0.1.3680043.10.7.1",
+        sop,
+        0,
+        16,
+    );
+    obj.remove_element(dicom_dictionary_std::tags::PIXEL_DATA);
+    let mut plain = Vec::new();
+    let explicit = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+    obj.write_dataset_with_ts(&mut plain, &explicit).unwrap();
+    let pixel_bytes: u32 = 1 << 30;
+    plain.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0]);
+    plain.extend_from_slice(&pixel_bytes.to_le_bytes());
+    let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    deflate.write_all(&plain).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..(pixel_bytes >> 20) {
+        deflate.write_all(&zeros).unwrap();
+    }
+    let dataset = deflate.finish().unwrap();
+    assert!(dataset.len() < 2 << 20, "{} bytes", dataset.len());
+    let header =
+        segnode::dicom::part10::header(CT_STORAGE, sop, "1.2.840.10008.1.2.1.99", "TESTSCU", 0)
+            .unwrap();
+    let mut bytes = header;
+    bytes.extend_from_slice(&dataset);
+    let file = OutgoingFile::from_bytes("bomb".into(), bytes).unwrap();
+
+    let before = peak_rss();
+    let (status, comment) = send_one(&node, file).await;
+    let grown = peak_rss().saturating_sub(before);
+    assert_eq!(status, DimseStatus::OUT_OF_RESOURCES, "{comment:?}");
+    assert!(comment.unwrap_or_default().contains("inflates beyond"));
+    assert!(grown < 64 << 20, "peak RSS grew by {} MiB", grown >> 20);
+    assert_eq!(
+        files_under(&node.spool().join("objects")).len(),
+        0,
+        "nothing spooled"
+    );
+
+    // A genuine deflated CT slice is still received and kept.
+    let sop = "1.2.826.0.1.3680043.10.7.1.2";
+    let obj = ct_slice(
+        "1.2.826.0.1.3680043.10.7",
+        "1.2.826.0.1.3680043.10.7.1",
+        sop,
+        1,
+        64,
+    );
+    let mut plain = Vec::new();
+    obj.write_dataset_with_ts(&mut plain, &explicit).unwrap();
+    let mut deflate =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    deflate.write_all(&plain).unwrap();
+    let mut bytes =
+        segnode::dicom::part10::header(CT_STORAGE, sop, "1.2.840.10008.1.2.1.99", "TESTSCU", 0)
+            .unwrap();
+    bytes.extend_from_slice(&deflate.finish().unwrap());
+    let file = OutgoingFile::from_bytes("deflated".into(), bytes).unwrap();
+    let (status, comment) = send_one(&node, file).await;
+    assert_eq!(status, DimseStatus::SUCCESS, "{comment:?}");
+    assert_eq!(files_under(&node.spool().join("objects")).len(), 1);
+    assert_still_serving(&node).await;
+    node.stop().await;
+}

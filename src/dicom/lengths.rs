@@ -51,12 +51,10 @@ pub enum PixelData {
     Native(u32),
     /// Encapsulated (compressed) fragments.
     Encapsulated,
-    /// Not walked: a deflated data set.
-    Unchecked,
 }
 
-/// Checks a data set encoded in `transfer_syntax`. Deflated data sets are not checked
-/// (their size is bounded by the received byte limit before inflation).
+/// Checks a data set encoded in `transfer_syntax` (a deflated data set must be inflated
+/// first, and its inflated bytes checked as Explicit VR Little Endian).
 pub fn check(dataset: &[u8], transfer_syntax: &str) -> Result<PixelData, LengthError> {
     let enc = match transfer_syntax {
         ts::IMPLICIT_VR_LE => Encoding {
@@ -67,7 +65,6 @@ pub fn check(dataset: &[u8], transfer_syntax: &str) -> Result<PixelData, LengthE
             explicit: true,
             big_endian: true,
         },
-        ts::DEFLATED_EXPLICIT_VR_LE => return Ok(PixelData::Unchecked),
         _ => Encoding {
             explicit: true,
             big_endian: false,

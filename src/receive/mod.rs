@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::dicom::lengths::{self, PixelData};
-use crate::dicom::uid::{VERIFICATION, is_ct_image_storage};
+use crate::dicom::uid::{VERIFICATION, is_ct_image_storage, ts};
 use crate::dicom::{Command, CommandField, DimseStatus, Uid, functional, part10, pixel};
 use crate::series::InstanceMeta;
 use crate::spool::{Incoming, Spool};
@@ -452,7 +452,19 @@ impl Session<'_> {
                 }
             };
         let Received { dataset, spooled } = received;
-        let pixel_data = match lengths::check(&dataset, &context.transfer_syntax) {
+        // A deflated data set is inflated here, within a bound, before anything parses
+        // it: the limit on received bytes says nothing about what they inflate to.
+        let (dataset, parse_syntax) = if context.transfer_syntax == ts::DEFLATED_EXPLICIT_VR_LE {
+            match inflate_bounded(&dataset, self.rx.config.dicom.max_object_bytes) {
+                Ok(inflated) => (inflated, ts::EXPLICIT_VR_LE),
+                Err((status, reason)) => {
+                    return Ok(self.refuse_instance(status, reason, None).await);
+                }
+            }
+        } else {
+            (dataset, context.transfer_syntax.as_str())
+        };
+        let pixel_data = match lengths::check(&dataset, parse_syntax) {
             Ok(p) => p,
             Err(e) => {
                 let reason = format!("malformed data set: {e}");
@@ -463,15 +475,10 @@ impl Session<'_> {
         };
         let built;
         let header = match &spooled {
-            Some(s) => &s.header,
-            None => {
-                built = part10::header(
-                    class,
-                    instance.as_str(),
-                    &context.transfer_syntax,
-                    self.calling_ae,
-                    0,
-                )?;
+            Some(s) if parse_syntax == context.transfer_syntax => &s.header,
+            _ => {
+                // Parsed as it is held here (inflated); a spooled file keeps what was sent.
+                built = part10::header(class, instance.as_str(), parse_syntax, self.calling_ae, 0)?;
                 &built
             }
         };
@@ -726,6 +733,41 @@ async fn expect_pdv(
     }
 }
 
+/// A deflated data set may inflate to this many times its size before it is refused
+/// (CT pixel data deflates 2-4x; a bomb, thousands of times)...
+const MAX_INFLATION_RATIO: u64 = 20;
+/// ...but small objects may always inflate to this size.
+const MIN_INFLATED_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Inflates a Deflated Explicit VR Little Endian data set (PS3.5 A.5: raw deflate),
+/// stopping as soon as it exceeds the smaller of `max_object_bytes` and
+/// [`MAX_INFLATION_RATIO`] times its size (at least [`MIN_INFLATED_LIMIT`]).
+fn inflate_bounded(
+    deflated: &[u8],
+    max_object_bytes: u64,
+) -> Result<Vec<u8>, (DimseStatus, String)> {
+    use std::io::Read;
+    let limit =
+        max_object_bytes.min((deflated.len() as u64 * MAX_INFLATION_RATIO).max(MIN_INFLATED_LIMIT));
+    let mut inflated = Vec::new();
+    flate2::read::DeflateDecoder::new(deflated)
+        .take(limit + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|e| {
+            (
+                DimseStatus::CANNOT_UNDERSTAND,
+                format!("cannot inflate the deflated data set: {e}"),
+            )
+        })?;
+    if inflated.len() as u64 > limit {
+        return Err((
+            DimseStatus::OUT_OF_RESOURCES,
+            format!("deflated data set inflates beyond {limit} bytes"),
+        ));
+    }
+    Ok(inflated)
+}
+
 /// Parses a received data set (behind its Part 10 header) up to its Pixel Data and
 /// checks that the pixel data matches its description. Errors are the status and the
 /// reason for the peer.
@@ -735,13 +777,9 @@ fn parse_instance(
     pixel_data: PixelData,
 ) -> Result<DefaultDicomObject, (DimseStatus, String)> {
     use std::io::Read;
-    let unchecked = pixel_data == PixelData::Unchecked;
-    let mut options = OpenFileOptions::new();
-    if !unchecked {
-        // The length walk already proved every element fits: no need to copy pixels.
-        options = options.read_until(tags::PIXEL_DATA);
-    }
-    let object = options
+    // The length walk already proved every element fits: no need to copy pixels.
+    let object = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
         .from_reader(header[128..].chain(dataset))
         .map_err(|e| {
             (
@@ -749,15 +787,6 @@ fn parse_instance(
                 format!("cannot parse data set: {e}"),
             )
         })?;
-    let pixel_data = if unchecked {
-        match functional::get(&object, tags::PIXEL_DATA).map(|e| e.to_bytes()) {
-            None => PixelData::Absent,
-            Some(Ok(bytes)) => PixelData::Native(bytes.len() as u32),
-            Some(Err(_)) => PixelData::Encapsulated,
-        }
-    } else {
-        pixel_data
-    };
     check_pixel_data(&object, pixel_data)?;
     Ok(object)
 }
@@ -780,7 +809,7 @@ fn check_pixel_data(
             ));
         }
         PixelData::Native(length) => Some(u64::from(length)),
-        PixelData::Encapsulated | PixelData::Unchecked => None,
+        PixelData::Encapsulated => None,
     };
     pixel::check(object, native).map_err(|e| (e.dimse_status(), e.to_string()))
 }
