@@ -90,6 +90,8 @@ struct RawHttp {
     #[serde(default = "defaults::http_listen")]
     listen: String,
     token_file: Option<PathBuf>,
+    #[serde(default)]
+    allow_unauthenticated_loopback: bool,
 }
 
 impl Default for RawHttp {
@@ -342,8 +344,14 @@ pub struct Webhook {
 #[derive(Debug, Clone, Serialize)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
-    /// File holding the bearer token clients must send (required off loopback).
-    pub token_file: Option<PathBuf>,
+    /// File holding the bearer token clients must send: the configured one, else
+    /// `<data_dir>/api-token`, created (mode 0600) on first start.
+    pub token_file: PathBuf,
+    /// Whether the token was named in the configuration (a missing one is then an
+    /// error, not created).
+    pub token_configured: bool,
+    /// No token at all, for a loopback-only listener: the explicit opt-out.
+    pub allow_unauthenticated_loopback: bool,
 }
 
 /// Retry policy of the outbox.
@@ -538,6 +546,11 @@ impl Config {
             .database
             .unwrap_or_else(|| raw.node.data_dir.join("segnode.db"));
         let ae_title = raw.node.ae_title;
+        let token_file = raw
+            .http
+            .token_file
+            .clone()
+            .unwrap_or_else(|| raw.node.data_dir.join("api-token"));
         Ok(Config {
             ae_title: ae_title.clone(),
             data_dir: raw.node.data_dir,
@@ -590,17 +603,19 @@ impl Config {
                         format!("{:?} is not HOST:PORT ({e})", raw.http.listen),
                     )
                 })?;
-                if !listen.ip().is_loopback() && raw.http.token_file.is_none() {
+                if raw.http.allow_unauthenticated_loopback && !listen.ip().is_loopback() {
                     return Err(invalid(
-                        "http.token_file",
+                        "http.allow_unauthenticated_loopback",
                         format!(
-                            "the API listens on {listen}, off loopback: a token_file is required"
+                            "the API listens on {listen}, off loopback: a token is required there"
                         ),
                     ));
                 }
                 HttpConfig {
                     listen,
-                    token_file: raw.http.token_file,
+                    token_configured: raw.http.token_file.is_some(),
+                    token_file,
+                    allow_unauthenticated_loopback: raw.http.allow_unauthenticated_loopback,
                 }
             },
             purge_after: raw

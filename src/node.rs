@@ -41,7 +41,7 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error("model not ready")]
     Model(#[from] ModelError),
-    #[error("cannot read the API token file {path}")]
+    #[error("cannot read or create the API token file {path}")]
     Token {
         path: String,
         #[source]
@@ -140,18 +140,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         source,
     })?;
     tracing::info!(%dicom_addr, ae_title = %config.ae_title, "DICOM SCP listening");
-    let token = match &config.http.token_file {
-        None => None,
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|source| NodeError::Token {
-                    path: path.display().to_string(),
-                    source,
-                })?
-                .trim()
-                .to_string(),
-        ),
-    };
+    let token = crate::api::api_token(&config.http).map_err(|source| NodeError::Token {
+        path: config.http.token_file.display().to_string(),
+        source,
+    })?;
     let http = TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| NodeError::Listen {

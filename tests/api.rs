@@ -15,7 +15,7 @@ use segnode::api::{ApiState, router};
 use tower::ServiceExt;
 
 async fn get(app: &axum::Router, uri: &str, token: Option<&str>) -> (StatusCode, String) {
-    let mut request = Request::builder().uri(uri);
+    let mut request = Request::builder().uri(uri).header("Host", "localhost:8080");
     if let Some(t) = token {
         request = request.header("Authorization", format!("Bearer {t}"));
     }
@@ -356,4 +356,120 @@ async fn a_worklist_receives_signed_webhooks_for_job_state_changes() {
     .expect("webhooks audited");
     assert!(sent[0].detail.contains("\"status\":204"));
     node.stop().await;
+}
+
+/// One plain HTTP/1.1 GET against a listening node: the status code.
+async fn http_status(
+    addr: std::net::SocketAddr,
+    path: &str,
+    host: &str,
+    token: Option<&str>,
+) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).await.unwrap();
+    response.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_configured_token_the_node_makes_one_and_requires_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = TestNode::start().await;
+    let path = node.dir.path().join("data/api-token");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "token file readable by its user only");
+    let token = std::fs::read_to_string(&path).unwrap().trim().to_string();
+    assert!(token.len() >= 32);
+    let host = node.http.to_string();
+    assert_eq!(http_status(node.http, "/api/audit", &host, None).await, 401);
+    assert_eq!(
+        http_status(node.http, "/api/jobs/1/retry", &host, Some("guess")).await,
+        401
+    );
+    assert_eq!(
+        http_status(node.http, "/api/jobs", &host, Some(&token)).await,
+        200
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_explicit_loopback_opt_out_answers_only_requests_addressed_to_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = test_config(&dir.path().join("data"), "").replace(
+        "[http]\n",
+        "[http]\nallow_unauthenticated_loopback = true\n",
+    );
+    let config = segnode::config::Config::from_toml(&text, &Default::default()).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = segnode::node::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    let http = running.http_addr;
+    let wait = tokio::spawn(running.wait());
+    assert!(!dir.path().join("data/api-token").exists());
+    assert_eq!(
+        http_status(http, "/api/jobs", &http.to_string(), None).await,
+        200
+    );
+    assert_eq!(http_status(http, "/api/jobs", "localhost", None).await, 200);
+    assert_eq!(
+        http_status(http, "/api/jobs", "rebound.example.com", None).await,
+        403
+    );
+    assert_eq!(
+        http_status(http, "/api/jobs", "127.0.0.1.example.com:8080", None).await,
+        403
+    );
+    // Off loopback the opt-out is a configuration error.
+    let off = text.replace(
+        "listen = \"127.0.0.1:0\"\n[model]",
+        "listen = \"0.0.0.0:0\"\n[model]",
+    );
+    assert!(segnode::config::Config::from_toml(&off, &Default::default()).is_err());
+    shutdown.cancel();
+    wait.await.unwrap();
+}
+
+#[test]
+fn a_node_start_writes_nothing_under_home() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("segnode.toml");
+    std::fs::write(&config, test_config(&dir.path().join("data"), "")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_segnode"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("HOME", home.path())
+        .env_remove("ORT_DISABLE_TELEMETRY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Ready once the token exists and the model is loaded (the log says so).
+    let started = std::time::Instant::now();
+    while !dir.path().join("data/api-token").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "node did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = child.kill();
+    let _ = child.wait();
+    let written: Vec<_> = files_under(home.path());
+    assert!(written.is_empty(), "written under HOME: {written:?}");
+    let entries = std::fs::read_dir(home.path()).unwrap().count();
+    assert_eq!(entries, 0, "HOME is no longer empty");
 }

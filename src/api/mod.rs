@@ -1,7 +1,8 @@
 //! The HTTP API (axum) for worklists and auditors: health, Prometheus metrics, jobs,
 //! studies, the audit trail (JSON and CSV) and operator retries. Bound to loopback by
-//! default; a bearer token (from a file named in the configuration) is required when
-//! configured, and the configuration insists on one when bound elsewhere. Errors are
+//! default; a bearer token is always required (the configured file's, or one the node
+//! creates in its data directory), unless the configuration explicitly allows
+//! unauthenticated requests on a loopback listener, addressed to loopback. Errors are
 //! `{code, message}`; bad parameters are 400, internal errors a logged, generic 500.
 //! Goes through `store` only.
 
@@ -18,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use crate::config::Config;
+use crate::config::{Config, HttpConfig};
 use crate::jobs::JobState;
 use crate::store::{AuditFilter, AuditRow, JobQuery, Store, StoreError, format_ms, parse_time};
 
@@ -97,12 +98,89 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
+/// The bearer token the API requires, or `None` where the configuration explicitly
+/// allows unauthenticated access on loopback. Read from the token file; the default
+/// file (`<data_dir>/api-token`) is created on first start with a random token,
+/// readable by the node's user only. A configured file must exist.
+pub fn api_token(http: &HttpConfig) -> std::io::Result<Option<String>> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if http.allow_unauthenticated_loopback {
+        return Ok(None);
+    }
+    let path = &http.token_file;
+    if !http.token_configured && !path.exists() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(format!("{token}\n").as_bytes())?;
+        file.sync_all()?;
+        tracing::info!(path = %path.display(), "API token created");
+    }
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "API token file is readable by other users");
+    }
+    let token = std::fs::read_to_string(path)?.trim().to_string();
+    if token.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the API token file is empty",
+        ));
+    }
+    Ok(Some(token))
+}
+
+/// Whether a Host header names this machine's loopback interface (localhost,
+/// 127.0.0.0/8 or ::1, with or without a port): without a token, a request from a
+/// browser page whose DNS name was rebound to 127.0.0.1 carries its own host name.
+fn loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        })
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 async fn authenticate(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     request: Request,
     next: Next,
 ) -> Response {
+    if state.token.is_none()
+        && !headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(loopback_host)
+    {
+        return ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden_host",
+            message: "without a token the API answers only requests addressed to loopback".into(),
+        }
+        .into_response();
+    }
     if let Some(token) = &state.token {
         let given = headers
             .get(header::AUTHORIZATION)

@@ -82,6 +82,11 @@ static ENVIRONMENT: OnceLock<Result<(PathBuf, ort::environment::Environment), St
     OnceLock::new();
 
 /// Loads ONNX Runtime once per process and returns its build information.
+/// The environment variable that, set to 1 before ONNX Runtime is initialised, stops
+/// it writing a telemetry queue and device id under the user's home directory (the
+/// binary sets it first thing; an embedding program must do the same).
+pub const DISABLE_TELEMETRY_VAR: &str = "ORT_DISABLE_TELEMETRY";
+
 pub fn init(library: &Path) -> Result<String, RuntimeError> {
     let result = ENVIRONMENT.get_or_init(|| {
         let env = ort::init_from(library)
