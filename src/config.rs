@@ -175,6 +175,10 @@ struct RawDicom {
     listen: String,
     #[serde(default = "defaults::max_associations")]
     max_associations: usize,
+    #[serde(default = "defaults::max_pending")]
+    max_pending: usize,
+    #[serde(default = "defaults::max_pending_per_address")]
+    max_pending_per_address: usize,
     #[serde(default = "defaults::max_pdu_length")]
     max_pdu_length: u32,
     #[serde(default = "defaults::artim_timeout_seconds")]
@@ -246,11 +250,17 @@ mod defaults {
     pub fn max_associations() -> usize {
         16
     }
+    pub fn max_pending() -> usize {
+        64
+    }
+    pub fn max_pending_per_address() -> usize {
+        8
+    }
     pub fn max_pdu_length() -> u32 {
         262_144
     }
     pub fn artim_timeout_seconds() -> f64 {
-        30.0
+        5.0
     }
     pub fn dimse_timeout_seconds() -> f64 {
         60.0
@@ -407,6 +417,10 @@ pub struct ModelConfig {
 pub struct DicomConfig {
     pub listen: SocketAddr,
     pub max_associations: usize,
+    /// Connections waiting for their A-ASSOCIATE-RQ, in all and from one address; when
+    /// full, the oldest waiting is dropped.
+    pub max_pending: usize,
+    pub max_pending_per_address: usize,
     pub max_pdu_length: u32,
     #[serde(serialize_with = "secs")]
     pub artim_timeout: Duration,
@@ -558,6 +572,8 @@ impl Config {
             dicom: DicomConfig {
                 listen,
                 max_associations: d.max_associations,
+                max_pending: d.max_pending,
+                max_pending_per_address: d.max_pending_per_address,
                 max_pdu_length: d.max_pdu_length,
                 artim_timeout: seconds("dicom.artim_timeout_seconds", d.artim_timeout_seconds)?,
                 dimse_timeout: seconds("dicom.dimse_timeout_seconds", d.dimse_timeout_seconds)?,

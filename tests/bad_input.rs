@@ -105,7 +105,9 @@ fn no_file_outside_spool(node: &TestNode) {
             .to_string_lossy()
             .to_string();
         assert!(
-            rel.starts_with("data/spool/objects/") || rel.starts_with("data/segnode.db"),
+            rel.starts_with("data/spool/objects/")
+                || rel.starts_with("data/segnode.db")
+                || rel == "data/api-token",
             "unexpected file {rel}"
         );
     }
@@ -615,5 +617,37 @@ async fn a_deflate_bomb_is_refused_without_inflating_it() {
     assert_eq!(status, DimseStatus::SUCCESS, "{comment:?}");
     assert_eq!(files_under(&node.spool().join("objects")).len(), 1);
     assert_still_serving(&node).await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_idle_sockets_do_not_lock_out_a_peer_that_speaks() {
+    // Default limits (64 waiting, 8 per address), ARTIM timer 2 s: waiting for idle
+    // sockets to time out would take at least that.
+    let node = TestNode::start().await;
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(TcpStream::connect(node.addr).await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    let (ok, out) = echoscu(&node.port()).await;
+    assert!(ok, "C-ECHO behind 200 idle sockets: {out}");
+    let (ok, out) = storescu(&node.port(), &[&real_series()]).await;
+    assert!(ok, "C-STORE behind 200 idle sockets: {out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the peer waited for the idle sockets' ARTIM timer: {:?}",
+        started.elapsed()
+    );
+    let counts = node.store.instance_counts().await.unwrap();
+    assert_eq!(counts[0].instances, 20);
+    // The idle sockets were dropped: evicted or timed out.
+    let mut closed = 0;
+    for mut s in idle {
+        if node_hangs_up(&mut s, Duration::from_secs(4)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 200);
     node.stop().await;
 }

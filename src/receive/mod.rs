@@ -6,6 +6,7 @@
 //! an abort and never affects other associations.
 
 pub mod negotiation;
+mod pending;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +30,8 @@ use crate::series::InstanceMeta;
 use crate::spool::{Incoming, Spool};
 use crate::store::{AuditEvent, RecordOutcome, SpooledFile, Store};
 use crate::ul::{Event, UlError, UlStream};
-use negotiation::{AcceptedContext, negotiate};
+use negotiation::{AcceptedContext, Rejected, negotiate};
+use pending::{Pending, Slot};
 
 /// Largest command set accepted; real ones are under 200 bytes.
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
@@ -48,14 +50,13 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let permits = Arc::new(Semaphore::new(receiver.config.dicom.max_associations));
+    let dicom = &receiver.config.dicom;
+    let permits = Arc::new(Semaphore::new(dicom.max_associations));
+    let pending = Pending::new(dicom.max_pending, dicom.max_pending_per_address);
     let next_id = AtomicU64::new(1);
     loop {
-        // The permit is taken before accept: at the limit, peers wait in the backlog.
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-        };
+        // Every connection is accepted at once into the pending queue; an association
+        // slot is taken only once its A-ASSOCIATE-RQ has been accepted.
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -66,30 +67,46 @@ pub async fn serve(
                 }
             },
         };
+        let (slot, dropped) = pending.enter(peer.ip());
+        if dropped > 0 {
+            tracing::debug!(%peer, dropped, "pending connections full: oldest waiting dropped");
+        }
         let assoc_id = next_id.fetch_add(1, Ordering::Relaxed);
         let receiver = receiver.clone();
         let shutdown = shutdown.clone();
+        let permits = permits.clone();
         let span = tracing::info_span!("association", assoc_id, peer_addr = %peer, calling_ae = tracing::field::Empty);
         tasks.spawn(
             async move {
                 tokio::select! {
                     _ = shutdown.cancelled() => tracing::info!("association closed by shutdown"),
-                    _ = association(&receiver, stream, peer) => {}
+                    _ = association(&receiver, stream, peer, slot, &permits) => {}
                 }
-                drop(permit);
             }
             .instrument(span),
         );
     }
 }
 
-async fn association(rx: &Receiver, stream: TcpStream, peer: SocketAddr) {
+async fn association(
+    rx: &Receiver,
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    permits: &Arc<Semaphore>,
+) {
     let dicom = &rx.config.dicom;
     let mut ul = UlStream::new(stream, dicom.max_pdu_length);
-    let rq = match ul
-        .read_control_pdu(dicom.artim_timeout, "A-ASSOCIATE-RQ")
-        .await
-    {
+    let request = tokio::select! {
+        _ = slot.evicted.cancelled() => {
+            tracing::debug!("dropped from the pending queue before sending A-ASSOCIATE-RQ");
+            ul.close().await;
+            return;
+        }
+        r = ul.read_control_pdu(dicom.artim_timeout, "A-ASSOCIATE-RQ") => r,
+    };
+    drop(slot);
+    let rq = match request {
         Ok(Pdu::AssociationRQ(rq)) => rq,
         Ok(other) => {
             tracing::warn!(pdu = %other.short_description(), "expected A-ASSOCIATE-RQ, aborting");
@@ -102,7 +119,17 @@ async fn association(rx: &Receiver, stream: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    let accepted = match negotiate(&rx.config.ae_title, dicom, &rq, peer.ip()) {
+    // An accepted request waits up to the ARTIM time for an association slot.
+    let decision = match negotiate(&rx.config.ae_title, dicom, &rq, peer.ip()) {
+        Ok(accepted) => {
+            match tokio::time::timeout(dicom.artim_timeout, permits.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => Ok((accepted, permit)),
+                _ => Err(Rejected::local_limit(&rq, dicom.max_associations)),
+            }
+        }
+        Err(rejected) => Err(rejected),
+    };
+    let (accepted, _permit) = match decision {
         Ok(a) => a,
         Err(rejected) => {
             tracing::warn!(reason = %rejected.reason, "association rejected");

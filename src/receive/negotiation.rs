@@ -7,8 +7,9 @@ use std::net::IpAddr;
 
 use dicom_ul::pdu::{
     AssociationAC, AssociationRJ, AssociationRJResult, AssociationRJServiceProviderASCEReason,
-    AssociationRJServiceUserReason, AssociationRJSource, AssociationRQ, PresentationContextResult,
-    PresentationContextResultReason, UserVariableItem,
+    AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason,
+    AssociationRJSource, AssociationRQ, PresentationContextResult, PresentationContextResultReason,
+    UserVariableItem,
 };
 
 use crate::config::DicomConfig;
@@ -41,6 +42,24 @@ pub struct Rejected {
     pub called_ae: String,
     pub reason: String,
     pub response: AssociationRJ,
+}
+
+impl Rejected {
+    /// A request that found every association slot taken: a transient rejection
+    /// ("local limit exceeded", PS3.8 9.3.4), so that the peer tries again later.
+    pub fn local_limit(rq: &AssociationRQ, limit: usize) -> Self {
+        Rejected {
+            calling_ae: rq.calling_ae_title.trim().to_string(),
+            called_ae: rq.called_ae_title.trim().to_string(),
+            reason: format!("all {limit} association slots are busy"),
+            response: AssociationRJ {
+                result: AssociationRJResult::Transient,
+                source: AssociationRJSource::ServiceProviderPresentation(
+                    AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+                ),
+            },
+        }
+    }
 }
 
 /// Decides on an A-ASSOCIATE-RQ from `peer`.
