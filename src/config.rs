@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::cascade::runtime::Provider;
 use crate::dicom::AeTitle;
 use crate::seg::SegType;
+use crate::tls::{ClientTls, ServerTls};
+use rustls_pki_types::CertificateDer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -133,6 +135,11 @@ struct RawDestination {
     fan_out: bool,
     #[serde(default = "defaults::destination_timeout_seconds")]
     timeout_seconds: f64,
+    #[serde(default)]
+    tls: bool,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +202,7 @@ struct RawDicom {
     allow_any_calling_ae: bool,
     #[serde(default)]
     allowed_peers: Vec<RawPeer>,
+    tls: Option<ServerTls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +210,7 @@ struct RawDicom {
 struct RawPeer {
     ae_title: AeTitle,
     host: Option<IpAddr>,
+    tls_identity: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -390,6 +399,8 @@ pub struct Destination {
     pub fan_out: bool,
     #[serde(serialize_with = "secs")]
     pub timeout: Duration,
+    /// DICOM TLS towards this destination.
+    pub tls: Option<ClientTls>,
 }
 
 impl Config {
@@ -432,12 +443,17 @@ pub struct DicomConfig {
     pub min_free_disk_bytes: u64,
     pub allow_any_calling_ae: bool,
     pub allowed_peers: Vec<AllowedPeer>,
+    /// The DICOM TLS listener, beside the plain one.
+    pub tls: Option<ServerTls>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct AllowedPeer {
     pub ae_title: AeTitle,
     pub host: Option<IpAddr>,
+    /// A DNS name the peer's verified TLS client certificate must carry (then the peer
+    /// is only accepted over TLS with that certificate).
+    pub tls_identity: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -587,8 +603,10 @@ impl Config {
                     .map(|p| AllowedPeer {
                         ae_title: p.ae_title,
                         host: p.host,
+                        tls_identity: p.tls_identity,
                     })
                     .collect(),
+                tls: d.tls,
             },
             stable_age: seconds("series.stable_seconds", raw.series.stable_seconds)?,
             eligibility: Eligibility {
@@ -682,7 +700,33 @@ impl Config {
                             format!("name {:?} is used twice", d.name),
                         ));
                     }
+                    let tls = match (d.tls, d.ca_file) {
+                        (true, Some(ca_file)) => Some(ClientTls {
+                            ca_file,
+                            cert_file: d.cert_file,
+                            key_file: d.key_file,
+                        }),
+                        (true, None) => {
+                            return Err(invalid(
+                                "destinations.ca_file",
+                                format!("destination {:?} uses TLS: a ca_file is required", d.name),
+                            ));
+                        }
+                        (false, ca)
+                            if ca.is_some() || d.cert_file.is_some() || d.key_file.is_some() =>
+                        {
+                            return Err(invalid(
+                                "destinations.tls",
+                                format!(
+                                    "destination {:?} names TLS files but not tls = true",
+                                    d.name
+                                ),
+                            ));
+                        }
+                        (false, _) => None,
+                    };
                     out.push(Destination {
+                        tls,
                         calling_ae: d.calling_ae.unwrap_or_else(|| ae_title.clone()),
                         timeout: seconds("destinations.timeout_seconds", d.timeout_seconds)?,
                         name: d.name,
@@ -719,12 +763,22 @@ impl Config {
 
 impl DicomConfig {
     /// Whether a calling AE title from `peer` may open an association.
-    pub fn allows(&self, calling: &AeTitle, peer: IpAddr) -> bool {
+    /// Whether `calling` from `peer`, with the verified TLS client certificate
+    /// `certificate` (if any), may associate.
+    pub fn allows(
+        &self,
+        calling: &AeTitle,
+        peer: IpAddr,
+        certificate: Option<&CertificateDer<'_>>,
+    ) -> bool {
         self.allow_any_calling_ae
-            || self
-                .allowed_peers
-                .iter()
-                .any(|p| &p.ae_title == calling && p.host.is_none_or(|h| h == peer))
+            || self.allowed_peers.iter().any(|p| {
+                &p.ae_title == calling
+                    && p.host.is_none_or(|h| h == peer)
+                    && p.tls_identity.as_deref().is_none_or(|identity| {
+                        certificate.is_some_and(|c| crate::tls::has_identity(c, identity))
+                    })
+            })
     }
 }
 

@@ -48,5 +48,6 @@ pub mod series;
 pub mod spool;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod ul;
 pub mod volume;

@@ -47,6 +47,8 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("DICOM TLS listener")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot prepare the spool at {path}")]
     Spool {
         path: String,
@@ -64,10 +66,20 @@ pub enum NodeError {
 /// A started node.
 pub struct Node {
     pub dicom_addr: SocketAddr,
+    /// The DICOM TLS listener's address, when configured.
+    pub dicom_tls_addr: Option<SocketAddr>,
     pub http_addr: SocketAddr,
     pub store: Store,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+}
+
+/// Binds a listener; returns it with the address it got (port 0 picks one).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), NodeError> {
+    let listen = |source| NodeError::Listen { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(listen)?;
+    let local = listener.local_addr().map_err(listen)?;
+    Ok((listener, local))
 }
 
 /// Starts the node; it runs until `shutdown` is cancelled, then [`Node::wait`] returns.
@@ -129,31 +141,32 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
             cascades.into_iter().map(Some).collect()
         }
     };
-    let listener = TcpListener::bind(config.dicom.listen)
-        .await
-        .map_err(|source| NodeError::Listen {
-            addr: config.dicom.listen,
-            source,
-        })?;
-    let dicom_addr = listener.local_addr().map_err(|source| NodeError::Listen {
-        addr: config.dicom.listen,
-        source,
-    })?;
+    let (listener, dicom_addr) = bind(config.dicom.listen).await?;
     tracing::info!(%dicom_addr, ae_title = %config.ae_title, "DICOM SCP listening");
+    let mut listeners = vec![receive::Listener {
+        tcp: listener,
+        tls: None,
+    }];
+    // Every destination's TLS files are read now, so that a wrong path stops start-up.
+    for d in config.destinations.iter().filter_map(|d| d.tls.as_ref()) {
+        crate::tls::connector(d)?;
+    }
+    let mut dicom_tls_addr = None;
+    if let Some(tls) = &config.dicom.tls {
+        let acceptor = crate::tls::acceptor(tls)?;
+        let (listener, addr) = bind(tls.listen).await?;
+        tracing::info!(%addr, client_certificates = tls.ca_file.is_some(), "DICOM TLS SCP listening");
+        listeners.push(receive::Listener {
+            tcp: listener,
+            tls: Some(acceptor),
+        });
+        dicom_tls_addr = Some(addr);
+    }
     let token = crate::api::api_token(&config.http).map_err(|source| NodeError::Token {
         path: config.http.token_file.display().to_string(),
         source,
     })?;
-    let http = TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|source| NodeError::Listen {
-            addr: config.http.listen,
-            source,
-        })?;
-    let http_addr = http.local_addr().map_err(|source| NodeError::Listen {
-        addr: config.http.listen,
-        source,
-    })?;
+    let (http, http_addr) = bind(config.http.listen).await?;
     tracing::info!(%http_addr, token = token.is_some(), "HTTP API listening");
 
     let tasks = TaskTracker::new();
@@ -164,7 +177,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         spool: spool.clone(),
     });
     tasks.spawn(receive::serve(
-        listener,
+        listeners,
         receiver,
         shutdown.clone(),
         tasks.clone(),
@@ -234,6 +247,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
     ));
     Ok(Node {
         dicom_addr,
+        dicom_tls_addr,
         http_addr,
         store,
         shutdown,

@@ -1,4 +1,4 @@
-//! The DICOM Upper Layer on a TCP stream (PS3.8 §9): PDU framing with length limits
+//! The DICOM Upper Layer on a TCP or TLS stream (PS3.8 §9): PDU framing with length limits
 //! and timeouts, P-DATA-TF fragmentation into presentation data values, and the
 //! association PDUs, which `dicom_ul::pdu` parses and writes. Used by the SCP
 //! (`receive`) and the SCU (`deliver`). Every read has a deadline and every PDU
@@ -8,8 +8,20 @@ use std::io;
 use std::time::Duration;
 
 use dicom_ul::pdu::{MAXIMUM_PDU_SIZE, Pdu};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// What the Upper Layer runs on: a TCP stream, or TLS over one.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
+/// A TCP stream ready for the Upper Layer: TCP_NODELAY set, since without it every
+/// small response waits for the peer's delayed ACK (20-45 ms an object).
+pub fn plain(stream: TcpStream) -> TcpStream {
+    let _ = stream.set_nodelay(true);
+    stream
+}
 
 /// PDU type codes (PS3.8 §9.3.1).
 pub mod pdu_type {
@@ -90,7 +102,7 @@ pub enum Event {
 }
 
 pub struct UlStream {
-    stream: TcpStream,
+    stream: Box<dyn Transport>,
     /// The largest P-DATA PDU we accept (announced to the peer).
     max_incoming: u32,
     /// The largest PDU the peer accepts.
@@ -101,11 +113,10 @@ pub struct UlStream {
 }
 
 impl UlStream {
-    pub fn new(stream: TcpStream, max_incoming: u32) -> Self {
-        // Without TCP_NODELAY every small response waits for the peer's delayed ACK.
-        let _ = stream.set_nodelay(true);
+    /// The Upper Layer on `stream` (a [`plain`] TCP stream or TLS over one).
+    pub fn new(stream: impl Transport + 'static, max_incoming: u32) -> Self {
         Self {
-            stream,
+            stream: Box::new(stream),
             max_incoming,
             max_outgoing: UNLIMITED_PEER_PDU,
             body: Vec::new(),

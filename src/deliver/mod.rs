@@ -21,6 +21,7 @@ use crate::dicom::uid::{
 };
 use crate::dicom::{AeTitle, Command, DimseStatus, part10};
 use crate::ul::{Event, UlError, UlStream};
+use tokio_rustls::TlsConnector;
 
 /// Largest PDU this SCU accepts from the peer.
 const SCU_MAX_PDU: u32 = 262_144;
@@ -76,6 +77,12 @@ pub enum ScuError {
     },
     #[error("{peer} rejected the association: {reason}")]
     Rejected { peer: String, reason: String },
+    #[error("TLS with {peer} failed")]
+    Tls {
+        peer: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{peer} answered the association with an unexpected PDU")]
     Unexpected { peer: String },
     #[error(
@@ -171,6 +178,18 @@ impl Association {
         pairs: &BTreeSet<(String, String)>,
         timeouts: ScuTimeouts,
     ) -> Result<Self, ScuError> {
+        Self::connect_over(peer, calling, pairs, timeouts, None).await
+    }
+
+    /// [`connect`](Self::connect), over DICOM TLS when `tls` is given: the peer's
+    /// certificate must be valid for its host name (or IP address).
+    pub async fn connect_over(
+        peer: &PeerAddress,
+        calling: &AeTitle,
+        pairs: &BTreeSet<(String, String)>,
+        timeouts: ScuTimeouts,
+        tls: Option<&TlsConnector>,
+    ) -> Result<Self, ScuError> {
         let name = peer.to_string();
         let stream = tokio::time::timeout(
             timeouts.connect,
@@ -182,7 +201,23 @@ impl Association {
             peer: name.clone(),
             source,
         })?;
-        let mut ul = UlStream::new(stream, SCU_MAX_PDU);
+        let stream = crate::ul::plain(stream);
+        let mut ul = match tls {
+            None => UlStream::new(stream, SCU_MAX_PDU),
+            Some(connector) => {
+                let failed = |source: Box<dyn std::error::Error + Send + Sync>| ScuError::Tls {
+                    peer: name.clone(),
+                    source,
+                };
+                let server = crate::tls::server_name(&peer.host).map_err(|e| failed(e.into()))?;
+                let stream =
+                    tokio::time::timeout(timeouts.connect, connector.connect(server, stream))
+                        .await
+                        .map_err(|_| failed("handshake timed out".into()))?
+                        .map_err(|e| failed(e.into()))?;
+                UlStream::new(stream, SCU_MAX_PDU)
+            }
+        };
         let proposed: Vec<_> = pairs
             .iter()
             .zip((1u8..=255).step_by(2))

@@ -163,7 +163,21 @@ impl Outbox {
             connect: dest.timeout,
             dimse: dest.timeout,
         };
-        let mut assoc = Association::connect(&peer, &dest.calling_ae, &pairs, timeouts).await?;
+        let connector = match &dest.tls {
+            Some(tls) => Some(crate::tls::connector(tls).map_err(|e| ScuError::Tls {
+                peer: peer.to_string(),
+                source: e.into(),
+            })?),
+            None => None,
+        };
+        let mut assoc = Association::connect_over(
+            &peer,
+            &dest.calling_ae,
+            &pairs,
+            timeouts,
+            connector.as_ref(),
+        )
+        .await?;
         let (status, comment, note) = match assoc.store(&file).await {
             Err(ScuError::NoContext { .. }) if fallback.is_some() => {
                 let binary = fallback.expect("checked");

@@ -15,9 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_ul::pdu::Pdu;
+use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -43,23 +45,58 @@ pub struct Receiver {
     pub spool: Spool,
 }
 
-/// Accepts associations until `shutdown`; each runs in its own task on `tasks`.
+/// A DICOM listener: plain, or DICOM TLS with its acceptor.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// Accepts associations on every listener until `shutdown`; each runs in its own task
+/// on `tasks`. The listeners share the association slots and the pending queue.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     receiver: Arc<Receiver>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
     let dicom = &receiver.config.dicom;
-    let permits = Arc::new(Semaphore::new(dicom.max_associations));
-    let pending = Pending::new(dicom.max_pending, dicom.max_pending_per_address);
-    let next_id = AtomicU64::new(1);
+    let shared = Arc::new(Shared {
+        permits: Arc::new(Semaphore::new(dicom.max_associations)),
+        pending: Pending::new(dicom.max_pending, dicom.max_pending_per_address),
+        next_id: AtomicU64::new(1),
+    });
+    for listener in listeners {
+        tasks.spawn(accept_loop(
+            listener,
+            receiver.clone(),
+            shared.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+    }
+}
+
+/// What the listeners share.
+struct Shared {
+    permits: Arc<Semaphore>,
+    pending: Arc<Pending>,
+    next_id: AtomicU64,
+}
+
+async fn accept_loop(
+    listener: Listener,
+    receiver: Arc<Receiver>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let tls = listener.tls.map(Arc::new);
     loop {
         // Every connection is accepted at once into the pending queue; an association
         // slot is taken only once its A-ASSOCIATE-RQ has been accepted.
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
+            accepted = listener.tcp.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -67,25 +104,80 @@ pub async fn serve(
                 }
             },
         };
-        let (slot, dropped) = pending.enter(peer.ip());
+        let (slot, dropped) = shared.pending.enter(peer.ip());
         if dropped > 0 {
             tracing::debug!(%peer, dropped, "pending connections full: oldest waiting dropped");
         }
-        let assoc_id = next_id.fetch_add(1, Ordering::Relaxed);
+        let assoc_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let receiver = receiver.clone();
         let shutdown = shutdown.clone();
-        let permits = permits.clone();
-        let span = tracing::info_span!("association", assoc_id, peer_addr = %peer, calling_ae = tracing::field::Empty);
+        let shared = shared.clone();
+        let tls = tls.clone();
+        let span = tracing::info_span!("association", assoc_id, peer_addr = %peer, tls = tls.is_some(), calling_ae = tracing::field::Empty);
         tasks.spawn(
             async move {
                 tokio::select! {
                     _ = shutdown.cancelled() => tracing::info!("association closed by shutdown"),
-                    _ = association(&receiver, stream, peer, slot, &permits) => {}
+                    _ = association(&receiver, stream, peer, slot, &shared.permits, tls.as_deref()) => {}
                 }
             }
             .instrument(span),
         );
     }
+}
+
+/// A connection's first steps, within the ARTIM time each: the TLS handshake (with the
+/// verified client certificate, if any), then the A-ASSOCIATE-RQ.
+async fn open(
+    rx: &Receiver,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<&TlsAcceptor>,
+) -> Option<(
+    UlStream,
+    Option<CertificateDer<'static>>,
+    Result<Pdu, UlError>,
+)> {
+    let dicom = &rx.config.dicom;
+    let stream = crate::ul::plain(stream);
+    let (mut ul, certificate) = match tls {
+        None => (UlStream::new(stream, dicom.max_pdu_length), None),
+        Some(acceptor) => {
+            match tokio::time::timeout(dicom.artim_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let certificate = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| c.clone().into_owned());
+                    (UlStream::new(tls, dicom.max_pdu_length), certificate)
+                }
+                failed => {
+                    let reason = match failed {
+                        Ok(Err(e)) => format!("TLS handshake failed: {e}"),
+                        _ => "TLS handshake timed out".to_string(),
+                    };
+                    tracing::warn!(%reason, "association not established");
+                    audit(
+                        rx,
+                        AuditEvent {
+                            event: "association_rejected",
+                            peer: Some(peer.to_string()),
+                            detail: serde_json::json!({ "reason": reason }),
+                            ..AuditEvent::default()
+                        },
+                    )
+                    .await;
+                    return None;
+                }
+            }
+        }
+    };
+    let request = ul
+        .read_control_pdu(dicom.artim_timeout, "A-ASSOCIATE-RQ")
+        .await;
+    Some((ul, certificate, request))
 }
 
 async fn association(
@@ -94,18 +186,20 @@ async fn association(
     peer: SocketAddr,
     slot: Slot,
     permits: &Arc<Semaphore>,
+    tls: Option<&TlsAcceptor>,
 ) {
     let dicom = &rx.config.dicom;
-    let mut ul = UlStream::new(stream, dicom.max_pdu_length);
-    let request = tokio::select! {
+    let opened = tokio::select! {
         _ = slot.evicted.cancelled() => {
             tracing::debug!("dropped from the pending queue before sending A-ASSOCIATE-RQ");
-            ul.close().await;
             return;
         }
-        r = ul.read_control_pdu(dicom.artim_timeout, "A-ASSOCIATE-RQ") => r,
+        opened = open(rx, stream, peer, tls) => opened,
     };
     drop(slot);
+    let Some((mut ul, certificate, request)) = opened else {
+        return;
+    };
     let rq = match request {
         Ok(Pdu::AssociationRQ(rq)) => rq,
         Ok(other) => {
@@ -120,7 +214,13 @@ async fn association(
         }
     };
     // An accepted request waits up to the ARTIM time for an association slot.
-    let decision = match negotiate(&rx.config.ae_title, dicom, &rq, peer.ip()) {
+    let decision = match negotiate(
+        &rx.config.ae_title,
+        dicom,
+        &rq,
+        peer.ip(),
+        certificate.as_ref(),
+    ) {
         Ok(accepted) => {
             match tokio::time::timeout(dicom.artim_timeout, permits.clone().acquire_owned()).await {
                 Ok(Ok(permit)) => Ok((accepted, permit)),

@@ -12,6 +12,8 @@ use dicom_ul::pdu::{
     UserVariableItem,
 };
 
+use rustls_pki_types::CertificateDer;
+
 use crate::config::DicomConfig;
 use crate::dicom::AeTitle;
 use crate::dicom::uid::{
@@ -62,12 +64,14 @@ impl Rejected {
     }
 }
 
-/// Decides on an A-ASSOCIATE-RQ from `peer`.
+/// Decides on an A-ASSOCIATE-RQ from `peer`, which presented the verified TLS client
+/// certificate `certificate` (if any).
 pub fn negotiate(
     node_ae: &AeTitle,
     cfg: &DicomConfig,
     rq: &AssociationRQ,
     peer: IpAddr,
+    certificate: Option<&CertificateDer<'_>>,
 ) -> Result<Accepted, Rejected> {
     let calling_raw = rq.calling_ae_title.trim().to_string();
     let called_raw = rq.called_ae_title.trim().to_string();
@@ -117,11 +121,18 @@ pub fn negotiate(
         ));
     }
     let calling = match AeTitle::parse(&calling_raw) {
-        Ok(ae) if cfg.allows(&ae, peer) => ae,
+        Ok(ae) if cfg.allows(&ae, peer, certificate) => ae,
         _ => {
             return Err(reject(
                 AssociationRJServiceUserReason::CallingAETitleNotRecognized,
-                format!("calling AE title {calling_raw:?} from {peer} is not on the allow-list"),
+                format!(
+                    "calling AE title {calling_raw:?} from {peer}{} is not on the allow-list",
+                    if certificate.is_some() {
+                        " (with its certificate)"
+                    } else {
+                        ""
+                    }
+                ),
             ));
         }
     };
@@ -250,7 +261,7 @@ mod tests {
                 (VERIFICATION, vec![ts::IMPLICIT_VR_LE]),
             ],
         );
-        let acc = negotiate(&node(), &cfg(), &req, LOCAL).unwrap();
+        let acc = negotiate(&node(), &cfg(), &req, LOCAL, None).unwrap();
         let reasons: Vec<_> = acc
             .response
             .presentation_contexts
@@ -278,23 +289,35 @@ mod tests {
             "SEGNODE",
             vec![(CT_IMAGE_STORAGE, vec![ts::JPEG_2000_LOSSLESS])],
         );
-        let acc = negotiate(&node(), &cfg(), &req, LOCAL).unwrap();
+        let acc = negotiate(&node(), &cfg(), &req, LOCAL, None).unwrap();
         assert_eq!(acc.contexts[&1].transfer_syntax, ts::JPEG_2000_LOSSLESS);
     }
 
     #[test]
     fn wrong_called_or_calling_ae_or_host_is_rejected() {
         let contexts = || vec![(VERIFICATION, vec![ts::IMPLICIT_VR_LE])];
-        let wrong_called =
-            negotiate(&node(), &cfg(), &rq("PACS", "OTHER", contexts()), LOCAL).unwrap_err();
+        let wrong_called = negotiate(
+            &node(),
+            &cfg(),
+            &rq("PACS", "OTHER", contexts()),
+            LOCAL,
+            None,
+        )
+        .unwrap_err();
         assert_eq!(
             wrong_called.response.source,
             AssociationRJSource::ServiceUser(
                 AssociationRJServiceUserReason::CalledAETitleNotRecognized
             )
         );
-        let unknown =
-            negotiate(&node(), &cfg(), &rq("NOPE", "SEGNODE", contexts()), LOCAL).unwrap_err();
+        let unknown = negotiate(
+            &node(),
+            &cfg(),
+            &rq("NOPE", "SEGNODE", contexts()),
+            LOCAL,
+            None,
+        )
+        .unwrap_err();
         assert_eq!(
             unknown.response.source,
             AssociationRJSource::ServiceUser(

@@ -92,6 +92,8 @@ pub fn test_model() -> PathBuf {
 
 pub struct TestNode {
     pub addr: SocketAddr,
+    /// The DICOM TLS listener, when the configuration has one.
+    pub tls_addr: Option<SocketAddr>,
     pub http: SocketAddr,
     pub config: std::sync::Arc<Config>,
     pub store: Store,
@@ -124,11 +126,13 @@ impl TestNode {
             .await
             .unwrap();
         let addr = node.dicom_addr;
+        let tls_addr = node.dicom_tls_addr;
         let http = node.http_addr;
         let store = node.store.clone();
         let handle = tokio::spawn(node.wait());
         Self {
             addr,
+            tls_addr,
             http,
             config: shared,
             store,

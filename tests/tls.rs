@@ -1,0 +1,276 @@
+//! DICOM TLS with real peers: DCMTK `echoscu`/`storescu +tls` into the node's TLS
+//! listener (client certificates required, a peer bound to its certificate's identity),
+//! the node delivering to DCMTK `storescp +tls`, and peers without a valid certificate
+//! refused and audited. Certificates are made per test with Debian's `openssl`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// A CA and certificates it signs, in a temporary directory.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki { dir };
+        pki.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=segnode test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let tool = Path::new("/usr/bin/openssl");
+        assert!(tool.exists(), "openssl not found (apt-get install openssl)");
+        let out = Command::new(tool)
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `name.key` and `name.crt` for `subject_alt_name` (e.g. "DNS:pacs.test"), signed
+    /// by this CA, or self-signed with `self_signed`.
+    fn issue(&self, name: &str, subject_alt_name: &str, self_signed: bool) {
+        let ext = format!("subjectAltName={subject_alt_name}");
+        let (key, crt, csr) = (
+            format!("{name}.key"),
+            format!("{name}.crt"),
+            format!("{name}.csr"),
+        );
+        if self_signed {
+            self.openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={name}"),
+                "-addext",
+                &ext,
+                "-keyout",
+                &key,
+                "-out",
+                &crt,
+            ]);
+            return;
+        }
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &ext,
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-copy_extensions",
+            "copy",
+            "-out",
+            &crt,
+        ]);
+    }
+}
+
+fn tls_args(pki: &Pki, name: &str) -> Vec<String> {
+    vec![
+        "+tls".into(),
+        pki.path(&format!("{name}.key")).display().to_string(),
+        pki.path(&format!("{name}.crt")).display().to_string(),
+        "+cf".into(),
+        pki.path("ca.crt").display().to_string(),
+    ]
+}
+
+async fn dcmtk_tls(tool: &str, args: Vec<String>) -> (bool, String) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_tool(tool, &args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcmtk_peers_over_dicom_tls_both_ways_and_untrusted_peers_refused() {
+    let pki = Pki::new();
+    pki.issue("node", "IP:127.0.0.1,DNS:localhost", false);
+    pki.issue("pacs", "DNS:pacs.test", false);
+    pki.issue("other", "DNS:other.test", false);
+    pki.issue("rogue", "DNS:pacs.test", true);
+    pki.issue("pacs-server", "IP:127.0.0.1", false);
+
+    // A DCMTK storescp over TLS as the destination (its certificate valid for the
+    // destination's host, 127.0.0.1), requiring the node's client certificate.
+    let scp_port = free_port();
+    let inbox = tempfile::tempdir().unwrap();
+    let scp_args = tls_args(&pki, "pacs-server");
+    let scp_args: Vec<&str> = scp_args.iter().map(String::as_str).collect();
+    let _scp = StoreScp::start(scp_port, inbox.path(), &scp_args);
+
+    let p = |n: &str| pki.path(n).display().to_string();
+    let extra_dicom = format!(
+        "[dicom.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\nrequire_client_cert = true\n",
+        p("node.crt"),
+        p("node.key"),
+        p("ca.crt")
+    );
+    let tail = format!(
+        r#"
+[[dicom.allowed_peers]]
+ae_title = "TLSPACS"
+tls_identity = "pacs.test"
+
+[[destinations]]
+name = "pacs"
+ae_title = "PACS"
+host = "127.0.0.1"
+port = {scp_port}
+route_from = ["TLSPACS"]
+tls = true
+ca_file = "{}"
+cert_file = "{}"
+key_file = "{}"
+"#,
+        p("ca.crt"),
+        p("node.crt"),
+        p("node.key")
+    );
+    let node = TestNode::start_with_tail(&extra_dicom, &tail).await;
+    let tls_port = node.tls_addr.expect("TLS listener").port().to_string();
+
+    // C-ECHO over TLS with the bound identity.
+    let mut args = tls_args(&pki, "pacs");
+    args.extend(["-aet", "TLSPACS", "-aec", "SEGNODE", "127.0.0.1", &tls_port].map(String::from));
+    let (ok, out) = dcmtk_tls("echoscu", args).await;
+    assert!(ok, "echoscu +tls: {out}");
+
+    // The real series over TLS (JPEG 2000 kept as is), processed and delivered to the
+    // TLS storescp.
+    let mut args = tls_args(&pki, "pacs");
+    args.extend(["-xv", "-aet", "TLSPACS", "-aec", "SEGNODE", "+sd", "+r"].map(String::from));
+    args.push("127.0.0.1".into());
+    args.push(tls_port.clone());
+    args.push(real_series().display().to_string());
+    let (ok, out) = dcmtk_tls("storescu", args).await;
+    assert!(ok, "storescu +tls: {out}");
+    let delivered = wait_for(Duration::from_secs(60), || async {
+        let jobs = node.store.jobs(None, 10).await.unwrap();
+        jobs.into_iter().find(|j| j.state == "delivered")
+    })
+    .await;
+    assert!(
+        delivered.is_some(),
+        "not delivered over TLS: {:?}",
+        node.store.jobs(None, 10).await.unwrap()
+    );
+    assert_eq!(
+        files_under(inbox.path()).len(),
+        1,
+        "one SEG at the TLS storescp"
+    );
+
+    // Refused: a certificate from another CA; a valid certificate for another identity
+    // claiming the bound AE title; no certificate; plain DICOM claiming that AE title.
+    let mut args = tls_args(&pki, "rogue");
+    args.extend(["-aet", "TLSPACS", "-aec", "SEGNODE", "127.0.0.1", &tls_port].map(String::from));
+    let (ok, _) = dcmtk_tls("echoscu", args).await;
+    assert!(!ok, "a certificate from an untrusted CA was accepted");
+    let mut args = tls_args(&pki, "other");
+    args.extend(["-aet", "TLSPACS", "-aec", "SEGNODE", "127.0.0.1", &tls_port].map(String::from));
+    let (ok, _) = dcmtk_tls("echoscu", args).await;
+    assert!(!ok, "another identity claiming TLSPACS was accepted");
+    let args = [
+        "+tla",
+        "+cf",
+        &p("ca.crt"),
+        "-aet",
+        "TLSPACS",
+        "-aec",
+        "SEGNODE",
+        "127.0.0.1",
+        &tls_port,
+    ]
+    .map(String::from)
+    .to_vec();
+    let (ok, _) = dcmtk_tls("echoscu", args).await;
+    assert!(!ok, "a peer without a certificate was accepted");
+    let (ok, _) = run_tool(
+        "echoscu",
+        &[
+            "-aet",
+            "TLSPACS",
+            "-aec",
+            "SEGNODE",
+            "127.0.0.1",
+            &node.port(),
+        ],
+    )
+    .await;
+    assert!(!ok, "TLSPACS over plain DICOM was accepted");
+
+    let audit = node
+        .store
+        .audit_query(&segnode::store::AuditFilter::default())
+        .await
+        .unwrap();
+    let rejected: Vec<String> = audit
+        .iter()
+        .filter(|a| a.event == "association_rejected")
+        .map(|a| a.detail.clone())
+        .collect();
+    assert!(
+        rejected.iter().any(|d| d.contains("TLS handshake failed")),
+        "{rejected:?}"
+    );
+    let claimed = audit
+        .iter()
+        .filter(|a| a.event == "association_rejected" && a.calling_ae.as_deref() == Some("TLSPACS"))
+        .count();
+    assert!(claimed >= 2, "{rejected:?}");
+    node.stop().await;
+}
