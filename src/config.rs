@@ -873,10 +873,10 @@ mod tests {
         let ae = |s| AeTitle::parse(s).unwrap();
         let local: IpAddr = "127.0.0.1".parse().unwrap();
         let other: IpAddr = "127.0.0.2".parse().unwrap();
-        assert!(cfg.dicom.allows(&ae("ORTHANC"), local));
-        assert!(!cfg.dicom.allows(&ae("ORTHANC"), other));
-        assert!(cfg.dicom.allows(&ae("STORESCU"), other));
-        assert!(!cfg.dicom.allows(&ae("INTRUDER"), local));
+        assert!(cfg.dicom.allows(&ae("ORTHANC"), local, None));
+        assert!(!cfg.dicom.allows(&ae("ORTHANC"), other, None));
+        assert!(cfg.dicom.allows(&ae("STORESCU"), other, None));
+        assert!(!cfg.dicom.allows(&ae("INTRUDER"), local, None));
     }
 
     #[test]

@@ -331,7 +331,8 @@ mod tests {
                 &node(),
                 &cfg(),
                 &rq("PACS", "SEGNODE", contexts()),
-                elsewhere
+                elsewhere,
+                None,
             )
             .is_err()
         );
