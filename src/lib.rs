@@ -43,6 +43,7 @@ pub mod dicom;
 pub mod jobs;
 pub mod node;
 pub mod receive;
+pub mod security;
 pub mod seg;
 pub mod series;
 pub mod spool;

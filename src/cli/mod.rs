@@ -280,6 +280,13 @@ async fn check(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()
             )),
         }
     }
+    let insecure = crate::security::insecure_settings(&config);
+    if insecure.is_empty() {
+        println!("insecure settings: none");
+    }
+    for finding in &insecure {
+        println!("insecure: {finding}");
+    }
     if problems.is_empty() {
         println!("problems: none");
         Ok(())
