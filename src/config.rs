@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::cascade::runtime::Provider;
 use crate::dicom::AeTitle;
 use crate::seg::SegType;
-use crate::tls::{ClientTls, ServerTls};
+use crate::tls::{ClientTls, HttpsTls, ServerTls};
 use rustls_pki_types::CertificateDer;
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +94,8 @@ struct RawHttp {
     token_file: Option<PathBuf>,
     #[serde(default)]
     allow_unauthenticated_loopback: bool,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
 }
 
 impl Default for RawHttp {
@@ -371,6 +373,8 @@ pub struct HttpConfig {
     pub token_configured: bool,
     /// No token at all, for a loopback-only listener: the explicit opt-out.
     pub allow_unauthenticated_loopback: bool,
+    /// HTTPS instead of HTTP.
+    pub tls: Option<HttpsTls>,
 }
 
 /// Retry policy of the outbox.
@@ -650,6 +654,19 @@ impl Config {
                     token_configured: raw.http.token_file.is_some(),
                     token_file,
                     allow_unauthenticated_loopback: raw.http.allow_unauthenticated_loopback,
+                    tls: match (raw.http.tls_cert_file, raw.http.tls_key_file) {
+                        (Some(cert_file), Some(key_file)) => Some(HttpsTls {
+                            cert_file,
+                            key_file,
+                        }),
+                        (None, None) => None,
+                        _ => {
+                            return Err(invalid(
+                                "http.tls_cert_file",
+                                "HTTPS needs both tls_cert_file and tls_key_file",
+                            ));
+                        }
+                    },
                 }
             },
             purge_after: raw

@@ -167,7 +167,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         source,
     })?;
     let (http, http_addr) = bind(config.http.listen).await?;
-    tracing::info!(%http_addr, token = token.is_some(), "HTTP API listening");
+    tracing::info!(%http_addr, token = token.is_some(), https = config.http.tls.is_some(), "HTTP API listening");
 
     let tasks = TaskTracker::new();
     let config = Arc::new(config);
@@ -222,13 +222,35 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         model: model_report,
     }));
     let api_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        let serve = axum::serve(http, api)
-            .with_graceful_shutdown(async move { api_shutdown.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP API stopped");
+    match &config.http.tls {
+        None => {
+            tasks.spawn(async move {
+                let serve = axum::serve(http, api)
+                    .with_graceful_shutdown(async move { api_shutdown.cancelled().await });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "HTTP API stopped");
+                }
+            });
         }
-    });
+        Some(tls) => {
+            let listener = crate::tls::HttpsListener::spawn(
+                http,
+                crate::tls::https_acceptor(tls)?,
+                shutdown.clone(),
+            )
+            .map_err(|source| NodeError::Listen {
+                addr: http_addr,
+                source,
+            })?;
+            tasks.spawn(async move {
+                let serve = axum::serve(listener, api)
+                    .with_graceful_shutdown(async move { api_shutdown.cancelled().await });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "HTTPS API stopped");
+                }
+            });
+        }
+    }
     for (id, cascade) in cascades.into_iter().enumerate() {
         tasks.spawn(pipeline::worker(
             pipeline.clone(),

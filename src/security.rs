@@ -30,7 +30,7 @@ pub fn insecure_settings(config: &Config) -> Vec<String> {
         )),
         _ => {}
     }
-    if !config.http.listen.ip().is_loopback() {
+    if !config.http.listen.ip().is_loopback() && config.http.tls.is_none() {
         found.push(format!(
             "the HTTP API listens on {} (off loopback) without TLS: tokens and patient IDs travel unencrypted",
             config.http.listen

@@ -13,8 +13,11 @@ use std::sync::Arc;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_util::sync::CancellationToken;
 
 /// `[dicom.tls]`: a DICOM TLS listener beside the plain one.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -31,6 +34,90 @@ pub struct ServerTls {
     /// Refuse peers without a valid client certificate (needs `ca_file`).
     #[serde(default)]
     pub require_client_cert: bool,
+}
+
+/// The API's HTTPS certificate (`[http] tls_cert_file`, `tls_key_file`).
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpsTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// The API's TLS acceptor (no client certificates: clients authenticate with the token).
+pub fn https_acceptor(cfg: &HttpsTls) -> Result<TlsAcceptor, TlsError> {
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certificates(&cfg.cert_file)?, private_key(&cfg.key_file)?)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// An HTTPS listener for axum: connections are accepted and their handshakes run in
+/// tasks of their own (a slow or silent client holds up nobody), each within
+/// [`HANDSHAKE_TIMEOUT`]; finished ones are handed to the server.
+pub struct HttpsListener {
+    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+/// How long an HTTPS client may take over its handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Handshakes finished but not yet taken by the server.
+const READY_CONNECTIONS: usize = 64;
+
+impl HttpsListener {
+    pub fn spawn(
+        tcp: TcpListener,
+        acceptor: TlsAcceptor,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Self> {
+        let addr = tcp.local_addr()?;
+        let (tx, ready) = tokio::sync::mpsc::channel(READY_CONNECTIONS);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    accepted = tcp.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "HTTPS accept failed");
+                            continue;
+                        }
+                    },
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTPS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "HTTPS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self { ready, addr })
+    }
+}
+
+impl axum::serve::Listener for HttpsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(connection) => connection,
+            // The acceptor stopped (shutdown): nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
 }
 
 /// TLS towards a destination.

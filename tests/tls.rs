@@ -274,3 +274,65 @@ key_file = "{}"
     assert!(claimed >= 2, "{rejected:?}");
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_over_https_with_its_token() {
+    let pki = Pki::new();
+    pki.issue("node", "IP:127.0.0.1,DNS:localhost", false);
+    let p = |n: &str| pki.path(n).display().to_string();
+    let tail = format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        p("node.crt"),
+        p("node.key")
+    );
+    // The HTTPS keys belong to [http]: the test configuration's [http] table is followed
+    // by [model], so they go right after its listen line.
+    let dir = tempfile::tempdir().unwrap();
+    let text = test_config(&dir.path().join("data"), "").replace(
+        "[http]\nlisten = \"127.0.0.1:0\"\n",
+        &format!("[http]\nlisten = \"127.0.0.1:0\"\n{tail}"),
+    );
+    let config = segnode::config::Config::from_toml(&text, &Default::default()).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let node = segnode::node::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    let http = node.http_addr;
+    let wait = tokio::spawn(node.wait());
+    let token = std::fs::read_to_string(dir.path().join("data/api-token")).unwrap();
+    let curl = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new("/usr/bin/curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let url = format!("https://127.0.0.1:{}/api/jobs", http.port());
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    let ca = p("ca.crt");
+    assert_eq!(
+        curl(vec![
+            "--cacert".into(),
+            ca.clone(),
+            "-H".into(),
+            auth.clone(),
+            url.clone()
+        ])
+        .await,
+        "200"
+    );
+    assert_eq!(
+        curl(vec!["--cacert".into(), ca.clone(), url.clone()]).await,
+        "401"
+    );
+    // Plain HTTP to the HTTPS port gets no answer; an untrusting client refuses the node.
+    assert_eq!(
+        curl(vec![format!("http://127.0.0.1:{}/api/jobs", http.port())]).await,
+        "000"
+    );
+    assert_eq!(curl(vec!["-H".into(), auth, url]).await, "000");
+    shutdown.cancel();
+    wait.await.unwrap();
+}
