@@ -84,6 +84,7 @@ struct RawRetention {
 struct RawWebhook {
     url: String,
     secret_file: PathBuf,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -359,6 +360,8 @@ pub struct Webhook {
     pub url: String,
     #[serde(skip)]
     pub secret: String,
+    /// A CA certificate (PEM) trusted for an https:// URL, beside the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The HTTP API.
@@ -678,10 +681,10 @@ impl Config {
                 .webhooks
                 .into_iter()
                 .map(|w| {
-                    if !w.url.starts_with("http://") {
+                    if !w.url.starts_with("http://") && !w.url.starts_with("https://") {
                         return Err(invalid(
                             "webhooks.url",
-                            format!("{:?}: only http:// URLs are supported", w.url),
+                            format!("{:?}: only http:// and https:// URLs are supported", w.url),
                         ));
                     }
                     let secret = std::fs::read_to_string(&w.secret_file).map_err(|e| {
@@ -693,6 +696,7 @@ impl Config {
                     Ok(Webhook {
                         url: w.url,
                         secret: secret.trim().to_string(),
+                        ca_file: w.ca_file,
                     })
                 })
                 .collect::<Result<_, _>>()?,

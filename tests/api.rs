@@ -316,15 +316,16 @@ async fn a_worklist_receives_signed_webhooks_for_job_state_changes() {
         loop {
             let (head, body) = rx.recv().await.unwrap();
             let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            // Header names are case-insensitive (HTTP/1.1 clients send them lowercase).
             let signature = head
                 .lines()
-                .find_map(|l| l.strip_prefix("X-Segnode-Signature: sha256="))
-                .expect("signed")
-                .to_string();
-            let expected: String = segnode::api::webhooks::hmac_sha256(b"worklist-secret", &body)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+                .find_map(|l| {
+                    let (name, value) = l.split_once(": ")?;
+                    name.eq_ignore_ascii_case("X-Segnode-Signature")
+                        .then(|| value.to_string())
+                })
+                .expect("signed");
+            let expected = segnode::api::webhooks::signature(b"worklist-secret", &body);
             assert_eq!(signature, expected, "signature");
             assert!(head.starts_with("POST /segnode HTTP/1.1"));
             seen.push(event["event"].as_str().unwrap().to_string());

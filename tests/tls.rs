@@ -336,3 +336,76 @@ async fn the_api_over_https_with_its_token() {
     shutdown.cancel();
     wait.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_over_https_trust_the_configured_ca() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    pki.issue("worklist", "IP:127.0.0.1", false);
+    let acceptor = segnode::tls::https_acceptor(&segnode::tls::HttpsTls {
+        cert_file: pki.path("worklist.crt"),
+        key_file: pki.path("worklist.key"),
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(mut s) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            // The head, then Content-Length bytes of body.
+            loop {
+                let n = s.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(i) = text.find("\r\n\r\n") {
+                    let len: usize = text[..i]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= i + 4 + len {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                            .await;
+                        let _ = tx.send(text[i + 4..].to_string());
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let tail = format!(
+        "[[webhooks]]\nurl = \"https://127.0.0.1:{port}/hook\"\nsecret_file = {:?}\nca_file = {:?}\n",
+        secret.display().to_string(),
+        pki.path("ca.crt").display().to_string()
+    );
+    let node = TestNode::start_with_tail("", &tail).await;
+    let series = tempfile::tempdir().unwrap();
+    tissue_series(series.path(), 83, 12, 96);
+    let (ok, out) = storescu(&node.port(), &[series.path()]).await;
+    assert!(ok, "{out}");
+    let body = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("a webhook over HTTPS within 30 s")
+        .unwrap();
+    let event: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(event["event"], "job_queued");
+    node.stop().await;
+}
