@@ -37,7 +37,14 @@ fn curl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-fn start_orthanc(dir: &Path, dicom: u16, node_port: u16) -> Orthanc {
+/// Orthanc on `dicom` with segnode as the modality `segnode` (`modality`: Orthanc's
+/// modality entry) and `extra` merged into its configuration.
+fn start_orthanc(
+    dir: &Path,
+    dicom: u16,
+    modality: serde_json::Value,
+    extra: serde_json::Value,
+) -> Orthanc {
     let binary = Path::new("/usr/sbin/Orthanc");
     assert!(
         binary.exists(),
@@ -57,7 +64,7 @@ fn start_orthanc(dir: &Path, dicom: u16, node_port: u16) -> Orthanc {
          end\n",
     )
     .unwrap();
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "Name": "segnode-test",
         "StorageDirectory": dir.join("storage"),
         "IndexDirectory": dir.join("index"),
@@ -68,9 +75,12 @@ fn start_orthanc(dir: &Path, dicom: u16, node_port: u16) -> Orthanc {
         "AuthenticationEnabled": false,
         "StableAge": 2,
         "Plugins": [],
-        "DicomModalities": { "segnode": ["SEGNODE", "127.0.0.1", node_port] },
+        "DicomModalities": { "segnode": modality },
         "LuaScripts": [dir.join("route.lua")],
     });
+    for (key, value) in extra.as_object().into_iter().flatten() {
+        config[key] = value.clone();
+    }
     let path = dir.join("orthanc.json");
     std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
     let log = std::fs::File::create(dir.join("orthanc.log")).unwrap();
@@ -114,7 +124,20 @@ timeout_seconds = 10
 "#
     );
     let node = TestNode::start_with_tail("", &tail).await;
-    let orthanc = start_orthanc(work.path(), orthanc_dicom, node.addr.port());
+    let orthanc = start_orthanc(
+        work.path(),
+        orthanc_dicom,
+        serde_json::json!(["SEGNODE", "127.0.0.1", node.addr.port()]),
+        serde_json::json!({}),
+    );
+    round_trip(&node, &orthanc, work.path()).await;
+    drop(orthanc);
+    node.stop().await;
+}
+
+/// Uploads the real series to Orthanc, waits for the SEG that segnode stores back into
+/// the same study, and checks it against the node's delivered job.
+async fn round_trip(node: &TestNode, orthanc: &Orthanc, work: &Path) {
     let base = format!("http://127.0.0.1:{}", orthanc.http);
 
     for f in std::fs::read_dir(real_series()).unwrap() {
@@ -142,7 +165,7 @@ timeout_seconds = 10
     })
     .await
     .unwrap_or_else(|| {
-        let log = std::fs::read_to_string(work.path().join("orthanc.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(work.join("orthanc.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
         panic!(
             "no SEG in the study; Orthanc log (last lines, newest first):\n{}",
@@ -173,6 +196,69 @@ timeout_seconds = 10
         Some(jobs[0].study_uid.as_str())
     );
     assert_eq!(tags["Modality"], "SEG");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orthanc_over_dicom_tls_both_ways() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    pki.issue("node", "IP:127.0.0.1", false);
+    pki.issue("orthanc", "IP:127.0.0.1,DNS:orthanc.test", false);
+    let p = |n: &str| pki.path(n).display().to_string();
+    let orthanc_dicom = free_port();
+    let extra_dicom = format!(
+        "[dicom.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\nrequire_client_cert = true\n",
+        p("node.crt"),
+        p("node.key"),
+        p("ca.crt")
+    );
+    let tail = format!(
+        r#"
+[[destinations]]
+name = "orthanc"
+ae_title = "ORTHANC"
+host = "127.0.0.1"
+port = {orthanc_dicom}
+route_from = ["ORTHANC"]
+timeout_seconds = 10
+tls = true
+ca_file = "{}"
+cert_file = "{}"
+key_file = "{}"
+"#,
+        p("ca.crt"),
+        p("node.crt"),
+        p("node.key")
+    );
+    let node = TestNode::start_with_tail(&extra_dicom, &tail).await;
+    let tls_port = node.tls_addr.expect("TLS listener").port();
+    // Orthanc's own DICOM port speaks TLS only; it sends to segnode's TLS listener.
+    let orthanc = start_orthanc(
+        work.path(),
+        orthanc_dicom,
+        serde_json::json!({ "AET": "SEGNODE", "Host": "127.0.0.1", "Port": tls_port, "UseDicomTls": true }),
+        serde_json::json!({
+            "DicomTlsEnabled": true,
+            "DicomTlsCertificate": p("orthanc.crt"),
+            "DicomTlsPrivateKey": p("orthanc.key"),
+            "DicomTlsTrustedCertificates": p("ca.crt"),
+            "DicomTlsRemoteCertificateRequired": true,
+        }),
+    );
+    round_trip(&node, &orthanc, work.path()).await;
+    let audit = node
+        .store
+        .audit_query(&segnode::store::AuditFilter::default())
+        .await
+        .unwrap();
+    assert!(
+        audit.iter().all(|a| a.event != "association_rejected"),
+        "{:?}",
+        audit
+            .iter()
+            .filter(|a| a.event == "association_rejected")
+            .collect::<Vec<_>>()
+    );
     drop(orthanc);
     node.stop().await;
 }

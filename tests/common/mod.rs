@@ -535,3 +535,112 @@ pub fn check_seg(seg: &Path, series: &Path, labels: &Path) -> serde_json::Value 
     assert!(o.status.success(), "SEG does not read back equal: {report}");
     report
 }
+
+/// A CA and certificates it signs, in a temporary directory.
+pub struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki { dir };
+        pki.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=segnode test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        pki
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let tool = Path::new("/usr/bin/openssl");
+        assert!(tool.exists(), "openssl not found (apt-get install openssl)");
+        let out = std::process::Command::new(tool)
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `name.key` and `name.crt` for `subject_alt_name` (e.g. "DNS:pacs.test"), signed
+    /// by this CA, or self-signed with `self_signed`.
+    pub fn issue(&self, name: &str, subject_alt_name: &str, self_signed: bool) {
+        let ext = format!("subjectAltName={subject_alt_name}");
+        let (key, crt, csr) = (
+            format!("{name}.key"),
+            format!("{name}.crt"),
+            format!("{name}.csr"),
+        );
+        if self_signed {
+            self.openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={name}"),
+                "-addext",
+                &ext,
+                "-keyout",
+                &key,
+                "-out",
+                &crt,
+            ]);
+            return;
+        }
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &ext,
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-copy_extensions",
+            "copy",
+            "-out",
+            &crt,
+        ]);
+    }
+}
