@@ -18,19 +18,20 @@
 //!
 //! | stage | module |
 //! | --- | --- |
-//! | DICOM vocabulary: UIDs, AE titles, DIMSE commands, Part 10, length checks | [`dicom`] |
-//! | Upper Layer framing shared by SCP and SCU | [`ul`] |
+//! | DICOM vocabulary: UIDs, AE titles, DIMSE commands, Part 10, length and pixel checks | [`dicom`] |
+//! | Upper Layer framing shared by SCP and SCU, over TCP or TLS | [`ul`] |
+//! | DICOM TLS and HTTPS: certificates, acceptors, connectors, peer identities | [`tls`] |
 //! | associations, C-ECHO, C-STORE, access control, limits | [`receive`] |
 //! | durable files, retention | [`spool`] |
 //! | instance attributes, stable age, eligibility | [`series`] |
 //! | job state machine and the pipeline workers | [`jobs`] |
 //! | pixel decoding, HU, slice order, geometry checks | [`volume`] |
-//! | model manifest, ONNX Runtime, stages, region, post-processing | [`cascade`] |
+//! | model manifest and frame, ONNX Runtime, stages, region, post-processing | [`cascade`] |
 //! | DICOM Segmentation encoding | [`seg`] |
 //! | C-STORE / C-ECHO SCU and the delivery outbox | [`deliver`] |
 //! | SQLite schema and queries | [`store`] |
 //! | HTTP API and webhooks | [`api`] |
-//! | configuration | [`config`] |
+//! | configuration; the insecure settings `check` reports | [`config`], [`security`] |
 //! | wiring and shutdown | [`node`] |
 //! | command line | [`cli`] |
 
