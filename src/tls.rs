@@ -56,7 +56,7 @@ pub fn https_acceptor(cfg: &HttpsTls) -> Result<TlsAcceptor, TlsError> {
 
 /// An HTTPS listener for axum: connections are accepted and their handshakes run in
 /// tasks of their own (a slow or silent client holds up nobody), each within
-/// [`HANDSHAKE_TIMEOUT`]; finished ones are handed to the server.
+/// a handshake timeout; finished ones are handed to the server.
 pub struct HttpsListener {
     ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     addr: SocketAddr,
