@@ -622,32 +622,30 @@ async fn a_deflate_bomb_is_refused_without_inflating_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_idle_sockets_do_not_lock_out_a_peer_that_speaks() {
-    // Default limits (64 waiting, 8 per address), ARTIM timer 2 s: waiting for idle
-    // sockets to time out would take at least that.
-    let node = TestNode::start().await;
+    // Default limits (64 waiting, 8 per address) and an ARTIM timer of 60 s: a node
+    // that let idle sockets hold its association slots would keep the peer out for a
+    // minute, longer than DCMTK waits for an association (30 s).
+    let node = TestNode::start_text(|data| {
+        test_config(data, "").replace("artim_timeout_seconds = 2", "artim_timeout_seconds = 60")
+    })
+    .await;
     let mut idle = Vec::new();
     for _ in 0..200 {
         idle.push(TcpStream::connect(node.addr).await.unwrap());
     }
-    let started = std::time::Instant::now();
     let (ok, out) = echoscu(&node.port()).await;
     assert!(ok, "C-ECHO behind 200 idle sockets: {out}");
     let (ok, out) = storescu(&node.port(), &[&real_series()]).await;
     assert!(ok, "C-STORE behind 200 idle sockets: {out}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the peer waited for the idle sockets' ARTIM timer: {:?}",
-        started.elapsed()
-    );
     let counts = node.store.instance_counts().await.unwrap();
     assert_eq!(counts[0].instances, 20);
-    // The idle sockets were dropped: evicted or timed out.
+    // All but the last 8 (the per-address share) were dropped from the queue.
     let mut closed = 0;
     for mut s in idle {
-        if node_hangs_up(&mut s, Duration::from_secs(4)).await {
+        if node_hangs_up(&mut s, Duration::from_millis(200)).await {
             closed += 1;
         }
     }
-    assert_eq!(closed, 200);
+    assert!(closed >= 190, "{closed} of 200 idle sockets dropped");
     node.stop().await;
 }

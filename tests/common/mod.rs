@@ -114,11 +114,13 @@ impl TestNode {
 
     /// Starts a node with `tail` appended to its configuration (more tables).
     pub async fn start_with_tail(extra_dicom: &str, tail: &str) -> Self {
+        Self::start_text(|data| format!("{}\n{tail}", test_config(data, extra_dicom))).await
+    }
+
+    /// Starts a node with the configuration `make` writes for its data directory.
+    pub async fn start_text(make: impl FnOnce(&Path) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "{}\n{tail}",
-            test_config(&dir.path().join("data"), extra_dicom)
-        );
+        let text = make(&dir.path().join("data"));
         let config = Config::from_toml(&text, &BTreeMap::new()).unwrap();
         let shared = std::sync::Arc::new(config.clone());
         let shutdown = CancellationToken::new();
