@@ -206,12 +206,7 @@ async fn orthanc_over_dicom_tls_both_ways() {
     pki.issue("orthanc", "IP:127.0.0.1,DNS:orthanc.test", false);
     let p = |n: &str| pki.path(n).display().to_string();
     let orthanc_dicom = free_port();
-    let extra_dicom = format!(
-        "[dicom.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\nrequire_client_cert = true\n",
-        p("node.crt"),
-        p("node.key"),
-        p("ca.crt")
-    );
+    let extra_dicom = pki.dicom_tls("node");
     let tail = format!(
         r#"
 [[destinations]]
@@ -221,14 +216,8 @@ host = "127.0.0.1"
 port = {orthanc_dicom}
 route_from = ["ORTHANC"]
 timeout_seconds = 10
-tls = true
-ca_file = "{}"
-cert_file = "{}"
-key_file = "{}"
-"#,
-        p("ca.crt"),
-        p("node.crt"),
-        p("node.key")
+{}"#,
+        pki.destination_tls("node")
     );
     let node = TestNode::start_with_tail(&extra_dicom, &tail).await;
     let tls_port = node.tls_addr.expect("TLS listener").port();

@@ -42,12 +42,7 @@ async fn dcmtk_peers_over_dicom_tls_both_ways_and_untrusted_peers_refused() {
     let _scp = StoreScp::start(scp_port, inbox.path(), &scp_args);
 
     let p = |n: &str| pki.path(n).display().to_string();
-    let extra_dicom = format!(
-        "[dicom.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\nrequire_client_cert = true\n",
-        p("node.crt"),
-        p("node.key"),
-        p("ca.crt")
-    );
+    let extra_dicom = pki.dicom_tls("node");
     let tail = format!(
         r#"
 [[dicom.allowed_peers]]
@@ -60,14 +55,8 @@ ae_title = "PACS"
 host = "127.0.0.1"
 port = {scp_port}
 route_from = ["TLSPACS"]
-tls = true
-ca_file = "{}"
-cert_file = "{}"
-key_file = "{}"
-"#,
-        p("ca.crt"),
-        p("node.crt"),
-        p("node.key")
+{}"#,
+        pki.destination_tls("node")
     );
     let node = TestNode::start_with_tail(&extra_dicom, &tail).await;
     let tls_port = node.tls_addr.expect("TLS listener").port().to_string();

@@ -545,23 +545,10 @@ pub struct Pki {
 
 impl Pki {
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = Pki { dir };
-        pki.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=segnode test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ]);
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        pki.self_signed("ca", "segnode test CA", None);
         pki
     }
 
@@ -584,48 +571,36 @@ impl Pki {
         );
     }
 
+    fn self_signed(&self, name: &str, common_name: &str, extension: Option<&str>) {
+        let (key, crt, subject) = (
+            format!("{name}.key"),
+            format!("{name}.crt"),
+            format!("/CN={common_name}"),
+        );
+        let mut args = vec![
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &subject,
+        ];
+        args.extend(extension.map(|e| ["-addext", e]).into_iter().flatten());
+        args.extend(["-keyout", &key, "-out", &crt]);
+        self.openssl(&args);
+    }
+
     /// `name.key` and `name.crt` for `subject_alt_name` (e.g. "DNS:pacs.test"), signed
     /// by this CA, or self-signed with `self_signed`.
     pub fn issue(&self, name: &str, subject_alt_name: &str, self_signed: bool) {
         let ext = format!("subjectAltName={subject_alt_name}");
+        if self_signed {
+            return self.self_signed(name, name, Some(&ext));
+        }
         let (key, crt, csr) = (
             format!("{name}.key"),
             format!("{name}.crt"),
             format!("{name}.csr"),
         );
-        if self_signed {
-            self.openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={name}"),
-                "-addext",
-                &ext,
-                "-keyout",
-                &key,
-                "-out",
-                &crt,
-            ]);
-            return;
-        }
+        let subject = format!("/CN={name}");
         self.openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            &ext,
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-addext", &ext, "-keyout",
+            &key, "-out", &csr,
         ]);
         self.openssl(&[
             "x509",
@@ -644,5 +619,26 @@ impl Pki {
             "-out",
             &crt,
         ]);
+    }
+
+    /// A `[dicom.tls]` table: the node presents `name`'s certificate and requires
+    /// client certificates from this CA.
+    pub fn dicom_tls(&self, name: &str) -> String {
+        format!(
+            "[dicom.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = {:?}\nkey_file = {:?}\nca_file = {:?}\nrequire_client_cert = true\n",
+            self.path(&format!("{name}.crt")),
+            self.path(&format!("{name}.key")),
+            self.path("ca.crt")
+        )
+    }
+
+    /// A destination's TLS keys: this CA trusted, `name`'s certificate presented.
+    pub fn destination_tls(&self, name: &str) -> String {
+        format!(
+            "tls = true\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+            self.path("ca.crt"),
+            self.path(&format!("{name}.crt")),
+            self.path(&format!("{name}.key"))
+        )
     }
 }
