@@ -5,7 +5,7 @@ train-s0009) and compares with its labels: Dice per organ after post-processing 
 the raw stage-2 argmax, how much of each organ stage 1's candidate region covers, and
 which label each organ's voxels got (confusion). This is the check a recipe change is
 judged by in sample; recipes and checkpoints are chosen on the validation series
-(training/evaluate.py, training/select.py), and the test series is only reported.
+(training/evaluate.py, training/choose_checkpoint.py), and the test series is only reported.
 
 Usage (project root): .venv/bin/python training/insample.py [MODEL_DIR]
 """

@@ -3,12 +3,16 @@
 checkpoint a training run exported (TRAINING_DIR/checkpoints/step-N, and the final model
 in TRAINING_DIR) through `segnode run` on eval-ircadb-p1, scores each by its mean Dice
 over the validation organs, and installs the best as OUT (default onnx/abdomen-cascade)
-with the run's version. The test series is not read here.
+with the run's version. With --stage1-from MODEL_DIR, each checkpoint is also tried with
+that model's stage 1 (same grid and patch) in place of the run's own. The test series is
+not read here.
 
-Usage (project root): .venv/bin/python training/select.py TRAINING_DIR [--out DIR] [--version 2.0.0]
+Usage (project root):
+  .venv/bin/python training/choose_checkpoint.py TRAINING_DIR [--stage1-from DIR] [--out DIR] [--version 2.0.0]
 """
 
 import argparse
+import hashlib
 import json
 import pathlib
 import re
@@ -20,25 +24,44 @@ sys.path.insert(0, str(ROOT / "training"))
 from evaluate import build, evaluate  # noqa: E402
 
 
+def name_of(model, training_dir):
+    return "final" if model == training_dir else model.name
+
+
+def with_stage1(candidate, stage1_model, training_dir):
+    """A copy of `candidate` whose stage 1 is `stage1_model`'s (checksum in the manifest)."""
+    out = training_dir / "combined" / f"{name_of(candidate, training_dir)}+stage1-{stage1_model.name}"
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(candidate / "stage2.onnx", out / "stage2.onnx")
+    shutil.copyfile(stage1_model / "stage1.onnx", out / "stage1.onnx")
+    old = hashlib.sha256((candidate / "stage1.onnx").read_bytes()).hexdigest()
+    new = hashlib.sha256((out / "stage1.onnx").read_bytes()).hexdigest()
+    (out / "model.toml").write_text((candidate / "model.toml").read_text().replace(old, new))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("training_dir", type=pathlib.Path)
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "onnx" / "abdomen-cascade")
     ap.add_argument("--version", default="2.0.0")
+    ap.add_argument("--stage1-from", type=pathlib.Path)
     args = ap.parse_args()
     build()
     candidates = sorted((args.training_dir / "checkpoints").glob("step-*")) + [args.training_dir]
+    if args.stage1_from:
+        candidates += [with_stage1(c, args.stage1_from, args.training_dir) for c in list(candidates)]
     scores = {}
     for model in candidates:
         report = evaluate(model.resolve(), validation_only=True)
         organs = report["results"][0]["organs"]
         mean = sum(o["dice"] for o in organs.values()) / len(organs)
-        scores[model.name if model != args.training_dir else "final"] = {
+        scores[name_of(model, args.training_dir)] = {
             "mean_dice": round(mean, 4), "organs": {k: v["dice"] for k, v in organs.items()}}
         print(f"{model}: validation mean Dice {mean:.4f} {json.dumps(scores[list(scores)[-1]]['organs'])}",
               file=sys.stderr)
     best_name = max(scores, key=lambda k: scores[k]["mean_dice"])
-    best = args.training_dir if best_name == "final" else args.training_dir / "checkpoints" / best_name
+    best = next(c for c in candidates if name_of(c, args.training_dir) == best_name)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("stage1.onnx", "stage2.onnx"):
         shutil.copyfile(best / name, args.out / name)
