@@ -1,7 +1,7 @@
-//! The shipped default model through the node on the held-out real series: a
-//! regression guard on today's model (see onnx/abdomen-cascade/MODEL_CARD.md). The
-//! issue's 0.80 liver guard is above what this model reaches (0.750), so the guard is
-//! set just below the recorded figures: a drop in model, pipeline or geometry fails it.
+//! The shipped default model through the node on both evaluation series of
+//! ../shared/data: a regression guard set a few points below the figures recorded in
+//! onnx/abdomen-cascade/MODEL_CARD.md (training/evaluate.py), so that a drop in model,
+//! pipeline, geometry or frame mapping fails it.
 
 mod common;
 
@@ -9,8 +9,8 @@ use std::path::Path;
 
 use common::*;
 
-#[test]
-fn default_model_on_the_held_out_series_keeps_its_recorded_dice() {
+/// `segnode run` with the default model on `series`; its label map.
+fn default_model_labels(series: &Path) -> Vec<u8> {
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/abdomen-cascade");
     let out = tempfile::tempdir().unwrap();
     segnode_ok([
@@ -19,30 +19,57 @@ fn default_model_on_the_held_out_series_keeps_its_recorded_dice() {
         model.as_os_str(),
         "--out".as_ref(),
         out.path().as_os_str(),
-        real_series().as_os_str(),
+        series.as_os_str(),
     ]);
-    let ours = std::fs::read(out.path().join("series-001/labels.u8")).unwrap();
-    let labels = shared_data().join("ct-abdomen-j2k-labels");
-    let reference = std::fs::read(labels.join("labels.u8")).unwrap();
-    assert_eq!(ours.len(), reference.len());
-    let dice = |our: u8, theirs: u8| {
-        let (mut both, mut a, mut b) = (0u64, 0u64, 0u64);
-        for (x, y) in ours.iter().zip(&reference) {
-            let (x, y) = (*x == our, *y == theirs);
-            both += u64::from(x && y);
-            a += u64::from(x);
-            b += u64::from(y);
-        }
-        2.0 * both as f64 / (a + b).max(1) as f64
-    };
+    std::fs::read(out.path().join("series-001/labels.u8")).unwrap()
+}
+
+/// Dice between label `ours` of `a` and label `theirs` of `b`.
+fn dice(a: &[u8], ours: u8, b: &[u8], theirs: u8) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let (mut both, mut x, mut y) = (0u64, 0u64, 0u64);
+    for (p, q) in a.iter().zip(b) {
+        let (p, q) = (*p == ours, *q == theirs);
+        both += u64::from(p && q);
+        x += u64::from(p);
+        y += u64::from(q);
+    }
+    2.0 * both as f64 / (x + y).max(1) as f64
+}
+
+#[test]
+fn default_model_on_the_test_series_keeps_its_recorded_dice() {
+    let ours = default_model_labels(&real_series());
+    let reference = std::fs::read(shared_data().join("ct-abdomen-j2k-labels/labels.u8")).unwrap();
     // Model values: 1 spleen, 4 liver; reference: 1 spleen, 5 liver.
-    let (liver, spleen) = (dice(4, 5), dice(1, 1));
+    let (liver, spleen) = (dice(&ours, 4, &reference, 5), dice(&ours, 1, &reference, 1));
     assert!(
         liver >= 0.72,
-        "liver Dice {liver:.3} fell below the guard (recorded 0.750)"
+        "liver Dice {liver:.3} fell below the guard (recorded 0.735)"
     );
     assert!(
         spleen >= 0.75,
-        "spleen Dice {spleen:.3} fell below the guard (recorded 0.784)"
+        "spleen Dice {spleen:.3} fell below the guard (recorded 0.779)"
+    );
+}
+
+#[test]
+fn default_model_on_the_validation_series_keeps_its_recorded_dice() {
+    // The expert masks are converted at run time by the data set's own script (its
+    // licence forbids keeping converted copies).
+    let data = shared_data().join("eval-ircadb-p1");
+    let labels = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(venv_python())
+        .arg(data.join("make_labels.py"))
+        .arg(labels.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reference = std::fs::read(labels.path().join("labels.u8")).unwrap();
+    let ours = default_model_labels(&data.join("ct"));
+    let liver = dice(&ours, 4, &reference, 5);
+    assert!(
+        liver >= 0.45,
+        "liver Dice {liver:.3} fell below the guard (recorded 0.480)"
     );
 }
