@@ -5,35 +5,35 @@
 //! acknowledged, not kept, and audited as ignored. Bad input gets an error status or
 //! an abort and never affects other associations.
 
+mod accept;
+mod dataset;
 pub mod negotiation;
 mod pending;
 
+pub use accept::{Listener, serve};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use dicom_dictionary_std::tags;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::DefaultDicomObject;
 use dicom_ul::pdu::Pdu;
-use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use crate::config::Config;
-use crate::dicom::lengths::{self, PixelData};
+use crate::dicom::lengths;
 use crate::dicom::uid::{VERIFICATION, is_ct_image_storage, ts};
-use crate::dicom::{Command, CommandField, DimseStatus, Uid, functional, part10, pixel};
+use crate::dicom::{Command, CommandField, DimseStatus, Uid, functional, part10};
 use crate::series::InstanceMeta;
 use crate::spool::{Incoming, Spool};
 use crate::store::{AuditEvent, RecordOutcome, SpooledFile, Store};
 use crate::ul::{Event, UlError, UlStream};
+use dataset::{inflate_bounded, parse_instance};
 use negotiation::{AcceptedContext, Rejected, negotiate};
-use pending::{Pending, Slot};
+use pending::Slot;
 
 /// Largest command set accepted; real ones are under 200 bytes.
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
@@ -43,141 +43,6 @@ pub struct Receiver {
     pub config: Arc<Config>,
     pub store: Store,
     pub spool: Spool,
-}
-
-/// A DICOM listener: plain, or DICOM TLS with its acceptor.
-pub struct Listener {
-    pub tcp: TcpListener,
-    pub tls: Option<TlsAcceptor>,
-}
-
-/// Accepts associations on every listener until `shutdown`; each runs in its own task
-/// on `tasks`. The listeners share the association slots and the pending queue.
-pub async fn serve(
-    listeners: Vec<Listener>,
-    receiver: Arc<Receiver>,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-) {
-    let dicom = &receiver.config.dicom;
-    let shared = Arc::new(Shared {
-        permits: Arc::new(Semaphore::new(dicom.max_associations)),
-        pending: Pending::new(dicom.max_pending, dicom.max_pending_per_address),
-        next_id: AtomicU64::new(1),
-    });
-    for listener in listeners {
-        tasks.spawn(accept_loop(
-            listener,
-            receiver.clone(),
-            shared.clone(),
-            shutdown.clone(),
-            tasks.clone(),
-        ));
-    }
-}
-
-/// What the listeners share.
-struct Shared {
-    permits: Arc<Semaphore>,
-    pending: Arc<Pending>,
-    next_id: AtomicU64,
-}
-
-async fn accept_loop(
-    listener: Listener,
-    receiver: Arc<Receiver>,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-) {
-    let tls = listener.tls.map(Arc::new);
-    loop {
-        // Every connection is accepted at once into the pending queue; an association
-        // slot is taken only once its A-ASSOCIATE-RQ has been accepted.
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.tcp.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-        };
-        let (slot, dropped) = shared.pending.enter(peer.ip());
-        if dropped > 0 {
-            tracing::debug!(%peer, dropped, "pending connections full: oldest waiting dropped");
-        }
-        let assoc_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let receiver = receiver.clone();
-        let shutdown = shutdown.clone();
-        let shared = shared.clone();
-        let tls = tls.clone();
-        let span = tracing::info_span!("association", assoc_id, peer_addr = %peer, tls = tls.is_some(), calling_ae = tracing::field::Empty);
-        tasks.spawn(
-            async move {
-                tokio::select! {
-                    _ = shutdown.cancelled() => tracing::info!("association closed by shutdown"),
-                    _ = association(&receiver, stream, peer, slot, &shared.permits, tls.as_deref()) => {}
-                }
-            }
-            .instrument(span),
-        );
-    }
-}
-
-/// A connection's first steps, within the ARTIM time each: the TLS handshake (with the
-/// verified client certificate, if any), then the A-ASSOCIATE-RQ.
-async fn open(
-    rx: &Receiver,
-    stream: TcpStream,
-    peer: SocketAddr,
-    tls: Option<&TlsAcceptor>,
-) -> Option<(
-    UlStream,
-    Option<CertificateDer<'static>>,
-    Result<Pdu, UlError>,
-)> {
-    let dicom = &rx.config.dicom;
-    let stream = crate::ul::plain(stream);
-    let (mut ul, certificate) = match tls {
-        None => (UlStream::new(stream, dicom.max_pdu_length), None),
-        Some(acceptor) => {
-            match tokio::time::timeout(dicom.artim_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    let certificate = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .map(|c| c.clone().into_owned());
-                    (UlStream::new(tls, dicom.max_pdu_length), certificate)
-                }
-                failed => {
-                    let reason = match failed {
-                        Ok(Err(e)) => format!("TLS handshake failed: {e}"),
-                        _ => "TLS handshake timed out".to_string(),
-                    };
-                    tracing::warn!(%reason, "association not established");
-                    audit(
-                        rx,
-                        AuditEvent {
-                            event: "association_rejected",
-                            peer: Some(peer.to_string()),
-                            detail: serde_json::json!({ "reason": reason }),
-                            ..AuditEvent::default()
-                        },
-                    )
-                    .await;
-                    return None;
-                }
-            }
-        }
-    };
-    let request = ul
-        .read_control_pdu(dicom.artim_timeout, "A-ASSOCIATE-RQ")
-        .await;
-    Some((ul, certificate, request))
 }
 
 async fn association(
@@ -194,7 +59,7 @@ async fn association(
             tracing::debug!("dropped from the pending queue before sending A-ASSOCIATE-RQ");
             return;
         }
-        opened = open(rx, stream, peer, tls) => opened,
+        opened = accept::open(rx, stream, peer, tls) => opened,
     };
     drop(slot);
     let Some((mut ul, certificate, request)) = opened else {
@@ -858,87 +723,6 @@ async fn expect_pdv(
             "release requested in the middle of a message".into(),
         )),
     }
-}
-
-/// A deflated data set may inflate to this many times its size before it is refused
-/// (CT pixel data deflates 2-4x; a bomb, thousands of times)...
-const MAX_INFLATION_RATIO: u64 = 20;
-/// ...but small objects may always inflate to this size.
-const MIN_INFLATED_LIMIT: u64 = 16 * 1024 * 1024;
-
-/// Inflates a Deflated Explicit VR Little Endian data set (PS3.5 A.5: raw deflate),
-/// stopping as soon as it exceeds the smaller of `max_object_bytes` and
-/// [`MAX_INFLATION_RATIO`] times its size (at least [`MIN_INFLATED_LIMIT`]).
-fn inflate_bounded(
-    deflated: &[u8],
-    max_object_bytes: u64,
-) -> Result<Vec<u8>, (DimseStatus, String)> {
-    use std::io::Read;
-    let limit =
-        max_object_bytes.min((deflated.len() as u64 * MAX_INFLATION_RATIO).max(MIN_INFLATED_LIMIT));
-    let mut inflated = Vec::new();
-    flate2::read::DeflateDecoder::new(deflated)
-        .take(limit + 1)
-        .read_to_end(&mut inflated)
-        .map_err(|e| {
-            (
-                DimseStatus::CANNOT_UNDERSTAND,
-                format!("cannot inflate the deflated data set: {e}"),
-            )
-        })?;
-    if inflated.len() as u64 > limit {
-        return Err((
-            DimseStatus::OUT_OF_RESOURCES,
-            format!("deflated data set inflates beyond {limit} bytes"),
-        ));
-    }
-    Ok(inflated)
-}
-
-/// Parses a received data set (behind its Part 10 header) up to its Pixel Data and
-/// checks that the pixel data matches its description. Errors are the status and the
-/// reason for the peer.
-fn parse_instance(
-    header: &[u8],
-    dataset: &[u8],
-    pixel_data: PixelData,
-) -> Result<DefaultDicomObject, (DimseStatus, String)> {
-    use std::io::Read;
-    // The length walk already proved every element fits: no need to copy pixels.
-    let object = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .from_reader(header[128..].chain(dataset))
-        .map_err(|e| {
-            (
-                DimseStatus::CANNOT_UNDERSTAND,
-                format!("cannot parse data set: {e}"),
-            )
-        })?;
-    check_pixel_data(&object, pixel_data)?;
-    Ok(object)
-}
-
-/// A CT image must carry Pixel Data that matches its description: grayscale, and
-/// native pixel data exactly as long as Rows x Columns x Samples x Bits Allocated x
-/// Frames say (encapsulated data is checked when it is decoded).
-fn check_pixel_data(
-    object: &DefaultDicomObject,
-    pixel_data: PixelData,
-) -> Result<(), (DimseStatus, String)> {
-    if !is_ct_image_storage(&text(object, tags::SOP_CLASS_UID)) {
-        return Ok(());
-    }
-    let native = match pixel_data {
-        PixelData::Absent => {
-            return Err((
-                DimseStatus::CANNOT_UNDERSTAND,
-                "image has no Pixel Data (data set truncated?)".to_string(),
-            ));
-        }
-        PixelData::Native(length) => Some(u64::from(length)),
-        PixelData::Encapsulated => None,
-    };
-    pixel::check(object, native).map_err(|e| (e.dimse_status(), e.to_string()))
 }
 
 fn text(object: &DefaultDicomObject, tag: dicom_core::Tag) -> String {
