@@ -115,7 +115,7 @@ pub enum Command {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
-        /// Model folder (default: the configuration's [model]).
+        /// Model folder (default: the model of the configuration).
         #[arg(long)]
         model: Option<PathBuf>,
         /// Run stage 2 on the whole volume without stage 1 (for benchmarks: what the
