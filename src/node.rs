@@ -147,10 +147,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         tcp: listener,
         tls: None,
     }];
-    // Every destination's TLS files are read now, so that a wrong path stops start-up.
-    for d in config.destinations.iter().filter_map(|d| d.tls.as_ref()) {
-        crate::tls::connector(d)?;
-    }
+    // Every destination's TLS files are read once, now: a wrong path stops start-up.
+    let connectors = config
+        .destinations
+        .iter()
+        .filter_map(|d| Some((d.name.clone(), d.tls.as_ref()?)))
+        .map(|(name, tls)| Ok((name, crate::tls::connector(tls)?)))
+        .collect::<Result<_, NodeError>>()?;
     let mut dicom_tls_addr = None;
     if let Some(tls) = &config.dicom.tls {
         let acceptor = crate::tls::acceptor(tls)?;
@@ -194,6 +197,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         store: store.clone(),
         spool: pipeline.spool.clone(),
         wake: pipeline.deliver.clone(),
+        connectors,
     });
     tasks.spawn(outbox::run(outbox, shutdown.clone()));
     if let Some(after) = config.purge_after {

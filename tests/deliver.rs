@@ -8,23 +8,16 @@ use std::time::Duration;
 use common::*;
 use segnode::store::Store;
 
-fn destination(port: u16, extra: &str) -> String {
+/// A PACS destination on `port` that the outbox retries quickly.
+fn pacs(port: u16, extra: &str) -> String {
     format!(
-        r#"
-[delivery]
-max_attempts = 30
-initial_backoff_seconds = 0.3
-max_backoff_seconds = 1.0
-
-[[destinations]]
-name = "pacs"
-ae_title = "PACS"
-host = "127.0.0.1"
-port = {port}
-route_from = ["STORESCU"]
-timeout_seconds = 2
-{extra}
-"#
+        "[delivery]\nmax_attempts = 30\ninitial_backoff_seconds = 0.3\nmax_backoff_seconds = 1.0\n{}",
+        destination(
+            "PACS",
+            port,
+            "STORESCU",
+            &format!("timeout_seconds = 2\n{extra}")
+        )
     )
 }
 
@@ -60,7 +53,7 @@ async fn wait_delivery(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_down_at_first_then_started_gets_the_seg() {
     let port = free_port();
-    let node = TestNode::start_with_tail("", &destination(port, "")).await;
+    let node = TestNode::start_with_tail("", &pacs(port, "")).await;
     let job = process_series(&node, 71).await;
     // Nobody listens yet: attempts fail and are retried.
     wait_for(Duration::from_secs(10), || async {
@@ -91,7 +84,7 @@ async fn refusing_destination_is_retried_until_it_accepts() {
     let port = free_port();
     let inbox = tempfile::tempdir().unwrap();
     let refusing = StoreScp::start(port, inbox.path(), &["--refuse"]);
-    let node = TestNode::start_with_tail("", &destination(port, "")).await;
+    let node = TestNode::start_with_tail("", &pacs(port, "")).await;
     let job = process_series(&node, 72).await;
     wait_for(Duration::from_secs(10), || async {
         let d = node.store.job_deliveries(job).await.unwrap();
@@ -114,7 +107,7 @@ async fn slow_destination_times_out_without_hanging_and_retry_resends() {
     let slow = StoreScp::start(port, inbox.path(), &["--sleep-during", "6"]);
     let node = TestNode::start_with_tail(
         "",
-        &destination(port, "").replace("max_attempts = 30", "max_attempts = 2"),
+        &pacs(port, "").replace("max_attempts = 30", "max_attempts = 2"),
     )
     .await;
     let job = process_series(&node, 73).await;
@@ -147,7 +140,7 @@ async fn destination_killed_mid_transfer_is_retried_and_the_same_instance_arrive
     let port = free_port();
     let inbox = tempfile::tempdir().unwrap();
     let mut dying = StoreScp::start(port, inbox.path(), &["--sleep-during", "3"]);
-    let node = TestNode::start_with_tail("", &destination(port, "")).await;
+    let node = TestNode::start_with_tail("", &pacs(port, "")).await;
     let job = process_series(&node, 74).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let _ = dying.0.kill();
@@ -179,7 +172,7 @@ async fn retention_purges_the_instances_of_delivered_jobs_and_keeps_the_audit() 
     let _scp = StoreScp::start(port, inbox.path(), &[]);
     let tail = format!(
         "{}\n[retention]\npurge_after_hours = 0.0005\n",
-        destination(port, "")
+        pacs(port, "")
     );
     let node = TestNode::start_with_tail("", &tail).await;
     let job = process_series(&node, 75).await;

@@ -116,20 +116,7 @@ async fn a_gdcm_series_from_another_hospital_goes_through_serve_to_storescp() {
     let port = free_port();
     let inbox = tempfile::tempdir().unwrap();
     let _scp = StoreScp::start(port, inbox.path(), &[]);
-    let node = TestNode::start_with_tail(
-        "",
-        &format!(
-            r#"
-[[destinations]]
-name = "pacs"
-ae_title = "PACS"
-host = "127.0.0.1"
-port = {port}
-route_from = ["STORESCU"]
-"#
-        ),
-    )
-    .await;
+    let node = TestNode::start_with_tail("", &destination("PACS", port, "STORESCU", "")).await;
     let (ok, out) = storescu(&node.port(), &[&series]).await;
     assert!(ok, "{out}");
     let delivered = wait_for(Duration::from_secs(120), || async {

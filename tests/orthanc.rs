@@ -112,16 +112,11 @@ async fn orthanc_routes_the_series_and_gets_the_seg_back_in_the_same_study() {
     let work = tempfile::tempdir().unwrap();
     // The node first (its port goes into Orthanc's configuration), then Orthanc.
     let orthanc_dicom = free_port();
-    let tail = format!(
-        r#"
-[[destinations]]
-name = "orthanc"
-ae_title = "ORTHANC"
-host = "127.0.0.1"
-port = {orthanc_dicom}
-route_from = ["ORTHANC"]
-timeout_seconds = 10
-"#
+    let tail = destination(
+        "ORTHANC",
+        orthanc_dicom,
+        "ORTHANC",
+        "timeout_seconds = 10\n",
     );
     let node = TestNode::start_with_tail("", &tail).await;
     let orthanc = start_orthanc(
@@ -207,17 +202,11 @@ async fn orthanc_over_dicom_tls_both_ways() {
     let p = |n: &str| pki.path(n).display().to_string();
     let orthanc_dicom = free_port();
     let extra_dicom = pki.dicom_tls("node");
-    let tail = format!(
-        r#"
-[[destinations]]
-name = "orthanc"
-ae_title = "ORTHANC"
-host = "127.0.0.1"
-port = {orthanc_dicom}
-route_from = ["ORTHANC"]
-timeout_seconds = 10
-{}"#,
-        pki.destination_tls("node")
+    let tail = destination(
+        "ORTHANC",
+        orthanc_dicom,
+        "ORTHANC",
+        &format!("timeout_seconds = 10\n{}", pki.destination_tls("node")),
     );
     let node = TestNode::start_with_tail(&extra_dicom, &tail).await;
     let tls_port = node.tls_addr.expect("TLS listener").port();

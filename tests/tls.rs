@@ -44,19 +44,8 @@ async fn dcmtk_peers_over_dicom_tls_both_ways_and_untrusted_peers_refused() {
     let p = |n: &str| pki.path(n).display().to_string();
     let extra_dicom = pki.dicom_tls("node");
     let tail = format!(
-        r#"
-[[dicom.allowed_peers]]
-ae_title = "TLSPACS"
-tls_identity = "pacs.test"
-
-[[destinations]]
-name = "pacs"
-ae_title = "PACS"
-host = "127.0.0.1"
-port = {scp_port}
-route_from = ["TLSPACS"]
-{}"#,
-        pki.destination_tls("node")
+        "[[dicom.allowed_peers]]\nae_title = \"TLSPACS\"\ntls_identity = \"pacs.test\"\n{}",
+        destination("PACS", scp_port, "TLSPACS", &pki.destination_tls("node"))
     );
     let node = TestNode::start_with_tail(&extra_dicom, &tail).await;
     let tls_port = node.tls_addr.expect("TLS listener").port().to_string();

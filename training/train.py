@@ -1,10 +1,9 @@
 #!/usr/bin/env python3
 """Trains segnode's default abdominal cascade and exports it to onnx/abdomen-cascade/.
 
-Data: the training sets only (../shared/data/train-ct-3mm and train-s0009, two patients
-with TotalSegmentator labels). Never the validation (eval-ircadb-p1) or test
-(ct-abdomen-j2k) series; the validation series chooses between checkpoints afterwards
-(training/choose_checkpoint.py).
+Data: the training sets of ../shared/data/README.md only (training_data.TRAINING_SETS:
+two patients with TotalSegmentator labels). Checkpoints are chosen afterwards, outside
+this script (training/choose_checkpoint.py).
 
 Stage 1: a small 3D U-Net on the 6 mm grid, organ vs background (the candidate region).
 Stage 2: a small 3D U-Net on the 3 mm grid, six organs, trained on crops around the

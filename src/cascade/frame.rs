@@ -116,7 +116,7 @@ impl<'de> Deserialize<'de> for Frame {
 
 /// How a source array becomes an array in the model's frame: model axis `i` is source
 /// axis `axes[i]`, reversed where `reversed[i]`. Exact and invertible.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mapping {
     pub source: Frame,
     pub model: Frame,

@@ -382,22 +382,22 @@ fn infer(
     // With a region, patches are laid over its bounding box (at least a patch long),
     // not over the whole grid: stage 2's work follows the region.
     let bounds = region.and_then(bounding_box);
+    let steps: [usize; 3] = std::array::from_fn(|i| ops::step(patch[i], stage.overlap));
     let starts: [Vec<usize>; 3] = std::array::from_fn(|i| {
-        let step = ops::step(patch[i], stage.overlap);
-        match bounds {
+        let (first, length) = match bounds {
             Some((lo, hi)) => {
                 let length = (hi[i] - lo[i] + 1).max(patch[i]);
-                let first = lo[i].min(padded[i] - length);
-                ops::window_starts(length, patch[i], step)
-                    .into_iter()
-                    .map(|s| s + first)
-                    .collect()
+                (lo[i].min(padded[i] - length), length)
             }
-            None => ops::window_starts(padded[i], patch[i], step),
-        }
+            None => (0, padded[i]),
+        };
+        ops::window_starts(length, patch[i], steps[i])
+            .into_iter()
+            .map(|s| s + first)
+            .collect()
     });
     let grid_patches: usize = (0..3)
-        .map(|i| ops::window_starts(padded[i], patch[i], ops::step(patch[i], stage.overlap)).len())
+        .map(|i| ops::window_starts(padded[i], patch[i], steps[i]).len())
         .product();
     let weights = ops::blend_weights(patch, stage.blending);
     let classes = session.classes;

@@ -157,11 +157,7 @@ pub fn resample_linear(data: &[f32], shape: [usize; 3], to: [usize; 3]) -> Grid<
 /// Nearest-neighbour resampling (for labels and masks): each output row is built once
 /// per distinct source row, and a plane whose source plane is the previous one's is a
 /// copy of it.
-pub fn resample_nearest<T: Copy + Default>(
-    data: &[T],
-    shape: [usize; 3],
-    to: [usize; 3],
-) -> Grid<T> {
+pub fn resample_nearest<T: Copy>(data: &[T], shape: [usize; 3], to: [usize; 3]) -> Grid<T> {
     let (tz, ty, tx) = (
         nearest_taps(shape[0], to[0]),
         nearest_taps(shape[1], to[1]),
@@ -472,6 +468,10 @@ mod tests {
             [7, 83, 83]
         );
         assert_eq!(target_shape([1, 1, 1], [1.0; 3], [6.0; 3]), [1, 1, 1]);
+        // 3 -> 7 by nearest: sources floor((i + 0.5) * 3 / 7) = 0, 0, 1, 1, 1, 2, 2.
+        assert_eq!(nearest_taps(3, 7), vec![0, 0, 1, 1, 1, 2, 2]);
+        assert_eq!(nearest_multiplicity(3, 7), vec![2, 3, 2]);
+        assert_eq!(nearest_multiplicity(4, 2), vec![0, 1, 0, 1]);
     }
 
     #[test]

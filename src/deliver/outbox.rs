@@ -4,11 +4,12 @@
 //! BINARY when the peer refuses the Label Map Segmentation SOP class. A re-delivery
 //! sends the same file, so the PACS sees one instance (same SOP Instance UID).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use super::{Association, OutgoingFile, PeerAddress, ScuError, ScuTimeouts};
@@ -27,6 +28,8 @@ pub struct Outbox {
     pub store: Store,
     pub spool: Spool,
     pub wake: Arc<Notify>,
+    /// The TLS connector of each destination that uses DICOM TLS, by name.
+    pub connectors: HashMap<String, TlsConnector>,
 }
 
 /// Runs the outbox until `shutdown`.
@@ -163,19 +166,12 @@ impl Outbox {
             connect: dest.timeout,
             dimse: dest.timeout,
         };
-        let connector = match &dest.tls {
-            Some(tls) => Some(crate::tls::connector(tls).map_err(|e| ScuError::Tls {
-                peer: peer.to_string(),
-                source: e.into(),
-            })?),
-            None => None,
-        };
         let mut assoc = Association::connect_over(
             &peer,
             &dest.calling_ae,
             &pairs,
             timeouts,
-            connector.as_ref(),
+            self.connectors.get(&dest.name),
         )
         .await?;
         let (status, comment, note) = match assoc.store(&file).await {

@@ -444,10 +444,14 @@ impl Session<'_> {
                 }
             };
         let Received { dataset, spooled } = received;
+        // What the spool file holds: its Part 10 header and the data set as sent.
+        let size = (spooled.as_ref().map_or(0, |s| s.header.len()) + dataset.len()) as i64;
         // A deflated data set is inflated here, within a bound, before anything parses
         // it: the limit on received bytes says nothing about what they inflate to.
         let (dataset, parse_syntax) = if context.transfer_syntax == ts::DEFLATED_EXPLICIT_VR_LE {
-            match inflate_bounded(&dataset, self.rx.config.dicom.max_object_bytes) {
+            let inflated = inflate_bounded(&dataset, self.rx.config.dicom.max_object_bytes);
+            drop(dataset);
+            match inflated {
                 Ok(inflated) => (inflated, ts::EXPLICIT_VR_LE),
                 Err((status, reason)) => {
                     return Ok(self.refuse_instance(status, reason, None).await);
@@ -474,7 +478,6 @@ impl Session<'_> {
                 &built
             }
         };
-        let size = (header.len() + dataset.len()) as i64;
         let parsed = parse_instance(header, &dataset, pixel_data);
         drop(dataset);
         let object = match parsed {

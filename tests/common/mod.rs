@@ -85,6 +85,15 @@ intra_threads = 1
     )
 }
 
+/// A `[[destinations]]` table: `ae_title` on loopback at `port`, named after it in
+/// lower case, receiving the results of series sent by `route_from`; `extra` adds keys.
+pub fn destination(ae_title: &str, port: u16, route_from: &str, extra: &str) -> String {
+    format!(
+        "\n[[destinations]]\nname = \"{}\"\nae_title = \"{ae_title}\"\nhost = \"127.0.0.1\"\nport = {port}\nroute_from = [\"{route_from}\"]\n{extra}",
+        ae_title.to_lowercase()
+    )
+}
+
 /// The tiny test cascade committed in onnx/test-cascade.
 pub fn test_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/test-cascade")
