@@ -17,7 +17,10 @@ use crate::api::{self, ApiState, webhooks};
 use crate::cascade::{Cascade, ModelError, open_cascades};
 use crate::config::Config;
 use crate::deliver::outbox::{self, Outbox};
-use crate::jobs::pipeline::{self, Pipeline};
+use crate::jobs::{
+    self,
+    pipeline::{self, Pipeline},
+};
 use crate::receive::{self, Receiver};
 use crate::series;
 use crate::spool::{self, Spool};
@@ -112,9 +115,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         );
     }
     spool.keep_ready(READY_SPOOL_FILES).map_err(spool_error)?;
-    let resumed = store.requeue_interrupted().await?;
-    if resumed > 0 {
-        tracing::info!(jobs = resumed, "interrupted jobs queued again");
+    let resumed = jobs::resume_interrupted(&store, jobs::MAX_STARTS).await?;
+    if resumed.requeued > 0 {
+        tracing::info!(jobs = resumed.requeued, "interrupted jobs queued again");
     }
     // The model is checked (files, checksums, session shapes) before the node listens:
     // a broken model folder stops start-up with the file named.
@@ -309,8 +312,8 @@ async fn drop_unacknowledged(store: &Store, spool: &Spool) -> Result<usize, Node
     let bad: Vec<i64> = tokio::task::spawn_blocking(move || {
         candidates
             .par_iter()
-            .filter(|(_, name, sha256)| spool.checksum(name).ok().as_ref() != Some(sha256))
-            .map(|(id, _, _)| *id)
+            .filter(|r| !spool.holds(&r.file_name, &r.sha256))
+            .map(|r| r.id)
             .collect()
     })
     .await

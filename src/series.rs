@@ -1,5 +1,5 @@
 //! Series tracking: what a received instance says about its series
-//! ([`InstanceMeta`], PS3.3 C.7.3/C.7.6/C.8.2), when a series is complete (no instance
+//! ([`InstanceMeta::from_object`], PS3.3 C.7.3/C.7.6/C.8.2), when a series is complete (no instance
 //! for the stable age, as Orthanc's StableAge), and whether it is eligible for
 //! processing under the configured rules. The tracker loop carries on from the
 //! database after a restart: its only state is the `series` table.
@@ -13,24 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Eligibility;
 use crate::dicom::functional::{self, text};
 use crate::dicom::{Uid, UidError};
-use crate::store::{InstanceRow, SeriesRow, Store, StoreError, now_ms};
-
-/// The attributes of one received instance that the node records.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InstanceMeta {
-    pub sop_class_uid: Uid,
-    pub sop_instance_uid: Uid,
-    pub study_uid: Uid,
-    pub series_uid: Uid,
-    pub patient_id: Option<String>,
-    pub accession_number: Option<String>,
-    pub modality: Option<String>,
-    pub series_description: Option<String>,
-    pub image_type: Option<String>,
-    pub number_of_frames: u32,
-    pub slice_thickness_mm: Option<f64>,
-    pub orientation: Option<[f64; 6]>,
-}
+use crate::store::{InstanceMeta, InstanceRow, JobId, SeriesRow, Store, StoreError, now_ms};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MetaError {
@@ -197,7 +180,7 @@ pub async fn track(
     stable_age: Duration,
     rules: Eligibility,
     shutdown: CancellationToken,
-    on_job: impl Fn(i64),
+    on_job: impl Fn(JobId),
 ) {
     let tick = (stable_age / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut interval = tokio::time::interval(tick);
@@ -219,25 +202,29 @@ pub async fn settle_due(
     store: &Store,
     stable_age: Duration,
     rules: &Eligibility,
-) -> Result<Vec<i64>, StoreError> {
+) -> Result<Vec<JobId>, StoreError> {
     let cutoff = now_ms() - stable_age.as_millis() as i64;
     let mut created = Vec::new();
     for series in store.series_due(cutoff).await? {
         let instances = store.series_instances(series.id).await?;
         let decision = decide(&series, &instances, rules);
+        let ignored = match &decision {
+            Decision::Eligible => None,
+            Decision::Ignored(reason) => Some(reason.as_str()),
+        };
         let job = store
-            .settle_series(&series, instances.len() as i64, &decision)
+            .settle_series(&series, instances.len() as i64, ignored)
             .await?;
         let span = tracing::info_span!("series", series_uid = %series.series_uid);
         let _enter = span.enter();
         match (&job, &decision) {
             (Some(id), Decision::Eligible) => tracing::info!(
-                job_id = id,
+                job_id = id.0,
                 instances = instances.len(),
                 "series stable, job queued"
             ),
             (Some(id), Decision::Ignored(reason)) => {
-                tracing::info!(job_id = id, %reason, "series stable, ignored")
+                tracing::info!(job_id = id.0, %reason, "series stable, ignored")
             }
             (None, _) => tracing::debug!("series stable, unchanged or still changing: no new job"),
         }
@@ -262,7 +249,7 @@ mod tests {
 
     fn series(modality: &str, description: &str) -> SeriesRow {
         SeriesRow {
-            id: 1,
+            id: crate::store::SeriesId(1),
             series_uid: "1.2.3".into(),
             study_uid: "1.2".into(),
             patient_id: None,

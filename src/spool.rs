@@ -6,7 +6,7 @@
 //! ids, never built from UIDs or any other received text. At start-up `sweep` removes
 //! what a crash left behind: temporary files and objects that no database row
 //! references (they were never acknowledged); rows whose file did not become durable
-//! are found by their checksum (`Store::recent_instances`, `node::drop_unacknowledged`).
+//! are found by their checksum (`Store::recent_instances`, [`Spool::holds`]).
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -14,34 +14,52 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
-/// Purges, every `interval`, the spool files that retention allows to go.
+use crate::dicom::part10;
+use crate::store::{JobState, RetentionCandidate, Store, StoreError, now_ms};
+
+/// The retention rule: a series' instances may go once its latest job is delivered or
+/// ignored (nothing more will read them) and has not changed since `cutoff_ms`.
+pub fn retention_allows(candidate: &RetentionCandidate, cutoff_ms: i64) -> bool {
+    matches!(candidate.state, JobState::Delivered | JobState::Ignored)
+        && candidate.updated_ms < cutoff_ms
+}
+
+/// Purges, every `interval`, the spool files that the retention rule lets go.
 pub async fn purge_loop(
-    store: crate::store::Store,
+    store: Store,
     spool: Spool,
     after: std::time::Duration,
     interval: std::time::Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     loop {
-        let cutoff = crate::store::now_ms() - after.as_millis() as i64;
-        match store.purge_instances(cutoff).await {
-            Ok(files) => {
-                for f in &files {
-                    if let Err(e) = spool.remove(f) {
-                        tracing::warn!(error = %e, "cannot remove a purged spool file (swept at the next start)");
-                    }
-                }
-                if !files.is_empty() {
-                    tracing::info!(files = files.len(), "spool files of finished jobs purged");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "retention purge failed"),
+        if let Err(e) = purge(&store, &spool, now_ms() - after.as_millis() as i64).await {
+            tracing::error!(error = %e, "retention purge failed");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
     }
+}
+
+async fn purge(store: &Store, spool: &Spool, cutoff_ms: i64) -> Result<(), StoreError> {
+    let mut purged = 0;
+    for candidate in store.retention_candidates().await? {
+        if !retention_allows(&candidate, cutoff_ms) {
+            continue;
+        }
+        for f in store.purge_series(&candidate.job).await? {
+            purged += 1;
+            if let Err(e) = spool.remove(&f) {
+                tracing::warn!(error = %e, "cannot remove a purged spool file (swept at the next start)");
+            }
+        }
+    }
+    if purged > 0 {
+        tracing::info!(files = purged, "spool files of finished jobs purged");
+    }
+    Ok(())
 }
 
 /// Bytes available to an unprivileged writer on the file system holding `dir`.
@@ -161,12 +179,15 @@ impl Spool {
         self.root.join(name)
     }
 
-    /// The SHA-256 (hex) of a spool file's content. Blocking.
-    pub fn checksum(&self, name: &str) -> io::Result<String> {
-        use sha2::{Digest, Sha256};
-        let mut sha = Sha256::new();
-        io::copy(&mut File::open(self.path(name))?, &mut sha)?;
-        Ok(format!("{:x}", sha.finalize()))
+    /// Whether a spool file holds the content recorded for it: the SHA-256 of its data
+    /// set, or of the whole file for rows recorded before data set checksums (0.1).
+    /// A missing or unreadable file holds nothing. Blocking.
+    pub fn holds(&self, name: &str, sha256: &str) -> bool {
+        let Ok(bytes) = fs::read(self.path(name)) else {
+            return false;
+        };
+        part10::content(&bytes).is_ok_and(|c| c.sha256 == sha256)
+            || part10::sha256_hex(&bytes) == sha256
     }
 
     /// Removes a file no longer referenced (an instance replaced by a new copy, or a
@@ -305,10 +326,10 @@ mod tests {
         assert!(!spool.path(&name).exists(), "not visible before persist");
         assert_eq!(kept.persist().unwrap(), name);
         assert_eq!(fs::read(spool.path(&name)).unwrap(), b"DICM data");
-        assert_eq!(
-            spool.checksum(&name).unwrap(),
-            "fe79fad15774562682bf518419c10044a5b487ad66a6cbcb47a3b6c26bfbef2c"
-        );
+        let whole_file = "fe79fad15774562682bf518419c10044a5b487ad66a6cbcb47a3b6c26bfbef2c";
+        assert!(spool.holds(&name, whole_file));
+        assert!(!spool.holds(&name, "0"));
+        assert!(!spool.holds("objects/00/missing", whole_file));
         let mut dropped = spool.create().unwrap();
         dropped.write(b"partial").unwrap();
         drop(dropped);

@@ -64,8 +64,8 @@ async fn a_processed_study_is_visible_through_every_endpoint_and_the_audit_cli()
     let (ok, out) = storescu(&node.port(), &[series.path()]).await;
     assert!(ok, "{out}");
     wait_for(Duration::from_secs(30), || async {
-        let jobs = node.store.jobs(None, 10).await.unwrap();
-        (jobs.first()?.state == "delivered").then_some(())
+        let jobs = all_jobs(&node.store).await;
+        (jobs.first()?.state == JobState::Delivered).then_some(())
     })
     .await
     .expect("job delivered");
@@ -348,7 +348,11 @@ async fn a_worklist_receives_signed_webhooks_for_job_state_changes() {
     );
     assert_eq!(succeeded["summary"]["cascade"]["model"], "test-cascade");
     let sent = wait_for(Duration::from_secs(5), || async {
-        let rows = node.store.audit_rows(Some("webhook_sent")).await.unwrap();
+        let rows = node
+            .store
+            .audit_rows(Some(AuditKind::WebhookSent))
+            .await
+            .unwrap();
         (rows.len() >= 3).then_some(rows)
     })
     .await

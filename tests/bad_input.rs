@@ -126,7 +126,7 @@ async fn sop_instance_uid_with_path_characters_is_refused() {
     assert!(spooled_files(&node.spool()).is_empty());
     assert_eq!(
         node.store
-            .audit_rows(Some("instance_refused"))
+            .audit_rows(Some(AuditKind::InstanceRefused))
             .await
             .unwrap()
             .len(),
@@ -194,7 +194,7 @@ async fn truncated_and_absurd_datasets_get_c000_and_earlier_data_stays() {
     // The good series is intact and gets its job.
     let jobs = settled_jobs(&node.store, 1).await;
     assert_eq!(jobs[0].instance_count, 12);
-    assert_eq!(jobs[0].state, "succeeded");
+    assert_eq!(jobs[0].state, JobState::Succeeded);
     let segs = usize::from(jobs[0].seg_sop_instance_uid.is_some());
     assert_eq!(files_under(&node.spool().join("objects")).len(), 12 + segs);
     no_file_outside_spool(&node);

@@ -235,7 +235,7 @@ async fn an_empty_stage1_result_ends_the_job_succeeded_with_no_structures_found(
     let (ok, out) = storescu(&node.port(), &[series.path()]).await;
     assert!(ok, "{out}");
     let jobs = settled_jobs(&node.store, 1).await;
-    assert_eq!(jobs[0].state, "succeeded");
+    assert_eq!(jobs[0].state, JobState::Succeeded);
     assert_eq!(jobs[0].reason.as_deref(), Some("no structures found"));
     let summary: serde_json::Value =
         serde_json::from_str(jobs[0].summary.as_deref().unwrap()).unwrap();

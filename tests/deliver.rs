@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use segnode::store::Store;
+use segnode::store::{DeliveryState, Store};
 
 /// A PACS destination on `port` that the outbox retries quickly.
 fn pacs(port: u16, extra: &str) -> String {
@@ -22,7 +22,7 @@ fn pacs(port: u16, extra: &str) -> String {
 }
 
 /// Sends a small synthetic series and waits for its job to succeed.
-async fn process_series(node: &TestNode, n: u32) -> i64 {
+async fn process_series(node: &TestNode, n: u32) -> JobId {
     let dir = tempfile::tempdir().unwrap();
     tissue_series(dir.path(), n, 12, 96);
     let (ok, out) = storescu(&node.port(), &[dir.path()]).await;
@@ -38,8 +38,8 @@ async fn process_series(node: &TestNode, n: u32) -> i64 {
 
 async fn wait_delivery(
     store: &Store,
-    job: i64,
-    state: &str,
+    job: JobId,
+    state: DeliveryState,
     timeout: Duration,
 ) -> segnode::store::DeliveryRow {
     wait_for(timeout, || async {
@@ -47,7 +47,7 @@ async fn wait_delivery(
         d.into_iter().find(|d| d.state == state)
     })
     .await
-    .unwrap_or_else(|| panic!("no {state} delivery for job {job}"))
+    .unwrap_or_else(|| panic!("no {state:?} delivery for job {job}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,15 +64,21 @@ async fn destination_down_at_first_then_started_gets_the_seg() {
     .expect("retries while the destination is down");
     let inbox = tempfile::tempdir().unwrap();
     let _scp = StoreScp::start(port, inbox.path(), &[]);
-    let d = wait_delivery(&node.store, job, "delivered", Duration::from_secs(20)).await;
+    let d = wait_delivery(
+        &node.store,
+        job,
+        DeliveryState::Delivered,
+        Duration::from_secs(20),
+    )
+    .await;
     assert!(d.attempts >= 3);
     assert_eq!(d.last_status.as_deref(), Some("0x0000"));
     assert_eq!(files_under(inbox.path()).len(), 1);
-    let jobs = node.store.jobs(None, 10).await.unwrap();
-    assert_eq!(jobs[0].state, "delivered");
+    let jobs = all_jobs(&node.store).await;
+    assert_eq!(jobs[0].state, JobState::Delivered);
     let audit = node
         .store
-        .audit_rows(Some("delivery_attempt"))
+        .audit_rows(Some(AuditKind::DeliveryAttempt))
         .await
         .unwrap();
     assert!(audit.len() as i64 >= d.attempts);
@@ -95,7 +101,13 @@ async fn refusing_destination_is_retried_until_it_accepts() {
     .expect("rejections recorded");
     refusing.stop();
     let _scp = StoreScp::start(port, inbox.path(), &[]);
-    wait_delivery(&node.store, job, "delivered", Duration::from_secs(20)).await;
+    wait_delivery(
+        &node.store,
+        job,
+        DeliveryState::Delivered,
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(files_under(inbox.path()).len(), 1);
     node.stop().await;
 }
@@ -111,7 +123,13 @@ async fn slow_destination_times_out_without_hanging_and_retry_resends() {
     )
     .await;
     let job = process_series(&node, 73).await;
-    let d = wait_delivery(&node.store, job, "failed", Duration::from_secs(30)).await;
+    let d = wait_delivery(
+        &node.store,
+        job,
+        DeliveryState::Failed,
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(d.attempts, 2);
     assert!(
         d.last_error.as_deref().unwrap().contains("timed out"),
@@ -128,9 +146,19 @@ async fn slow_destination_times_out_without_hanging_and_retry_resends() {
     assert_eq!(deliveries, 1);
     let fresh = tempfile::tempdir().unwrap();
     let _scp = StoreScp::start(port, fresh.path(), &[]);
-    wait_delivery(&node.store, job, "delivered", Duration::from_secs(20)).await;
+    wait_delivery(
+        &node.store,
+        job,
+        DeliveryState::Delivered,
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(files_under(fresh.path()).len(), 1);
-    let retries = node.store.audit_rows(Some("operator_retry")).await.unwrap();
+    let retries = node
+        .store
+        .audit_rows(Some(AuditKind::OperatorRetry))
+        .await
+        .unwrap();
     assert_eq!(retries.len(), 1);
     node.stop().await;
 }
@@ -153,7 +181,13 @@ async fn destination_killed_mid_transfer_is_retried_and_the_same_instance_arrive
     .expect("the broken attempt is recorded");
     let fresh = tempfile::tempdir().unwrap();
     let _scp = StoreScp::start(port, fresh.path(), &[]);
-    let d = wait_delivery(&node.store, job, "delivered", Duration::from_secs(20)).await;
+    let d = wait_delivery(
+        &node.store,
+        job,
+        DeliveryState::Delivered,
+        Duration::from_secs(20),
+    )
+    .await;
     let files = files_under(fresh.path());
     assert_eq!(files.len(), 1);
     let bytes = std::fs::read(&files[0]).unwrap();
@@ -176,9 +210,19 @@ async fn retention_purges_the_instances_of_delivered_jobs_and_keeps_the_audit() 
     );
     let node = TestNode::start_with_tail("", &tail).await;
     let job = process_series(&node, 75).await;
-    wait_delivery(&node.store, job, "delivered", Duration::from_secs(20)).await;
+    wait_delivery(
+        &node.store,
+        job,
+        DeliveryState::Delivered,
+        Duration::from_secs(20),
+    )
+    .await;
     let purged = wait_for(Duration::from_secs(20), || async {
-        let rows = node.store.audit_rows(Some("spool_purged")).await.unwrap();
+        let rows = node
+            .store
+            .audit_rows(Some(AuditKind::SpoolPurged))
+            .await
+            .unwrap();
         rows.into_iter().next()
     })
     .await
@@ -211,7 +255,7 @@ async fn retention_purges_the_instances_of_delivered_jobs_and_keeps_the_audit() 
     assert!(
         !node
             .store
-            .audit_rows(Some("job_succeeded"))
+            .audit_rows(Some(AuditKind::JobSucceeded))
             .await
             .unwrap()
             .is_empty()

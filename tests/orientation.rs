@@ -120,14 +120,14 @@ async fn a_gdcm_series_from_another_hospital_goes_through_serve_to_storescp() {
     let (ok, out) = storescu(&node.port(), &[&series]).await;
     assert!(ok, "{out}");
     let delivered = wait_for(Duration::from_secs(120), || async {
-        let jobs = node.store.jobs(None, 10).await.unwrap();
-        jobs.into_iter().find(|j| j.state == "delivered")
+        let jobs = all_jobs(&node.store).await;
+        jobs.into_iter().find(|j| j.state == JobState::Delivered)
     })
     .await;
     let Some(delivered) = delivered else {
         panic!(
             "the series was not delivered: {:?}",
-            node.store.jobs(None, 10).await.unwrap()
+            all_jobs(&node.store).await
         );
     };
     let files = files_under(inbox.path());

@@ -175,8 +175,8 @@ async fn round_trip(node: &TestNode, orthanc: &Orthanc, work: &Path) {
     )]))
     .unwrap();
     let jobs = wait_for(Duration::from_secs(20), || async {
-        let jobs = node.store.jobs(None, 10).await.unwrap();
-        (jobs.first()?.state == "delivered").then_some(jobs)
+        let jobs = all_jobs(&node.store).await;
+        (jobs.first()?.state == JobState::Delivered).then_some(jobs)
     })
     .await
     .expect("the job becomes delivered");
@@ -230,11 +230,13 @@ async fn orthanc_over_dicom_tls_both_ways() {
         .await
         .unwrap();
     assert!(
-        audit.iter().all(|a| a.event != "association_rejected"),
+        audit
+            .iter()
+            .all(|a| a.event != AuditKind::AssociationRejected),
         "{:?}",
         audit
             .iter()
-            .filter(|a| a.event == "association_rejected")
+            .filter(|a| a.event == AuditKind::AssociationRejected)
             .collect::<Vec<_>>()
     );
     drop(orthanc);

@@ -15,7 +15,7 @@ async fn storescu_real_series_is_spooled_and_queued() {
     let jobs = settled_jobs(&node.store, 1).await;
     assert_eq!(jobs.len(), 1);
     // Queued when the series became stable, then processed: the volume assembled.
-    assert_eq!(jobs[0].state, "succeeded", "{:?}", jobs[0].reason);
+    assert_eq!(jobs[0].state, JobState::Succeeded, "{:?}", jobs[0].reason);
     assert_eq!(jobs[0].instance_count, 20);
     let summary: serde_json::Value =
         serde_json::from_str(jobs[0].summary.as_deref().unwrap()).unwrap();
@@ -23,7 +23,11 @@ async fn storescu_real_series_is_spooled_and_queued() {
         summary["volume"]["shape"],
         serde_json::json!([20, 512, 512])
     );
-    let queued = node.store.audit_rows(Some("job_queued")).await.unwrap();
+    let queued = node
+        .store
+        .audit_rows(Some(AuditKind::JobQueued))
+        .await
+        .unwrap();
     assert_eq!(queued.len(), 1);
     assert_eq!(queued[0].job_id, Some(jobs[0].id));
     assert_eq!(jobs[0].calling_ae, "STORESCU");
@@ -95,7 +99,7 @@ async fn echoscu_succeeds_and_unknown_calling_ae_is_rejected() {
     assert!(out.contains("Called AE Title Not Recognized"), "{out}");
     let rejected = node
         .store
-        .audit_rows(Some("association_rejected"))
+        .audit_rows(Some(AuditKind::AssociationRejected))
         .await
         .unwrap();
     assert_eq!(rejected.len(), 2);
@@ -110,7 +114,7 @@ async fn echoscu_succeeds_and_unknown_calling_ae_is_rejected() {
     assert!(rejected[0].detail.contains("not on the allow-list"));
     assert_eq!(
         node.store
-            .audit_rows(Some("association_accepted"))
+            .audit_rows(Some(AuditKind::AssociationAccepted))
             .await
             .unwrap()
             .len(),
@@ -129,7 +133,7 @@ async fn non_ct_object_is_accepted_not_kept_and_recorded_as_ignored() {
     assert!(ok, "storescu failed:\n{out}");
     let ignored = node
         .store
-        .audit_rows(Some("instance_ignored"))
+        .audit_rows(Some(AuditKind::InstanceIgnored))
         .await
         .unwrap();
     assert_eq!(ignored.len(), 1);
@@ -174,7 +178,7 @@ async fn eight_concurrent_storescu_associations_all_land() {
     assert_eq!(jobs.len(), 8);
     assert!(
         jobs.iter()
-            .all(|j| j.state == "succeeded" && j.instance_count == 12),
+            .all(|j| j.state == JobState::Succeeded && j.instance_count == 12),
         "{jobs:#?}"
     );
     let objects = files_under(&node.spool().join("objects")).len();
@@ -194,13 +198,13 @@ async fn resent_series_unchanged_makes_no_job_changed_supersedes() {
     let (ok, out) = storescu(&node.port(), &[dir.path()]).await;
     assert!(ok, "{out}");
     let first = settled_jobs(&node.store, 1).await;
-    assert_eq!(first[0].state, "succeeded");
+    assert_eq!(first[0].state, JobState::Succeeded);
 
     // Identical re-send: series becomes active again, settles, no new job.
     let (ok, out) = storescu(&node.port(), &[dir.path()]).await;
     assert!(ok, "{out}");
     tokio::time::sleep(Duration::from_millis(4500)).await;
-    assert_eq!(node.store.jobs(None, 100).await.unwrap().len(), 1);
+    assert_eq!(all_jobs(&node.store).await.len(), 1);
 
     // One slice with different pixels: replaced, a new job supersedes the old one.
     let study = "1.2.826.0.1.3680043.10.1.42";
@@ -217,10 +221,10 @@ async fn resent_series_unchanged_makes_no_job_changed_supersedes() {
     assert!(ok, "{out}");
     let jobs = settled_jobs(&node.store, 2).await;
     assert_eq!(jobs.len(), 2);
-    assert_eq!(jobs[0].state, "succeeded");
+    assert_eq!(jobs[0].state, JobState::Succeeded);
     assert_eq!(jobs[0].instance_count, 12);
     assert_eq!(jobs[0].series_revision, jobs[1].series_revision + 1);
-    assert_eq!(jobs[1].state, "superseded");
+    assert_eq!(jobs[1].state, JobState::Superseded);
     assert_eq!(jobs[1].superseded_by, Some(jobs[0].id));
     // The replaced copy's old file is gone: one file per instance, plus the SEGs.
     let segs = jobs
@@ -240,7 +244,7 @@ async fn series_with_a_missing_slice_ends_its_job_failed_with_the_reason() {
     let (ok, out) = storescu(&node.port(), &[dir.path()]).await;
     assert!(ok, "{out}");
     let jobs = settled_jobs(&node.store, 1).await;
-    assert_eq!(jobs[0].state, "failed");
+    assert_eq!(jobs[0].state, JobState::Failed);
     assert_eq!(jobs[0].error_code.as_deref(), Some("missing_slice"));
     let reason = jobs[0].reason.as_deref().unwrap();
     assert!(
@@ -251,7 +255,11 @@ async fn series_with_a_missing_slice_ends_its_job_failed_with_the_reason() {
         reason.contains("gap of 6.000 mm where slices are 3.000 mm apart"),
         "{reason}"
     );
-    let failed = node.store.audit_rows(Some("job_failed")).await.unwrap();
+    let failed = node
+        .store
+        .audit_rows(Some(AuditKind::JobFailed))
+        .await
+        .unwrap();
     assert_eq!(failed.len(), 1);
     assert!(failed[0].detail.contains("missing_slice"));
     // The node goes on: another series still succeeds.
@@ -260,6 +268,6 @@ async fn series_with_a_missing_slice_ends_its_job_failed_with_the_reason() {
     let (ok, out) = storescu(&node.port(), &[other.path()]).await;
     assert!(ok, "{out}");
     let jobs = settled_jobs(&node.store, 2).await;
-    assert_eq!(jobs[0].state, "succeeded");
+    assert_eq!(jobs[0].state, JobState::Succeeded);
     node.stop().await;
 }

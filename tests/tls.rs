@@ -66,14 +66,14 @@ async fn dcmtk_peers_over_dicom_tls_both_ways_and_untrusted_peers_refused() {
     let (ok, out) = dcmtk_tls("storescu", args).await;
     assert!(ok, "storescu +tls: {out}");
     let delivered = wait_for(Duration::from_secs(60), || async {
-        let jobs = node.store.jobs(None, 10).await.unwrap();
-        jobs.into_iter().find(|j| j.state == "delivered")
+        let jobs = all_jobs(&node.store).await;
+        jobs.into_iter().find(|j| j.state == JobState::Delivered)
     })
     .await;
     assert!(
         delivered.is_some(),
         "not delivered over TLS: {:?}",
-        node.store.jobs(None, 10).await.unwrap()
+        all_jobs(&node.store).await
     );
     assert_eq!(
         files_under(inbox.path()).len(),
@@ -127,7 +127,7 @@ async fn dcmtk_peers_over_dicom_tls_both_ways_and_untrusted_peers_refused() {
         .unwrap();
     let rejected: Vec<String> = audit
         .iter()
-        .filter(|a| a.event == "association_rejected")
+        .filter(|a| a.event == AuditKind::AssociationRejected)
         .map(|a| a.detail.clone())
         .collect();
     assert!(
@@ -136,7 +136,9 @@ async fn dcmtk_peers_over_dicom_tls_both_ways_and_untrusted_peers_refused() {
     );
     let claimed = audit
         .iter()
-        .filter(|a| a.event == "association_rejected" && a.calling_ae.as_deref() == Some("TLSPACS"))
+        .filter(|a| {
+            a.event == AuditKind::AssociationRejected && a.calling_ae.as_deref() == Some("TLSPACS")
+        })
         .count();
     assert!(claimed >= 2, "{rejected:?}");
     node.stop().await;

@@ -20,8 +20,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::config::{Config, HttpConfig};
-use crate::jobs::JobState;
-use crate::store::{AuditFilter, AuditRow, JobQuery, Store, StoreError, format_ms, parse_time};
+use crate::store::{
+    AuditFilter, AuditKind, AuditRow, JobId, JobQuery, JobState, Store, StoreError, format_ms,
+    parse_time,
+};
 
 /// What the handlers share.
 pub struct ApiState {
@@ -270,7 +272,7 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
     family(&mut out, "segnode_jobs", "gauge", "Jobs by state.");
-    for state in crate::jobs::ALL_STATES {
+    for state in JobState::ALL {
         let n = counts
             .iter()
             .find(|(k, l, _)| k == "jobs" && l == state.as_str())
@@ -374,18 +376,18 @@ async fn list_jobs(
         .get("state")
         .map(|v| {
             v.parse::<JobState>()
-                .map_err(|e| ApiError::bad_request(e.to_string()))
+                .map_err(|_| ApiError::bad_request(format!("{v:?} is not a job state")))
         })
         .transpose()?;
     let q = JobQuery {
         state,
         since_ms: time_param(&p, "since")?,
         until_ms: time_param(&p, "until")?,
-        study_uid: None,
         limit: int_param(&p, "limit", 50, 1000)?,
         offset: int_param(&p, "offset", 0, i64::MAX / 2)?,
+        ..JobQuery::default()
     };
-    let jobs = s.store.jobs_page(&q).await?;
+    let jobs = s.store.jobs(&q).await?;
     Ok(Json(
         serde_json::json!({ "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(), "limit": q.limit, "offset": q.offset }),
     ))
@@ -402,8 +404,9 @@ fn job_json(j: &crate::store::JobRow) -> serde_json::Value {
     v
 }
 
-fn job_id(id: &str) -> ApiResult<i64> {
+fn job_id(id: &str) -> ApiResult<JobId> {
     id.parse()
+        .map(JobId)
         .map_err(|_| ApiError::bad_request(format!("{id:?} is not a job id")))
 }
 
@@ -449,13 +452,10 @@ async fn study(
     crate::dicom::Uid::parse(&uid).map_err(|e| ApiError::bad_request(format!("study UID: {e}")))?;
     let jobs = s
         .store
-        .jobs_page(&JobQuery {
-            state: None,
-            since_ms: None,
-            until_ms: None,
+        .jobs(&JobQuery {
             study_uid: Some(uid.clone()),
             limit: 1000,
-            offset: 0,
+            ..JobQuery::default()
         })
         .await?;
     if jobs.is_empty() {
@@ -507,7 +507,13 @@ pub fn audit_filter(p: &BTreeMap<String, String>) -> Result<AuditFilter, String>
         study_uid: p.get("study").cloned(),
         calling_ae: p.get("calling_ae").cloned(),
         job_id: None,
-        event: p.get("event").cloned(),
+        event: p
+            .get("event")
+            .map(|e| {
+                e.parse::<AuditKind>()
+                    .map_err(|_| format!("event: {e:?} is not an audit event"))
+            })
+            .transpose()?,
         limit: None,
     })
 }
@@ -522,7 +528,7 @@ pub fn audit_csv(rows: &[AuditRow]) -> String {
         let fields = [
             r.id.to_string(),
             format_ms(r.at_ms),
-            r.event.clone(),
+            r.event.to_string(),
             r.calling_ae.clone().unwrap_or_default(),
             r.peer.clone().unwrap_or_default(),
             r.study_uid.clone().unwrap_or_default(),

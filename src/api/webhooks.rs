@@ -13,16 +13,16 @@ use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Webhook;
-use crate::store::{AuditEvent, AuditRow, Store};
+use crate::store::{AuditEvent, AuditKind, AuditRow, Store};
 
 /// Audit events that are job state changes.
-const JOB_EVENTS: &[&str] = &[
-    "job_queued",
-    "job_ignored",
-    "job_started",
-    "job_succeeded",
-    "job_failed",
-    "job_delivered",
+const JOB_EVENTS: &[AuditKind] = &[
+    AuditKind::JobQueued,
+    AuditKind::JobIgnored,
+    AuditKind::JobStarted,
+    AuditKind::JobSucceeded,
+    AuditKind::JobFailed,
+    AuditKind::JobDelivered,
 ];
 
 /// The signature header's value for `body`: `sha256=<hex HMAC-SHA256 with secret>`.
@@ -91,7 +91,7 @@ async fn event_json(store: &Store, row: &AuditRow) -> serde_json::Value {
         "study_uid": row.study_uid,
         "series_uid": row.series_uid,
         "accession_number": row.accession_number,
-        "state": job.as_ref().map(|j| j.state.clone()),
+        "state": job.as_ref().map(|j| j.state),
         "reason": job.as_ref().and_then(|j| j.reason.clone()),
         "seg_sop_instance_uid": job.as_ref().and_then(|j| j.seg_sop_instance_uid.clone()),
         "summary": job.as_ref().and_then(|j| j.summary.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())),
@@ -133,7 +133,7 @@ async fn send_pending(
 ) -> Result<(), crate::store::StoreError> {
     let cursor = store.webhook_cursor().await?;
     for row in store.audit_after(cursor, 100).await? {
-        if JOB_EVENTS.contains(&row.event.as_str()) {
+        if JOB_EVENTS.contains(&row.event) {
             let body = event_json(store, &row).await.to_string();
             for (hook, client) in hooks.iter().zip(clients) {
                 let Some(client) = client else { continue };
@@ -151,11 +151,11 @@ async fn send_pending(
                 }
                 let (event, detail) = match &outcome {
                     Ok(code) => (
-                        "webhook_sent",
+                        AuditKind::WebhookSent,
                         serde_json::json!({ "url": hook.url, "status": code, "for": row.event }),
                     ),
                     Err(e) => (
-                        "webhook_failed",
+                        AuditKind::WebhookFailed,
                         serde_json::json!({ "url": hook.url, "error": e, "for": row.event }),
                     ),
                 };
@@ -164,12 +164,11 @@ async fn send_pending(
                 }
                 store
                     .audit(&AuditEvent {
-                        event,
                         study_uid: row.study_uid.as_deref(),
                         series_uid: row.series_uid.as_deref(),
                         job_id: row.job_id,
                         detail,
-                        ..AuditEvent::default()
+                        ..AuditEvent::of(event)
                     })
                     .await?;
             }

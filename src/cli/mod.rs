@@ -12,9 +12,9 @@ use crate::cascade;
 use crate::config::{Config, ModelConfig};
 use crate::deliver::{self, Association, OutgoingFile, PeerAddress, ScuTimeouts};
 use crate::dicom::AeTitle;
-use crate::jobs::JobState;
+use crate::jobs::process::{Options, Processed, Source, process};
 use crate::seg::{self, SegType};
-use crate::store::{Store, format_ms};
+use crate::store::{JobId, JobQuery, JobState, Store, format_ms};
 use crate::volume;
 
 #[derive(Debug, Parser)]
@@ -44,9 +44,9 @@ pub enum Command {
     Check,
     /// List jobs, newest first.
     Jobs {
-        /// Only jobs in this state (queued, running, succeeded, failed, ignored, superseded).
-        #[arg(long)]
-        state: Option<String>,
+        /// Only jobs in this state.
+        #[arg(long, value_parser = job_state_parser())]
+        state: Option<JobState>,
         /// At most this many jobs.
         #[arg(long, default_value_t = 100)]
         limit: i64,
@@ -57,12 +57,14 @@ pub enum Command {
     /// Show one job: its state, reason, summary and deliveries (JSON).
     Job {
         /// Job id.
-        id: i64,
+        #[arg(value_parser = job_id)]
+        id: JobId,
     },
     /// Retry a job: a failed job is queued again; its failed deliveries are re-sent.
     Retry {
         /// Job id.
-        id: i64,
+        #[arg(value_parser = job_id)]
+        id: JobId,
     },
     /// Query the audit trail.
     Audit {
@@ -141,6 +143,19 @@ pub enum Command {
 }
 
 /// Runs a parsed command line; `env` is the process environment (for overrides).
+/// The job states, as `--state` takes them (every one the store knows).
+fn job_state_parser() -> impl clap::builder::TypedValueParser<Value = JobState> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(JobState::ALL.map(JobState::as_str))
+        .try_map(|s| s.parse::<JobState>())
+}
+
+fn job_id(text: &str) -> Result<JobId, String> {
+    text.parse()
+        .map(JobId)
+        .map_err(|_| format!("{text:?} is not a job id"))
+}
+
 pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(&cli.config, &env).await,
@@ -301,14 +316,18 @@ async fn check(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()
 async fn jobs(
     path: &Path,
     env: &BTreeMap<String, String>,
-    state: Option<String>,
+    state: Option<JobState>,
     limit: i64,
     json: bool,
 ) -> anyhow::Result<()> {
     let config = load(path, env)?;
-    let state = state.map(|s| s.parse::<JobState>()).transpose()?;
     let store = Store::open(&config.database).await?;
-    let rows = store.jobs(state, limit).await?;
+    let query = JobQuery {
+        state,
+        limit,
+        ..JobQuery::default()
+    };
+    let rows = store.jobs(&query).await?;
     store.close().await;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -333,7 +352,7 @@ async fn jobs(
     Ok(())
 }
 
-async fn show_job(path: &Path, env: &BTreeMap<String, String>, id: i64) -> anyhow::Result<()> {
+async fn show_job(path: &Path, env: &BTreeMap<String, String>, id: JobId) -> anyhow::Result<()> {
     let config = load(path, env)?;
     let store = Store::open(&config.database).await?;
     let job = store.job(id).await?;
@@ -391,7 +410,7 @@ async fn audit(
     Ok(())
 }
 
-async fn retry(path: &Path, env: &BTreeMap<String, String>, id: i64) -> anyhow::Result<()> {
+async fn retry(path: &Path, env: &BTreeMap<String, String>, id: JobId) -> anyhow::Result<()> {
     let config = load(path, env)?;
     let store = Store::open(&config.database).await?;
     let (job, deliveries) = store.retry_job(id).await?;
@@ -615,16 +634,6 @@ fn model_config(
     }
 }
 
-/// The identity of a series' content offline: a hash of its files' bytes, in name order.
-fn files_key(files: &[PathBuf]) -> anyhow::Result<String> {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    for f in files {
-        h.update(std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?);
-    }
-    Ok(format!("{:x}", h.finalize()))
-}
-
 /// The SEG types on the command line.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum SegTypeArg {
@@ -646,21 +655,33 @@ fn run_offline(
         series: groups,
         skipped,
     } = volume::scan(paths);
+    let options = Options {
+        min_slices: 2,
+        scope,
+        seg_types: vec![seg_type],
+        equipment: seg::Equipment::segnode("SEGNODE"),
+    };
     let mut results = Vec::new();
     for (i, (series_uid, files)) in groups.iter().enumerate() {
-        let started = std::time::Instant::now();
-        let volume = match volume::assemble(files, 2, &volume::Tolerances::default()) {
-            Ok(v) => v,
-            Err(e) => {
+        let processed =
+            Source::from_files(files).and_then(|s| process(&s, Some(&mut cascade), &options));
+        let Processed {
+            volume,
+            segmentation,
+            segs,
+            summary,
+        } = match processed {
+            Ok(p) => p,
+            Err(e) if e.stage == "volume" => {
                 results.push(serde_json::json!({
                     "series_uid": series_uid,
-                    "refusal": { "code": e.code(), "message": e.to_string() },
+                    "refusal": { "code": e.code, "message": e.message },
                 }));
                 continue;
             }
+            Err(e) => return Err(e.into()),
         };
-        let volume_ms = started.elapsed().as_millis() as u64;
-        let segmentation = cascade.run_scoped(&volume, scope)?;
+        let segmentation = segmentation.expect("a cascade was given");
         let dir = out.join(format!("series-{:03}", i + 1));
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("labels.u8"), &segmentation.labels.data)?;
@@ -680,33 +701,24 @@ fn run_offline(
             dir.join("labels.json"),
             serde_json::to_string_pretty(&labels_json)?,
         )?;
-        let t = std::time::Instant::now();
-        let seg_file = match seg::encode(
-            &volume,
-            &segmentation.labels,
-            &cascade.model.manifest,
-            seg_type,
-            &seg::Equipment::segnode("SEGNODE"),
-            &files_key(files)?,
-        ) {
-            Ok(encoded) => {
+        let seg_file = match segs.first() {
+            Some((_, encoded)) => {
                 std::fs::write(dir.join("seg.dcm"), &encoded.file)?;
                 serde_json::json!({
                     "file": dir.join("seg.dcm").display().to_string(),
                     "sop_instance_uid": encoded.sop_instance_uid,
                     "frames": encoded.frames,
-                    "encode_ms": t.elapsed().as_millis() as u64,
+                    "encode_ms": summary["timings_ms"]["seg"],
                 })
             }
-            Err(seg::SegError::Empty) => serde_json::Value::Null,
-            Err(e) => return Err(e.into()),
+            None => serde_json::Value::Null,
         };
         results.push(serde_json::json!({
             "series_uid": series_uid,
             "output": dir.display().to_string(),
             "seg": seg_file,
             "shape": volume.shape,
-            "volume_ms": volume_ms,
+            "volume_ms": summary["timings_ms"]["volume"],
             "result": if segmentation.summary.empty { "no structures found" } else { "segmented" },
             "cascade": segmentation.summary,
         }));

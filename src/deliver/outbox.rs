@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{Association, OutgoingFile, PeerAddress, ScuError, ScuTimeouts};
 use crate::config::{Config, Destination};
@@ -18,7 +19,7 @@ use crate::dicom::DimseStatus;
 use crate::dicom::uid::ts;
 use crate::seg::{SEGMENTATION_STORAGE, SegType};
 use crate::spool::Spool;
-use crate::store::{Attempt, DeliveryRow, Store, now_ms};
+use crate::store::{Attempt, DeliveryRow, DeliveryState, Store, now_ms};
 
 /// How often the outbox looks for due deliveries without a wake-up.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -74,8 +75,13 @@ type Sent = (DimseStatus, Option<String>, Option<String>);
 
 impl Outbox {
     async fn deliver(&self, d: &DeliveryRow) {
-        let span = tracing::info_span!("delivery", job_id = d.job_id, destination = %d.destination, attempt = d.attempts + 1);
-        let _enter = span.enter();
+        let span = tracing::info_span!("delivery", job_id = d.job_id.0, destination = %d.destination, attempt = d.attempts + 1);
+        self.attempt(d).instrument(span).await
+    }
+
+    /// One attempt: send, classify, record; the job is delivered once every one of its
+    /// deliveries is.
+    async fn attempt(&self, d: &DeliveryRow) {
         let attempt = match self
             .config
             .destinations
@@ -110,9 +116,14 @@ impl Outbox {
         if let Attempt::Failed { error } = &attempt {
             tracing::error!(%error, "delivery failed for good: an operator must act (segnode retry)");
         }
-        drop(_enter);
-        if let Err(e) = self.store.record_attempt(d, &attempt).await {
-            tracing::error!(error = %e, "cannot record a delivery attempt");
+        match self.store.record_attempt(d, &attempt).await {
+            Ok(0) if attempt.state() == DeliveryState::Delivered => {
+                if let Err(e) = self.store.mark_delivered(d.job_id).await {
+                    tracing::error!(error = %e, "cannot mark the job delivered");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot record a delivery attempt"),
         }
     }
 
@@ -152,7 +163,7 @@ impl Outbox {
         };
         let file = read(&d.seg_file)?;
         let mut pairs = BTreeSet::from([(file.sop_class.clone(), ts::EXPLICIT_VR_LE.to_string())]);
-        let fallback = match (&d.fallback_file, d.seg_type == "LABELMAP") {
+        let fallback = match (&d.fallback_file, d.seg_type == SegType::Labelmap.name()) {
             (Some(f), true) => {
                 pairs.insert((
                     SEGMENTATION_STORAGE.to_string(),

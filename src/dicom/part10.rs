@@ -66,6 +66,34 @@ pub fn dataset_offset(file: &[u8]) -> Result<usize, Part10Error> {
     Ok(offset)
 }
 
+/// The identity of a Part 10 file's content: the SOP Instance UID of its meta group
+/// and the SHA-256 (hex) of its data set, the bytes as the sender sent them, whatever
+/// header a writer wrapped them in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    pub sop_instance_uid: String,
+    pub sha256: String,
+}
+
+pub fn content(file: &[u8]) -> Result<Content, Part10Error> {
+    let offset = dataset_offset(file)?;
+    let meta = dicom_object::meta::FileMetaTable::from_reader(&file[128..offset])
+        .map_err(|_| Part10Error::BadMeta)?;
+    Ok(Content {
+        sop_instance_uid: meta
+            .media_storage_sop_instance_uid()
+            .trim_end_matches(['\0', ' '])
+            .to_string(),
+        sha256: sha256_hex(&file[offset..]),
+    })
+}
+
+/// The SHA-256 of `bytes` in lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +115,22 @@ mod tests {
         let meta = dicom_object::meta::FileMetaTable::from_reader(&file[128..]).unwrap();
         assert_eq!(meta.media_storage_sop_instance_uid(), "1.2.3");
         assert_eq!(meta.transfer_syntax(), "1.2.840.10008.1.2");
+
+        // The same data set under another sender's header is the same content.
+        let mut other = header(
+            "1.2.840.10008.5.1.4.1.1.2",
+            "1.2.3",
+            "1.2.840.10008.1.2",
+            "ANOTHER_SENDER",
+            dataset.len(),
+        )
+        .unwrap();
+        other.extend_from_slice(dataset);
+        assert_ne!(other.len(), file.len());
+        let c = content(&file).unwrap();
+        assert_eq!(c, content(&other).unwrap());
+        assert_eq!(c.sop_instance_uid, "1.2.3");
+        assert_eq!(c.sha256, sha256_hex(dataset));
     }
 
     #[test]

@@ -1,158 +1,106 @@
-//! Jobs: one per (series, revision) that became stable. This module holds the job state
-//! machine, pure and exhaustively tested; the store persists it and every stage moves a
-//! job only through [`JobState::transition`].
+//! Jobs: one per (series, revision) that became stable. The state machine is the
+//! store's ([`crate::store::JobState`]); this stage owns the rules that move jobs: the
+//! processing of a series ([`process`], shared with `segnode run`), the workers that
+//! claim jobs ([`pipeline`]), and resuming the jobs a stop interrupted.
 
 pub mod pipeline;
+pub mod process;
 
-use std::fmt;
-use std::str::FromStr;
+use crate::store::{JobOutcome, JobState, Store, StoreError};
 
-use serde::Serialize;
+/// How many times a job may be started before an interruption ends it: a series that
+/// stops the node every time it is processed (a poison job) must not stop it forever.
+pub const MAX_STARTS: i64 = 3;
 
-/// Where a job stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    /// Eligible and waiting for a worker.
-    Queued,
-    /// A worker is processing it.
-    Running,
-    /// Processing finished with a result.
-    Succeeded,
-    /// Processing stopped with a reason a person can read.
-    Failed,
-    /// The series is not eligible (the reason says which rule).
-    Ignored,
-    /// A newer revision of the same series replaced it.
-    Superseded,
-    /// Its result reached every destination.
-    Delivered,
+/// What [`resume_interrupted`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Resumed {
+    /// Jobs put back in the queue.
+    pub requeued: usize,
+    /// Jobs ended `failed`: they had been started `max_starts` times.
+    pub failed: usize,
 }
 
-pub const ALL_STATES: [JobState; 7] = [
-    JobState::Queued,
-    JobState::Running,
-    JobState::Succeeded,
-    JobState::Failed,
-    JobState::Ignored,
-    JobState::Superseded,
-    JobState::Delivered,
-];
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("a job cannot go from {from} to {to}")]
-pub struct IllegalTransition {
-    pub from: JobState,
-    pub to: JobState,
-}
-
-impl JobState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::Ignored => "ignored",
-            JobState::Superseded => "superseded",
-            JobState::Delivered => "delivered",
+/// Jobs left `running` by a stop go back to the queue, unless they have been started
+/// `max_starts` times: those end `failed` (code `interrupted`) with a reason that says
+/// so, and an operator's retry starts them afresh.
+pub async fn resume_interrupted(store: &Store, max_starts: i64) -> Result<Resumed, StoreError> {
+    let mut resumed = Resumed::default();
+    for interrupted in store.interrupted_jobs().await? {
+        if interrupted.starts < max_starts {
+            store.requeue(&interrupted).await?;
+            resumed.requeued += 1;
+            continue;
         }
+        let reason = format!(
+            "the node stopped while processing this job {} times; it is not started again \
+             automatically (segnode retry {} starts it afresh)",
+            interrupted.starts, interrupted.job.id
+        );
+        tracing::error!(
+            job_id = interrupted.job.id.0,
+            starts = interrupted.starts,
+            "job interrupted too often: failed"
+        );
+        let outcome = JobOutcome {
+            state: JobState::Failed,
+            reason: Some(reason),
+            error_code: Some("interrupted".into()),
+            summary: serde_json::json!({ "starts": interrupted.starts }),
+            seg: None,
+        };
+        store.finish_job(&interrupted.job, &outcome).await?;
+        resumed.failed += 1;
     }
-
-    /// Whether `self → to` is allowed. Running → queued is the resumption of a job
-    /// interrupted by a crash; failed → queued is an operator's retry; succeeded →
-    /// delivered when the result reached every destination (and back when an operator
-    /// re-sends it).
-    pub fn can_become(self, to: JobState) -> bool {
-        use JobState::*;
-        matches!(
-            (self, to),
-            (Queued, Running | Superseded)
-                | (Running, Succeeded | Failed | Queued)
-                | (Failed, Queued | Superseded)
-                | (Succeeded, Superseded | Delivered)
-                | (Delivered, Superseded | Succeeded)
-                | (Ignored, Superseded)
-        )
-    }
-
-    pub fn transition(self, to: JobState) -> Result<JobState, IllegalTransition> {
-        if self.can_become(to) {
-            Ok(to)
-        } else {
-            Err(IllegalTransition { from: self, to })
-        }
-    }
-
-    /// States a newer revision of the series may supersede at once. A running job is
-    /// left to finish; the newer job is queued beside it.
-    pub fn supersedable(self) -> bool {
-        self.can_become(JobState::Superseded)
-    }
-}
-
-impl fmt::Display for JobState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown job state {0:?}")]
-pub struct UnknownState(pub String);
-
-impl FromStr for JobState {
-    type Err = UnknownState;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ALL_STATES
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| UnknownState(s.to_string()))
-    }
+    Ok(resumed)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::JobState::*;
     use super::*;
+    use crate::store::testing::queued_job;
+    use sqlx::SqlitePool;
 
-    #[test]
-    fn legal_transitions_are_exactly_these() {
-        let legal = [
-            (Queued, Running),
-            (Queued, Superseded),
-            (Running, Succeeded),
-            (Running, Failed),
-            (Running, Queued),
-            (Failed, Queued),
-            (Failed, Superseded),
-            (Succeeded, Superseded),
-            (Succeeded, Delivered),
-            (Delivered, Superseded),
-            (Delivered, Succeeded),
-            (Ignored, Superseded),
-        ];
-        for from in ALL_STATES {
-            for to in ALL_STATES {
-                let expected = legal.contains(&(from, to));
-                assert_eq!(from.can_become(to), expected, "{from} -> {to}");
-                assert_eq!(from.transition(to).is_ok(), expected, "{from} -> {to}");
+    /// A job whose processing stops the node on every start: each restart resumes it
+    /// until the cap, then it ends failed, and other jobs go on.
+    #[sqlx::test]
+    async fn a_poison_job_ends_failed_after_the_cap(pool: SqlitePool) {
+        let store = crate::store::Store::with_pool(pool);
+        let poison = queued_job(&store, 1, "PACS").await;
+        for start in 1..=MAX_STARTS {
+            let job = store.claim_next_job().await.unwrap().unwrap();
+            assert_eq!(job.id, poison);
+            // The node dies here; at the next start:
+            let resumed = resume_interrupted(&store, MAX_STARTS).await.unwrap();
+            let expected = if start < MAX_STARTS {
+                Resumed {
+                    requeued: 1,
+                    failed: 0,
+                }
+            } else {
+                Resumed {
+                    requeued: 0,
+                    failed: 1,
+                }
+            };
+            assert_eq!(resumed, expected, "start {start}");
+        }
+        let row = store.job(poison).await.unwrap().unwrap();
+        assert_eq!(row.state, JobState::Failed);
+        assert_eq!(row.error_code.as_deref(), Some("interrupted"));
+        assert!(row.reason.unwrap().contains("3 times"));
+        assert!(store.claim_next_job().await.unwrap().is_none());
+
+        // An operator's retry starts it afresh: the count starts again.
+        store.retry_job(poison).await.unwrap();
+        store.claim_next_job().await.unwrap().unwrap();
+        let resumed = resume_interrupted(&store, MAX_STARTS).await.unwrap();
+        assert_eq!(
+            resumed,
+            Resumed {
+                requeued: 1,
+                failed: 0
             }
-        }
-    }
-
-    #[test]
-    fn superseded_is_terminal_and_running_is_not_supersedable() {
-        assert!(ALL_STATES.iter().all(|s| !Superseded.can_become(*s)));
-        assert!(!Running.supersedable());
-        assert!(Queued.supersedable());
-    }
-
-    #[test]
-    fn names_round_trip() {
-        for s in ALL_STATES {
-            assert_eq!(s.as_str().parse::<JobState>().unwrap(), s);
-        }
-        assert!("done".parse::<JobState>().is_err());
+        );
     }
 }

@@ -1,10 +1,9 @@
-//! The pipeline that drives a queued job through the stages: volume assembly now (and
-//! the cascade, SEG encoding and delivery as they arrive). Workers claim jobs from the
-//! job table, the durable queue; a `Notify` only wakes them. A stage's failure ends the
-//! job in `failed` with the stage, an error code and a reason a person can read; it
-//! never stops the worker or touches other jobs.
+//! The workers that drive queued jobs through [`process`] (volume, cascade, SEG) and
+//! queue the result's deliveries. Workers claim jobs from the job table, the durable
+//! queue; a `Notify` only wakes them. A stage's failure ends the job in `failed` with
+//! the stage, an error code and a reason a person can read; it never stops the worker
+//! or touches other jobs.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,13 +11,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::cascade::Cascade;
+use super::process::{Options, Processed, Source, StageError, process};
+use crate::cascade::{Cascade, Scope};
 use crate::config::{Config, Destination};
-use crate::jobs::JobState;
 use crate::seg::{self, SegType};
 use crate::spool::Spool;
-use crate::store::{ClaimedJob, JobOutcome, NewDelivery, Store};
-use crate::volume::{self, Tolerances};
+use crate::store::{ClaimedJob, JobOutcome, JobState, NewDelivery, Store};
 
 /// How often idle workers look at the job table even without a wake-up (jobs queued
 /// by another process, e.g. an operator's retry).
@@ -45,7 +43,7 @@ pub async fn worker(
     loop {
         match pipeline.store.claim_next_job().await {
             Ok(Some(job)) => {
-                let span = tracing::info_span!("job", job_id = job.id, series_uid = %job.series_uid, worker = id);
+                let span = tracing::info_span!("job", job_id = job.id.0, series_uid = %job.series_uid, worker = id);
                 pipeline.run(&job, &mut cascade).instrument(span).await;
                 continue;
             }
@@ -66,48 +64,40 @@ struct Produced {
     deliveries: Vec<NewDelivery>,
 }
 
-/// A stage failure: which stage, a stable code, a message.
-struct StageError {
-    stage: &'static str,
-    code: String,
-    message: String,
-}
-
 impl Pipeline {
     async fn run(&self, job: &ClaimedJob, cascade: &mut Option<Cascade>) {
         tracing::info!("job started");
         let started = Instant::now();
-        let mut summary = serde_json::json!({ "timings_ms": {} });
-        let mut deliveries = Vec::new();
-        let outcome = match self.process(job, cascade, &mut summary).await {
-            Ok(produced) => {
-                let seg = produced.map(|p| {
-                    deliveries = p.deliveries;
-                    p.seg
-                });
+        let (outcome, deliveries) = match self.process(job, cascade).await {
+            Ok((summary, produced)) => {
                 tracing::info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "job succeeded"
                 );
                 let empty = summary["cascade"]["empty"].as_bool() == Some(true);
-                JobOutcome {
+                let (seg, deliveries) = match produced {
+                    Some(p) => (Some(p.seg), p.deliveries),
+                    None => (None, Vec::new()),
+                };
+                let outcome = JobOutcome {
                     state: JobState::Succeeded,
                     reason: empty.then(|| "no structures found".to_string()),
                     error_code: None,
                     summary,
                     seg,
-                }
+                };
+                (outcome, deliveries)
             }
             Err(e) => {
                 tracing::warn!(stage = e.stage, code = %e.code, reason = %e.message, "job failed");
-                summary["failed_stage"] = e.stage.into();
-                JobOutcome {
+                let outcome = JobOutcome {
                     state: JobState::Failed,
-                    reason: Some(format!("{}: {}", e.stage, e.message)),
+                    reason: Some(e.to_string()),
                     error_code: Some(e.code),
-                    summary,
+                    summary: serde_json::json!({ "failed_stage": e.stage }),
                     seg: None,
-                }
+                };
+                (outcome, Vec::new())
             }
         };
         if let Err(e) = self.store.finish_job(job, &outcome).await {
@@ -122,12 +112,14 @@ impl Pipeline {
         }
     }
 
+    /// Runs [`process`] on a blocking thread with this worker's cascade, then writes the
+    /// SEGs to the spool. Returns the summary and, when there is a result, what to
+    /// deliver.
     async fn process(
         &self,
         job: &ClaimedJob,
         cascade: &mut Option<Cascade>,
-        summary: &mut serde_json::Value,
-    ) -> Result<Option<Produced>, StageError> {
+    ) -> Result<(serde_json::Value, Option<Produced>), StageError> {
         let internal = |stage| {
             move |e: String| StageError {
                 stage,
@@ -135,82 +127,23 @@ impl Pipeline {
                 message: e,
             }
         };
-        let files: Vec<PathBuf> = self
-            .store
-            .series_files(job.series_id)
-            .await
-            .map_err(|e| internal("volume")(e.to_string()))?
-            .iter()
-            .map(|name| self.spool.path(name))
-            .collect();
-        let min_slices = self.config.eligibility.min_slices as usize;
-        let t = Instant::now();
-        let assembled = tokio::task::spawn_blocking(move || {
-            volume::assemble(&files, min_slices, &Tolerances::default())
-        })
-        .await
-        .map_err(|e| internal("volume")(e.to_string()))?;
-        summary["timings_ms"]["volume"] = (t.elapsed().as_millis() as u64).into();
-        let volume = assembled.map_err(|e| StageError {
-            stage: "volume",
-            code: e.code().to_string(),
-            message: e.to_string(),
-        })?;
-        let (min, max, mean) = volume.hu_stats();
-        summary["volume"] = serde_json::json!({
-            "shape": volume.shape,
-            "spacing_mm": volume.geometry.spacing,
-            "origin_mm": volume.geometry.origin,
-            "hu": { "min": min, "max": max, "mean": mean },
-        });
-        let Some(mut model) = cascade.take() else {
-            if self.config.model.is_some() {
-                // The worker lost its sessions (a panic inside inference): fail loudly
-                // rather than "succeed" without segmenting.
-                return Err(StageError {
-                    stage: "cascade",
-                    code: "model_unavailable".into(),
-                    message: "this worker's model sessions were lost after an inference panic; restart the node".into(),
-                });
-            }
-            return Ok(None);
-        };
-        let t = Instant::now();
-        let (model, volume, segmented) = tokio::task::spawn_blocking(move || {
-            let result = model.run(&volume);
-            (model, volume, result)
-        })
-        .await
-        .map_err(|e| internal("cascade")(e.to_string()))?;
-        *cascade = Some(model);
-        summary["timings_ms"]["cascade"] = (t.elapsed().as_millis() as u64).into();
-        let segmentation = segmented.map_err(|e| StageError {
-            stage: "cascade",
-            code: e.code().to_string(),
-            message: e.to_string(),
-        })?;
-        summary["cascade"] = serde_json::to_value(&segmentation.summary).unwrap_or_default();
-        if segmentation.summary.empty {
-            return Ok(None);
+        let source = Source::new(
+            self.store
+                .series_sources(job.series_id)
+                .await
+                .map_err(|e| internal("volume")(e.to_string()))?
+                .into_iter()
+                .map(|i| (i.sop_instance_uid, i.sha256, self.spool.path(&i.file_name))),
+        );
+        if cascade.is_none() && self.config.model.is_some() {
+            // The worker lost its sessions (a panic inside inference): fail loudly
+            // rather than "succeed" without segmenting.
+            return Err(StageError {
+                stage: "cascade",
+                code: "model_unavailable".into(),
+                message: "this worker's model sessions were lost after an inference panic; restart the node".into(),
+            });
         }
-
-        // The SEG, written to the spool for delivery.
-        let t = Instant::now();
-        let manifest = cascade
-            .as_ref()
-            .map(|c| c.model.manifest.clone())
-            .expect("cascade returned");
-        let equipment = seg::Equipment::segnode(self.config.ae_title.as_str());
-        let source_key = self
-            .store
-            .series_checksums(job.series_id)
-            .await
-            .map_err(|e| internal("seg")(e.to_string()))?
-            .iter()
-            .map(|(uid, sha)| format!("{uid}={sha}"))
-            .collect::<Vec<_>>()
-            .join(";");
-        let spool = self.spool.clone();
         // BINARY always (what the job records); LABELMAP too when a destination wants it.
         let destinations: Vec<Destination> = self
             .config
@@ -218,77 +151,70 @@ impl Pipeline {
             .into_iter()
             .cloned()
             .collect();
-        let types: Vec<SegType> = std::iter::once(SegType::Binary)
-            .chain(
-                destinations
-                    .iter()
-                    .any(|d| d.seg_type == SegType::Labelmap)
-                    .then_some(SegType::Labelmap),
-            )
-            .collect();
+        let options = Options {
+            min_slices: self.config.eligibility.min_slices as usize,
+            scope: Scope::Cascade,
+            seg_types: std::iter::once(SegType::Binary)
+                .chain(
+                    destinations
+                        .iter()
+                        .any(|d| d.seg_type == SegType::Labelmap)
+                        .then_some(SegType::Labelmap),
+                )
+                .collect(),
+            equipment: seg::Equipment::segnode(self.config.ae_title.as_str()),
+        };
+        let mut model = cascade.take();
+        let (model, processed) = tokio::task::spawn_blocking(move || {
+            let processed = process(&source, model.as_mut(), &options);
+            (model, processed)
+        })
+        .await
+        .map_err(|e| internal("cascade")(e.to_string()))?;
+        *cascade = model;
+        let Processed { segs, summary, .. } = processed?;
+        if segs.is_empty() {
+            return Ok((summary, None));
+        }
+        let t = Instant::now();
+        let spool = self.spool.clone();
         let written = tokio::task::spawn_blocking(move || {
-            types
-                .into_iter()
-                .map(|seg_type| {
-                    let encoded = seg::encode(
-                        &volume,
-                        &segmentation.labels,
-                        &manifest,
-                        seg_type,
-                        &equipment,
-                        &source_key,
-                    )
-                    .map_err(|e| ("seg", "encode_failed", e.to_string()))?;
-                    let name = spool.write(&encoded.file).map_err(|e| {
-                        (
-                            "seg",
-                            "internal",
-                            format!("cannot write the SEG to the spool: {e}"),
-                        )
-                    })?;
-                    Ok::<_, (&str, &str, String)>((seg_type, encoded, name))
+            segs.into_iter()
+                .map(|(seg_type, encoded)| {
+                    let name = spool.write(&encoded.file)?;
+                    Ok((seg_type, encoded.sop_instance_uid, name))
                 })
-                .collect::<Result<Vec<_>, _>>()
+                .collect::<std::io::Result<Vec<_>>>()
         })
         .await
         .map_err(|e| internal("seg")(e.to_string()))?
-        .map_err(|(stage, code, message)| StageError {
-            stage,
-            code: code.to_string(),
-            message,
-        })?;
-        summary["timings_ms"]["seg"] = (t.elapsed().as_millis() as u64).into();
-        let (_, binary, binary_file) = &written[0];
-        summary["seg"] = serde_json::json!({
-            "sop_instance_uid": binary.sop_instance_uid,
-            "series_instance_uid": binary.series_instance_uid,
-            "sop_class_uid": binary.sop_class_uid,
-            "frames": binary.frames,
-            "bytes": binary.file.len(),
-        });
-        tracing::info!(seg_sop_instance_uid = %binary.sop_instance_uid, frames = binary.frames, "SEG written");
+        .map_err(|e| internal("seg")(format!("cannot write the SEG to the spool: {e}")))?;
+        let mut summary = summary;
+        summary["timings_ms"]["spool"] = (t.elapsed().as_millis() as u64).into();
+        let (_, binary_uid, binary_file) = &written[0];
+        tracing::info!(seg_sop_instance_uid = %binary_uid, "SEG written");
         let deliveries = destinations
             .iter()
             .map(|d| {
-                let (_, encoded, file) = written
+                let (_, uid, file) = written
                     .iter()
                     .find(|(t, _, _)| *t == d.seg_type)
                     .expect("encoded above");
                 NewDelivery {
                     destination: d.name.clone(),
-                    seg_type: match d.seg_type {
-                        SegType::Binary => "BINARY".into(),
-                        SegType::Labelmap => "LABELMAP".into(),
-                    },
-                    seg_sop_instance_uid: encoded.sop_instance_uid.clone(),
+                    seg_type: d.seg_type.name().into(),
+                    seg_sop_instance_uid: uid.clone(),
                     seg_file: file.clone(),
                     fallback_file: (d.seg_type == SegType::Labelmap).then(|| binary_file.clone()),
                 }
             })
             .collect();
-        Ok(Some(Produced {
-            seg: (binary.sop_instance_uid.clone(), binary_file.clone()),
-            deliveries,
-        }))
+        Ok((
+            summary,
+            Some(Produced {
+                seg: (binary_uid.clone(), binary_file.clone()),
+                deliveries,
+            }),
+        ))
     }
 }

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::pending::Pending;
 use super::{Receiver, association, audit};
-use crate::store::AuditEvent;
+use crate::store::{AuditEvent, AuditKind};
 use crate::ul::{UlError, UlStream};
 
 /// A DICOM listener: plain, or DICOM TLS with its acceptor.
@@ -137,10 +137,9 @@ pub(super) async fn open(
                     audit(
                         rx,
                         AuditEvent {
-                            event: "association_rejected",
                             peer: Some(peer.to_string()),
                             detail: serde_json::json!({ "reason": reason }),
-                            ..AuditEvent::default()
+                            ..AuditEvent::of(AuditKind::AssociationRejected)
                         },
                     )
                     .await;

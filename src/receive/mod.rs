@@ -27,9 +27,8 @@ use crate::config::Config;
 use crate::dicom::lengths;
 use crate::dicom::uid::{VERIFICATION, is_ct_image_storage, ts};
 use crate::dicom::{Command, CommandField, DimseStatus, Uid, functional, part10};
-use crate::series::InstanceMeta;
 use crate::spool::{Incoming, Spool};
-use crate::store::{AuditEvent, RecordOutcome, SpooledFile, Store};
+use crate::store::{AuditEvent, AuditKind, InstanceMeta, RecordOutcome, SpooledFile, Store};
 use crate::ul::{Event, UlError, UlStream};
 use dataset::{inflate_bounded, parse_instance};
 use negotiation::{AcceptedContext, Rejected, negotiate};
@@ -101,11 +100,10 @@ async fn association(
             audit(
                 rx,
                 AuditEvent {
-                    event: "association_rejected",
                     calling_ae: Some(&rejected.calling_ae),
                     peer: Some(peer.to_string()),
                     detail: serde_json::json!({ "called_ae": rejected.called_ae, "reason": rejected.reason }),
-                    ..AuditEvent::default()
+                    ..AuditEvent::of(AuditKind::AssociationRejected)
                 },
             )
             .await;
@@ -132,11 +130,10 @@ async fn association(
     audit(
         rx,
         AuditEvent {
-            event: "association_accepted",
             calling_ae: Some(accepted.calling_ae.as_str()),
             peer: Some(peer.to_string()),
             detail: serde_json::json!({ "contexts": accepted.contexts.len() }),
-            ..AuditEvent::default()
+            ..AuditEvent::of(AuditKind::AssociationAccepted)
         },
     )
     .await;
@@ -392,11 +389,9 @@ impl Session<'_> {
         )?;
         let mut file = self.rx.spool.create()?;
         file.write(&header)?;
-        let mut sha = Sha256::new();
-        sha.update(&header);
         Ok(Some(Spooling {
             file,
-            sha,
+            sha: Sha256::new(),
             header,
             error: None,
         }))
@@ -506,13 +501,12 @@ impl Session<'_> {
             audit(
                 self.rx,
                 AuditEvent {
-                    event: "instance_ignored",
                     detail: serde_json::json!({
                         "sop_class": class,
                         "sop_instance": instance.as_str(),
                         "reason": format!("SOP class {class} is not CT image storage; not kept"),
                     }),
-                    ..self.object_event(&object)
+                    ..self.object_event(AuditKind::InstanceIgnored, &object)
                 },
             )
             .await;
@@ -594,7 +588,11 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn object_event<'o>(&'o self, object: &'o DefaultDicomObject) -> AuditEvent<'o> {
+    fn object_event<'o>(
+        &'o self,
+        event: AuditKind,
+        object: &'o DefaultDicomObject,
+    ) -> AuditEvent<'o> {
         AuditEvent {
             calling_ae: Some(self.calling_ae),
             peer: Some(self.peer.to_string()),
@@ -602,7 +600,7 @@ impl Session<'_> {
             series_uid: opt_text(object, tags::SERIES_INSTANCE_UID),
             patient_id: opt_text(object, tags::PATIENT_ID),
             accession_number: opt_text(object, tags::ACCESSION_NUMBER),
-            ..AuditEvent::default()
+            ..AuditEvent::of(event)
         }
     }
 
@@ -614,17 +612,16 @@ impl Session<'_> {
     ) -> Verdict {
         tracing::warn!(status = %status, %reason, "C-STORE refused");
         let base = match object {
-            Some(o) => self.object_event(o),
+            Some(o) => self.object_event(AuditKind::InstanceRefused, o),
             None => AuditEvent {
                 calling_ae: Some(self.calling_ae),
                 peer: Some(self.peer.to_string()),
-                ..AuditEvent::default()
+                ..AuditEvent::of(AuditKind::InstanceRefused)
             },
         };
         audit(
             self.rx,
             AuditEvent {
-                event: "instance_refused",
                 detail: serde_json::json!({ "status": status.to_string(), "reason": reason }),
                 ..base
             },
@@ -648,8 +645,9 @@ struct Received {
     spooled: Option<Spooled>,
 }
 
-/// A CT data set being streamed into the spool and hashed (SHA-256 of the whole Part
-/// 10 file) as its fragments arrive.
+/// A CT data set being streamed into the spool after the Part 10 header the node
+/// wrote, and hashed as its fragments arrive: the SHA-256 of the data set as the sender
+/// sent it is the instance's content, whoever sends it again.
 struct Spooling {
     file: Incoming,
     sha: Sha256,
@@ -740,6 +738,6 @@ fn opt_text(object: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<&str> {
 
 async fn audit(rx: &Receiver, event: AuditEvent<'_>) {
     if let Err(e) = rx.store.audit(&event).await {
-        tracing::error!(error = %e, event = event.event, "could not write audit record");
+        tracing::error!(error = %e, event = event.event.as_str(), "could not write audit record");
     }
 }

@@ -44,6 +44,14 @@ pub enum SegType {
 }
 
 impl SegType {
+    /// The Segmentation Type (0062,0001) it writes, as the outbox records it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SegType::Binary => "BINARY",
+            SegType::Labelmap => "LABELMAP",
+        }
+    }
+
     pub fn sop_class(self) -> &'static str {
         match self {
             SegType::Binary => SEGMENTATION_STORAGE,
@@ -665,14 +673,7 @@ pub fn encode(
         PrimitiveValue::from(0u16),
     ));
     put(el(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00"));
-    put(el(
-        tags::SEGMENTATION_TYPE,
-        VR::CS,
-        match seg_type {
-            SegType::Binary => "BINARY",
-            SegType::Labelmap => "LABELMAP",
-        },
-    ));
+    put(el(tags::SEGMENTATION_TYPE, VR::CS, seg_type.name()));
     put(el(tags::CONTENT_LABEL, VR::CS, "SEGMENTATION"));
     put(el(
         tags::CONTENT_DESCRIPTION,

@@ -112,6 +112,25 @@ impl VolumeError {
             VolumeError::Decode { .. } => "decode_failed",
         }
     }
+
+    /// The same error with its file named as `name` says (the node names an instance by
+    /// its SOP Instance UID, not by its spool file); unchanged where `name` knows none.
+    pub fn renamed(mut self, name: impl Fn(&str) -> Option<String>) -> Self {
+        use VolumeError::*;
+        match &mut self {
+            Unreadable { path, .. }
+            | MissingAttribute { path, .. }
+            | NotGrayscale { path, .. }
+            | UnsupportedPixelFormat { path, .. }
+            | Decode { path, .. } => {
+                if let Some(n) = name(path) {
+                    *path = n;
+                }
+            }
+            NoFiles | SeveralSeries { .. } | Geometry { .. } => {}
+        }
+        self
+    }
 }
 
 /// The header facts of one frame.

@@ -12,7 +12,8 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use segnode::config::Config;
-use segnode::store::Store;
+#[allow(unused_imports)] // each test crate uses some of them
+pub use segnode::store::{AuditKind, JobId, JobState, Store};
 use tokio_util::sync::CancellationToken;
 
 pub const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
@@ -382,14 +383,23 @@ pub fn is_ready_file(f: &Path) -> bool {
         && std::fs::metadata(f).is_ok_and(|m| m.len() == 0)
 }
 
+/// Every job, newest first.
+pub async fn all_jobs(store: &Store) -> Vec<segnode::store::JobRow> {
+    let query = segnode::store::JobQuery {
+        limit: 10_000,
+        ..segnode::store::JobQuery::default()
+    };
+    store.jobs(&query).await.unwrap()
+}
+
 /// Waits until at least `n` jobs exist and none is queued or running; returns them,
 /// newest first.
 pub async fn settled_jobs(store: &Store, n: usize) -> Vec<segnode::store::JobRow> {
     wait_for(Duration::from_secs(30), || async {
-        let jobs = store.jobs(None, 1000).await.unwrap();
+        let jobs = all_jobs(store).await;
         let busy = jobs
             .iter()
-            .any(|j| j.state == "queued" || j.state == "running");
+            .any(|j| j.state == JobState::Queued || j.state == JobState::Running);
         (jobs.len() >= n && !busy).then_some(jobs)
     })
     .await

@@ -1,0 +1,255 @@
+//! The audit trail: append-only (triggers refuse updates and deletes), queried by
+//! time, patient, accession, study, calling AE, job and kind, and read in order by the
+//! webhook sender from its cursor.
+
+use serde::Serialize;
+use sqlx::{Sqlite, Transaction};
+
+use super::{AuditKind, JobId, Store, StoreError, now_ms};
+
+/// One audit record to append.
+#[derive(Debug, Clone)]
+pub struct AuditEvent<'a> {
+    pub event: AuditKind,
+    pub calling_ae: Option<&'a str>,
+    pub peer: Option<String>,
+    pub study_uid: Option<&'a str>,
+    pub series_uid: Option<&'a str>,
+    pub patient_id: Option<&'a str>,
+    pub accession_number: Option<&'a str>,
+    pub job_id: Option<JobId>,
+    pub detail: serde_json::Value,
+}
+
+impl AuditEvent<'_> {
+    /// An event of `event` with none of the optional fields.
+    pub fn of(event: AuditKind) -> Self {
+        Self {
+            event,
+            calling_ae: None,
+            peer: None,
+            study_uid: None,
+            series_uid: None,
+            patient_id: None,
+            accession_number: None,
+            job_id: None,
+            detail: serde_json::Value::Null,
+        }
+    }
+}
+
+/// A stored audit record.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at_ms: i64,
+    pub event: AuditKind,
+    pub calling_ae: Option<String>,
+    pub peer: Option<String>,
+    pub study_uid: Option<String>,
+    pub series_uid: Option<String>,
+    pub patient_id: Option<String>,
+    pub accession_number: Option<String>,
+    pub job_id: Option<JobId>,
+    pub detail: String,
+}
+
+/// Filters of an audit query; all optional.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub patient_id: Option<String>,
+    pub accession_number: Option<String>,
+    pub study_uid: Option<String>,
+    pub calling_ae: Option<String>,
+    pub job_id: Option<JobId>,
+    pub event: Option<AuditKind>,
+    pub limit: Option<i64>,
+}
+
+/// The SELECT of an [`AuditRow`], before its WHERE clause.
+macro_rules! audit_row_sql {
+    () => {
+        "SELECT id, at_ms, event, calling_ae, peer, study_uid, series_uid, patient_id, accession_number,
+                job_id, detail
+         FROM audit"
+    };
+}
+
+impl Store {
+    pub async fn audit(&self, event: &AuditEvent<'_>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        append_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Audit records matching `filter`, oldest first.
+    pub async fn audit_query(&self, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            audit_row_sql!(),
+            " WHERE (?1 IS NULL OR at_ms >= ?1) AND (?2 IS NULL OR at_ms <= ?2)
+               AND (?3 IS NULL OR patient_id = ?3) AND (?4 IS NULL OR accession_number = ?4)
+               AND (?5 IS NULL OR study_uid = ?5) AND (?6 IS NULL OR calling_ae = ?6)
+               AND (?7 IS NULL OR job_id = ?7) AND (?8 IS NULL OR event = ?8)
+             ORDER BY id LIMIT ?9"
+        ))
+        .bind(f.from_ms)
+        .bind(f.to_ms)
+        .bind(&f.patient_id)
+        .bind(&f.accession_number)
+        .bind(&f.study_uid)
+        .bind(&f.calling_ae)
+        .bind(f.job_id)
+        .bind(f.event)
+        .bind(f.limit.unwrap_or(10_000))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Every audit record, oldest first, optionally only one kind.
+    pub async fn audit_rows(&self, event: Option<AuditKind>) -> Result<Vec<AuditRow>, StoreError> {
+        self.audit_query(&AuditFilter {
+            event,
+            limit: Some(-1),
+            ..AuditFilter::default()
+        })
+        .await
+    }
+
+    /// Audit records after `id`, oldest first.
+    pub async fn audit_after(&self, id: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            audit_row_sql!(),
+            " WHERE id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The last audit id the webhook sender handled.
+    pub async fn webhook_cursor(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT last_audit_id FROM webhook_cursor WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn set_webhook_cursor(&self, audit_id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE webhook_cursor SET last_audit_id = ? WHERE id = 1")
+            .bind(audit_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+pub(super) async fn append_audit(
+    tx: &mut Transaction<'_, Sqlite>,
+    e: &AuditEvent<'_>,
+) -> Result<(), StoreError> {
+    let detail = if e.detail.is_null() {
+        "{}".to_string()
+    } else {
+        e.detail.to_string()
+    };
+    sqlx::query(
+        "INSERT INTO audit (at_ms, event, calling_ae, peer, study_uid, series_uid, patient_id,
+                            accession_number, job_id, detail)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(now_ms())
+    .bind(e.event)
+    .bind(e.calling_ae)
+    .bind(&e.peer)
+    .bind(e.study_uid)
+    .bind(e.series_uid)
+    .bind(e.patient_id)
+    .bind(e.accession_number)
+    .bind(e.job_id)
+    .bind(detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::SqlitePool;
+
+    #[sqlx::test]
+    async fn records_are_found_by_each_filter_and_never_change(pool: SqlitePool) {
+        let store = Store::with_pool(pool.clone());
+        for (ae, patient) in [("PACS", "P1"), ("CT1", "P2"), ("PACS", "P2")] {
+            store
+                .audit(&AuditEvent {
+                    calling_ae: Some(ae),
+                    patient_id: Some(patient),
+                    peer: Some("127.0.0.1:1".into()),
+                    ..AuditEvent::of(AuditKind::AssociationAccepted)
+                })
+                .await
+                .unwrap();
+        }
+        store
+            .audit(&AuditEvent {
+                job_id: Some(JobId(4)),
+                detail: serde_json::json!({ "status": 200 }),
+                ..AuditEvent::of(AuditKind::WebhookSent)
+            })
+            .await
+            .unwrap();
+        let by = |f: AuditFilter| {
+            let store = store.clone();
+            async move { store.audit_query(&f).await.unwrap().len() }
+        };
+        let pacs = AuditFilter {
+            calling_ae: Some("PACS".into()),
+            ..AuditFilter::default()
+        };
+        assert_eq!(by(pacs).await, 2);
+        let p2 = AuditFilter {
+            patient_id: Some("P2".into()),
+            limit: Some(1),
+            ..AuditFilter::default()
+        };
+        assert_eq!(by(p2).await, 1);
+        let job = AuditFilter {
+            job_id: Some(JobId(4)),
+            ..AuditFilter::default()
+        };
+        assert_eq!(by(job).await, 1);
+        let later = AuditFilter {
+            from_ms: Some(now_ms() + 60_000),
+            ..AuditFilter::default()
+        };
+        assert_eq!(by(later).await, 0);
+        let rows = store
+            .audit_rows(Some(AuditKind::WebhookSent))
+            .await
+            .unwrap();
+        assert_eq!(
+            (rows[0].event, rows[0].detail.as_str()),
+            (AuditKind::WebhookSent, r#"{"status":200}"#)
+        );
+        assert_eq!(store.audit_rows(None).await.unwrap()[0].detail, "{}");
+
+        assert_eq!(store.webhook_cursor().await.unwrap(), 0);
+        let after = store.audit_after(1, 2).await.unwrap();
+        assert_eq!(after.iter().map(|r| r.id).collect::<Vec<_>>(), [2, 3]);
+        store.set_webhook_cursor(3).await.unwrap();
+        assert_eq!(store.webhook_cursor().await.unwrap(), 3);
+
+        let update = sqlx::query("UPDATE audit SET event = 'x'")
+            .execute(&pool)
+            .await;
+        assert!(update.unwrap_err().to_string().contains("append-only"));
+        let delete = sqlx::query("DELETE FROM audit").execute(&pool).await;
+        assert!(delete.unwrap_err().to_string().contains("append-only"));
+    }
+}

@@ -1,0 +1,250 @@
+//! Deliveries: the outbox of a job's results, one row per (job, destination), and the
+//! attempts made on them.
+
+use serde::Serialize;
+
+use super::audit::append_audit;
+use super::jobs::claimed_job;
+use super::{AuditKind, DeliveryState, JobId, Store, StoreError, now_ms};
+
+/// A delivery to make.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub destination: String,
+    pub seg_type: String,
+    pub seg_sop_instance_uid: String,
+    pub seg_file: String,
+    pub fallback_file: Option<String>,
+}
+
+/// A delivery in the outbox.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub job_id: JobId,
+    pub destination: String,
+    pub state: DeliveryState,
+    pub seg_type: String,
+    pub seg_sop_instance_uid: String,
+    #[serde(skip)]
+    pub seg_file: String,
+    #[serde(skip)]
+    pub fallback_file: Option<String>,
+    pub attempts: i64,
+    pub next_attempt_ms: i64,
+    pub last_status: Option<String>,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub delivered_ms: Option<i64>,
+}
+
+/// What one delivery attempt came to.
+#[derive(Debug, Clone)]
+pub enum Attempt {
+    Delivered {
+        status: String,
+        note: Option<String>,
+    },
+    Retry {
+        error: String,
+        next_attempt_ms: i64,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+impl Attempt {
+    pub fn state(&self) -> DeliveryState {
+        match self {
+            Attempt::Delivered { .. } => DeliveryState::Delivered,
+            Attempt::Retry { .. } => DeliveryState::Pending,
+            Attempt::Failed { .. } => DeliveryState::Failed,
+        }
+    }
+}
+
+impl Store {
+    /// Queues deliveries of a job's result (once per destination).
+    pub async fn create_deliveries(
+        &self,
+        job_id: JobId,
+        items: &[NewDelivery],
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for d in items {
+            sqlx::query(
+                "INSERT OR IGNORE INTO deliveries (job_id, destination, state, seg_type, seg_sop_instance_uid,
+                     seg_file, fallback_file, next_attempt_ms, created_ms, updated_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(job_id)
+            .bind(&d.destination)
+            .bind(DeliveryState::Pending)
+            .bind(&d.seg_type)
+            .bind(&d.seg_sop_instance_uid)
+            .bind(&d.seg_file)
+            .bind(&d.fallback_file)
+            .bind(now)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Pending deliveries whose next attempt is due.
+    pub async fn due_deliveries(&self, now: i64) -> Result<Vec<DeliveryRow>, StoreError> {
+        self.deliveries(None, Some(now)).await
+    }
+
+    pub async fn job_deliveries(&self, job_id: JobId) -> Result<Vec<DeliveryRow>, StoreError> {
+        self.deliveries(Some(job_id), None).await
+    }
+
+    async fn deliveries(
+        &self,
+        job_id: Option<JobId>,
+        due_by: Option<i64>,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, job_id, destination, state, seg_type, seg_sop_instance_uid, seg_file, fallback_file,
+                    attempts, next_attempt_ms, last_status, last_error, created_ms, updated_ms, delivered_ms
+             FROM deliveries
+             WHERE (?1 IS NULL OR job_id = ?1)
+               AND (?2 IS NULL OR (state = 'pending' AND next_attempt_ms <= ?2))
+             ORDER BY next_attempt_ms, id",
+        )
+        .bind(job_id)
+        .bind(due_by)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records an attempt, audited. Returns how many of the job's deliveries are not
+    /// delivered once it is recorded (counted in the same transaction, so that of two
+    /// deliveries finishing together the later one sees none left).
+    pub async fn record_attempt(
+        &self,
+        d: &DeliveryRow,
+        attempt: &Attempt,
+    ) -> Result<i64, StoreError> {
+        let now = now_ms();
+        let state = attempt.state();
+        let mut tx = self.pool.begin().await?;
+        let (status, error, next, note) = match attempt {
+            Attempt::Delivered { status, note } => {
+                (Some(status), None, d.next_attempt_ms, note.as_ref())
+            }
+            Attempt::Retry {
+                error,
+                next_attempt_ms,
+            } => (None, Some(error), *next_attempt_ms, None),
+            Attempt::Failed { error } => (None, Some(error), d.next_attempt_ms, None),
+        };
+        sqlx::query(
+            "UPDATE deliveries SET state = ?1, attempts = attempts + 1, next_attempt_ms = ?2,
+                 last_status = COALESCE(?3, last_status), last_error = ?4, updated_ms = ?5,
+                 delivered_ms = CASE WHEN ?1 = 'delivered' THEN ?5 ELSE delivered_ms END
+             WHERE id = ?6",
+        )
+        .bind(state)
+        .bind(next)
+        .bind(status)
+        .bind(error)
+        .bind(now)
+        .bind(d.id)
+        .execute(&mut *tx)
+        .await?;
+        let job = claimed_job(&mut *tx, d.job_id).await?;
+        let detail = serde_json::json!({
+            "destination": d.destination,
+            "attempt": d.attempts + 1,
+            "outcome": state,
+            "status": status,
+            "error": error,
+            "note": note,
+            "seg_sop_instance_uid": d.seg_sop_instance_uid,
+        });
+        append_audit(&mut tx, &job.event(AuditKind::DeliveryAttempt, detail)).await?;
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE job_id = ? AND state <> 'delivered'",
+        )
+        .bind(d.job_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(open)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::queued_job;
+    use super::*;
+    use sqlx::SqlitePool;
+
+    fn delivery(destination: &str) -> NewDelivery {
+        NewDelivery {
+            destination: destination.into(),
+            seg_type: "BINARY".into(),
+            seg_sop_instance_uid: "2.25.7".into(),
+            seg_file: "seg".into(),
+            fallback_file: None,
+        }
+    }
+
+    #[sqlx::test]
+    async fn attempts_are_recorded_and_count_what_is_left(pool: SqlitePool) {
+        let store = Store::with_pool(pool);
+        let job = queued_job(&store, 1, "PACS").await;
+        let items = [delivery("pacs"), delivery("archive")];
+        store.create_deliveries(job, &items).await.unwrap();
+        // Once per destination.
+        store.create_deliveries(job, &items).await.unwrap();
+        let due = store.due_deliveries(now_ms()).await.unwrap();
+        assert_eq!(due.len(), 2);
+        assert!(store.due_deliveries(0).await.unwrap().is_empty());
+
+        let retry = Attempt::Retry {
+            error: "refused".into(),
+            next_attempt_ms: now_ms() + 60_000,
+        };
+        assert_eq!(store.record_attempt(&due[0], &retry).await.unwrap(), 2);
+        assert_eq!(store.due_deliveries(now_ms()).await.unwrap().len(), 1);
+        let delivered = Attempt::Delivered {
+            status: "0x0000".into(),
+            note: None,
+        };
+        assert_eq!(store.record_attempt(&due[1], &delivered).await.unwrap(), 1);
+        assert_eq!(store.record_attempt(&due[0], &delivered).await.unwrap(), 0);
+        let rows = store.job_deliveries(job).await.unwrap();
+        assert!(rows.iter().all(|r| r.state == DeliveryState::Delivered));
+        assert!(rows.iter().all(|r| r.delivered_ms.is_some()));
+        assert_eq!(rows.iter().map(|r| r.attempts).sum::<i64>(), 3);
+        assert_eq!(
+            rows.iter()
+                .find(|r| r.destination == "pacs")
+                .unwrap()
+                .last_error
+                .as_deref(),
+            None
+        );
+
+        let failed = Attempt::Failed {
+            error: "gone".into(),
+        };
+        assert_eq!(store.record_attempt(&rows[0], &failed).await.unwrap(), 1);
+        assert_eq!(store.retry_job(job).await.unwrap(), (false, 1));
+        let attempts = store
+            .audit_rows(Some(AuditKind::DeliveryAttempt))
+            .await
+            .unwrap();
+        assert_eq!(attempts.len(), 4);
+        assert!(attempts[0].detail.contains(r#""outcome":"pending""#));
+    }
+}

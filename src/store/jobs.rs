@@ -1,0 +1,398 @@
+//! Jobs: listing, claiming, finishing, resuming after a stop and an operator's retry.
+//! Every change of state goes through [`JobState::transition`].
+
+use serde::Serialize;
+use sqlx::Sqlite;
+
+use super::audit::{AuditEvent, append_audit};
+use super::{AuditKind, JobId, JobState, SeriesId, Store, StoreError, now_ms};
+
+/// A job as listed by `segnode jobs` and the API.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: JobId,
+    pub state: JobState,
+    pub reason: Option<String>,
+    pub series_uid: String,
+    pub study_uid: String,
+    pub modality: Option<String>,
+    pub series_description: Option<String>,
+    /// The calling AE of the association that sent this job's revision.
+    pub calling_ae: String,
+    pub series_revision: i64,
+    pub instance_count: i64,
+    pub superseded_by: Option<JobId>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub error_code: Option<String>,
+    /// JSON object with per-stage timings and results.
+    pub summary: Option<String>,
+    pub seg_sop_instance_uid: Option<String>,
+}
+
+/// A job with the series facts that events about it carry.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedJob {
+    pub id: JobId,
+    pub series_id: SeriesId,
+    pub series_uid: String,
+    pub study_uid: String,
+    pub patient_id: Option<String>,
+    pub accession_number: Option<String>,
+    pub calling_ae: String,
+}
+
+/// A job a stop left `running`, and how many times a worker has started it.
+#[derive(Debug, Clone)]
+pub struct InterruptedJob {
+    pub job: ClaimedJob,
+    pub starts: i64,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub struct JobOutcome {
+    pub state: JobState,
+    pub reason: Option<String>,
+    pub error_code: Option<String>,
+    pub summary: serde_json::Value,
+    /// The SEG written to the spool: (SOP Instance UID, spool file name).
+    pub seg: Option<(String, String)>,
+}
+
+/// Which jobs to list: newest first, all filters optional.
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    pub id: Option<JobId>,
+    pub state: Option<JobState>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub study_uid: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl ClaimedJob {
+    /// An audit event about this job.
+    pub(super) fn event(&self, event: AuditKind, detail: serde_json::Value) -> AuditEvent<'_> {
+        AuditEvent {
+            calling_ae: Some(&self.calling_ae),
+            study_uid: Some(&self.study_uid),
+            series_uid: Some(&self.series_uid),
+            patient_id: self.patient_id.as_deref(),
+            accession_number: self.accession_number.as_deref(),
+            job_id: Some(self.id),
+            detail,
+            ..AuditEvent::of(event)
+        }
+    }
+}
+
+/// The SELECT of a [`ClaimedJob`], before its WHERE clause.
+macro_rules! claimed_job_sql {
+    () => {
+        "SELECT j.id, j.series_id, s.series_uid, s.study_uid, s.patient_id, s.accession_number, j.calling_ae
+         FROM jobs j JOIN series s ON s.id = j.series_id"
+    };
+}
+
+/// One job with the series facts that events about it carry.
+pub(super) async fn claimed_job<'e, E>(executor: E, id: JobId) -> Result<ClaimedJob, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    sqlx::query_as(concat!(claimed_job_sql!(), " WHERE j.id = ?"))
+        .bind(id)
+        .fetch_optional(executor)
+        .await?
+        .ok_or(StoreError::NoSuchJob(id))
+}
+
+impl Store {
+    /// One job.
+    pub async fn job(&self, id: JobId) -> Result<Option<JobRow>, StoreError> {
+        let query = JobQuery {
+            id: Some(id),
+            limit: 1,
+            ..JobQuery::default()
+        };
+        Ok(self.jobs(&query).await?.pop())
+    }
+
+    /// Jobs matching `q`, newest first, paginated.
+    pub async fn jobs(&self, q: &JobQuery) -> Result<Vec<JobRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT j.id, j.state, j.reason, s.series_uid, s.study_uid, s.modality, s.series_description,
+                    j.calling_ae, j.series_revision, j.instance_count, j.superseded_by, j.created_ms, j.updated_ms,
+                    j.started_ms, j.finished_ms, j.error_code, j.summary, j.seg_sop_instance_uid
+             FROM jobs j JOIN series s ON s.id = j.series_id
+             WHERE (?1 IS NULL OR j.state = ?1) AND (?2 IS NULL OR j.created_ms >= ?2)
+               AND (?3 IS NULL OR j.created_ms <= ?3) AND (?4 IS NULL OR s.study_uid = ?4)
+               AND (?7 IS NULL OR j.id = ?7)
+             ORDER BY j.id DESC LIMIT ?5 OFFSET ?6",
+        )
+        .bind(q.state)
+        .bind(q.since_ms)
+        .bind(q.until_ms)
+        .bind(&q.study_uid)
+        .bind(q.limit)
+        .bind(q.offset)
+        .bind(q.id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Claims the oldest queued job for a worker (queued → running), atomically, and
+    /// counts the start.
+    pub async fn claim_next_job(&self) -> Result<Option<ClaimedJob>, StoreError> {
+        let next = JobState::Queued.transition(JobState::Running)?;
+        let claimed: Option<JobId> = sqlx::query_scalar(
+            "UPDATE jobs SET state = ?1, started_ms = ?2, updated_ms = ?2, starts = starts + 1
+             WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1)
+             RETURNING id",
+        )
+        .bind(next)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(id) = claimed else {
+            return Ok(None);
+        };
+        let job = claimed_job(&self.pool, id).await?;
+        self.audit(&job.event(AuditKind::JobStarted, serde_json::Value::Null))
+            .await?;
+        Ok(Some(job))
+    }
+
+    /// Ends a running job with its outcome and audits it.
+    pub async fn finish_job(
+        &self,
+        job: &ClaimedJob,
+        outcome: &JobOutcome,
+    ) -> Result<(), StoreError> {
+        let next = JobState::Running.transition(outcome.state)?;
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE jobs SET state = ?, reason = ?, error_code = ?, summary = ?, seg_sop_instance_uid = ?,
+                 seg_file = ?, finished_ms = ?, updated_ms = ?
+             WHERE id = ? AND state = 'running'",
+        )
+        .bind(next)
+        .bind(&outcome.reason)
+        .bind(&outcome.error_code)
+        .bind(outcome.summary.to_string())
+        .bind(outcome.seg.as_ref().map(|s| s.0.as_str()))
+        .bind(outcome.seg.as_ref().map(|s| s.1.as_str()))
+        .bind(now)
+        .bind(now)
+        .bind(job.id)
+        .execute(&mut *tx)
+        .await?;
+        let event = if next == JobState::Succeeded {
+            AuditKind::JobSucceeded
+        } else {
+            AuditKind::JobFailed
+        };
+        let detail = serde_json::json!({
+            "reason": outcome.reason,
+            "error_code": outcome.error_code,
+            "summary": outcome.summary,
+        });
+        append_audit(&mut tx, &job.event(event, detail)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Jobs a stop left `running`, with how often each was started.
+    pub async fn interrupted_jobs(&self) -> Result<Vec<InterruptedJob>, StoreError> {
+        let rows: Vec<(JobId, i64)> =
+            sqlx::query_as("SELECT id, starts FROM jobs WHERE state = 'running' ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for (id, starts) in rows {
+            let job = claimed_job(&self.pool, id).await?;
+            jobs.push(InterruptedJob { job, starts });
+        }
+        Ok(jobs)
+    }
+
+    /// Puts an interrupted job back in the queue (running → queued), audited.
+    pub async fn requeue(&self, job: &InterruptedJob) -> Result<(), StoreError> {
+        let next = JobState::Running.transition(JobState::Queued)?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE jobs SET state = ?, updated_ms = ? WHERE id = ? AND state = 'running'")
+            .bind(next)
+            .bind(now_ms())
+            .bind(job.job.id)
+            .execute(&mut *tx)
+            .await?;
+        let detail = serde_json::json!({ "starts": job.starts });
+        append_audit(&mut tx, &job.job.event(AuditKind::JobRequeued, detail)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Succeeded → delivered, when the job still is succeeded; audited. Returns
+    /// whether it changed.
+    pub async fn mark_delivered(&self, id: JobId) -> Result<bool, StoreError> {
+        let next = JobState::Succeeded.transition(JobState::Delivered)?;
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE jobs SET state = ?, updated_ms = ? WHERE id = ? AND state = 'succeeded'",
+        )
+        .bind(next)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if changed {
+            let job = claimed_job(&mut *tx, id).await?;
+            append_audit(
+                &mut tx,
+                &job.event(AuditKind::JobDelivered, serde_json::Value::Null),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// An operator's retry: a failed job is queued again; its failed deliveries are
+    /// pending again with fresh attempts. Returns (job re-queued, deliveries re-queued).
+    pub async fn retry_job(&self, id: JobId) -> Result<(bool, u64), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let job = claimed_job(&mut *tx, id).await?;
+        let state: JobState = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let requeue = state == JobState::Failed;
+        if requeue {
+            let next = state.transition(JobState::Queued)?;
+            sqlx::query(
+                "UPDATE jobs SET state = ?, reason = NULL, error_code = NULL, starts = 0, updated_ms = ?
+                 WHERE id = ?",
+            )
+            .bind(next)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let deliveries = sqlx::query(
+            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_ms = ?, updated_ms = ?
+             WHERE job_id = ? AND state = 'failed'",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let detail =
+            serde_json::json!({ "job_requeued": requeue, "deliveries_requeued": deliveries });
+        append_audit(&mut tx, &job.event(AuditKind::OperatorRetry, detail)).await?;
+        tx.commit().await?;
+        Ok((requeue, deliveries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::queued_job;
+    use super::*;
+    use sqlx::SqlitePool;
+
+    fn outcome(state: JobState) -> JobOutcome {
+        JobOutcome {
+            state,
+            reason: (state == JobState::Failed).then(|| "volume: a slice is missing".into()),
+            error_code: (state == JobState::Failed).then(|| "missing_slice".into()),
+            summary: serde_json::json!({}),
+            seg: (state == JobState::Succeeded).then(|| ("2.25.1".into(), "seg-file".into())),
+        }
+    }
+
+    #[sqlx::test]
+    async fn claim_finish_list_and_retry(pool: SqlitePool) {
+        let store = Store::with_pool(pool);
+        let id = queued_job(&store, 2, "BARSCU").await;
+        let job = store.claim_next_job().await.unwrap().unwrap();
+        assert_eq!((job.id, job.calling_ae.as_str()), (id, "BARSCU"));
+        assert!(store.claim_next_job().await.unwrap().is_none());
+        store
+            .finish_job(&job, &outcome(JobState::Failed))
+            .await
+            .unwrap();
+        let row = store.job(id).await.unwrap().unwrap();
+        assert_eq!(row.state, JobState::Failed);
+        assert_eq!(row.error_code.as_deref(), Some("missing_slice"));
+        assert!(row.started_ms.is_some() && row.finished_ms.is_some());
+
+        let failed = JobQuery {
+            state: Some(JobState::Failed),
+            limit: 10,
+            ..JobQuery::default()
+        };
+        assert_eq!(store.jobs(&failed).await.unwrap().len(), 1);
+        let other_study = JobQuery {
+            study_uid: Some("9.9".into()),
+            limit: 10,
+            ..JobQuery::default()
+        };
+        assert!(store.jobs(&other_study).await.unwrap().is_empty());
+
+        assert_eq!(store.retry_job(id).await.unwrap(), (true, 0));
+        assert_eq!(
+            store.job(id).await.unwrap().unwrap().state,
+            JobState::Queued
+        );
+        assert!(matches!(
+            store.retry_job(JobId(99)).await,
+            Err(StoreError::NoSuchJob(JobId(99)))
+        ));
+        let job = store.claim_next_job().await.unwrap().unwrap();
+        store
+            .finish_job(&job, &outcome(JobState::Succeeded))
+            .await
+            .unwrap();
+        let row = store.job(id).await.unwrap().unwrap();
+        assert_eq!(row.seg_sop_instance_uid.as_deref(), Some("2.25.1"));
+        assert!(store.mark_delivered(id).await.unwrap());
+        assert!(!store.mark_delivered(id).await.unwrap());
+        assert_eq!(
+            store.job(id).await.unwrap().unwrap().state,
+            JobState::Delivered
+        );
+    }
+
+    #[sqlx::test]
+    async fn interrupted_jobs_count_their_starts_and_go_back_to_the_queue(pool: SqlitePool) {
+        let store = Store::with_pool(pool);
+        let id = queued_job(&store, 1, "PACS").await;
+        for start in 1..=2 {
+            store.claim_next_job().await.unwrap().unwrap();
+            let interrupted = store.interrupted_jobs().await.unwrap();
+            assert_eq!(interrupted.len(), 1);
+            assert_eq!((interrupted[0].job.id, interrupted[0].starts), (id, start));
+            store.requeue(&interrupted[0]).await.unwrap();
+        }
+        assert_eq!(
+            store.job(id).await.unwrap().unwrap().state,
+            JobState::Queued
+        );
+        let requeued = store
+            .audit_rows(Some(AuditKind::JobRequeued))
+            .await
+            .unwrap();
+        assert_eq!(requeued.len(), 2);
+        assert_eq!(requeued[1].detail, r#"{"starts":2}"#);
+    }
+}
