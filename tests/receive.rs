@@ -226,12 +226,80 @@ async fn resent_series_unchanged_makes_no_job_changed_supersedes() {
     assert_eq!(jobs[0].series_revision, jobs[1].series_revision + 1);
     assert_eq!(jobs[1].state, JobState::Superseded);
     assert_eq!(jobs[1].superseded_by, Some(jobs[0].id));
+    let replaced = node
+        .store
+        .audit_rows(Some(AuditKind::InstanceReplaced))
+        .await
+        .unwrap();
+    assert_eq!(replaced.len(), 1);
+    assert!(replaced[0].detail.contains(&sop), "{}", replaced[0].detail);
     // The replaced copy's old file is gone: one file per instance, plus the SEGs.
     let segs = jobs
         .iter()
         .filter(|j| j.seg_sop_instance_uid.is_some())
         .count();
     assert_eq!(files_under(&node.spool().join("objects")).len(), 12 + segs);
+    node.stop().await;
+}
+
+/// The same files sent by one peer and then by another are the same instances: the
+/// node keeps what the sender sent, and its identity does not depend on the Part 10
+/// header the node wraps it in (which names the sender). The job keeps the AE of the
+/// association that sent its revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_series_from_another_peer_is_no_new_content() {
+    let node = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    synthetic_series(dir.path(), 43, 20, 16);
+    let (ok, out) = storescu_as("TESTSCU", &node.port(), &[dir.path()]).await;
+    assert!(ok, "{out}");
+    let first = settled_jobs(&node.store, 1).await;
+    assert_eq!(first[0].calling_ae, "TESTSCU");
+
+    let (ok, out) = storescu_as("STORESCU", &node.port(), &[dir.path()]).await;
+    assert!(ok, "{out}");
+    // Longer than the stable age: the series settles again, with nothing new.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let jobs = settled_jobs(&node.store, 1).await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].series_revision, first[0].series_revision);
+    assert_eq!(jobs[0].calling_ae, "TESTSCU", "the job keeps its own sender");
+    let replaced = node
+        .store
+        .audit_rows(Some(AuditKind::InstanceReplaced))
+        .await
+        .unwrap();
+    assert!(replaced.is_empty(), "{replaced:?}");
+    // What operators read says the same: `segnode jobs` and the API.
+    let config = node.dir.path().join("segnode.toml");
+    std::fs::write(&config, test_config(&node.dir.path().join("data"), "")).unwrap();
+    let listed = jobs_json(&config);
+    assert_eq!(listed[0]["calling_ae"], "TESTSCU");
+    node.stop().await;
+}
+
+/// A failure reason names the instance as the sender knows it (its SOP Instance UID),
+/// never the node's spool file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_names_the_instance_by_its_uid() {
+    let node = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = synthetic_series(dir.path(), 44, 12, 16);
+    let study = "1.2.826.0.1.3680043.10.1.44";
+    let series = format!("{study}.1");
+    let sop = format!("{series}.5");
+    let mut slice = ct_slice(study, &series, &sop, 4, 16);
+    slice.remove_element(dicom_dictionary_std::tags::PIXEL_SPACING);
+    write_part10(slice, CT_STORAGE, &sop, &files[4]);
+    let (ok, out) = storescu(&node.port(), &[dir.path()]).await;
+    assert!(ok, "{out}");
+    let jobs = settled_jobs(&node.store, 1).await;
+    assert_eq!(jobs[0].state, JobState::Failed);
+    assert_eq!(jobs[0].error_code.as_deref(), Some("missing_attribute"));
+    assert_eq!(
+        jobs[0].reason.as_deref(),
+        Some(format!("volume: instance {sop} has no usable Pixel Spacing").as_str())
+    );
     node.stop().await;
 }
 

@@ -47,6 +47,24 @@ fn binary_seg_of_the_real_series_is_valid_and_reads_back_exactly() {
     assert!(report["frames"].as_u64().unwrap() <= 40);
 }
 
+/// `segnode run` is the node's processing: the same files give the same SEG, down to
+/// its SOP Instance UID, offline and served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_and_serve_give_the_same_seg_for_the_same_files() {
+    let out = tempfile::tempdir().unwrap();
+    let offline = run_node(&real_series(), out.path(), "binary");
+    let offline_uid = offline["series"][0]["seg"]["sop_instance_uid"].clone();
+    assert!(offline_uid.is_string(), "{offline}");
+
+    let node = TestNode::start().await;
+    let (ok, log) = storescu(&node.port(), &[&real_series()]).await;
+    assert!(ok, "{log}");
+    let jobs = settled_jobs(&node.store, 1).await;
+    assert_eq!(jobs[0].state, JobState::Succeeded, "{:?}", jobs[0].reason);
+    assert_eq!(jobs[0].seg_sop_instance_uid.as_deref(), offline_uid.as_str());
+    node.stop().await;
+}
+
 #[test]
 fn labelmap_seg_reads_back_exactly_in_highdicom_and_dcmqi() {
     let out = tempfile::tempdir().unwrap();

@@ -205,9 +205,14 @@ pub async fn echoscu(port: &str) -> (bool, String) {
 /// `storescu` sending files or folders (`+sd +r`) unchanged: `-xv` proposes JPEG 2000
 /// Lossless and every uncompressed syntax, so both kinds go as they are.
 pub async fn storescu(port: &str, paths: &[&Path]) -> (bool, String) {
+    storescu_as("STORESCU", port, paths).await
+}
+
+/// [`storescu`] with `calling_ae` as its AE title.
+pub async fn storescu_as(calling_ae: &str, port: &str, paths: &[&Path]) -> (bool, String) {
     let mut args = vec![
         "-aet",
-        "STORESCU",
+        calling_ae,
         "-aec",
         "SEGNODE",
         "+sd",
