@@ -263,7 +263,10 @@ async fn the_same_series_from_another_peer_is_no_new_content() {
     let jobs = settled_jobs(&node.store, 1).await;
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(jobs[0].series_revision, first[0].series_revision);
-    assert_eq!(jobs[0].calling_ae, "TESTSCU", "the job keeps its own sender");
+    assert_eq!(
+        jobs[0].calling_ae, "TESTSCU",
+        "the job keeps its own sender"
+    );
     let replaced = node
         .store
         .audit_rows(Some(AuditKind::InstanceReplaced))

@@ -61,7 +61,10 @@ async fn run_and_serve_give_the_same_seg_for_the_same_files() {
     assert!(ok, "{log}");
     let jobs = settled_jobs(&node.store, 1).await;
     assert_eq!(jobs[0].state, JobState::Succeeded, "{:?}", jobs[0].reason);
-    assert_eq!(jobs[0].seg_sop_instance_uid.as_deref(), offline_uid.as_str());
+    assert_eq!(
+        jobs[0].seg_sop_instance_uid.as_deref(),
+        offline_uid.as_str()
+    );
     node.stop().await;
 }
 

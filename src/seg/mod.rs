@@ -12,16 +12,13 @@
 //! that encoding the same result again gives the same instance, not a duplicate.
 
 pub mod frames;
+mod iod;
 
-use dicom_core::value::DataSetSequence;
-use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
-use dicom_dictionary_std::tags;
-use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cascade::manifest::{Code, Manifest};
+use crate::cascade::manifest::Manifest;
 use crate::cascade::ops::Grid;
 use crate::dicom::part10;
 use crate::volume::Volume;
@@ -130,55 +127,6 @@ pub fn derived_frame_of_reference(series_uid: &str) -> String {
     uid_from(h)
 }
 
-/// Formats a DS value in at most 16 characters.
-fn ds(v: f64) -> String {
-    let plain = format!("{v}");
-    if plain.len() <= 16 {
-        return plain;
-    }
-    (1..=15)
-        .rev()
-        .map(|p| format!("{v:.p$}"))
-        .find(|s| s.len() <= 16)
-        .unwrap_or_else(|| format!("{v:.6e}"))
-}
-
-fn ds_multi(values: &[f64]) -> PrimitiveValue {
-    PrimitiveValue::Strs(values.iter().map(|v| ds(*v)).collect())
-}
-
-fn el(tag: Tag, vr: VR, value: impl Into<PrimitiveValue>) -> DataElement<InMemDicomObject> {
-    DataElement::new(tag, vr, value.into())
-}
-
-fn text(tag: Tag, vr: VR, value: &Option<String>) -> DataElement<InMemDicomObject> {
-    el(tag, vr, value.clone().unwrap_or_default())
-}
-
-fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
-    DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
-}
-
-fn item(elements: Vec<DataElement<InMemDicomObject>>) -> InMemDicomObject {
-    InMemDicomObject::from_element_iter(elements)
-}
-
-fn code(c: &Code) -> InMemDicomObject {
-    item(vec![
-        el(tags::CODE_VALUE, VR::SH, c.value.as_str()),
-        el(tags::CODING_SCHEME_DESIGNATOR, VR::SH, c.scheme.as_str()),
-        el(tags::CODE_MEANING, VR::LO, c.meaning.as_str()),
-    ])
-}
-
-fn dcm_code(value: &str, meaning: &str) -> InMemDicomObject {
-    code(&Code {
-        scheme: "DCM".into(),
-        value: value.into(),
-        meaning: meaning.into(),
-    })
-}
-
 /// DICOM DA and TM of now (UTC).
 fn now_da_tm() -> (String, String) {
     let now = time::OffsetDateTime::now_utc();
@@ -264,56 +212,6 @@ pub fn encode(
         uid_from(h)
     };
     let (date, time) = now_da_tm();
-    let direction = volume.geometry.direction;
-    let spacing = volume.geometry.spacing;
-
-    let algorithm = |l: &crate::cascade::manifest::Label| {
-        vec![
-            el(tags::SEGMENT_ALGORITHM_TYPE, VR::CS, "AUTOMATIC"),
-            el(tags::SEGMENT_ALGORITHM_NAME, VR::LO, model.name.as_str()),
-            seq(
-                tags::SEGMENTATION_ALGORITHM_IDENTIFICATION_SEQUENCE,
-                vec![item(vec![
-                    seq(
-                        tags::ALGORITHM_FAMILY_CODE_SEQUENCE,
-                        vec![dcm_code("123110", "Artificial Intelligence")],
-                    ),
-                    el(tags::ALGORITHM_NAME, VR::LO, model.name.as_str()),
-                    el(tags::ALGORITHM_VERSION, VR::LO, model.version.as_str()),
-                ])],
-            ),
-            el(tags::SEGMENT_LABEL, VR::LO, l.name.as_str()),
-        ]
-    };
-    let segment_items: Vec<InMemDicomObject> = defs
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let lab = frames::srgb_to_dicom_lab(l.color);
-            let mut elements = vec![
-                el(
-                    tags::SEGMENT_NUMBER,
-                    VR::US,
-                    PrimitiveValue::from(i as u16 + 1),
-                ),
-                seq(
-                    tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE,
-                    vec![code(&l.category)],
-                ),
-                seq(
-                    tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE,
-                    vec![code(&l.kind)],
-                ),
-                el(
-                    tags::RECOMMENDED_DISPLAY_CIE_LAB_VALUE,
-                    VR::US,
-                    PrimitiveValue::U16(lab.to_vec().into()),
-                ),
-            ];
-            elements.extend(algorithm(l));
-            item(elements)
-        })
-        .collect();
     // Frames.
     let (frame_list, pixel_data, bits) = match seg_type {
         SegType::Binary => {
@@ -345,353 +243,40 @@ pub fn encode(
         }
     };
 
-    let source_ref = |z: usize| {
-        let s = &volume.slices[z];
-        let mut refs = vec![
-            el(
-                tags::REFERENCED_SOP_CLASS_UID,
-                VR::UI,
-                s.sop_class_uid.as_str(),
-            ),
-            el(
-                tags::REFERENCED_SOP_INSTANCE_UID,
-                VR::UI,
-                s.sop_instance_uid.as_str(),
-            ),
-        ];
-        if let Some(f) = s.frame {
-            refs.push(el(tags::REFERENCED_FRAME_NUMBER, VR::IS, f.to_string()));
-        }
-        refs.push(seq(
-            tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-            vec![dcm_code(
-                "121322",
-                "Source image for image processing operation",
-            )],
-        ));
-        item(refs)
-    };
-    // Position of frame z: the source slice's own position.
-    let per_frame: Vec<InMemDicomObject> = frame_list
-        .iter()
-        .map(|(segment, z)| {
-            let position = volume.slices[*z].position;
-            let mut index = Vec::new();
-            if let Some(s) = segment {
-                index.push(u32::from(*s));
-            }
-            index.push(*z as u32 + 1);
-            let mut groups = vec![
-                seq(
-                    tags::DERIVATION_IMAGE_SEQUENCE,
-                    vec![item(vec![
-                        seq(tags::SOURCE_IMAGE_SEQUENCE, vec![source_ref(*z)]),
-                        seq(
-                            tags::DERIVATION_CODE_SEQUENCE,
-                            vec![dcm_code("113076", "Segmentation")],
-                        ),
-                    ])],
-                ),
-                seq(
-                    tags::FRAME_CONTENT_SEQUENCE,
-                    vec![item(vec![el(
-                        tags::DIMENSION_INDEX_VALUES,
-                        VR::UL,
-                        PrimitiveValue::U32(index.into()),
-                    )])],
-                ),
-                seq(
-                    tags::PLANE_POSITION_SEQUENCE,
-                    vec![item(vec![el(
-                        tags::IMAGE_POSITION_PATIENT,
-                        VR::DS,
-                        ds_multi(&position),
-                    )])],
-                ),
-            ];
-            if let Some(s) = segment {
-                groups.push(seq(
-                    tags::SEGMENT_IDENTIFICATION_SEQUENCE,
-                    vec![item(vec![el(
-                        tags::REFERENCED_SEGMENT_NUMBER,
-                        VR::US,
-                        PrimitiveValue::from(*s),
-                    )])],
-                ));
-            }
-            item(groups)
-        })
-        .collect();
-
     let dimension_uid = {
         let mut h = Sha256::new();
         h.update(sop_instance_uid.as_bytes());
         h.update(b"dimension");
         uid_from(h)
     };
-    // Dimensions (C.7.6.17): segment number (BINARY only), then plane position.
-    let dimension = |pointer: Tag, group: Tag, label: &str| {
-        item(vec![
-            el(
-                tags::DIMENSION_ORGANIZATION_UID,
-                VR::UI,
-                dimension_uid.as_str(),
-            ),
-            el(
-                tags::DIMENSION_INDEX_POINTER,
-                VR::AT,
-                PrimitiveValue::Tags(vec![pointer].into()),
-            ),
-            el(
-                tags::FUNCTIONAL_GROUP_POINTER,
-                VR::AT,
-                PrimitiveValue::Tags(vec![group].into()),
-            ),
-            el(tags::DIMENSION_DESCRIPTION_LABEL, VR::LO, label),
-        ])
+    let seg = iod::Seg {
+        volume,
+        model,
+        seg_type,
+        equipment,
+        defs,
+        frames: frame_list,
+        bits,
+        uids: iod::Uids {
+            sop_instance: sop_instance_uid,
+            series: seg_series_uid,
+            dimension: dimension_uid,
+            study: study_uid,
+            source_series: series_uid,
+            frame_of_reference,
+        },
+        date,
+        time,
     };
-    let mut dimension_index = Vec::new();
-    if seg_type == SegType::Binary {
-        dimension_index.push(dimension(
-            tags::REFERENCED_SEGMENT_NUMBER,
-            tags::SEGMENT_IDENTIFICATION_SEQUENCE,
-            "Segment Number",
-        ));
-    }
-    dimension_index.push(dimension(
-        tags::IMAGE_POSITION_PATIENT,
-        tags::PLANE_POSITION_SEQUENCE,
-        "Image Position Patient",
-    ));
-
-    let orientation = [
-        direction[0][0],
-        direction[0][1],
-        direction[0][2],
-        direction[1][0],
-        direction[1][1],
-        direction[1][2],
-    ];
-    let shared = item(vec![
-        seq(
-            tags::PIXEL_MEASURES_SEQUENCE,
-            vec![item(vec![
-                el(tags::SLICE_THICKNESS, VR::DS, ds(spacing[0])),
-                el(tags::SPACING_BETWEEN_SLICES, VR::DS, ds(spacing[0])),
-                el(
-                    tags::PIXEL_SPACING,
-                    VR::DS,
-                    ds_multi(&[spacing[1], spacing[2]]),
-                ),
-            ])],
-        ),
-        seq(
-            tags::PLANE_ORIENTATION_SEQUENCE,
-            vec![item(vec![el(
-                tags::IMAGE_ORIENTATION_PATIENT,
-                VR::DS,
-                ds_multi(&orientation),
-            )])],
-        ),
-    ]);
-
-    // Referenced Series: every source instance (each once).
-    let mut referenced: Vec<(&str, &str)> = volume
-        .slices
-        .iter()
-        .map(|s| (s.sop_class_uid.as_str(), s.sop_instance_uid.as_str()))
-        .collect();
-    referenced.sort_unstable();
-    referenced.dedup();
-
-    let mut o = InMemDicomObject::new_empty();
-    let mut put = |e: DataElement<InMemDicomObject>| {
-        o.put(e);
-    };
-    if let Some(cs) = &src.specific_character_set {
-        put(el(tags::SPECIFIC_CHARACTER_SET, VR::CS, cs.as_str()));
-    }
-    put(el(
-        tags::IMAGE_TYPE,
-        VR::CS,
-        PrimitiveValue::Strs(["DERIVED".to_string(), "PRIMARY".to_string()].into()),
-    ));
-    put(el(tags::INSTANCE_CREATION_DATE, VR::DA, date.as_str()));
-    put(el(tags::INSTANCE_CREATION_TIME, VR::TM, time.as_str()));
-    put(el(tags::SOP_CLASS_UID, VR::UI, seg_type.sop_class()));
-    put(el(
-        tags::SOP_INSTANCE_UID,
-        VR::UI,
-        sop_instance_uid.as_str(),
-    ));
-    put(text(tags::STUDY_DATE, VR::DA, &src.study_date));
-    put(el(tags::SERIES_DATE, VR::DA, date.as_str()));
-    put(el(tags::CONTENT_DATE, VR::DA, date.as_str()));
-    put(text(tags::STUDY_TIME, VR::TM, &src.study_time));
-    put(el(tags::SERIES_TIME, VR::TM, time.as_str()));
-    put(el(tags::CONTENT_TIME, VR::TM, time.as_str()));
-    put(text(tags::ACCESSION_NUMBER, VR::SH, &src.accession_number));
-    put(el(tags::MODALITY, VR::CS, "SEG"));
-    put(el(
-        tags::MANUFACTURER,
-        VR::LO,
-        equipment.manufacturer.as_str(),
-    ));
-    put(text(
-        tags::REFERRING_PHYSICIAN_NAME,
-        VR::PN,
-        &src.referring_physician_name,
-    ));
-    put(text(
-        tags::STUDY_DESCRIPTION,
-        VR::LO,
-        &src.study_description,
-    ));
-    put(el(
-        tags::SERIES_DESCRIPTION,
-        VR::LO,
-        format!("{} segmentation", model.name),
-    ));
-    put(el(
-        tags::MANUFACTURER_MODEL_NAME,
-        VR::LO,
-        equipment.model_name.as_str(),
-    ));
-    put(seq(
-        tags::REFERENCED_SERIES_SEQUENCE,
-        vec![item(vec![
-            seq(
-                tags::REFERENCED_INSTANCE_SEQUENCE,
-                referenced
-                    .iter()
-                    .map(|(class, instance)| {
-                        item(vec![
-                            el(tags::REFERENCED_SOP_CLASS_UID, VR::UI, *class),
-                            el(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, *instance),
-                        ])
-                    })
-                    .collect(),
-            ),
-            el(tags::SERIES_INSTANCE_UID, VR::UI, series_uid.as_str()),
-        ])],
-    ));
-    put(text(tags::PATIENT_NAME, VR::PN, &src.patient_name));
-    put(text(tags::PATIENT_ID, VR::LO, &src.patient_id));
-    put(text(
-        tags::PATIENT_BIRTH_DATE,
-        VR::DA,
-        &src.patient_birth_date,
-    ));
-    put(text(tags::PATIENT_SEX, VR::CS, &src.patient_sex));
-    put(el(
-        tags::DEVICE_SERIAL_NUMBER,
-        VR::LO,
-        equipment.device_serial_number.as_str(),
-    ));
-    put(el(
-        tags::SOFTWARE_VERSIONS,
-        VR::LO,
-        equipment.software_version.as_str(),
-    ));
-    put(seq(
-        tags::CONTRIBUTING_EQUIPMENT_SEQUENCE,
-        vec![item(vec![
-            el(tags::MANUFACTURER, VR::LO, equipment.manufacturer.as_str()),
-            el(
-                tags::MANUFACTURER_MODEL_NAME,
-                VR::LO,
-                equipment.model_name.as_str(),
-            ),
-            el(
-                tags::SOFTWARE_VERSIONS,
-                VR::LO,
-                equipment.software_version.as_str(),
-            ),
-            el(
-                tags::CONTRIBUTION_DATE_TIME,
-                VR::DT,
-                format!("{date}{time}"),
-            ),
-            el(
-                tags::CONTRIBUTION_DESCRIPTION,
-                VR::ST,
-                format!("{} {} (automatic segmentation)", model.name, model.version),
-            ),
-            seq(
-                tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-                vec![dcm_code("109102", "Processing Equipment")],
-            ),
-        ])],
-    ));
-    put(el(tags::STUDY_INSTANCE_UID, VR::UI, study_uid.as_str()));
-    put(el(
-        tags::SERIES_INSTANCE_UID,
-        VR::UI,
-        seg_series_uid.as_str(),
-    ));
-    put(text(tags::STUDY_ID, VR::SH, &src.study_id));
-    put(el(tags::SERIES_NUMBER, VR::IS, "9001"));
-    put(el(tags::INSTANCE_NUMBER, VR::IS, "1"));
-    put(el(
-        tags::FRAME_OF_REFERENCE_UID,
-        VR::UI,
-        frame_of_reference.as_str(),
-    ));
-    put(el(tags::POSITION_REFERENCE_INDICATOR, VR::LO, ""));
-    put(seq(
-        tags::DIMENSION_ORGANIZATION_SEQUENCE,
-        vec![item(vec![el(
-            tags::DIMENSION_ORGANIZATION_UID,
-            VR::UI,
-            dimension_uid.as_str(),
-        )])],
-    ));
-    put(seq(tags::DIMENSION_INDEX_SEQUENCE, dimension_index));
-    put(el(
-        tags::SAMPLES_PER_PIXEL,
-        VR::US,
-        PrimitiveValue::from(1u16),
-    ));
-    put(el(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"));
-    put(el(
-        tags::NUMBER_OF_FRAMES,
-        VR::IS,
-        frame_list.len().to_string(),
-    ));
-    put(el(tags::ROWS, VR::US, PrimitiveValue::from(rows as u16)));
-    put(el(
-        tags::COLUMNS,
-        VR::US,
-        PrimitiveValue::from(columns as u16),
-    ));
-    put(el(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(bits)));
-    put(el(tags::BITS_STORED, VR::US, PrimitiveValue::from(bits)));
-    put(el(tags::HIGH_BIT, VR::US, PrimitiveValue::from(bits - 1)));
-    put(el(
-        tags::PIXEL_REPRESENTATION,
-        VR::US,
-        PrimitiveValue::from(0u16),
-    ));
-    put(el(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00"));
-    put(el(tags::SEGMENTATION_TYPE, VR::CS, seg_type.name()));
-    put(el(tags::CONTENT_LABEL, VR::CS, "SEGMENTATION"));
-    put(el(
-        tags::CONTENT_DESCRIPTION,
-        VR::LO,
-        format!("{} {}", model.name, model.version),
-    ));
-    put(el(tags::CONTENT_CREATOR_NAME, VR::PN, ""));
-    put(seq(tags::SEGMENT_SEQUENCE, segment_items));
-    put(seq(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, vec![shared]));
-    put(seq(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, per_frame));
+    let o = iod::data_set(&seg);
     let pixel_bytes = pixel_data.len();
 
     let mut file = part10::header(
         seg_type.sop_class(),
-        &sop_instance_uid,
+        &seg.uids.sop_instance,
         crate::dicom::uid::ts::EXPLICIT_VR_LE,
-        &equipment.ae_title,
-        pixel_bytes + 64 * 1024 + frame_list.len() * 1024,
+        &seg.equipment.ae_title,
+        pixel_bytes + 64 * 1024 + seg.frames.len() * 1024,
     )
     .map_err(|e| SegError::Encode(e.to_string()))?;
     o.write_dataset_with_ts(&mut file, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
@@ -711,9 +296,9 @@ pub fn encode(
     Ok(EncodedSeg {
         file,
         sop_class_uid: seg_type.sop_class(),
-        sop_instance_uid,
-        series_instance_uid: seg_series_uid,
-        frames: frame_list.len(),
+        frames: seg.frames.len(),
+        sop_instance_uid: seg.uids.sop_instance,
+        series_instance_uid: seg.uids.series,
         segments,
     })
 }

@@ -195,7 +195,10 @@ mod tests {
             .await
             .unwrap();
         let series = store.series_due(now_ms()).await.unwrap().remove(0);
-        assert_eq!(series.revision, 4, "one revision per new or changed instance");
+        assert_eq!(
+            series.revision, 4,
+            "one revision per new or changed instance"
+        );
         let second = store
             .settle_series(&series, 4, Some("too few slices"))
             .await
