@@ -98,52 +98,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         source,
     };
     let spool = Spool::open(&spool_dir).map_err(spool_error)?;
-    let dropped = drop_unacknowledged(&store, &spool).await?;
-    if dropped > 0 {
-        tracing::warn!(
-            instances = dropped,
-            "dropped instance records whose file was not durable when the node stopped (never acknowledged)"
-        );
-    }
-    let swept = spool
-        .sweep(&store.referenced_files().await?)
-        .map_err(spool_error)?;
-    if swept > 0 {
-        tracing::info!(
-            files = swept,
-            "removed unacknowledged files left by an earlier run"
-        );
-    }
-    spool.keep_ready(READY_SPOOL_FILES).map_err(spool_error)?;
-    let resumed = jobs::resume_interrupted(&store, jobs::MAX_STARTS).await?;
-    if resumed.requeued > 0 {
-        tracing::info!(jobs = resumed.requeued, "interrupted jobs queued again");
-    }
+    recover(&store, &spool, spool_error).await?;
     // The model is checked (files, checksums, session shapes) before the node listens:
     // a broken model folder stops start-up with the file named.
-    let mut model_report = None;
-    let cascades: Vec<Option<Cascade>> = match config.model.clone() {
-        None => {
-            tracing::warn!("no model configured: jobs assemble and check volumes only");
-            (0..config.workers).map(|_| None).collect()
-        }
-        Some(m) => {
-            let workers = config.workers;
-            let (cascades, report) =
-                tokio::task::spawn_blocking(move || open_cascades(&m, workers))
-                    .await
-                    .expect("model loading does not panic")?;
-            tracing::info!(
-                model = %report.model,
-                version = %report.model_version,
-                onnxruntime = %report.onnxruntime_library,
-                provider = ?report.execution_provider,
-                "model ready"
-            );
-            model_report = serde_json::to_value(&report).ok();
-            cascades.into_iter().map(Some).collect()
-        }
-    };
+    let (cascades, model_report) = open_models(&config).await?;
     let (listener, dicom_addr) = bind(config.dicom.listen).await?;
     tracing::info!(%dicom_addr, ae_title = %config.ae_title, "DICOM SCP listening");
     let mut listeners = vec![receive::Listener {
@@ -228,6 +186,110 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         token,
         model: model_report,
     }));
+    serve_api(&config, http, http_addr, api, &tasks, &shutdown)?;
+    for (id, cascade) in cascades.into_iter().enumerate() {
+        tasks.spawn(pipeline::worker(
+            pipeline.clone(),
+            id,
+            cascade,
+            shutdown.clone(),
+        ));
+    }
+    let wake = pipeline.wake.clone();
+    tasks.spawn(series::track(
+        store.clone(),
+        config.stable_age,
+        config.eligibility.clone(),
+        shutdown.clone(),
+        move |_job_id| wake.notify_one(),
+    ));
+    Ok(Node {
+        dicom_addr,
+        dicom_tls_addr,
+        http_addr,
+        store,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Start-up recovery after any stop: rows whose file never became durable are
+/// dropped, files no row references are swept, empty spool files are readied and
+/// interrupted jobs resumed (or failed after too many starts).
+async fn recover(
+    store: &Store,
+    spool: &Spool,
+    spool_error: impl Fn(std::io::Error) -> NodeError,
+) -> Result<(), NodeError> {
+    let dropped = drop_unacknowledged(store, spool).await?;
+    if dropped > 0 {
+        tracing::warn!(
+            instances = dropped,
+            "dropped instance records whose file was not durable when the node stopped (never acknowledged)"
+        );
+    }
+    let swept = spool
+        .sweep(&store.referenced_files().await?)
+        .map_err(&spool_error)?;
+    if swept > 0 {
+        tracing::info!(
+            files = swept,
+            "removed unacknowledged files left by an earlier run"
+        );
+    }
+    spool.keep_ready(READY_SPOOL_FILES).map_err(&spool_error)?;
+    let resumed = jobs::resume_interrupted(store, jobs::MAX_STARTS).await?;
+    if resumed.requeued > 0 {
+        tracing::info!(jobs = resumed.requeued, "interrupted jobs queued again");
+    }
+    if resumed.failed > 0 {
+        tracing::warn!(
+            jobs = resumed.failed,
+            "jobs interrupted too often ended failed"
+        );
+    }
+    Ok(())
+}
+
+/// One cascade per worker (`None` without a model) and the model's report for the API.
+async fn open_models(
+    config: &Config,
+) -> Result<(Vec<Option<Cascade>>, Option<serde_json::Value>), NodeError> {
+    let mut model_report = None;
+    let cascades = match config.model.clone() {
+        None => {
+            tracing::warn!("no model configured: jobs assemble and check volumes only");
+            (0..config.workers).map(|_| None).collect()
+        }
+        Some(m) => {
+            let workers = config.workers;
+            let (cascades, report) =
+                tokio::task::spawn_blocking(move || open_cascades(&m, workers))
+                    .await
+                    .expect("model loading does not panic")?;
+            tracing::info!(
+                model = %report.model,
+                version = %report.model_version,
+                onnxruntime = %report.onnxruntime_library,
+                provider = ?report.execution_provider,
+                "model ready"
+            );
+            model_report = serde_json::to_value(&report).ok();
+            cascades.into_iter().map(Some).collect()
+        }
+    };
+    Ok((cascades, model_report))
+}
+
+/// Serves the HTTP API on `http`, over TLS when configured, until `shutdown`.
+fn serve_api(
+    config: &Config,
+    http: TcpListener,
+    http_addr: SocketAddr,
+    api: axum::Router,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<(), NodeError> {
     let api_shutdown = shutdown.clone();
     match &config.http.tls {
         None => {
@@ -258,30 +320,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
             });
         }
     }
-    for (id, cascade) in cascades.into_iter().enumerate() {
-        tasks.spawn(pipeline::worker(
-            pipeline.clone(),
-            id,
-            cascade,
-            shutdown.clone(),
-        ));
-    }
-    let wake = pipeline.wake.clone();
-    tasks.spawn(series::track(
-        store.clone(),
-        config.stable_age,
-        config.eligibility.clone(),
-        shutdown.clone(),
-        move |_job_id| wake.notify_one(),
-    ));
-    Ok(Node {
-        dicom_addr,
-        dicom_tls_addr,
-        http_addr,
-        store,
-        shutdown,
-        tasks,
-    })
+    Ok(())
 }
 
 impl Node {

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
+use segnode::cascade::ModelConfig;
 use segnode::cascade::{self, Cascade};
-use segnode::config::{Config, ModelConfig};
+use segnode::config::Config;
 use segnode::volume::{self, Tolerances, Volume};
 
 fn model_config(path: &Path) -> ModelConfig {

@@ -16,7 +16,6 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::ModelConfig;
 use crate::volume::Volume;
 use frame::{Frame, Mapping};
 use manifest::{Model, Stage};
@@ -43,6 +42,18 @@ pub struct ModelReport {
     /// (file, sha256) of each stage, verified.
     pub files: Vec<(String, String)>,
     pub labels: Vec<String>,
+}
+
+/// The cascade's options, as the configuration's `[model]` table gives them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelConfig {
+    /// Folder with `model.toml` and the ONNX files.
+    pub path: std::path::PathBuf,
+    /// `libonnxruntime.so`; else `ORT_DYLIB_PATH`, else the project-local `.venv` one.
+    pub onnxruntime: Option<std::path::PathBuf>,
+    /// Threads each inference session uses.
+    pub intra_threads: usize,
+    pub provider: Provider,
 }
 
 /// Loads ONNX Runtime and the model, and creates one cascade per worker.

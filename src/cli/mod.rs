@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::cascade;
-use crate::config::{Config, ModelConfig};
+use crate::cascade::ModelConfig;
+use crate::config::Config;
 use crate::deliver::{self, Association, OutgoingFile, PeerAddress, ScuTimeouts};
 use crate::dicom::AeTitle;
 use crate::jobs::process::{Options, Processed, Source, process};

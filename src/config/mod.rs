@@ -11,11 +11,13 @@ use std::time::Duration;
 use regex::Regex;
 use serde::Serialize;
 
-use crate::cascade::runtime::Provider;
+use crate::cascade::ModelConfig;
 use crate::dicom::AeTitle;
 use crate::seg::SegType;
 use crate::tls::{ClientTls, HttpsTls, ServerTls};
-use raw::{RawConfig, RawModel, defaults};
+use raw::{
+    RawConfig, RawDestination, RawDicom, RawEligibility, RawHttp, RawModel, RawWebhook, defaults,
+};
 
 mod raw;
 use rustls_pki_types::CertificateDer;
@@ -142,17 +144,6 @@ impl Config {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ModelConfig {
-    /// Folder with `model.toml` and the ONNX files.
-    pub path: PathBuf,
-    /// `libonnxruntime.so`; else `ORT_DYLIB_PATH`, else the project-local `.venv` one.
-    pub onnxruntime: Option<PathBuf>,
-    /// Threads each inference session uses.
-    pub intra_threads: usize,
-    pub provider: Provider,
-}
-
-#[derive(Debug, Clone, Serialize)]
 pub struct DicomConfig {
     pub listen: SocketAddr,
     pub max_associations: usize,
@@ -251,51 +242,6 @@ impl Config {
     }
 
     fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
-        let d = raw.dicom;
-        let listen: SocketAddr = d.listen.parse().map_err(|e| {
-            invalid(
-                "dicom.listen",
-                format!("{:?} is not HOST:PORT ({e})", d.listen),
-            )
-        })?;
-        if d.max_associations == 0 {
-            return Err(invalid("dicom.max_associations", "must be at least 1"));
-        }
-        if !(4096..=16 * 1024 * 1024).contains(&d.max_pdu_length) {
-            return Err(invalid(
-                "dicom.max_pdu_length",
-                format!("{} is outside 4096..=16777216 bytes", d.max_pdu_length),
-            ));
-        }
-        if !d.allow_any_calling_ae && d.allowed_peers.is_empty() {
-            return Err(invalid(
-                "dicom.allowed_peers",
-                "no calling AE title is allowed: add [[dicom.allowed_peers]] entries or set allow_any_calling_ae = true",
-            ));
-        }
-        if d.max_object_mb == 0 {
-            return Err(invalid("dicom.max_object_mb", "must be at least 1"));
-        }
-        let e = raw.eligibility;
-        if !(0.0..=90.0).contains(&e.max_axial_tilt_degrees) {
-            return Err(invalid(
-                "eligibility.max_axial_tilt_degrees",
-                "must be within 0..=90",
-            ));
-        }
-        if e.max_slice_thickness_mm.is_nan() || e.max_slice_thickness_mm <= 0.0 {
-            return Err(invalid(
-                "eligibility.max_slice_thickness_mm",
-                "must be positive",
-            ));
-        }
-        let compile = |field: &'static str, list: &[String]| -> Result<Vec<Regex>, ConfigError> {
-            list.iter()
-                .map(|p| {
-                    Regex::new(p).map_err(|err| invalid(field, format!("pattern {p:?}: {err}")))
-                })
-                .collect()
-        };
         if raw.jobs.workers == 0 {
             return Err(invalid("jobs.workers", "must be at least 1"));
         }
@@ -304,95 +250,12 @@ impl Config {
             .database
             .unwrap_or_else(|| raw.node.data_dir.join("segnode.db"));
         let ae_title = raw.node.ae_title;
-        let token_file = raw
-            .http
-            .token_file
-            .clone()
-            .unwrap_or_else(|| raw.node.data_dir.join("api-token"));
         Ok(Config {
-            ae_title: ae_title.clone(),
-            data_dir: raw.node.data_dir,
-            database,
-            dicom: DicomConfig {
-                listen,
-                max_associations: d.max_associations,
-                max_pending: d.max_pending,
-                max_pending_per_address: d.max_pending_per_address,
-                max_pdu_length: d.max_pdu_length,
-                artim_timeout: seconds("dicom.artim_timeout_seconds", d.artim_timeout_seconds)?,
-                dimse_timeout: seconds("dicom.dimse_timeout_seconds", d.dimse_timeout_seconds)?,
-                idle_timeout: seconds("dicom.idle_timeout_seconds", d.idle_timeout_seconds)?,
-                max_object_bytes: d.max_object_mb * 1024 * 1024,
-                min_free_disk_bytes: d.min_free_disk_mb * 1024 * 1024,
-                allow_any_calling_ae: d.allow_any_calling_ae,
-                allowed_peers: d
-                    .allowed_peers
-                    .into_iter()
-                    .map(|p| AllowedPeer {
-                        ae_title: p.ae_title,
-                        host: p.host,
-                        tls_identity: p.tls_identity,
-                    })
-                    .collect(),
-                tls: d.tls,
-            },
+            dicom: dicom(raw.dicom)?,
             stable_age: seconds("series.stable_seconds", raw.series.stable_seconds)?,
-            eligibility: Eligibility {
-                modalities: e
-                    .modalities
-                    .iter()
-                    .map(|m| m.trim().to_uppercase())
-                    .collect(),
-                require_axial: e.require_axial,
-                max_axial_tilt_degrees: e.max_axial_tilt_degrees,
-                exclude_localizers: e.exclude_localizers,
-                min_slices: e.min_slices,
-                max_slice_thickness_mm: e.max_slice_thickness_mm,
-                description_include: compile(
-                    "eligibility.description_include",
-                    &e.description_include,
-                )?,
-                description_exclude: compile(
-                    "eligibility.description_exclude",
-                    &e.description_exclude,
-                )?,
-            },
+            eligibility: eligibility(raw.eligibility)?,
             workers: raw.jobs.workers,
-            http: {
-                let listen: SocketAddr = raw.http.listen.parse().map_err(|e| {
-                    invalid(
-                        "http.listen",
-                        format!("{:?} is not HOST:PORT ({e})", raw.http.listen),
-                    )
-                })?;
-                if raw.http.allow_unauthenticated_loopback && !listen.ip().is_loopback() {
-                    return Err(invalid(
-                        "http.allow_unauthenticated_loopback",
-                        format!(
-                            "the API listens on {listen}, off loopback: a token is required there"
-                        ),
-                    ));
-                }
-                HttpConfig {
-                    listen,
-                    token_configured: raw.http.token_file.is_some(),
-                    token_file,
-                    allow_unauthenticated_loopback: raw.http.allow_unauthenticated_loopback,
-                    tls: match (raw.http.tls_cert_file, raw.http.tls_key_file) {
-                        (Some(cert_file), Some(key_file)) => Some(HttpsTls {
-                            cert_file,
-                            key_file,
-                        }),
-                        (None, None) => None,
-                        _ => {
-                            return Err(invalid(
-                                "http.tls_cert_file",
-                                "HTTPS needs both tls_cert_file and tls_key_file",
-                            ));
-                        }
-                    },
-                }
-            },
+            http: http(raw.http, &raw.node.data_dir)?,
             purge_after: raw
                 .retention
                 .purge_after_hours
@@ -401,25 +264,7 @@ impl Config {
             webhooks: raw
                 .webhooks
                 .into_iter()
-                .map(|w| {
-                    if !w.url.starts_with("http://") && !w.url.starts_with("https://") {
-                        return Err(invalid(
-                            "webhooks.url",
-                            format!("{:?}: only http:// and https:// URLs are supported", w.url),
-                        ));
-                    }
-                    let secret = std::fs::read_to_string(&w.secret_file).map_err(|e| {
-                        invalid(
-                            "webhooks.secret_file",
-                            format!("cannot read {}: {e}", w.secret_file.display()),
-                        )
-                    })?;
-                    Ok(Webhook {
-                        url: w.url,
-                        secret: secret.trim().to_string(),
-                        ca_file: w.ca_file,
-                    })
-                })
+                .map(webhook)
                 .collect::<Result<_, _>>()?,
             delivery: DeliveryConfig {
                 max_attempts: raw.delivery.max_attempts.max(1),
@@ -432,68 +277,11 @@ impl Config {
                     raw.delivery.max_backoff_seconds,
                 )?,
             },
-            destinations: {
-                let mut names = std::collections::HashSet::new();
-                let mut out = Vec::new();
-                for d in raw.destinations {
-                    if !names.insert(d.name.clone()) {
-                        return Err(invalid(
-                            "destinations",
-                            format!("name {:?} is used twice", d.name),
-                        ));
-                    }
-                    let tls = match (d.tls, d.ca_file) {
-                        (true, Some(ca_file)) => Some(ClientTls {
-                            ca_file,
-                            cert_file: d.cert_file,
-                            key_file: d.key_file,
-                        }),
-                        (true, None) => {
-                            return Err(invalid(
-                                "destinations.ca_file",
-                                format!("destination {:?} uses TLS: a ca_file is required", d.name),
-                            ));
-                        }
-                        (false, ca)
-                            if ca.is_some() || d.cert_file.is_some() || d.key_file.is_some() =>
-                        {
-                            return Err(invalid(
-                                "destinations.tls",
-                                format!(
-                                    "destination {:?} names TLS files but not tls = true",
-                                    d.name
-                                ),
-                            ));
-                        }
-                        (false, _) => None,
-                    };
-                    out.push(Destination {
-                        tls,
-                        calling_ae: d.calling_ae.unwrap_or_else(|| ae_title.clone()),
-                        timeout: seconds("destinations.timeout_seconds", d.timeout_seconds)?,
-                        name: d.name,
-                        ae_title: d.ae_title,
-                        host: d.host,
-                        port: d.port,
-                        seg_type: d.seg_type,
-                        route_from: d.route_from,
-                        fan_out: d.fan_out,
-                    });
-                }
-                out
-            },
-            model: match raw.model {
-                Some(m) if m.intra_threads == 0 => {
-                    return Err(invalid("model.intra_threads", "must be at least 1"));
-                }
-                Some(m) => Some(ModelConfig {
-                    path: m.path,
-                    onnxruntime: m.onnxruntime,
-                    intra_threads: m.intra_threads,
-                    provider: m.provider,
-                }),
-                None => None,
-            },
+            destinations: destinations(raw.destinations, &ae_title)?,
+            model: model(raw.model)?,
+            ae_title,
+            data_dir: raw.node.data_dir,
+            database,
         })
     }
 
@@ -574,6 +362,221 @@ fn apply_overrides(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Resul
         }
     }
     Ok(())
+}
+
+/// The `[dicom]` table.
+fn dicom(d: RawDicom) -> Result<DicomConfig, ConfigError> {
+    let listen: SocketAddr = d.listen.parse().map_err(|e| {
+        invalid(
+            "dicom.listen",
+            format!("{:?} is not HOST:PORT ({e})", d.listen),
+        )
+    })?;
+    if d.max_associations == 0 {
+        return Err(invalid("dicom.max_associations", "must be at least 1"));
+    }
+    if !(4096..=16 * 1024 * 1024).contains(&d.max_pdu_length) {
+        return Err(invalid(
+            "dicom.max_pdu_length",
+            format!("{} is outside 4096..=16777216 bytes", d.max_pdu_length),
+        ));
+    }
+    if !d.allow_any_calling_ae && d.allowed_peers.is_empty() {
+        return Err(invalid(
+            "dicom.allowed_peers",
+            "no calling AE title is allowed: add [[dicom.allowed_peers]] entries or set allow_any_calling_ae = true",
+        ));
+    }
+    if d.max_object_mb == 0 {
+        return Err(invalid("dicom.max_object_mb", "must be at least 1"));
+    }
+    Ok(DicomConfig {
+        listen,
+        max_associations: d.max_associations,
+        max_pending: d.max_pending,
+        max_pending_per_address: d.max_pending_per_address,
+        max_pdu_length: d.max_pdu_length,
+        artim_timeout: seconds("dicom.artim_timeout_seconds", d.artim_timeout_seconds)?,
+        dimse_timeout: seconds("dicom.dimse_timeout_seconds", d.dimse_timeout_seconds)?,
+        idle_timeout: seconds("dicom.idle_timeout_seconds", d.idle_timeout_seconds)?,
+        max_object_bytes: d.max_object_mb * 1024 * 1024,
+        min_free_disk_bytes: d.min_free_disk_mb * 1024 * 1024,
+        allow_any_calling_ae: d.allow_any_calling_ae,
+        allowed_peers: d
+            .allowed_peers
+            .into_iter()
+            .map(|p| AllowedPeer {
+                ae_title: p.ae_title,
+                host: p.host,
+                tls_identity: p.tls_identity,
+            })
+            .collect(),
+        tls: d.tls,
+    })
+}
+
+/// The `[eligibility]` table.
+fn eligibility(e: RawEligibility) -> Result<Eligibility, ConfigError> {
+    if !(0.0..=90.0).contains(&e.max_axial_tilt_degrees) {
+        return Err(invalid(
+            "eligibility.max_axial_tilt_degrees",
+            "must be within 0..=90",
+        ));
+    }
+    if e.max_slice_thickness_mm.is_nan() || e.max_slice_thickness_mm <= 0.0 {
+        return Err(invalid(
+            "eligibility.max_slice_thickness_mm",
+            "must be positive",
+        ));
+    }
+    let compile = |field: &'static str, list: &[String]| -> Result<Vec<Regex>, ConfigError> {
+        list.iter()
+            .map(|p| Regex::new(p).map_err(|err| invalid(field, format!("pattern {p:?}: {err}"))))
+            .collect()
+    };
+    Ok(Eligibility {
+        modalities: e
+            .modalities
+            .iter()
+            .map(|m| m.trim().to_uppercase())
+            .collect(),
+        require_axial: e.require_axial,
+        max_axial_tilt_degrees: e.max_axial_tilt_degrees,
+        exclude_localizers: e.exclude_localizers,
+        min_slices: e.min_slices,
+        max_slice_thickness_mm: e.max_slice_thickness_mm,
+        description_include: compile("eligibility.description_include", &e.description_include)?,
+        description_exclude: compile("eligibility.description_exclude", &e.description_exclude)?,
+    })
+}
+
+/// The `[http]` table; the token file defaults to `<data_dir>/api-token`.
+fn http(h: RawHttp, data_dir: &std::path::Path) -> Result<HttpConfig, ConfigError> {
+    let token_file = h
+        .token_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("api-token"));
+    let listen: SocketAddr = h.listen.parse().map_err(|e| {
+        invalid(
+            "http.listen",
+            format!("{:?} is not HOST:PORT ({e})", h.listen),
+        )
+    })?;
+    if h.allow_unauthenticated_loopback && !listen.ip().is_loopback() {
+        return Err(invalid(
+            "http.allow_unauthenticated_loopback",
+            format!("the API listens on {listen}, off loopback: a token is required there"),
+        ));
+    }
+    Ok(HttpConfig {
+        listen,
+        token_configured: h.token_file.is_some(),
+        token_file,
+        allow_unauthenticated_loopback: h.allow_unauthenticated_loopback,
+        tls: match (h.tls_cert_file, h.tls_key_file) {
+            (Some(cert_file), Some(key_file)) => Some(HttpsTls {
+                cert_file,
+                key_file,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "http.tls_cert_file",
+                    "HTTPS needs both tls_cert_file and tls_key_file",
+                ));
+            }
+        },
+    })
+}
+
+/// One `[[webhooks]]` table; reads its secret file.
+fn webhook(w: RawWebhook) -> Result<Webhook, ConfigError> {
+    if !w.url.starts_with("http://") && !w.url.starts_with("https://") {
+        return Err(invalid(
+            "webhooks.url",
+            format!("{:?}: only http:// and https:// URLs are supported", w.url),
+        ));
+    }
+    let secret = std::fs::read_to_string(&w.secret_file).map_err(|e| {
+        invalid(
+            "webhooks.secret_file",
+            format!("cannot read {}: {e}", w.secret_file.display()),
+        )
+    })?;
+    Ok(Webhook {
+        url: w.url,
+        secret: secret.trim().to_string(),
+        ca_file: w.ca_file,
+    })
+}
+
+/// The `[[destinations]]` tables: names unique, TLS files only with `tls = true`.
+fn destinations(
+    raw: Vec<RawDestination>,
+    ae_title: &AeTitle,
+) -> Result<Vec<Destination>, ConfigError> {
+    let mut names = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for d in raw {
+        if !names.insert(d.name.clone()) {
+            return Err(invalid(
+                "destinations",
+                format!("name {:?} is used twice", d.name),
+            ));
+        }
+        let tls = match (d.tls, d.ca_file) {
+            (true, Some(ca_file)) => Some(ClientTls {
+                ca_file,
+                cert_file: d.cert_file,
+                key_file: d.key_file,
+            }),
+            (true, None) => {
+                return Err(invalid(
+                    "destinations.ca_file",
+                    format!("destination {:?} uses TLS: a ca_file is required", d.name),
+                ));
+            }
+            (false, ca) if ca.is_some() || d.cert_file.is_some() || d.key_file.is_some() => {
+                return Err(invalid(
+                    "destinations.tls",
+                    format!(
+                        "destination {:?} names TLS files but not tls = true",
+                        d.name
+                    ),
+                ));
+            }
+            (false, _) => None,
+        };
+        out.push(Destination {
+            tls,
+            calling_ae: d.calling_ae.unwrap_or_else(|| ae_title.clone()),
+            timeout: seconds("destinations.timeout_seconds", d.timeout_seconds)?,
+            name: d.name,
+            ae_title: d.ae_title,
+            host: d.host,
+            port: d.port,
+            seg_type: d.seg_type,
+            route_from: d.route_from,
+            fan_out: d.fan_out,
+        });
+    }
+    Ok(out)
+}
+
+/// The `[model]` table, when there is one.
+fn model(m: Option<RawModel>) -> Result<Option<ModelConfig>, ConfigError> {
+    match m {
+        Some(m) if m.intra_threads == 0 => {
+            Err(invalid("model.intra_threads", "must be at least 1"))
+        }
+        Some(m) => Ok(Some(ModelConfig {
+            path: m.path,
+            onnxruntime: m.onnxruntime,
+            intra_threads: m.intra_threads,
+            provider: m.provider,
+        })),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]

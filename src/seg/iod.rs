@@ -13,6 +13,10 @@ use super::{Equipment, SegType, frames};
 use crate::cascade::manifest::{Code, Label, Manifest};
 use crate::volume::Volume;
 
+/// One frame: its segment (BINARY; LABELMAP frames hold every segment) and its source
+/// slice.
+pub(super) type FrameRef = (Option<u16>, usize);
+
 /// The UIDs a SEG carries.
 pub(super) struct Uids {
     pub sop_instance: String,
@@ -32,7 +36,7 @@ pub(super) struct Seg<'a> {
     /// The labels that occur, in segment-number order.
     pub defs: Vec<&'a Label>,
     /// (segment for BINARY, source slice) of each frame.
-    pub frames: Vec<(Option<u16>, usize)>,
+    pub frames: Vec<FrameRef>,
     pub bits: u16,
     pub uids: Uids,
     /// Creation date (DA) and time (TM).

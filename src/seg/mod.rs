@@ -212,37 +212,8 @@ pub fn encode(
         uid_from(h)
     };
     let (date, time) = now_da_tm();
-    // Frames.
-    let (frame_list, pixel_data, bits) = match seg_type {
-        SegType::Binary => {
-            let fr = frames::binary_frames(&slice_presence, &segments);
-            let packed = frames::pack_binary(&labels.data, plane, &fr, &segments);
-            (
-                fr.iter()
-                    .map(|f: &Frame| (Some(f.segment), f.slice))
-                    .collect::<Vec<_>>(),
-                packed,
-                1u16,
-            )
-        }
-        SegType::Labelmap => {
-            let slices = frames::labelmap_slices(&slice_presence);
-            let mut number = [0u8; 256];
-            for (i, v) in segments.iter().enumerate() {
-                number[usize::from(*v)] = i as u8 + 1;
-            }
-            let mut data = Vec::with_capacity(slices.len() * plane);
-            for z in &slices {
-                data.extend(
-                    labels.data[z * plane..(z + 1) * plane]
-                        .iter()
-                        .map(|v| number[usize::from(*v)]),
-                );
-            }
-            (slices.into_iter().map(|z| (None, z)).collect(), data, 8u16)
-        }
-    };
-
+    let (frame_list, pixel_data, bits) =
+        frames_and_pixels(seg_type, &labels.data, plane, &slice_presence, &segments);
     let dimension_uid = {
         let mut h = Sha256::new();
         h.update(sop_instance_uid.as_bytes());
@@ -301,4 +272,44 @@ pub fn encode(
         series_instance_uid: seg.uids.series,
         segments,
     })
+}
+
+/// The frames of a SEG of `seg_type` as (segment for BINARY, source slice), its Pixel
+/// Data and bits per pixel. Frames without segment voxels are omitted.
+fn frames_and_pixels(
+    seg_type: SegType,
+    labels: &[u8],
+    plane: usize,
+    slice_presence: &[[bool; 256]],
+    segments: &[u8],
+) -> (Vec<iod::FrameRef>, Vec<u8>, u16) {
+    match seg_type {
+        SegType::Binary => {
+            let fr = frames::binary_frames(slice_presence, segments);
+            let packed = frames::pack_binary(labels, plane, &fr, segments);
+            (
+                fr.iter()
+                    .map(|f: &Frame| (Some(f.segment), f.slice))
+                    .collect::<Vec<_>>(),
+                packed,
+                1u16,
+            )
+        }
+        SegType::Labelmap => {
+            let slices = frames::labelmap_slices(slice_presence);
+            let mut number = [0u8; 256];
+            for (i, v) in segments.iter().enumerate() {
+                number[usize::from(*v)] = i as u8 + 1;
+            }
+            let mut data = Vec::with_capacity(slices.len() * plane);
+            for z in &slices {
+                data.extend(
+                    labels[z * plane..(z + 1) * plane]
+                        .iter()
+                        .map(|v| number[usize::from(*v)]),
+                );
+            }
+            (slices.into_iter().map(|z| (None, z)).collect(), data, 8u16)
+        }
+    }
 }
