@@ -673,10 +673,10 @@ fn run_offline(
             summary,
         } = match processed {
             Ok(p) => p,
-            Err(e) if e.stage == "volume" => {
+            Err(e) if e.stage() == "volume" => {
                 results.push(serde_json::json!({
                     "series_uid": series_uid,
-                    "refusal": { "code": e.code, "message": e.message },
+                    "refusal": { "code": e.code(), "message": e.to_string() },
                 }));
                 continue;
             }

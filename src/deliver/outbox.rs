@@ -64,12 +64,6 @@ pub fn backoff(initial: Duration, max: Duration, attempts: u32, unit_random: f64
         .mul_f64(0.8 + 0.4 * unit_random.clamp(0.0, 1.0))
 }
 
-/// Whether a failure status can be cured by trying again (out of resources), or not
-/// (the peer will refuse the same object again).
-pub fn retryable(status: DimseStatus) -> bool {
-    status.0 & 0xFF00 == 0xA700
-}
-
 /// A C-STORE's outcome: status, the peer's error comment, our note (a fallback).
 type Sent = (DimseStatus, Option<String>, Option<String>);
 
@@ -105,7 +99,7 @@ impl Outbox {
                         dest.name,
                         comment.unwrap_or_default()
                     );
-                    self.retry_or_fail(d, error, retryable(status))
+                    self.retry_or_fail(d, error, status.is_out_of_resources())
                 }
                 Err(e) => {
                     let error = format!("{:#}", anyhow::Error::from(e));
@@ -228,10 +222,10 @@ mod tests {
 
     #[test]
     fn only_out_of_resources_is_retried() {
-        assert!(retryable(DimseStatus::OUT_OF_RESOURCES));
-        assert!(retryable(DimseStatus(0xA701)));
-        assert!(!retryable(DimseStatus::DATASET_DOES_NOT_MATCH_SOP_CLASS));
-        assert!(!retryable(DimseStatus::CANNOT_UNDERSTAND));
-        assert!(!retryable(DimseStatus::SOP_CLASS_NOT_SUPPORTED));
+        assert!(DimseStatus::OUT_OF_RESOURCES.is_out_of_resources());
+        assert!(DimseStatus(0xA701).is_out_of_resources());
+        assert!(!DimseStatus::DATASET_DOES_NOT_MATCH_SOP_CLASS.is_out_of_resources());
+        assert!(!DimseStatus::CANNOT_UNDERSTAND.is_out_of_resources());
+        assert!(!DimseStatus::SOP_CLASS_NOT_SUPPORTED.is_out_of_resources());
     }
 }

@@ -49,6 +49,12 @@ impl DimseStatus {
     pub fn is_warning(self) -> bool {
         self.0 == 0x0001 || self.0 & 0xF000 == 0xB000
     }
+
+    /// Refused: out of resources (A7xx), the one failure that sending the same object
+    /// again may cure; the others (the object itself) will be refused again.
+    pub fn is_out_of_resources(self) -> bool {
+        self.0 & 0xFF00 == 0xA700
+    }
 }
 
 impl fmt::Display for DimseStatus {

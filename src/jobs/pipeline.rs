@@ -89,12 +89,15 @@ impl Pipeline {
                 (outcome, deliveries)
             }
             Err(e) => {
-                tracing::warn!(stage = e.stage, code = %e.code, reason = %e.message, "job failed");
+                tracing::warn!(stage = e.stage(), code = e.code(), reason = %e, "job failed");
                 let outcome = JobOutcome {
                     state: JobState::Failed,
                     reason: Some(e.to_string()),
-                    error_code: Some(e.code),
-                    summary: serde_json::json!({ "failed_stage": e.stage }),
+                    error_code: Some(e.code().to_string()),
+                    summary: serde_json::json!({
+                        "failed_stage": e.stage(),
+                        "retryable": e.retryable(),
+                    }),
                     seg: None,
                 };
                 (outcome, Vec::new())
@@ -120,13 +123,7 @@ impl Pipeline {
         job: &ClaimedJob,
         cascade: &mut Option<Cascade>,
     ) -> Result<(serde_json::Value, Option<Produced>), StageError> {
-        let internal = |stage| {
-            move |e: String| StageError {
-                stage,
-                code: "internal".into(),
-                message: e,
-            }
-        };
+        let internal = |stage| move |message: String| StageError::Internal { stage, message };
         let source = Source::new(
             self.store
                 .series_sources(job.series_id)
@@ -138,11 +135,7 @@ impl Pipeline {
         if cascade.is_none() && self.config.model.is_some() {
             // The worker lost its sessions (a panic inside inference): fail loudly
             // rather than "succeed" without segmenting.
-            return Err(StageError {
-                stage: "cascade",
-                code: "model_unavailable".into(),
-                message: "this worker's model sessions were lost after an inference panic; restart the node".into(),
-            });
+            return Err(StageError::ModelLost);
         }
         // BINARY always (what the job records); LABELMAP too when a destination wants it.
         let destinations: Vec<Destination> = self

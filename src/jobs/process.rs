@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::cascade::{Cascade, Scope, Segmentation};
+use crate::cascade::{Cascade, CascadeError, Scope, Segmentation};
 use crate::dicom::part10;
-use crate::seg::{self, EncodedSeg, Equipment, SegType};
-use crate::volume::{self, Tolerances, Volume};
+use crate::seg::{self, EncodedSeg, Equipment, SegError, SegType};
+use crate::volume::{self, Tolerances, Volume, VolumeError};
 
 /// A series to process: each instance's SOP Instance UID, the SHA-256 of its data set
 /// (what the sender sent) and its file.
@@ -47,10 +47,9 @@ impl Source {
         let instances = files
             .iter()
             .map(|f| {
-                let unreadable = |reason: String| StageError {
-                    stage: "volume",
-                    code: "unreadable".into(),
-                    message: format!("cannot read {}: {reason}", f.display()),
+                let unreadable = |reason: String| StageError::Unreadable {
+                    path: f.display().to_string(),
+                    reason,
                 };
                 let bytes = std::fs::read(f).map_err(|e| unreadable(e.to_string()))?;
                 let content = part10::content(&bytes).map_err(|e| unreadable(e.to_string()))?;
@@ -95,21 +94,61 @@ pub struct Options {
     pub equipment: Equipment,
 }
 
-/// A stage failure: which stage, a stable code, a message a person can read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StageError {
-    pub stage: &'static str,
-    pub code: String,
-    pub message: String,
+/// Why processing stopped. Each failure classifies itself: the stage it stopped in, a
+/// stable code for the job record and the API, and whether processing the same series
+/// again may succeed (the node's trouble) or will fail the same way (the series').
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("volume: cannot read {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("volume: {0}")]
+    Volume(VolumeError),
+    #[error("cascade: {0}")]
+    Cascade(CascadeError),
+    #[error("seg: {0}")]
+    Seg(SegError),
+    #[error(
+        "cascade: this worker's model sessions were lost after an inference panic; restart the node"
+    )]
+    ModelLost,
+    #[error("{stage}: {message}")]
+    Internal {
+        stage: &'static str,
+        message: String,
+    },
 }
 
-impl std::fmt::Display for StageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.stage, self.message)
+impl StageError {
+    pub fn stage(&self) -> &'static str {
+        match self {
+            StageError::Unreadable { .. } | StageError::Volume(_) => "volume",
+            StageError::Cascade(_) | StageError::ModelLost => "cascade",
+            StageError::Seg(_) => "seg",
+            StageError::Internal { stage, .. } => stage,
+        }
+    }
+
+    /// The stable code a job records.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StageError::Unreadable { .. } => "unreadable",
+            StageError::Volume(e) => e.code(),
+            StageError::Cascade(e) => e.code(),
+            StageError::Seg(_) => "encode_failed",
+            StageError::ModelLost => "model_unavailable",
+            StageError::Internal { .. } => "internal",
+        }
+    }
+
+    /// Whether an operator's retry of the same series may succeed.
+    pub fn retryable(&self) -> bool {
+        match self {
+            StageError::Cascade(e) => e.code() == "model_unavailable",
+            StageError::ModelLost | StageError::Internal { .. } => true,
+            StageError::Unreadable { .. } | StageError::Volume(_) | StageError::Seg(_) => false,
+        }
     }
 }
-
-impl std::error::Error for StageError {}
 
 /// What processing produced. `segmentation` is `None` without a model; `segs` is
 /// empty when nothing was found.
@@ -134,12 +173,7 @@ pub fn process(
     let volume = volume::assemble(&source.files(), options.min_slices, &Tolerances::default())
         .map_err(|e| {
             let names = source.names();
-            let e = e.renamed(|path| names.get(path).cloned());
-            StageError {
-                stage: "volume",
-                code: e.code().to_string(),
-                message: e.to_string(),
-            }
+            StageError::Volume(e.renamed(|path| names.get(path).cloned()))
         })?;
     summary["timings_ms"]["volume"] = (t.elapsed().as_millis() as u64).into();
     let (min, max, mean) = volume.hu_stats();
@@ -160,11 +194,7 @@ pub fn process(
     let t = Instant::now();
     let segmentation = cascade
         .run_scoped(&volume, options.scope)
-        .map_err(|e| StageError {
-            stage: "cascade",
-            code: e.code().to_string(),
-            message: e.to_string(),
-        })?;
+        .map_err(StageError::Cascade)?;
     summary["timings_ms"]["cascade"] = (t.elapsed().as_millis() as u64).into();
     summary["cascade"] = serde_json::to_value(&segmentation.summary).unwrap_or_default();
     if segmentation.summary.empty {
@@ -190,11 +220,7 @@ pub fn process(
                 &key,
             )
             .map(|encoded| (seg_type, encoded))
-            .map_err(|e| StageError {
-                stage: "seg",
-                code: "encode_failed".into(),
-                message: e.to_string(),
-            })
+            .map_err(StageError::Seg)
         })
         .collect::<Result<Vec<_>, _>>()?;
     summary["timings_ms"]["seg"] = (t.elapsed().as_millis() as u64).into();
@@ -233,7 +259,14 @@ mod tests {
     #[test]
     fn an_unreadable_file_is_a_volume_failure_naming_it() {
         let e = Source::from_files(&[PathBuf::from("/nonexistent/slice.dcm")]).unwrap_err();
-        assert_eq!((e.stage, e.code.as_str()), ("volume", "unreadable"));
-        assert!(e.message.contains("/nonexistent/slice.dcm"), "{e}");
+        assert_eq!(
+            (e.stage(), e.code(), e.retryable()),
+            ("volume", "unreadable", false)
+        );
+        assert!(
+            e.to_string()
+                .starts_with("volume: cannot read /nonexistent/slice.dcm"),
+            "{e}"
+        );
     }
 }

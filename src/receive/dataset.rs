@@ -1,14 +1,15 @@
 //! Checks of a received data set before anything is kept: bounded inflation of a
 //! deflated one, parsing up to its Pixel Data, and whether the pixel data matches its
-//! description. Errors are the DIMSE status and the reason for the peer.
+//! description. Errors are [`Refusal`]s.
 
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 
+use super::refusal::Refusal;
 use super::text;
 use crate::dicom::lengths::PixelData;
+use crate::dicom::pixel;
 use crate::dicom::uid::is_ct_image_storage;
-use crate::dicom::{DimseStatus, pixel};
 
 /// A deflated data set may inflate to this many times its size before it is refused
 /// (CT pixel data deflates 2-4x; a bomb, thousands of times)...
@@ -19,10 +20,7 @@ const MIN_INFLATED_LIMIT: u64 = 16 * 1024 * 1024;
 /// Inflates a Deflated Explicit VR Little Endian data set (PS3.5 A.5: raw deflate),
 /// stopping as soon as it exceeds the smaller of `max_object_bytes` and
 /// [`MAX_INFLATION_RATIO`] times its size (at least [`MIN_INFLATED_LIMIT`]).
-pub(super) fn inflate_bounded(
-    deflated: &[u8],
-    max_object_bytes: u64,
-) -> Result<Vec<u8>, (DimseStatus, String)> {
+pub(super) fn inflate_bounded(deflated: &[u8], max_object_bytes: u64) -> Result<Vec<u8>, Refusal> {
     use std::io::Read;
     let limit =
         max_object_bytes.min((deflated.len() as u64 * MAX_INFLATION_RATIO).max(MIN_INFLATED_LIMIT));
@@ -30,40 +28,26 @@ pub(super) fn inflate_bounded(
     flate2::read::DeflateDecoder::new(deflated)
         .take(limit + 1)
         .read_to_end(&mut inflated)
-        .map_err(|e| {
-            (
-                DimseStatus::CANNOT_UNDERSTAND,
-                format!("cannot inflate the deflated data set: {e}"),
-            )
-        })?;
+        .map_err(Refusal::Inflate)?;
     if inflated.len() as u64 > limit {
-        return Err((
-            DimseStatus::OUT_OF_RESOURCES,
-            format!("deflated data set inflates beyond {limit} bytes"),
-        ));
+        return Err(Refusal::InflatesBeyond(limit));
     }
     Ok(inflated)
 }
 
 /// Parses a received data set (behind its Part 10 header) up to its Pixel Data and
-/// checks that the pixel data matches its description. Errors are the status and the
-/// reason for the peer.
+/// checks that the pixel data matches its description.
 pub(super) fn parse_instance(
     header: &[u8],
     dataset: &[u8],
     pixel_data: PixelData,
-) -> Result<DefaultDicomObject, (DimseStatus, String)> {
+) -> Result<DefaultDicomObject, Refusal> {
     use std::io::Read;
     // The length walk already proved every element fits: no need to copy pixels.
     let object = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .from_reader(header[128..].chain(dataset))
-        .map_err(|e| {
-            (
-                DimseStatus::CANNOT_UNDERSTAND,
-                format!("cannot parse data set: {e}"),
-            )
-        })?;
+        .map_err(|e| Refusal::Unparsable(e.to_string()))?;
     check_pixel_data(&object, pixel_data)?;
     Ok(object)
 }
@@ -71,22 +55,14 @@ pub(super) fn parse_instance(
 /// A CT image must carry Pixel Data that matches its description: grayscale, and
 /// native pixel data exactly as long as Rows x Columns x Samples x Bits Allocated x
 /// Frames say (encapsulated data is checked when it is decoded).
-fn check_pixel_data(
-    object: &DefaultDicomObject,
-    pixel_data: PixelData,
-) -> Result<(), (DimseStatus, String)> {
+fn check_pixel_data(object: &DefaultDicomObject, pixel_data: PixelData) -> Result<(), Refusal> {
     if !is_ct_image_storage(&text(object, tags::SOP_CLASS_UID)) {
         return Ok(());
     }
     let native = match pixel_data {
-        PixelData::Absent => {
-            return Err((
-                DimseStatus::CANNOT_UNDERSTAND,
-                "image has no Pixel Data (data set truncated?)".to_string(),
-            ));
-        }
+        PixelData::Absent => return Err(Refusal::NoPixelData),
         PixelData::Native(length) => Some(u64::from(length)),
         PixelData::Encapsulated => None,
     };
-    pixel::check(object, native).map_err(|e| (e.dimse_status(), e.to_string()))
+    pixel::check(object, native).map_err(Refusal::Pixels)
 }

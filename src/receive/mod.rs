@@ -9,6 +9,7 @@ mod accept;
 mod dataset;
 pub mod negotiation;
 mod pending;
+mod refusal;
 
 pub use accept::{Listener, serve};
 
@@ -33,6 +34,7 @@ use crate::ul::{Event, UlError, UlStream};
 use dataset::{inflate_bounded, parse_instance};
 use negotiation::{AcceptedContext, Rejected, negotiate};
 use pending::Slot;
+use refusal::Refusal;
 
 /// Largest command set accepted; real ones are under 200 bytes.
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
@@ -191,10 +193,10 @@ impl Verdict {
         }
     }
 
-    fn refuse(status: DimseStatus, comment: impl Into<String>) -> Self {
+    fn refuse(refusal: &Refusal) -> Self {
         Self {
-            status,
-            comment: Some(comment.into()),
+            status: refusal.status(),
+            comment: Some(refusal.to_string()),
         }
     }
 }
@@ -254,10 +256,7 @@ impl Session<'_> {
                     if class == Some(VERIFICATION) && context.abstract_syntax == VERIFICATION {
                         Verdict::success()
                     } else {
-                        Verdict::refuse(
-                            DimseStatus::SOP_CLASS_NOT_SUPPORTED,
-                            "C-ECHO without the Verification SOP Class",
-                        )
+                        Verdict::refuse(&Refusal::EchoWithoutVerification)
                     }
                 }
                 CommandField::C_STORE_RQ if command.has_dataset => {
@@ -273,10 +272,7 @@ impl Session<'_> {
                     if command.has_dataset {
                         self.read_dataset(ul, pc_id, None).await?.ok();
                     }
-                    Verdict::refuse(
-                        DimseStatus::UNRECOGNIZED_OPERATION,
-                        "operation not supported",
-                    )
+                    Verdict::refuse(&Refusal::UnsupportedOperation)
                 }
                 _ => return Err(UlError::Malformed("unexpected response message".into())),
             };
@@ -301,14 +297,10 @@ impl Session<'_> {
     ) -> Result<Result<Received, Verdict>, UlError> {
         let dicom = &self.rx.config.dicom;
         let mut refusal = match self.rx.spool.free_bytes() {
-            Ok(free) if free < dicom.min_free_disk_bytes => Some(Verdict::refuse(
-                DimseStatus::OUT_OF_RESOURCES,
-                "spool disk below its free-space watermark",
-            )),
-            Err(e) => Some(Verdict::refuse(
-                DimseStatus::OUT_OF_RESOURCES,
-                format!("cannot check spool free space: {e}"),
-            )),
+            Ok(free) if free < dicom.min_free_disk_bytes => {
+                Some(Verdict::refuse(&Refusal::DiskLow))
+            }
+            Err(e) => Some(Verdict::refuse(&Refusal::FreeSpaceUnknown(e))),
             Ok(_) => None,
         };
         if refusal.is_some() {
@@ -319,7 +311,7 @@ impl Session<'_> {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "cannot start a spool file");
-                    refusal = Some(cannot_store());
+                    refusal = Some(Verdict::refuse(&Refusal::CannotStore));
                     None
                 }
             },
@@ -331,10 +323,7 @@ impl Session<'_> {
             if refusal.is_none() {
                 let bytes = ul.pdv_data(&pdv);
                 if (data.len() + bytes.len()) as u64 > dicom.max_object_bytes {
-                    refusal = Some(Verdict::refuse(
-                        DimseStatus::OUT_OF_RESOURCES,
-                        "data set larger than max_object_mb",
-                    ));
+                    refusal = Some(Verdict::refuse(&Refusal::TooLarge));
                     data = Vec::new();
                     spooling = None;
                 } else {
@@ -355,7 +344,7 @@ impl Session<'_> {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot write a spool file");
-                return Ok(Err(cannot_store()));
+                return Ok(Err(Verdict::refuse(&Refusal::CannotStore)));
             }
         };
         Ok(Ok(Received {
@@ -407,7 +396,7 @@ impl Session<'_> {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "could not store instance");
-                cannot_store()
+                Verdict::refuse(&Refusal::CannotStore)
             }
         }
     }
@@ -421,21 +410,14 @@ impl Session<'_> {
         let class = command.affected_sop_class.as_deref().unwrap_or_default();
         if class != context.abstract_syntax {
             return Ok(self
-                .refuse_instance(
-                    DimseStatus::DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                    format!("SOP class {class} does not match the presentation context"),
-                    None,
-                )
+                .refuse_instance(Refusal::ContextMismatch(class.to_string()), None)
                 .await);
         }
         let instance =
             match Uid::parse(command.affected_sop_instance.as_deref().unwrap_or_default()) {
                 Ok(uid) => uid,
                 Err(e) => {
-                    let comment = format!("Affected SOP Instance UID: {e}");
-                    return Ok(self
-                        .refuse_instance(DimseStatus::CANNOT_UNDERSTAND, comment, None)
-                        .await);
+                    return Ok(self.refuse_instance(Refusal::BadInstanceUid(e), None).await);
                 }
             };
         let Received { dataset, spooled } = received;
@@ -448,9 +430,7 @@ impl Session<'_> {
             drop(dataset);
             match inflated {
                 Ok(inflated) => (inflated, ts::EXPLICIT_VR_LE),
-                Err((status, reason)) => {
-                    return Ok(self.refuse_instance(status, reason, None).await);
-                }
+                Err(refusal) => return Ok(self.refuse_instance(refusal, None).await),
             }
         } else {
             (dataset, context.transfer_syntax.as_str())
@@ -458,10 +438,8 @@ impl Session<'_> {
         let pixel_data = match lengths::check(&dataset, parse_syntax) {
             Ok(p) => p,
             Err(e) => {
-                let reason = format!("malformed data set: {e}");
-                return Ok(self
-                    .refuse_instance(DimseStatus::CANNOT_UNDERSTAND, reason, None)
-                    .await);
+                let refusal = Refusal::Malformed(e.to_string());
+                return Ok(self.refuse_instance(refusal, None).await);
             }
         };
         let built;
@@ -477,23 +455,16 @@ impl Session<'_> {
         drop(dataset);
         let object = match parsed {
             Ok(o) => o,
-            Err((status, reason)) => {
-                return Ok(self.refuse_instance(status, reason, None).await);
-            }
+            Err(refusal) => return Ok(self.refuse_instance(refusal, None).await),
         };
         let dataset_class = text(&object, tags::SOP_CLASS_UID);
         let dataset_instance = text(&object, tags::SOP_INSTANCE_UID);
         if dataset_class != class || dataset_instance != instance.as_str() {
-            let comment = format!(
-                "SOP class/instance does not match the C-STORE request: data set has {dataset_class}/{dataset_instance}"
-            );
-            return Ok(self
-                .refuse_instance(
-                    DimseStatus::DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                    comment,
-                    Some(&object),
-                )
-                .await);
+            let refusal = Refusal::RequestMismatch {
+                class: dataset_class,
+                instance: dataset_instance,
+            };
+            return Ok(self.refuse_instance(refusal, Some(&object)).await);
         }
         if !is_ct_image_storage(class) {
             self.ignored += 1;
@@ -516,7 +487,7 @@ impl Session<'_> {
             Ok(m) => m,
             Err(e) => {
                 return Ok(self
-                    .refuse_instance(DimseStatus::CANNOT_UNDERSTAND, e.to_string(), Some(&object))
+                    .refuse_instance(Refusal::Attributes(e), Some(&object))
                     .await);
             }
         };
@@ -606,11 +577,12 @@ impl Session<'_> {
 
     async fn refuse_instance(
         &self,
-        status: DimseStatus,
-        reason: String,
+        refusal: Refusal,
         object: Option<&DefaultDicomObject>,
     ) -> Verdict {
-        tracing::warn!(status = %status, %reason, "C-STORE refused");
+        let verdict = Verdict::refuse(&refusal);
+        let (status, reason) = (verdict.status, refusal.to_string());
+        tracing::warn!(%status, %reason, retryable = refusal.retryable(), "C-STORE refused");
         let base = match object {
             Some(o) => self.object_event(AuditKind::InstanceRefused, o),
             None => AuditEvent {
@@ -622,21 +594,17 @@ impl Session<'_> {
         audit(
             self.rx,
             AuditEvent {
-                detail: serde_json::json!({ "status": status.to_string(), "reason": reason }),
+                detail: serde_json::json!({
+                    "status": status.to_string(),
+                    "reason": reason,
+                    "retryable": refusal.retryable(),
+                }),
                 ..base
             },
         )
         .await;
-        Verdict::refuse(status, reason)
+        verdict
     }
-}
-
-/// The refusal when the node itself fails (disk, database): the peer may retry.
-fn cannot_store() -> Verdict {
-    Verdict::refuse(
-        DimseStatus::OUT_OF_RESOURCES,
-        "node could not store the instance",
-    )
 }
 
 /// A data set read from the peer, with its spool file when the node keeps it.
