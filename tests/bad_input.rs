@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::*;
 use dicom_ul::pdu::{AssociationRQ, Pdu, PresentationContextProposed, UserVariableItem};
 use segnode::deliver::{self, Association, OutgoingFile, PeerAddress, ScuTimeouts};
+use segnode::dicom::uid::ts::DEFLATED_EXPLICIT_VR_LE as DEFLATED;
 use segnode::dicom::{AeTitle, DimseStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -201,33 +202,6 @@ async fn truncated_and_absurd_datasets_get_c000_and_earlier_data_stays() {
     node.stop().await;
 }
 
-/// Opens a raw association (verification and CT contexts) and returns the socket.
-async fn raw_association(node: &TestNode) -> TcpStream {
-    let mut socket = TcpStream::connect(node.addr).await.unwrap();
-    let rq = Pdu::AssociationRQ(AssociationRQ {
-        protocol_version: 1,
-        calling_ae_title: "TESTSCU".into(),
-        called_ae_title: "SEGNODE".into(),
-        application_context_name: "1.2.840.10008.3.1.1.1".into(),
-        presentation_contexts: vec![PresentationContextProposed {
-            id: 1,
-            abstract_syntax: CT_STORAGE.into(),
-            transfer_syntaxes: vec![EXPLICIT_LE.into()],
-        }],
-        user_variables: vec![UserVariableItem::MaxLength(16384)],
-    });
-    let mut bytes = Vec::new();
-    dicom_ul::pdu::write_pdu(&mut bytes, &rq).unwrap();
-    socket.write_all(&bytes).await.unwrap();
-    let mut header = [0u8; 6];
-    socket.read_exact(&mut header).await.unwrap();
-    assert_eq!(header[0], 0x02, "expected A-ASSOCIATE-AC");
-    let len = u32::from_be_bytes(header[2..6].try_into().unwrap()) as usize;
-    let mut body = vec![0u8; len];
-    socket.read_exact(&mut body).await.unwrap();
-    socket
-}
-
 /// Reads until the node aborts (A-ABORT PDU) or closes; returns whether that happened
 /// within `within`.
 async fn node_hangs_up(socket: &mut TcpStream, within: Duration) -> bool {
@@ -343,11 +317,11 @@ async fn associate(
         protocol_version,
         calling_ae_title: "TESTSCU".into(),
         called_ae_title: "SEGNODE".into(),
-        application_context_name: "1.2.840.10008.3.1.1.1".into(),
+        application_context_name: segnode::dicom::uid::APPLICATION_CONTEXT.into(),
         presentation_contexts: vec![PresentationContextProposed {
             id: 1,
             abstract_syntax: segnode::dicom::uid::VERIFICATION.into(),
-            transfer_syntaxes: vec!["1.2.840.10008.1.2".into()],
+            transfer_syntaxes: vec![segnode::dicom::uid::ts::IMPLICIT_VR_LE.into()],
         }],
         user_variables: vec![UserVariableItem::MaxLength(max_pdu)],
     });
@@ -356,17 +330,6 @@ async fn associate(
     socket.write_all(&bytes).await.unwrap();
     let (kind, body) = read_pdu(&mut socket).await;
     (socket, kind, body)
-}
-
-async fn read_pdu(socket: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut header = [0u8; 6];
-    tokio::time::timeout(Duration::from_secs(5), socket.read_exact(&mut header))
-        .await
-        .expect("an answer within 5 s")
-        .unwrap();
-    let mut body = vec![0u8; u32::from_be_bytes(header[2..6].try_into().unwrap()) as usize];
-    socket.read_exact(&mut body).await.unwrap();
-    (header[0], body)
 }
 
 /// Sends a command set on context 1 and collects the response's command bytes,
@@ -575,9 +538,7 @@ async fn a_deflate_bomb_is_refused_without_inflating_it() {
     }
     let dataset = deflate.finish().unwrap();
     assert!(dataset.len() < 2 << 20, "{} bytes", dataset.len());
-    let header =
-        segnode::dicom::part10::header(CT_STORAGE, sop, "1.2.840.10008.1.2.1.99", "TESTSCU", 0)
-            .unwrap();
+    let header = segnode::dicom::part10::header(CT_STORAGE, sop, DEFLATED, "TESTSCU", 0).unwrap();
     let mut bytes = header;
     bytes.extend_from_slice(&dataset);
     let file = OutgoingFile::from_bytes("bomb".into(), bytes).unwrap();
@@ -609,8 +570,7 @@ async fn a_deflate_bomb_is_refused_without_inflating_it() {
         flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
     deflate.write_all(&plain).unwrap();
     let mut bytes =
-        segnode::dicom::part10::header(CT_STORAGE, sop, "1.2.840.10008.1.2.1.99", "TESTSCU", 0)
-            .unwrap();
+        segnode::dicom::part10::header(CT_STORAGE, sop, DEFLATED, "TESTSCU", 0).unwrap();
     bytes.extend_from_slice(&deflate.finish().unwrap());
     let file = OutgoingFile::from_bytes("deflated".into(), bytes).unwrap();
     let (status, comment) = send_one(&node, file).await;

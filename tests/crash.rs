@@ -10,14 +10,6 @@ use common::*;
 use segnode::deliver::{self, Association, PeerAddress, ScuTimeouts};
 use segnode::dicom::AeTitle;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn_node(config: &std::path::Path, log: &std::path::Path) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -50,15 +42,6 @@ async fn wait_until_serving(port: u16) {
     })
     .await;
     assert!(up.is_some(), "node did not start serving on port {port}");
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A node under `dir` that was sent `series` and then killed with SIGKILL.

@@ -171,8 +171,7 @@ async fn destination_killed_mid_transfer_is_retried_and_the_same_instance_arrive
     let node = TestNode::start_with_tail("", &pacs(port, "")).await;
     let job = process_series(&node, 74).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let _ = dying.0.kill();
-    let _ = dying.0.wait();
+    dying.0.kill();
     wait_for(Duration::from_secs(10), || async {
         let d = node.store.job_deliveries(job).await.unwrap();
         (d.first()?.attempts >= 1).then_some(())

@@ -6,21 +6,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 
 struct Orthanc {
-    child: Child,
+    _child: KillOnDrop,
     http: u16,
-}
-
-impl Drop for Orthanc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn curl(args: &[&str]) -> String {
@@ -90,7 +83,10 @@ fn start_orthanc(
         .stderr(log)
         .spawn()
         .unwrap();
-    let orthanc = Orthanc { child, http };
+    let orthanc = Orthanc {
+        _child: KillOnDrop(child),
+        http,
+    };
     for _ in 0..100 {
         if Command::new("/usr/bin/curl")
             .args(["-sS", "--fail", &format!("http://127.0.0.1:{http}/system")])

@@ -51,7 +51,7 @@ async fn storescu_real_series_is_spooled_and_queued() {
     let meta = dicom_object::meta::FileMetaTable::from_reader(&stored[128..]).unwrap();
     assert_eq!(
         meta.transfer_syntax().trim_end_matches('\0'),
-        "1.2.840.10008.1.2.4.90"
+        segnode::dicom::uid::ts::JPEG_2000_LOSSLESS
     );
 
     // `segnode jobs --json` shows the job.
@@ -341,4 +341,65 @@ async fn series_with_a_missing_slice_ends_its_job_failed_with_the_reason() {
     let jobs = settled_jobs(&node.store, 2).await;
     assert_eq!(jobs[0].state, JobState::Succeeded);
     node.stop().await;
+}
+
+/// One PDV in a P-DATA-TF on context 1.
+fn p_data(data: &[u8], command: bool, last: bool) -> Vec<u8> {
+    let header = u8::from(command) | (u8::from(last) << 1);
+    let mut pdu = vec![0x04, 0];
+    pdu.extend_from_slice(&(data.len() as u32 + 6).to_be_bytes());
+    pdu.extend_from_slice(&(data.len() as u32 + 2).to_be_bytes());
+    pdu.extend_from_slice(&[1, header]);
+    pdu.extend_from_slice(data);
+    pdu
+}
+
+/// Stopping the node while a C-STORE is in flight: that C-STORE is read to its end,
+/// stored and answered with success, then the association ends; new connections are
+/// refused meanwhile, and the acknowledged instance is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_c_store_in_flight_at_shutdown_is_finished_and_answered() {
+    use tokio::io::AsyncWriteExt;
+    let node = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = synthetic_series(dir.path(), 45, 1, 64);
+    let file = std::fs::read(&files[0]).unwrap();
+    let offset = segnode::dicom::part10::dataset_offset(&file).unwrap();
+    let dataset = &file[offset..];
+    let sop = "1.2.826.0.1.3680043.10.1.45.1.1";
+    let command = segnode::dicom::Command::store_rq(7, CT_STORAGE, sop).encode();
+
+    let mut socket = raw_association(&node).await;
+    let (first, rest) = dataset.split_at(dataset.len() / 2);
+    socket
+        .write_all(&p_data(&command, true, true))
+        .await
+        .unwrap();
+    socket
+        .write_all(&p_data(first, false, false))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    node.begin_stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        tokio::net::TcpStream::connect(node.addr).await.is_err(),
+        "a new connection was accepted while stopping"
+    );
+    socket.write_all(&p_data(rest, false, true)).await.unwrap();
+    let (kind, body) = read_pdu(&mut socket).await;
+    assert_eq!(kind, 0x04, "expected the C-STORE-RSP");
+    let response = segnode::dicom::Command::decode(&body[6..]).unwrap();
+    assert_eq!(response.status, Some(0), "{response:?}");
+    // Then the association ends.
+    let (kind, _) = read_pdu(&mut socket).await;
+    assert_eq!(kind, 0x07, "expected A-ABORT");
+
+    // Acknowledged, so durable: its row and its file, after the stop.
+    let (database, spool) = (node.config.database.clone(), node.spool());
+    let _dir = node.stop().await;
+    let store = segnode::store::Store::open(&database).await.unwrap();
+    assert_eq!(store.instance_counts().await.unwrap()[0].instances, 1);
+    store.close().await;
+    assert_eq!(files_under(&spool.join("objects")).len(), 1);
 }

@@ -324,7 +324,7 @@ fn enhanced_ct_multiframe_with_functional_groups_assembles() {
     }
     let ds = |tag, v: &str| DataElement::new(tag, VR::DS, PrimitiveValue::from(v));
 
-    const ENHANCED_CT: &str = "1.2.840.10008.5.1.4.1.1.2.1";
+    const ENHANCED_CT: &str = segnode::dicom::uid::ENHANCED_CT_IMAGE_STORAGE;
     let sop = "1.2.826.0.1.3680043.10.4.1.1";
     let mut obj = ct_slice(
         "1.2.826.0.1.3680043.10.4",

@@ -89,12 +89,21 @@ async fn accept_loop(
         let shared = shared.clone();
         let tls = tls.clone();
         let span = tracing::info_span!("association", assoc_id, peer_addr = %peer, tls = tls.is_some(), calling_ae = tracing::field::Empty);
+        // The association watches `shutdown` itself: a message in progress is answered
+        // before it ends (the node's shutdown deadline bounds the wait).
         tasks.spawn(
             async move {
-                tokio::select! {
-                    _ = shutdown.cancelled() => tracing::info!("association closed by shutdown"),
-                    _ = association(&receiver, stream, peer, slot, &shared.permits, tls.as_deref()) => {}
-                }
+                let tls = tls.as_deref();
+                association(
+                    &receiver,
+                    stream,
+                    peer,
+                    slot,
+                    &shared.permits,
+                    tls,
+                    &shutdown,
+                )
+                .await
             }
             .instrument(span),
         );

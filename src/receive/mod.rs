@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::dicom::lengths;
@@ -53,6 +54,7 @@ async fn association(
     slot: Slot,
     permits: &Arc<Semaphore>,
     tls: Option<&TlsAcceptor>,
+    shutdown: &CancellationToken,
 ) {
     let dicom = &rx.config.dicom;
     let opened = tokio::select! {
@@ -60,6 +62,7 @@ async fn association(
             tracing::debug!("dropped from the pending queue before sending A-ASSOCIATE-RQ");
             return;
         }
+        _ = shutdown.cancelled() => return,
         opened = accept::open(rx, stream, peer, tls) => opened,
     };
     drop(slot);
@@ -147,6 +150,7 @@ async fn association(
         stored: 0,
         ignored: 0,
         refused: 0,
+        shutdown,
     };
     let outcome = session.serve_messages(&mut ul, &accepted.contexts).await;
     let (stored, ignored, refused) = (session.stored, session.ignored, session.refused);
@@ -154,6 +158,10 @@ async fn association(
         Ok(()) => {
             tracing::info!(stored, ignored, refused, "association released");
             ul.close().await;
+        }
+        Err(UlError::Closed) if shutdown.is_cancelled() => {
+            tracing::info!(stored, ignored, refused, "association aborted by shutdown");
+            ul.abort().await;
         }
         Err(UlError::Closed) => {
             tracing::warn!(
@@ -177,6 +185,9 @@ struct Session<'a> {
     stored: u64,
     ignored: u64,
     refused: u64,
+    /// The node is stopping: the message in progress is finished and answered, then
+    /// the association is aborted before the next one.
+    shutdown: &'a CancellationToken,
 }
 
 /// The verdict on one C-STORE.
@@ -202,7 +213,9 @@ impl Verdict {
 }
 
 impl Session<'_> {
-    /// Serves DIMSE messages until release (Ok) or a protocol failure (Err).
+    /// Serves DIMSE messages until release (Ok) or a protocol failure (Err). At shutdown
+    /// a message in progress is read, stored and answered; waiting for the next one ends
+    /// the association ([`UlError::Closed`], then A-ABORT).
     async fn serve_messages(
         &mut self,
         ul: &mut UlStream,
@@ -210,10 +223,12 @@ impl Session<'_> {
     ) -> Result<(), UlError> {
         let dicom = &self.rx.config.dicom;
         loop {
-            let first = match ul
-                .next_event(dicom.idle_timeout, "the next request")
-                .await?
-            {
+            let next = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return Err(UlError::Closed),
+                next = ul.next_event(dicom.idle_timeout, "the next request") => next?,
+            };
+            let first = match next {
                 Event::ReleaseRq => {
                     ul.send_pdu(&Pdu::ReleaseRP, dicom.dimse_timeout).await?;
                     return Ok(());

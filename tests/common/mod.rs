@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use dicom_ul::pdu::{AssociationRQ, Pdu, PresentationContextProposed, UserVariableItem};
 use segnode::config::Config;
 #[allow(unused_imports)] // each test crate uses some of them
 pub use segnode::store::{AuditKind, JobId, JobState, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-pub const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
-pub const CT_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+pub use segnode::dicom::uid::CT_IMAGE_STORAGE as CT_STORAGE;
+pub use segnode::dicom::uid::ts::EXPLICIT_VR_LE as EXPLICIT_LE;
 pub const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
 pub const MR_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.4";
 
@@ -162,12 +164,19 @@ impl TestNode {
         self.dir.path().join("data/spool")
     }
 
-    /// Stops the node gracefully and waits for it.
-    pub async fn stop(mut self) {
+    /// Starts stopping the node (what SIGTERM does) without waiting for it.
+    pub fn begin_stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Stops the node gracefully and waits for it; returns its directory, which lives
+    /// as long as the caller keeps it.
+    pub async fn stop(mut self) -> tempfile::TempDir {
         self.shutdown.cancel();
         if let Some(h) = self.handle.take() {
             h.await.unwrap();
         }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 }
 
@@ -420,8 +429,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A child process killed (and reaped) when dropped: no peer outlives its test.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// DCMTK storescp on `port`, writing into `dir`, killed on drop.
-pub struct StoreScp(pub std::process::Child);
+pub struct StoreScp(pub KillOnDrop);
 
 impl StoreScp {
     pub fn start(port: u16, dir: &Path, extra: &[&str]) -> Self {
@@ -442,19 +467,11 @@ impl StoreScp {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self(child)
+        Self(KillOnDrop(child))
     }
 
     pub fn stop(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for StoreScp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.0.kill();
     }
 }
 
@@ -665,4 +682,44 @@ impl Pki {
             self.path(&format!("{name}.key"))
         )
     }
+}
+
+/// Opens a raw association (a CT context, Explicit VR Little Endian, 16 KiB PDUs) and
+/// returns the socket.
+pub async fn raw_association(node: &TestNode) -> tokio::net::TcpStream {
+    let mut socket = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let rq = Pdu::AssociationRQ(AssociationRQ {
+        protocol_version: 1,
+        calling_ae_title: "TESTSCU".into(),
+        called_ae_title: "SEGNODE".into(),
+        application_context_name: segnode::dicom::uid::APPLICATION_CONTEXT.into(),
+        presentation_contexts: vec![PresentationContextProposed {
+            id: 1,
+            abstract_syntax: CT_STORAGE.into(),
+            transfer_syntaxes: vec![EXPLICIT_LE.into()],
+        }],
+        user_variables: vec![UserVariableItem::MaxLength(16384)],
+    });
+    let mut bytes = Vec::new();
+    dicom_ul::pdu::write_pdu(&mut bytes, &rq).unwrap();
+    socket.write_all(&bytes).await.unwrap();
+    let mut header = [0u8; 6];
+    socket.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[0], 0x02, "expected A-ASSOCIATE-AC");
+    let len = u32::from_be_bytes(header[2..6].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; len];
+    socket.read_exact(&mut body).await.unwrap();
+    socket
+}
+
+/// Reads one PDU: (type, body).
+pub async fn read_pdu(socket: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    let mut header = [0u8; 6];
+    tokio::time::timeout(Duration::from_secs(5), socket.read_exact(&mut header))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(header[2..6].try_into().unwrap()) as usize];
+    socket.read_exact(&mut body).await.unwrap();
+    (header[0], body)
 }
