@@ -21,15 +21,15 @@
 //! | DICOM vocabulary: UIDs, AE titles, DIMSE commands, Part 10, length and pixel checks | [`dicom`] |
 //! | Upper Layer framing shared by SCP and SCU, over TCP or TLS | [`ul`] |
 //! | DICOM TLS and HTTPS: certificates, acceptors, connectors, peer identities | [`tls`] |
-//! | associations, C-ECHO, C-STORE, access control, limits | [`receive`] |
-//! | durable files, retention | [`spool`] |
+//! | associations, C-ECHO, C-STORE, access control, limits, refusals that classify themselves | [`receive`] |
+//! | durable files, the retention rule | [`spool`] |
 //! | instance attributes, stable age, eligibility | [`series`] |
-//! | job state machine and the pipeline workers | [`jobs`] |
+//! | processing a series (shared by `serve` and `run`), the workers, resuming interrupted jobs | [`jobs`] |
 //! | pixel decoding, HU, slice order, geometry checks | [`volume`] |
 //! | model manifest and frame, ONNX Runtime, stages, region, post-processing | [`cascade`] |
-//! | DICOM Segmentation encoding | [`seg`] |
-//! | C-STORE / C-ECHO SCU and the delivery outbox | [`deliver`] |
-//! | SQLite schema and queries | [`store`] |
+//! | DICOM Segmentation encoding, module by module | [`seg`] |
+//! | C-STORE / C-ECHO SCU and the delivery outbox (when a job is delivered) | [`deliver`] |
+//! | SQLite schema; rows and states per resource (instances, series, jobs, deliveries, audit, retention), no business rules | [`store`] |
 //! | HTTP API and webhooks | [`api`] |
 //! | configuration; the insecure settings `check` reports | [`config`], [`security`] |
 //! | wiring and shutdown | [`node`] |

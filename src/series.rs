@@ -250,8 +250,8 @@ mod tests {
     fn series(modality: &str, description: &str) -> SeriesRow {
         SeriesRow {
             id: crate::store::SeriesId(1),
-            series_uid: "1.2.3".into(),
-            study_uid: "1.2".into(),
+            series_uid: Uid::parse("1.2.3").unwrap(),
+            study_uid: Uid::parse("1.2").unwrap(),
             patient_id: None,
             accession_number: None,
             modality: Some(modality.into()),

@@ -60,7 +60,7 @@ async fn storescu_real_series_is_spooled_and_queued() {
     let listed = jobs_json(&config);
     assert_eq!(listed[0]["state"], "succeeded");
     assert_eq!(listed[0]["instance_count"], 20);
-    assert_eq!(listed[0]["series_uid"], jobs[0].series_uid);
+    assert_eq!(listed[0]["series_uid"], jobs[0].series_uid.as_str());
     node.stop().await;
 }
 

@@ -583,6 +583,17 @@ fn model(m: Option<RawModel>) -> Result<Option<ModelConfig>, ConfigError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_readme_names_every_environment_override() {
+        let readme = include_str!("../../README.md");
+        for (name, key) in ENV_OVERRIDES {
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "README lacks {name} ({key})"
+            );
+        }
+    }
+
     const MINIMAL: &str = r#"
         [node]
         ae_title = "SEGNODE"

@@ -107,6 +107,18 @@ impl fmt::Display for Uid {
     }
 }
 
+impl serde::Serialize for Uid {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl PartialEq<&str> for Uid {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// An Application Entity title: 1 to 16 characters of printable ASCII other than
 /// backslash, not all spaces; leading and trailing spaces are not significant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::cascade::{Cascade, CascadeError, Scope, Segmentation};
-use crate::dicom::part10;
+use crate::dicom::{Uid, part10};
 use crate::seg::{self, EncodedSeg, Equipment, SegError, SegType};
 use crate::volume::{self, Tolerances, Volume, VolumeError};
 
@@ -21,14 +21,14 @@ pub struct Source {
 
 #[derive(Debug, Clone)]
 struct SourceInstance {
-    sop_instance_uid: String,
+    sop_instance_uid: Uid,
     sha256: String,
     file: PathBuf,
 }
 
 impl Source {
     /// From (SOP Instance UID, data set SHA-256, file) of each instance, in any order.
-    pub fn new(instances: impl IntoIterator<Item = (String, String, PathBuf)>) -> Self {
+    pub fn new(instances: impl IntoIterator<Item = (Uid, String, PathBuf)>) -> Self {
         let mut instances: Vec<_> = instances
             .into_iter()
             .map(|(sop_instance_uid, sha256, file)| SourceInstance {
@@ -53,7 +53,9 @@ impl Source {
                 };
                 let bytes = std::fs::read(f).map_err(|e| unreadable(e.to_string()))?;
                 let content = part10::content(&bytes).map_err(|e| unreadable(e.to_string()))?;
-                Ok((content.sop_instance_uid, content.sha256, f.clone()))
+                let uid = Uid::parse(&content.sop_instance_uid)
+                    .map_err(|e| unreadable(format!("Media Storage SOP Instance UID: {e}")))?;
+                Ok((uid, content.sha256, f.clone()))
             })
             .collect::<Result<Vec<_>, StageError>>()?;
         Ok(Self::new(instances))
@@ -247,9 +249,10 @@ mod tests {
 
     #[test]
     fn the_key_is_in_uid_order_whatever_the_order_given() {
+        let uid = |s| Uid::parse(s).unwrap();
         let a = Source::new([
-            ("1.2.10".to_string(), "b".to_string(), PathBuf::from("x")),
-            ("1.2.9".to_string(), "a".to_string(), PathBuf::from("y")),
+            (uid("1.2.10"), "b".to_string(), PathBuf::from("x")),
+            (uid("1.2.9"), "a".to_string(), PathBuf::from("y")),
         ]);
         assert_eq!(a.key(), "1.2.10=b;1.2.9=a");
         assert_eq!(a.files(), [PathBuf::from("x"), PathBuf::from("y")]);

@@ -60,7 +60,7 @@ pub struct SpooledFile {
 /// One instance of a series as the pipeline reads it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SourceInstance {
-    pub sop_instance_uid: String,
+    pub sop_instance_uid: Uid,
     pub sha256: String,
     pub file_name: String,
 }

@@ -6,6 +6,7 @@ use sqlx::Sqlite;
 
 use super::audit::{AuditEvent, append_audit};
 use super::{AuditKind, JobId, JobState, SeriesId, Store, StoreError, now_ms};
+use crate::dicom::Uid;
 
 /// A job as listed by `segnode jobs` and the API.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -13,8 +14,8 @@ pub struct JobRow {
     pub id: JobId,
     pub state: JobState,
     pub reason: Option<String>,
-    pub series_uid: String,
-    pub study_uid: String,
+    pub series_uid: Uid,
+    pub study_uid: Uid,
     pub modality: Option<String>,
     pub series_description: Option<String>,
     /// The calling AE of the association that sent this job's revision.
@@ -37,8 +38,8 @@ pub struct JobRow {
 pub struct ClaimedJob {
     pub id: JobId,
     pub series_id: SeriesId,
-    pub series_uid: String,
-    pub study_uid: String,
+    pub series_uid: Uid,
+    pub study_uid: Uid,
     pub patient_id: Option<String>,
     pub accession_number: Option<String>,
     pub calling_ae: String,
@@ -79,8 +80,8 @@ impl ClaimedJob {
     pub(super) fn event(&self, event: AuditKind, detail: serde_json::Value) -> AuditEvent<'_> {
         AuditEvent {
             calling_ae: Some(&self.calling_ae),
-            study_uid: Some(&self.study_uid),
-            series_uid: Some(&self.series_uid),
+            study_uid: Some(self.study_uid.as_str()),
+            series_uid: Some(self.series_uid.as_str()),
             patient_id: self.patient_id.as_deref(),
             accession_number: self.accession_number.as_deref(),
             job_id: Some(self.id),

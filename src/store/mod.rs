@@ -22,6 +22,8 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::mpsc;
 
+use crate::dicom::Uid;
+
 pub use audit::{AuditEvent, AuditFilter, AuditRow};
 pub use deliveries::{Attempt, DeliveryRow, NewDelivery};
 pub use instances::{InstanceCount, InstanceMeta, RecordOutcome, SpooledFile};
@@ -69,6 +71,30 @@ pub struct SeriesId(pub i64);
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// UIDs are stored as their text and read back as [`Uid`]s: a row that holds an
+/// invalid one is an error, never a string passed on.
+impl sqlx::Type<sqlx::Sqlite> for Uid {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <String as sqlx::Type<sqlx::Sqlite>>::type_info()
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for Uid {
+    fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<sqlx::Sqlite>>::decode(value)?;
+        Ok(Uid::parse(text)?)
+    }
+}
+
+impl<'q> sqlx::Encode<'q, sqlx::Sqlite> for Uid {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <sqlx::Sqlite as sqlx::Database>::ArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <String as sqlx::Encode<sqlx::Sqlite>>::encode(self.as_str().to_string(), buf)
     }
 }
 

@@ -3,13 +3,14 @@
 
 use super::audit::{AuditEvent, append_audit};
 use super::{AuditKind, JobId, JobState, SeriesId, Store, StoreError, now_ms};
+use crate::dicom::Uid;
 
 /// A series that is receiving, as the tracker sees it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SeriesRow {
     pub id: SeriesId,
-    pub series_uid: String,
-    pub study_uid: String,
+    pub series_uid: Uid,
+    pub study_uid: Uid,
     pub patient_id: Option<String>,
     pub accession_number: Option<String>,
     pub modality: Option<String>,
@@ -41,8 +42,8 @@ impl SeriesRow {
     ) -> AuditEvent<'_> {
         AuditEvent {
             calling_ae: Some(&self.calling_ae),
-            study_uid: Some(&self.study_uid),
-            series_uid: Some(&self.series_uid),
+            study_uid: Some(self.study_uid.as_str()),
+            series_uid: Some(self.series_uid.as_str()),
             patient_id: self.patient_id.as_deref(),
             accession_number: self.accession_number.as_deref(),
             job_id,
