@@ -23,11 +23,8 @@ pub fn plain(stream: TcpStream) -> TcpStream {
     stream
 }
 
-/// PDU type codes (PS3.8 §9.3.1).
+/// PDU type codes (PS3.8 §9.3.1) read after association.
 pub mod pdu_type {
-    pub const ASSOCIATE_RQ: u8 = 0x01;
-    pub const ASSOCIATE_AC: u8 = 0x02;
-    pub const ASSOCIATE_RJ: u8 = 0x03;
     pub const P_DATA_TF: u8 = 0x04;
     pub const RELEASE_RQ: u8 = 0x05;
     pub const RELEASE_RP: u8 = 0x06;

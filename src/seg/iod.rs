@@ -94,7 +94,7 @@ fn patient_and_study(volume: &Volume) -> Vec<DataElement<InMemDicomObject>> {
 fn series_and_equipment(seg: &Seg) -> Vec<DataElement<InMemDicomObject>> {
     let (model, equipment) = (seg.model, seg.equipment);
     let (date, time) = (seg.date.as_str(), seg.time.as_str());
-    vec![
+    let mut elements = vec![
         el(tags::SOP_CLASS_UID, VR::UI, seg.seg_type.sop_class()),
         el(
             tags::SOP_INSTANCE_UID,
@@ -120,6 +120,44 @@ fn series_and_equipment(seg: &Seg) -> Vec<DataElement<InMemDicomObject>> {
             seg.uids.frame_of_reference.as_str(),
         ),
         el(tags::POSITION_REFERENCE_INDICATOR, VR::LO, ""),
+        el(
+            tags::DEVICE_SERIAL_NUMBER,
+            VR::LO,
+            equipment.device_serial_number.as_str(),
+        ),
+        seq(
+            tags::CONTRIBUTING_EQUIPMENT_SEQUENCE,
+            vec![item(
+                made_by(equipment)
+                    .into_iter()
+                    .chain([
+                        el(
+                            tags::CONTRIBUTION_DATE_TIME,
+                            VR::DT,
+                            format!("{date}{time}"),
+                        ),
+                        el(
+                            tags::CONTRIBUTION_DESCRIPTION,
+                            VR::ST,
+                            format!("{} {} (automatic segmentation)", model.name, model.version),
+                        ),
+                        seq(
+                            tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+                            vec![dcm_code("109102", "Processing Equipment")],
+                        ),
+                    ])
+                    .collect(),
+            )],
+        ),
+    ];
+    elements.extend(made_by(equipment));
+    elements
+}
+
+/// Manufacturer, model name and software versions: the General Equipment module's and
+/// the contributing equipment item's.
+fn made_by(equipment: &Equipment) -> [DataElement<InMemDicomObject>; 3] {
+    [
         el(tags::MANUFACTURER, VR::LO, equipment.manufacturer.as_str()),
         el(
             tags::MANUFACTURER_MODEL_NAME,
@@ -127,44 +165,9 @@ fn series_and_equipment(seg: &Seg) -> Vec<DataElement<InMemDicomObject>> {
             equipment.model_name.as_str(),
         ),
         el(
-            tags::DEVICE_SERIAL_NUMBER,
-            VR::LO,
-            equipment.device_serial_number.as_str(),
-        ),
-        el(
             tags::SOFTWARE_VERSIONS,
             VR::LO,
             equipment.software_version.as_str(),
-        ),
-        seq(
-            tags::CONTRIBUTING_EQUIPMENT_SEQUENCE,
-            vec![item(vec![
-                el(tags::MANUFACTURER, VR::LO, equipment.manufacturer.as_str()),
-                el(
-                    tags::MANUFACTURER_MODEL_NAME,
-                    VR::LO,
-                    equipment.model_name.as_str(),
-                ),
-                el(
-                    tags::SOFTWARE_VERSIONS,
-                    VR::LO,
-                    equipment.software_version.as_str(),
-                ),
-                el(
-                    tags::CONTRIBUTION_DATE_TIME,
-                    VR::DT,
-                    format!("{date}{time}"),
-                ),
-                el(
-                    tags::CONTRIBUTION_DESCRIPTION,
-                    VR::ST,
-                    format!("{} {} (automatic segmentation)", model.name, model.version),
-                ),
-                seq(
-                    tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-                    vec![dcm_code("109102", "Processing Equipment")],
-                ),
-            ])],
         ),
     ]
 }

@@ -5,13 +5,13 @@
 //! a job is delivered, what retention may purge, when an interrupted job stops being
 //! resumed) and the store records atomically.
 
-pub mod audit;
-pub mod deliveries;
-pub mod instances;
-pub mod jobs;
-pub mod retention;
-pub mod series;
-pub mod states;
+mod audit;
+mod deliveries;
+mod instances;
+mod jobs;
+mod retention;
+mod series;
+mod states;
 
 use std::fmt;
 use std::path::Path;
@@ -26,7 +26,9 @@ use crate::dicom::Uid;
 
 pub use audit::{AuditEvent, AuditFilter, AuditRow};
 pub use deliveries::{Attempt, DeliveryRow, NewDelivery};
-pub use instances::{InstanceCount, InstanceMeta, RecordOutcome, SpooledFile};
+pub use instances::{
+    InstanceCount, InstanceMeta, RecentInstance, RecordOutcome, SourceInstance, SpooledFile,
+};
 pub use jobs::{ClaimedJob, InterruptedJob, JobOutcome, JobQuery, JobRow};
 pub use retention::RetentionCandidate;
 pub use series::{InstanceRow, SeriesRow};
