@@ -10,7 +10,7 @@
 //! PACS ──C-STORE──▶ receive ──▶ spool + store ──▶ series tracker ──▶ job queue
 //!                   (SCP)       (durable)         (stable age)          │
 //!                                                                       ▼
-//! PACS ◀──C-STORE── outbox ◀── seg ◀── cascade ◀── volume ◀── job workers
+//! PACS ◀──C-STORE── outbox ◀── seg, sr ◀── cascade ◀── volume ◀── job workers
 //!                   (retries)         (ONNX Runtime) (decode, HU, geometry)
 //!                        │
 //!                        └──▶ jobs + audit (SQLite) ──▶ HTTP API, CLI, webhooks
@@ -28,6 +28,7 @@
 //! | pixel decoding, HU, slice order, geometry checks | [`volume`] |
 //! | model manifest and frame, ONNX Runtime, stages, region, post-processing | [`cascade`] |
 //! | DICOM Segmentation encoding, module by module | [`seg`] |
+//! | measurement report: organ volumes and attenuation as TID 1500 SR | [`sr`] |
 //! | C-STORE / C-ECHO SCU and the delivery outbox (when a job is delivered) | [`deliver`] |
 //! | SQLite schema; rows and states per resource (instances, series, jobs, deliveries, audit, retention), no business rules | [`store`] |
 //! | HTTP API and webhooks | [`api`] |
@@ -48,6 +49,7 @@ mod security;
 pub mod seg;
 mod series;
 mod spool;
+pub mod sr;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -103,8 +103,16 @@ async fn a_processed_study_is_visible_through_every_endpoint_and_the_audit_cli()
     ] {
         assert!(events.contains(&e), "{e} missing from {events:?}");
     }
-    assert_eq!(detail["deliveries"][0]["state"], "delivered");
-    assert_eq!(detail["deliveries"][0]["seg_sop_instance_uid"], seg_uid);
+    let deliveries = detail["deliveries"].as_array().unwrap();
+    let seg = deliveries.iter().find(|d| d["object"] == "seg").unwrap();
+    assert_eq!(seg["state"], "delivered");
+    assert_eq!(seg["sop_instance_uid"], seg_uid);
+    let sr = deliveries.iter().find(|d| d["object"] == "sr").unwrap();
+    assert_eq!(sr["state"], "delivered");
+    assert_eq!(
+        sr["sop_instance_uid"],
+        detail["summary"]["sr"]["sop_instance_uid"]
+    );
 
     let study = "1.2.826.0.1.3680043.10.1.81";
     let (status, body) = get(&app, &format!("/api/studies/{study}"), None).await;
@@ -186,7 +194,8 @@ async fn a_processed_study_is_visible_through_every_endpoint_and_the_audit_cli()
         metrics.contains("segnode_jobs{state=\"delivered\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("segnode_delivery_attempts_total{outcome=\"delivered\"} 1"));
+    // One attempt for the SEG, one for the measurement report.
+    assert!(metrics.contains("segnode_delivery_attempts_total{outcome=\"delivered\"} 2"));
     assert!(metrics.contains("segnode_stage_duration_seconds_count{stage=\"cascade\"} 1"));
 
     let (status, body) = get(&app, "/healthz", None).await;

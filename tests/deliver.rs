@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use segnode::store::{DeliveryState, Store};
+use segnode::store::{DeliveryState, ResultObject, Store};
 
 /// A PACS destination on `port` that the outbox retries quickly.
 fn pacs(port: u16, extra: &str) -> String {
@@ -44,10 +44,11 @@ async fn wait_delivery(
 ) -> segnode::store::DeliveryRow {
     wait_for(timeout, || async {
         let d = store.job_deliveries(job).await.unwrap();
-        d.into_iter().find(|d| d.state == state)
+        d.into_iter()
+            .find(|d| d.object == ResultObject::Seg && d.state == state)
     })
     .await
-    .unwrap_or_else(|| panic!("no {state:?} delivery for job {job}"))
+    .unwrap_or_else(|| panic!("no {state:?} SEG delivery for job {job}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,8 +74,28 @@ async fn destination_down_at_first_then_started_gets_the_seg() {
     .await;
     assert!(d.attempts >= 3);
     assert_eq!(d.last_status.as_deref(), Some("0x0000"));
-    assert_eq!(files_under(inbox.path()).len(), 1);
-    let jobs = all_jobs(&node.store).await;
+    // The job is delivered once the measurement report has arrived too.
+    let jobs = wait_for(Duration::from_secs(20), || async {
+        let jobs = all_jobs(&node.store).await;
+        (jobs[0].state == JobState::Delivered).then_some(jobs)
+    })
+    .await
+    .expect("the job becomes delivered");
+    let objects = node.store.job_deliveries(job).await.unwrap();
+    assert_eq!(objects.len(), 2);
+    let received = files_under(inbox.path());
+    assert_eq!(received.len(), 2, "the SEG and the SR");
+    for o in &objects {
+        assert_eq!(o.state, DeliveryState::Delivered);
+        assert!(
+            received
+                .iter()
+                .any(|f| f.to_string_lossy().contains(&o.sop_instance_uid)),
+            "{:?} {} not received",
+            o.object,
+            o.sop_instance_uid
+        );
+    }
     assert_eq!(jobs[0].state, JobState::Delivered);
     let audit = node
         .store
@@ -108,7 +129,11 @@ async fn refusing_destination_is_retried_until_it_accepts() {
         Duration::from_secs(20),
     )
     .await;
-    assert_eq!(files_under(inbox.path()).len(), 1);
+    wait_for(Duration::from_secs(20), || async {
+        (files_under(inbox.path()).len() == 2).then_some(())
+    })
+    .await
+    .expect("the SEG and the SR arrive");
     node.stop().await;
 }
 
@@ -139,11 +164,20 @@ async fn slow_destination_times_out_without_hanging_and_retry_resends() {
     // The node kept serving meanwhile.
     let (ok, out) = echoscu(&node.port()).await;
     assert!(ok, "{out}");
+    // The SR goes the same way.
+    wait_for(Duration::from_secs(30), || async {
+        let d = node.store.job_deliveries(job).await.unwrap();
+        d.iter()
+            .all(|d| d.state == DeliveryState::Failed)
+            .then_some(())
+    })
+    .await
+    .expect("both deliveries fail");
     slow.stop();
     // An operator's retry re-sends it to a healthy destination.
     let (job_requeued, deliveries) = node.store.retry_job(job).await.unwrap();
     assert!(!job_requeued);
-    assert_eq!(deliveries, 1);
+    assert_eq!(deliveries, 2, "the SEG and the SR");
     let fresh = tempfile::tempdir().unwrap();
     let _scp = StoreScp::start(port, fresh.path(), &[]);
     wait_delivery(
@@ -153,7 +187,11 @@ async fn slow_destination_times_out_without_hanging_and_retry_resends() {
         Duration::from_secs(20),
     )
     .await;
-    assert_eq!(files_under(fresh.path()).len(), 1);
+    wait_for(Duration::from_secs(20), || async {
+        (files_under(fresh.path()).len() == 2).then_some(())
+    })
+    .await
+    .expect("the SEG and the SR are re-sent");
     let retries = node
         .store
         .audit_rows(Some(AuditKind::OperatorRetry))
@@ -187,14 +225,17 @@ async fn destination_killed_mid_transfer_is_retried_and_the_same_instance_arrive
         Duration::from_secs(20),
     )
     .await;
-    let files = files_under(fresh.path());
-    assert_eq!(files.len(), 1);
-    let bytes = std::fs::read(&files[0]).unwrap();
-    let meta = dicom_object::meta::FileMetaTable::from_reader(&bytes[128..]).unwrap();
-    assert_eq!(
-        meta.media_storage_sop_instance_uid().trim_end_matches('\0'),
-        d.seg_sop_instance_uid
-    );
+    let uids: Vec<String> = files_under(fresh.path())
+        .iter()
+        .map(|f| {
+            let bytes = std::fs::read(f).unwrap();
+            let meta = dicom_object::meta::FileMetaTable::from_reader(&bytes[128..]).unwrap();
+            meta.media_storage_sop_instance_uid()
+                .trim_end_matches('\0')
+                .to_string()
+        })
+        .collect();
+    assert!(uids.contains(&d.sop_instance_uid), "{uids:?}");
     node.stop().await;
 }
 
@@ -232,15 +273,15 @@ async fn retention_purges_the_instances_of_delivered_jobs_and_keeps_the_audit() 
         purged.detail
     );
     // The instances are gone (their rows at once, their files right after the commit
-    // that audits the purge); the SEG and every audit row stay.
+    // that audits the purge); the SEG, the SR and every audit row stay.
     let objects = wait_for(Duration::from_secs(10), || async {
         let objects = files_under(&node.spool().join("objects"));
-        (objects.len() == 1).then_some(objects)
+        (objects.len() == 2).then_some(objects)
     })
     .await;
     assert!(
         objects.is_some(),
-        "only the SEG is left: {:?}",
+        "only the SEG and the SR are left: {:?}",
         files_under(&node.spool().join("objects"))
     );
     assert!(

@@ -47,6 +47,71 @@ fn binary_seg_of_the_real_series_is_valid_and_reads_back_exactly() {
     assert!(report["frames"].as_u64().unwrap() <= 40);
 }
 
+fn check_sr(sr: &Path, seg: &Path) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_sr.py");
+    let out = std::process::Command::new(venv_python())
+        .arg(script)
+        .args([sr, seg])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "check_sr.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The measurement report passes dciodvfy, reads back in highdicom with each organ's
+/// volume equal to the summary's and its Referenced Segment the organ's segment in the
+/// SEG, and dcmqi's tid1500reader converts it.
+#[test]
+fn the_measurement_report_is_valid_and_agrees_with_the_seg_and_the_summary() {
+    let out = tempfile::tempdir().unwrap();
+    let summary = run_node(&real_series(), out.path(), "binary");
+    let series = &summary["series"][0];
+    let seg_file = PathBuf::from(series["seg"]["file"].as_str().unwrap());
+    let sr_file = PathBuf::from(series["sr"]["file"].as_str().unwrap());
+    assert_eq!(dciodvfy_errors(&sr_file), Vec::<String>::new());
+    let report = check_sr(&sr_file, &seg_file);
+    assert_eq!(report["template"], "1500");
+    assert_eq!(report["tid1500reader_ok"], true, "{report}");
+    let labels = series["cascade"]["labels"].as_array().unwrap();
+    let found: Vec<_> = labels
+        .iter()
+        .filter(|l| l["voxels"].as_u64() > Some(0))
+        .collect();
+    let groups = report["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), found.len(), "{report}");
+    assert_eq!(report["tid1500reader_groups"], found.len());
+    for label in found {
+        let name = label["name"].as_str().unwrap();
+        let group = groups.iter().find(|g| g["organ"] == name).unwrap();
+        let (sr_ml, summary_ml) = (group["ml"].as_f64().unwrap(), label["ml"].as_f64().unwrap());
+        assert!(
+            (sr_ml - summary_ml).abs() <= 0.1,
+            "{name}: {sr_ml} vs {summary_ml}"
+        );
+        assert_eq!(group["volume_unit"], "ml");
+        assert_eq!(
+            group["seg_sop_instance_uid"],
+            series["seg"]["sop_instance_uid"]
+        );
+        assert_eq!(
+            group["segment_label"], name,
+            "its Referenced Segment is its own"
+        );
+        let (min, mean, max) = (
+            group["hu_min"].as_f64().unwrap(),
+            group["hu_mean"].as_f64().unwrap(),
+            group["hu_max"].as_f64().unwrap(),
+        );
+        assert!(min <= mean && mean <= max, "{group}");
+    }
+    let source = report["tid1500reader_source_series"].as_array().unwrap();
+    assert_eq!(source.len(), 1);
+}
+
 /// `segnode run` is the node's processing: the same files give the same SEG, down to
 /// its SOP Instance UID, offline and served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

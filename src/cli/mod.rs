@@ -670,6 +670,7 @@ fn run_offline(
             volume,
             segmentation,
             segs,
+            sr,
             summary,
         } = match processed {
             Ok(p) => p,
@@ -714,10 +715,22 @@ fn run_offline(
             }
             None => serde_json::Value::Null,
         };
+        let sr_file = match sr {
+            Some(report) => {
+                std::fs::write(dir.join("sr.dcm"), &report.file)?;
+                serde_json::json!({
+                    "file": dir.join("sr.dcm").display().to_string(),
+                    "sop_instance_uid": report.sop_instance_uid,
+                    "organs": summary["organs"],
+                })
+            }
+            None => serde_json::Value::Null,
+        };
         results.push(serde_json::json!({
             "series_uid": series_uid,
             "output": dir.display().to_string(),
             "seg": seg_file,
+            "sr": sr_file,
             "shape": volume.shape,
             "volume_ms": summary["timings_ms"]["volume"],
             "result": if segmentation.summary.empty { "no structures found" } else { "segmented" },

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::cascade::ModelConfig;
 use crate::dicom::AeTitle;
 use crate::seg::SegType;
+use crate::store::ResultObject;
 use crate::tls::{ClientTls, HttpsTls, ServerTls};
 use raw::{
     RawConfig, RawDestination, RawDicom, RawEligibility, RawHttp, RawModel, RawWebhook, defaults,
@@ -123,6 +124,9 @@ pub struct Destination {
     /// The AE title the node calls from.
     pub calling_ae: AeTitle,
     pub seg_type: SegType,
+    /// The objects of a result this destination receives (default: the SEG and the
+    /// measurement report).
+    pub results: Vec<ResultObject>,
     /// Results of series sent by these calling AE titles go here.
     pub route_from: Vec<AeTitle>,
     /// Every result goes here.
@@ -556,6 +560,7 @@ fn destinations(
             host: d.host,
             port: d.port,
             seg_type: d.seg_type,
+            results: d.results,
             route_from: d.route_from,
             fan_out: d.fan_out,
         });

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::cascade::runtime::Provider;
 use crate::dicom::AeTitle;
 use crate::seg::SegType;
+use crate::store::ResultObject;
 use crate::tls::ServerTls;
 /// The file as written, before validation.
 #[derive(Debug, Deserialize)]
@@ -94,6 +95,8 @@ pub(super) struct RawDestination {
     pub(super) calling_ae: Option<AeTitle>,
     #[serde(default)]
     pub(super) seg_type: SegType,
+    #[serde(default = "defaults::results")]
+    pub(super) results: Vec<ResultObject>,
     #[serde(default)]
     pub(super) route_from: Vec<AeTitle>,
     #[serde(default)]
@@ -221,6 +224,12 @@ impl Default for RawEligibility {
 }
 
 pub(super) mod defaults {
+    pub fn results() -> Vec<crate::store::ResultObject> {
+        vec![
+            crate::store::ResultObject::Seg,
+            crate::store::ResultObject::Sr,
+        ]
+    }
     pub fn max_associations() -> usize {
         16
     }

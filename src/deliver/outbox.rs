@@ -155,9 +155,10 @@ impl Outbox {
                 })
                 .and_then(|bytes| OutgoingFile::from_bytes(name.to_string(), bytes))
         };
-        let file = read(&d.seg_file)?;
+        let file = read(&d.file)?;
         let mut pairs = BTreeSet::from([(file.sop_class.clone(), ts::EXPLICIT_VR_LE.to_string())]);
-        let fallback = match (&d.fallback_file, d.seg_type == SegType::Labelmap.name()) {
+        let labelmap = d.variant.as_deref() == Some(SegType::Labelmap.name());
+        let fallback = match (&d.fallback_file, labelmap) {
             (Some(f), true) => {
                 pairs.insert((
                     SEGMENTATION_STORAGE.to_string(),

@@ -16,7 +16,7 @@ use crate::cascade::{Cascade, Scope};
 use crate::config::{Config, Destination};
 use crate::seg::{self, SegType};
 use crate::spool::Spool;
-use crate::store::{ClaimedJob, JobOutcome, JobState, NewDelivery, Store};
+use crate::store::{ClaimedJob, JobOutcome, JobState, NewDelivery, ResultObject, Store};
 
 /// How often idle workers look at the job table even without a wake-up (jobs queued
 /// by another process, e.g. an operator's retry).
@@ -165,43 +165,63 @@ impl Pipeline {
         .await
         .map_err(|e| internal("cascade")(e.to_string()))?;
         *cascade = model;
-        let Processed { segs, summary, .. } = processed?;
-        if segs.is_empty() {
+        let Processed {
+            segs, sr, summary, ..
+        } = processed?;
+        let Some(sr) = sr.filter(|_| !segs.is_empty()) else {
             return Ok((summary, None));
-        }
+        };
         let t = Instant::now();
         let spool = self.spool.clone();
         let written = tokio::task::spawn_blocking(move || {
-            segs.into_iter()
+            let segs = segs
+                .into_iter()
                 .map(|(seg_type, encoded)| {
                     let name = spool.write(&encoded.file)?;
                     Ok((seg_type, encoded.sop_instance_uid, name))
                 })
-                .collect::<std::io::Result<Vec<_>>>()
+                .collect::<std::io::Result<Vec<_>>>()?;
+            let report = (sr.sop_instance_uid, spool.write(&sr.file)?);
+            Ok::<_, std::io::Error>((segs, report))
         })
         .await
-        .map_err(|e| internal("seg")(e.to_string()))?
-        .map_err(|e| internal("seg")(format!("cannot write the SEG to the spool: {e}")))?;
+        .map_err(|e| internal("seg")(e.to_string()))?;
+        let (segs, (sr_uid, sr_file)) = written
+            .map_err(|e| internal("seg")(format!("cannot write the results to the spool: {e}")))?;
         let mut summary = summary;
         summary["timings_ms"]["spool"] = (t.elapsed().as_millis() as u64).into();
-        let (_, binary_uid, binary_file) = &written[0];
-        tracing::info!(seg_sop_instance_uid = %binary_uid, "SEG written");
-        let deliveries = destinations
-            .iter()
-            .map(|d| {
-                let (_, uid, file) = written
-                    .iter()
-                    .find(|(t, _, _)| *t == d.seg_type)
-                    .expect("encoded above");
-                NewDelivery {
-                    destination: d.name.clone(),
-                    seg_type: d.seg_type.name().into(),
-                    seg_sop_instance_uid: uid.clone(),
-                    seg_file: file.clone(),
-                    fallback_file: (d.seg_type == SegType::Labelmap).then(|| binary_file.clone()),
-                }
-            })
-            .collect();
+        let (_, binary_uid, binary_file) = &segs[0];
+        tracing::info!(seg_sop_instance_uid = %binary_uid, sr_sop_instance_uid = %sr_uid, "SEG and SR written");
+        let mut deliveries = Vec::new();
+        for d in &destinations {
+            for object in &d.results {
+                deliveries.push(match object {
+                    ResultObject::Seg => {
+                        let (_, uid, file) = segs
+                            .iter()
+                            .find(|(t, _, _)| *t == d.seg_type)
+                            .expect("encoded above");
+                        NewDelivery {
+                            destination: d.name.clone(),
+                            object: ResultObject::Seg,
+                            variant: Some(d.seg_type.name().into()),
+                            sop_instance_uid: uid.clone(),
+                            file: file.clone(),
+                            fallback_file: (d.seg_type == SegType::Labelmap)
+                                .then(|| binary_file.clone()),
+                        }
+                    }
+                    ResultObject::Sr => NewDelivery {
+                        destination: d.name.clone(),
+                        object: ResultObject::Sr,
+                        variant: None,
+                        sop_instance_uid: sr_uid.clone(),
+                        file: sr_file.clone(),
+                        fallback_file: None,
+                    },
+                });
+            }
+        }
         Ok((
             summary,
             Some(Produced {

@@ -1,4 +1,4 @@
-//! Processing one series: its files → volume → cascade → SEG. The node's workers and
+//! Processing one series: its files → volume → cascade → SEG and measurement report. The node's workers and
 //! `segnode run` both call [`process`], so an offline result is the node's result for
 //! the same files, down to the SEG's UIDs. Blocking (decoding and inference): the
 //! node runs it on a blocking thread.
@@ -10,6 +10,7 @@ use std::time::Instant;
 use crate::cascade::{Cascade, CascadeError, Scope, Segmentation};
 use crate::dicom::{Uid, part10};
 use crate::seg::{self, EncodedSeg, Equipment, SegError, SegType};
+use crate::sr::{self, EncodedSr, SrError};
 use crate::volume::{self, Tolerances, Volume, VolumeError};
 
 /// A series to process: each instance's SOP Instance UID, the SHA-256 of its data set
@@ -109,6 +110,8 @@ pub enum StageError {
     Cascade(CascadeError),
     #[error("seg: {0}")]
     Seg(SegError),
+    #[error("sr: {0}")]
+    Sr(SrError),
     #[error(
         "cascade: this worker's model sessions were lost after an inference panic; restart the node"
     )]
@@ -126,6 +129,7 @@ impl StageError {
             StageError::Unreadable { .. } | StageError::Volume(_) => "volume",
             StageError::Cascade(_) | StageError::ModelLost => "cascade",
             StageError::Seg(_) => "seg",
+            StageError::Sr(_) => "sr",
             StageError::Internal { stage, .. } => stage,
         }
     }
@@ -136,7 +140,7 @@ impl StageError {
             StageError::Unreadable { .. } => "unreadable",
             StageError::Volume(e) => e.code(),
             StageError::Cascade(e) => e.code(),
-            StageError::Seg(_) => "encode_failed",
+            StageError::Seg(_) | StageError::Sr(_) => "encode_failed",
             StageError::ModelLost => "model_unavailable",
             StageError::Internal { .. } => "internal",
         }
@@ -147,7 +151,10 @@ impl StageError {
         match self {
             StageError::Cascade(e) => e.code() == "model_unavailable",
             StageError::ModelLost | StageError::Internal { .. } => true,
-            StageError::Unreadable { .. } | StageError::Volume(_) | StageError::Seg(_) => false,
+            StageError::Unreadable { .. }
+            | StageError::Volume(_)
+            | StageError::Seg(_)
+            | StageError::Sr(_) => false,
         }
     }
 }
@@ -159,6 +166,8 @@ pub struct Processed {
     pub segmentation: Option<Segmentation>,
     /// One SEG per requested type, in the order of [`Options::seg_types`].
     pub segs: Vec<(SegType, EncodedSeg)>,
+    /// The measurement report of the first SEG's segments.
+    pub sr: Option<EncodedSr>,
     /// Per-stage timings and results.
     pub summary: serde_json::Value,
 }
@@ -190,6 +199,7 @@ pub fn process(
             volume,
             segmentation: None,
             segs: Vec::new(),
+            sr: None,
             summary,
         });
     };
@@ -204,6 +214,7 @@ pub fn process(
             volume,
             segmentation: Some(segmentation),
             segs: Vec::new(),
+            sr: None,
             summary,
         });
     }
@@ -226,19 +237,31 @@ pub fn process(
         })
         .collect::<Result<Vec<_>, _>>()?;
     summary["timings_ms"]["seg"] = (t.elapsed().as_millis() as u64).into();
-    if let Some((_, first)) = segs.first() {
-        summary["seg"] = serde_json::json!({
-            "sop_instance_uid": first.sop_instance_uid,
-            "series_instance_uid": first.series_instance_uid,
-            "sop_class_uid": first.sop_class_uid,
-            "frames": first.frames,
-            "bytes": first.file.len(),
-        });
-    }
+    let (_, first) = &segs[0];
+    summary["seg"] = serde_json::json!({
+        "sop_instance_uid": first.sop_instance_uid,
+        "series_instance_uid": first.series_instance_uid,
+        "sop_class_uid": first.sop_class_uid,
+        "frames": first.frames,
+        "bytes": first.file.len(),
+    });
+    let t = Instant::now();
+    let model = &cascade.model.manifest;
+    let organs = sr::measure(&volume, &segmentation.labels, model, first);
+    let report =
+        sr::encode(&volume, &organs, first, model, &options.equipment).map_err(StageError::Sr)?;
+    summary["timings_ms"]["sr"] = (t.elapsed().as_millis() as u64).into();
+    summary["organs"] = serde_json::to_value(&organs).unwrap_or_default();
+    summary["sr"] = serde_json::json!({
+        "sop_instance_uid": report.sop_instance_uid,
+        "series_instance_uid": report.series_instance_uid,
+        "bytes": report.file.len(),
+    });
     Ok(Processed {
         volume,
         segmentation: Some(segmentation),
         segs,
+        sr: Some(report),
         summary,
     })
 }

@@ -64,7 +64,7 @@ pub(super) fn data_set(seg: &Seg) -> InMemDicomObject {
 }
 
 /// Patient and General Study (C.7.1.1, C.7.2.1), copied from the source.
-fn patient_and_study(volume: &Volume) -> Vec<DataElement<InMemDicomObject>> {
+pub(crate) fn patient_and_study(volume: &Volume) -> Vec<DataElement<InMemDicomObject>> {
     let src = &volume.source;
     let mut elements = vec![
         text(tags::PATIENT_NAME, VR::PN, &src.patient_name),
@@ -156,7 +156,7 @@ fn series_and_equipment(seg: &Seg) -> Vec<DataElement<InMemDicomObject>> {
 
 /// Manufacturer, model name and software versions: the General Equipment module's and
 /// the contributing equipment item's.
-fn made_by(equipment: &Equipment) -> [DataElement<InMemDicomObject>; 3] {
+pub(crate) fn made_by(equipment: &Equipment) -> [DataElement<InMemDicomObject>; 3] {
     [
         el(tags::MANUFACTURER, VR::LO, equipment.manufacturer.as_str()),
         el(
@@ -478,7 +478,7 @@ fn referenced_series(seg: &Seg) -> DataElement<InMemDicomObject> {
 }
 
 /// Formats a DS value in at most 16 characters.
-fn ds(v: f64) -> String {
+pub(crate) fn ds(v: f64) -> String {
     let plain = format!("{v}");
     if plain.len() <= 16 {
         return plain;
@@ -494,23 +494,27 @@ fn ds_multi(values: &[f64]) -> PrimitiveValue {
     PrimitiveValue::Strs(values.iter().map(|v| ds(*v)).collect())
 }
 
-fn el(tag: Tag, vr: VR, value: impl Into<PrimitiveValue>) -> DataElement<InMemDicomObject> {
+pub(crate) fn el(
+    tag: Tag,
+    vr: VR,
+    value: impl Into<PrimitiveValue>,
+) -> DataElement<InMemDicomObject> {
     DataElement::new(tag, vr, value.into())
 }
 
-fn text(tag: Tag, vr: VR, value: &Option<String>) -> DataElement<InMemDicomObject> {
+pub(crate) fn text(tag: Tag, vr: VR, value: &Option<String>) -> DataElement<InMemDicomObject> {
     el(tag, vr, value.clone().unwrap_or_default())
 }
 
-fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
+pub(crate) fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
     DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
 }
 
-fn item(elements: Vec<DataElement<InMemDicomObject>>) -> InMemDicomObject {
+pub(crate) fn item(elements: Vec<DataElement<InMemDicomObject>>) -> InMemDicomObject {
     InMemDicomObject::from_element_iter(elements)
 }
 
-fn code(c: &Code) -> InMemDicomObject {
+pub(crate) fn code(c: &Code) -> InMemDicomObject {
     item(vec![
         el(tags::CODE_VALUE, VR::SH, c.value.as_str()),
         el(tags::CODING_SCHEME_DESIGNATOR, VR::SH, c.scheme.as_str()),
@@ -518,7 +522,7 @@ fn code(c: &Code) -> InMemDicomObject {
     ])
 }
 
-fn dcm_code(value: &str, meaning: &str) -> InMemDicomObject {
+pub(crate) fn dcm_code(value: &str, meaning: &str) -> InMemDicomObject {
     code(&Code {
         scheme: "DCM".into(),
         value: value.into(),

@@ -12,7 +12,7 @@
 //! that encoding the same result again gives the same instance, not a duplicate.
 
 pub mod frames;
-mod iod;
+pub(crate) mod iod;
 
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 use serde::{Deserialize, Serialize};
@@ -109,7 +109,7 @@ pub enum SegError {
 }
 
 /// A UID under 2.25 from a hash: the first 128 bits as a decimal number.
-fn uid_from(hasher: Sha256) -> String {
+pub(crate) fn uid_from(hasher: Sha256) -> String {
     let digest = hasher.finalize();
     let value = u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"));
     format!("2.25.{value}")
@@ -128,7 +128,7 @@ pub fn derived_frame_of_reference(series_uid: &str) -> String {
 }
 
 /// DICOM DA and TM of now (UTC).
-fn now_da_tm() -> (String, String) {
+pub(crate) fn now_da_tm() -> (String, String) {
     let now = time::OffsetDateTime::now_utc();
     (
         format!(

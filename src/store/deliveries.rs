@@ -1,19 +1,22 @@
-//! Deliveries: the outbox of a job's results, one row per (job, destination), and the
-//! attempts made on them.
+//! Deliveries: the outbox of a job's results, one row per (job, destination, object),
+//! and the attempts made on them.
 
 use serde::Serialize;
 
 use super::audit::append_audit;
 use super::jobs::claimed_job;
-use super::{AuditKind, DeliveryState, JobId, Store, StoreError, now_ms};
+use super::{AuditKind, DeliveryState, JobId, ResultObject, Store, StoreError, now_ms};
 
 /// A delivery to make.
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
     pub destination: String,
-    pub seg_type: String,
-    pub seg_sop_instance_uid: String,
-    pub seg_file: String,
+    pub object: ResultObject,
+    /// The SEG's type (BINARY, LABELMAP); `None` for the other objects.
+    pub variant: Option<String>,
+    pub sop_instance_uid: String,
+    /// The object's spool file.
+    pub file: String,
     pub fallback_file: Option<String>,
 }
 
@@ -23,11 +26,12 @@ pub struct DeliveryRow {
     pub id: i64,
     pub job_id: JobId,
     pub destination: String,
+    pub object: ResultObject,
     pub state: DeliveryState,
-    pub seg_type: String,
-    pub seg_sop_instance_uid: String,
+    pub variant: Option<String>,
+    pub sop_instance_uid: String,
     #[serde(skip)]
-    pub seg_file: String,
+    pub file: String,
     #[serde(skip)]
     pub fallback_file: Option<String>,
     pub attempts: i64,
@@ -76,16 +80,17 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for d in items {
             sqlx::query(
-                "INSERT OR IGNORE INTO deliveries (job_id, destination, state, seg_type, seg_sop_instance_uid,
-                     seg_file, fallback_file, next_attempt_ms, created_ms, updated_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO deliveries (job_id, destination, object, state, variant,
+                     sop_instance_uid, file, fallback_file, next_attempt_ms, created_ms, updated_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(job_id)
             .bind(&d.destination)
+            .bind(d.object)
             .bind(DeliveryState::Pending)
-            .bind(&d.seg_type)
-            .bind(&d.seg_sop_instance_uid)
-            .bind(&d.seg_file)
+            .bind(&d.variant)
+            .bind(&d.sop_instance_uid)
+            .bind(&d.file)
             .bind(&d.fallback_file)
             .bind(now)
             .bind(now)
@@ -112,7 +117,7 @@ impl Store {
         due_by: Option<i64>,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT id, job_id, destination, state, seg_type, seg_sop_instance_uid, seg_file, fallback_file,
+            "SELECT id, job_id, destination, object, state, variant, sop_instance_uid, file, fallback_file,
                     attempts, next_attempt_ms, last_status, last_error, created_ms, updated_ms, delivered_ms
              FROM deliveries
              WHERE (?1 IS NULL OR job_id = ?1)
@@ -163,12 +168,13 @@ impl Store {
         let job = claimed_job(&mut *tx, d.job_id).await?;
         let detail = serde_json::json!({
             "destination": d.destination,
+            "object": d.object,
             "attempt": d.attempts + 1,
             "outcome": state,
             "status": status,
             "error": error,
             "note": note,
-            "seg_sop_instance_uid": d.seg_sop_instance_uid,
+            "sop_instance_uid": d.sop_instance_uid,
         });
         append_audit(&mut tx, &job.event(AuditKind::DeliveryAttempt, detail)).await?;
         let open: i64 = sqlx::query_scalar(
@@ -188,12 +194,13 @@ mod tests {
     use super::*;
     use sqlx::SqlitePool;
 
-    fn delivery(destination: &str) -> NewDelivery {
+    fn delivery(destination: &str, object: ResultObject) -> NewDelivery {
         NewDelivery {
             destination: destination.into(),
-            seg_type: "BINARY".into(),
-            seg_sop_instance_uid: "2.25.7".into(),
-            seg_file: "seg".into(),
+            object,
+            variant: (object == ResultObject::Seg).then(|| "BINARY".into()),
+            sop_instance_uid: "2.25.7".into(),
+            file: format!("{object:?}"),
             fallback_file: None,
         }
     }
@@ -202,9 +209,12 @@ mod tests {
     async fn attempts_are_recorded_and_count_what_is_left(pool: SqlitePool) {
         let store = Store::with_pool(pool);
         let job = queued_job(&store, 1, "PACS").await;
-        let items = [delivery("pacs"), delivery("archive")];
+        let items = [
+            delivery("pacs", ResultObject::Seg),
+            delivery("archive", ResultObject::Seg),
+        ];
         store.create_deliveries(job, &items).await.unwrap();
-        // Once per destination.
+        // Once per destination and object.
         store.create_deliveries(job, &items).await.unwrap();
         let due = store.due_deliveries(now_ms()).await.unwrap();
         assert_eq!(due.len(), 2);
@@ -239,7 +249,12 @@ mod tests {
             error: "gone".into(),
         };
         assert_eq!(store.record_attempt(&rows[0], &failed).await.unwrap(), 1);
+        // Another object for the same destination is a delivery of its own.
+        let sr = [delivery("pacs", ResultObject::Sr)];
+        store.create_deliveries(job, &sr).await.unwrap();
+        assert_eq!(store.job_deliveries(job).await.unwrap().len(), 3);
         assert_eq!(store.retry_job(job).await.unwrap(), (false, 1));
+        assert_eq!(store.referenced_files().await.unwrap().len(), 2 + 2);
         let attempts = store
             .audit_rows(Some(AuditKind::DeliveryAttempt))
             .await

@@ -216,7 +216,7 @@ impl Store {
         let names: Vec<String> = sqlx::query_scalar(
             "SELECT file_name FROM instances
              UNION SELECT seg_file FROM jobs WHERE seg_file IS NOT NULL
-             UNION SELECT seg_file FROM deliveries",
+             UNION SELECT file FROM deliveries",
         )
         .fetch_all(&self.pool)
         .await?;

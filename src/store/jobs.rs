@@ -268,7 +268,8 @@ impl Store {
     /// pending again with fresh attempts. Returns (job re-queued, deliveries re-queued).
     pub async fn retry_job(&self, id: JobId) -> Result<(bool, u64), StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: it reads before it writes (see `instances::record_batch`).
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let job = claimed_job(&mut *tx, id).await?;
         let state: JobState = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
             .bind(id)

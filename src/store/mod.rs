@@ -32,7 +32,9 @@ pub use instances::{
 pub use jobs::{ClaimedJob, InterruptedJob, JobOutcome, JobQuery, JobRow};
 pub use retention::RetentionCandidate;
 pub use series::{InstanceRow, SeriesRow};
-pub use states::{AuditKind, DeliveryState, IllegalTransition, JobState, UnknownName};
+pub use states::{
+    AuditKind, DeliveryState, IllegalTransition, JobState, ResultObject, UnknownName,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

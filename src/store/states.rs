@@ -141,6 +141,17 @@ impl DeliveryState {
     }
 }
 
+/// Which object of a job's result a delivery sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(rename_all = "snake_case")]
+pub enum ResultObject {
+    /// The DICOM Segmentation.
+    Seg,
+    /// The measurement report (Comprehensive 3D SR).
+    Sr,
+}
+
 /// What an audit record says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Independent check of a segnode measurement report (TID 1500 SR): reads it with
+highdicom and, for each measurement group, reports the organ (tracking identifier),
+the SEG and segment it references and the segment's label in that SEG, and its volume
+and mean, minimum and maximum attenuation; then converts the SR with dcmqi's
+tid1500reader and reports how many groups it found. Prints a JSON report.
+
+Usage: check_sr.py SR.dcm SEG.dcm
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import highdicom as hd
+import pydicom
+
+DERIVATIONS = {"373098007": "hu_mean", "255605001": "hu_min", "56851009": "hu_max"}
+
+
+def main():
+    sr_path, seg_path = map(pathlib.Path, sys.argv[1:3])
+    sr = hd.sr.srread(sr_path)
+    seg = pydicom.dcmread(seg_path, stop_before_pixels=True)
+    labels = {s.SegmentNumber: s.SegmentLabel for s in seg.SegmentSequence}
+    groups = []
+    for g in sr.content.get_volumetric_roi_measurement_groups():
+        ref = g.referenced_segment
+        number = int(ref[0].ReferencedSOPSequence[0].ReferencedSegmentNumber)
+        entry = {
+            "organ": str(g.tracking_identifier),
+            "seg_sop_instance_uid": ref.referenced_sop_instance_uid,
+            "segment_number": number,
+            "segment_label": labels.get(number),
+        }
+        for m in g.get_measurements():
+            if m.name.value == "118565006":
+                entry["ml"] = float(m.value)
+                entry["volume_unit"] = m.unit.value
+            else:
+                derivation = m.derivation.value if m.derivation is not None else None
+                entry[DERIVATIONS.get(derivation, derivation)] = float(m.value)
+        groups.append(entry)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = pathlib.Path(tmp) / "tid1500.json"
+        tool = pathlib.Path(sys.executable).parent / "tid1500reader"
+        run = subprocess.run([str(tool), "--inputDICOM", str(sr_path), "--outputMetadata", str(out)],
+                             capture_output=True, text=True)
+        tid = json.loads(out.read_text()) if run.returncode == 0 and out.exists() else None
+    report = {
+        "sop_class_uid": str(sr.SOPClassUID),
+        "template": str(sr.ContentTemplateSequence[0].TemplateIdentifier),
+        "study_uid": str(sr.StudyInstanceUID),
+        "groups": groups,
+        "tid1500reader_ok": tid is not None,
+        "tid1500reader_groups": len(tid["Measurements"]) if tid else 0,
+        "tid1500reader_source_series": sorted({m["SourceSeriesForImageSegmentation"] for m in tid["Measurements"]}) if tid else [],
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,493 @@
+//! The measurement report: a Comprehensive 3D SR (PS3.3 A.35.13) with TID 1500
+//! Measurement Report content, one TID 1411 volumetric ROI group per organ: its volume
+//! (ml) and its mean, minimum and maximum attenuation (HU), each group referencing its
+//! segment in the node's SEG and the source series, with the algorithm's name and
+//! version. Patient and study are the source's; the series is new. The UIDs derive
+//! from the SEG's, so encoding the same result again gives the same instance. Pure.
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::cascade::manifest::{Code, Manifest};
+use crate::cascade::ops::Grid;
+use crate::dicom::part10;
+use crate::seg::iod::{code, dcm_code, ds, el, item, made_by, patient_and_study, seq};
+use crate::seg::{EncodedSeg, Equipment, SEGMENTATION_STORAGE, now_da_tm, uid_from};
+use crate::volume::Volume;
+
+/// Comprehensive 3D SR Storage.
+pub const COMPREHENSIVE_3D_SR_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.88.34";
+
+/// What the report says of one organ (one segment of the SEG).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Organ {
+    pub value: u8,
+    /// Its segment in the SEG.
+    pub segment_number: u16,
+    pub name: String,
+    pub voxels: u64,
+    pub ml: f64,
+    pub hu_mean: f64,
+    pub hu_min: f64,
+    pub hu_max: f64,
+}
+
+/// Measures each segment of `seg` on the label map: voxel count, volume and the
+/// attenuation of the voxels it covers.
+pub fn measure(
+    volume: &Volume,
+    labels: &Grid<u8>,
+    model: &Manifest,
+    seg: &EncodedSeg,
+) -> Vec<Organ> {
+    let mut count = [0u64; 256];
+    let mut sum = [0f64; 256];
+    let mut min = [f32::INFINITY; 256];
+    let mut max = [f32::NEG_INFINITY; 256];
+    for (l, hu) in labels.data.iter().zip(&volume.data) {
+        let l = usize::from(*l);
+        count[l] += 1;
+        sum[l] += f64::from(*hu);
+        min[l] = min[l].min(*hu);
+        max[l] = max[l].max(*hu);
+    }
+    let voxel_ml = volume.geometry.spacing.iter().product::<f64>() / 1000.0;
+    seg.segments
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            let v = usize::from(*value);
+            let name = model
+                .labels
+                .iter()
+                .find(|l| l.value == *value)
+                .map_or_else(|| format!("label {value}"), |l| l.name.clone());
+            Organ {
+                value: *value,
+                segment_number: i as u16 + 1,
+                name,
+                voxels: count[v],
+                ml: round2(count[v] as f64 * voxel_ml),
+                hu_mean: round2(sum[v] / count[v].max(1) as f64),
+                hu_min: f64::from(min[v]),
+                hu_max: f64::from(max[v]),
+            }
+        })
+        .collect()
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// An encoded report.
+#[derive(Debug, Clone)]
+pub struct EncodedSr {
+    /// The Part 10 file.
+    pub file: Vec<u8>,
+    pub sop_instance_uid: String,
+    pub series_instance_uid: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SrError {
+    #[error("source series has no {0}")]
+    MissingSource(&'static str),
+    #[error("cannot encode the SR data set: {0}")]
+    Encode(String),
+}
+
+/// Encodes the measurement report of `organs`, which are segments of `seg`, a SEG of
+/// `volume`.
+pub fn encode(
+    volume: &Volume,
+    organs: &[Organ],
+    seg: &EncodedSeg,
+    model: &Manifest,
+    equipment: &Equipment,
+) -> Result<EncodedSr, SrError> {
+    let src = &volume.source;
+    let study_uid = src
+        .study_instance_uid
+        .clone()
+        .ok_or(SrError::MissingSource("Study Instance UID"))?;
+    let source_series = src
+        .series_instance_uid
+        .clone()
+        .ok_or(SrError::MissingSource("Series Instance UID"))?;
+    let derive = |what: &str| {
+        let mut h = Sha256::new();
+        h.update(seg.sop_instance_uid.as_bytes());
+        h.update(b"\0sr\0");
+        h.update(what.as_bytes());
+        uid_from(h)
+    };
+    let sop_instance_uid = derive("instance");
+    let series_instance_uid = derive("series");
+    let (date, time) = now_da_tm();
+
+    let mut o = InMemDicomObject::from_element_iter(patient_and_study(volume));
+    let elements = [
+        el(tags::SOP_CLASS_UID, VR::UI, COMPREHENSIVE_3D_SR_STORAGE),
+        el(tags::SOP_INSTANCE_UID, VR::UI, sop_instance_uid.as_str()),
+        el(tags::INSTANCE_CREATION_DATE, VR::DA, date.as_str()),
+        el(tags::INSTANCE_CREATION_TIME, VR::TM, time.as_str()),
+        el(tags::STUDY_INSTANCE_UID, VR::UI, study_uid.as_str()),
+        el(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            series_instance_uid.as_str(),
+        ),
+        el(tags::MODALITY, VR::CS, "SR"),
+        el(tags::SERIES_NUMBER, VR::IS, "9002"),
+        el(
+            tags::SERIES_DESCRIPTION,
+            VR::LO,
+            format!("{} measurements", model.name),
+        ),
+        el(tags::INSTANCE_NUMBER, VR::IS, "1"),
+        el(tags::CONTENT_DATE, VR::DA, date.as_str()),
+        el(tags::CONTENT_TIME, VR::TM, time.as_str()),
+        el(
+            tags::DEVICE_SERIAL_NUMBER,
+            VR::LO,
+            equipment.device_serial_number.as_str(),
+        ),
+        seq(tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE, vec![]),
+        seq(tags::PERFORMED_PROCEDURE_CODE_SEQUENCE, vec![]),
+        el(tags::COMPLETION_FLAG, VR::CS, "COMPLETE"),
+        el(tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED"),
+        evidence(volume, seg, &study_uid, &source_series),
+    ];
+    for e in elements.into_iter().chain(made_by(equipment)) {
+        o.put(e);
+    }
+    for e in root(organs, seg, model, &source_series, &sop_instance_uid) {
+        o.put(e);
+    }
+    let mut file = part10::header(
+        COMPREHENSIVE_3D_SR_STORAGE,
+        &sop_instance_uid,
+        crate::dicom::uid::ts::EXPLICIT_VR_LE,
+        &equipment.ae_title,
+        64 * 1024,
+    )
+    .map_err(|e| SrError::Encode(e.to_string()))?;
+    o.write_dataset_with_ts(&mut file, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
+        .map_err(|e| SrError::Encode(e.to_string()))?;
+    Ok(EncodedSr {
+        file,
+        sop_instance_uid,
+        series_instance_uid,
+    })
+}
+
+/// Current Requested Procedure Evidence: the source instances and the SEG.
+fn evidence(
+    volume: &Volume,
+    seg: &EncodedSeg,
+    study_uid: &str,
+    source_series: &str,
+) -> DataElement<InMemDicomObject> {
+    let mut sources: Vec<(&str, &str)> = volume
+        .slices
+        .iter()
+        .map(|s| (s.sop_class_uid.as_str(), s.sop_instance_uid.as_str()))
+        .collect();
+    sources.sort_unstable();
+    sources.dedup();
+    let series = |uid: &str, instances: Vec<(&str, &str)>| {
+        item(vec![
+            seq(
+                tags::REFERENCED_SOP_SEQUENCE,
+                instances
+                    .into_iter()
+                    .map(|(class, instance)| {
+                        item(vec![
+                            el(tags::REFERENCED_SOP_CLASS_UID, VR::UI, class),
+                            el(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, instance),
+                        ])
+                    })
+                    .collect(),
+            ),
+            el(tags::SERIES_INSTANCE_UID, VR::UI, uid),
+        ])
+    };
+    seq(
+        tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
+        vec![item(vec![
+            seq(
+                tags::REFERENCED_SERIES_SEQUENCE,
+                vec![
+                    series(source_series, sources),
+                    series(
+                        &seg.series_instance_uid,
+                        vec![(seg.sop_class_uid, seg.sop_instance_uid.as_str())],
+                    ),
+                ],
+            ),
+            el(tags::STUDY_INSTANCE_UID, VR::UI, study_uid),
+        ])],
+    )
+}
+
+/// A content item: relationship, value type, concept name and its value elements.
+fn content(
+    relationship: &str,
+    value_type: &str,
+    name: InMemDicomObject,
+    value: Vec<DataElement<InMemDicomObject>>,
+) -> InMemDicomObject {
+    let mut elements = vec![
+        el(tags::RELATIONSHIP_TYPE, VR::CS, relationship),
+        el(tags::VALUE_TYPE, VR::CS, value_type),
+        seq(tags::CONCEPT_NAME_CODE_SEQUENCE, vec![name]),
+    ];
+    elements.extend(value);
+    item(elements)
+}
+
+fn coded(scheme: &str, value: &str, meaning: &str) -> InMemDicomObject {
+    code(&Code {
+        scheme: scheme.into(),
+        value: value.into(),
+        meaning: meaning.into(),
+    })
+}
+
+fn code_value(c: InMemDicomObject) -> Vec<DataElement<InMemDicomObject>> {
+    vec![seq(tags::CONCEPT_CODE_SEQUENCE, vec![c])]
+}
+
+fn text_value(text: &str) -> Vec<DataElement<InMemDicomObject>> {
+    vec![el(tags::TEXT_VALUE, VR::UT, text)]
+}
+
+fn uid_value(uid: &str) -> Vec<DataElement<InMemDicomObject>> {
+    vec![el(tags::UID, VR::UI, uid)]
+}
+
+fn template(id: &str) -> DataElement<InMemDicomObject> {
+    seq(
+        tags::CONTENT_TEMPLATE_SEQUENCE,
+        vec![item(vec![
+            el(tags::MAPPING_RESOURCE, VR::CS, "DCMR"),
+            el(tags::TEMPLATE_IDENTIFIER, VR::CS, id),
+        ])],
+    )
+}
+
+/// A NUM content item: `value` in `unit`, with more content items under it.
+fn num(
+    name: InMemDicomObject,
+    value: f64,
+    unit: InMemDicomObject,
+    children: Vec<InMemDicomObject>,
+) -> InMemDicomObject {
+    let measured = item(vec![
+        seq(tags::MEASUREMENT_UNITS_CODE_SEQUENCE, vec![unit]),
+        el(
+            tags::FLOATING_POINT_VALUE,
+            VR::FD,
+            PrimitiveValue::from(value),
+        ),
+        el(tags::NUMERIC_VALUE, VR::DS, ds(value)),
+    ]);
+    let mut value = vec![seq(tags::MEASURED_VALUE_SEQUENCE, vec![measured])];
+    if !children.is_empty() {
+        value.push(seq(tags::CONTENT_SEQUENCE, children));
+    }
+    content("CONTAINS", "NUM", name, value)
+}
+
+/// The root container of TID 1500 and its content: language, device observer,
+/// procedure reported, and the imaging measurements, one group per organ.
+fn root(
+    organs: &[Organ],
+    seg: &EncodedSeg,
+    model: &Manifest,
+    source_series: &str,
+    sop_instance_uid: &str,
+) -> Vec<DataElement<InMemDicomObject>> {
+    let observer_uid = {
+        let mut h = Sha256::new();
+        h.update(b"segnode device observer\0");
+        h.update(model.name.as_bytes());
+        uid_from(h)
+    };
+    let groups = organs
+        .iter()
+        .map(|o| group(o, seg, model, source_series, sop_instance_uid))
+        .collect();
+    let children = vec![
+        content(
+            "HAS CONCEPT MOD",
+            "CODE",
+            dcm_code("121049", "Language of Content Item and Descendants"),
+            code_value(coded("RFC5646", "en-US", "English (United States)")),
+        ),
+        content(
+            "HAS OBS CONTEXT",
+            "CODE",
+            dcm_code("121005", "Observer Type"),
+            code_value(dcm_code("121007", "Device")),
+        ),
+        content(
+            "HAS OBS CONTEXT",
+            "UIDREF",
+            dcm_code("121012", "Device Observer UID"),
+            uid_value(&observer_uid),
+        ),
+        content(
+            "HAS OBS CONTEXT",
+            "TEXT",
+            dcm_code("121013", "Device Observer Name"),
+            text_value("segnode"),
+        ),
+        content(
+            "HAS CONCEPT MOD",
+            "CODE",
+            dcm_code("121058", "Procedure reported"),
+            code_value(coded("LN", "25045-6", "CT unspecified body region")),
+        ),
+        content(
+            "CONTAINS",
+            "CONTAINER",
+            dcm_code("126010", "Imaging Measurements"),
+            vec![
+                el(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE"),
+                seq(tags::CONTENT_SEQUENCE, groups),
+            ],
+        ),
+    ];
+    vec![
+        el(tags::VALUE_TYPE, VR::CS, "CONTAINER"),
+        seq(
+            tags::CONCEPT_NAME_CODE_SEQUENCE,
+            vec![dcm_code("126000", "Imaging Measurement Report")],
+        ),
+        el(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE"),
+        template("1500"),
+        seq(tags::CONTENT_SEQUENCE, children),
+    ]
+}
+
+/// TID 1411 for one organ.
+fn group(
+    organ: &Organ,
+    seg: &EncodedSeg,
+    model: &Manifest,
+    source_series: &str,
+    sop_instance_uid: &str,
+) -> InMemDicomObject {
+    let label = model.labels.iter().find(|l| l.value == organ.value);
+    let finding = label.map_or_else(|| coded("DCM", "121071", "Finding"), |l| code(&l.kind));
+    let tracking_uid = {
+        let mut h = Sha256::new();
+        h.update(sop_instance_uid.as_bytes());
+        h.update(b"\0tracking\0");
+        h.update([organ.value]);
+        uid_from(h)
+    };
+    let hu = || coded("UCUM", "[hnsf'U]", "Hounsfield unit");
+    let attenuation = |value: f64, derivation: InMemDicomObject| {
+        num(
+            dcm_code("112031", "Attenuation Coefficient"),
+            value,
+            hu(),
+            vec![content(
+                "HAS CONCEPT MOD",
+                "CODE",
+                dcm_code("121401", "Derivation"),
+                code_value(derivation),
+            )],
+        )
+    };
+    let referenced_segment = {
+        let mut c = content(
+            "CONTAINS",
+            "IMAGE",
+            dcm_code("121191", "Referenced Segment"),
+            vec![],
+        );
+        c.put(seq(
+            tags::REFERENCED_SOP_SEQUENCE,
+            vec![item(vec![
+                el(tags::REFERENCED_SOP_CLASS_UID, VR::UI, SEGMENTATION_STORAGE),
+                el(
+                    tags::REFERENCED_SOP_INSTANCE_UID,
+                    VR::UI,
+                    seg.sop_instance_uid.as_str(),
+                ),
+                el(
+                    tags::REFERENCED_SEGMENT_NUMBER,
+                    VR::US,
+                    PrimitiveValue::from(organ.segment_number),
+                ),
+            ])],
+        ));
+        c
+    };
+    let children = vec![
+        content(
+            "HAS OBS CONTEXT",
+            "TEXT",
+            dcm_code("112039", "Tracking Identifier"),
+            text_value(&organ.name),
+        ),
+        content(
+            "HAS OBS CONTEXT",
+            "UIDREF",
+            dcm_code("112040", "Tracking Unique Identifier"),
+            uid_value(&tracking_uid),
+        ),
+        content(
+            "CONTAINS",
+            "CODE",
+            dcm_code("121071", "Finding"),
+            code_value(finding),
+        ),
+        content(
+            "HAS CONCEPT MOD",
+            "TEXT",
+            dcm_code("111001", "Algorithm Name"),
+            text_value(&model.name),
+        ),
+        content(
+            "HAS CONCEPT MOD",
+            "TEXT",
+            dcm_code("111003", "Algorithm Version"),
+            text_value(&model.version),
+        ),
+        referenced_segment,
+        content(
+            "CONTAINS",
+            "UIDREF",
+            dcm_code("121232", "Source Series for Segmentation"),
+            uid_value(source_series),
+        ),
+        num(
+            coded("SCT", "118565006", "Volume"),
+            organ.ml,
+            coded("UCUM", "ml", "milliliter"),
+            vec![],
+        ),
+        attenuation(organ.hu_mean, coded("SCT", "373098007", "Mean")),
+        attenuation(organ.hu_min, coded("SCT", "255605001", "Minimum")),
+        attenuation(organ.hu_max, coded("SCT", "56851009", "Maximum")),
+    ];
+    content(
+        "CONTAINS",
+        "CONTAINER",
+        dcm_code("125007", "Measurement Group"),
+        vec![
+            el(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE"),
+            template("1411"),
+            seq(tags::CONTENT_SEQUENCE, children),
+        ],
+    )
+}
