@@ -1,10 +1,11 @@
--- A job's result is several objects (the SEG, the measurement report): one delivery
--- per (job, destination, object). `variant` is the SEG's type (BINARY, LABELMAP).
+-- A job's result is several objects (the SEG, the measurement report, key images): one
+-- delivery per (job, destination, instance). `variant` is the SEG's type (BINARY,
+-- LABELMAP).
 CREATE TABLE deliveries_by_object (
     id                   INTEGER PRIMARY KEY,
     job_id               INTEGER NOT NULL REFERENCES jobs (id),
     destination          TEXT    NOT NULL,
-    -- 'seg' or 'sr'.
+    -- 'seg', 'sr' or 'key_images'.
     object               TEXT    NOT NULL,
     -- 'pending', 'delivered' or 'failed'.
     state                TEXT    NOT NULL,
@@ -20,7 +21,7 @@ CREATE TABLE deliveries_by_object (
     created_ms           INTEGER NOT NULL,
     updated_ms           INTEGER NOT NULL,
     delivered_ms         INTEGER,
-    UNIQUE (job_id, destination, object)
+    UNIQUE (job_id, destination, sop_instance_uid)
 );
 INSERT INTO deliveries_by_object (id, job_id, destination, object, state, variant, sop_instance_uid,
                                   file, fallback_file, attempts, next_attempt_ms, last_status,

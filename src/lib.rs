@@ -29,6 +29,7 @@
 //! | model manifest and frame, ONNX Runtime, stages, region, post-processing | [`cascade`] |
 //! | DICOM Segmentation encoding, module by module | [`seg`] |
 //! | measurement report: organ volumes and attenuation as TID 1500 SR | [`sr`] |
+//! | key images for PACS that cannot show a SEG: outlines and legend burned in | [`keyimages`] |
 //! | C-STORE / C-ECHO SCU and the delivery outbox (when a job is delivered) | [`deliver`] |
 //! | SQLite schema; rows and states per resource (instances, series, jobs, deliveries, audit, retention), no business rules | [`store`] |
 //! | HTTP API and webhooks | [`api`] |
@@ -43,6 +44,7 @@ pub mod config;
 pub mod deliver;
 pub mod dicom;
 mod jobs;
+pub mod keyimages;
 pub mod node;
 mod receive;
 mod security;

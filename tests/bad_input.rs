@@ -196,8 +196,8 @@ async fn truncated_and_absurd_datasets_get_c000_and_earlier_data_stays() {
     let jobs = settled_jobs(&node.store, 1).await;
     assert_eq!(jobs[0].instance_count, 12);
     assert_eq!(jobs[0].state, JobState::Succeeded);
-    let segs = usize::from(jobs[0].seg_sop_instance_uid.is_some());
-    assert_eq!(files_under(&node.spool().join("objects")).len(), 12 + segs);
+    let objects = files_under(&node.spool().join("objects")).len();
+    assert_eq!(objects, 12 + result_files(&jobs));
     no_file_outside_spool(&node);
     node.stop().await;
 }

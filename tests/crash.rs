@@ -125,8 +125,9 @@ async fn kill_9_after_acknowledgement_loses_nothing_and_job_is_queued_after_rest
     // Queued once the series settled after the restart, then processed.
     assert_eq!(jobs.as_array().unwrap().len(), 1);
     assert_eq!(jobs[0]["instance_count"], 20);
-    let seg = usize::from(!jobs[0]["seg_sop_instance_uid"].is_null());
-    assert_eq!(files_under(&data.join("spool/objects")).len(), 20 + seg);
+    // Plus the result: its SEG and its measurement report.
+    let results = 2 * usize::from(!jobs[0]["seg_sop_instance_uid"].is_null());
+    assert_eq!(files_under(&data.join("spool/objects")).len(), 20 + results);
 }
 
 /// A record is committed while its file is fsynced (the C-STORE waits for both). If the

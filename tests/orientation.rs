@@ -131,9 +131,21 @@ async fn a_gdcm_series_from_another_hospital_goes_through_serve_to_storescp() {
         );
     };
     let files = files_under(inbox.path());
-    assert_eq!(files.len(), 1, "one SEG at the storescp");
-    let seg = &files[0];
-    assert_eq!(dciodvfy_errors(seg), Vec::<String>::new());
+    assert_eq!(files.len(), 2, "the SEG and the SR at the storescp");
+    for f in &files {
+        assert_eq!(dciodvfy_errors(f), Vec::<String>::new(), "{}", f.display());
+    }
+    let class = |f: &Path| {
+        let bytes = std::fs::read(f).unwrap();
+        let meta = dicom_object::meta::FileMetaTable::from_reader(&bytes[128..]).unwrap();
+        meta.media_storage_sop_class_uid()
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    let seg = files
+        .iter()
+        .find(|f| class(f) == segnode::seg::SEGMENTATION_STORAGE)
+        .expect("a SEG");
     // The source has no Frame of Reference UID: the SEG carries the one derived from
     // its Series Instance UID, the same for `segnode run` and the node.
     let text = |file: &Path, tag| {

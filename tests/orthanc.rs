@@ -112,7 +112,7 @@ async fn orthanc_routes_the_series_and_gets_the_seg_back_in_the_same_study() {
         "ORTHANC",
         orthanc_dicom,
         "ORTHANC",
-        "timeout_seconds = 10\n",
+        "timeout_seconds = 10\nresults = [\"seg\", \"sr\", \"key_images\"]\n",
     );
     let node = TestNode::start_with_tail("", &tail).await;
     let orthanc = start_orthanc(
@@ -122,8 +122,76 @@ async fn orthanc_routes_the_series_and_gets_the_seg_back_in_the_same_study() {
         serde_json::json!({}),
     );
     round_trip(&node, &orthanc, work.path()).await;
+    key_images_in_the_study(&node, &orthanc).await;
     drop(orthanc);
     node.stop().await;
+}
+
+/// The study's series of `modality`, expanded.
+fn series_of(base: &str, study: &str, modality: &str) -> Vec<serde_json::Value> {
+    let series: Vec<serde_json::Value> =
+        serde_json::from_str(&curl(&[&format!("{base}/studies/{study}/series?expand")])).unwrap();
+    series
+        .into_iter()
+        .filter(|s| s["MainDicomTags"]["Modality"] == modality)
+        .collect()
+}
+
+/// The key images reached the study; Orthanc renders each (its own preview), and the
+/// coloured pixels of its rendering are the outline of the label map on that slice.
+async fn key_images_in_the_study(node: &TestNode, orthanc: &Orthanc) {
+    let base = format!("http://127.0.0.1:{}", orthanc.http);
+    let studies: Vec<String> = serde_json::from_str(&curl(&[&format!("{base}/studies")])).unwrap();
+    let jobs = all_jobs(&node.store).await;
+    let summary: serde_json::Value =
+        serde_json::from_str(jobs[0].summary.as_deref().unwrap()).unwrap();
+    let expected = summary["key_images"].as_array().unwrap();
+    assert!(!expected.is_empty());
+    let series = series_of(&base, &studies[0], "OT");
+    assert_eq!(series.len(), 1, "one key image series");
+    let instances = series[0]["Instances"].as_array().unwrap();
+    assert_eq!(instances.len(), expected.len());
+    let offline = tempfile::tempdir().unwrap();
+    segnode_ok([
+        "run".as_ref(),
+        "--model".as_ref(),
+        test_model().as_os_str(),
+        "--out".as_ref(),
+        offline.path().as_os_str(),
+        real_series().as_os_str(),
+    ]);
+    let output = offline.path().join("series-001");
+    for id in instances {
+        let id = id.as_str().unwrap();
+        let tags: serde_json::Value =
+            serde_json::from_str(&curl(&[&format!("{base}/instances/{id}/simplified-tags")]))
+                .unwrap();
+        let uid = tags["SOPInstanceUID"].as_str().unwrap();
+        let k = expected
+            .iter()
+            .find(|k| k["sop_instance_uid"] == uid)
+            .expect("a key image of the job");
+        let png = offline.path().join(format!("{id}.png"));
+        curl(&[
+            &format!("{base}/instances/{id}/preview"),
+            "-o",
+            png.to_str().unwrap(),
+        ]);
+        let report = check_key_image(&png, &output, k["slice"].as_u64().unwrap());
+        assert_eq!(report["size"], serde_json::json!([512, 512]), "{report}");
+        assert!(
+            report["boundary_pixels"].as_u64().unwrap() > 100,
+            "{report}"
+        );
+        assert!(
+            report["boundary_coloured"].as_f64().unwrap() > 0.99,
+            "{report}"
+        );
+        assert!(
+            report["other_coloured"].as_f64().unwrap() < 0.001,
+            "{report}"
+        );
+    }
 }
 
 /// Uploads the real series to Orthanc, waits for the SEG that segnode stores back into
@@ -187,6 +255,17 @@ async fn round_trip(node: &TestNode, orthanc: &Orthanc, work: &Path) {
         Some(jobs[0].study_uid.as_str())
     );
     assert_eq!(tags["Modality"], "SEG");
+    // The measurement report is in the study too.
+    let summary: serde_json::Value =
+        serde_json::from_str(jobs[0].summary.as_deref().unwrap()).unwrap();
+    let sr = series_of(&base, study, "SR");
+    assert_eq!(sr.len(), 1, "one SR series");
+    let sr_instance = sr[0]["Instances"][0].as_str().unwrap();
+    let sr_tags: serde_json::Value = serde_json::from_str(&curl(&[&format!(
+        "{base}/instances/{sr_instance}/simplified-tags"
+    )]))
+    .unwrap();
+    assert_eq!(sr_tags["SOPInstanceUID"], summary["sr"]["sop_instance_uid"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

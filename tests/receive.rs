@@ -182,11 +182,7 @@ async fn eight_concurrent_storescu_associations_all_land() {
         "{jobs:#?}"
     );
     let objects = files_under(&node.spool().join("objects")).len();
-    let segs = jobs
-        .iter()
-        .filter(|j| j.seg_sop_instance_uid.is_some())
-        .count();
-    assert_eq!(objects, 96 + segs);
+    assert_eq!(objects, 96 + result_files(&jobs));
     node.stop().await;
 }
 
@@ -233,12 +229,9 @@ async fn resent_series_unchanged_makes_no_job_changed_supersedes() {
         .unwrap();
     assert_eq!(replaced.len(), 1);
     assert!(replaced[0].detail.contains(&sop), "{}", replaced[0].detail);
-    // The replaced copy's old file is gone: one file per instance, plus the SEGs.
-    let segs = jobs
-        .iter()
-        .filter(|j| j.seg_sop_instance_uid.is_some())
-        .count();
-    assert_eq!(files_under(&node.spool().join("objects")).len(), 12 + segs);
+    // The replaced copy's old file is gone: one file per instance, plus the results.
+    let objects = files_under(&node.spool().join("objects")).len();
+    assert_eq!(objects, 12 + result_files(&jobs));
     node.stop().await;
 }
 

@@ -112,6 +112,43 @@ fn the_measurement_report_is_valid_and_agrees_with_the_seg_and_the_summary() {
     assert_eq!(source.len(), 1);
 }
 
+/// Key images: valid Secondary Capture (dciodvfy), marked derived with burned-in
+/// annotation, and their coloured pixels are exactly the organs' outlines (the legend's
+/// bands aside).
+#[test]
+fn key_images_are_valid_and_outline_the_label_map() {
+    let out = tempfile::tempdir().unwrap();
+    let summary = run_node(&real_series(), out.path(), "binary");
+    let series = &summary["series"][0];
+    let output = PathBuf::from(series["output"].as_str().unwrap());
+    let images = series["key_images"].as_array().unwrap();
+    assert!(!images.is_empty() && images.len() <= 4, "{images:?}");
+    for k in images {
+        let file = PathBuf::from(k["file"].as_str().unwrap());
+        assert_eq!(dciodvfy_errors(&file), Vec::<String>::new());
+        let obj = dicom_object::open_file(&file).unwrap();
+        let text = |tag| obj.element(tag).unwrap().to_str().unwrap().to_string();
+        assert_eq!(
+            text(dicom_dictionary_std::tags::IMAGE_TYPE),
+            "DERIVED\\SECONDARY"
+        );
+        assert_eq!(
+            text(dicom_dictionary_std::tags::BURNED_IN_ANNOTATION),
+            "YES"
+        );
+        assert!(
+            text(dicom_dictionary_std::tags::DERIVATION_DESCRIPTION).contains("RESEARCH RESULT")
+        );
+        let report = check_key_image(&file, &output, k["slice"].as_u64().unwrap());
+        assert!(
+            report["boundary_pixels"].as_u64().unwrap() > 100,
+            "{report}"
+        );
+        assert_eq!(report["boundary_coloured"], 1.0, "{report}");
+        assert_eq!(report["other_coloured"], 0.0, "{report}");
+    }
+}
+
 /// `segnode run` is the node's processing: the same files give the same SEG, down to
 /// its SOP Instance UID, offline and served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

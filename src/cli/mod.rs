@@ -660,6 +660,7 @@ fn run_offline(
         min_slices: 2,
         scope,
         seg_types: vec![seg_type],
+        key_images: true,
         equipment: seg::Equipment::segnode("SEGNODE"),
     };
     let mut results = Vec::new();
@@ -671,6 +672,7 @@ fn run_offline(
             segmentation,
             segs,
             sr,
+            key_images,
             summary,
         } = match processed {
             Ok(p) => p,
@@ -726,11 +728,22 @@ fn run_offline(
             }
             None => serde_json::Value::Null,
         };
+        let mut key_files = Vec::new();
+        for (i, k) in key_images.iter().enumerate() {
+            let path = dir.join(format!("key-{:02}.dcm", i + 1));
+            std::fs::write(&path, &k.file)?;
+            key_files.push(serde_json::json!({
+                "file": path.display().to_string(),
+                "sop_instance_uid": k.sop_instance_uid,
+                "slice": k.slice,
+            }));
+        }
         results.push(serde_json::json!({
             "series_uid": series_uid,
             "output": dir.display().to_string(),
             "seg": seg_file,
             "sr": sr_file,
+            "key_images": key_files,
             "shape": volume.shape,
             "volume_ms": summary["timings_ms"]["volume"],
             "result": if segmentation.summary.empty { "no structures found" } else { "segmented" },

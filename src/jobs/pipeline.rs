@@ -155,6 +155,9 @@ impl Pipeline {
                         .then_some(SegType::Labelmap),
                 )
                 .collect(),
+            key_images: destinations
+                .iter()
+                .any(|d| d.results.contains(&ResultObject::KeyImages)),
             equipment: seg::Equipment::segnode(self.config.ae_title.as_str()),
         };
         let mut model = cascade.take();
@@ -166,7 +169,11 @@ impl Pipeline {
         .map_err(|e| internal("cascade")(e.to_string()))?;
         *cascade = model;
         let Processed {
-            segs, sr, summary, ..
+            segs,
+            sr,
+            key_images,
+            summary,
+            ..
         } = processed?;
         let Some(sr) = sr.filter(|_| !segs.is_empty()) else {
             return Ok((summary, None));
@@ -182,11 +189,15 @@ impl Pipeline {
                 })
                 .collect::<std::io::Result<Vec<_>>>()?;
             let report = (sr.sop_instance_uid, spool.write(&sr.file)?);
-            Ok::<_, std::io::Error>((segs, report))
+            let keys = key_images
+                .into_iter()
+                .map(|k| Ok((k.sop_instance_uid, spool.write(&k.file)?)))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            Ok::<_, std::io::Error>((segs, report, keys))
         })
         .await
         .map_err(|e| internal("seg")(e.to_string()))?;
-        let (segs, (sr_uid, sr_file)) = written
+        let (segs, (sr_uid, sr_file), keys) = written
             .map_err(|e| internal("seg")(format!("cannot write the results to the spool: {e}")))?;
         let mut summary = summary;
         summary["timings_ms"]["spool"] = (t.elapsed().as_millis() as u64).into();
@@ -194,6 +205,16 @@ impl Pipeline {
         tracing::info!(seg_sop_instance_uid = %binary_uid, sr_sop_instance_uid = %sr_uid, "SEG and SR written");
         let mut deliveries = Vec::new();
         for d in &destinations {
+            if d.results.contains(&ResultObject::KeyImages) {
+                deliveries.extend(keys.iter().map(|(uid, file)| NewDelivery {
+                    destination: d.name.clone(),
+                    object: ResultObject::KeyImages,
+                    variant: None,
+                    sop_instance_uid: uid.clone(),
+                    file: file.clone(),
+                    fallback_file: None,
+                }));
+            }
             for object in &d.results {
                 deliveries.push(match object {
                     ResultObject::Seg => {
@@ -211,6 +232,7 @@ impl Pipeline {
                                 .then(|| binary_file.clone()),
                         }
                     }
+                    ResultObject::KeyImages => continue,
                     ResultObject::Sr => NewDelivery {
                         destination: d.name.clone(),
                         object: ResultObject::Sr,

@@ -1,4 +1,5 @@
-//! Processing one series: its files → volume → cascade → SEG and measurement report. The node's workers and
+//! Processing one series: its files → volume → cascade → SEG, measurement report and
+//! (when asked) key images. The node's workers and
 //! `segnode run` both call [`process`], so an offline result is the node's result for
 //! the same files, down to the SEG's UIDs. Blocking (decoding and inference): the
 //! node runs it on a blocking thread.
@@ -9,6 +10,7 @@ use std::time::Instant;
 
 use crate::cascade::{Cascade, CascadeError, Scope, Segmentation};
 use crate::dicom::{Uid, part10};
+use crate::keyimages::{self, KeyImage, KeyImageError};
 use crate::seg::{self, EncodedSeg, Equipment, SegError, SegType};
 use crate::sr::{self, EncodedSr, SrError};
 use crate::volume::{self, Tolerances, Volume, VolumeError};
@@ -94,6 +96,8 @@ pub struct Options {
     pub min_slices: usize,
     pub scope: Scope,
     pub seg_types: Vec<SegType>,
+    /// Whether to render key images too.
+    pub key_images: bool,
     pub equipment: Equipment,
 }
 
@@ -112,6 +116,8 @@ pub enum StageError {
     Seg(SegError),
     #[error("sr: {0}")]
     Sr(SrError),
+    #[error("key_images: {0}")]
+    KeyImages(KeyImageError),
     #[error(
         "cascade: this worker's model sessions were lost after an inference panic; restart the node"
     )]
@@ -130,6 +136,7 @@ impl StageError {
             StageError::Cascade(_) | StageError::ModelLost => "cascade",
             StageError::Seg(_) => "seg",
             StageError::Sr(_) => "sr",
+            StageError::KeyImages(_) => "key_images",
             StageError::Internal { stage, .. } => stage,
         }
     }
@@ -140,7 +147,7 @@ impl StageError {
             StageError::Unreadable { .. } => "unreadable",
             StageError::Volume(e) => e.code(),
             StageError::Cascade(e) => e.code(),
-            StageError::Seg(_) | StageError::Sr(_) => "encode_failed",
+            StageError::Seg(_) | StageError::Sr(_) | StageError::KeyImages(_) => "encode_failed",
             StageError::ModelLost => "model_unavailable",
             StageError::Internal { .. } => "internal",
         }
@@ -154,7 +161,8 @@ impl StageError {
             StageError::Unreadable { .. }
             | StageError::Volume(_)
             | StageError::Seg(_)
-            | StageError::Sr(_) => false,
+            | StageError::Sr(_)
+            | StageError::KeyImages(_) => false,
         }
     }
 }
@@ -168,6 +176,8 @@ pub struct Processed {
     pub segs: Vec<(SegType, EncodedSeg)>,
     /// The measurement report of the first SEG's segments.
     pub sr: Option<EncodedSr>,
+    /// Key images, when asked for.
+    pub key_images: Vec<KeyImage>,
     /// Per-stage timings and results.
     pub summary: serde_json::Value,
 }
@@ -200,6 +210,7 @@ pub fn process(
             segmentation: None,
             segs: Vec::new(),
             sr: None,
+            key_images: Vec::new(),
             summary,
         });
     };
@@ -215,6 +226,7 @@ pub fn process(
             segmentation: Some(segmentation),
             segs: Vec::new(),
             sr: None,
+            key_images: Vec::new(),
             summary,
         });
     }
@@ -252,6 +264,22 @@ pub fn process(
         sr::encode(&volume, &organs, first, model, &options.equipment).map_err(StageError::Sr)?;
     summary["timings_ms"]["sr"] = (t.elapsed().as_millis() as u64).into();
     summary["organs"] = serde_json::to_value(&organs).unwrap_or_default();
+    let key_images = if options.key_images {
+        let t = Instant::now();
+        let labels = &segmentation.labels;
+        let images = keyimages::encode(&volume, labels, model, &organs, first, &options.equipment)
+            .map_err(StageError::KeyImages)?;
+        summary["timings_ms"]["key_images"] = (t.elapsed().as_millis() as u64).into();
+        summary["key_images"] = images
+            .iter()
+            .map(
+                |k| serde_json::json!({ "sop_instance_uid": k.sop_instance_uid, "slice": k.slice }),
+            )
+            .collect();
+        images
+    } else {
+        Vec::new()
+    };
     summary["sr"] = serde_json::json!({
         "sop_instance_uid": report.sop_instance_uid,
         "series_instance_uid": report.series_instance_uid,
@@ -262,6 +290,7 @@ pub fn process(
         segmentation: Some(segmentation),
         segs,
         sr: Some(report),
+        key_images,
         summary,
     })
 }

@@ -1,4 +1,4 @@
-//! Deliveries: the outbox of a job's results, one row per (job, destination, object),
+//! Deliveries: the outbox of a job's results, one row per (job, destination, instance),
 //! and the attempts made on them.
 
 use serde::Serialize;
@@ -199,7 +199,7 @@ mod tests {
             destination: destination.into(),
             object,
             variant: (object == ResultObject::Seg).then(|| "BINARY".into()),
-            sop_instance_uid: "2.25.7".into(),
+            sop_instance_uid: format!("2.25.{}", object as u8),
             file: format!("{object:?}"),
             fallback_file: None,
         }
@@ -214,7 +214,7 @@ mod tests {
             delivery("archive", ResultObject::Seg),
         ];
         store.create_deliveries(job, &items).await.unwrap();
-        // Once per destination and object.
+        // Once per destination and instance.
         store.create_deliveries(job, &items).await.unwrap();
         let due = store.due_deliveries(now_ms()).await.unwrap();
         assert_eq!(due.len(), 2);
@@ -254,7 +254,8 @@ mod tests {
         store.create_deliveries(job, &sr).await.unwrap();
         assert_eq!(store.job_deliveries(job).await.unwrap().len(), 3);
         assert_eq!(store.retry_job(job).await.unwrap(), (false, 1));
-        assert_eq!(store.referenced_files().await.unwrap().len(), 2 + 2);
+        // The instance's file and the two objects' files.
+        assert_eq!(store.referenced_files().await.unwrap().len(), 3);
         let attempts = store
             .audit_rows(Some(AuditKind::DeliveryAttempt))
             .await

@@ -150,6 +150,8 @@ pub enum ResultObject {
     Seg,
     /// The measurement report (Comprehensive 3D SR).
     Sr,
+    /// The key images (Secondary Capture), one delivery per image.
+    KeyImages,
 }
 
 /// What an audit record says happened.

@@ -397,6 +397,15 @@ pub fn is_ready_file(f: &Path) -> bool {
         && std::fs::metadata(f).is_ok_and(|m| m.len() == 0)
 }
 
+/// The spool files of the jobs' results: each job with a SEG also has its measurement
+/// report.
+pub fn result_files(jobs: &[segnode::store::JobRow]) -> usize {
+    2 * jobs
+        .iter()
+        .filter(|j| j.seg_sop_instance_uid.is_some())
+        .count()
+}
+
 /// Every job, newest first.
 pub async fn all_jobs(store: &Store) -> Vec<segnode::store::JobRow> {
     let query = segnode::store::JobQuery {
@@ -722,4 +731,24 @@ pub async fn read_pdu(socket: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
     let mut body = vec![0u8; u32::from_be_bytes(header[2..6].try_into().unwrap()) as usize];
     socket.read_exact(&mut body).await.unwrap();
     (header[0], body)
+}
+
+/// Runs scripts/check_key_image.py on a key image (DICOM or PNG) against the label map
+/// `segnode run` wrote in `output`.
+pub fn check_key_image(image: &Path, output: &Path, slice: u64) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_key_image.py");
+    let out = std::process::Command::new(venv_python())
+        .arg(script)
+        .arg(image)
+        .arg(output.join("labels.u8"))
+        .arg(output.join("labels.json"))
+        .arg(slice.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
