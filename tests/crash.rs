@@ -125,8 +125,15 @@ async fn kill_9_after_acknowledgement_loses_nothing_and_job_is_queued_after_rest
     // Queued once the series settled after the restart, then processed.
     assert_eq!(jobs.as_array().unwrap().len(), 1);
     assert_eq!(jobs[0]["instance_count"], 20);
-    // Plus the result: its SEG and its measurement report.
-    let results = 2 * usize::from(!jobs[0]["seg_sop_instance_uid"].is_null());
+    // Plus the result: its SEG, its measurement report and its key images.
+    let results = match jobs[0]["seg_sop_instance_uid"].is_null() {
+        true => 0,
+        false => {
+            let summary: serde_json::Value =
+                serde_json::from_str(jobs[0]["summary"].as_str().unwrap()).unwrap();
+            2 + summary["key_images"].as_array().map_or(0, Vec::len)
+        }
+    };
     assert_eq!(files_under(&data.join("spool/objects")).len(), 20 + results);
 }
 

@@ -34,9 +34,9 @@ async fn storescu_real_series_is_spooled_and_queued() {
     let counts = node.store.instance_counts().await.unwrap();
     assert_eq!(counts.len(), 1);
     assert_eq!(counts[0].instances, 20);
-    // 20 instances and the job's SEG in the spool, none named after a UID.
+    // 20 instances and the job's results in the spool, none named after a UID.
     let files = files_under(&node.spool().join("objects"));
-    assert_eq!(files.len(), 21);
+    assert_eq!(files.len(), 20 + result_files(&jobs));
     let seg_uid = jobs[0]
         .seg_sop_instance_uid
         .as_deref()

@@ -77,8 +77,8 @@ async fn dcmtk_peers_over_dicom_tls_both_ways_and_untrusted_peers_refused() {
     );
     assert_eq!(
         files_under(inbox.path()).len(),
-        1,
-        "one SEG at the TLS storescp"
+        2,
+        "the SEG and the SR at the TLS storescp"
     );
 
     // Refused: a certificate from another CA; a valid certificate for another identity

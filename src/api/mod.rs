@@ -1,11 +1,13 @@
 //! The HTTP API (axum) for worklists and auditors: health, Prometheus metrics, jobs,
-//! studies, the audit trail (JSON and CSV) and operator retries. Bound to loopback by
+//! studies, the audit trail (JSON and CSV) and operator retries; and the dashboard
+//! ([`dashboard`]) for people, on the same listener and token. Bound to loopback by
 //! default; a bearer token is always required (the configured file's, or one the node
 //! creates in its data directory), unless the configuration explicitly allows
 //! unauthenticated requests on a loopback listener, addressed to loopback. Errors are
 //! `{code, message}`; bad parameters are 400, internal errors a logged, generic 500.
 //! Goes through `store` only.
 
+mod dashboard;
 pub mod webhooks;
 
 use std::collections::BTreeMap;
@@ -51,6 +53,15 @@ impl ApiError {
         }
     }
 
+    fn internal(message: impl Into<String>) -> Self {
+        tracing::error!(error = %message.into(), "API request failed");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "internal error".into(),
+        }
+    }
+
     fn not_found(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,
@@ -65,12 +76,7 @@ impl From<StoreError> for ApiError {
         if let StoreError::NoSuchJob(id) = e {
             return Self::not_found(format!("no job {id}"));
         }
-        tracing::error!(error = %format!("{:#}", anyhow::Error::from(e)), "API request failed");
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal",
-            message: "internal error".into(),
-        }
+        Self::internal(format!("{:#}", anyhow::Error::from(e)))
     }
 }
 
@@ -88,7 +94,12 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// The router; tests drive it with `oneshot`.
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
+    let protected = Router::new()
+        .route("/dashboard", get(dashboard::jobs))
+        .route("/dashboard/jobs/{id}", get(dashboard::job))
+        .route("/dashboard/jobs/{id}/key/{n}", get(dashboard::key_image))
+        .route("/dashboard/audit", get(dashboard::audit))
+        .route("/dashboard/health", get(dashboard::health))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/jobs", get(list_jobs))
@@ -96,7 +107,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/jobs/{id}/retry", post(retry))
         .route("/api/studies/{study_uid}", get(study))
         .route("/api/audit", get(audit))
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/dashboard/login", get(dashboard::login))
+        .merge(protected)
         .with_state(state)
 }
 
@@ -184,11 +198,16 @@ async fn authenticate(
         .into_response();
     }
     if let Some(token) = &state.token {
+        // A client sends it as a bearer token, a browser as the dashboard's cookie.
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .or_else(|| dashboard::cookie_token(&headers));
         if given != Some(token.as_str()) {
+            if request.uri().path().starts_with("/dashboard") {
+                return dashboard::login_page();
+            }
             return ApiError {
                 status: StatusCode::UNAUTHORIZED,
                 code: "unauthorized",

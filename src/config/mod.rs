@@ -102,6 +102,9 @@ pub struct HttpConfig {
     pub allow_unauthenticated_loopback: bool,
     /// HTTPS instead of HTTP.
     pub tls: Option<HttpsTls>,
+    /// Whether the dashboard shows patient names (default: Patient ID and accession
+    /// number only).
+    pub dashboard_patient_names: bool,
 }
 
 /// Retry policy of the outbox.
@@ -477,6 +480,7 @@ fn http(h: RawHttp, data_dir: &std::path::Path) -> Result<HttpConfig, ConfigErro
         token_configured: h.token_file.is_some(),
         token_file,
         allow_unauthenticated_loopback: h.allow_unauthenticated_loopback,
+        dashboard_patient_names: h.dashboard_patient_names,
         tls: match (h.tls_cert_file, h.tls_key_file) {
             (Some(cert_file), Some(key_file)) => Some(HttpsTls {
                 cert_file,

@@ -60,6 +60,8 @@ pub(super) struct RawHttp {
     pub(super) allow_unauthenticated_loopback: bool,
     pub(super) tls_cert_file: Option<PathBuf>,
     pub(super) tls_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) dashboard_patient_names: bool,
 }
 
 impl Default for RawHttp {

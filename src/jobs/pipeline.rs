@@ -155,9 +155,8 @@ impl Pipeline {
                         .then_some(SegType::Labelmap),
                 )
                 .collect(),
-            key_images: destinations
-                .iter()
-                .any(|d| d.results.contains(&ResultObject::KeyImages)),
+            // Always: the dashboard shows them, whoever receives them.
+            key_images: true,
             equipment: seg::Equipment::segnode(self.config.ae_title.as_str()),
         };
         let mut model = cascade.take();
@@ -201,6 +200,15 @@ impl Pipeline {
             .map_err(|e| internal("seg")(format!("cannot write the results to the spool: {e}")))?;
         let mut summary = summary;
         summary["timings_ms"]["spool"] = (t.elapsed().as_millis() as u64).into();
+        // Where each key image is kept (the dashboard serves it; retention keeps it).
+        for (entry, (_, file)) in summary["key_images"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+            .zip(&keys)
+        {
+            entry["file"] = file.clone().into();
+        }
         let (_, binary_uid, binary_file) = &segs[0];
         tracing::info!(seg_sop_instance_uid = %binary_uid, sr_sop_instance_uid = %sr_uid, "SEG and SR written");
         let mut deliveries = Vec::new();

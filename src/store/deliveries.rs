@@ -130,6 +130,20 @@ impl Store {
         .await?)
     }
 
+    /// Each destination's latest delivery: how it stands.
+    pub async fn destination_outcomes(&self) -> Result<Vec<DeliveryRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, job_id, destination, object, state, variant, sop_instance_uid, file, fallback_file,
+                    attempts, next_attempt_ms, last_status, last_error, created_ms, updated_ms, delivered_ms
+             FROM deliveries d
+             WHERE id = (SELECT id FROM deliveries WHERE destination = d.destination
+                         ORDER BY updated_ms DESC, id DESC LIMIT 1)
+             ORDER BY destination",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Records an attempt, audited. Returns how many of the job's deliveries are not
     /// delivered once it is recorded (counted in the same transaction, so that of two
     /// deliveries finishing together the later one sees none left).
@@ -253,6 +267,10 @@ mod tests {
         let sr = [delivery("pacs", ResultObject::Sr)];
         store.create_deliveries(job, &sr).await.unwrap();
         assert_eq!(store.job_deliveries(job).await.unwrap().len(), 3);
+        let latest = store.destination_outcomes().await.unwrap();
+        let names: Vec<_> = latest.iter().map(|d| d.destination.as_str()).collect();
+        assert_eq!(names, ["archive", "pacs"]);
+        assert_eq!(latest[1].object, ResultObject::Sr, "the newest of pacs'");
         assert_eq!(store.retry_job(job).await.unwrap(), (false, 1));
         // The instance's file and the two objects' files.
         assert_eq!(store.referenced_files().await.unwrap().len(), 3);

@@ -216,7 +216,10 @@ impl Store {
         let names: Vec<String> = sqlx::query_scalar(
             "SELECT file_name FROM instances
              UNION SELECT seg_file FROM jobs WHERE seg_file IS NOT NULL
-             UNION SELECT file FROM deliveries",
+             UNION SELECT file FROM deliveries
+             UNION SELECT json_extract(k.value, '$.file')
+               FROM jobs, json_each(jobs.summary, '$.key_images') AS k
+               WHERE json_extract(k.value, '$.file') IS NOT NULL",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -16,6 +16,8 @@ pub struct JobRow {
     pub reason: Option<String>,
     pub series_uid: Uid,
     pub study_uid: Uid,
+    pub patient_id: Option<String>,
+    pub accession_number: Option<String>,
     pub modality: Option<String>,
     pub series_description: Option<String>,
     /// The calling AE of the association that sent this job's revision.
@@ -31,6 +33,9 @@ pub struct JobRow {
     /// JSON object with per-stage timings and results.
     pub summary: Option<String>,
     pub seg_sop_instance_uid: Option<String>,
+    /// The SEG's spool file.
+    #[serde(skip)]
+    pub seg_file: Option<String>,
 }
 
 /// A job with the series facts that events about it carry.
@@ -71,6 +76,7 @@ pub struct JobQuery {
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
     pub study_uid: Option<String>,
+    pub accession_number: Option<String>,
     pub limit: i64,
     pub offset: i64,
 }
@@ -125,13 +131,14 @@ impl Store {
     /// Jobs matching `q`, newest first, paginated.
     pub async fn jobs(&self, q: &JobQuery) -> Result<Vec<JobRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT j.id, j.state, j.reason, s.series_uid, s.study_uid, s.modality, s.series_description,
+            "SELECT j.id, j.state, j.reason, s.series_uid, s.study_uid, s.patient_id, s.accession_number,
+                    s.modality, s.series_description,
                     j.calling_ae, j.series_revision, j.instance_count, j.superseded_by, j.created_ms, j.updated_ms,
-                    j.started_ms, j.finished_ms, j.error_code, j.summary, j.seg_sop_instance_uid
+                    j.started_ms, j.finished_ms, j.error_code, j.summary, j.seg_sop_instance_uid, j.seg_file
              FROM jobs j JOIN series s ON s.id = j.series_id
              WHERE (?1 IS NULL OR j.state = ?1) AND (?2 IS NULL OR j.created_ms >= ?2)
                AND (?3 IS NULL OR j.created_ms <= ?3) AND (?4 IS NULL OR s.study_uid = ?4)
-               AND (?7 IS NULL OR j.id = ?7)
+               AND (?7 IS NULL OR j.id = ?7) AND (?8 IS NULL OR s.accession_number = ?8)
              ORDER BY j.id DESC LIMIT ?5 OFFSET ?6",
         )
         .bind(q.state)
@@ -141,6 +148,7 @@ impl Store {
         .bind(q.limit)
         .bind(q.offset)
         .bind(q.id)
+        .bind(&q.accession_number)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -317,7 +325,7 @@ mod tests {
             state,
             reason: (state == JobState::Failed).then(|| "volume: a slice is missing".into()),
             error_code: (state == JobState::Failed).then(|| "missing_slice".into()),
-            summary: serde_json::json!({}),
+            summary: serde_json::json!({ "key_images": [{ "slice": 3, "file": "key-file" }] }),
             seg: (state == JobState::Succeeded).then(|| ("2.25.1".into(), "seg-file".into())),
         }
     }
@@ -350,6 +358,13 @@ mod tests {
             ..JobQuery::default()
         };
         assert!(store.jobs(&other_study).await.unwrap().is_empty());
+        let by_accession = |a: &str| JobQuery {
+            accession_number: Some(a.into()),
+            limit: 10,
+            ..JobQuery::default()
+        };
+        assert_eq!(store.jobs(&by_accession("A1")).await.unwrap().len(), 1);
+        assert!(store.jobs(&by_accession("A2")).await.unwrap().is_empty());
 
         assert_eq!(store.retry_job(id).await.unwrap(), (true, 0));
         assert_eq!(
@@ -367,6 +382,9 @@ mod tests {
             .unwrap();
         let row = store.job(id).await.unwrap().unwrap();
         assert_eq!(row.seg_sop_instance_uid.as_deref(), Some("2.25.1"));
+        // Its result files are referenced: the sweep at start keeps them.
+        let referenced = store.referenced_files().await.unwrap();
+        assert!(referenced.contains("seg-file") && referenced.contains("key-file"));
         assert!(store.mark_delivered(id).await.unwrap());
         assert!(!store.mark_delivered(id).await.unwrap());
         assert_eq!(

@@ -398,12 +398,16 @@ pub fn is_ready_file(f: &Path) -> bool {
 }
 
 /// The spool files of the jobs' results: each job with a SEG also has its measurement
-/// report.
+/// report and its key images.
 pub fn result_files(jobs: &[segnode::store::JobRow]) -> usize {
-    2 * jobs
-        .iter()
+    jobs.iter()
         .filter(|j| j.seg_sop_instance_uid.is_some())
-        .count()
+        .map(|j| {
+            let summary: serde_json::Value =
+                serde_json::from_str(j.summary.as_deref().unwrap_or("{}")).unwrap();
+            2 + summary["key_images"].as_array().map_or(0, Vec::len)
+        })
+        .sum()
 }
 
 /// Every job, newest first.

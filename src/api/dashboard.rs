@@ -1,0 +1,525 @@
+//! The dashboard: server-rendered HTML on the API's listener for the people who run the
+//! node and the radiologists who ask "has my study been processed?". Jobs (state, age,
+//! timings, organ volumes, deliveries; filtered by state, date and accession), a job's
+//! page with its key images and audit timeline, an audit search with CSV export, and
+//! the node's health. No JavaScript needed (pages refresh themselves); where it runs, a
+//! few lines refresh the content in place. No external resources (the hospital network
+//! has no internet). Same token as the API: `/dashboard/login?token=…` sets it as a
+//! cookie. Patient names are not shown unless configured.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::{ApiError, ApiResult, ApiState, Params, audit_filter, check_known, time_param};
+use crate::store::{AuditRow, DeliveryState, JobQuery, JobRow, JobState, format_ms, now_ms};
+
+/// The cookie that carries the token in a browser.
+pub const COOKIE: &str = "segnode_token";
+/// How often a page refreshes itself.
+const REFRESH_SECONDS: u32 = 10;
+
+/// Escapes text for HTML.
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// A whole page: navigation, the content in `<main>`, self-refresh.
+fn page(title: &str, main: &str) -> Response {
+    let html = format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title} · segnode</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<noscript><meta http-equiv="refresh" content="{REFRESH_SECONDS}"></noscript>
+<style>
+body{{font-family:system-ui,sans-serif;margin:0;color:#1b1f24;background:#f6f7f9}}
+nav{{background:#1f3b57;padding:.6em 1em}} nav a{{color:#fff;margin-right:1.2em;text-decoration:none;font-weight:600}}
+main{{padding:1em}} table{{border-collapse:collapse;background:#fff;margin:.5em 0 1.2em}}
+th,td{{border:1px solid #d0d5db;padding:.3em .6em;text-align:left;vertical-align:top}} th{{background:#e9edf1}}
+.state{{font-weight:600}} .failed{{color:#b00020}} .delivered,.succeeded{{color:#1b7f3b}} .queued,.running{{color:#8a5a00}}
+form{{margin:.5em 0 1em}} img.key{{max-width:512px;margin:.3em;border:1px solid #999}} .note{{color:#555}}
+</style></head>
+<body><nav><a href="/dashboard">Jobs</a><a href="/dashboard/audit">Audit</a><a href="/dashboard/health">Health</a></nav>
+<main id="main"><h1>{title}</h1>
+{main}</main>
+<script>
+setInterval(function(){{fetch(location.href,{{credentials:"same-origin"}}).then(function(r){{return r.text()}}).then(function(t){{
+var d=new DOMParser().parseFromString(t,"text/html").getElementById("main");if(d){{document.getElementById("main").innerHTML=d.innerHTML}}}})}},{REFRESH_SECONDS}000);
+</script></body></html>"#,
+        title = esc(title),
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+}
+
+/// The answer to a browser without the token: 401 and a form to give it.
+pub fn login_page() -> Response {
+    let mut response = page(
+        "Sign in",
+        r#"<p>The dashboard needs the node's API token.</p>
+<form action="/dashboard/login" method="get"><label>Token <input type="password" name="token"></label>
+<button>Sign in</button></form>"#,
+    );
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    response
+}
+
+/// `/dashboard/login?token=…[&next=/dashboard/…]`: with the right token, sets it as a
+/// cookie (HttpOnly, SameSite=Strict) and goes on to `next`.
+pub async fn login(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> Response {
+    let next = p
+        .get("next")
+        .filter(|n| n.starts_with("/dashboard") && !n.contains("//"))
+        .map_or("/dashboard", String::as_str);
+    match (&s.token, p.get("token")) {
+        (Some(token), Some(given)) if given == token => {
+            let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+            ([(header::SET_COOKIE, cookie)], Redirect::to(next)).into_response()
+        }
+        (None, _) => Redirect::to(next).into_response(),
+        _ => login_page(),
+    }
+}
+
+/// The token a browser sent in its cookie.
+pub fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+fn state_cell(state: JobState) -> String {
+    format!(r#"<span class="state {state}">{state}</span>"#)
+}
+
+fn summary_of(j: &JobRow) -> serde_json::Value {
+    j.summary
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default()
+}
+
+/// Organ volumes of a job, one per line.
+fn organs(summary: &serde_json::Value) -> String {
+    summary["organs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            format!(
+                "{} {:.1}&nbsp;ml",
+                esc(o["name"].as_str().unwrap_or_default()),
+                o["ml"].as_f64().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("<br>")
+}
+
+fn age(ms: i64) -> String {
+    let s = (now_ms() - ms).max(0) / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86_400 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
+}
+
+/// `/dashboard`: jobs, newest first, with filters.
+pub async fn jobs(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> ApiResult<Response> {
+    check_known(&p, &["state", "since", "accession"])?;
+    let non_empty = |k: &str| p.get(k).filter(|v| !v.is_empty());
+    let state = non_empty("state")
+        .map(|v| {
+            v.parse::<JobState>()
+                .map_err(|_| ApiError::bad_request(format!("{v:?} is not a job state")))
+        })
+        .transpose()?;
+    let since = match non_empty("since") {
+        Some(_) => time_param(&p, "since")?,
+        None => None,
+    };
+    let rows = s
+        .store
+        .jobs(&JobQuery {
+            state,
+            since_ms: since,
+            accession_number: non_empty("accession").cloned(),
+            limit: 200,
+            ..JobQuery::default()
+        })
+        .await?;
+    let mut html = String::from(
+        r#"<form method="get"><label>State <select name="state"><option value="">any</option>"#,
+    );
+    for st in JobState::ALL {
+        let selected = if state == Some(st) { " selected" } else { "" };
+        let _ = write!(html, r#"<option{selected}>{st}</option>"#);
+    }
+    let _ = write!(
+        html,
+        r#"</select></label> <label>Since <input name="since" type="date" value="{}"></label>
+<label>Accession <input name="accession" value="{}"></label> <button>Filter</button></form>
+<table id="jobs"><tr><th>Job</th><th>State</th><th>Age</th><th>Patient ID</th><th>Accession</th><th>Series</th><th>From</th><th>Organs</th><th>Time</th><th>Deliveries</th></tr>"#,
+        esc(non_empty("since").map_or("", String::as_str)),
+        esc(non_empty("accession").map_or("", String::as_str)),
+    );
+    for j in &rows {
+        let summary = summary_of(j);
+        let deliveries = s.store.job_deliveries(j.id).await?;
+        let count = |st| deliveries.iter().filter(|d| d.state == st).count();
+        let delivered = match deliveries.len() {
+            0 => "—".to_string(),
+            n => format!(
+                "{}/{n} delivered{}",
+                count(DeliveryState::Delivered),
+                match count(DeliveryState::Failed) {
+                    0 => String::new(),
+                    f => format!(", <span class=\"failed\">{f} failed</span>"),
+                }
+            ),
+        };
+        let total = summary["cascade"]["timings_ms"]["total"]
+            .as_f64()
+            .map_or(String::new(), |ms| format!("{:.1} s", ms / 1000.0));
+        let _ = write!(
+            html,
+            r#"<tr class="job" data-job="{id}"><td><a href="/dashboard/jobs/{id}">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{total}</td><td>{delivered}</td></tr>"#,
+            state_cell(j.state),
+            age(j.created_ms),
+            esc(j.patient_id.as_deref().unwrap_or("")),
+            esc(j.accession_number.as_deref().unwrap_or("")),
+            esc(j
+                .series_description
+                .as_deref()
+                .unwrap_or(j.series_uid.as_str())),
+            esc(&j.calling_ae),
+            organs(&summary),
+            id = j.id,
+        );
+    }
+    html.push_str("</table>");
+    if rows.is_empty() {
+        html.push_str(r#"<p class="note">No job matches.</p>"#);
+    }
+    Ok(page("Jobs", &html))
+}
+
+fn timeline(rows: &[AuditRow]) -> String {
+    let mut html =
+        String::from("<table id=\"timeline\"><tr><th>When</th><th>Event</th><th>Detail</th></tr>");
+    for r in rows {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            format_ms(r.at_ms),
+            r.event,
+            esc(&r.detail)
+        );
+    }
+    html.push_str("</table>");
+    html
+}
+
+/// `/dashboard/jobs/{id}`: one job, its organs, key images, deliveries and timeline.
+pub async fn job(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = super::job_id(&id)?;
+    let j = s
+        .store
+        .job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let summary = summary_of(&j);
+    let mut html = String::new();
+    let patient_name = if s.config.http.dashboard_patient_names {
+        patient_name(&s, &j).map_or(String::new(), |n| {
+            format!("<tr><th>Patient name</th><td>{}</td></tr>", esc(&n))
+        })
+    } else {
+        String::new()
+    };
+    let _ = write!(
+        html,
+        r#"<table id="job"><tr><th>State</th><td>{}</td></tr>{patient_name}<tr><th>Patient ID</th><td>{}</td></tr><tr><th>Accession</th><td>{}</td></tr>
+<tr><th>Series</th><td>{}<br><small>{}</small></td></tr><tr><th>From</th><td>{}</td></tr><tr><th>Instances</th><td>{}</td></tr>
+<tr><th>Created</th><td>{}</td></tr><tr><th>Reason</th><td>{}</td></tr><tr><th>SEG</th><td>{}</td></tr><tr><th>SR</th><td>{}</td></tr></table>"#,
+        state_cell(j.state),
+        esc(j.patient_id.as_deref().unwrap_or("")),
+        esc(j.accession_number.as_deref().unwrap_or("")),
+        esc(j.series_description.as_deref().unwrap_or("")),
+        j.series_uid,
+        esc(&j.calling_ae),
+        j.instance_count,
+        format_ms(j.created_ms),
+        esc(j.reason.as_deref().unwrap_or("")),
+        esc(j.seg_sop_instance_uid.as_deref().unwrap_or("")),
+        esc(summary["sr"]["sop_instance_uid"].as_str().unwrap_or("")),
+    );
+    if let Some(list) = summary["organs"].as_array() {
+        html.push_str("<h2>Organs</h2><table id=\"organs\"><tr><th>Organ</th><th>Volume (ml)</th><th>Mean HU</th><th>Min HU</th><th>Max HU</th></tr>");
+        for o in list {
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.0}</td><td>{:.0}</td></tr>",
+                esc(o["name"].as_str().unwrap_or_default()),
+                o["ml"].as_f64().unwrap_or_default(),
+                o["hu_mean"].as_f64().unwrap_or_default(),
+                o["hu_min"].as_f64().unwrap_or_default(),
+                o["hu_max"].as_f64().unwrap_or_default(),
+            );
+        }
+        html.push_str("</table>");
+    }
+    let keys = summary["key_images"].as_array().map_or(0, Vec::len);
+    if keys > 0 {
+        html.push_str(
+            "<h2>Key images</h2><p class=\"note\">Research result, not for diagnosis.</p>",
+        );
+        for n in 1..=keys {
+            let _ = write!(
+                html,
+                r#"<img class="key" src="/dashboard/jobs/{id}/key/{n}" alt="key image {n}" width="512">"#
+            );
+        }
+    }
+    if let Some(t) = summary["timings_ms"].as_object() {
+        html.push_str("<h2>Timings</h2><table id=\"timings\"><tr>");
+        for k in t.keys() {
+            let _ = write!(html, "<th>{}</th>", esc(k));
+        }
+        html.push_str("</tr><tr>");
+        for v in t.values() {
+            let _ = write!(html, "<td>{v}&nbsp;ms</td>");
+        }
+        html.push_str("</tr></table>");
+    }
+    let deliveries = s.store.job_deliveries(id).await?;
+    html.push_str("<h2>Deliveries</h2><table id=\"deliveries\"><tr><th>Destination</th><th>Object</th><th>State</th><th>Attempts</th><th>Last status / error</th></tr>");
+    for d in &deliveries {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{:?}</td><td>{:?}</td><td>{}</td><td>{}</td></tr>",
+            esc(&d.destination),
+            d.object,
+            d.state,
+            d.attempts,
+            esc(d
+                .last_error
+                .as_deref()
+                .or(d.last_status.as_deref())
+                .unwrap_or(""))
+        );
+    }
+    html.push_str("</table><h2>Timeline</h2>");
+    let rows = s
+        .store
+        .audit_query(&crate::store::AuditFilter {
+            job_id: Some(id),
+            ..Default::default()
+        })
+        .await?;
+    html.push_str(&timeline(&rows));
+    Ok(page(&format!("Job {id}"), &html))
+}
+
+/// The Patient's Name in the job's SEG, while the spool keeps it.
+fn patient_name(s: &ApiState, j: &JobRow) -> Option<String> {
+    let file = j.seg_file.as_deref()?;
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(s.config.spool_dir().join(file))
+        .ok()?;
+    obj.element(dicom_dictionary_std::tags::PATIENT_NAME)
+        .ok()?
+        .to_str()
+        .ok()
+        .map(|n| n.trim().replace('^', " "))
+}
+
+/// `/dashboard/jobs/{id}/key/{n}`: key image `n` (from 1) as PNG.
+pub async fn key_image(
+    State(s): State<Arc<ApiState>>,
+    Path((id, n)): Path<(String, usize)>,
+) -> ApiResult<Response> {
+    let id = super::job_id(&id)?;
+    let j = s
+        .store
+        .job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let file = summary_of(&j)["key_images"][n.saturating_sub(1)]["file"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| ApiError::not_found(format!("job {id} has no key image {n}")))?;
+    let path = s.config.spool_dir().join(file);
+    let png = tokio::task::spawn_blocking(move || key_image_png(&path))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("key image {n} of job {id} is no longer kept"))
+        })?;
+    Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
+}
+
+/// A key image's RGB pixels as PNG.
+fn key_image_png(path: &std::path::Path) -> Option<Vec<u8>> {
+    use dicom_dictionary_std::tags;
+    let obj = dicom_object::open_file(path).ok()?;
+    let int = |tag| obj.element(tag).ok()?.to_int::<u32>().ok();
+    let (rows, columns) = (int(tags::ROWS)?, int(tags::COLUMNS)?);
+    let pixels = obj.element(tags::PIXEL_DATA).ok()?.to_bytes().ok()?;
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, columns, rows);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().ok()?;
+    writer
+        .write_image_data(pixels.get(..(rows * columns * 3) as usize)?)
+        .ok()?;
+    writer.finish().ok()?;
+    Some(out)
+}
+
+/// `/dashboard/audit`: the audit search, with its CSV export.
+pub async fn audit(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> ApiResult<Response> {
+    let fields = [
+        "from",
+        "to",
+        "patient",
+        "accession",
+        "study",
+        "calling_ae",
+        "event",
+    ];
+    check_known(&p, &fields)?;
+    let given: Params = p.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+    let mut filter = audit_filter(&given).map_err(ApiError::bad_request)?;
+    filter.limit = Some(500);
+    let rows = s.store.audit_query(&filter).await?;
+    let mut html = String::from(r#"<form method="get">"#);
+    for f in fields {
+        let _ = write!(
+            html,
+            r#"<label>{f} <input name="{f}" value="{}"></label> "#,
+            esc(given.get(f).map_or("", String::as_str))
+        );
+    }
+    let query: String = given
+        .iter()
+        .map(|(k, v)| format!("&{}={}", k, percent(v)))
+        .collect();
+    let _ = write!(
+        html,
+        r#"<button>Search</button></form><p><a id="csv" href="/api/audit?format=csv{query}">Export CSV</a> · {} records (at most 500 shown)</p>"#,
+        rows.len()
+    );
+    html.push_str(&timeline(&rows));
+    Ok(page("Audit", &html))
+}
+
+/// Percent-encodes a query value.
+fn percent(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `/dashboard/health`: model, ONNX Runtime, disk, queue and destinations.
+pub async fn health(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
+    let counts = s.store.counts().await?;
+    let jobs_in = |state: JobState| {
+        counts
+            .iter()
+            .find(|(k, l, _)| k == "jobs" && l == state.as_str())
+            .map_or(0, |c| c.2)
+    };
+    let free = crate::spool::free_bytes(&s.config.spool_dir())
+        .map(|b| format!("{} MiB free", b / (1024 * 1024)))
+        .unwrap_or_else(|e| format!("unknown: {e}"));
+    let model = &s.model;
+    let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), String::from);
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        r#"<table id="health"><tr><th>Model</th><td>{}</td></tr><tr><th>ONNX Runtime</th><td>{}</td></tr>
+<tr><th>Spool disk</th><td>{}</td></tr><tr><th>Queue</th><td>{} queued, {} running</td></tr></table>
+<h2>Destinations</h2><table id="destinations"><tr><th>Destination</th><th>Last delivery</th><th>State</th><th>When</th><th>Status / error</th></tr>"#,
+        model
+            .as_ref()
+            .map_or("none configured".into(), |m| esc(&format!(
+                "{} {}",
+                text(&m["model"]),
+                text(&m["model_version"])
+            ))),
+        model
+            .as_ref()
+            .map_or(String::new(), |m| esc(&text(&m["onnxruntime_library"]))),
+        esc(&free),
+        jobs_in(JobState::Queued),
+        jobs_in(JobState::Running),
+    );
+    let outcomes = s.store.destination_outcomes().await?;
+    for d in &s.config.destinations {
+        let last = outcomes.iter().find(|o| o.destination == d.name);
+        let _ = write!(
+            html,
+            "<tr><td>{} ({}@{}:{})</td>{}</tr>",
+            esc(&d.name),
+            d.ae_title,
+            esc(&d.host),
+            d.port,
+            match last {
+                Some(o) => format!(
+                    "<td>job {} {:?}</td><td>{:?}</td><td>{}</td><td>{}</td>",
+                    o.job_id,
+                    o.object,
+                    o.state,
+                    format_ms(o.updated_ms),
+                    esc(o
+                        .last_error
+                        .as_deref()
+                        .or(o.last_status.as_deref())
+                        .unwrap_or(""))
+                ),
+                None => "<td colspan=\"4\">none yet</td>".into(),
+            }
+        );
+    }
+    html.push_str("</table>");
+    Ok(page("Health", &html))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_and_the_cookie_found() {
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; segnode_token=abc; b=2".parse().unwrap(),
+        );
+        assert_eq!(cookie_token(&h), Some("abc"));
+        assert_eq!(percent("a b/ü"), "a%20b%2F%C3%BC");
+    }
+}
