@@ -419,6 +419,7 @@ fn job_json(j: &crate::store::JobRow) -> serde_json::Value {
         .as_deref()
         .and_then(|s| serde_json::from_str(s).ok())
         .unwrap_or_default();
+    v["results"] = results(j, &v["summary"]);
     v["created"] = format_ms(j.created_ms).into();
     v
 }
@@ -493,15 +494,37 @@ async fn study(
     Ok(Json(serde_json::json!({
         "study_uid": uid,
         "result_available": has_result,
-        "series": latest.iter().map(|j| serde_json::json!({
-            "series_uid": j.series_uid,
-            "job_id": j.id,
-            "state": j.state,
-            "reason": j.reason,
-            "seg_sop_instance_uid": j.seg_sop_instance_uid,
-            "summary": j.summary.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()),
-        })).collect::<Vec<_>>(),
+        "series": latest.iter().map(|j| {
+            let summary = j.summary.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()).unwrap_or_default();
+            serde_json::json!({
+                "series_uid": j.series_uid,
+                "job_id": j.id,
+                "state": j.state,
+                "reason": j.reason,
+                "seg_sop_instance_uid": j.seg_sop_instance_uid,
+                "results": results(j, &summary),
+                "summary": summary,
+            })
+        }).collect::<Vec<_>>(),
     })))
+}
+
+/// The objects of a job's result and their UIDs: the SEG, the SR, the key images.
+fn results(j: &crate::store::JobRow, summary: &serde_json::Value) -> serde_json::Value {
+    let mut objects = Vec::new();
+    if let Some(uid) = &j.seg_sop_instance_uid {
+        objects.push(serde_json::json!({ "object": "seg", "sop_instance_uid": uid }));
+    }
+    if let Some(uid) = summary["sr"]["sop_instance_uid"].as_str() {
+        objects.push(serde_json::json!({ "object": "sr", "sop_instance_uid": uid }));
+    }
+    for k in summary["key_images"].as_array().into_iter().flatten() {
+        objects.push(serde_json::json!({
+            "object": "key_images",
+            "sop_instance_uid": k["sop_instance_uid"],
+        }));
+    }
+    objects.into()
 }
 
 fn audit_json(r: &AuditRow) -> serde_json::Value {
