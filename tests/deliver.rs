@@ -273,15 +273,16 @@ async fn retention_purges_the_instances_of_delivered_jobs_and_keeps_the_audit() 
         purged.detail
     );
     // The instances are gone (their rows at once, their files right after the commit
-    // that audits the purge); the SEG, the SR and every audit row stay.
+    // that audits the purge); the results (SEG, SR, key images) and every audit row stay.
+    let results = result_files(&all_jobs(&node.store).await);
     let objects = wait_for(Duration::from_secs(10), || async {
         let objects = files_under(&node.spool().join("objects"));
-        (objects.len() == 2).then_some(objects)
+        (objects.len() == results).then_some(objects)
     })
     .await;
     assert!(
         objects.is_some(),
-        "only the SEG and the SR are left: {:?}",
+        "only the {results} result files are left: {:?}",
         files_under(&node.spool().join("objects"))
     );
     assert!(
