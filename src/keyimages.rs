@@ -50,18 +50,25 @@ pub enum KeyImageError {
 /// The slices to show: for each organ, the slice where it covers most voxels; each
 /// slice once, in ascending z, at most [`MAX_IMAGES`] (the largest organs first).
 pub fn choose_slices(labels: &Grid<u8>, organs: &[Organ]) -> Vec<usize> {
-    let [depth, rows, columns] = labels.shape;
-    let plane = rows * columns;
+    use rayon::prelude::*;
+    let plane = labels.shape[1] * labels.shape[2];
+    // Voxels of each label on each slice, in one parallel pass.
+    let per_slice: Vec<[u32; 256]> = labels
+        .data
+        .par_chunks(plane.max(1))
+        .map(|slice| {
+            let mut counts = [0u32; 256];
+            for l in slice {
+                counts[usize::from(*l)] += 1;
+            }
+            counts
+        })
+        .collect();
     let mut by_size: Vec<&Organ> = organs.iter().filter(|o| o.voxels > 0).collect();
     by_size.sort_by_key(|o| std::cmp::Reverse(o.voxels));
     let mut slices = Vec::new();
     for organ in by_size {
-        let best = (0..depth).max_by_key(|z| {
-            labels.data[z * plane..(z + 1) * plane]
-                .iter()
-                .filter(|l| **l == organ.value)
-                .count()
-        });
+        let best = (0..per_slice.len()).max_by_key(|z| per_slice[*z][usize::from(organ.value)]);
         if let Some(z) = best.filter(|z| !slices.contains(z)) {
             slices.push(z);
         }

@@ -44,17 +44,22 @@ pub fn measure(
     model: &Manifest,
     seg: &EncodedSeg,
 ) -> Vec<Organ> {
-    let mut count = [0u64; 256];
-    let mut sum = [0f64; 256];
-    let mut min = [f32::INFINITY; 256];
-    let mut max = [f32::NEG_INFINITY; 256];
-    for (l, hu) in labels.data.iter().zip(&volume.data) {
-        let l = usize::from(*l);
-        count[l] += 1;
-        sum[l] += f64::from(*hu);
-        min[l] = min[l].min(*hu);
-        max[l] = max[l].max(*hu);
-    }
+    use rayon::prelude::*;
+    let plane = labels.shape[1] * labels.shape[2];
+    // One pass, a plane per task; background voxels (label 0) are skipped.
+    let stats = labels
+        .data
+        .par_chunks(plane.max(1))
+        .zip(volume.data.par_chunks(plane.max(1)))
+        .fold(Stats::new, |mut acc, (labels, hu)| {
+            for (l, v) in labels.iter().zip(hu) {
+                if *l != 0 {
+                    acc.add(usize::from(*l), *v);
+                }
+            }
+            acc
+        })
+        .reduce(Stats::new, Stats::merge);
     let voxel_ml = volume.geometry.spacing.iter().product::<f64>() / 1000.0;
     seg.segments
         .iter()
@@ -70,14 +75,50 @@ pub fn measure(
                 value: *value,
                 segment_number: i as u16 + 1,
                 name,
-                voxels: count[v],
-                ml: round2(count[v] as f64 * voxel_ml),
-                hu_mean: round2(sum[v] / count[v].max(1) as f64),
-                hu_min: f64::from(min[v]),
-                hu_max: f64::from(max[v]),
+                voxels: stats.count[v],
+                ml: round2(stats.count[v] as f64 * voxel_ml),
+                hu_mean: round2(stats.sum[v] / stats.count[v].max(1) as f64),
+                hu_min: f64::from(stats.min[v]),
+                hu_max: f64::from(stats.max[v]),
             }
         })
         .collect()
+}
+
+/// Per-label voxel count, HU sum, minimum and maximum.
+struct Stats {
+    count: [u64; 256],
+    sum: [f64; 256],
+    min: [f32; 256],
+    max: [f32; 256],
+}
+
+impl Stats {
+    fn new() -> Self {
+        Self {
+            count: [0; 256],
+            sum: [0.0; 256],
+            min: [f32::INFINITY; 256],
+            max: [f32::NEG_INFINITY; 256],
+        }
+    }
+
+    fn add(&mut self, label: usize, hu: f32) {
+        self.count[label] += 1;
+        self.sum[label] += f64::from(hu);
+        self.min[label] = self.min[label].min(hu);
+        self.max[label] = self.max[label].max(hu);
+    }
+
+    fn merge(mut self, other: Self) -> Self {
+        for l in 0..256 {
+            self.count[l] += other.count[l];
+            self.sum[l] += other.sum[l];
+            self.min[l] = self.min[l].min(other.min[l]);
+            self.max[l] = self.max[l].max(other.max[l]);
+        }
+        self
+    }
 }
 
 fn round2(v: f64) -> f64 {
