@@ -5,7 +5,7 @@
 //! statement that this is a research result. Marked as derived (Image Type DERIVED,
 //! Burned In Annotation YES, Derivation Description). UIDs derive from the SEG's. Pure.
 
-use dicom_core::{PrimitiveValue, VR};
+use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
@@ -255,7 +255,6 @@ pub fn encode(
         .map(|(i, z)| {
             let sop_instance_uid = derive(&format!("instance {z}"));
             let pixels = render(volume, labels, model, organs, z);
-            let source = &volume.slices[z];
             let mut o = InMemDicomObject::from_element_iter(patient_and_study(volume));
             let elements = [
                 el(tags::SOP_CLASS_UID, VR::UI, SECONDARY_CAPTURE_IMAGE_STORAGE),
@@ -293,42 +292,6 @@ pub fn encode(
                     PrimitiveValue::Strs(["DERIVED".to_string(), "SECONDARY".to_string()].into()),
                 ),
                 el(tags::BURNED_IN_ANNOTATION, VR::CS, "YES"),
-                el(
-                    tags::DERIVATION_DESCRIPTION,
-                    VR::ST,
-                    format!(
-                        "Source slice at {:.1} mm, soft-tissue window {}/{}, outlines of the \
-                         organs of SEG {} by {} {}: {organ_list}. {STATEMENT}.",
-                        source.position[2],
-                        WINDOW.0,
-                        WINDOW.1,
-                        seg.sop_instance_uid,
-                        model.name,
-                        model.version,
-                    ),
-                ),
-                seq(
-                    tags::SOURCE_IMAGE_SEQUENCE,
-                    vec![item(vec![
-                        el(
-                            tags::REFERENCED_SOP_CLASS_UID,
-                            VR::UI,
-                            source.sop_class_uid.as_str(),
-                        ),
-                        el(
-                            tags::REFERENCED_SOP_INSTANCE_UID,
-                            VR::UI,
-                            source.sop_instance_uid.as_str(),
-                        ),
-                        seq(
-                            tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-                            vec![dcm_code(
-                                "121322",
-                                "Source image for image processing operation",
-                            )],
-                        ),
-                    ])],
-                ),
                 el(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(3u16)),
                 el(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "RGB"),
                 el(
@@ -349,7 +312,12 @@ pub fn encode(
                 el(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00"),
                 el(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(pixels)),
             ];
-            for e in elements.into_iter().chain(made_by(equipment)) {
+            let derivation = derivation(volume, model, seg, z, &organ_list);
+            for e in elements
+                .into_iter()
+                .chain(derivation)
+                .chain(made_by(equipment))
+            {
                 o.put(e);
             }
             let mut file = part10::header(
@@ -369,6 +337,56 @@ pub fn encode(
             })
         })
         .collect()
+}
+
+/// How key image `z` was made: the Derivation Description (the source slice, the
+/// window, the SEG and the model, the organs, the statement) and the source slice.
+fn derivation(
+    volume: &Volume,
+    model: &Manifest,
+    seg: &EncodedSeg,
+    z: usize,
+    organ_list: &str,
+) -> [DataElement<InMemDicomObject>; 2] {
+    let source = &volume.slices[z];
+    [
+        el(
+            tags::DERIVATION_DESCRIPTION,
+            VR::ST,
+            format!(
+                "Source slice at {:.1} mm, soft-tissue window {}/{}, outlines of the \
+                 organs of SEG {} by {} {}: {organ_list}. {STATEMENT}.",
+                source.position[2],
+                WINDOW.0,
+                WINDOW.1,
+                seg.sop_instance_uid,
+                model.name,
+                model.version,
+            ),
+        ),
+        seq(
+            tags::SOURCE_IMAGE_SEQUENCE,
+            vec![item(vec![
+                el(
+                    tags::REFERENCED_SOP_CLASS_UID,
+                    VR::UI,
+                    source.sop_class_uid.as_str(),
+                ),
+                el(
+                    tags::REFERENCED_SOP_INSTANCE_UID,
+                    VR::UI,
+                    source.sop_instance_uid.as_str(),
+                ),
+                seq(
+                    tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+                    vec![dcm_code(
+                        "121322",
+                        "Source image for image processing operation",
+                    )],
+                ),
+            ])],
+        ),
+    ]
 }
 
 #[cfg(test)]
