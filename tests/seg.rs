@@ -48,18 +48,9 @@ fn binary_seg_of_the_real_series_is_valid_and_reads_back_exactly() {
 }
 
 fn check_sr(sr: &Path, seg: &Path) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_sr.py");
-    let out = std::process::Command::new(venv_python())
-        .arg(script)
-        .args([sr, seg])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "check_sr.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let (ok, report) = script_json("check_sr.py", &[sr, seg]);
+    assert!(ok, "{report}");
+    report
 }
 
 /// The measurement report passes dciodvfy, reads back in highdicom with each organ's

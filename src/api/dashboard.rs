@@ -14,7 +14,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::{ApiError, ApiResult, ApiState, Params, audit_filter, check_known, time_param};
+use super::{
+    AUDIT_FIELDS, ApiError, ApiResult, ApiState, Params, audit_filter, check_known, existing_job,
+    time_param,
+};
 use crate::store::{AuditRow, DeliveryState, JobQuery, JobRow, JobState, format_ms, now_ms};
 
 /// The cookie that carries the token in a browser.
@@ -233,12 +236,7 @@ fn timeline(rows: &[AuditRow]) -> String {
 
 /// `/dashboard/jobs/{id}`: one job, its organs, key images, deliveries and timeline.
 pub async fn job(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult<Response> {
-    let id = super::job_id(&id)?;
-    let j = s
-        .store
-        .job(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let (id, j) = existing_job(&s, &id).await?;
     let summary = summary_of(&j);
     let mut html = String::new();
     let patient_name = if s.config.http.dashboard_patient_names {
@@ -351,12 +349,7 @@ pub async fn key_image(
     State(s): State<Arc<ApiState>>,
     Path((id, n)): Path<(String, usize)>,
 ) -> ApiResult<Response> {
-    let id = super::job_id(&id)?;
-    let j = s
-        .store
-        .job(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let (id, j) = existing_job(&s, &id).await?;
     let file = summary_of(&j)["key_images"][n.saturating_sub(1)]["file"]
         .as_str()
         .map(String::from)
@@ -392,15 +385,7 @@ fn key_image_png(path: &std::path::Path) -> Option<Vec<u8>> {
 
 /// `/dashboard/audit`: the audit search, with its CSV export.
 pub async fn audit(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> ApiResult<Response> {
-    let fields = [
-        "from",
-        "to",
-        "patient",
-        "accession",
-        "study",
-        "calling_ae",
-        "event",
-    ];
+    let fields = AUDIT_FIELDS;
     check_known(&p, &fields)?;
     let given: Params = p.into_iter().filter(|(_, v)| !v.is_empty()).collect();
     let mut filter = audit_filter(&given).map_err(ApiError::bad_request)?;

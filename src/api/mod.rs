@@ -430,16 +430,22 @@ fn job_id(id: &str) -> ApiResult<JobId> {
         .map_err(|_| ApiError::bad_request(format!("{id:?} is not a job id")))
 }
 
-async fn job(
-    State(s): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let id = job_id(&id)?;
+/// The job a path names: 400 for a malformed id, 404 for an unknown one.
+async fn existing_job(s: &ApiState, id: &str) -> ApiResult<(JobId, crate::store::JobRow)> {
+    let id = job_id(id)?;
     let j = s
         .store
         .job(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    Ok((id, j))
+}
+
+async fn job(
+    State(s): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (id, j) = existing_job(&s, &id).await?;
     let deliveries = s.store.job_deliveries(id).await?;
     let timeline = s
         .store
@@ -534,6 +540,17 @@ fn audit_json(r: &AuditRow) -> serde_json::Value {
     v
 }
 
+/// The audit trail's query parameters (the CLI's options have the same names).
+const AUDIT_FIELDS: [&str; 7] = [
+    "from",
+    "to",
+    "patient",
+    "accession",
+    "study",
+    "calling_ae",
+    "event",
+];
+
 /// The audit filter from query parameters (shared with the CLI's names).
 pub fn audit_filter(p: &BTreeMap<String, String>) -> Result<AuditFilter, String> {
     let time = |name: &str| {
@@ -587,19 +604,8 @@ pub fn audit_csv(rows: &[AuditRow]) -> String {
 }
 
 async fn audit(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> ApiResult<Response> {
-    check_known(
-        &p,
-        &[
-            "from",
-            "to",
-            "patient",
-            "accession",
-            "study",
-            "calling_ae",
-            "event",
-            "format",
-        ],
-    )?;
+    let known: Vec<&str> = AUDIT_FIELDS.iter().copied().chain(["format"]).collect();
+    check_known(&p, &known)?;
     let filter = audit_filter(&p).map_err(ApiError::bad_request)?;
     let rows = s.store.audit_query(&filter).await?;
     match p.get("format").map_or("json", String::as_str) {

@@ -580,16 +580,26 @@ pub fn dciodvfy_errors(file: &Path) -> Vec<String> {
 /// Reads a SEG back with highdicom and dcmqi (scripts/check_seg.py) onto its source
 /// series; fails unless both give `labels` voxel for voxel. Returns the report.
 pub fn check_seg(seg: &Path, series: &Path, labels: &Path) -> serde_json::Value {
+    let (ok, report) = script_json("check_seg.py", &[seg, series, labels, "--dcmqi".as_ref()]);
+    assert!(ok, "SEG does not read back equal: {report}");
+    report
+}
+
+/// Runs one of `scripts/` in the `.venv` with `args`; returns whether it succeeded and
+/// the JSON report it printed.
+pub fn script_json(script: &str, args: &[&Path]) -> (bool, serde_json::Value) {
     let o = std::process::Command::new(venv_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_seg.py"))
-        .args([seg, series, labels])
-        .arg("--dcmqi")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("scripts")
+                .join(script),
+        )
+        .args(args)
         .output()
         .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|_| panic!("check_seg failed: {}", String::from_utf8_lossy(&o.stderr)));
-    assert!(o.status.success(), "SEG does not read back equal: {report}");
-    report
+    let report = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("{script} failed: {}", String::from_utf8_lossy(&o.stderr)));
+    (o.status.success(), report)
 }
 
 /// A CA and certificates it signs, in a temporary directory.
@@ -740,19 +750,12 @@ pub async fn read_pdu(socket: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
 /// Runs scripts/check_key_image.py on a key image (DICOM or PNG) against the label map
 /// `segnode run` wrote in `output`.
 pub fn check_key_image(image: &Path, output: &Path, slice: u64) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_key_image.py");
-    let out = std::process::Command::new(venv_python())
-        .arg(script)
-        .arg(image)
-        .arg(output.join("labels.u8"))
-        .arg(output.join("labels.json"))
-        .arg(slice.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let slice = PathBuf::from(slice.to_string());
+    let labels = [output.join("labels.u8"), output.join("labels.json")];
+    let (ok, report) = script_json(
+        "check_key_image.py",
+        &[image, &labels[0], &labels[1], &slice],
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    assert!(ok, "{report}");
+    report
 }
