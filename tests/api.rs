@@ -122,7 +122,7 @@ async fn a_processed_study_is_visible_through_every_endpoint_and_the_audit_cli()
     assert_eq!(s["series"][0]["state"], "delivered");
     assert_eq!(s["series"][0]["seg_sop_instance_uid"], seg_uid);
     // Every object of the result, with its UID.
-    let objects: Vec<&str> = s["series"][0]["results"]
+    let objects: Vec<&str> = s["series"][0]["objects"]
         .as_array()
         .unwrap()
         .iter()
@@ -130,7 +130,7 @@ async fn a_processed_study_is_visible_through_every_endpoint_and_the_audit_cli()
         .collect();
     assert_eq!(&objects[..2], ["seg", "sr"]);
     assert!(objects[2..].iter().all(|o| *o == "key_images") && objects.len() > 2);
-    assert_eq!(s["series"][0]["results"][0]["sop_instance_uid"], seg_uid);
+    assert_eq!(s["series"][0]["objects"][0]["sop_instance_uid"], seg_uid);
     assert!(
         s["series"][0]["summary"]["cascade"]["labels"][0]["ml"]
             .as_f64()

@@ -44,14 +44,27 @@ fn browse(url: &str, args: &[&str], profile: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// The status of a GET without credentials.
-async fn status_without_token(addr: std::net::SocketAddr, path: &str) -> String {
+/// The whole response to a request without credentials (`body`: a form to POST).
+async fn raw_http(addr: std::net::SocketAddr, path: &str, body: Option<&str>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let request = match body {
+        None => format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+        Some(b) => format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        ),
+    };
     s.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     s.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+/// The status line of a GET without credentials.
+async fn status_without_token(addr: std::net::SocketAddr, path: &str) -> String {
+    let response = raw_http(addr, path, None).await;
     response.lines().next().unwrap_or_default().to_string()
 }
 
@@ -74,24 +87,43 @@ async fn every_dashboard_page_shows_the_processed_study_in_a_browser() {
     let token = std::fs::read_to_string(&node.config.http.token_file).unwrap();
     let token = token.trim();
     let base = format!("http://{}", node.http);
-    let login = |next: &str| format!("{base}/dashboard/login?token={token}&next={next}");
+    let login = |next: &str| format!("{base}/ui/login?token={token}&next={next}");
     let profile = tempfile::tempdir().unwrap();
 
     // Without the token: 401, for pages, images and the API alike.
     for path in [
-        "/dashboard",
-        &format!("/dashboard/jobs/{}", job.id),
-        &format!("/dashboard/jobs/{}/key/1", job.id),
-        "/dashboard/audit",
-        "/dashboard/health",
+        "/ui/",
+        &format!("/ui/jobs/{}", job.id),
+        &format!("/ui/jobs/{}/key/1", job.id),
+        "/ui/audit",
+        "/ui/health",
         "/api/jobs",
     ] {
         let status = status_without_token(node.http, path).await;
         assert!(status.contains(" 401 "), "{path}: {status}");
     }
 
+    // `/` leads to the dashboard; its sign-in form sets the token as an HttpOnly cookie.
+    let root = raw_http(node.http, "/", None).await;
+    assert!(
+        root.contains(" 303 ") && root.contains("location: /ui/"),
+        "{root}"
+    );
+    let signed_in = raw_http(node.http, "/ui/login", Some(&format!("token={token}"))).await;
+    assert!(
+        signed_in.contains(&format!(
+            "set-cookie: segnode_token={token}; Path=/; HttpOnly; SameSite=Strict"
+        )),
+        "{signed_in}"
+    );
+    let refused = raw_http(node.http, "/ui/login", Some("token=wrong")).await;
+    assert!(
+        refused.starts_with("HTTP/1.1 401") && !refused.contains("set-cookie"),
+        "{refused}"
+    );
+
     // The job list: the job, its state, its organ volumes.
-    let dom = browse(&login("/dashboard"), &["--dump-dom"], profile.path());
+    let dom = browse(&login("/ui/"), &["--dump-dom"], profile.path());
     assert!(dom.contains(&format!("data-job=\"{}\"", job.id)), "{dom}");
     assert!(dom.contains("class=\"state delivered\""), "{dom}");
     let organs = summary["organs"].as_array().unwrap();
@@ -107,7 +139,7 @@ async fn every_dashboard_page_shows_the_processed_study_in_a_browser() {
     assert!(!dom.contains("Test^Abdomen"), "no patient name by default");
 
     // The job page: organs, key images, deliveries, timeline.
-    let job_page = login(&format!("/dashboard/jobs/{}", job.id));
+    let job_page = login(&format!("/ui/jobs/{}", job.id));
     let dom = browse(&job_page, &["--dump-dom"], profile.path());
     for needle in [
         "id=\"organs\"",
@@ -151,12 +183,12 @@ async fn every_dashboard_page_shows_the_processed_study_in_a_browser() {
     assert!(grey > 50_000, "no CT image visible: {grey} grey pixels");
 
     // The audit search and its CSV export; the health page.
-    let dom = browse(&login("/dashboard/audit"), &["--dump-dom"], profile.path());
+    let dom = browse(&login("/ui/audit"), &["--dump-dom"], profile.path());
     assert!(
         dom.contains("job_queued") && dom.contains("id=\"csv\""),
         "{dom}"
     );
-    let dom = browse(&login("/dashboard/health"), &["--dump-dom"], profile.path());
+    let dom = browse(&login("/ui/health"), &["--dump-dom"], profile.path());
     assert!(
         dom.contains("test-cascade") && dom.contains("pacs (PACS@127.0.0.1"),
         "{dom}"

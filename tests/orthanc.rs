@@ -112,7 +112,7 @@ async fn orthanc_routes_the_series_and_gets_the_seg_back_in_the_same_study() {
         "ORTHANC",
         orthanc_dicom,
         "ORTHANC",
-        "timeout_seconds = 10\nresults = [\"seg\", \"sr\", \"key_images\"]\n",
+        "timeout_seconds = 10\nobjects = [\"seg\", \"sr\", \"key_images\"]\n",
     );
     let node = TestNode::start_with_tail("", &tail).await;
     let orthanc = start_orthanc(

@@ -4,13 +4,13 @@
 //! page with its key images and audit timeline, an audit search with CSV export, and
 //! the node's health. No JavaScript needed (pages refresh themselves); where it runs, a
 //! few lines refresh the content in place. No external resources (the hospital network
-//! has no internet). Same token as the API: `/dashboard/login?token=…` sets it as a
-//! cookie. Patient names are not shown unless configured.
+//! has no internet). Under `/ui/` (`/` redirects there); same token as the API, sent as
+//! a bearer token or once through the login form, after which it lives in a cookie. Patient names are not shown unless configured.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
@@ -49,7 +49,7 @@ th,td{{border:1px solid #d0d5db;padding:.3em .6em;text-align:left;vertical-align
 .state{{font-weight:600}} .failed{{color:#b00020}} .delivered,.succeeded{{color:#1b7f3b}} .queued,.running{{color:#8a5a00}}
 form{{margin:.5em 0 1em}} img.key{{max-width:512px;margin:.3em;border:1px solid #999}} .note{{color:#555}}
 </style></head>
-<body><nav><a href="/dashboard">Jobs</a><a href="/dashboard/audit">Audit</a><a href="/dashboard/health">Health</a></nav>
+<body><nav><a href="/ui/">Jobs</a><a href="/ui/audit">Audit</a><a href="/ui/health">Health</a></nav>
 <main id="main"><h1>{title}</h1>
 {main}</main>
 <script>
@@ -66,20 +66,26 @@ pub fn login_page() -> Response {
     let mut response = page(
         "Sign in",
         r#"<p>The dashboard needs the node's API token.</p>
-<form action="/dashboard/login" method="get"><label>Token <input type="password" name="token"></label>
+<form action="/ui/login" method="post"><label>Token <input type="password" name="token"></label>
 <button>Sign in</button></form>"#,
     );
     *response.status_mut() = StatusCode::UNAUTHORIZED;
     response
 }
 
-/// `/dashboard/login?token=…[&next=/dashboard/…]`: with the right token, sets it as a
+/// The login form's answer (`POST /ui/login`, fields `token` and `next`), or the same as
+/// `GET /ui/login?token=…[&next=/ui/…]` for a link: with the right token, sets it as a
 /// cookie (HttpOnly, SameSite=Strict) and goes on to `next`.
+pub async fn login_form(state: State<Arc<ApiState>>, Form(p): Form<Params>) -> Response {
+    login(state, Query(p)).await
+}
+
+/// `GET /ui/login?token=…[&next=/ui/…]`: see [`login_form`].
 pub async fn login(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> Response {
     let next = p
         .get("next")
-        .filter(|n| n.starts_with("/dashboard") && !n.contains("//"))
-        .map_or("/dashboard", String::as_str);
+        .filter(|n| n.starts_with("/ui/") && !n.contains("//"))
+        .map_or("/ui/", String::as_str);
     match (&s.token, p.get("token")) {
         (Some(token), Some(given)) if given == token => {
             let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
@@ -138,7 +144,7 @@ fn age(ms: i64) -> String {
     }
 }
 
-/// `/dashboard`: jobs, newest first, with filters.
+/// `/ui/`: jobs, newest first, with filters.
 pub async fn jobs(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> ApiResult<Response> {
     check_known(&p, &["state", "since", "accession"])?;
     let non_empty = |k: &str| p.get(k).filter(|v| !v.is_empty());
@@ -197,7 +203,7 @@ pub async fn jobs(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> Ap
             .map_or(String::new(), |ms| format!("{:.1} s", ms / 1000.0));
         let _ = write!(
             html,
-            r#"<tr class="job" data-job="{id}"><td><a href="/dashboard/jobs/{id}">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{total}</td><td>{delivered}</td></tr>"#,
+            r#"<tr class="job" data-job="{id}"><td><a href="/ui/jobs/{id}">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{total}</td><td>{delivered}</td></tr>"#,
             state_cell(j.state),
             age(j.created_ms),
             esc(j.patient_id.as_deref().unwrap_or("")),
@@ -234,7 +240,7 @@ fn timeline(rows: &[AuditRow]) -> String {
     html
 }
 
-/// `/dashboard/jobs/{id}`: one job, its organs, key images, deliveries and timeline.
+/// `/ui/jobs/{id}`: one job, its organs, key images, deliveries and timeline.
 pub async fn job(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult<Response> {
     let (id, j) = existing_job(&s, &id).await?;
     let summary = summary_of(&j);
@@ -286,7 +292,7 @@ pub async fn job(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiR
         for n in 1..=keys {
             let _ = write!(
                 html,
-                r#"<img class="key" src="/dashboard/jobs/{id}/key/{n}" alt="key image {n}" width="512">"#
+                r#"<img class="key" src="/ui/jobs/{id}/key/{n}" alt="key image {n}" width="512">"#
             );
         }
     }
@@ -344,7 +350,7 @@ fn patient_name(s: &ApiState, j: &JobRow) -> Option<String> {
         .map(|n| n.trim().replace('^', " "))
 }
 
-/// `/dashboard/jobs/{id}/key/{n}`: key image `n` (from 1) as PNG.
+/// `/ui/jobs/{id}/key/{n}`: key image `n` (from 1) as PNG.
 pub async fn key_image(
     State(s): State<Arc<ApiState>>,
     Path((id, n)): Path<(String, usize)>,
@@ -383,7 +389,7 @@ fn key_image_png(path: &std::path::Path) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// `/dashboard/audit`: the audit search, with its CSV export.
+/// `/ui/audit`: the audit search, with its CSV export.
 pub async fn audit(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> ApiResult<Response> {
     let fields = AUDIT_FIELDS;
     check_known(&p, &fields)?;
@@ -424,7 +430,7 @@ fn percent(v: &str) -> String {
         .collect()
 }
 
-/// `/dashboard/health`: model, ONNX Runtime, disk, queue and destinations.
+/// `/ui/health`: model, ONNX Runtime, disk, queue and destinations.
 pub async fn health(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
     let counts = s.store.counts().await?;
     let jobs_in = |state: JobState| {

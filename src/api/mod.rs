@@ -95,11 +95,11 @@ type ApiResult<T> = Result<T, ApiError>;
 /// The router; tests drive it with `oneshot`.
 pub fn router(state: Arc<ApiState>) -> Router {
     let protected = Router::new()
-        .route("/dashboard", get(dashboard::jobs))
-        .route("/dashboard/jobs/{id}", get(dashboard::job))
-        .route("/dashboard/jobs/{id}/key/{n}", get(dashboard::key_image))
-        .route("/dashboard/audit", get(dashboard::audit))
-        .route("/dashboard/health", get(dashboard::health))
+        .route("/ui/", get(dashboard::jobs))
+        .route("/ui/jobs/{id}", get(dashboard::job))
+        .route("/ui/jobs/{id}/key/{n}", get(dashboard::key_image))
+        .route("/ui/audit", get(dashboard::audit))
+        .route("/ui/health", get(dashboard::health))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/jobs", get(list_jobs))
@@ -109,7 +109,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/audit", get(audit))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
-        .route("/dashboard/login", get(dashboard::login))
+        .route("/", get(|| async { axum::response::Redirect::to("/ui/") }))
+        .route(
+            "/ui/login",
+            get(dashboard::login).post(dashboard::login_form),
+        )
         .merge(protected)
         .with_state(state)
 }
@@ -205,7 +209,7 @@ async fn authenticate(
             .and_then(|v| v.strip_prefix("Bearer "))
             .or_else(|| dashboard::cookie_token(&headers));
         if given != Some(token.as_str()) {
-            if request.uri().path().starts_with("/dashboard") {
+            if request.uri().path().starts_with("/ui/") {
                 return dashboard::login_page();
             }
             return ApiError {
@@ -419,7 +423,7 @@ fn job_json(j: &crate::store::JobRow) -> serde_json::Value {
         .as_deref()
         .and_then(|s| serde_json::from_str(s).ok())
         .unwrap_or_default();
-    v["results"] = results(j, &v["summary"]);
+    v["objects"] = objects(j, &v["summary"]);
     v["created"] = format_ms(j.created_ms).into();
     v
 }
@@ -508,7 +512,7 @@ async fn study(
                 "state": j.state,
                 "reason": j.reason,
                 "seg_sop_instance_uid": j.seg_sop_instance_uid,
-                "results": results(j, &summary),
+                "objects": objects(j, &summary),
                 "summary": summary,
             })
         }).collect::<Vec<_>>(),
@@ -516,7 +520,7 @@ async fn study(
 }
 
 /// The objects of a job's result and their UIDs: the SEG, the SR, the key images.
-fn results(j: &crate::store::JobRow, summary: &serde_json::Value) -> serde_json::Value {
+fn objects(j: &crate::store::JobRow, summary: &serde_json::Value) -> serde_json::Value {
     let mut objects = Vec::new();
     if let Some(uid) = &j.seg_sop_instance_uid {
         objects.push(serde_json::json!({ "object": "seg", "sop_instance_uid": uid }));

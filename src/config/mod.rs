@@ -129,7 +129,7 @@ pub struct Destination {
     pub seg_type: SegType,
     /// The objects of a result this destination receives (default: the SEG and the
     /// measurement report).
-    pub results: Vec<ResultObject>,
+    pub objects: Vec<ResultObject>,
     /// Results of series sent by these calling AE titles go here.
     pub route_from: Vec<AeTitle>,
     /// Every result goes here.
@@ -564,7 +564,7 @@ fn destinations(
             host: d.host,
             port: d.port,
             seg_type: d.seg_type,
-            results: d.results,
+            objects: d.objects,
             route_from: d.route_from,
             fan_out: d.fan_out,
         });

@@ -97,8 +97,8 @@ pub(super) struct RawDestination {
     pub(super) calling_ae: Option<AeTitle>,
     #[serde(default)]
     pub(super) seg_type: SegType,
-    #[serde(default = "defaults::results")]
-    pub(super) results: Vec<ResultObject>,
+    #[serde(default = "defaults::objects")]
+    pub(super) objects: Vec<ResultObject>,
     #[serde(default)]
     pub(super) route_from: Vec<AeTitle>,
     #[serde(default)]
@@ -226,7 +226,7 @@ impl Default for RawEligibility {
 }
 
 pub(super) mod defaults {
-    pub fn results() -> Vec<crate::store::ResultObject> {
+    pub fn objects() -> Vec<crate::store::ResultObject> {
         vec![
             crate::store::ResultObject::Seg,
             crate::store::ResultObject::Sr,

@@ -213,7 +213,7 @@ impl Pipeline {
         tracing::info!(seg_sop_instance_uid = %binary_uid, sr_sop_instance_uid = %sr_uid, "SEG and SR written");
         let mut deliveries = Vec::new();
         for d in &destinations {
-            if d.results.contains(&ResultObject::KeyImages) {
+            if d.objects.contains(&ResultObject::KeyImages) {
                 deliveries.extend(keys.iter().map(|(uid, file)| NewDelivery {
                     destination: d.name.clone(),
                     object: ResultObject::KeyImages,
@@ -223,7 +223,7 @@ impl Pipeline {
                     fallback_file: None,
                 }));
             }
-            for object in &d.results {
+            for object in &d.objects {
                 deliveries.push(match object {
                     ResultObject::Seg => {
                         let (_, uid, file) = segs
