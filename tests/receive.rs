@@ -46,13 +46,21 @@ async fn storescu_real_series_is_spooled_and_queued() {
         let name = f.file_name().unwrap().to_string_lossy().to_string();
         assert!(!name.contains("1.2.826"), "{name} is built from a UID");
     }
-    // Received files are byte-identical data sets (JPEG 2000 kept as is).
-    let stored = std::fs::read(&files[0]).unwrap();
-    let meta = dicom_object::meta::FileMetaTable::from_reader(&stored[128..]).unwrap();
-    assert_eq!(
-        meta.transfer_syntax().trim_end_matches('\0'),
-        segnode::dicom::uid::ts::JPEG_2000_LOSSLESS
-    );
+    // Received files are byte-identical data sets (JPEG 2000 kept as is); the others in
+    // the spool are the job's results.
+    let mut instances = 0;
+    for f in &files {
+        let stored = std::fs::read(f).unwrap();
+        let meta = dicom_object::meta::FileMetaTable::from_reader(&stored[128..]).unwrap();
+        if meta.media_storage_sop_class_uid().trim_end_matches('\0') == CT_STORAGE {
+            instances += 1;
+            assert_eq!(
+                meta.transfer_syntax().trim_end_matches('\0'),
+                segnode::dicom::uid::ts::JPEG_2000_LOSSLESS
+            );
+        }
+    }
+    assert_eq!(instances, 20);
 
     // `segnode jobs --json` shows the job.
     let config = node.dir.path().join("segnode.toml");
