@@ -10,13 +10,12 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 use font8x8::UnicodeFonts;
-use sha2::{Digest, Sha256};
 
 use crate::cascade::manifest::Manifest;
 use crate::cascade::ops::Grid;
 use crate::dicom::part10;
 use crate::seg::iod::{dcm_code, el, item, made_by, patient_and_study, seq};
-use crate::seg::{EncodedSeg, Equipment, now_da_tm, uid_from};
+use crate::seg::{EncodedSeg, Equipment, derived_uid, now_da_tm};
 use crate::sr::Organ;
 use crate::volume::Volume;
 
@@ -233,13 +232,7 @@ pub fn encode(
         .study_instance_uid
         .clone()
         .ok_or(KeyImageError::MissingSource("Study Instance UID"))?;
-    let derive = |what: &str| {
-        let mut h = Sha256::new();
-        h.update(seg.sop_instance_uid.as_bytes());
-        h.update(b"\0key images\0");
-        h.update(what.as_bytes());
-        uid_from(h)
-    };
+    let derive = |what: &str| derived_uid(&seg.sop_instance_uid, "key images", what.as_bytes());
     let series_uid = derive("series");
     let (date, time) = now_da_tm();
     let [_, rows, columns] = volume.shape;

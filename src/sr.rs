@@ -16,7 +16,7 @@ use crate::cascade::manifest::{Code, Manifest};
 use crate::cascade::ops::Grid;
 use crate::dicom::part10;
 use crate::seg::iod::{code, dcm_code, ds, el, item, made_by, patient_and_study, seq};
-use crate::seg::{EncodedSeg, Equipment, SEGMENTATION_STORAGE, now_da_tm, uid_from};
+use crate::seg::{EncodedSeg, Equipment, SEGMENTATION_STORAGE, derived_uid, now_da_tm, uid_from};
 use crate::volume::Volume;
 
 /// Comprehensive 3D SR Storage.
@@ -160,15 +160,8 @@ pub fn encode(
         .series_instance_uid
         .clone()
         .ok_or(SrError::MissingSource("Series Instance UID"))?;
-    let derive = |what: &str| {
-        let mut h = Sha256::new();
-        h.update(seg.sop_instance_uid.as_bytes());
-        h.update(b"\0sr\0");
-        h.update(what.as_bytes());
-        uid_from(h)
-    };
-    let sop_instance_uid = derive("instance");
-    let series_instance_uid = derive("series");
+    let sop_instance_uid = derived_uid(&seg.sop_instance_uid, "sr", b"instance");
+    let series_instance_uid = derived_uid(&seg.sop_instance_uid, "sr", b"series");
     let (date, time) = now_da_tm();
 
     let mut o = InMemDicomObject::from_element_iter(patient_and_study(volume));
@@ -427,13 +420,7 @@ fn group(
 ) -> InMemDicomObject {
     let label = model.labels.iter().find(|l| l.value == organ.value);
     let finding = label.map_or_else(|| coded("DCM", "121071", "Finding"), |l| code(&l.kind));
-    let tracking_uid = {
-        let mut h = Sha256::new();
-        h.update(sop_instance_uid.as_bytes());
-        h.update(b"\0tracking\0");
-        h.update([organ.value]);
-        uid_from(h)
-    };
+    let tracking_uid = derived_uid(sop_instance_uid, "tracking", &[organ.value]);
     let hu = || coded("UCUM", "[hnsf'U]", "Hounsfield unit");
     let attenuation = |value: f64, derivation: InMemDicomObject| {
         num(

@@ -51,6 +51,22 @@ async fn wait_delivery(
     .unwrap_or_else(|| panic!("no {state:?} SEG delivery for job {job}"))
 }
 
+/// Waits until the job's SEG delivery is delivered and `inbox` holds the SEG and the SR.
+async fn wait_results_arrive(store: &Store, job: JobId, inbox: &std::path::Path) {
+    wait_delivery(
+        store,
+        job,
+        DeliveryState::Delivered,
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_for(Duration::from_secs(20), || async {
+        (files_under(inbox).len() == 2).then_some(())
+    })
+    .await
+    .expect("the SEG and the SR arrive");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_down_at_first_then_started_gets_the_seg() {
     let port = free_port();
@@ -122,18 +138,7 @@ async fn refusing_destination_is_retried_until_it_accepts() {
     .expect("rejections recorded");
     refusing.stop();
     let _scp = StoreScp::start(port, inbox.path(), &[]);
-    wait_delivery(
-        &node.store,
-        job,
-        DeliveryState::Delivered,
-        Duration::from_secs(20),
-    )
-    .await;
-    wait_for(Duration::from_secs(20), || async {
-        (files_under(inbox.path()).len() == 2).then_some(())
-    })
-    .await
-    .expect("the SEG and the SR arrive");
+    wait_results_arrive(&node.store, job, inbox.path()).await;
     node.stop().await;
 }
 
@@ -180,18 +185,7 @@ async fn slow_destination_times_out_without_hanging_and_retry_resends() {
     assert_eq!(deliveries, 2, "the SEG and the SR");
     let fresh = tempfile::tempdir().unwrap();
     let _scp = StoreScp::start(port, fresh.path(), &[]);
-    wait_delivery(
-        &node.store,
-        job,
-        DeliveryState::Delivered,
-        Duration::from_secs(20),
-    )
-    .await;
-    wait_for(Duration::from_secs(20), || async {
-        (files_under(fresh.path()).len() == 2).then_some(())
-    })
-    .await
-    .expect("the SEG and the SR are re-sent");
+    wait_results_arrive(&node.store, job, fresh.path()).await;
     let retries = node
         .store
         .audit_rows(Some(AuditKind::OperatorRetry))

@@ -104,6 +104,12 @@ impl CascadeError {
             CascadeError::Runtime(_) => "model_unavailable",
         }
     }
+
+    /// Whether the same volume may succeed later: the sessions' trouble, not a failed
+    /// inference on this input.
+    pub fn retryable(&self) -> bool {
+        !matches!(self, CascadeError::Runtime(RuntimeError::Run { .. }))
+    }
 }
 
 /// Where stage 2 runs.

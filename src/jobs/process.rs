@@ -156,7 +156,7 @@ impl StageError {
     /// Whether an operator's retry of the same series may succeed.
     pub fn retryable(&self) -> bool {
         match self {
-            StageError::Cascade(e) => e.code() == "model_unavailable",
+            StageError::Cascade(e) => e.retryable(),
             StageError::ModelLost | StageError::Internal { .. } => true,
             StageError::Unreadable { .. }
             | StageError::Volume(_)

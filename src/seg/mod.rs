@@ -115,6 +115,19 @@ pub(crate) fn uid_from(hasher: Sha256) -> String {
     format!("2.25.{value}")
 }
 
+/// A UID derived from another object's (`base`): what `object` calls `what`. The SR and
+/// the key images derive theirs from their SEG's, so that making the same result again
+/// gives the same instances.
+pub(crate) fn derived_uid(base: &str, object: &str, what: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(base.as_bytes());
+    h.update([0]);
+    h.update(object.as_bytes());
+    h.update([0]);
+    h.update(what);
+    uid_from(h)
+}
+
 /// The Frame of Reference UID for a source series that has none (files from archives
 /// and conversion tools often lack this Type 1 attribute): derived from its Series
 /// Instance UID, so that every result of the series, whenever made, shares one frame.
