@@ -183,11 +183,23 @@ pub async fn jobs(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> Ap
         esc(non_empty("since").map_or("", String::as_str)),
         esc(non_empty("accession").map_or("", String::as_str)),
     );
+    let states = match (rows.last(), rows.first()) {
+        (Some(first), Some(last)) => s.store.delivery_states(first.id, last.id).await?,
+        _ => Vec::new(),
+    };
     for j in &rows {
         let summary = summary_of(j);
-        let deliveries = s.store.job_deliveries(j.id).await?;
-        let count = |st| deliveries.iter().filter(|d| d.state == st).count();
-        let delivered = match deliveries.len() {
+        let count = |st: DeliveryState| {
+            states
+                .iter()
+                .filter(|(id, state, _)| *id == j.id && *state == st)
+                .map(|(_, _, n)| *n)
+                .sum::<i64>()
+        };
+        let all = count(DeliveryState::Pending)
+            + count(DeliveryState::Delivered)
+            + count(DeliveryState::Failed);
+        let delivered = match all {
             0 => "—".to_string(),
             n => format!(
                 "{}/{n} delivered{}",

@@ -130,6 +130,23 @@ impl Store {
         .await?)
     }
 
+    /// How many deliveries of each job with an id in `first..=last` are in each state,
+    /// in one query (a page of the job list).
+    pub async fn delivery_states(
+        &self,
+        first: JobId,
+        last: JobId,
+    ) -> Result<Vec<(JobId, DeliveryState, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT job_id, state, COUNT(*) FROM deliveries WHERE job_id BETWEEN ? AND ?
+             GROUP BY job_id, state",
+        )
+        .bind(first)
+        .bind(last)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Each destination's latest delivery: how it stands.
     pub async fn destination_outcomes(&self) -> Result<Vec<DeliveryRow>, StoreError> {
         Ok(sqlx::query_as(
@@ -267,6 +284,26 @@ mod tests {
         let sr = [delivery("pacs", ResultObject::Sr)];
         store.create_deliveries(job, &sr).await.unwrap();
         assert_eq!(store.job_deliveries(job).await.unwrap().len(), 3);
+        let states = store.delivery_states(job, job).await.unwrap();
+        assert!(
+            states.contains(&(job, DeliveryState::Delivered, 1)),
+            "{states:?}"
+        );
+        assert!(
+            states.contains(&(job, DeliveryState::Failed, 1)),
+            "{states:?}"
+        );
+        assert!(
+            states.contains(&(job, DeliveryState::Pending, 1)),
+            "{states:?}"
+        );
+        assert!(
+            store
+                .delivery_states(JobId(job.0 + 1), JobId(job.0 + 9))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let latest = store.destination_outcomes().await.unwrap();
         let names: Vec<_> = latest.iter().map(|d| d.destination.as_str()).collect();
         assert_eq!(names, ["archive", "pacs"]);
