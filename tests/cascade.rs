@@ -200,7 +200,7 @@ fn a_volume_smaller_than_a_patch_is_padded_not_refused() {
     let volume = assemble(dir.path());
     let seg = cascade_for(&test_model()).run(&volume).unwrap();
     assert_eq!(seg.labels.shape, [3, 8, 8]);
-    assert_eq!(seg.summary.stage1_grid, [2, 1, 1]);
+    assert_eq!(seg.summary.stage1_grid, Some([2, 1, 1]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

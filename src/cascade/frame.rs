@@ -9,10 +9,9 @@
 
 use std::fmt;
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::ops::Grid;
+use super::ops::{self, Grid};
 
 /// One patient direction: a patient axis (0 = x, right to left; 1 = y, anterior to
 /// posterior; 2 = z, feet to head) and whether the index grows along it.
@@ -184,45 +183,7 @@ impl Mapping {
 
     /// The source array `data` of `shape`, rearranged into the model's frame.
     pub fn apply<T: Copy + Send + Sync>(&self, data: &[T], shape: [usize; 3]) -> Grid<T> {
-        let out_shape = self.permute(shape);
-        let stride = [shape[1] * shape[2], shape[2], 1];
-        // Where model voxel (0, 0, 0) is in the source, and the source step per model
-        // index along each model axis.
-        let mut base = 0isize;
-        let mut step = [0isize; 3];
-        for m in 0..3 {
-            let s = stride[self.axes[m]] as isize;
-            if self.reversed[m] {
-                base += (shape[self.axes[m]] as isize - 1) * s;
-                step[m] = -s;
-            } else {
-                step[m] = s;
-            }
-        }
-        let Some(&first) = data.first() else {
-            return Grid {
-                shape: out_shape,
-                data: Vec::new(),
-            };
-        };
-        let plane = out_shape[1] * out_shape[2];
-        let mut out = vec![first; data.len()];
-        out.par_chunks_mut(plane)
-            .enumerate()
-            .for_each(|(z, chunk)| {
-                let zbase = base + z as isize * step[0];
-                for (y, row) in chunk.chunks_mut(out_shape[2]).enumerate() {
-                    let mut i = zbase + y as isize * step[1];
-                    for v in row {
-                        *v = data[i as usize];
-                        i += step[2];
-                    }
-                }
-            });
-        Grid {
-            shape: out_shape,
-            data: out,
-        }
+        ops::rearrange(data, shape, self.axes, self.reversed)
     }
 }
 

@@ -1,8 +1,10 @@
-//! The model manifest, `onnx/<model>/model.toml`: what a cascade is (two stages, their
-//! ONNX files with checksums, grids, HU windows, patches and blending), how the stage-1
-//! region becomes the stage-2 region, the post-processing, and the labels with their
-//! coded meaning (SNOMED CT) and display colours. Parsed strictly and validated; the
-//! files and checksums are verified before any session is created.
+//! The model manifest, `onnx/<model>/model.toml`: what a cascade is (an optional coarse
+//! stage 1 and a stage 2, their ONNX files with checksums, grids, HU windows, patches
+//! and blending), how the stage-1 region becomes the stage-2 region, the
+//! post-processing, and the labels with their coded meaning (SNOMED CT) and display
+//! colours. A stage runs segnode's own pipeline or nnU-Net v2's ([`Pipeline`]); an
+//! nnU-Net stage may be an ensemble of folds. Parsed strictly and validated; the files
+//! and checksums are verified before any session is created.
 
 use std::path::{Path, PathBuf};
 
@@ -22,36 +24,96 @@ pub struct Manifest {
     /// The anatomical frame the networks were trained in: the patient direction each
     /// array axis (z, y, x) grows towards, e.g. "SPL" (head, back, left).
     pub frame: Frame,
-    pub stage1: Stage,
+    /// The coarse stage that finds the region; without it stage 2 runs on the whole
+    /// series (a single-stage model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage1: Option<Stage>,
     pub stage2: Stage,
-    pub cascade: CascadeRules,
+    /// How stage 1's region restricts stage 2; required with a stage 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<CascadeRules>,
     #[serde(default)]
     pub postprocess: PostProcess,
     pub labels: Vec<Label>,
 }
 
-/// One network and how to feed it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// How a stage turns a volume into labels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pipeline {
+    /// segnode's own (see [`super::ops`]): linear resampling, windowed HU, its sliding
+    /// window over the stage-1 region.
+    #[default]
+    Segnode,
+    /// nnU-Net v2's inference, step for step (see [`super::nnunet`]): transpose, crop to
+    /// the non-zero box, normalise, third-order spline resampling, nnU-Net's sliding
+    /// window and Gaussian, mirroring, the folds' mean, logits back by linear resampling.
+    Nnunet,
+}
+
+/// One ONNX file and its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Stage {
+pub struct Network {
     /// ONNX file, relative to the model folder.
     pub file: String,
     /// Its SHA-256, hex.
     pub sha256: String,
+}
+
+/// One network (or an ensemble of folds) and how to feed it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub pipeline: Pipeline,
+    /// The network: one ONNX file ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// ... or an ensemble whose logits are averaged (nnU-Net's folds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folds: Vec<Network>,
     pub input: String,
     pub output: String,
-    /// Target voxel spacing (z, y, x) in mm; or `downsample` instead.
+    /// Target voxel spacing (z, y, x) in mm; or `downsample` instead. For an nnU-Net
+    /// stage, in its transposed axis order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spacing_mm: Option<[f64; 3]>,
     /// Downsampling factor per axis from the source spacing (1 = native grid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downsample: Option<f64>,
-    /// HU window [low, high] the input is clipped to.
+    /// HU window [low, high] the input is clipped to (nnU-Net's CT normalisation: the
+    /// training foreground's 0.5 and 99.5 percentiles).
     pub hu_window: [f32; 2],
     pub normalization: Normalization,
+    /// Mean and standard deviation of `normalization = "ct"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<f32>,
     /// Patch size (z, y, x) of the sliding window; the network's input shape.
     pub patch: [usize; 3],
     /// Fraction of a patch that neighbouring patches overlap, in [0, 0.9].
     pub overlap: f64,
     pub blending: Blending,
+    /// nnU-Net's `transpose_forward`: the network's axis `i` is the frame's axis
+    /// `transpose[i]` (its `transpose_backward` is the inverse permutation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transpose: Option<[usize; 3]>,
+    /// Test-time mirroring: the axes (of the network's input) whose every combination
+    /// of flips is also predicted and averaged in; empty for none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirror_axes: Vec<usize>,
+    /// Stage 1 only: the frame its network was trained in, where not the model's (a
+    /// coarse stage of another model in front of an imported one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<Frame>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// How stage 1 restricts stage 2.
@@ -139,7 +201,7 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads and validates `dir/model.toml` and checks both ONNX files' checksums.
+    /// Loads and validates `dir/model.toml` and checks every ONNX file's checksum.
     pub fn load(dir: &Path) -> Result<Self, ManifestError> {
         let path = dir.join("model.toml");
         let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
@@ -160,25 +222,25 @@ impl Model {
             dir: dir.to_path_buf(),
             manifest,
         };
-        for stage in [&model.manifest.stage1, &model.manifest.stage2] {
-            model.verify(stage)?;
+        for network in model.manifest.networks() {
+            model.verify(&network)?;
         }
         Ok(model)
     }
 
-    pub fn stage_path(&self, stage: &Stage) -> PathBuf {
-        self.dir.join(&stage.file)
+    pub fn path(&self, network: &Network) -> PathBuf {
+        self.dir.join(&network.file)
     }
 
-    fn verify(&self, stage: &Stage) -> Result<(), ManifestError> {
-        let path = self.stage_path(stage);
+    fn verify(&self, network: &Network) -> Result<(), ManifestError> {
+        let path = self.path(network);
         let bytes =
             std::fs::read(&path).map_err(|_| ManifestError::MissingFile { path: path.clone() })?;
-        let found = format!("{:x}", Sha256::digest(&bytes));
-        if !found.eq_ignore_ascii_case(&stage.sha256) {
+        let found = sha256_hex(&bytes);
+        if !found.eq_ignore_ascii_case(&network.sha256) {
             return Err(ManifestError::Checksum {
                 path,
-                expected: stage.sha256.clone(),
+                expected: network.sha256.clone(),
                 found,
             });
         }
@@ -197,32 +259,46 @@ impl Model {
     }
 }
 
+/// A file's SHA-256, lowercase hex, as manifests give it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
 impl Manifest {
-    fn validate(&self) -> Result<(), String> {
-        for (name, s) in [("stage1", &self.stage1), ("stage2", &self.stage2)] {
-            match (s.spacing_mm, s.downsample) {
-                (Some(sp), None) if sp.iter().all(|v| *v > 0.0 && v.is_finite()) => {}
-                (None, Some(f)) if f > 0.0 && f.is_finite() => {}
-                _ => {
-                    return Err(format!(
-                        "{name}: give either spacing_mm (positive) or downsample (positive)"
-                    ));
-                }
-            }
-            if s.hu_window[0] >= s.hu_window[1] {
-                return Err(format!(
-                    "{name}: hu_window must be [low, high] with low < high"
-                ));
-            }
-            if s.patch.contains(&0) {
-                return Err(format!("{name}: patch sizes must be positive"));
-            }
-            if !(0.0..=0.9).contains(&s.overlap) {
-                return Err(format!("{name}: overlap must be within 0..=0.9"));
-            }
-            if s.sha256.len() != 64 || !s.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!("{name}: sha256 must be 64 hex digits"));
-            }
+    /// The stages that exist, with their names: stage 1 (if any), then stage 2.
+    pub fn stages(&self) -> Vec<(&'static str, &Stage)> {
+        let mut stages = Vec::new();
+        if let Some(s) = &self.stage1 {
+            stages.push(("stage1", s));
+        }
+        stages.push(("stage2", &self.stage2));
+        stages
+    }
+
+    /// Every ONNX file of the model, stage 1's first.
+    pub fn networks(&self) -> Vec<Network> {
+        self.stages()
+            .into_iter()
+            .flat_map(|(_, s)| s.networks())
+            .collect()
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.stage1.is_some() != self.cascade.is_some() {
+            return Err("a [stage1] needs [cascade] rules, and [cascade] needs a [stage1]".into());
+        }
+        if self
+            .stage1
+            .as_ref()
+            .is_some_and(|s| s.pipeline != Pipeline::Segnode)
+        {
+            return Err("stage1: only the segnode pipeline finds a region".into());
+        }
+        for (name, s) in self.stages() {
+            s.validate().map_err(|reason| format!("{name}: {reason}"))?;
+        }
+        if self.stage2.frame.is_some() {
+            return Err("stage2: its frame is the model's `frame`".into());
         }
         if self.labels.is_empty() {
             return Err("no labels".into());
@@ -237,6 +313,81 @@ impl Manifest {
 }
 
 impl Stage {
+    /// The stage's networks: its one file, or its folds.
+    pub fn networks(&self) -> Vec<Network> {
+        match (&self.file, &self.sha256) {
+            (Some(file), Some(sha256)) => vec![Network {
+                file: file.clone(),
+                sha256: sha256.clone(),
+            }],
+            _ => self.folds.clone(),
+        }
+    }
+
+    /// The (mean, std) of `normalization = "ct"`.
+    pub fn stats(&self) -> Option<[f32; 2]> {
+        self.mean.zip(self.std).map(|(m, s)| [m, s])
+    }
+
+    /// The network's axis order: nnU-Net's `transpose_forward`, else the frame's.
+    pub fn transpose(&self) -> [usize; 3] {
+        self.transpose.unwrap_or([0, 1, 2])
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let s = self;
+        match (&s.file, &s.sha256, s.folds.is_empty()) {
+            (Some(_), Some(_), true) | (None, None, false) => {}
+            _ => return Err("give either file and sha256, or folds".into()),
+        }
+        for network in s.networks() {
+            if network.sha256.len() != 64 || !network.sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(format!("{}: sha256 must be 64 hex digits", network.file));
+            }
+        }
+        match (s.spacing_mm, s.downsample) {
+            (Some(sp), None) if sp.iter().all(|v| *v > 0.0 && v.is_finite()) => {}
+            (None, Some(f)) if f > 0.0 && f.is_finite() => {}
+            _ => return Err("give either spacing_mm (positive) or downsample (positive)".into()),
+        }
+        if s.hu_window[0] >= s.hu_window[1] {
+            return Err("hu_window must be [low, high] with low < high".into());
+        }
+        if s.patch.contains(&0) {
+            return Err("patch sizes must be positive".into());
+        }
+        if !(0.0..=0.9).contains(&s.overlap) {
+            return Err("overlap must be within 0..=0.9".into());
+        }
+        if s.normalization == Normalization::Ct
+            && !(s.mean.is_some_and(f32::is_finite) && s.std.is_some_and(|v| v.is_finite()))
+        {
+            return Err("normalization \"ct\" needs a finite mean and std".into());
+        }
+        let mut axes = s.transpose();
+        axes.sort_unstable();
+        if axes != [0, 1, 2] {
+            return Err("transpose must be a permutation of [0, 1, 2]".into());
+        }
+        let mut mirror = s.mirror_axes.clone();
+        mirror.sort_unstable();
+        mirror.dedup();
+        if mirror.len() != s.mirror_axes.len() || mirror.iter().any(|a| *a > 2) {
+            return Err("mirror_axes must be distinct axes among 0, 1, 2".into());
+        }
+        if s.pipeline == Pipeline::Segnode {
+            if s.networks().len() != 1 || s.transpose.is_some() || !s.mirror_axes.is_empty() {
+                return Err(
+                    "folds, transpose and mirror_axes belong to the nnunet pipeline".into(),
+                );
+            }
+        } else if s.spacing_mm.is_none() {
+            return Err("the nnunet pipeline needs spacing_mm".into());
+        }
+        Ok(())
+    }
+
     /// The stage's voxel spacing for a source of `source` spacing.
     pub fn spacing(&self, source: [f64; 3]) -> [f64; 3] {
         match (self.spacing_mm, self.downsample) {

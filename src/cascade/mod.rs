@@ -1,14 +1,18 @@
 //! The two-stage cascade of Roth et al. 2018: stage 1 segments a coarse grid to find
 //! where the organs are; stage 2 labels, on its finer grid, only the voxels inside the
-//! stage-1 candidate region (dilated, intersected with the body mask). Everything a
-//! model needs is in its manifest ([`manifest`]); the array operations are in [`ops`],
-//! ONNX Runtime in [`runtime`]. Every series is first mapped into the anatomical frame
+//! stage-1 candidate region (dilated, intersected with the body mask). A model without
+//! a stage 1 runs stage 2 on the whole series; a stage 2 may be an nnU-Net v2 model run
+//! as nnU-Net runs it ([`nnunet`]), on the box of stage 1's region when there is one.
+//! Everything a model needs is in its manifest ([`manifest`]); the array operations are
+//! in [`ops`], ONNX Runtime in [`runtime`]. Every series is first mapped into the anatomical frame
 //! the model was trained in and its label map mapped back ([`frame`]), so a feet-first
 //! or prone patient reaches the network as the head-first supine one it learned. No
 //! DICOM here: a [`Volume`] in, a label map aligned with it out.
 
 pub mod frame;
+pub mod import;
 pub mod manifest;
+mod nnunet;
 pub mod ops;
 pub mod runtime;
 
@@ -18,7 +22,7 @@ use serde::Serialize;
 
 use crate::volume::Volume;
 use frame::{Frame, Mapping};
-use manifest::{Model, Stage};
+use manifest::{Model, Pipeline, Stage};
 use ops::Grid;
 use runtime::{Provider, RuntimeError, StageSession};
 
@@ -71,9 +75,10 @@ pub fn open_cascades(
         execution_provider: config.provider,
         model: m.name.clone(),
         model_version: m.version.clone(),
-        files: [&m.stage1, &m.stage2]
+        files: m
+            .networks()
             .iter()
-            .map(|s| (model.stage_path(s).display().to_string(), s.sha256.clone()))
+            .map(|n| (model.path(n).display().to_string(), n.sha256.clone()))
             .collect(),
         labels: m
             .labels
@@ -121,11 +126,11 @@ pub enum Scope {
     Everywhere,
 }
 
-/// A model's two sessions, owned by one worker.
+/// A model's sessions, owned by one worker: stage 1's (if any), one per stage-2 fold.
 pub struct Cascade {
     pub model: Model,
-    stage1: StageSession,
-    stage2: StageSession,
+    stage1: Option<StageSession>,
+    stage2: Vec<StageSession>,
 }
 
 /// Per-label result.
@@ -142,15 +147,19 @@ pub struct LabelVolume {
 pub struct CascadeSummary {
     pub model: String,
     pub model_version: String,
-    /// SHA-256 of each stage's ONNX file (stage 1, stage 2).
-    pub model_sha256: [String; 2],
+    /// SHA-256 of each ONNX file (stage 1's, then stage 2's folds).
+    pub model_sha256: Vec<String>,
+    /// How stage 2 ran: segnode's pipeline or nnU-Net's.
+    pub pipeline: Pipeline,
     /// The series' frame, the model's, and how one was mapped into the other.
     pub frame: FrameSummary,
     /// Milliseconds per step.
     pub timings_ms: serde_json::Map<String, serde_json::Value>,
-    pub stage1_grid: [usize; 3],
+    /// Stage 1's grid; none for a single-stage model.
+    pub stage1_grid: Option<[usize; 3]>,
     pub stage2_grid: [usize; 3],
-    /// Fraction of the stage-2 grid inside the candidate region (what stage 2 labels).
+    /// Fraction of the stage-2 grid inside the candidate region (what stage 2 labels;
+    /// for nnU-Net, the fraction of the series inside its crop).
     pub stage2_region_fraction: f64,
     /// Fraction of the stage-2 grid covered by the patches stage 2 ran.
     pub stage2_patch_fraction: f64,
@@ -185,24 +194,43 @@ pub struct SessionOptions {
     pub provider: Provider,
 }
 
+/// The series in the model's frame: its voxels, shape and spacing.
+struct Framed<'a> {
+    data: &'a [f32],
+    shape: [usize; 3],
+    spacing: [f64; 3],
+}
+
+/// Stage 2's labels on the series' grid (in the model's frame), post-processed.
+struct Stage2 {
+    labels: Grid<u8>,
+    counts: [u64; 256],
+}
+
 impl Cascade {
-    /// Creates both sessions and checks them against the manifest.
+    /// Creates the sessions and checks them against the manifest.
     pub fn open(model: Model, options: SessionOptions) -> Result<Self, RuntimeError> {
         let m = &model.manifest;
-        let stage1 = StageSession::open(
-            &model,
-            &m.stage1,
-            None,
-            options.intra_threads,
-            options.provider,
-        )?;
-        let stage2 = StageSession::open(
-            &model,
-            &m.stage2,
-            Some(model.classes()),
-            options.intra_threads,
-            options.provider,
-        )?;
+        let session = |stage: &Stage, network: &manifest::Network, classes| {
+            StageSession::open(
+                model.path(network),
+                stage,
+                classes,
+                options.intra_threads,
+                options.provider,
+            )
+        };
+        let stage1 = m
+            .stage1
+            .as_ref()
+            .map(|s| session(s, &s.networks()[0], None))
+            .transpose()?;
+        let stage2 = m
+            .stage2
+            .networks()
+            .iter()
+            .map(|n| session(&m.stage2, n, Some(model.classes())))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             model,
             stage1,
@@ -223,22 +251,16 @@ impl Cascade {
     ) -> Result<Segmentation, CascadeError> {
         let m = self.model.manifest.clone();
         let started = Instant::now();
-        let mut timings = serde_json::Map::new();
-        let mut lap = {
-            let mut t = Instant::now();
-            move |timings: &mut serde_json::Map<String, serde_json::Value>, name: &str| {
-                timings.insert(
-                    name.into(),
-                    (t.elapsed().as_secs_f64() * 1000.0).round().into(),
-                );
-                t = Instant::now();
-            }
-        };
+        let mut timings = Timings::new();
         // Into the model's frame: transposes and flips only, nothing resampled.
         let mapping = Mapping::new(Frame::nearest(&volume.geometry.direction), m.frame);
         let mapped;
-        let (data, shape, spacing) = if mapping.is_identity() {
-            (&volume.data[..], volume.shape, volume.geometry.spacing)
+        let series = if mapping.is_identity() {
+            Framed {
+                data: &volume.data,
+                shape: volume.shape,
+                spacing: volume.geometry.spacing,
+            }
         } else {
             tracing::info!(
                 source = %mapping.source,
@@ -247,42 +269,30 @@ impl Cascade {
                 "series mapped into the model's frame"
             );
             mapped = mapping.apply(&volume.data, volume.shape);
-            lap(&mut timings, "to_model_frame");
-            (
-                &mapped.data[..],
-                mapped.shape,
-                mapping.permute(volume.geometry.spacing),
-            )
-        };
-        let grid1 = ops::target_shape(shape, spacing, m.stage1.spacing(spacing));
-        let grid2 = ops::target_shape(shape, spacing, m.stage2.spacing(spacing));
-
-        let candidate = match scope {
-            Scope::Cascade => {
-                let mut x1 = ops::resample_linear(data, shape, grid1);
-                let pad1 = ops::normalize(&mut x1, m.stage1.hu_window, m.stage1.normalization);
-                lap(&mut timings, "stage1_prepare");
-                let (labels1, _) = infer(&mut self.stage1, &m.stage1, &x1, pad1, None)?;
-                lap(&mut timings, "stage1_inference");
-                Grid {
-                    shape: grid1,
-                    data: labels1.data.iter().map(|l| *l > 0).collect(),
-                }
+            timings.lap("to_model_frame");
+            Framed {
+                data: &mapped.data,
+                shape: mapped.shape,
+                spacing: mapping.permute(volume.geometry.spacing),
             }
-            Scope::Everywhere => Grid::filled(grid1, true),
         };
         let mut summary = CascadeSummary {
             model: m.name.clone(),
             model_version: m.version.clone(),
-            model_sha256: [m.stage1.sha256.clone(), m.stage2.sha256.clone()],
+            model_sha256: m.networks().into_iter().map(|n| n.sha256).collect(),
+            pipeline: m.stage2.pipeline,
             frame: FrameSummary {
                 source: mapping.source,
                 model: mapping.model,
                 mapping: mapping.describe(),
             },
             timings_ms: serde_json::Map::new(),
-            stage1_grid: grid1,
-            stage2_grid: grid2,
+            stage1_grid: None,
+            stage2_grid: ops::target_shape(
+                series.shape,
+                series.spacing,
+                m.stage2.spacing(series.spacing),
+            ),
             stage2_region_fraction: 0.0,
             stage2_patch_fraction: 0.0,
             stage2_patches_run: 0,
@@ -290,48 +300,39 @@ impl Cascade {
             labels: Vec::new(),
             empty: true,
         };
-        let mut counts = [0u64; 256];
-        let mut labels = None;
-        if candidate.data.iter().any(|v| *v) {
-            let hu2 = ops::resample_linear(data, shape, grid2);
-            let mut region = ops::dilate(
-                &ops::resample_nearest(&candidate.data, grid1, grid2),
-                m.cascade.dilation_voxels,
-            );
-            if m.cascade.body_mask && scope == Scope::Cascade {
-                let body = body_mask(&hu2, m.cascade.body_threshold_hu);
-                region
-                    .data
-                    .iter_mut()
-                    .zip(&body.data)
-                    .for_each(|(r, b)| *r &= *b);
-            }
-            let mut x2 = hu2;
-            let pad2 = ops::normalize(&mut x2, m.stage2.hu_window, m.stage2.normalization);
-            lap(&mut timings, "region");
-            let (labels2, coverage) = infer(&mut self.stage2, &m.stage2, &x2, pad2, Some(&region))?;
-            lap(&mut timings, "stage2_inference");
-            let evaluated = region.data.iter().filter(|v| **v).count();
-            summary.stage2_region_fraction = evaluated as f64 / region.len() as f64;
-            summary.stage2_patch_fraction = coverage.covered as f64 / region.len() as f64;
-            summary.stage2_patches_run = coverage.run;
-            summary.stage2_patches_total = coverage.total;
-            // Post-processing runs on the stage-2 grid (components and holes are the same
-            // shapes there, at a fraction of the cost), then labels go to the native grid.
-            let mut labels2 = labels2;
-            postprocess(&mut labels2, &m);
-            lap(&mut timings, "postprocess");
-            counts = native_counts(&labels2, shape);
-            let native = ops::resample_nearest(&labels2.data, grid2, shape);
-            labels = Some(if mapping.is_identity() {
-                native
-            } else {
-                mapping.inverse().apply(&native.data, native.shape)
+        let candidate = match (&m.stage1, &mut self.stage1, scope) {
+            (Some(stage), Some(session), Scope::Cascade) => Some(stage1_region(
+                session,
+                stage,
+                m.frame,
+                &series,
+                &mut summary,
+                &mut timings,
+            )?),
+            _ => None,
+        };
+        let mut stage2 = None;
+        if candidate.as_ref().is_none_or(|c| c.data.iter().any(|v| *v)) {
+            stage2 = Some(match m.stage2.pipeline {
+                Pipeline::Segnode => {
+                    self.segnode_stage2(&series, candidate, &mut summary, &mut timings)?
+                }
+                Pipeline::Nnunet => {
+                    self.nnunet_stage2(&series, candidate, &mut summary, &mut timings)?
+                }
             });
-            lap(&mut timings, "to_native_grid");
         }
-        let labels = labels.unwrap_or_else(|| Grid::filled(volume.shape, 0u8));
-        let voxel_ml = spacing.iter().product::<f64>() / 1000.0;
+        let counts = stage2.as_ref().map_or([0u64; 256], |s| s.counts);
+        let labels = match stage2 {
+            Some(s) if mapping.is_identity() => s.labels,
+            Some(s) => {
+                let back = mapping.inverse().apply(&s.labels.data, s.labels.shape);
+                timings.lap("to_series_frame");
+                back
+            }
+            None => Grid::filled(volume.shape, 0u8),
+        };
+        let voxel_ml = series.spacing.iter().product::<f64>() / 1000.0;
         summary.labels = m
             .labels
             .iter()
@@ -343,12 +344,182 @@ impl Cascade {
             })
             .collect();
         summary.empty = summary.labels.iter().all(|l| l.voxels == 0);
-        timings.insert(
-            "total".into(),
-            (started.elapsed().as_secs_f64() * 1000.0).round().into(),
-        );
-        summary.timings_ms = timings;
+        summary.timings_ms = timings.finish(started);
         Ok(Segmentation { labels, summary })
+    }
+
+    /// segnode's stage 2: on its grid, inside the candidate region (dilated, within
+    /// the body), or everywhere without one; post-processed there, then labels to the
+    /// series' grid.
+    fn segnode_stage2(
+        &mut self,
+        series: &Framed,
+        candidate: Option<Grid<bool>>,
+        summary: &mut CascadeSummary,
+        timings: &mut Timings,
+    ) -> Result<Stage2, CascadeError> {
+        let m = &self.model.manifest;
+        let grid2 = summary.stage2_grid;
+        let hu2 = ops::resample_linear(series.data, series.shape, grid2);
+        let region = match (&candidate, &m.cascade) {
+            (Some(c), Some(rules)) => {
+                let mut region = ops::dilate(
+                    &ops::resample_nearest(&c.data, c.shape, grid2),
+                    rules.dilation_voxels,
+                );
+                if rules.body_mask {
+                    let body = body_mask(&hu2, rules.body_threshold_hu);
+                    region
+                        .data
+                        .iter_mut()
+                        .zip(&body.data)
+                        .for_each(|(r, b)| *r &= *b);
+                }
+                region
+            }
+            _ => Grid::filled(grid2, true),
+        };
+        let mut x2 = hu2;
+        let stage = &m.stage2;
+        let pad2 = ops::normalize(
+            &mut x2.data,
+            stage.hu_window,
+            stage.normalization,
+            stage.stats(),
+        );
+        timings.lap("region");
+        let (mut labels2, coverage) = infer(&mut self.stage2[0], stage, &x2, pad2, Some(&region))?;
+        timings.lap("stage2_inference");
+        let evaluated = region.data.iter().filter(|v| **v).count();
+        summary.stage2_region_fraction = evaluated as f64 / region.len() as f64;
+        summary.stage2_patch_fraction = coverage.covered as f64 / region.len() as f64;
+        summary.stage2_patches_run = coverage.run;
+        summary.stage2_patches_total = coverage.total;
+        // Post-processing runs on the stage-2 grid (components and holes are the same
+        // shapes there, at a fraction of the cost), then labels go to the native grid.
+        postprocess(&mut labels2, m);
+        timings.lap("postprocess");
+        let counts = native_counts(&labels2, series.shape);
+        let labels = ops::resample_nearest(&labels2.data, grid2, series.shape);
+        timings.lap("to_native_grid");
+        Ok(Stage2 { labels, counts })
+    }
+
+    /// nnU-Net's stage 2 on the series' grid, within the box of stage 1's region
+    /// (dilated by the cascade's voxels at stage 2's spacing) when there is one.
+    fn nnunet_stage2(
+        &mut self,
+        series: &Framed,
+        candidate: Option<Grid<bool>>,
+        summary: &mut CascadeSummary,
+        timings: &mut Timings,
+    ) -> Result<Stage2, CascadeError> {
+        let m = &self.model.manifest;
+        let target = m.stage2.spacing(series.spacing);
+        let within = candidate.as_ref().and_then(bounding_box).map(|(lo, hi)| {
+            let grid1 = candidate.as_ref().map_or(series.shape, |c| c.shape);
+            let margin = m.cascade.as_ref().map_or(0, |r| r.dilation_voxels) as f64;
+            let scale = |i: usize| series.shape[i] as f64 / grid1[i] as f64;
+            let pad = |i: usize| (margin * target[i] / series.spacing[i]).ceil();
+            let lo: [usize; 3] = std::array::from_fn(|i| {
+                (lo[i] as f64 * scale(i) - pad(i)).floor().max(0.0) as usize
+            });
+            let hi: [usize; 3] = std::array::from_fn(|i| {
+                (((hi[i] + 1) as f64 * scale(i) + pad(i)).ceil() as usize).min(series.shape[i])
+            });
+            (lo, hi)
+        });
+        let prediction = nnunet::predict(
+            &mut self.stage2,
+            &m.stage2,
+            series.data,
+            series.shape,
+            series.spacing,
+            within,
+            timings,
+        )?;
+        summary.stage2_grid = prediction.grid;
+        summary.stage2_region_fraction = prediction.crop_fraction;
+        summary.stage2_patch_fraction = prediction.crop_fraction;
+        summary.stage2_patches_run = prediction.patches;
+        summary.stage2_patches_total = prediction.patches;
+        let mut labels = prediction.labels;
+        postprocess(&mut labels, m);
+        timings.lap("postprocess");
+        let mut counts = [0u64; 256];
+        labels
+            .data
+            .iter()
+            .for_each(|l| counts[usize::from(*l)] += 1);
+        Ok(Stage2 { labels, counts })
+    }
+}
+
+/// Stage 1's candidate region on its grid, in the model's frame: the series goes into
+/// stage 1's own frame when it has one, and the region comes back.
+fn stage1_region(
+    session: &mut StageSession,
+    stage: &Stage,
+    model_frame: Frame,
+    series: &Framed,
+    summary: &mut CascadeSummary,
+    timings: &mut Timings,
+) -> Result<Grid<bool>, CascadeError> {
+    let into = Mapping::new(model_frame, stage.frame.unwrap_or(model_frame));
+    let own;
+    let (data, shape, spacing) = if into.is_identity() {
+        (series.data, series.shape, series.spacing)
+    } else {
+        own = into.apply(series.data, series.shape);
+        (&own.data[..], own.shape, into.permute(series.spacing))
+    };
+    let grid1 = ops::target_shape(shape, spacing, stage.spacing(spacing));
+    summary.stage1_grid = Some(grid1);
+    let mut x1 = ops::resample_linear(data, shape, grid1);
+    let pad1 = ops::normalize(
+        &mut x1.data,
+        stage.hu_window,
+        stage.normalization,
+        stage.stats(),
+    );
+    timings.lap("stage1_prepare");
+    let (labels1, _) = infer(session, stage, &x1, pad1, None)?;
+    timings.lap("stage1_inference");
+    let region: Vec<bool> = labels1.data.iter().map(|l| *l > 0).collect();
+    Ok(if into.is_identity() {
+        Grid {
+            shape: grid1,
+            data: region,
+        }
+    } else {
+        into.inverse().apply(&region, grid1)
+    })
+}
+
+/// Milliseconds per step of a run, each step timed from the end of the one before.
+pub(crate) struct Timings {
+    map: serde_json::Map<String, serde_json::Value>,
+    since: Instant,
+}
+
+impl Timings {
+    fn new() -> Self {
+        Self {
+            map: serde_json::Map::new(),
+            since: Instant::now(),
+        }
+    }
+
+    pub(crate) fn lap(&mut self, name: &str) {
+        let ms = (self.since.elapsed().as_secs_f64() * 1000.0).round();
+        self.map.insert(name.into(), ms.into());
+        self.since = Instant::now();
+    }
+
+    fn finish(mut self, started: Instant) -> serde_json::Map<String, serde_json::Value> {
+        let total = (started.elapsed().as_secs_f64() * 1000.0).round();
+        self.map.insert("total".into(), total.into());
+        self.map
     }
 }
 

@@ -70,6 +70,55 @@ fn map_lines<T: Copy, U: Copy + Default>(
     out
 }
 
+/// The array `data` of `shape` with its axes rearranged: output axis `i` is input axis
+/// `axes[i]`, reversed where `reversed[i]`. Exact and invertible.
+pub fn rearrange<T: Copy + Send + Sync>(
+    data: &[T],
+    shape: [usize; 3],
+    axes: [usize; 3],
+    reversed: [bool; 3],
+) -> Grid<T> {
+    let out_shape: [usize; 3] = std::array::from_fn(|i| shape[axes[i]]);
+    let stride = [shape[1] * shape[2], shape[2], 1];
+    // Where output voxel (0, 0, 0) is in the input, and the input step per output index
+    // along each output axis.
+    let mut base = 0isize;
+    let mut step = [0isize; 3];
+    for m in 0..3 {
+        let s = stride[axes[m]] as isize;
+        if reversed[m] {
+            base += (shape[axes[m]] as isize - 1) * s;
+            step[m] = -s;
+        } else {
+            step[m] = s;
+        }
+    }
+    let Some(&first) = data.first() else {
+        return Grid {
+            shape: out_shape,
+            data: Vec::new(),
+        };
+    };
+    let plane = out_shape[1] * out_shape[2];
+    let mut out = vec![first; data.len()];
+    out.par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(z, chunk)| {
+            let zbase = base + z as isize * step[0];
+            for (y, row) in chunk.chunks_mut(out_shape[2]).enumerate() {
+                let mut i = zbase + y as isize * step[1];
+                for v in row {
+                    *v = data[i as usize];
+                    i += step[2];
+                }
+            }
+        });
+    Grid {
+        shape: out_shape,
+        data: out,
+    }
+}
+
 /// The grid shape that covers `shape` voxels of `spacing` mm at `target` mm.
 pub fn target_shape(shape: [usize; 3], spacing: [f64; 3], target: [f64; 3]) -> [usize; 3] {
     std::array::from_fn(|i| ((shape[i] as f64 * spacing[i] / target[i]).round() as usize).max(1))
@@ -205,20 +254,31 @@ pub enum Normalization {
     /// Clip to the window, subtract the mean and divide by the standard deviation of
     /// the clipped volume (zero mean, unit variance).
     Zscore,
+    /// Clip to the window, subtract a fixed mean and divide by a fixed standard
+    /// deviation (nnU-Net's CT normalisation, with the training foreground's).
+    Ct,
 }
 
 /// Normalises HU in place; returns the value a voxel at the window's low end gets
-/// (used to pad volumes smaller than a patch).
-pub fn normalize(g: &mut Grid<f32>, window: [f32; 2], mode: Normalization) -> f32 {
+/// (used to pad volumes smaller than a patch). `stats` is the (mean, std) of
+/// [`Normalization::Ct`].
+pub fn normalize(
+    g: &mut [f32],
+    window: [f32; 2],
+    mode: Normalization,
+    stats: Option<[f32; 2]>,
+) -> f32 {
     let [lo, hi] = window;
-    g.data.iter_mut().for_each(|v| *v = v.clamp(lo, hi));
-    let (offset, scale) = match mode {
-        Normalization::Window => (f64::from(lo + hi) / 2.0, f64::from(hi - lo) / 2.0),
-        Normalization::Zscore => {
-            let n = g.data.len().max(1) as f64;
-            let mean = g.data.iter().map(|v| f64::from(*v)).sum::<f64>() / n;
+    g.iter_mut().for_each(|v| *v = v.clamp(lo, hi));
+    let (offset, scale) = match (mode, stats) {
+        (Normalization::Ct, Some([mean, std])) => (f64::from(mean), f64::from(std).max(1e-8)),
+        (Normalization::Window | Normalization::Ct, _) => {
+            (f64::from(lo + hi) / 2.0, f64::from(hi - lo) / 2.0)
+        }
+        (Normalization::Zscore, _) => {
+            let n = g.len().max(1) as f64;
+            let mean = g.iter().map(|v| f64::from(*v)).sum::<f64>() / n;
             let var = g
-                .data
                 .iter()
                 .map(|v| (f64::from(*v) - mean).powi(2))
                 .sum::<f64>()
@@ -227,7 +287,7 @@ pub fn normalize(g: &mut Grid<f32>, window: [f32; 2], mode: Normalization) -> f3
         }
     };
     let (offset, scale) = (offset as f32, scale as f32);
-    g.data.iter_mut().for_each(|v| *v = (*v - offset) / scale);
+    g.iter_mut().for_each(|v| *v = (*v - offset) / scale);
     (lo - offset) / scale
 }
 
@@ -477,12 +537,22 @@ mod tests {
     #[test]
     fn windowing() {
         let mut g = line(&[-1000.0, -500.0, 0.0, 250.0, 2000.0]);
-        let pad = normalize(&mut g, [-500.0, 500.0], Normalization::Window);
+        let pad = normalize(&mut g.data, [-500.0, 500.0], Normalization::Window, None);
         assert_eq!(g.data, vec![-1.0, -1.0, 0.0, 0.5, 1.0]);
         assert_eq!(pad, -1.0);
         let mut z = line(&[0.0, 10.0]);
-        normalize(&mut z, [-100.0, 100.0], Normalization::Zscore);
+        normalize(&mut z.data, [-100.0, 100.0], Normalization::Zscore, None);
         assert_eq!(z.data, vec![-1.0, 1.0]);
+        // nnU-Net's CT normalisation: clip, then a fixed mean and std.
+        let mut ct = line(&[-1000.0, 40.0, 90.0]);
+        let pad = normalize(
+            &mut ct.data,
+            [-60.0, 100.0],
+            Normalization::Ct,
+            Some([40.0, 50.0]),
+        );
+        assert_eq!(ct.data, vec![-2.0, 0.0, 1.0]);
+        assert_eq!(pad, -2.0);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use ort::session::Session;
 use ort::value::Tensor;
 use serde::Serialize;
 
-use super::manifest::{Model, Stage};
+use super::manifest::Stage;
 
 /// The execution provider sessions run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
@@ -114,18 +114,20 @@ pub struct StageSession {
     output: String,
     pub patch: [usize; 3],
     pub classes: usize,
+    /// Whether the batch size is free (else 1): mirrored patches run as one batch.
+    batched: bool,
 }
 
 impl StageSession {
-    /// Creates the session and checks input/output names, ranks and fixed sizes.
+    /// Creates the session of `stage`'s network at `path` and checks input/output
+    /// names, ranks and fixed sizes.
     pub fn open(
-        model: &Model,
+        path: PathBuf,
         stage: &Stage,
         classes: Option<usize>,
         threads: usize,
         provider: Provider,
     ) -> Result<Self, RuntimeError> {
-        let path = model.stage_path(stage);
         let failed = |reason: String| RuntimeError::Session {
             path: path.clone(),
             reason,
@@ -211,18 +213,33 @@ impl StageSession {
             patch: stage.patch,
             classes,
             path,
+            batched: input[0] < 0,
         })
     }
 
     /// Runs one patch (z, y, x) and returns the logits, (classes, z, y, x).
     pub fn run(&mut self, patch: Vec<f32>) -> Result<Vec<f32>, RuntimeError> {
+        self.run_batch(patch, 1)
+    }
+
+    /// Runs `n` patches laid one after the other and returns their logits likewise,
+    /// (n, classes, z, y, x): in one call when the network takes a batch, else one by one.
+    pub fn run_batch(&mut self, patches: Vec<f32>, n: usize) -> Result<Vec<f32>, RuntimeError> {
+        if n > 1 && !self.batched {
+            let size = patches.len() / n;
+            let mut logits = Vec::with_capacity(n * self.classes * size);
+            for patch in patches.chunks(size) {
+                logits.extend(self.run_batch(patch.to_vec(), 1)?);
+            }
+            return Ok(logits);
+        }
         let [z, y, x] = self.patch;
         let failed = |reason: String| RuntimeError::Run {
             path: self.path.clone(),
             reason,
         };
         let tensor =
-            Tensor::from_array(([1usize, 1, z, y, x], patch)).map_err(|e| failed(e.to_string()))?;
+            Tensor::from_array(([n, 1, z, y, x], patches)).map_err(|e| failed(e.to_string()))?;
         let outputs = self
             .session
             .run(ort::inputs![self.input.as_str() => tensor])
@@ -230,7 +247,7 @@ impl StageSession {
         let (shape, logits) = outputs[self.output.as_str()]
             .try_extract_tensor::<f32>()
             .map_err(|e| failed(e.to_string()))?;
-        let expected = [1, self.classes as i64, z as i64, y as i64, x as i64];
+        let expected = [n as i64, self.classes as i64, z as i64, y as i64, x as i64];
         if shape.iter().copied().ne(expected) {
             return Err(failed(format!(
                 "output shape {shape:?}, expected {expected:?}"

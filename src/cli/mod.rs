@@ -1,5 +1,8 @@
-//! The command line: `serve`, `check`, `jobs`, `echo`, `send`. Each command goes
-//! through the public stage APIs (`node`, `store`, `deliver`), never into internals.
+//! The command line: `serve`, `check`, `jobs`, `echo`, `send`, `run`,
+//! `import-nnunet`. Each command goes through the public stage APIs (`node`, `store`,
+//! `deliver`, `cascade`), never into internals.
+
+mod import;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -141,6 +144,7 @@ pub enum Command {
         #[arg(long, default_value = "SEGNODE")]
         calling_ae: String,
     },
+    ImportNnunet(import::ImportArgs),
 }
 
 /// Runs a parsed command line; `env` is the process environment (for overrides).
@@ -161,6 +165,7 @@ pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<()> 
     match cli.command {
         Command::Serve => serve(&cli.config, &env).await,
         Command::Check => check(&cli.config, &env).await,
+        Command::ImportNnunet(args) => import::import_nnunet(args),
         Command::Jobs { state, limit, json } => jobs(&cli.config, &env, state, limit, json).await,
         Command::Echo { peer, calling_ae } => echo(&peer, &calling_ae).await,
         Command::Job { id } => show_job(&cli.config, &env, id).await,

@@ -1,0 +1,411 @@
+//! `segnode import-nnunet`: an nnU-Net v2 results folder becomes a model folder the node
+//! runs without Python. The conversion runs `scripts/nnunet_export.py` (built into the
+//! binary) with a Python that has `torch` and `nnunetv2`: it exports each fold's network
+//! to ONNX at the planned patch size and says what nnU-Net's inference needs; this side
+//! writes the manifest (`pipeline = "nnunet"`, the folds with their checksums, target
+//! spacing, transpose, CT normalisation, patch, step, Gaussian, mirroring, labels with
+//! SNOMED CT codes where the label's name has a known one) and loads it back to check it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+
+use super::frame::Frame;
+use super::manifest::{
+    Code, Label, Manifest, ManifestError, Model, Network, Pipeline, PostProcess, Stage, sha256_hex,
+};
+use super::ops::{Blending, Normalization};
+
+const EXPORT_SCRIPT: &str = include_str!("../../scripts/nnunet_export.py");
+
+/// What to import and how.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    pub results: PathBuf,
+    pub configuration: String,
+    /// Comma-separated folds; none for every fold found.
+    pub folds: Option<String>,
+    pub checkpoint: String,
+    pub mirroring: bool,
+    pub out: PathBuf,
+    pub python: PathBuf,
+    /// The frame the training images were in, as nnU-Net read them.
+    pub frame: Frame,
+    pub name: String,
+    pub version: String,
+    /// A model whose stage 1 (and cascade rules) goes in front.
+    pub behind: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(
+        "cannot run {python} (set --python or SEGNODE_PYTHON to a Python with torch and nnunetv2)"
+    )]
+    Python {
+        python: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the nnU-Net export failed (exit {status}); its messages are above")]
+    Export { status: String },
+    #[error("the nnU-Net export printed no result: {0}")]
+    Output(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+#[derive(Debug, Deserialize)]
+struct Exported {
+    dataset: String,
+    plans: String,
+    configuration: String,
+    trainer: String,
+    folds: Vec<ExportedFold>,
+    patch_size: [usize; 3],
+    spacing: [f64; 3],
+    transpose_forward: [usize; 3],
+    transpose_backward: [usize; 3],
+    normalization: String,
+    clip: [f32; 2],
+    mean: f32,
+    std: f32,
+    mirror_axes: Vec<usize>,
+    labels: std::collections::BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ExportedFold {
+    fold: serde_json::Value,
+    file: String,
+    max_abs_difference: f64,
+}
+
+/// What an import made.
+#[derive(Debug)]
+pub struct Imported {
+    pub model: Model,
+    /// Per fold: its file and the largest difference between PyTorch's and ONNX
+    /// Runtime's logits on a random patch.
+    pub checks: Vec<(String, f64)>,
+}
+
+/// Runs the export and writes `out/model.toml`.
+pub fn import(options: &ImportOptions) -> Result<Imported, ImportError> {
+    std::fs::create_dir_all(&options.out).map_err(|source| ImportError::Write {
+        path: options.out.clone(),
+        source,
+    })?;
+    let mut command = Command::new(&options.python);
+    command
+        .arg("-c")
+        .arg(EXPORT_SCRIPT)
+        .arg(&options.results)
+        .args(["--configuration", &options.configuration])
+        .args(["--checkpoint", &options.checkpoint])
+        .arg("--out")
+        .arg(&options.out);
+    if let Some(folds) = &options.folds {
+        command.args(["--folds", folds]);
+    }
+    if !options.mirroring {
+        command.arg("--no-mirroring");
+    }
+    let output = command
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|source| ImportError::Python {
+            python: options.python.display().to_string(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(ImportError::Export {
+            status: output.status.to_string(),
+        });
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let exported: Exported =
+        serde_json::from_str(last).map_err(|e| ImportError::Output(e.to_string()))?;
+    let manifest = manifest(options, &exported)?;
+    let path = options.out.join("model.toml");
+    let folds: Vec<String> = exported.folds.iter().map(|f| f.fold.to_string()).collect();
+    let text = format!(
+        "# Imported by `segnode import-nnunet` from nnU-Net v2 {} ({}__{}__{}), folds {}.\n\
+         # The weights' licence is the model's own; see where the results folder came from.\n{}",
+        exported.dataset,
+        exported.trainer,
+        exported.plans,
+        exported.configuration,
+        folds.join(", "),
+        toml::to_string(&manifest).map_err(|e| ImportError::Output(e.to_string()))?
+    );
+    std::fs::write(&path, text).map_err(|source| ImportError::Write { path, source })?;
+    Ok(Imported {
+        model: Model::load(&options.out)?,
+        checks: exported
+            .folds
+            .iter()
+            .map(|f| (f.file.clone(), f.max_abs_difference))
+            .collect(),
+    })
+}
+
+fn manifest(options: &ImportOptions, e: &Exported) -> Result<Manifest, ImportError> {
+    let unsupported = |m: String| Err(ImportError::Unsupported(m));
+    let mut inverse = [0usize; 3];
+    for (i, a) in e.transpose_forward.iter().enumerate() {
+        inverse[*a] = i;
+    }
+    if inverse != e.transpose_backward {
+        return unsupported(format!(
+            "transpose_backward {:?} is not the inverse of transpose_forward {:?}",
+            e.transpose_backward, e.transpose_forward
+        ));
+    }
+    let (normalization, hu_window, mean, std) = match e.normalization.as_str() {
+        "CTNormalization" => (Normalization::Ct, e.clip, Some(e.mean), Some(e.std)),
+        "ZScoreNormalization" => (
+            Normalization::Zscore,
+            [f32::NEG_INFINITY, f32::INFINITY],
+            None,
+            None,
+        ),
+        other => return unsupported(format!("normalisation {other}")),
+    };
+    let folds = e
+        .folds
+        .iter()
+        .map(|f| {
+            let path = options.out.join(&f.file);
+            let bytes = std::fs::read(&path).map_err(|source| ImportError::Write {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(Network {
+                file: f.file.clone(),
+                sha256: sha256_hex(&bytes),
+            })
+        })
+        .collect::<Result<Vec<_>, ImportError>>()?;
+    let mut labels = Vec::new();
+    for (name, value) in &e.labels {
+        match u8::try_from(*value) {
+            Ok(0) => {}
+            Ok(value) => labels.push(label(name, value)),
+            Err(_) => return unsupported(format!("label {name} = {value} is above 255")),
+        }
+    }
+    labels.sort_by_key(|l| l.value);
+    let (stage1, cascade) = match &options.behind {
+        Some(dir) => coarse_stage(dir, &options.out, options.frame)?,
+        None => (None, None),
+    };
+    Ok(Manifest {
+        name: options.name.clone(),
+        version: options.version.clone(),
+        description: format!(
+            "nnU-Net v2 {} ({}__{}__{}), {} fold(s), mirroring {}",
+            e.dataset,
+            e.trainer,
+            e.plans,
+            e.configuration,
+            folds.len(),
+            if e.mirror_axes.is_empty() {
+                "off".to_string()
+            } else {
+                format!("on axes {:?}", e.mirror_axes)
+            }
+        ),
+        frame: options.frame,
+        stage1,
+        stage2: Stage {
+            pipeline: Pipeline::Nnunet,
+            file: None,
+            sha256: None,
+            folds,
+            input: "input".into(),
+            output: "logits".into(),
+            spacing_mm: Some(e.spacing),
+            downsample: None,
+            hu_window,
+            normalization,
+            mean,
+            std,
+            patch: e.patch_size,
+            overlap: 0.5,
+            blending: Blending::Gaussian,
+            transpose: (e.transpose_forward != [0, 1, 2]).then_some(e.transpose_forward),
+            mirror_axes: e.mirror_axes.clone(),
+            frame: None,
+        },
+        cascade,
+        postprocess: PostProcess::default(),
+        labels,
+    })
+}
+
+/// The stage 1 and cascade rules of the model in `dir`, its ONNX file copied to `out`.
+fn coarse_stage(
+    dir: &Path,
+    out: &Path,
+    frame: Frame,
+) -> Result<(Option<Stage>, Option<super::manifest::CascadeRules>), ImportError> {
+    let coarse = Model::load(dir)?;
+    let m = coarse.manifest;
+    let (Some(mut stage), Some(rules)) = (m.stage1, m.cascade) else {
+        return Err(ImportError::Unsupported(format!(
+            "{} has no stage 1 to put in front",
+            dir.display()
+        )));
+    };
+    let network = &stage.networks()[0];
+    let to = out.join("stage1.onnx");
+    std::fs::copy(dir.join(&network.file), &to)
+        .map_err(|source| ImportError::Write { path: to, source })?;
+    stage.file = Some("stage1.onnx".into());
+    stage.frame =
+        (stage.frame.unwrap_or(m.frame) != frame).then_some(stage.frame.unwrap_or(m.frame));
+    Ok((Some(stage), Some(rules)))
+}
+
+/// A label of nnU-Net's `dataset.json`, with its SNOMED CT code when the name is one
+/// the node knows, else a code of segnode's private scheme `99SEGNODE` that says so.
+fn label(name: &str, value: u8) -> Label {
+    let key = name.to_ascii_lowercase().replace(['_', '-'], " ");
+    let known = KNOWN.iter().find(|k| k.0.contains(&key.as_str()));
+    let anatomy = Code {
+        scheme: "SCT".into(),
+        value: "91723000".into(),
+        meaning: "Anatomical Structure".into(),
+    };
+    let (category, kind, color) = match known {
+        Some((_, code, meaning, color)) => (
+            anatomy,
+            Code {
+                scheme: "SCT".into(),
+                value: (*code).into(),
+                meaning: (*meaning).into(),
+            },
+            *color,
+        ),
+        None => {
+            let code = Code {
+                scheme: "99SEGNODE".into(),
+                value: format!("nnunet-{value}"),
+                meaning: name.chars().take(64).collect(),
+            };
+            // Hues spread by the golden angle, for labels without a known colour.
+            let hue = (f64::from(value) * 137.508) % 360.0;
+            (anatomy, code, hsv(hue))
+        }
+    };
+    Label {
+        value,
+        name: name.into(),
+        category,
+        kind,
+        color,
+    }
+}
+
+fn hsv(hue: f64) -> [u8; 3] {
+    let (s, v) = (0.6, 0.9);
+    let c = v * s;
+    let x = c * (1.0 - ((hue / 60.0) % 2.0 - 1.0).abs());
+    let (r, g, b) = match (hue / 60.0) as u32 {
+        0 => (c, x, 0.0),
+        1 => (x, c, 0.0),
+        2 => (0.0, c, x),
+        3 => (0.0, x, c),
+        4 => (x, 0.0, c),
+        _ => (c, 0.0, x),
+    };
+    [r, g, b].map(|ch| ((ch + v - c) * 255.0).round() as u8)
+}
+
+/// Label names (nnU-Net's and TotalSegmentator's spellings, lower case, spaces for
+/// underscores) with their SNOMED CT code, meaning and display colour.
+type KnownLabel = (&'static [&'static str], &'static str, &'static str, [u8; 3]);
+const KNOWN: &[KnownLabel] = &[
+    (&["spleen"], "78961009", "Spleen", [157, 108, 162]),
+    (
+        &["kidney right", "right kidney"],
+        "9846003",
+        "Right kidney",
+        [185, 102, 83],
+    ),
+    (
+        &["kidney left", "left kidney"],
+        "18639004",
+        "Left kidney",
+        [185, 102, 83],
+    ),
+    (&["liver"], "10200004", "Liver", [221, 130, 101]),
+    (&["stomach"], "69695003", "Stomach", [216, 132, 105]),
+    (&["pancreas"], "15776009", "Pancreas", [249, 180, 111]),
+    (
+        &["gallbladder", "gall bladder"],
+        "28231008",
+        "Gallbladder",
+        [139, 150, 98],
+    ),
+    (&["aorta"], "15825003", "Aorta", [224, 97, 76]),
+    (
+        &["inferior vena cava", "ivc"],
+        "64131007",
+        "Inferior vena cava",
+        [0, 151, 206],
+    ),
+    (
+        &["esophagus", "oesophagus"],
+        "32849002",
+        "Esophagus",
+        [211, 171, 143],
+    ),
+    (&["duodenum"], "38848004", "Duodenum", [255, 253, 229]),
+    (
+        &["small bowel", "small intestine"],
+        "30315005",
+        "Small intestine",
+        [205, 167, 142],
+    ),
+    (&["colon"], "71854001", "Colon", [204, 168, 143]),
+    (
+        &["urinary bladder", "bladder"],
+        "89837001",
+        "Urinary bladder",
+        [222, 154, 132],
+    ),
+    (&["heart"], "80891009", "Heart", [206, 110, 84]),
+    (&["brain"], "12738006", "Brain", [250, 250, 225]),
+    (&["trachea"], "44567001", "Trachea", [182, 228, 255]),
+    (&["prostate"], "41216001", "Prostate", [230, 158, 140]),
+    (&["spinal cord"], "2748008", "Spinal cord", [244, 214, 49]),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_get_snomed_codes_or_say_they_have_none() {
+        let right = label("kidney_right", 2);
+        assert_eq!(right.kind.value, "9846003");
+        assert_eq!(right.kind.scheme, "SCT");
+        assert_eq!(right.name, "kidney_right");
+        let odd = label("portal_vein_and_splenic_vein", 9);
+        assert_eq!(odd.kind.scheme, "99SEGNODE");
+        assert_eq!(odd.kind.meaning, "portal_vein_and_splenic_vein");
+        assert_ne!(odd.color, label("portal_vein", 10).color);
+    }
+}

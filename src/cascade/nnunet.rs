@@ -1,0 +1,677 @@
+//! nnU-Net v2's inference (`nnUNetPredictor` of nnunetv2 2.x), step for step, so that a
+//! model imported by `segnode import-nnunet` labels a series as nnU-Net itself would:
+//!
+//! 1. transpose the array by the plans' `transpose_forward`;
+//! 2. crop to the box of non-zero voxels (within stage 1's box, behind a coarse stage);
+//! 3. normalise (CT: clip to the training foreground's 0.5/99.5 percentiles, subtract
+//!    its mean, divide by its std; or z-score per image);
+//! 4. resample to the target spacing with third-order splines (`skimage` `resize`:
+//!    `scipy.ndimage.zoom` with `grid_mode`, edges extended, output clipped to the
+//!    input's range), or, where the spacing is anisotropic (ratio above 3), in-plane
+//!    splines and nearest neighbour along the coarse axis;
+//! 5. slide the patch with nnU-Net's steps (`compute_steps_for_sliding_window`) over the
+//!    volume padded with zeros to at least a patch, weigh each prediction with nnU-Net's
+//!    Gaussian (sigma = patch / 8, truncated at 4 sigma), add the mirrored predictions of
+//!    every combination of the mirror axes, average the folds' logits;
+//! 6. resample the logits back to the cropped grid linearly (nearest along a coarse
+//!    axis), take the argmax, put the crop back and transpose back.
+//!
+//! nnU-Net accumulates logits in half precision; this accumulates in single precision,
+//! so a voxel whose two best classes are within that rounding may differ.
+
+use rayon::prelude::*;
+
+use super::manifest::Stage;
+use super::ops::{self, Blending, Grid};
+use super::runtime::{RuntimeError, StageSession};
+use super::Timings;
+
+/// Spacing ratio above which nnU-Net resamples the coarse axis separately.
+const ANISOTROPY: f64 = 3.0;
+/// Samples of edge extension `scipy.ndimage` adds before a spline prefilter.
+const SPLINE_PAD: usize = 12;
+
+/// What an nnU-Net stage did.
+pub struct Prediction {
+    /// Labels on the input grid.
+    pub labels: Grid<u8>,
+    /// The grid the network ran on (cropped, resampled).
+    pub grid: [usize; 3],
+    /// Fraction of the input grid inside the crop.
+    pub crop_fraction: f64,
+    pub patches: usize,
+}
+
+/// A box of voxels, lowest index and one past the highest per axis.
+pub type Bounds = ([usize; 3], [usize; 3]);
+
+/// Labels the volume `data` of `shape` and `spacing` (mm) in the model's frame, within
+/// `within` (stage 1's box) if given, with one session per fold.
+pub fn predict(
+    sessions: &mut [StageSession],
+    stage: &Stage,
+    data: &[f32],
+    shape: [usize; 3],
+    spacing: [f64; 3],
+    within: Option<Bounds>,
+    timings: &mut Timings,
+) -> Result<Prediction, RuntimeError> {
+    let axes = stage.transpose();
+    let transposed;
+    let (data, shape_t) = if axes == [0, 1, 2] {
+        (data, shape)
+    } else {
+        transposed = ops::rearrange(data, shape, axes, [false; 3]);
+        (&transposed.data[..], transposed.shape)
+    };
+    let spacing_t: [f64; 3] = std::array::from_fn(|i| spacing[axes[i]]);
+    let within = within.map(|(lo, hi)| {
+        let lo_t: [usize; 3] = std::array::from_fn(|i| lo[axes[i]]);
+        let hi_t: [usize; 3] = std::array::from_fn(|i| hi[axes[i]]);
+        (lo_t, hi_t)
+    });
+    let target = stage.spacing_mm.unwrap_or(spacing_t);
+    let mut labels_t = Grid::filled(shape_t, 0u8);
+    let mut prediction = Prediction {
+        labels: Grid::filled(shape, 0u8),
+        grid: [0; 3],
+        crop_fraction: 0.0,
+        patches: 0,
+    };
+    if let Some((lo, hi)) = nonzero_bounds(data, shape_t, within) {
+        let crop_shape: [usize; 3] = std::array::from_fn(|i| hi[i] - lo[i]);
+        let mut x = crop(data, shape_t, lo, crop_shape);
+        ops::normalize(&mut x, stage.hu_window, stage.normalization, stage.stats());
+        let grid: [usize; 3] = std::array::from_fn(|i| {
+            ((spacing_t[i] / target[i]) * crop_shape[i] as f64).round_ties_even() as usize
+        });
+        let x = resample_spline(&x, crop_shape, grid, separate_axis(spacing_t, target));
+        timings.lap("stage2_prepare");
+        let (logits, patches) = sliding_window(sessions, stage, &x, grid)?;
+        timings.lap("stage2_inference");
+        let crop_labels = logits_to_labels(
+            &logits,
+            sessions[0].classes,
+            grid,
+            crop_shape,
+            separate_axis(target, spacing_t),
+        );
+        paste(&mut labels_t, &crop_labels, lo);
+        timings.lap("stage2_to_native_grid");
+        prediction.grid = grid;
+        prediction.crop_fraction = crop_labels.len() as f64 / labels_t.len().max(1) as f64;
+        prediction.patches = patches;
+    }
+    prediction.labels = if axes == [0, 1, 2] {
+        labels_t
+    } else {
+        let mut back = [0; 3];
+        for (i, a) in axes.iter().enumerate() {
+            back[*a] = i;
+        }
+        ops::rearrange(&labels_t.data, shape_t, back, [false; 3])
+    };
+    Ok(prediction)
+}
+
+/// The box of non-zero voxels (nnU-Net's `crop_to_nonzero`; filling the mask's holes
+/// does not change its box), within `within`.
+fn nonzero_bounds(data: &[f32], shape: [usize; 3], within: Option<Bounds>) -> Option<Bounds> {
+    let (wlo, whi) = within.unwrap_or(([0; 3], shape));
+    let mut lo = [usize::MAX; 3];
+    let mut hi = [0usize; 3];
+    for z in wlo[0]..whi[0] {
+        for y in wlo[1]..whi[1] {
+            let row = &data[(z * shape[1] + y) * shape[2]..][wlo[2]..whi[2]];
+            let (Some(first), Some(last)) = (
+                row.iter().position(|v| *v != 0.0),
+                row.iter().rposition(|v| *v != 0.0),
+            ) else {
+                continue;
+            };
+            for (i, v) in [z, y, wlo[2] + first].into_iter().enumerate() {
+                lo[i] = lo[i].min(v);
+            }
+            for (i, v) in [z, y, wlo[2] + last].into_iter().enumerate() {
+                hi[i] = hi[i].max(v + 1);
+            }
+        }
+    }
+    (lo[0] != usize::MAX).then_some((lo, hi))
+}
+
+fn crop(data: &[f32], shape: [usize; 3], lo: [usize; 3], size: [usize; 3]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(size.iter().product());
+    for z in lo[0]..lo[0] + size[0] {
+        for y in lo[1]..lo[1] + size[1] {
+            let row = (z * shape[1] + y) * shape[2] + lo[2];
+            out.extend_from_slice(&data[row..row + size[2]]);
+        }
+    }
+    out
+}
+
+fn paste(into: &mut Grid<u8>, part: &Grid<u8>, lo: [usize; 3]) {
+    for z in 0..part.shape[0] {
+        for y in 0..part.shape[1] {
+            let from = part.index(z, y, 0);
+            let to = into.index(lo[0] + z, lo[1] + y, lo[2]);
+            into.data[to..to + part.shape[2]]
+                .copy_from_slice(&part.data[from..from + part.shape[2]]);
+        }
+    }
+}
+
+/// nnU-Net's `determine_do_sep_z_and_axis`: the one coarse axis of `from`, else of
+/// `to`, when its spacing is more than 3 times the finest.
+fn separate_axis(from: [f64; 3], to: [f64; 3]) -> Option<usize> {
+    let coarse = |s: [f64; 3]| -> Option<Option<usize>> {
+        let max = s.iter().copied().fold(f64::MIN, f64::max);
+        let min = s.iter().copied().fold(f64::MAX, f64::min);
+        (max / min > ANISOTROPY).then(|| {
+            let axes: Vec<usize> = (0..3).filter(|i| max / s[*i] == 1.0).collect();
+            (axes.len() == 1).then(|| axes[0])
+        })
+    };
+    coarse(from).or_else(|| coarse(to)).flatten()
+}
+
+/// `skimage.transform.resize(order=3, mode="edge", anti_aliasing=False)` of the
+/// (z, y, x) array, or with `separate` its in-plane form with nearest neighbour along
+/// that axis: separable passes, each a cubic B-spline prefilter of the line extended by
+/// its edge values and the spline evaluated at `(i + 0.5) * n / m - 0.5`; the output
+/// clipped to the input's range (per slice of the separate axis).
+fn resample_spline(
+    data: &[f32],
+    shape: [usize; 3],
+    to: [usize; 3],
+    separate: Option<usize>,
+) -> Vec<f32> {
+    if shape == to {
+        return data.to_vec();
+    }
+    let mut current = Grid {
+        shape,
+        data: data.to_vec(),
+    };
+    for axis in 0..3 {
+        if Some(axis) == separate || shape[axis] == to[axis] {
+            continue;
+        }
+        current = spline_pass(&current, axis, to[axis]);
+    }
+    let range = |values: &mut dyn Iterator<Item = f32>| {
+        values.fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
+    };
+    match separate {
+        None => {
+            let (lo, hi) = range(&mut data.iter().copied());
+            current.data.iter_mut().for_each(|v| *v = v.clamp(lo, hi));
+        }
+        Some(axis) => {
+            for k in 0..shape[axis] {
+                let (lo, hi) = range(&mut slice_values(data, shape, axis, k));
+                let mut out_shape = current.shape;
+                out_shape[axis] = shape[axis];
+                for_slice(&mut current.data, out_shape, axis, k, |v| {
+                    *v = v.clamp(lo, hi)
+                });
+            }
+            if shape[axis] != to[axis] {
+                let taps = ops::nearest_taps(shape[axis], to[axis]);
+                current = gather(&current, axis, &taps);
+            }
+        }
+    }
+    current.data
+}
+
+/// The values of slice `k` along `axis`.
+fn slice_values(
+    data: &[f32],
+    shape: [usize; 3],
+    axis: usize,
+    k: usize,
+) -> Box<dyn Iterator<Item = f32> + '_> {
+    let strides = [shape[1] * shape[2], shape[2], 1];
+    let others: Vec<usize> = (0..3).filter(|a| *a != axis).collect();
+    let (a, b) = (others[0], others[1]);
+    Box::new((0..shape[a]).flat_map(move |i| {
+        (0..shape[b]).map(move |j| data[k * strides[axis] + i * strides[a] + j * strides[b]])
+    }))
+}
+
+fn for_slice(data: &mut [f32], shape: [usize; 3], axis: usize, k: usize, f: impl Fn(&mut f32)) {
+    let strides = [shape[1] * shape[2], shape[2], 1];
+    let others: Vec<usize> = (0..3).filter(|a| *a != axis).collect();
+    let (a, b) = (others[0], others[1]);
+    for i in 0..shape[a] {
+        for j in 0..shape[b] {
+            f(&mut data[k * strides[axis] + i * strides[a] + j * strides[b]]);
+        }
+    }
+}
+
+/// Picks source index `taps[i]` along `axis` for output index `i`.
+fn gather(g: &Grid<f32>, axis: usize, taps: &[usize]) -> Grid<f32> {
+    let mut shape = g.shape;
+    shape[axis] = taps.len();
+    let inner: usize = g.shape[axis + 1..].iter().product();
+    let outer: usize = g.shape[..axis].iter().product();
+    let mut data = Vec::with_capacity(shape.iter().product());
+    for o in 0..outer {
+        for &t in taps {
+            data.extend_from_slice(&g.data[(o * g.shape[axis] + t) * inner..][..inner]);
+        }
+    }
+    Grid { shape, data }
+}
+
+/// The cubic B-spline's pole and the weights of its four taps at fraction `t`.
+const POLE: f64 = -0.267_949_192_431_122_7; // sqrt(3) - 2
+fn spline_weights(t: f64) -> [f64; 4] {
+    let u = 1.0 - t;
+    [
+        u * u * u / 6.0,
+        (4.0 - 6.0 * t * t + 3.0 * t * t * t) / 6.0,
+        (1.0 + 3.0 * t + 3.0 * t * t - 3.0 * t * t * t) / 6.0,
+        t * t * t / 6.0,
+    ]
+}
+
+/// Cubic B-spline coefficients of `lanes` interleaved lines of `n` samples each
+/// (`c[k * lanes + l]`), mirror boundaries (as `scipy.ndimage.spline_filter1d`).
+fn prefilter(c: &mut [f64], n: usize, lanes: usize) {
+    let z = POLE;
+    let gain = (1.0 - z) * (1.0 - 1.0 / z);
+    c.iter_mut().for_each(|v| *v *= gain);
+    let z_n1 = z.powi(n as i32 - 1);
+    for l in 0..lanes {
+        let at = |k: usize| k * lanes + l;
+        let mut sum = c[at(0)] + z_n1 * c[at(n - 1)];
+        let mut zi = z;
+        for k in 1..n - 1 {
+            sum += zi * (c[at(k)] + z_n1 * c[at(n - 1 - k)]);
+            zi *= z;
+        }
+        c[at(0)] = sum / (1.0 - z_n1 * z_n1);
+    }
+    for k in 1..n {
+        let (before, rest) = c.split_at_mut(k * lanes);
+        let previous = &before[(k - 1) * lanes..];
+        for (v, p) in rest[..lanes].iter_mut().zip(previous) {
+            *v += z * p;
+        }
+    }
+    for l in 0..lanes {
+        let last = (n - 1) * lanes + l;
+        c[last] = (z * c[last - lanes] + c[last]) * z / (z * z - 1.0);
+    }
+    for k in (0..n - 1).rev() {
+        let (head, tail) = c.split_at_mut((k + 1) * lanes);
+        let current = &mut head[k * lanes..];
+        for (v, next) in current.iter_mut().zip(&tail[..lanes]) {
+            *v = z * (next - *v);
+        }
+    }
+}
+
+/// One spline pass along `axis` to `m` samples, parallel over lanes of the lines.
+fn spline_pass(g: &Grid<f32>, axis: usize, m: usize) -> Grid<f32> {
+    let n = g.shape[axis];
+    let inner: usize = g.shape[axis + 1..].iter().product();
+    let outer: usize = g.shape[..axis].iter().product();
+    let padded = n + 2 * SPLINE_PAD;
+    let taps: Vec<(usize, [f64; 4])> = (0..m)
+        .map(|i| {
+            let x = (i as f64 + 0.5) * n as f64 / m as f64 - 0.5 + SPLINE_PAD as f64;
+            let k = x.floor();
+            (k as usize - 1, spline_weights(x - k))
+        })
+        .collect();
+    const LANES: usize = 64;
+    let blocks: Vec<(usize, usize)> = (0..outer)
+        .flat_map(|o| (0..inner).step_by(LANES).map(move |j| (o, j)))
+        .collect();
+    let results: Vec<Vec<f32>> = blocks
+        .par_iter()
+        .map(|&(o, j0)| {
+            let lanes = LANES.min(inner - j0);
+            let mut c = vec![0f64; padded * lanes];
+            for k in 0..padded {
+                let source = k.saturating_sub(SPLINE_PAD).min(n - 1);
+                let row = &g.data[(o * n + source) * inner + j0..][..lanes];
+                for (v, s) in c[k * lanes..(k + 1) * lanes].iter_mut().zip(row) {
+                    *v = f64::from(*s);
+                }
+            }
+            prefilter(&mut c, padded, lanes);
+            let mut out = vec![0f32; m * lanes];
+            for (i, (k, w)) in taps.iter().enumerate() {
+                for l in 0..lanes {
+                    let v: f64 = (0..4).map(|t| w[t] * c[(k + t) * lanes + l]).sum();
+                    out[i * lanes + l] = v as f32;
+                }
+            }
+            out
+        })
+        .collect();
+    let mut shape = g.shape;
+    shape[axis] = m;
+    let mut data = vec![0f32; shape.iter().product()];
+    for (&(o, j0), out) in blocks.iter().zip(results) {
+        let lanes = out.len() / m;
+        for i in 0..m {
+            data[(o * m + i) * inner + j0..][..lanes].copy_from_slice(&out[i * lanes..][..lanes]);
+        }
+    }
+    Grid { shape, data }
+}
+
+/// nnU-Net's `compute_steps_for_sliding_window` along one axis.
+fn window_starts(n: usize, p: usize, step_fraction: f64) -> Vec<usize> {
+    let target = p as f64 * step_fraction;
+    let steps = ((n - p) as f64 / target).ceil() as usize + 1;
+    if steps == 1 {
+        return vec![0];
+    }
+    let actual = (n - p) as f64 / (steps - 1) as f64;
+    (0..steps)
+        .map(|i| (actual * i as f64).round_ties_even() as usize)
+        .collect()
+}
+
+/// nnU-Net's `compute_gaussian(patch, 1/8, value_scaling_factor=10)`, or ones.
+fn importance(patch: [usize; 3], blending: Blending) -> Vec<f32> {
+    if blending == Blending::Constant {
+        return vec![1.0; patch.iter().product()];
+    }
+    let axis = |p: usize| -> Vec<f64> {
+        let sigma = p as f64 / 8.0;
+        let radius = (4.0 * sigma + 0.5).floor() as i64;
+        let centre = (p / 2) as i64;
+        (0..p as i64)
+            .map(|i| {
+                let d = i - centre;
+                if d.abs() > radius {
+                    0.0
+                } else {
+                    (-0.5 * (d as f64 / sigma).powi(2)).exp()
+                }
+            })
+            .collect()
+    };
+    let (wz, wy, wx) = (axis(patch[0]), axis(patch[1]), axis(patch[2]));
+    let mut w: Vec<f32> = Vec::with_capacity(patch.iter().product());
+    for a in &wz {
+        for b in &wy {
+            for c in &wx {
+                w.push((10.0 * a * b * c) as f32);
+            }
+        }
+    }
+    let min = w
+        .iter()
+        .copied()
+        .filter(|v| *v > 0.0)
+        .fold(f32::MAX, f32::min);
+    w.iter_mut().filter(|v| **v == 0.0).for_each(|v| *v = min);
+    w
+}
+
+/// Every non-empty combination of the mirror axes, in nnU-Net's order.
+fn mirror_combinations(axes: &[usize]) -> Vec<Vec<usize>> {
+    let mut all = Vec::new();
+    for size in 1..=axes.len() {
+        let mut pick: Vec<usize> = (0..size).collect();
+        loop {
+            all.push(pick.iter().map(|i| axes[*i]).collect());
+            let Some(i) = (0..size).rev().find(|i| pick[*i] < axes.len() - size + i) else {
+                break;
+            };
+            pick[i] += 1;
+            for j in i + 1..size {
+                pick[j] = pick[j - 1] + 1;
+            }
+        }
+    }
+    all
+}
+
+/// `patch` flipped along `axes` (an involution).
+fn flip(patch: &[f32], shape: [usize; 3], axes: &[usize]) -> Vec<f32> {
+    let rev = |a: usize, i: usize| {
+        if axes.contains(&a) {
+            shape[a] - 1 - i
+        } else {
+            i
+        }
+    };
+    let mut out = Vec::with_capacity(patch.len());
+    for z in 0..shape[0] {
+        for y in 0..shape[1] {
+            let row = (rev(0, z) * shape[1] + rev(1, y)) * shape[2];
+            for x in 0..shape[2] {
+                out.push(patch[row + rev(2, x)]);
+            }
+        }
+    }
+    out
+}
+
+/// Sliding-window logits (classes, z, y, x) over `x` (the resampled crop), the folds'
+/// mean with mirroring, and the number of patch positions.
+fn sliding_window(
+    sessions: &mut [StageSession],
+    stage: &Stage,
+    x: &[f32],
+    grid: [usize; 3],
+) -> Result<(Vec<f32>, usize), RuntimeError> {
+    let patch = stage.patch;
+    let padded: [usize; 3] = std::array::from_fn(|i| grid[i].max(patch[i]));
+    let below: [usize; 3] = std::array::from_fn(|i| (padded[i] - grid[i]) / 2);
+    let mut input = Grid::filled(padded, 0f32);
+    for z in 0..grid[0] {
+        for y in 0..grid[1] {
+            let from = (z * grid[1] + y) * grid[2];
+            let to = input.index(z + below[0], y + below[1], below[2]);
+            input.data[to..to + grid[2]].copy_from_slice(&x[from..from + grid[2]]);
+        }
+    }
+    let step = 1.0 - stage.overlap;
+    let starts: [Vec<usize>; 3] = std::array::from_fn(|i| window_starts(padded[i], patch[i], step));
+    let weights = importance(patch, stage.blending);
+    let combinations = mirror_combinations(&stage.mirror_axes);
+    let classes = sessions[0].classes;
+    let n = input.len();
+    let plane: usize = patch.iter().product();
+    let mut acc = vec![0f32; classes * n];
+    let mut weight_sum = vec![0f32; n];
+    let mut positions = 0;
+    for &z0 in &starts[0] {
+        for &y0 in &starts[1] {
+            for &x0 in &starts[2] {
+                positions += 1;
+                let mut window = Vec::with_capacity(plane);
+                for z in z0..z0 + patch[0] {
+                    for y in y0..y0 + patch[1] {
+                        let row = input.index(z, y, x0);
+                        window.extend_from_slice(&input.data[row..row + patch[2]]);
+                    }
+                }
+                let mut batch = window.clone();
+                for axes in &combinations {
+                    batch.extend(flip(&window, patch, axes));
+                }
+                let mut logits = vec![0f32; classes * plane];
+                for session in sessions.iter_mut() {
+                    let out = session.run_batch(batch.clone(), combinations.len() + 1)?;
+                    let per = classes * plane;
+                    logits
+                        .iter_mut()
+                        .zip(&out[..per])
+                        .for_each(|(l, o)| *l += o);
+                    for (axes, mirrored) in combinations.iter().zip(out[per..].chunks(per)) {
+                        for c in 0..classes {
+                            let back = flip(&mirrored[c * plane..][..plane], patch, axes);
+                            logits[c * plane..][..plane]
+                                .iter_mut()
+                                .zip(back)
+                                .for_each(|(l, o)| *l += o);
+                        }
+                    }
+                }
+                let scale = 1.0 / ((combinations.len() + 1) * sessions.len()) as f32;
+                let mut k = 0;
+                for z in z0..z0 + patch[0] {
+                    for y in y0..y0 + patch[1] {
+                        let row = input.index(z, y, x0);
+                        for v in row..row + patch[2] {
+                            let w = weights[k];
+                            weight_sum[v] += w;
+                            for c in 0..classes {
+                                acc[c * n + v] += logits[c * plane + k] * scale * w;
+                            }
+                            k += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Divide by the weights and drop the padding.
+    let mut logits = Vec::with_capacity(classes * grid.iter().product::<usize>());
+    for c in 0..classes {
+        for z in 0..grid[0] {
+            for y in 0..grid[1] {
+                let row = input.index(z + below[0], y + below[1], below[2]);
+                logits.extend((row..row + grid[2]).map(|v| acc[c * n + v] / weight_sum[v]));
+            }
+        }
+    }
+    Ok((logits, positions))
+}
+
+/// The logits (classes, grid) resampled to `to` (linear, nearest along `separate`)
+/// and their argmax, computed one output plane at a time.
+fn logits_to_labels(
+    logits: &[f32],
+    classes: usize,
+    grid: [usize; 3],
+    to: [usize; 3],
+    separate: Option<usize>,
+) -> Grid<u8> {
+    let taps: [Vec<(usize, usize, f32)>; 3] = std::array::from_fn(|a| {
+        if Some(a) == separate {
+            ops::nearest_taps(grid[a], to[a])
+                .into_iter()
+                .map(|i| (i, i, 0.0))
+                .collect()
+        } else {
+            ops::linear_taps(grid[a], to[a])
+        }
+    });
+    let n = grid.iter().product::<usize>();
+    let at =
+        |c: usize, z: usize, y: usize, x: usize| logits[c * n + (z * grid[1] + y) * grid[2] + x];
+    let mut labels = Grid::filled(to, 0u8);
+    labels
+        .data
+        .par_chunks_mut(to[1] * to[2])
+        .enumerate()
+        .for_each(|(oz, plane)| {
+            let (z0, z1, wz) = taps[0][oz];
+            let mut line = vec![0f32; grid[2]];
+            let mut best = vec![f32::MIN; to[2]];
+            for (oy, out) in plane.chunks_mut(to[2]).enumerate() {
+                let (y0, y1, wy) = taps[1][oy];
+                best.iter_mut().for_each(|b| *b = f32::MIN);
+                for c in 0..classes {
+                    for (x, v) in line.iter_mut().enumerate() {
+                        let a = at(c, z0, y0, x) * (1.0 - wy) + at(c, z0, y1, x) * wy;
+                        let b = at(c, z1, y0, x) * (1.0 - wy) + at(c, z1, y1, x) * wy;
+                        *v = a * (1.0 - wz) + b * wz;
+                    }
+                    for (ox, (label, b)) in out.iter_mut().zip(best.iter_mut()).enumerate() {
+                        let (x0, x1, wx) = taps[2][ox];
+                        let v = line[x0] * (1.0 - wx) + line[x1] * wx;
+                        if v > *b {
+                            *b = v;
+                            *label = c as u8;
+                        }
+                    }
+                }
+            }
+        });
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_starts_follow_nnunet() {
+        // The example of nnU-Net's own comment: 110 voxels, patch 64, step 0.5.
+        assert_eq!(window_starts(110, 64, 0.5), vec![0, 23, 46]);
+        assert_eq!(window_starts(64, 64, 0.5), vec![0]);
+        assert_eq!(window_starts(222, 64, 0.5), vec![0, 32, 63, 95, 126, 158]);
+    }
+
+    #[test]
+    fn gaussian_peaks_at_the_centre_and_has_no_zeros() {
+        let w = importance([4, 8, 16], Blending::Gaussian);
+        let centre = (2 * 8 + 4) * 16 + 8;
+        assert_eq!(w[centre], 10.0);
+        assert!(w.iter().all(|v| *v > 0.0 && *v <= 10.0));
+        assert!(w[0] < w[centre] / 10.0);
+    }
+
+    #[test]
+    fn mirror_combinations_in_itertools_order() {
+        assert_eq!(
+            mirror_combinations(&[0, 1, 2]),
+            vec![
+                vec![0],
+                vec![1],
+                vec![2],
+                vec![0, 1],
+                vec![0, 2],
+                vec![1, 2],
+                vec![0, 1, 2]
+            ]
+        );
+        assert!(mirror_combinations(&[]).is_empty());
+    }
+
+    #[test]
+    fn spline_resampling_keeps_a_linear_ramp_and_constant_edges() {
+        // A cubic spline reproduces a straight line exactly away from the edges.
+        let n = 40;
+        let data: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let out = resample_spline(&data, [1, 1, n], [1, 1, 20], None);
+        for (i, v) in out.iter().enumerate().skip(3).take(14) {
+            let expected = (i as f32 + 0.5) * 2.0 - 0.5;
+            assert!((v - expected).abs() < 1e-3, "{i}: {v} vs {expected}");
+        }
+        assert!(out.iter().all(|v| (0.0..=39.0).contains(v)));
+        let flat = resample_spline(&[5.0; 27], [3, 3, 3], [5, 4, 2], None);
+        assert!(flat.iter().all(|v| (v - 5.0).abs() < 1e-5));
+    }
+
+    #[test]
+    fn the_coarse_axis_is_separate_only_beyond_three() {
+        assert_eq!(separate_axis([5.0, 1.0, 1.0], [2.0, 2.0, 2.0]), Some(0));
+        assert_eq!(separate_axis([2.0, 0.98, 0.98], [2.25, 2.25, 2.25]), None);
+        assert_eq!(separate_axis([2.25, 2.25, 2.25], [1.0, 1.0, 4.0]), Some(2));
+        assert_eq!(separate_axis([4.0, 4.0, 1.0], [1.0; 3]), None);
+    }
+
+    #[test]
+    fn flips_are_their_own_inverse() {
+        let data: Vec<f32> = (0..24).map(|v| v as f32).collect();
+        let flipped = flip(&data, [2, 3, 4], &[0, 2]);
+        assert_eq!(flipped[0], 15.0);
+        assert_eq!(flip(&flipped, [2, 3, 4], &[0, 2]), data);
+    }
+}
