@@ -21,10 +21,10 @@
 
 use rayon::prelude::*;
 
+use super::Timings;
 use super::manifest::Stage;
 use super::ops::{self, Blending, Grid};
 use super::runtime::{RuntimeError, StageSession};
-use super::Timings;
 
 /// Spacing ratio above which nnU-Net resamples the coarse axis separately.
 const ANISOTROPY: f64 = 3.0;
@@ -624,7 +624,15 @@ mod tests {
         let centre = (2 * 8 + 4) * 16 + 8;
         assert_eq!(w[centre], 10.0);
         assert!(w.iter().all(|v| *v > 0.0 && *v <= 10.0));
-        assert!(w[0] < w[centre] / 10.0);
+        // nnU-Net's compute_gaussian((4, 8, 16), 1/8, 10) at a few voxels.
+        let at = |z: usize, y: usize, x: usize| f64::from(w[(z * 8 + y) * 16 + x]);
+        for (value, want) in [
+            (at(0, 0, 0), 3.775_134_649_330_88e-10),
+            (at(3, 7, 15), 3.288_759_762_654_081e-5),
+            (at(1, 2, 3), 0.008_047_330_193_221_569),
+        ] {
+            assert!((value / want - 1.0).abs() < 1e-4, "{value} vs {want}");
+        }
     }
 
     #[test]
@@ -657,6 +665,39 @@ mod tests {
         assert!(out.iter().all(|v| (0.0..=39.0).contains(v)));
         let flat = resample_spline(&[5.0; 27], [3, 3, 3], [5, 4, 2], None);
         assert!(flat.iter().all(|v| (v - 5.0).abs() < 1e-5));
+    }
+
+    #[test]
+    fn spline_resampling_matches_skimage() {
+        // skimage.transform.resize(a, shape, order=3, mode="edge", anti_aliasing=False)
+        // of this array, computed with scikit-image 0.26 / SciPy 1.17.
+        let mut a = Vec::new();
+        for z in 0..6 {
+            for y in 0..7 {
+                for x in 0..9 {
+                    let (z, y, x) = (z as f64, y as f64, x as f64);
+                    let v = (0.9 * z + 0.3 * y * y).sin() * 100.0 + (0.7 * x).cos() * 50.0 + z * y;
+                    a.push(v as f32);
+                }
+            }
+        }
+        let close = |got: f32, want: f64| (f64::from(got) - want).abs() < 1e-3;
+        let o = resample_spline(&a, [6, 7, 9], [9, 4, 13], None);
+        let at = |z: usize, y: usize, x: usize| o[(z * 4 + y) * 13 + x];
+        let sum: f64 = o.iter().map(|v| f64::from(*v)).sum();
+        assert!((sum - 5_406.527_910_760_921).abs() < 1e-2, "{sum}");
+        assert!(close(at(0, 0, 0), 50.457_857_217_073_89));
+        assert!(close(at(4, 2, 6), 22.233_397_760_325_74));
+        assert!(close(at(8, 3, 12), 72.208_999_518_113_84));
+        assert!(close(at(3, 1, 9), -7.542_386_600_537_713));
+        // Clipped to the input's range.
+        assert!(close(
+            o.iter().copied().fold(f32::MAX, f32::min),
+            -146.727_584_838_867_2
+        ));
+        let o = resample_spline(&a, [6, 7, 9], [6, 4, 13], None);
+        assert!(close(o[(5 * 4 + 3) * 13 + 12], 72.434_889_285_917_99));
+        assert!(close(o[(2 * 4 + 1) * 13 + 4], -12.839_439_064_614_627));
     }
 
     #[test]

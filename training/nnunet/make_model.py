@@ -11,7 +11,7 @@ not read it), is copied to `training/nnunet/model/`.
 
     .venv-nnunet/bin/python training/nnunet/make_model.py [--epochs N] [--work var/nnunet]
 
-`.venv-nnunet` is made by `training/nnunet/setup` (torch and nnunetv2 from PyPI).
+`.venv-nnunet` is made by `training/nnunet/setup` (torch and nnunetv2 from PyPI, pinned).
 """
 
 import argparse

@@ -1,0 +1,212 @@
+//! nnU-Net v2 models in the node. `onnx/nnunet-reference` is a real nnU-Net v2 model
+//! (trained by nnU-Net on the two training patients, `training/nnunet/make_model.py`)
+//! imported with `segnode import-nnunet`; `tests/data/nnunet/*.u8.gz` are nnU-Net's own
+//! predictions of the test series with it (`nnUNetPredictor`,
+//! `training/nnunet/reference.py`). `segnode run` must give the same labels (Dice at
+//! least 0.99 per label) with one fold and two, mirroring on and off; and the imported
+//! model goes through `segnode serve` to a DCMTK storescp with its own labels and its
+//! name, version and checksums in the audit trail.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use dicom_dictionary_std::tags;
+use segnode::cascade::manifest::Manifest;
+use segnode::store::{AuditFilter, AuditKind, JobState};
+
+fn reference_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/nnunet-reference")
+}
+
+/// nnU-Net's label map of the test series for one variant, (z, y, x) as `labels.u8`.
+fn nnunet_labels(variant: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/nnunet")
+        .join(format!("{variant}.u8.gz"));
+    let mut labels = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
+        .read_to_end(&mut labels)
+        .unwrap();
+    labels
+}
+
+/// A copy of the imported model with its first `folds` folds and mirroring on or off:
+/// what `import-nnunet --folds … [--no-mirroring]` writes.
+fn variant(folds: usize, mirroring: bool, dir: &Path) -> PathBuf {
+    let from = reference_model();
+    let mut manifest: Manifest =
+        toml::from_str(&std::fs::read_to_string(from.join("model.toml")).unwrap()).unwrap();
+    manifest.stage2.folds.truncate(folds);
+    if !mirroring {
+        manifest.stage2.mirror_axes.clear();
+    }
+    for network in &manifest.stage2.folds {
+        std::fs::copy(from.join(&network.file), dir.join(&network.file)).unwrap();
+    }
+    std::fs::write(dir.join("model.toml"), toml::to_string(&manifest).unwrap()).unwrap();
+    dir.to_path_buf()
+}
+
+/// Dice per label present in either map.
+fn dice(a: &[u8], b: &[u8]) -> BTreeMap<u8, f64> {
+    let mut both = BTreeMap::new();
+    let mut sizes = BTreeMap::new();
+    for (x, y) in a.iter().zip(b) {
+        if x == y && *x != 0 {
+            *both.entry(*x).or_insert(0u64) += 1;
+        }
+        for v in [x, y] {
+            if *v != 0 {
+                *sizes.entry(*v).or_insert(0u64) += 1;
+            }
+        }
+    }
+    sizes
+        .iter()
+        .map(|(l, n)| (*l, 2.0 * *both.get(l).unwrap_or(&0) as f64 / *n as f64))
+        .collect()
+}
+
+fn parity(folds: usize, mirroring: bool) {
+    let name = format!(
+        "nnunet-f{}-{}",
+        if folds == 1 { "0" } else { "01" },
+        if mirroring { "mirror" } else { "nomirror" }
+    );
+    let expected = nnunet_labels(&name);
+    let model = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let stdout = segnode_ok([
+        "run".as_ref(),
+        "--model".as_ref(),
+        variant(folds, mirroring, model.path()).as_os_str(),
+        "--out".as_ref(),
+        out.path().as_os_str(),
+        real_series().as_os_str(),
+    ]);
+    let summary: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(summary["series"][0]["cascade"]["pipeline"], "nnunet");
+    let got = std::fs::read(out.path().join("series-001/labels.u8")).unwrap();
+    assert_eq!(got.len(), expected.len());
+    let organs = (1..=6u8)
+        .filter(|l| expected.iter().filter(|v| *v == l).count() >= 1000)
+        .count();
+    assert!(
+        organs >= 2,
+        "{name}: nnU-Net found {organs} organs; the reference model is too weak to compare"
+    );
+    let dice = dice(&got, &expected);
+    eprintln!("{name}: Dice per label {dice:?}");
+    for (label, d) in &dice {
+        assert!(
+            *d >= 0.99,
+            "{name}: label {label} Dice {d:.4} against nnU-Net (all: {dice:?})"
+        );
+    }
+}
+
+#[test]
+fn one_fold_without_mirroring_labels_as_nnunet_does() {
+    parity(1, false);
+}
+
+#[test]
+fn one_fold_with_mirroring_labels_as_nnunet_does() {
+    parity(1, true);
+}
+
+#[test]
+fn two_folds_without_mirroring_label_as_nnunet_does() {
+    parity(2, false);
+}
+
+#[test]
+fn two_folds_with_mirroring_label_as_nnunet_does() {
+    parity(2, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_model_goes_through_serve_with_its_labels_and_checksums() {
+    let series = real_series();
+    let model_dir = tempfile::tempdir().unwrap();
+    let model = variant(1, false, model_dir.path());
+    let manifest: Manifest =
+        toml::from_str(&std::fs::read_to_string(model.join("model.toml")).unwrap()).unwrap();
+    let port = free_port();
+    let inbox = tempfile::tempdir().unwrap();
+    let _scp = StoreScp::start(port, inbox.path(), &[]);
+    let node = TestNode::start_text(|data| {
+        let config = test_config(data, "").replace(
+            &test_model().display().to_string(),
+            &model.display().to_string(),
+        );
+        format!("{config}\n{}", destination("PACS", port, "STORESCU", ""))
+    })
+    .await;
+    let (ok, out) = storescu(&node.port(), &[&series]).await;
+    assert!(ok, "{out}");
+    let delivered = wait_for(Duration::from_secs(240), || async {
+        let jobs = all_jobs(&node.store).await;
+        jobs.into_iter().find(|j| j.state == JobState::Delivered)
+    })
+    .await;
+    let Some(delivered) = delivered else {
+        panic!("not delivered: {:?}", all_jobs(&node.store).await);
+    };
+    let seg = files_under(inbox.path())
+        .into_iter()
+        .find(|f| {
+            dicom_object::open_file(f).is_ok_and(|o| {
+                o.meta()
+                    .media_storage_sop_class_uid()
+                    .trim_end_matches('\0')
+                    == segnode::seg::SEGMENTATION_STORAGE
+            })
+        })
+        .expect("a SEG at the storescp");
+    assert_eq!(dciodvfy_errors(&seg), Vec::<String>::new());
+    // The SEG's segments are the model's labels, by its names and codes.
+    let obj = dicom_object::open_file(&seg).unwrap();
+    let segments = obj
+        .element(tags::SEGMENT_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap();
+    assert!(!segments.is_empty());
+    for item in segments {
+        let label = item.element(tags::SEGMENT_LABEL).unwrap().to_str().unwrap();
+        assert!(
+            manifest.labels.iter().any(|l| l.name == label.trim()),
+            "segment {label:?} is not a label of the model"
+        );
+    }
+    // The audit trail names the model, its version and every file's checksum.
+    let events = node
+        .store
+        .audit_query(&AuditFilter {
+            job_id: Some(delivered.id),
+            event: Some(AuditKind::JobSucceeded),
+            limit: Some(10),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    let detail: serde_json::Value = serde_json::from_str(&events[0].detail).unwrap();
+    let cascade = &detail["summary"]["cascade"];
+    assert_eq!(cascade["model"], manifest.name.as_str());
+    assert_eq!(cascade["model_version"], manifest.version.as_str());
+    let sums: Vec<&str> = manifest
+        .stage2
+        .folds
+        .iter()
+        .map(|f| f.sha256.as_str())
+        .collect();
+    assert_eq!(cascade["model_sha256"], serde_json::json!(sums));
+    node.stop().await;
+}
