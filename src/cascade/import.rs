@@ -398,6 +398,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_coarse_stage_comes_with_its_rules_and_its_own_frame() {
+        let cascade = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/test-cascade");
+        let out = tempfile::tempdir().unwrap();
+        let sar = Frame::parse("SAR").unwrap();
+        let (stage, rules) = coarse_stage(&cascade, out.path(), sar).unwrap();
+        let (stage, rules) = (stage.unwrap(), rules.unwrap());
+        assert_eq!(stage.file.as_deref(), Some("stage1.onnx"));
+        assert_eq!(
+            sha256_hex(&std::fs::read(out.path().join("stage1.onnx")).unwrap()),
+            stage.sha256.clone().unwrap()
+        );
+        // The test cascade was made in SPL: stage 1 keeps it in front of a SAR model.
+        assert_eq!(stage.frame, Some(Frame::parse("SPL").unwrap()));
+        assert!(rules.dilation_voxels > 0);
+        let spl = Frame::parse("SPL").unwrap();
+        let (same, _) = coarse_stage(&cascade, out.path(), spl).unwrap();
+        assert_eq!(same.unwrap().frame, None);
+        assert!(coarse_stage(out.path(), out.path(), sar).is_err());
+    }
+
+    #[test]
     fn labels_get_snomed_codes_or_say_they_have_none() {
         let right = label("kidney_right", 2);
         assert_eq!(right.kind.value, "9846003");
