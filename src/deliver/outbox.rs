@@ -19,7 +19,7 @@ use crate::dicom::DimseStatus;
 use crate::dicom::uid::ts;
 use crate::seg::{SEGMENTATION_STORAGE, SegType};
 use crate::spool::Spool;
-use crate::store::{Attempt, DeliveryRow, DeliveryState, Store, now_ms};
+use crate::store::{Attempt, DeliveryRow, DeliveryState, JobId, Store, now_ms};
 
 /// How often the outbox looks for due deliveries without a wake-up.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -33,8 +33,18 @@ pub struct Outbox {
     pub connectors: HashMap<String, TlsConnector>,
 }
 
-/// Runs the outbox until `shutdown`.
+/// Runs the outbox until `shutdown`. First, a job whose last delivery was recorded
+/// just before a stop, but not yet promoted, is promoted to `delivered`.
 pub async fn run(outbox: Arc<Outbox>, shutdown: CancellationToken) {
+    match outbox.store.fully_delivered_jobs().await {
+        Ok(jobs) => {
+            for job in jobs {
+                tracing::info!(job = %job, "every delivery done before the stop: job delivered");
+                outbox.promote(job).await;
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read the jobs left succeeded"),
+    }
     loop {
         match outbox.store.due_deliveries(now_ms()).await {
             Ok(due) => {
@@ -111,13 +121,16 @@ impl Outbox {
             tracing::error!(%error, "delivery failed for good: an operator must act (segnode retry)");
         }
         match self.store.record_attempt(d, &attempt).await {
-            Ok(0) if attempt.state() == DeliveryState::Delivered => {
-                if let Err(e) = self.store.mark_delivered(d.job_id).await {
-                    tracing::error!(error = %e, "cannot mark the job delivered");
-                }
-            }
+            Ok(0) if attempt.state() == DeliveryState::Delivered => self.promote(d.job_id).await,
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "cannot record a delivery attempt"),
+        }
+    }
+
+    /// A job whose deliveries are all done: delivered.
+    async fn promote(&self, job: JobId) {
+        if let Err(e) = self.store.mark_delivered(job).await {
+            tracing::error!(error = %e, "cannot mark the job delivered");
         }
     }
 

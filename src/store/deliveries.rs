@@ -318,4 +318,38 @@ mod tests {
         assert_eq!(attempts.len(), 4);
         assert!(attempts[0].detail.contains(r#""outcome":"pending""#));
     }
+
+    #[sqlx::test]
+    async fn a_job_whose_deliveries_are_all_done_is_found_until_promoted(pool: SqlitePool) {
+        let store = Store::with_pool(pool);
+        let job = queued_job(&store, 1, "PACS").await;
+        let claimed = store.claim_next_job().await.unwrap().unwrap();
+        let outcome = super::super::JobOutcome {
+            state: super::super::JobState::Succeeded,
+            reason: None,
+            error_code: None,
+            summary: serde_json::json!({}),
+            seg: None,
+        };
+        store.finish_job(&claimed, &outcome).await.unwrap();
+        // Succeeded without deliveries (no destination): nothing to promote.
+        assert!(store.fully_delivered_jobs().await.unwrap().is_empty());
+        let items = [
+            delivery("pacs", ResultObject::Seg),
+            delivery("pacs", ResultObject::Sr),
+        ];
+        store.create_deliveries(job, &items).await.unwrap();
+        let due = store.due_deliveries(now_ms()).await.unwrap();
+        let delivered = Attempt::Delivered {
+            status: "0x0000".into(),
+            note: None,
+        };
+        store.record_attempt(&due[0], &delivered).await.unwrap();
+        assert!(store.fully_delivered_jobs().await.unwrap().is_empty());
+        // The last attempt recorded, then a stop before the promotion.
+        store.record_attempt(&due[1], &delivered).await.unwrap();
+        assert_eq!(store.fully_delivered_jobs().await.unwrap(), vec![job]);
+        assert!(store.mark_delivered(job).await.unwrap());
+        assert!(store.fully_delivered_jobs().await.unwrap().is_empty());
+    }
 }

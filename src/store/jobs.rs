@@ -272,6 +272,19 @@ impl Store {
         Ok(changed)
     }
 
+    /// Jobs still `succeeded` whose deliveries (at least one) are all delivered: what a
+    /// stop between the last attempt and the promotion leaves.
+    pub async fn fully_delivered_jobs(&self) -> Result<Vec<JobId>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT j.id FROM jobs j WHERE j.state = 'succeeded'
+               AND EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = j.id)
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = j.id AND d.state <> 'delivered')
+             ORDER BY j.id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// An operator's retry: a failed job is queued again; its failed deliveries are
     /// pending again with fresh attempts. Returns (job re-queued, deliveries re-queued).
     pub async fn retry_job(&self, id: JobId) -> Result<(bool, u64), StoreError> {
