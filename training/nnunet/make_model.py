@@ -5,11 +5,14 @@ the two training patients (`train-ct-3mm`, `train-s0009`, their six organs), nnU
 fingerprint, planning and preprocessing, then a smaller network than nnU-Net plans for a
 GPU (four stages, 8-64 features, patch 32x64x64) so that it trains on two cores in minutes
 and its checkpoints are small enough to commit. Two folds, each trained on both patients
-(two cases cannot make a five-fold split; the split only decides what nnU-Net validates on
-at the end). The result, with each checkpoint's optimizer state dropped (inference does
-not read it), is copied to `training/nnunet/model/`.
+(two cases cannot make a five-fold split). Training is nnU-Net's own `nnUNetTrainer`
+(its data loader, augmentation, deep-supervised Dice + cross-entropy loss, checkpoints)
+with a CPU's schedule: fewer, shorter epochs and Adam (3e-3, poly decay) instead of SGD,
+which learns nothing visible in five of nnU-Net's 250-iteration epochs on this CPU; fold 1
+starts from fold 0's weights. The result, with each checkpoint's optimizer state dropped
+(inference does not read it), is copied to `training/nnunet/model/`.
 
-    .venv-nnunet/bin/python training/nnunet/make_model.py [--epochs N] [--work var/nnunet]
+    .venv-nnunet/bin/python training/nnunet/make_model.py [--work var/nnunet]
 
 `.venv-nnunet` is made by `training/nnunet/setup` (torch and nnunetv2 from PyPI, pinned).
 """
@@ -91,29 +94,58 @@ def small_plans(preprocessed: Path):
         [{"train": cases, "val": [cases[1]]}, {"train": cases, "val": [cases[0]]}], indent=2))
 
 
+TRAINER = "nnUNetTrainer"
+# (epochs, iterations per epoch) of each fold; fold 1 continues from fold 0.
+SCHEDULE = {0: (6, 100), 1: (2, 60)}
+LEARNING_RATE = 3e-3
+
+
+def train(fold: int, results: Path):
+    """nnU-Net's trainer for one fold, with the CPU schedule."""
+    import torch
+    from nnunetv2.run.run_training import get_trainer_from_args
+    from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+    trainer = get_trainer_from_args(str(DATASET_ID), CONFIGURATION, fold, TRAINER, PLANS,
+                                    device=torch.device("cpu"))
+    trainer.num_epochs, trainer.num_iterations_per_epoch = SCHEDULE[fold]
+    trainer.num_val_iterations_per_epoch = 10
+
+    def configure_optimizers():
+        optimizer = torch.optim.Adam(trainer.network.parameters(), LEARNING_RATE, weight_decay=3e-5)
+        return optimizer, PolyLRScheduler(optimizer, LEARNING_RATE, trainer.num_epochs)
+
+    trainer.configure_optimizers = configure_optimizers
+    if fold > 0:
+        trainer.initialize()
+        start = torch.load(results / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+        trainer.network.load_state_dict(start["network_weights"])
+    trainer.run_training()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=10, choices=[1, 5, 10, 20, 50])
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "nnunet")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "model")
+    parser.add_argument("--reuse-preprocessed", action="store_true")
     args = parser.parse_args()
     work = args.work.resolve()
-    env = dict(os.environ, nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(work / "preprocessed"),
-               nnUNet_results=str(work / "results"), nnUNet_compile="f", nnUNet_n_proc_DA="2")
+    os.environ.update(nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(work / "preprocessed"),
+                      nnUNet_results=str(work / "results"), nnUNet_compile="f", nnUNet_n_proc_DA="2")
+    env = dict(os.environ)
     bin_dir = Path(sys.executable).parent
     started = time.time()
-    write_raw(work / "raw" / DATASET)
-    run(bin_dir / "nnUNetv2_extract_fingerprint", "-d", DATASET_ID, "-np", "2", env=env)
-    run(bin_dir / "nnUNetv2_plan_experiment", "-d", DATASET_ID, env=env)
-    small_plans(work / "preprocessed" / DATASET)
-    run(bin_dir / "nnUNetv2_preprocess", "-d", DATASET_ID, "-plans_name", PLANS, "-c", CONFIGURATION,
-        "-np", "1", env=env)
-    trainer = f"nnUNetTrainer_{args.epochs}epoch" + ("" if args.epochs == 1 else "s")
-    for fold in (0, 1):
-        run(bin_dir / "nnUNetv2_train", DATASET_ID, CONFIGURATION, fold, "-p", PLANS, "-tr", trainer,
-            "-device", "cpu", env=env)
+    if not args.reuse_preprocessed:
+        write_raw(work / "raw" / DATASET)
+        run(bin_dir / "nnUNetv2_extract_fingerprint", "-d", DATASET_ID, "-np", "2", env=env)
+        run(bin_dir / "nnUNetv2_plan_experiment", "-d", DATASET_ID, env=env)
+        small_plans(work / "preprocessed" / DATASET)
+        run(bin_dir / "nnUNetv2_preprocess", "-d", DATASET_ID, "-plans_name", PLANS, "-c", CONFIGURATION,
+            "-np", "1", env=env)
     import torch
-    results = work / "results" / DATASET / f"{trainer}__{PLANS}__{CONFIGURATION}"
+    torch.manual_seed(20261202)
+    results = work / "results" / DATASET / f"{TRAINER}__{PLANS}__{CONFIGURATION}"
+    for fold in (0, 1):
+        train(fold, results)
     if args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)
@@ -128,7 +160,9 @@ def main():
         torch.save(checkpoint, args.out / f"fold_{fold}" / "checkpoint_final.pth")
         shutil.copy(results / f"fold_{fold}" / "progress.png", args.out / f"fold_{fold}" / "progress.png")
     (args.out / "training.json").write_text(json.dumps({
-        "trainer": trainer, "plans": PLANS, "configuration": CONFIGURATION, "folds": [0, 1],
+        "trainer": TRAINER, "plans": PLANS, "configuration": CONFIGURATION, "folds": [0, 1],
+        "schedule": {str(f): {"epochs": e, "iterations_per_epoch": i} for f, (e, i) in SCHEDULE.items()},
+        "optimizer": f"Adam {LEARNING_RATE}, poly decay",
         "seconds": round(time.time() - started), "nnunetv2": __import__("nnunetv2").__version__
         if hasattr(__import__("nnunetv2"), "__version__") else "2.8.1",
         "torch": torch.__version__, "threads": torch.get_num_threads(),
