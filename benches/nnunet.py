@@ -2,7 +2,7 @@
 """nnU-Net models: the node against nnU-Net's own predictor, same model, same series,
 same CPU threads, in one run.
 
-For each variant (one fold without mirroring; both folds with mirroring, nnU-Net's
+For each variant (one fold or two, mirroring off or on; two folds with mirroring is nnU-Net's
 default), the imported model (`segnode import-nnunet` of `training/nnunet/model` into a
 temporary folder) through `segnode run` (release build) against `nnUNetPredictor` on
 the same series: the node's time is end to end (DICOM decoding, volume, model loading,
@@ -62,7 +62,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     threads = os.cpu_count()
-    variants = [((0,), False), ((0, 1), True)]
+    variants = reference.VARIANTS
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         native, image = reference.series_to_nifti(args.series, work)
