@@ -5,7 +5,8 @@
 //! `training/nnunet/reference.py`). `segnode run` must give the same labels (Dice at
 //! least 0.99 per label) with one fold and two, mirroring on and off; and the imported
 //! model goes through `segnode serve` to a DCMTK storescp with its own labels and its
-//! name, version and checksums in the audit trail.
+//! name, version and checksums in the audit trail; behind a coarse stage 1 it runs on
+//! that stage's region only.
 
 mod common;
 
@@ -209,4 +210,59 @@ async fn an_imported_model_goes_through_serve_with_its_labels_and_checksums() {
         .collect();
     assert_eq!(cascade["model_sha256"], serde_json::json!(sums));
     node.stop().await;
+}
+
+#[test]
+fn behind_a_coarse_stage_the_nnunet_stage_runs_on_its_region_only() {
+    // What `import-nnunet --behind onnx/abdomen-cascade` writes: the default model's
+    // stage 1 (trained in SPL) in front of the imported model (SAR).
+    let dir = tempfile::tempdir().unwrap();
+    let model = variant(1, false, dir.path());
+    let coarse_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/abdomen-cascade");
+    let coarse: Manifest =
+        toml::from_str(&std::fs::read_to_string(coarse_dir.join("model.toml")).unwrap()).unwrap();
+    let mut manifest: Manifest =
+        toml::from_str(&std::fs::read_to_string(model.join("model.toml")).unwrap()).unwrap();
+    let mut stage1 = coarse.stage1.clone().unwrap();
+    std::fs::copy(
+        coarse_dir.join(stage1.file.as_ref().unwrap()),
+        model.join("stage1.onnx"),
+    )
+    .unwrap();
+    stage1.file = Some("stage1.onnx".into());
+    stage1.frame = Some(coarse.frame);
+    manifest.stage1 = Some(stage1);
+    manifest.cascade = coarse.cascade.clone();
+    std::fs::write(
+        model.join("model.toml"),
+        toml::to_string(&manifest).unwrap(),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let stdout = segnode_ok([
+        "run".as_ref(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--out".as_ref(),
+        out.path().as_os_str(),
+        real_series().as_os_str(),
+    ]);
+    let summary: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    let cascade = &summary["series"][0]["cascade"];
+    assert!(cascade["stage1_grid"].is_array(), "{cascade}");
+    let fraction = cascade["stage2_region_fraction"].as_f64().unwrap();
+    assert!(
+        fraction > 0.05 && fraction < 0.6,
+        "crop fraction {fraction}"
+    );
+    // Inside the crop it still finds the liver nnU-Net finds on the whole series.
+    let got = std::fs::read(out.path().join("series-001/labels.u8")).unwrap();
+    let alone = nnunet_labels("nnunet-f0-nomirror");
+    let liver = |labels: &[u8]| labels.iter().filter(|v| **v == 4).count();
+    assert!(
+        liver(&got) > liver(&alone) / 2,
+        "{} vs {}",
+        liver(&got),
+        liver(&alone)
+    );
 }
