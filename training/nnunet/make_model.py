@@ -18,6 +18,7 @@ starts from fold 0's weights. The result, with each checkpoint's optimizer state
 """
 
 import argparse
+import importlib.metadata
 import json
 import os
 import shutil
@@ -163,8 +164,7 @@ def main():
         "trainer": TRAINER, "plans": PLANS, "configuration": CONFIGURATION, "folds": [0, 1],
         "schedule": {str(f): {"epochs": e, "iterations_per_epoch": i} for f, (e, i) in SCHEDULE.items()},
         "optimizer": f"Adam {LEARNING_RATE}, poly decay",
-        "seconds": round(time.time() - started), "nnunetv2": __import__("nnunetv2").__version__
-        if hasattr(__import__("nnunetv2"), "__version__") else "2.8.1",
+        "seconds": round(time.time() - started), "nnunetv2": importlib.metadata.version("nnunetv2"),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     }, indent=2))
     print(f"model in {args.out} ({round(time.time() - started)} s)")
