@@ -24,13 +24,15 @@ use crate::jobs::{
 use crate::receive::{self, Receiver};
 use crate::series;
 use crate::spool::{self, Spool};
-use crate::store::{Store, StoreError};
+use crate::store::{Engine, Store, StoreError};
 use tokio::sync::Notify;
 
 /// How long shutdown waits for associations and workers to finish.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// Empty spool files kept ready for incoming C-STOREs (a few per busy association).
 const READY_SPOOL_FILES: usize = 16;
+/// How old an unreferenced object on a shared spool must be before start-up removes it.
+const SHARED_SWEEP_MIN_AGE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -91,13 +93,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let store = Store::open(&config.database).await?;
+    let store = Store::open(&config.database, &config.membership).await?;
     let spool_dir = config.spool_dir();
     let spool_error = |source| NodeError::Spool {
         path: spool_dir.display().to_string(),
         source,
     };
-    let spool = Spool::open(&spool_dir).map_err(spool_error)?;
+    let spool = Spool::open(&spool_dir, &config.membership.node_id).map_err(spool_error)?;
     recover(&store, &spool, spool_error).await?;
     // The model is checked (files, checksums, session shapes) before the node listens:
     // a broken model folder stops start-up with the file named.
@@ -196,6 +198,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         ));
     }
     let wake = pipeline.wake.clone();
+    tasks.spawn(jobs::watch_leases(
+        store.clone(),
+        move || wake.notify_one(),
+        shutdown.clone(),
+    ));
+    let wake = pipeline.wake.clone();
     tasks.spawn(series::track(
         store.clone(),
         config.stable_age,
@@ -228,8 +236,13 @@ async fn recover(
             "dropped instance records whose file was not durable when the node stopped (never acknowledged)"
         );
     }
+    // On a spool other nodes share, their objects may be moments from being recorded.
+    let min_age = match store.engine() {
+        Engine::Sqlite => Duration::ZERO,
+        Engine::Postgres => SHARED_SWEEP_MIN_AGE,
+    };
     let swept = spool
-        .sweep(&store.referenced_files().await?)
+        .sweep(&store.referenced_files().await?, min_age)
         .map_err(&spool_error)?;
     if swept > 0 {
         tracing::info!(
@@ -238,7 +251,7 @@ async fn recover(
         );
     }
     spool.keep_ready(READY_SPOOL_FILES).map_err(&spool_error)?;
-    let resumed = jobs::resume_interrupted(store, jobs::MAX_STARTS).await?;
+    let resumed = jobs::resume_interrupted(store, jobs::MAX_STARTS, true).await?;
     if resumed.requeued > 0 {
         tracing::info!(jobs = resumed.requeued, "interrupted jobs queued again");
     }

@@ -13,6 +13,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::Duration;
 
 use crate::dicom::part10;
 use crate::store::{JobState, RetentionCandidate, Store, StoreError, now_ms};
@@ -78,6 +79,9 @@ pub fn free_bytes(dir: &Path) -> io::Result<u64> {
 #[derive(Debug, Clone)]
 pub struct Spool {
     root: PathBuf,
+    /// This node's folder for files being written: `tmp/<node id>/` (nodes sharing the
+    /// spool never sweep each other's).
+    tmp: PathBuf,
     /// Files created ahead in `tmp/` by [`Spool::keep_ready`], so that a C-STORE does
     /// not wait for the file system to allocate an inode.
     ready: Arc<OnceLock<Mutex<mpsc::Receiver<Incoming>>>>,
@@ -87,10 +91,12 @@ pub struct Spool {
 const SHARDS: usize = 256;
 
 impl Spool {
-    /// Opens the spool, creating `tmp/` and every `objects/<shard>/` (their entries made
-    /// durable here, once, so that persisting a file only has its own directory to sync).
-    pub fn open(root: &Path) -> io::Result<Self> {
-        fs::create_dir_all(root.join("tmp"))?;
+    /// Opens the spool for node `node_id`, creating `tmp/<node_id>/` and every
+    /// `objects/<shard>/` (their entries made durable here, once, so that persisting a
+    /// file only has its own directory to sync).
+    pub fn open(root: &Path, node_id: &str) -> io::Result<Self> {
+        let tmp = root.join("tmp").join(node_id);
+        fs::create_dir_all(&tmp)?;
         let objects = root.join("objects");
         for shard in 0..SHARDS {
             fs::create_dir_all(objects.join(format!("{shard:02x}")))?;
@@ -104,6 +110,7 @@ impl Spool {
         }
         Ok(Self {
             root: root.to_path_buf(),
+            tmp,
             ready: Arc::default(),
         })
     }
@@ -120,13 +127,13 @@ impl Spool {
         if self.ready.set(Mutex::new(receiver)).is_err() {
             return Ok(());
         }
-        let root = self.root.clone();
+        let (root, tmp) = (self.root.clone(), self.tmp.clone());
         std::thread::Builder::new()
             .name("spool-ready".into())
             .spawn(move || {
                 let mut failing = false;
                 loop {
-                    match Incoming::create(&root) {
+                    match Incoming::create(&root, &tmp) {
                         Ok(file) => {
                             if failing {
                                 tracing::info!("spool files can be created ahead again");
@@ -170,7 +177,7 @@ impl Spool {
         });
         match ready {
             Some(file) => Ok(file),
-            None => Incoming::create(&self.root),
+            None => Incoming::create(&self.root, &self.tmp),
         }
     }
 
@@ -204,13 +211,25 @@ impl Spool {
         free_bytes(&self.root)
     }
 
-    /// Removes temporary files and objects not in `referenced`; returns how many.
-    pub fn sweep(&self, referenced: &HashSet<String>) -> io::Result<usize> {
+    /// Removes this node's temporary files (and any an older version left directly in
+    /// `tmp/`) and the objects not in `referenced` last modified at least `min_age` ago
+    /// (on a spool that other nodes share, an object is renamed into place moments
+    /// before its row commits); returns how many.
+    pub fn sweep(&self, referenced: &HashSet<String>, min_age: Duration) -> io::Result<usize> {
         let mut removed = 0;
-        for entry in fs::read_dir(self.root.join("tmp"))? {
-            fs::remove_file(entry?.path())?;
-            removed += 1;
+        for dir in [&self.tmp, &self.root.join("tmp")] {
+            for entry in fs::read_dir(dir)? {
+                let entry = entry?;
+                if entry.file_type()?.is_file() {
+                    fs::remove_file(entry.path())?;
+                    removed += 1;
+                }
+            }
         }
+        let old_enough = |entry: &fs::DirEntry| -> io::Result<bool> {
+            let modified = entry.metadata()?.modified()?;
+            Ok(modified.elapsed().unwrap_or_default() >= min_age)
+        };
         for shard in fs::read_dir(self.root.join("objects"))? {
             let shard = shard?;
             if !shard.file_type()?.is_dir() {
@@ -223,7 +242,7 @@ impl Spool {
                     shard.file_name().to_string_lossy(),
                     entry.file_name().to_string_lossy()
                 );
-                if !referenced.contains(&name) {
+                if !referenced.contains(&name) && old_enough(&entry)? {
                     fs::remove_file(entry.path())?;
                     removed += 1;
                 }
@@ -245,9 +264,9 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    fn create(root: &Path) -> io::Result<Self> {
+    fn create(root: &Path, tmp_dir: &Path) -> io::Result<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let tmp = root.join("tmp").join(format!("{id}.part"));
+        let tmp = tmp_dir.join(format!("{id}.part"));
         let file = File::create(&tmp)?;
         let name = format!("objects/{}/{id}.dcm", &id[..2]);
         Ok(Self {
@@ -300,14 +319,16 @@ mod tests {
     #[test]
     fn write_is_durable_named_internally_and_swept_when_unreferenced() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = Spool::open(dir.path(), "node").unwrap();
         let a = spool.write(b"first").unwrap();
         let b = spool.write(b"second").unwrap();
         assert_ne!(a, b);
         assert!(a.starts_with("objects/") && a.ends_with(".dcm"));
         assert_eq!(fs::read(spool.path(&a)).unwrap(), b"first");
         fs::write(dir.path().join("tmp/leftover.part"), b"x").unwrap();
-        let removed = spool.sweep(&HashSet::from([a.clone()])).unwrap();
+        let removed = spool
+            .sweep(&HashSet::from([a.clone()]), Duration::ZERO)
+            .unwrap();
         assert_eq!(removed, 2);
         assert!(spool.path(&a).exists());
         assert!(!spool.path(&b).exists());
@@ -318,7 +339,7 @@ mod tests {
     #[test]
     fn an_incoming_file_is_written_in_pieces_and_removed_unless_persisted() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = Spool::open(dir.path(), "node").unwrap();
         let mut kept = spool.create().unwrap();
         let name = kept.name().to_string();
         kept.write(b"DICM ").unwrap();
@@ -333,15 +354,18 @@ mod tests {
         let mut dropped = spool.create().unwrap();
         dropped.write(b"partial").unwrap();
         drop(dropped);
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp/node")).unwrap().count(),
+            0
+        );
     }
 
-    /// Polls until `tmp/` holds a count that satisfies `ok` (the ready thread is
+    /// Polls until `tmp/node/` holds a count that satisfies `ok` (the ready thread is
     /// asynchronous), failing after 10 s.
     fn wait_for_tmp(dir: &Path, ok: impl Fn(usize) -> bool) -> usize {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let n = fs::read_dir(dir.join("tmp")).unwrap().count();
+            let n = fs::read_dir(dir.join("tmp/node")).unwrap().count();
             if ok(n) || std::time::Instant::now() > deadline {
                 return n;
             }
@@ -352,7 +376,7 @@ mod tests {
     #[test]
     fn files_made_ahead_are_handed_out_and_removed_with_the_spool() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = Spool::open(dir.path(), "node").unwrap();
         assert!(dir.path().join("objects/00").is_dir() && dir.path().join("objects/ff").is_dir());
         spool.keep_ready(3).unwrap();
         spool.keep_ready(5).unwrap(); // only the first call counts
@@ -371,7 +395,10 @@ mod tests {
             "only the file still held"
         );
         drop(held);
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp/node")).unwrap().count(),
+            0
+        );
         assert!(dir.path().join(&name).exists());
     }
 }

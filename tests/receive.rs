@@ -398,8 +398,11 @@ async fn a_c_store_in_flight_at_shutdown_is_finished_and_answered() {
 
     // Acknowledged, so durable: its row and its file, after the stop.
     let (database, spool) = (node.config.database.clone(), node.spool());
+    let membership = node.config.membership.clone();
     let _dir = node.stop().await;
-    let store = segnode::store::Store::open(&database).await.unwrap();
+    let store = segnode::store::Store::open(&database, &membership)
+        .await
+        .unwrap();
     assert_eq!(store.instance_counts().await.unwrap()[0].instances, 1);
     store.close().await;
     assert_eq!(files_under(&spool.join("objects")).len(), 1);

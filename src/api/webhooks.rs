@@ -131,7 +131,10 @@ async fn send_pending(
     attempts: u32,
     shutdown: &CancellationToken,
 ) -> Result<(), crate::store::StoreError> {
-    let cursor = store.webhook_cursor().await?;
+    // One node at a time sends (the one holding the cursor's lease).
+    let Some(cursor) = store.claim_webhook_cursor().await? else {
+        return Ok(());
+    };
     for row in store.audit_after(cursor, 100).await? {
         if JOB_EVENTS.contains(&row.event) {
             let body = event_json(store, &row).await.to_string();

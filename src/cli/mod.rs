@@ -257,7 +257,9 @@ async fn check(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()
     if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
         problems.push(format!("data directory {}: {e}", config.data_dir.display()));
     } else {
-        match crate::spool::Spool::open(&config.spool_dir()).and_then(|s| s.free_bytes()) {
+        match crate::spool::Spool::open(&config.spool_dir(), &config.membership.node_id)
+            .and_then(|s| s.free_bytes())
+        {
             Ok(free) if free < config.dicom.min_free_disk_bytes => problems.push(format!(
                 "spool has {} MiB free, below min_free_disk_mb ({} MiB): C-STORE would be refused",
                 free / (1024 * 1024),
@@ -270,12 +272,9 @@ async fn check(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()
             ),
             Err(e) => problems.push(format!("spool {}: {e}", config.spool_dir().display())),
         }
-        match Store::open(&config.database).await {
+        match Store::open(&config.database, &config.membership).await {
             Ok(store) => {
-                println!(
-                    "database: {} (migrations applied)",
-                    config.database.display()
-                );
+                println!("database: {} (migrations applied)", config.database);
                 store.close().await;
             }
             Err(e) => problems.push(format!("{:#}", anyhow::Error::from(e))),
@@ -327,7 +326,7 @@ async fn jobs(
     json: bool,
 ) -> anyhow::Result<()> {
     let config = load(path, env)?;
-    let store = Store::open(&config.database).await?;
+    let store = Store::open(&config.database, &config.membership).await?;
     let query = JobQuery {
         state,
         limit,
@@ -360,7 +359,7 @@ async fn jobs(
 
 async fn show_job(path: &Path, env: &BTreeMap<String, String>, id: JobId) -> anyhow::Result<()> {
     let config = load(path, env)?;
-    let store = Store::open(&config.database).await?;
+    let store = Store::open(&config.database, &config.membership).await?;
     let job = store.job(id).await?;
     let deliveries = store.job_deliveries(id).await?;
     store.close().await;
@@ -387,7 +386,7 @@ async fn audit(
 ) -> anyhow::Result<()> {
     let filter = crate::api::audit_filter(params).map_err(anyhow::Error::msg)?;
     let config = load(path, env)?;
-    let store = Store::open(&config.database).await?;
+    let store = Store::open(&config.database, &config.membership).await?;
     let rows = store.audit_query(&filter).await?;
     store.close().await;
     match format {
@@ -418,7 +417,7 @@ async fn audit(
 
 async fn retry(path: &Path, env: &BTreeMap<String, String>, id: JobId) -> anyhow::Result<()> {
     let config = load(path, env)?;
-    let store = Store::open(&config.database).await?;
+    let store = Store::open(&config.database, &config.membership).await?;
     let (job, deliveries) = store.retry_job(id).await?;
     store.close().await;
     println!(

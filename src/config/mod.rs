@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::cascade::ModelConfig;
 use crate::dicom::AeTitle;
 use crate::seg::SegType;
-use crate::store::ResultObject;
+use crate::store::{Database, Membership, ResultObject};
 use crate::tls::{ClientTls, HttpsTls, ServerTls};
 use raw::{
     RawConfig, RawDestination, RawDicom, RawEligibility, RawHttp, RawModel, RawWebhook, defaults,
@@ -59,7 +59,9 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
 pub struct Config {
     pub ae_title: AeTitle,
     pub data_dir: PathBuf,
-    pub database: PathBuf,
+    pub database: Database,
+    /// This node among the nodes sharing the database.
+    pub membership: Membership,
     pub dicom: DicomConfig,
     #[serde(serialize_with = "secs")]
     pub stable_age: Duration,
@@ -216,6 +218,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("SEGNODE_AE_TITLE", "node.ae_title"),
     ("SEGNODE_DATA_DIR", "node.data_dir"),
     ("SEGNODE_DATABASE", "node.database"),
+    ("SEGNODE_NODE_ID", "node.node_id"),
     ("SEGNODE_DICOM_LISTEN", "dicom.listen"),
     ("SEGNODE_STABLE_SECONDS", "series.stable_seconds"),
     ("SEGNODE_MODEL", "model.path"),
@@ -252,10 +255,17 @@ impl Config {
         if raw.jobs.workers == 0 {
             return Err(invalid("jobs.workers", "must be at least 1"));
         }
-        let database = raw
-            .node
-            .database
-            .unwrap_or_else(|| raw.node.data_dir.join("segnode.db"));
+        let database = match raw.node.database {
+            Some(text) => Database::parse(&text),
+            None => Database::Sqlite(raw.node.data_dir.join("segnode.db")),
+        };
+        let membership = Membership {
+            node_id: match raw.node.node_id {
+                Some(id) => node_id(&id)?,
+                None => node_id(&host_name()).unwrap_or_else(|_| "segnode".to_string()),
+            },
+            lease: seconds("node.lease_seconds", raw.node.lease_seconds)?,
+        };
         let ae_title = raw.node.ae_title;
         Ok(Config {
             dicom: dicom(raw.dicom)?,
@@ -289,6 +299,7 @@ impl Config {
             ae_title,
             data_dir: raw.node.data_dir,
             database,
+            membership,
         })
     }
 
@@ -317,6 +328,31 @@ impl DicomConfig {
                     })
             })
     }
+}
+
+/// A node id: a name fit for logs, metrics labels and spool paths.
+fn node_id(text: &str) -> Result<String, ConfigError> {
+    let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    if text.is_empty() || text.len() > 64 || !text.chars().all(fits) || text.starts_with('.') {
+        return Err(invalid(
+            "node.node_id",
+            format!("{text:?} is not 1 to 64 letters, digits, '.', '-' or '_'"),
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// This machine's host name (empty if it has none).
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that
+    // much and the text is read up to its first NUL.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 fn seconds(field: &'static str, value: f64) -> Result<Duration, ConfigError> {
@@ -348,7 +384,8 @@ fn apply_overrides(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Resul
                 raw.node.ae_title = AeTitle::parse(value).map_err(|e| bad(e.to_string()))?
             }
             "SEGNODE_DATA_DIR" => raw.node.data_dir = PathBuf::from(value),
-            "SEGNODE_DATABASE" => raw.node.database = Some(PathBuf::from(value)),
+            "SEGNODE_DATABASE" => raw.node.database = Some(value.clone()),
+            "SEGNODE_NODE_ID" => raw.node.node_id = Some(value.clone()),
             "SEGNODE_DICOM_LISTEN" => raw.dicom.listen = value.clone(),
             "SEGNODE_HTTP_LISTEN" => raw.http.listen = value.clone(),
             "SEGNODE_MODEL" => match &mut raw.model {
@@ -626,7 +663,10 @@ mod tests {
     #[test]
     fn defaults_and_derived_paths() {
         let cfg = Config::from_toml(MINIMAL, &BTreeMap::new()).unwrap();
-        assert_eq!(cfg.database, PathBuf::from("/tmp/segnode/segnode.db"));
+        assert_eq!(
+            cfg.database,
+            Database::Sqlite(PathBuf::from("/tmp/segnode/segnode.db"))
+        );
         assert_eq!(cfg.stable_age, Duration::from_secs(10));
         assert_eq!(cfg.eligibility.modalities, vec!["CT"]);
         assert_eq!(cfg.dicom.max_object_bytes, 2048 * 1024 * 1024);

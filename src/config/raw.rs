@@ -143,7 +143,13 @@ impl Default for RawJobs {
 pub(super) struct RawNode {
     pub(super) ae_title: AeTitle,
     pub(super) data_dir: PathBuf,
-    pub(super) database: Option<PathBuf>,
+    /// An SQLite file's path, or a `postgres://` URL.
+    pub(super) database: Option<String>,
+    /// This node's name among the nodes sharing a database (default: the host name).
+    pub(super) node_id: Option<String>,
+    /// How long a node's claim on a job or a delivery lasts without renewal.
+    #[serde(default = "defaults::lease_seconds")]
+    pub(super) lease_seconds: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,6 +288,9 @@ pub(super) mod defaults {
     }
     pub fn workers() -> usize {
         1
+    }
+    pub fn lease_seconds() -> f64 {
+        30.0
     }
     pub fn stable_seconds() -> f64 {
         10.0

@@ -23,6 +23,8 @@ use crate::store::{Attempt, DeliveryRow, DeliveryState, JobId, Store, now_ms};
 
 /// How often the outbox looks for due deliveries without a wake-up.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Deliveries claimed at once.
+const CLAIM_BATCH: i64 = 4;
 
 pub struct Outbox {
     pub config: Arc<Config>,
@@ -46,8 +48,11 @@ pub async fn run(outbox: Arc<Outbox>, shutdown: CancellationToken) {
         Err(e) => tracing::error!(error = %e, "cannot read the jobs left succeeded"),
     }
     loop {
-        match outbox.store.due_deliveries(now_ms()).await {
+        // A few at a time: each is held under a lease until its attempt is recorded.
+        let mut full = false;
+        match outbox.store.claim_due_deliveries(CLAIM_BATCH).await {
             Ok(due) => {
+                full = due.len() as i64 == CLAIM_BATCH;
                 for d in due {
                     if shutdown.is_cancelled() {
                         return;
@@ -56,6 +61,9 @@ pub async fn run(outbox: Arc<Outbox>, shutdown: CancellationToken) {
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot read the outbox"),
+        }
+        if full {
+            continue;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -6,6 +6,8 @@
 pub mod pipeline;
 pub mod process;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::store::{JobOutcome, JobState, Store, StoreError};
 
 /// How many times a job may be started before an interruption ends it: a series that
@@ -23,10 +25,27 @@ pub struct Resumed {
 
 /// Jobs left `running` by a stop go back to the queue, unless they have been started
 /// `max_starts` times: those end `failed` (code `interrupted`) with a reason that says
-/// so, and an operator's retry starts them afresh.
-pub async fn resume_interrupted(store: &Store, max_starts: i64) -> Result<Resumed, StoreError> {
+/// so, and an operator's retry starts them afresh. At start-up (`own`) that is every
+/// job this node held; later, and on every node, the jobs whose holder's lease ran
+/// out (a node that died: [`Store::take_over_interrupted`]).
+pub async fn resume_interrupted(
+    store: &Store,
+    max_starts: i64,
+    own: bool,
+) -> Result<Resumed, StoreError> {
     let mut resumed = Resumed::default();
-    for interrupted in store.interrupted_jobs().await? {
+    for interrupted in store.take_over_interrupted(own).await? {
+        if let Some(holder) = interrupted
+            .holder
+            .as_deref()
+            .filter(|h| *h != store.node().node_id)
+        {
+            tracing::warn!(
+                job_id = interrupted.job.id.0,
+                holder,
+                "taking over a job whose node stopped renewing its lease"
+            );
+        }
         if interrupted.starts < max_starts {
             store.requeue(&interrupted).await?;
             resumed.requeued += 1;
@@ -55,23 +74,44 @@ pub async fn resume_interrupted(store: &Store, max_starts: i64) -> Result<Resume
     Ok(resumed)
 }
 
+/// Until `shutdown`: this node's heartbeat, and every poll interval the jobs whose
+/// holder's lease ran out taken over (queued again, `wake` called), so that a node
+/// that died loses its work to the others within its lease plus one interval.
+pub async fn watch_leases(store: Store, wake: impl Fn(), shutdown: CancellationToken) {
+    let started_ms = crate::store::now_ms();
+    let interval = store.node().poll_interval();
+    loop {
+        if let Err(e) = store.heartbeat(started_ms).await {
+            tracing::error!(error = %e, "cannot record this node's heartbeat");
+        }
+        match resume_interrupted(&store, MAX_STARTS, false).await {
+            Ok(r) if r.requeued > 0 => wake(),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot take over interrupted jobs"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::testing::queued_job;
-    use sqlx::SqlitePool;
 
     /// A job whose processing stops the node on every start: each restart resumes it
     /// until the cap, then it ends failed, and other jobs go on.
-    #[sqlx::test]
-    async fn a_poison_job_ends_failed_after_the_cap(pool: SqlitePool) {
-        let store = crate::store::Store::with_pool(pool);
+    #[tokio::test]
+    async fn a_poison_job_ends_failed_after_the_cap() {
+        let store = crate::store::testing::store().await;
         let poison = queued_job(&store, 1, "PACS").await;
         for start in 1..=MAX_STARTS {
             let job = store.claim_next_job().await.unwrap().unwrap();
             assert_eq!(job.id, poison);
             // The node dies here; at the next start:
-            let resumed = resume_interrupted(&store, MAX_STARTS).await.unwrap();
+            let resumed = resume_interrupted(&store, MAX_STARTS, true).await.unwrap();
             let expected = if start < MAX_STARTS {
                 Resumed {
                     requeued: 1,
@@ -94,7 +134,7 @@ mod tests {
         // An operator's retry starts it afresh: the count starts again.
         store.retry_job(poison).await.unwrap();
         store.claim_next_job().await.unwrap().unwrap();
-        let resumed = resume_interrupted(&store, MAX_STARTS).await.unwrap();
+        let resumed = resume_interrupted(&store, MAX_STARTS, true).await.unwrap();
         assert_eq!(
             resumed,
             Resumed {

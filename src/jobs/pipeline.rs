@@ -5,7 +5,7 @@
 //! or touches other jobs.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -16,11 +16,9 @@ use crate::cascade::{Cascade, Scope};
 use crate::config::{Config, Destination};
 use crate::seg::{self, SegType};
 use crate::spool::Spool;
-use crate::store::{ClaimedJob, JobOutcome, JobState, NewDelivery, ResultObject, Store};
-
-/// How often idle workers look at the job table even without a wake-up (jobs queued
-/// by another process, e.g. an operator's retry).
-const POLL_INTERVAL: Duration = Duration::from_secs(5);
+use crate::store::{
+    ClaimedJob, JobOutcome, JobState, NewDelivery, ResultObject, Store, StoreError,
+};
 
 pub struct Pipeline {
     pub config: Arc<Config>,
@@ -53,7 +51,8 @@ pub async fn worker(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = pipeline.wake.notified() => {}
-            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            // Jobs queued by another process (an operator's retry, another node).
+            _ = tokio::time::sleep(pipeline.store.node().poll_interval()) => {}
         }
     }
 }
@@ -68,7 +67,17 @@ impl Pipeline {
     async fn run(&self, job: &ClaimedJob, cascade: &mut Option<Cascade>) {
         tracing::info!("job started");
         let started = Instant::now();
-        let (outcome, deliveries) = match self.process(job, cascade).await {
+        let processed = {
+            let renewing = self.renew_lease(job);
+            tokio::pin!(renewing);
+            let processing = self.process(job, cascade);
+            tokio::pin!(processing);
+            tokio::select! {
+                processed = &mut processing => processed,
+                () = &mut renewing => processing.await,
+            }
+        };
+        let (outcome, deliveries) = match processed {
             Ok((summary, produced)) => {
                 tracing::info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -103,14 +112,40 @@ impl Pipeline {
                 (outcome, Vec::new())
             }
         };
-        if let Err(e) = self.store.finish_job(job, &outcome).await {
-            tracing::error!(error = %e, "cannot record the job's outcome; it will be resumed after a restart");
-            return;
+        match self.store.finish_job(job, &outcome).await {
+            Ok(()) => {}
+            Err(e @ StoreError::LeaseLost(_)) => {
+                tracing::error!(error = %e, "the job's result is dropped: another node processes it");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the job's outcome; it will be resumed after a restart");
+                return;
+            }
         }
         if !deliveries.is_empty() {
             match self.store.create_deliveries(job.id, &deliveries).await {
                 Ok(()) => self.deliver.notify_one(),
                 Err(e) => tracing::error!(error = %e, "cannot queue the deliveries"),
+            }
+        }
+    }
+
+    /// Renews this node's lease on `job` while it is processed; returns once the lease
+    /// is lost (another node took the job over) or cannot be renewed for good.
+    async fn renew_lease(&self, job: &ClaimedJob) {
+        let every = self.store.node().lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            match self.store.renew_job_lease(job.id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::error!(
+                        "this node lost the job's lease; another node has taken it over"
+                    );
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot renew the job's lease"),
             }
         }
     }

@@ -3,9 +3,9 @@
 //! webhook sender from its cursor.
 
 use serde::Serialize;
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Any, Transaction};
 
-use super::{AuditKind, JobId, Store, StoreError, now_ms};
+use super::{AuditKind, Engine, JobId, Store, StoreError, now_ms};
 
 /// One audit record to append.
 #[derive(Debug, Clone)]
@@ -52,6 +52,8 @@ pub struct AuditRow {
     pub accession_number: Option<String>,
     pub job_id: Option<JobId>,
     pub detail: String,
+    /// The node that wrote it.
+    pub node_id: Option<String>,
 }
 
 /// Filters of an audit query; all optional.
@@ -72,7 +74,7 @@ pub struct AuditFilter {
 macro_rules! audit_row_sql {
     () => {
         "SELECT id, at_ms, event, calling_ae, peer, study_uid, series_uid, patient_id, accession_number,
-                job_id, detail
+                job_id, detail, node_id
          FROM audit"
     };
 }
@@ -80,7 +82,7 @@ macro_rules! audit_row_sql {
 impl Store {
     pub async fn audit(&self, event: &AuditEvent<'_>) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        append_audit(&mut tx, event).await?;
+        append_audit(&mut tx, &self.node.node_id, event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -89,11 +91,11 @@ impl Store {
     pub async fn audit_query(&self, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
         Ok(sqlx::query_as(concat!(
             audit_row_sql!(),
-            " WHERE (?1 IS NULL OR at_ms >= ?1) AND (?2 IS NULL OR at_ms <= ?2)
-               AND (?3 IS NULL OR patient_id = ?3) AND (?4 IS NULL OR accession_number = ?4)
-               AND (?5 IS NULL OR study_uid = ?5) AND (?6 IS NULL OR calling_ae = ?6)
-               AND (?7 IS NULL OR job_id = ?7) AND (?8 IS NULL OR event = ?8)
-             ORDER BY id LIMIT ?9"
+            " WHERE ($1 IS NULL OR at_ms >= $1) AND ($2 IS NULL OR at_ms <= $2)
+               AND ($3 IS NULL OR patient_id = $3) AND ($4 IS NULL OR accession_number = $4)
+               AND ($5 IS NULL OR study_uid = $5) AND ($6 IS NULL OR calling_ae = $6)
+               AND ($7 IS NULL OR job_id = $7) AND ($8 IS NULL OR event = $8)
+             ORDER BY id LIMIT $9"
         ))
         .bind(f.from_ms)
         .bind(f.to_ms)
@@ -112,44 +114,65 @@ impl Store {
     pub async fn audit_rows(&self, event: Option<AuditKind>) -> Result<Vec<AuditRow>, StoreError> {
         self.audit_query(&AuditFilter {
             event,
-            limit: Some(-1),
+            limit: Some(i64::MAX),
             ..AuditFilter::default()
         })
         .await
     }
 
-    /// Audit records after `id`, oldest first.
+    /// Audit records after `id`, oldest first. On PostgreSQL, ids are handed out before
+    /// commit, so a row may become visible after a higher one: only rows older than a
+    /// few seconds are read there, by when every transaction that wrote one has ended.
     pub async fn audit_after(&self, id: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        let settled = match self.engine {
+            Engine::Sqlite => i64::MAX,
+            Engine::Postgres => now_ms() - AUDIT_SETTLE_MS,
+        };
         Ok(sqlx::query_as(concat!(
             audit_row_sql!(),
-            " WHERE id > ? ORDER BY id LIMIT ?"
+            " WHERE id > $1 AND at_ms <= $3 ORDER BY id LIMIT $2"
         ))
         .bind(id)
         .bind(limit)
+        .bind(settled)
         .fetch_all(&self.pool)
         .await?)
     }
 
-    /// The last audit id the webhook sender handled.
-    pub async fn webhook_cursor(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT last_audit_id FROM webhook_cursor WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await?,
+    /// Takes (or renews) the webhook sender's lease, which one node at a time holds,
+    /// and returns the last audit id handled; `None` while another node holds it.
+    pub async fn claim_webhook_cursor(&self) -> Result<Option<i64>, StoreError> {
+        let now = now_ms();
+        Ok(sqlx::query_scalar(
+            "UPDATE webhook_cursor SET node_id = $1, lease_until_ms = $2
+             WHERE id = 1 AND (node_id IS NULL OR node_id = $1 OR lease_until_ms < $3)
+             RETURNING last_audit_id",
         )
+        .bind(&self.node.node_id)
+        .bind(now + self.lease_ms())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
+    /// Moves the cursor on, while this node holds the sender's lease.
     pub async fn set_webhook_cursor(&self, audit_id: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE webhook_cursor SET last_audit_id = ? WHERE id = 1")
+        sqlx::query("UPDATE webhook_cursor SET last_audit_id = $1 WHERE id = 1 AND node_id = $2")
             .bind(audit_id)
+            .bind(&self.node.node_id)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 }
 
+/// How old an audit row must be before the webhook sender reads it on PostgreSQL.
+const AUDIT_SETTLE_MS: i64 = 3_000;
+
+/// Appends `e`, written by `node`, in `tx`.
 pub(super) async fn append_audit(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
+    node: &str,
     e: &AuditEvent<'_>,
 ) -> Result<(), StoreError> {
     let detail = if e.detail.is_null() {
@@ -159,8 +182,8 @@ pub(super) async fn append_audit(
     };
     sqlx::query(
         "INSERT INTO audit (at_ms, event, calling_ae, peer, study_uid, series_uid, patient_id,
-                            accession_number, job_id, detail)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            accession_number, job_id, detail, node_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(now_ms())
     .bind(e.event)
@@ -172,6 +195,7 @@ pub(super) async fn append_audit(
     .bind(e.accession_number)
     .bind(e.job_id)
     .bind(detail)
+    .bind(node)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -180,11 +204,10 @@ pub(super) async fn append_audit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlx::SqlitePool;
 
-    #[sqlx::test]
-    async fn records_are_found_by_each_filter_and_never_change(pool: SqlitePool) {
-        let store = Store::with_pool(pool.clone());
+    #[tokio::test]
+    async fn records_are_found_by_each_filter_and_never_change() {
+        let store = crate::store::testing::store().await;
         for (ae, patient) in [("PACS", "P1"), ("CT1", "P2"), ("PACS", "P2")] {
             store
                 .audit(&AuditEvent {
@@ -239,17 +262,28 @@ mod tests {
         );
         assert_eq!(store.audit_rows(None).await.unwrap()[0].detail, "{}");
 
-        assert_eq!(store.webhook_cursor().await.unwrap(), 0);
-        let after = store.audit_after(1, 2).await.unwrap();
-        assert_eq!(after.iter().map(|r| r.id).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(store.claim_webhook_cursor().await.unwrap(), Some(0));
+        // One sender at a time: another node waits for this one's lease to run out.
+        let other = store
+            .other_node("other", std::time::Duration::from_secs(30))
+            .await;
+        assert_eq!(other.claim_webhook_cursor().await.unwrap(), None);
+        if store.engine() == Engine::Sqlite {
+            let after = store.audit_after(1, 2).await.unwrap();
+            assert_eq!(after.iter().map(|r| r.id).collect::<Vec<_>>(), [2, 3]);
+        } else {
+            // Rows are read once they are a few seconds old.
+            assert!(store.audit_after(1, 2).await.unwrap().is_empty());
+        }
         store.set_webhook_cursor(3).await.unwrap();
-        assert_eq!(store.webhook_cursor().await.unwrap(), 3);
+        other.set_webhook_cursor(7).await.unwrap();
+        assert_eq!(store.claim_webhook_cursor().await.unwrap(), Some(3));
 
         let update = sqlx::query("UPDATE audit SET event = 'x'")
-            .execute(&pool)
+            .execute(&store.pool)
             .await;
         assert!(update.unwrap_err().to_string().contains("append-only"));
-        let delete = sqlx::query("DELETE FROM audit").execute(&pool).await;
+        let delete = sqlx::query("DELETE FROM audit").execute(&store.pool).await;
         assert!(delete.unwrap_err().to_string().contains("append-only"));
     }
 }

@@ -5,7 +5,9 @@ use serde::Serialize;
 
 use super::audit::append_audit;
 use super::jobs::claimed_job;
-use super::{AuditKind, DeliveryState, JobId, ResultObject, Store, StoreError, now_ms};
+use super::{
+    AuditKind, DeliveryState, Engine, JobId, ResultObject, Store, StoreError, begin_writing, now_ms,
+};
 
 /// A delivery to make.
 #[derive(Debug, Clone)]
@@ -41,6 +43,33 @@ pub struct DeliveryRow {
     pub created_ms: i64,
     pub updated_ms: i64,
     pub delivered_ms: Option<i64>,
+    /// The node that holds (or last held) it.
+    pub node_id: Option<String>,
+}
+
+/// The columns of a [`DeliveryRow`].
+macro_rules! delivery_row_sql {
+    () => {
+        concat!("SELECT ", delivery_row_columns!())
+    };
+}
+
+macro_rules! delivery_row_columns {
+    () => {
+        "id, job_id, destination, object, state, variant, sop_instance_uid, file, fallback_file,
+         attempts, next_attempt_ms, last_status, last_error, created_ms, updated_ms, delivered_ms, node_id"
+    };
+}
+
+/// The claim of due deliveries by this node, up to the order and limit of the inner
+/// SELECT.
+macro_rules! claim_deliveries_sql {
+    () => {
+        "UPDATE deliveries SET node_id = $1, lease_until_ms = $2
+         WHERE id IN (SELECT id FROM deliveries
+                      WHERE state = 'pending' AND next_attempt_ms <= $3
+                        AND (lease_until_ms IS NULL OR lease_until_ms < $3 OR node_id = $1) "
+    };
 }
 
 /// What one delivery attempt came to.
@@ -80,9 +109,10 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for d in items {
             sqlx::query(
-                "INSERT OR IGNORE INTO deliveries (job_id, destination, object, state, variant,
+                "INSERT INTO deliveries (job_id, destination, object, state, variant,
                      sop_instance_uid, file, fallback_file, next_attempt_ms, created_ms, updated_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT DO NOTHING",
             )
             .bind(job_id)
             .bind(&d.destination)
@@ -102,30 +132,41 @@ impl Store {
         Ok(())
     }
 
-    /// Pending deliveries whose next attempt is due.
-    pub async fn due_deliveries(&self, now: i64) -> Result<Vec<DeliveryRow>, StoreError> {
-        self.deliveries(None, Some(now)).await
+    /// Claims up to `limit` pending deliveries whose next attempt is due for this node,
+    /// under a lease (on PostgreSQL, `FOR UPDATE SKIP LOCKED`: nodes claiming at once
+    /// get different deliveries); a delivery another node holds is left alone until
+    /// its lease runs out. Oldest due first.
+    pub async fn claim_due_deliveries(&self, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
+        let now = now_ms();
+        let mut rows: Vec<DeliveryRow> = sqlx::query_as(self.dialect(
+            concat!(
+                claim_deliveries_sql!(),
+                "ORDER BY next_attempt_ms, id LIMIT $4) RETURNING ",
+                delivery_row_columns!()
+            ),
+            concat!(
+                claim_deliveries_sql!(),
+                "ORDER BY next_attempt_ms, id LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING ",
+                delivery_row_columns!()
+            ),
+        ))
+        .bind(&self.node.node_id)
+        .bind(now + self.lease_ms())
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.sort_by_key(|d| (d.next_attempt_ms, d.id));
+        Ok(rows)
     }
 
+    /// A job's deliveries, in the order they are due.
     pub async fn job_deliveries(&self, job_id: JobId) -> Result<Vec<DeliveryRow>, StoreError> {
-        self.deliveries(Some(job_id), None).await
-    }
-
-    async fn deliveries(
-        &self,
-        job_id: Option<JobId>,
-        due_by: Option<i64>,
-    ) -> Result<Vec<DeliveryRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, job_id, destination, object, state, variant, sop_instance_uid, file, fallback_file,
-                    attempts, next_attempt_ms, last_status, last_error, created_ms, updated_ms, delivered_ms
-             FROM deliveries
-             WHERE (?1 IS NULL OR job_id = ?1)
-               AND (?2 IS NULL OR (state = 'pending' AND next_attempt_ms <= ?2))
-             ORDER BY next_attempt_ms, id",
-        )
+        Ok(sqlx::query_as(concat!(
+            delivery_row_sql!(),
+            " FROM deliveries WHERE job_id = $1 ORDER BY next_attempt_ms, id"
+        ))
         .bind(job_id)
-        .bind(due_by)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -138,7 +179,7 @@ impl Store {
         last: JobId,
     ) -> Result<Vec<(JobId, DeliveryState, i64)>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT job_id, state, COUNT(*) FROM deliveries WHERE job_id BETWEEN ? AND ?
+            "SELECT job_id, state, COUNT(*) FROM deliveries WHERE job_id BETWEEN $1 AND $2
              GROUP BY job_id, state",
         )
         .bind(first)
@@ -149,14 +190,13 @@ impl Store {
 
     /// Each destination's latest delivery: how it stands.
     pub async fn destination_outcomes(&self) -> Result<Vec<DeliveryRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, job_id, destination, object, state, variant, sop_instance_uid, file, fallback_file,
-                    attempts, next_attempt_ms, last_status, last_error, created_ms, updated_ms, delivered_ms
-             FROM deliveries d
+        Ok(sqlx::query_as(concat!(
+            delivery_row_sql!(),
+            " FROM deliveries d
              WHERE id = (SELECT id FROM deliveries WHERE destination = d.destination
                          ORDER BY updated_ms DESC, id DESC LIMIT 1)
-             ORDER BY destination",
-        )
+             ORDER BY destination"
+        ))
         .fetch_all(&self.pool)
         .await?)
     }
@@ -171,7 +211,14 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let now = now_ms();
         let state = attempt.state();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_writing(&self.pool, self.engine).await?;
+        // One job's attempts one at a time, so that the last one sees none left.
+        if self.engine == Engine::Postgres {
+            sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
+                .bind(d.job_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let (status, error, next, note) = match attempt {
             Attempt::Delivered { status, note } => {
                 (Some(status), None, d.next_attempt_ms, note.as_ref())
@@ -182,11 +229,12 @@ impl Store {
             } => (None, Some(error), *next_attempt_ms, None),
             Attempt::Failed { error } => (None, Some(error), d.next_attempt_ms, None),
         };
-        sqlx::query(
-            "UPDATE deliveries SET state = ?1, attempts = attempts + 1, next_attempt_ms = ?2,
-                 last_status = COALESCE(?3, last_status), last_error = ?4, updated_ms = ?5,
-                 delivered_ms = CASE WHEN ?1 = 'delivered' THEN ?5 ELSE delivered_ms END
-             WHERE id = ?6",
+        let recorded = sqlx::query(
+            "UPDATE deliveries SET state = $1, attempts = attempts + 1, next_attempt_ms = $2,
+                 last_status = COALESCE($3, last_status), last_error = $4, updated_ms = $5,
+                 delivered_ms = CASE WHEN $1 = 'delivered' THEN $5 ELSE delivered_ms END,
+                 lease_until_ms = NULL
+             WHERE id = $6 AND node_id = $7",
         )
         .bind(state)
         .bind(next)
@@ -194,8 +242,13 @@ impl Store {
         .bind(error)
         .bind(now)
         .bind(d.id)
+        .bind(&self.node.node_id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if recorded == 0 {
+            return Err(StoreError::DeliveryLeaseLost(d.id));
+        }
         let job = claimed_job(&mut *tx, d.job_id).await?;
         let detail = serde_json::json!({
             "destination": d.destination,
@@ -207,9 +260,14 @@ impl Store {
             "note": note,
             "sop_instance_uid": d.sop_instance_uid,
         });
-        append_audit(&mut tx, &job.event(AuditKind::DeliveryAttempt, detail)).await?;
+        append_audit(
+            &mut tx,
+            &self.node.node_id,
+            &job.event(AuditKind::DeliveryAttempt, detail),
+        )
+        .await?;
         let open: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM deliveries WHERE job_id = ? AND state <> 'delivered'",
+            "SELECT COUNT(*) FROM deliveries WHERE job_id = $1 AND state <> 'delivered'",
         )
         .bind(d.job_id)
         .fetch_one(&mut *tx)
@@ -221,9 +279,10 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::super::testing::queued_job;
     use super::*;
-    use sqlx::SqlitePool;
 
     fn delivery(destination: &str, object: ResultObject) -> NewDelivery {
         NewDelivery {
@@ -236,9 +295,9 @@ mod tests {
         }
     }
 
-    #[sqlx::test]
-    async fn attempts_are_recorded_and_count_what_is_left(pool: SqlitePool) {
-        let store = Store::with_pool(pool);
+    #[tokio::test]
+    async fn attempts_are_recorded_and_count_what_is_left() {
+        let store = crate::store::testing::store().await;
         let job = queued_job(&store, 1, "PACS").await;
         let items = [
             delivery("pacs", ResultObject::Seg),
@@ -247,16 +306,27 @@ mod tests {
         store.create_deliveries(job, &items).await.unwrap();
         // Once per destination and instance.
         store.create_deliveries(job, &items).await.unwrap();
-        let due = store.due_deliveries(now_ms()).await.unwrap();
+        let due = store.claim_due_deliveries(10).await.unwrap();
         assert_eq!(due.len(), 2);
-        assert!(store.due_deliveries(0).await.unwrap().is_empty());
+        // Held by this node under its lease: another node gets none of them, nor may it
+        // record an attempt on one.
+        let other = store.other_node("other", Duration::from_secs(30)).await;
+        assert!(other.claim_due_deliveries(10).await.unwrap().is_empty());
+        let stolen = Attempt::Failed { error: "x".into() };
+        assert!(matches!(
+            other.record_attempt(&due[0], &stolen).await,
+            Err(StoreError::DeliveryLeaseLost(_))
+        ));
 
         let retry = Attempt::Retry {
             error: "refused".into(),
             next_attempt_ms: now_ms() + 60_000,
         };
         assert_eq!(store.record_attempt(&due[0], &retry).await.unwrap(), 2);
-        assert_eq!(store.due_deliveries(now_ms()).await.unwrap().len(), 1);
+        // The attempt ended the claim: the one not yet due stays, the other is due.
+        assert_eq!(other.claim_due_deliveries(10).await.unwrap().len(), 0);
+        let again = store.claim_due_deliveries(10).await.unwrap();
+        assert_eq!(again.iter().map(|d| d.id).collect::<Vec<_>>(), [due[1].id]);
         let delivered = Attempt::Delivered {
             status: "0x0000".into(),
             note: None,
@@ -319,9 +389,9 @@ mod tests {
         assert!(attempts[0].detail.contains(r#""outcome":"pending""#));
     }
 
-    #[sqlx::test]
-    async fn a_job_whose_deliveries_are_all_done_is_found_until_promoted(pool: SqlitePool) {
-        let store = Store::with_pool(pool);
+    #[tokio::test]
+    async fn a_job_whose_deliveries_are_all_done_is_found_until_promoted() {
+        let store = crate::store::testing::store().await;
         let job = queued_job(&store, 1, "PACS").await;
         let claimed = store.claim_next_job().await.unwrap().unwrap();
         let outcome = super::super::JobOutcome {
@@ -339,7 +409,7 @@ mod tests {
             delivery("pacs", ResultObject::Sr),
         ];
         store.create_deliveries(job, &items).await.unwrap();
-        let due = store.due_deliveries(now_ms()).await.unwrap();
+        let due = store.claim_due_deliveries(10).await.unwrap();
         let delivered = Attempt::Delivered {
             status: "0x0000".into(),
             note: None,

@@ -3,13 +3,14 @@
 //! whose file may not have become durable.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde::Serialize;
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit::{AuditEvent, append_audit};
-use super::{AuditKind, SeriesId, Store, StoreError, now_ms};
+use super::{AuditKind, Engine, Membership, SeriesId, Store, StoreError, begin_writing, now_ms};
 use crate::dicom::Uid;
 
 /// The attributes of one received instance that the node records (read from the data
@@ -95,10 +96,24 @@ pub(super) struct RecordRequest {
 }
 
 /// Starts the group-commit writer over `pool`.
-pub(super) fn spawn_writer(pool: SqlitePool) -> mpsc::Sender<RecordRequest> {
+pub(super) fn spawn_writer(
+    pool: AnyPool,
+    engine: Engine,
+    node: Arc<Membership>,
+) -> mpsc::Sender<RecordRequest> {
     let (writer, requests) = mpsc::channel(RECORD_QUEUE);
-    tokio::spawn(record_writer(pool, requests));
+    tokio::spawn(record_writer(pool, engine, node, requests));
     writer
+}
+
+/// The spool files every engine finds alike, before the key images' files in the
+/// jobs' JSON summaries.
+macro_rules! referenced_files_sql {
+    () => {
+        "SELECT file_name FROM instances
+         UNION SELECT seg_file FROM jobs WHERE seg_file IS NOT NULL
+         UNION SELECT file FROM deliveries "
+    };
 }
 
 impl Store {
@@ -135,7 +150,7 @@ impl Store {
         series_id: SeriesId,
     ) -> Result<Vec<SourceInstance>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT sop_instance_uid, sha256, file_name FROM instances WHERE series_id = ?
+            "SELECT sop_instance_uid, sha256, file_name FROM instances WHERE series_id = $1
              ORDER BY sop_instance_uid",
         )
         .bind(series_id)
@@ -161,7 +176,7 @@ impl Store {
         sop_instance_uid: &str,
         file_name: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM instances WHERE sop_instance_uid = ? AND file_name = ?")
+        sqlx::query("DELETE FROM instances WHERE sop_instance_uid = $1 AND file_name = $2")
             .bind(sop_instance_uid)
             .bind(file_name)
             .execute(&self.pool)
@@ -169,14 +184,18 @@ impl Store {
         Ok(())
     }
 
-    /// Instances whose file may not have become durable before a crash. A row is
-    /// committed while its file is fsynced (milliseconds), so the candidates are the
-    /// instances received in the last minute of activity.
+    /// Instances this node received whose file may not have become durable before a
+    /// crash. A row is committed while its file is fsynced (milliseconds), so the
+    /// candidates are the instances received in the node's last minute of activity
+    /// (another node's rows are that node's to check).
     pub async fn recent_instances(&self) -> Result<Vec<RecentInstance>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, file_name, sha256 FROM instances
-             WHERE received_ms >= (SELECT MAX(received_ms) FROM instances) - 60000",
+             WHERE (node_id = $1 OR node_id IS NULL)
+               AND received_ms >= (SELECT MAX(received_ms) FROM instances
+                                   WHERE node_id = $1 OR node_id IS NULL) - 60000",
         )
+        .bind(&self.node.node_id)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -187,7 +206,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for id in ids {
             let row: Option<(String, String)> = sqlx::query_as(
-                "DELETE FROM instances WHERE id = ? RETURNING sop_instance_uid, file_name",
+                "DELETE FROM instances WHERE id = $1 RETURNING sop_instance_uid, file_name",
             )
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -195,6 +214,7 @@ impl Store {
             if let Some((sop_instance, file_name)) = row {
                 append_audit(
                     &mut tx,
+                    &self.node.node_id,
                     &AuditEvent {
                         detail: serde_json::json!({
                             "sop_instance": sop_instance,
@@ -213,14 +233,20 @@ impl Store {
 
     /// Every spool file name the database references.
     pub async fn referenced_files(&self) -> Result<HashSet<String>, StoreError> {
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT file_name FROM instances
-             UNION SELECT seg_file FROM jobs WHERE seg_file IS NOT NULL
-             UNION SELECT file FROM deliveries
-             UNION SELECT json_extract(k.value, '$.file')
-               FROM jobs, json_each(jobs.summary, '$.key_images') AS k
-               WHERE json_extract(k.value, '$.file') IS NOT NULL",
-        )
+        let names: Vec<String> = sqlx::query_scalar(self.dialect(
+            concat!(
+                referenced_files_sql!(),
+                "UNION SELECT json_extract(k.value, '$.file')
+                   FROM jobs, json_each(jobs.summary, '$.key_images') AS k
+                   WHERE json_extract(k.value, '$.file') IS NOT NULL"
+            ),
+            concat!(
+                referenced_files_sql!(),
+                "UNION SELECT k.value ->> 'file'
+                   FROM jobs, jsonb_array_elements(jobs.summary::jsonb -> 'key_images') AS k
+                   WHERE k.value ->> 'file' IS NOT NULL"
+            ),
+        ))
         .fetch_all(&self.pool)
         .await?;
         Ok(names.into_iter().collect())
@@ -229,7 +255,12 @@ impl Store {
 
 /// The group-commit writer: takes every waiting request into one transaction, each in
 /// its own savepoint so that one failure does not fail the others.
-async fn record_writer(pool: SqlitePool, mut requests: mpsc::Receiver<RecordRequest>) {
+async fn record_writer(
+    pool: AnyPool,
+    engine: Engine,
+    node: Arc<Membership>,
+    mut requests: mpsc::Receiver<RecordRequest>,
+) {
     while let Some(first) = requests.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_GROUP {
@@ -238,7 +269,13 @@ async fn record_writer(pool: SqlitePool, mut requests: mpsc::Receiver<RecordRequ
                 Err(_) => break,
             }
         }
-        match record_batch(&pool, &batch).await {
+        // One lock order for every node's writer (series, then instance):
+        // PostgreSQL then has no deadlock between two nodes' batches to break.
+        batch.sort_by(|a, b| {
+            (a.meta.series_uid.as_str(), a.meta.sop_instance_uid.as_str())
+                .cmp(&(b.meta.series_uid.as_str(), b.meta.sop_instance_uid.as_str()))
+        });
+        match record_batch_retried(&pool, engine, &node.node_id, &batch).await {
             Ok(outcomes) => {
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
                     let _ = request.reply.send(outcome);
@@ -256,14 +293,59 @@ async fn record_writer(pool: SqlitePool, mut requests: mpsc::Receiver<RecordRequ
     }
 }
 
-async fn record_batch(
-    pool: &SqlitePool,
+/// [`record_batch`], and again (up to three tries) for the requests that failed only
+/// because another node's transaction got in the way (PostgreSQL: a deadlock, a
+/// serialization failure, or the same instance inserted by two nodes at once, which
+/// the next try finds stored).
+async fn record_batch_retried(
+    pool: &AnyPool,
+    engine: Engine,
+    node: &str,
     batch: &[RecordRequest],
 ) -> Result<Vec<Result<RecordOutcome, StoreError>>, StoreError> {
-    // IMMEDIATE: the first statement reads, and a deferred transaction that reads
-    // before it writes fails with SQLITE_BUSY (no busy wait) if another connection
-    // wrote in between; taking the write lock first waits for it instead.
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let all: Vec<&RecordRequest> = batch.iter().collect();
+    let mut outcomes = record_batch(pool, engine, node, &all).await?;
+    for _ in 1..3 {
+        let again: Vec<usize> = (0..outcomes.len())
+            .filter(|&i| matches!(&outcomes[i], Err(StoreError::Query(e)) if is_contention(e)))
+            .collect();
+        if again.is_empty() {
+            break;
+        }
+        tracing::debug!(
+            requests = again.len(),
+            "instances met another node's transaction; again"
+        );
+        let requests: Vec<&RecordRequest> = again.iter().map(|&i| &batch[i]).collect();
+        match record_batch(pool, engine, node, &requests).await {
+            Ok(redone) => {
+                for (i, outcome) in again.into_iter().zip(redone) {
+                    outcomes[i] = outcome;
+                }
+            }
+            Err(StoreError::Query(e)) if is_contention(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Whether `e` is PostgreSQL's answer to two transactions meeting (deadlock,
+/// serialization failure, unique violation by a concurrent insert).
+pub(super) fn is_contention(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| matches!(&*code, "40001" | "40P01" | "23505"))
+}
+
+async fn record_batch(
+    pool: &AnyPool,
+    engine: Engine,
+    node: &str,
+    batch: &[&RecordRequest],
+) -> Result<Vec<Result<RecordOutcome, StoreError>>, StoreError> {
+    // The first statement reads, then writes (see `begin_writing`).
+    let mut tx = begin_writing(pool, engine).await?;
     // A lone request needs no savepoint: its failure rolls the transaction back.
     let savepoints = batch.len() > 1;
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -271,7 +353,7 @@ async fn record_batch(
         if savepoints {
             sqlx::query("SAVEPOINT instance").execute(&mut *tx).await?;
         }
-        let outcome = record_in(&mut tx, r).await;
+        let outcome = record_in(&mut tx, node, r).await;
         if savepoints {
             if outcome.is_err() {
                 sqlx::query("ROLLBACK TO instance")
@@ -293,7 +375,8 @@ async fn record_batch(
 /// (its revision counts new or changed content); the instance row is written. A
 /// replacement is audited in the same transaction.
 async fn record_in(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
+    node: &str,
     request: &RecordRequest,
 ) -> Result<RecordOutcome, StoreError> {
     let RecordRequest {
@@ -305,7 +388,7 @@ async fn record_in(
     } = request;
     let now = now_ms();
     let existing: Option<(i64, String, String)> =
-        sqlx::query_as("SELECT id, sha256, file_name FROM instances WHERE sop_instance_uid = ?")
+        sqlx::query_as("SELECT id, sha256, file_name FROM instances WHERE sop_instance_uid = $1")
             .bind(meta.sop_instance_uid.as_str())
             .fetch_optional(&mut **tx)
             .await?;
@@ -314,11 +397,11 @@ async fn record_in(
         Some(_) if !file_durable => return Ok(RecordOutcome::ReplacementNeedsDurableFile),
         Some((id, _, old_file)) => (
             Some(
-                "UPDATE instances SET series_id = ?1, sop_class_uid = ?3, transfer_syntax = ?4, file_name = ?5,
-                     size_bytes = ?6, sha256 = ?7, modality = ?8, image_type = ?9, number_of_frames = ?10,
-                     slice_thickness_mm = ?11, orientation = ?12, received_ms = ?13,
-                     replaced_count = replaced_count + 1
-                 WHERE id = ?14",
+                "UPDATE instances SET series_id = $1, sop_class_uid = $3, transfer_syntax = $4, file_name = $5,
+                     size_bytes = $6, sha256 = $7, modality = $8, image_type = $9, number_of_frames = $10,
+                     slice_thickness_mm = $11, orientation = $12, received_ms = $13,
+                     replaced_count = replaced_count + 1, node_id = $14
+                 WHERE id = $15",
             ),
             RecordOutcome::Replaced { old_file },
             Some(id),
@@ -327,8 +410,8 @@ async fn record_in(
             Some(
                 "INSERT INTO instances (series_id, sop_instance_uid, sop_class_uid, transfer_syntax,
                      file_name, size_bytes, sha256, modality, image_type, number_of_frames,
-                     slice_thickness_mm, orientation, received_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                     slice_thickness_mm, orientation, received_ms, node_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             ),
             RecordOutcome::Added,
             None,
@@ -340,11 +423,11 @@ async fn record_in(
         "INSERT INTO series (series_uid, study_uid, patient_id, accession_number, modality,
                              series_description, calling_ae, state, first_received_ms, last_received_ms,
                              revision)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'receiving', ?8, ?8, ?9)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'receiving', $8, $8, $9)
          ON CONFLICT (series_uid) DO UPDATE SET
              state = 'receiving', last_received_ms = excluded.last_received_ms,
-             calling_ae = CASE WHEN excluded.revision > 0 THEN excluded.calling_ae ELSE calling_ae END,
-             revision = revision + excluded.revision
+             calling_ae = CASE WHEN excluded.revision > 0 THEN excluded.calling_ae ELSE series.calling_ae END,
+             revision = series.revision + excluded.revision
          RETURNING id",
     )
     .bind(meta.series_uid.as_str())
@@ -377,7 +460,8 @@ async fn record_in(
         .bind(i64::from(meta.number_of_frames))
         .bind(meta.slice_thickness_mm)
         .bind(&orientation)
-        .bind(now);
+        .bind(now)
+        .bind(node);
     match existing_id {
         Some(id) => query.bind(id),
         None => query,
@@ -387,6 +471,7 @@ async fn record_in(
     if let RecordOutcome::Replaced { .. } = outcome {
         append_audit(
             tx,
+            node,
             &AuditEvent {
                 calling_ae: Some(calling_ae),
                 study_uid: Some(meta.study_uid.as_str()),
@@ -407,11 +492,9 @@ mod tests {
     use super::super::testing::{file, instance};
     use super::*;
 
-    #[sqlx::test]
-    async fn the_same_content_from_another_sender_is_unchanged_new_content_replaces(
-        pool: SqlitePool,
-    ) {
-        let store = Store::with_pool(pool);
+    #[tokio::test]
+    async fn the_same_content_from_another_sender_is_unchanged_new_content_replaces() {
+        let store = crate::store::testing::store().await;
         let meta = instance(1, 1);
         let first = store
             .record_instance(&meta, &file("a", "sha-1"), "BARSCU", true)
@@ -458,9 +541,9 @@ mod tests {
         assert!(audit[0].detail.contains("1.2.3.1.1"));
     }
 
-    #[sqlx::test]
-    async fn sources_counts_forgetting_and_unacknowledged_rows(pool: SqlitePool) {
-        let store = Store::with_pool(pool);
+    #[tokio::test]
+    async fn sources_counts_forgetting_and_unacknowledged_rows() {
+        let store = crate::store::testing::store().await;
         for (sop, name) in [(2, "f2"), (1, "f1"), (3, "f3")] {
             store
                 .record_instance(&instance(1, sop), &file(name, name), "PACS", false)

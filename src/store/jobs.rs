@@ -2,10 +2,10 @@
 //! Every change of state goes through [`JobState::transition`].
 
 use serde::Serialize;
-use sqlx::Sqlite;
+use sqlx::Any;
 
 use super::audit::{AuditEvent, append_audit};
-use super::{AuditKind, JobId, JobState, SeriesId, Store, StoreError, now_ms};
+use super::{AuditKind, JobId, JobState, SeriesId, Store, StoreError, begin_writing, now_ms};
 use crate::dicom::Uid;
 
 /// A job as listed by `segnode jobs` and the API.
@@ -50,11 +50,13 @@ pub struct ClaimedJob {
     pub calling_ae: String,
 }
 
-/// A job a stop left `running`, and how many times a worker has started it.
+/// A job a stop left `running`, how many times a worker has started it, and the node
+/// that held it.
 #[derive(Debug, Clone)]
 pub struct InterruptedJob {
     pub job: ClaimedJob,
     pub starts: i64,
+    pub holder: Option<String>,
 }
 
 /// How a job ended.
@@ -105,12 +107,20 @@ macro_rules! claimed_job_sql {
     };
 }
 
+/// The claim of a job by this node, before its WHERE clause.
+macro_rules! claim_job_sql {
+    () => {
+        "UPDATE jobs SET state = $1, started_ms = $2, updated_ms = $2, starts = starts + 1,
+             node_id = $3, lease_until_ms = $4 "
+    };
+}
+
 /// One job with the series facts that events about it carry.
 pub(super) async fn claimed_job<'e, E>(executor: E, id: JobId) -> Result<ClaimedJob, StoreError>
 where
-    E: sqlx::Executor<'e, Database = Sqlite>,
+    E: sqlx::Executor<'e, Database = Any>,
 {
-    sqlx::query_as(concat!(claimed_job_sql!(), " WHERE j.id = ?"))
+    sqlx::query_as(concat!(claimed_job_sql!(), " WHERE j.id = $1"))
         .bind(id)
         .fetch_optional(executor)
         .await?
@@ -136,10 +146,10 @@ impl Store {
                     j.calling_ae, j.series_revision, j.instance_count, j.superseded_by, j.created_ms, j.updated_ms,
                     j.started_ms, j.finished_ms, j.error_code, j.summary, j.seg_sop_instance_uid, j.seg_file
              FROM jobs j JOIN series s ON s.id = j.series_id
-             WHERE (?1 IS NULL OR j.state = ?1) AND (?2 IS NULL OR j.created_ms >= ?2)
-               AND (?3 IS NULL OR j.created_ms <= ?3) AND (?4 IS NULL OR s.study_uid = ?4)
-               AND (?7 IS NULL OR j.id = ?7) AND (?8 IS NULL OR s.accession_number = ?8)
-             ORDER BY j.id DESC LIMIT ?5 OFFSET ?6",
+             WHERE ($1 IS NULL OR j.state = $1) AND ($2 IS NULL OR j.created_ms >= $2)
+               AND ($3 IS NULL OR j.created_ms <= $3) AND ($4 IS NULL OR s.study_uid = $4)
+               AND ($7 IS NULL OR j.id = $7) AND ($8 IS NULL OR s.accession_number = $8)
+             ORDER BY j.id DESC LIMIT $5 OFFSET $6",
         )
         .bind(q.state)
         .bind(q.since_ms)
@@ -153,17 +163,29 @@ impl Store {
         .await?)
     }
 
-    /// Claims the oldest queued job for a worker (queued → running), atomically, and
-    /// counts the start.
+    /// Claims the oldest queued job for a worker of this node (queued → running) under
+    /// a lease, atomically (on PostgreSQL, `FOR UPDATE SKIP LOCKED`: nodes claiming at
+    /// once get different jobs), and counts the start.
     pub async fn claim_next_job(&self) -> Result<Option<ClaimedJob>, StoreError> {
         let next = JobState::Queued.transition(JobState::Running)?;
-        let claimed: Option<JobId> = sqlx::query_scalar(
-            "UPDATE jobs SET state = ?1, started_ms = ?2, updated_ms = ?2, starts = starts + 1
-             WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1)
-             RETURNING id",
-        )
+        let now = now_ms();
+        let claimed: Option<JobId> = sqlx::query_scalar(self.dialect(
+            concat!(
+                claim_job_sql!(),
+                "WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1)
+                 RETURNING id"
+            ),
+            concat!(
+                claim_job_sql!(),
+                "WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1
+                             FOR UPDATE SKIP LOCKED)
+                 RETURNING id"
+            ),
+        ))
         .bind(next)
-        .bind(now_ms())
+        .bind(now)
+        .bind(&self.node.node_id)
+        .bind(now + self.lease_ms())
         .fetch_optional(&self.pool)
         .await?;
         let Some(id) = claimed else {
@@ -175,7 +197,23 @@ impl Store {
         Ok(Some(job))
     }
 
-    /// Ends a running job with its outcome and audits it.
+    /// Extends this node's lease on a running job; `false` when the node no longer
+    /// holds it (another node took it over after the lease ran out).
+    pub async fn renew_job_lease(&self, id: JobId) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE jobs SET lease_until_ms = $1 WHERE id = $2 AND state = 'running' AND node_id = $3",
+        )
+        .bind(now_ms() + self.lease_ms())
+        .bind(id)
+        .bind(&self.node.node_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(renewed == 1)
+    }
+
+    /// Ends a running job that this node holds with its outcome and audits it; a job
+    /// whose lease another node took over is not touched ([`StoreError::LeaseLost`]).
     pub async fn finish_job(
         &self,
         job: &ClaimedJob,
@@ -184,10 +222,10 @@ impl Store {
         let next = JobState::Running.transition(outcome.state)?;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE jobs SET state = ?, reason = ?, error_code = ?, summary = ?, seg_sop_instance_uid = ?,
-                 seg_file = ?, finished_ms = ?, updated_ms = ?
-             WHERE id = ? AND state = 'running'",
+        let finished = sqlx::query(
+            "UPDATE jobs SET state = $1, reason = $2, error_code = $3, summary = $4, seg_sop_instance_uid = $5,
+                 seg_file = $6, finished_ms = $7, updated_ms = $8
+             WHERE id = $9 AND state = 'running' AND node_id = $10",
         )
         .bind(next)
         .bind(&outcome.reason)
@@ -198,8 +236,13 @@ impl Store {
         .bind(now)
         .bind(now)
         .bind(job.id)
+        .bind(&self.node.node_id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if finished == 0 {
+            return Err(StoreError::LeaseLost(job.id));
+        }
         let event = if next == JobState::Succeeded {
             AuditKind::JobSucceeded
         } else {
@@ -210,37 +253,85 @@ impl Store {
             "error_code": outcome.error_code,
             "summary": outcome.summary,
         });
-        append_audit(&mut tx, &job.event(event, detail)).await?;
+        append_audit(&mut tx, &self.node.node_id, &job.event(event, detail)).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Jobs a stop left `running`, with how often each was started.
-    pub async fn interrupted_jobs(&self) -> Result<Vec<InterruptedJob>, StoreError> {
-        let rows: Vec<(JobId, i64)> =
-            sqlx::query_as("SELECT id, starts FROM jobs WHERE state = 'running' ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
-        let mut jobs = Vec::with_capacity(rows.len());
-        for (id, starts) in rows {
-            let job = claimed_job(&self.pool, id).await?;
-            jobs.push(InterruptedJob { job, starts });
+    /// Takes over the running jobs whose holder is gone: those whose lease ran out
+    /// (the node died or lost the database), and at start-up (`own`) those this node
+    /// held when it stopped. Each is claimed for this node with a fresh lease, one
+    /// conditional update each, so that of several nodes looking at once one gets it.
+    pub async fn take_over_interrupted(
+        &self,
+        own: bool,
+    ) -> Result<Vec<InterruptedJob>, StoreError> {
+        let now = now_ms();
+        let candidates: Vec<(JobId, i64, Option<String>, Option<i64>)> = sqlx::query_as(
+            "SELECT id, starts, node_id, lease_until_ms FROM jobs
+             WHERE state = 'running'
+               AND (lease_until_ms IS NULL OR lease_until_ms < $1
+                    OR ($2 = 1 AND (node_id IS NULL OR node_id = $3)))
+             ORDER BY id",
+        )
+        .bind(now)
+        .bind(i64::from(own))
+        .bind(&self.node.node_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut jobs = Vec::with_capacity(candidates.len());
+        for (id, starts, holder, lease) in candidates {
+            let taken = sqlx::query(
+                "UPDATE jobs SET node_id = $1, lease_until_ms = $2
+                 WHERE id = $3 AND state = 'running'
+                   AND node_id IS NOT DISTINCT FROM $4 AND lease_until_ms IS NOT DISTINCT FROM $5",
+            )
+            .bind(&self.node.node_id)
+            .bind(now + self.lease_ms())
+            .bind(id)
+            .bind(&holder)
+            .bind(lease)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if taken == 1 {
+                let job = claimed_job(&self.pool, id).await?;
+                jobs.push(InterruptedJob {
+                    job,
+                    starts,
+                    holder,
+                });
+            }
         }
         Ok(jobs)
     }
 
-    /// Puts an interrupted job back in the queue (running → queued), audited.
+    /// Puts an interrupted job this node took over back in the queue (running →
+    /// queued), audited with the node that held it.
     pub async fn requeue(&self, job: &InterruptedJob) -> Result<(), StoreError> {
         let next = JobState::Running.transition(JobState::Queued)?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE jobs SET state = ?, updated_ms = ? WHERE id = ? AND state = 'running'")
-            .bind(next)
-            .bind(now_ms())
-            .bind(job.job.id)
-            .execute(&mut *tx)
-            .await?;
-        let detail = serde_json::json!({ "starts": job.starts });
-        append_audit(&mut tx, &job.job.event(AuditKind::JobRequeued, detail)).await?;
+        let requeued = sqlx::query(
+            "UPDATE jobs SET state = $1, updated_ms = $2, lease_until_ms = NULL
+             WHERE id = $3 AND state = 'running' AND node_id = $4",
+        )
+        .bind(next)
+        .bind(now_ms())
+        .bind(job.job.id)
+        .bind(&self.node.node_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if requeued == 0 {
+            return Err(StoreError::LeaseLost(job.job.id));
+        }
+        let detail = serde_json::json!({ "starts": job.starts, "held_by": job.holder });
+        append_audit(
+            &mut tx,
+            &self.node.node_id,
+            &job.job.event(AuditKind::JobRequeued, detail),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -251,7 +342,7 @@ impl Store {
         let next = JobState::Succeeded.transition(JobState::Delivered)?;
         let mut tx = self.pool.begin().await?;
         let changed = sqlx::query(
-            "UPDATE jobs SET state = ?, updated_ms = ? WHERE id = ? AND state = 'succeeded'",
+            "UPDATE jobs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'succeeded'",
         )
         .bind(next)
         .bind(now_ms())
@@ -264,6 +355,7 @@ impl Store {
             let job = claimed_job(&mut *tx, id).await?;
             append_audit(
                 &mut tx,
+                &self.node.node_id,
                 &job.event(AuditKind::JobDelivered, serde_json::Value::Null),
             )
             .await?;
@@ -289,10 +381,10 @@ impl Store {
     /// pending again with fresh attempts. Returns (job re-queued, deliveries re-queued).
     pub async fn retry_job(&self, id: JobId) -> Result<(bool, u64), StoreError> {
         let now = now_ms();
-        // IMMEDIATE: it reads before it writes (see `instances::record_batch`).
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // It reads before it writes (see `begin_writing`).
+        let mut tx = begin_writing(&self.pool, self.engine).await?;
         let job = claimed_job(&mut *tx, id).await?;
-        let state: JobState = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
+        let state: JobState = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
@@ -300,8 +392,8 @@ impl Store {
         if requeue {
             let next = state.transition(JobState::Queued)?;
             sqlx::query(
-                "UPDATE jobs SET state = ?, reason = NULL, error_code = NULL, starts = 0, updated_ms = ?
-                 WHERE id = ?",
+                "UPDATE jobs SET state = $1, reason = NULL, error_code = NULL, starts = 0, updated_ms = $2
+                 WHERE id = $3",
             )
             .bind(next)
             .bind(now)
@@ -310,8 +402,8 @@ impl Store {
             .await?;
         }
         let deliveries = sqlx::query(
-            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_ms = ?, updated_ms = ?
-             WHERE job_id = ? AND state = 'failed'",
+            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_ms = $1, updated_ms = $2
+             WHERE job_id = $3 AND state = 'failed'",
         )
         .bind(now)
         .bind(now)
@@ -321,7 +413,12 @@ impl Store {
         .rows_affected();
         let detail =
             serde_json::json!({ "job_requeued": requeue, "deliveries_requeued": deliveries });
-        append_audit(&mut tx, &job.event(AuditKind::OperatorRetry, detail)).await?;
+        append_audit(
+            &mut tx,
+            &self.node.node_id,
+            &job.event(AuditKind::OperatorRetry, detail),
+        )
+        .await?;
         tx.commit().await?;
         Ok((requeue, deliveries))
     }
@@ -331,7 +428,6 @@ impl Store {
 mod tests {
     use super::super::testing::queued_job;
     use super::*;
-    use sqlx::SqlitePool;
 
     fn outcome(state: JobState) -> JobOutcome {
         JobOutcome {
@@ -343,9 +439,9 @@ mod tests {
         }
     }
 
-    #[sqlx::test]
-    async fn claim_finish_list_and_retry(pool: SqlitePool) {
-        let store = Store::with_pool(pool);
+    #[tokio::test]
+    async fn claim_finish_list_and_retry() {
+        let store = crate::store::testing::store().await;
         let id = queued_job(&store, 2, "BARSCU").await;
         let job = store.claim_next_job().await.unwrap().unwrap();
         assert_eq!((job.id, job.calling_ae.as_str()), (id, "BARSCU"));
@@ -406,13 +502,15 @@ mod tests {
         );
     }
 
-    #[sqlx::test]
-    async fn interrupted_jobs_count_their_starts_and_go_back_to_the_queue(pool: SqlitePool) {
-        let store = Store::with_pool(pool);
+    #[tokio::test]
+    async fn interrupted_jobs_count_their_starts_and_go_back_to_the_queue() {
+        let store = crate::store::testing::store().await;
         let id = queued_job(&store, 1, "PACS").await;
         for start in 1..=2 {
             store.claim_next_job().await.unwrap().unwrap();
-            let interrupted = store.interrupted_jobs().await.unwrap();
+            // Not another node's: the lease runs.
+            assert!(store.take_over_interrupted(false).await.unwrap().is_empty());
+            let interrupted = store.take_over_interrupted(true).await.unwrap();
             assert_eq!(interrupted.len(), 1);
             assert_eq!((interrupted[0].job.id, interrupted[0].starts), (id, start));
             store.requeue(&interrupted[0]).await.unwrap();
@@ -426,6 +524,74 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(requeued.len(), 2);
-        assert_eq!(requeued[1].detail, r#"{"starts":2}"#);
+        let detail: serde_json::Value = serde_json::from_str(&requeued[1].detail).unwrap();
+        assert_eq!(
+            detail,
+            serde_json::json!({ "starts": 2, "held_by": "test-node" })
+        );
+        assert_eq!(requeued[1].node_id.as_deref(), Some("test-node"));
+    }
+
+    /// Two nodes on one database: each claim goes to one node; a node that stops
+    /// renewing loses its job to the other once the lease runs out, and can then
+    /// neither renew nor finish it.
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over_and_its_old_holder_cannot_finish() {
+        let a = crate::store::testing::store().await;
+        let lease = std::time::Duration::from_millis(300);
+        let (a, b) = (a.other_node("a", lease).await, a);
+        let b = b.other_node("b", lease).await;
+        let first = queued_job(&a, 1, "PACS").await;
+        let job = a.claim_next_job().await.unwrap().unwrap();
+        assert_eq!(job.id, first);
+        assert!(b.claim_next_job().await.unwrap().is_none());
+        assert!(b.take_over_interrupted(false).await.unwrap().is_empty());
+        assert!(a.renew_job_lease(first).await.unwrap());
+
+        tokio::time::sleep(lease * 2).await;
+        let taken = b.take_over_interrupted(false).await.unwrap();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].holder.as_deref(), Some("a"));
+        // Only one node gets it.
+        assert!(a.take_over_interrupted(false).await.unwrap().is_empty());
+        b.requeue(&taken[0]).await.unwrap();
+        let again = b.claim_next_job().await.unwrap().unwrap();
+        assert_eq!(again.id, first);
+
+        assert!(!a.renew_job_lease(first).await.unwrap());
+        let outcome = JobOutcome {
+            state: JobState::Succeeded,
+            reason: None,
+            error_code: None,
+            summary: serde_json::json!({}),
+            seg: None,
+        };
+        assert!(matches!(
+            a.finish_job(&job, &outcome).await,
+            Err(StoreError::LeaseLost(id)) if id == first
+        ));
+        b.finish_job(&again, &outcome).await.unwrap();
+        let row = b.job(first).await.unwrap().unwrap();
+        assert_eq!(row.state, JobState::Succeeded);
+        let nodes: Vec<_> = b
+            .audit_query(&crate::store::AuditFilter {
+                job_id: Some(first),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.event, r.node_id.unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                (AuditKind::JobQueued, "a".to_string()),
+                (AuditKind::JobStarted, "a".to_string()),
+                (AuditKind::JobRequeued, "b".to_string()),
+                (AuditKind::JobStarted, "b".to_string()),
+                (AuditKind::JobSucceeded, "b".to_string()),
+            ]
+        );
     }
 }

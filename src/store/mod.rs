@@ -1,6 +1,6 @@
 //! The SQLite store: schema in `migrations/`, applied at open; one file per resource
 //! (instances, series, jobs, deliveries, the audit log, retention), each with the
-//! queries on its rows and their `#[sqlx::test]` tests. The store knows rows and states
+//! queries on its rows and their tests (run on both engines: see [`testing::store`]). The store knows rows and states
 //! ([`states`]), not stage types, and holds no business rules: the stages decide (when
 //! a job is delivered, what retention may purge, when an interrupted job stops being
 //! resumed) and the store records atomically.
@@ -9,17 +9,20 @@ mod audit;
 mod deliveries;
 mod instances;
 mod jobs;
+mod nodes;
 mod retention;
 mod series;
 mod states;
 
 use std::fmt;
-use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::any::AnyPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor};
 use tokio::sync::mpsc;
 
 use crate::dicom::Uid;
@@ -30,17 +33,108 @@ pub use instances::{
     InstanceCount, InstanceMeta, RecentInstance, RecordOutcome, SourceInstance, SpooledFile,
 };
 pub use jobs::{ClaimedJob, InterruptedJob, JobOutcome, JobQuery, JobRow};
+pub use nodes::NodeRow;
 pub use retention::RetentionCandidate;
 pub use series::{InstanceRow, SeriesRow};
 pub use states::{
     AuditKind, DeliveryState, IllegalTransition, JobState, ResultObject, UnknownName,
 };
 
+/// Where the node keeps its rows: an embedded SQLite file (one node), or a PostgreSQL
+/// database that several nodes share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    /// A `postgres://` URL.
+    Postgres(String),
+}
+
+impl Database {
+    /// `postgres://…` or `postgresql://…` selects PostgreSQL; anything else is the path of
+    /// an SQLite file.
+    pub fn parse(text: &str) -> Self {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Database::Postgres(text.to_string())
+        } else {
+            Database::Sqlite(PathBuf::from(text))
+        }
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self {
+            Database::Sqlite(_) => Engine::Sqlite,
+            Database::Postgres(_) => Engine::Postgres,
+        }
+    }
+}
+
+/// Shown without a PostgreSQL URL's password.
+impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(url) => match url::Url::parse(url) {
+                Ok(mut u) => {
+                    if u.password().is_some() {
+                        let _ = u.set_password(Some("***"));
+                    }
+                    f.write_str(u.as_str())
+                }
+                Err(_) => f.write_str("postgres://(invalid URL)"),
+            },
+        }
+    }
+}
+
+impl Serialize for Database {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The database engine behind a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// Who this node is among the nodes sharing the database, and how long its claim on a
+/// job or a delivery lasts without renewal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Membership {
+    pub node_id: String,
+    #[serde(serialize_with = "lease_secs")]
+    pub lease: Duration,
+}
+
+fn lease_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl Membership {
+    /// How often a node looks for work whose holder's lease ran out, and renews its
+    /// own leases three times as rarely: a job of a node that died is taken over
+    /// within the lease plus this.
+    pub fn poll_interval(&self) -> Duration {
+        (self.lease / 6).clamp(Duration::from_millis(100), Duration::from_secs(5))
+    }
+
+    /// One node on its own (the tools and tests that open a store beside a node).
+    pub fn solo(node_id: &str) -> Self {
+        Self {
+            node_id: node_id.to_string(),
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open database {path}")]
+    #[error("cannot open database {database}")]
     Open {
-        path: String,
+        database: String,
         #[source]
         source: sqlx::Error,
     },
@@ -56,6 +150,14 @@ pub enum StoreError {
     NoSuchJob(JobId),
     #[error("group commit failed: {0}")]
     GroupCommit(String),
+    #[error(
+        "job {0} is no longer held by this node: its lease ran out and another node took it over"
+    )]
+    LeaseLost(JobId),
+    #[error(
+        "delivery {0} is no longer held by this node: its lease ran out and another node took it over"
+    )]
+    DeliveryLeaseLost(i64),
 }
 
 /// A job's id: its row in `jobs`.
@@ -78,28 +180,70 @@ impl fmt::Display for JobId {
     }
 }
 
-/// UIDs are stored as their text and read back as [`Uid`]s: a row that holds an
-/// invalid one is an error, never a string passed on.
-impl sqlx::Type<sqlx::Sqlite> for Uid {
-    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
-        <String as sqlx::Type<sqlx::Sqlite>>::type_info()
+/// Stores a type as its text and reads it back through `$parse`: a row that holds an
+/// unknown name or an invalid UID is an error, never a string passed on.
+macro_rules! stored_as_text {
+    ($ty:ty, $parse:expr) => {
+        impl sqlx::Type<sqlx::Any> for $ty {
+            fn type_info() -> sqlx::any::AnyTypeInfo {
+                <String as sqlx::Type<sqlx::Any>>::type_info()
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Any> for $ty {
+            fn decode(
+                value: <sqlx::Any as sqlx::Database>::ValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<sqlx::Any>>::decode(value)?;
+                Ok(($parse)(text)?)
+            }
+        }
+
+        impl<'q> sqlx::Encode<'q, sqlx::Any> for $ty {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <String as sqlx::Encode<sqlx::Any>>::encode(self.as_str().to_string(), buf)
+            }
+        }
+    };
+}
+pub(crate) use stored_as_text;
+
+stored_as_text!(Uid, Uid::parse);
+
+/// The statement for `engine`, where the two differ.
+fn dialect(engine: Engine, sqlite: &'static str, postgres: &'static str) -> &'static str {
+    match engine {
+        Engine::Sqlite => sqlite,
+        Engine::Postgres => postgres,
     }
 }
 
-impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for Uid {
-    fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        let text = <&str as sqlx::Decode<sqlx::Sqlite>>::decode(value)?;
-        Ok(Uid::parse(text)?)
+/// A transaction that will write. SQLite, IMMEDIATE: a deferred transaction that reads
+/// before it writes fails with SQLITE_BUSY (no busy wait) if another connection wrote
+/// in between; taking the write lock first waits for it instead. PostgreSQL locks rows.
+async fn begin_writing(
+    pool: &AnyPool,
+    engine: Engine,
+) -> Result<sqlx::Transaction<'static, Any>, sqlx::Error> {
+    match engine {
+        Engine::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        Engine::Postgres => pool.begin().await,
     }
 }
 
-impl<'q> sqlx::Encode<'q, sqlx::Sqlite> for Uid {
-    fn encode_by_ref(
-        &self,
-        buf: &mut <sqlx::Sqlite as sqlx::Database>::ArgumentBuffer,
-    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        <String as sqlx::Encode<sqlx::Sqlite>>::encode(self.as_str().to_string(), buf)
-    }
+/// An `sqlite://` URL of `path` (`%`, `?` and `#` escaped, as sqlx decodes them).
+fn sqlite_url(path: &std::path::Path) -> Result<String, sqlx::Error> {
+    let text = path.to_str().ok_or_else(|| {
+        sqlx::Error::Configuration(format!("{} is not UTF-8", path.display()).into())
+    })?;
+    let escaped = text
+        .replace('%', "%25")
+        .replace('?', "%3F")
+        .replace('#', "%23");
+    Ok(format!("sqlite://{escaped}?mode=rwc"))
 }
 
 /// Milliseconds since the Unix epoch, the time unit of every stored timestamp.
@@ -137,45 +281,118 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
         .map_err(|_| format!("{text:?} is not a time (RFC 3339, YYYY-MM-DD or Unix milliseconds)"))
 }
 
+/// The counts of [`Store::counts`] that both engines write alike, up to the JSON
+/// lookup of a delivery attempt's outcome.
+macro_rules! counts_sql {
+    () => {
+        "SELECT 'jobs', state, COUNT(*) FROM jobs GROUP BY state
+         UNION ALL SELECT 'instances', '', COUNT(*) FROM instances
+         UNION ALL SELECT 'audit', event, COUNT(*) FROM audit
+           WHERE event IN ('association_accepted', 'association_rejected', 'instance_ignored', 'instance_refused')
+           GROUP BY event
+         UNION ALL SELECT 'deliveries', state, COUNT(*) FROM deliveries GROUP BY state
+         UNION ALL SELECT 'delivery_attempts', "
+    };
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    engine: Engine,
+    node: Arc<Membership>,
     writer: mpsc::Sender<instances::RecordRequest>,
 }
 
+/// The schema of each engine: one set of migrations per engine, the same tables.
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
 impl Store {
-    /// Opens (creating if needed) the database and applies pending migrations. WAL
-    /// with `synchronous = FULL`: a committed row survives a crash or power loss.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        // No test query before each acquire: an SQLite connection is a local handle.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .test_before_acquire(false)
-            .connect_with(options)
+    /// Opens the database (creating an SQLite file if needed) and applies pending
+    /// migrations. SQLite runs in WAL with `synchronous = FULL` and PostgreSQL commits
+    /// synchronously: a committed row survives a crash or power loss.
+    pub async fn open(database: &Database, node: &Membership) -> Result<Self, StoreError> {
+        let open_error = |source| StoreError::Open {
+            database: database.to_string(),
+            source,
+        };
+        sqlx::any::install_default_drivers();
+        let (url, engine) = match database {
+            Database::Sqlite(path) => {
+                // WAL is a setting of the file: set once, by a connection of its own.
+                let setup = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .connect()
+                    .await
+                    .map_err(open_error)?;
+                setup.close().await.map_err(open_error)?;
+                (sqlite_url(path).map_err(open_error)?, Engine::Sqlite)
+            }
+            Database::Postgres(url) => (url.clone(), Engine::Postgres),
+        };
+        // No test query before each acquire for SQLite: a connection is a local handle.
+        let pool = AnyPoolOptions::new()
+            .max_connections(match engine {
+                Engine::Sqlite => 4,
+                Engine::Postgres => 8,
+            })
+            .test_before_acquire(engine == Engine::Postgres)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    let settings = match engine {
+                        Engine::Sqlite => {
+                            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000"
+                        }
+                        Engine::Postgres => "SET synchronous_commit = on",
+                    };
+                    conn.execute(settings).await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
             .await
-            .map_err(|source| StoreError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self::with_pool(pool))
+            .map_err(open_error)?;
+        match engine {
+            Engine::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Engine::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Self::with_pool(pool, engine, node))
     }
 
-    /// The store over a pool whose database has the schema (the tests' databases).
-    pub fn with_pool(pool: SqlitePool) -> Self {
-        let writer = instances::spawn_writer(pool.clone());
-        Self { pool, writer }
+    /// The store over a pool whose database has the schema.
+    fn with_pool(pool: AnyPool, engine: Engine, node: &Membership) -> Self {
+        let node = Arc::new(node.clone());
+        let writer = instances::spawn_writer(pool.clone(), engine, node.clone());
+        Self {
+            pool,
+            engine,
+            node,
+            writer,
+        }
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    pub fn node(&self) -> &Membership {
+        &self.node
+    }
+
+    /// How long a claim lasts without renewal, in milliseconds.
+    fn lease_ms(&self) -> i64 {
+        self.node.lease.as_millis() as i64
+    }
+
+    /// The statement for this store's engine, where the two differ.
+    fn dialect(&self, sqlite: &'static str, postgres: &'static str) -> &'static str {
+        dialect(self.engine, sqlite, postgres)
     }
 
     /// Whether the database answers.
@@ -186,36 +403,111 @@ impl Store {
 
     /// Counts for metrics: (name, label, value).
     pub async fn counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT 'jobs', state, COUNT(*) FROM jobs GROUP BY state
-             UNION ALL SELECT 'instances', '', COUNT(*) FROM instances
-             UNION ALL SELECT 'audit', event, COUNT(*) FROM audit
-               WHERE event IN ('association_accepted', 'association_rejected', 'instance_ignored', 'instance_refused')
-               GROUP BY event
-             UNION ALL SELECT 'delivery_attempts', COALESCE(json_extract(detail, '$.outcome'), ''), COUNT(*) FROM audit
-               WHERE event = 'delivery_attempt' GROUP BY 2
-             UNION ALL SELECT 'deliveries', state, COUNT(*) FROM deliveries GROUP BY state",
-        )
+        Ok(sqlx::query_as(self.dialect(
+            concat!(
+                counts_sql!(),
+                "COALESCE(json_extract(detail, '$.outcome'), ''), COUNT(*) FROM audit
+                 WHERE event = 'delivery_attempt' GROUP BY 2"
+            ),
+            concat!(
+                counts_sql!(),
+                "COALESCE(detail::jsonb ->> 'outcome', ''), COUNT(*) FROM audit
+                 WHERE event = 'delivery_attempt' GROUP BY 2"
+            ),
+        ))
         .fetch_all(&self.pool)
         .await?)
     }
 
     /// Per-stage duration sums (ms) and counts over finished jobs, from their summaries.
     pub async fn stage_durations(&self) -> Result<Vec<(String, f64, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT t.key, CAST(SUM(t.value) AS REAL), COUNT(*) FROM jobs, json_each(jobs.summary, '$.timings_ms') AS t
+        Ok(sqlx::query_as(self.dialect(
+            "SELECT t.key, CAST(SUM(t.value) AS REAL), COUNT(*)
+             FROM jobs, json_each(jobs.summary, '$.timings_ms') AS t
              WHERE jobs.summary IS NOT NULL GROUP BY t.key ORDER BY t.key",
-        )
+            "SELECT t.key, CAST(SUM(t.value::numeric) AS DOUBLE PRECISION), COUNT(*)
+             FROM jobs, jsonb_each_text(jobs.summary::jsonb -> 'timings_ms') AS t
+             WHERE jobs.summary IS NOT NULL GROUP BY t.key ORDER BY t.key COLLATE \"C\"",
+        ))
         .fetch_all(&self.pool)
         .await?)
     }
 }
 
-/// Rows and a store for the resources' `#[sqlx::test]`s.
+/// Rows and a store for the resources' tests.
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
     use crate::dicom::Uid;
+
+    /// A store over a new, empty database, with the node id `test-node`: an SQLite
+    /// file in a temporary folder, or, when `SEGNODE_TEST_POSTGRES` names a PostgreSQL
+    /// server (a `postgres://` URL of a role that may create databases), a database of
+    /// its own there. CI runs the tests both ways.
+    pub async fn store() -> TestStore {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let database = match std::env::var("SEGNODE_TEST_POSTGRES") {
+            Ok(server) => Database::Postgres(postgres_database(&server).await),
+            Err(_) => Database::Sqlite(dir.path().join("segnode.db")),
+        };
+        let store = Store::open(&database, &Membership::solo("test-node"))
+            .await
+            .expect("test database");
+        TestStore {
+            store,
+            database,
+            _dir: dir,
+        }
+    }
+
+    impl TestStore {
+        /// Another node on the same database, with its own lease time.
+        pub async fn other_node(&self, node_id: &str, lease: Duration) -> Store {
+            let node = Membership {
+                node_id: node_id.into(),
+                lease,
+            };
+            Store::open(&self.database, &node)
+                .await
+                .expect("test database")
+        }
+    }
+
+    /// Creates a database with a fresh name on the server at `server`; returns its URL.
+    pub async fn postgres_database(server: &str) -> String {
+        use sqlx::postgres::PgConnection;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "segnode_test_{}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            now_ms()
+        );
+        let mut admin = PgConnection::connect(server)
+            .await
+            .expect("PostgreSQL server");
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .expect("CREATE DATABASE");
+        let mut url = url::Url::parse(server).expect("URL");
+        url.set_path(&name);
+        url.to_string()
+    }
+
+    /// A test's store and the folder its SQLite file lives in.
+    pub struct TestStore {
+        store: Store,
+        database: Database,
+        _dir: tempfile::TempDir,
+    }
+
+    impl std::ops::Deref for TestStore {
+        type Target = Store;
+        fn deref(&self) -> &Store {
+            &self.store
+        }
+    }
 
     /// An instance of series `series` (a UID suffix) with `sop` as its SOP Instance UID
     /// suffix.
@@ -270,9 +562,9 @@ mod tests {
     use super::testing::queued_job;
     use super::*;
 
-    #[sqlx::test]
-    async fn counts_and_stage_durations_sum_what_is_stored(pool: SqlitePool) {
-        let store = Store::with_pool(pool);
+    #[tokio::test]
+    async fn counts_and_stage_durations_sum_what_is_stored() {
+        let store = crate::store::testing::store().await;
         store.ping().await.unwrap();
         queued_job(&store, 2, "PACS").await;
         let job = store.claim_next_job().await.unwrap().unwrap();

@@ -43,12 +43,17 @@ impl Store {
     pub async fn purge_series(&self, job: &ClaimedJob) -> Result<Vec<String>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let names: Vec<String> =
-            sqlx::query_scalar("DELETE FROM instances WHERE series_id = ? RETURNING file_name")
+            sqlx::query_scalar("DELETE FROM instances WHERE series_id = $1 RETURNING file_name")
                 .bind(job.series_id)
                 .fetch_all(&mut *tx)
                 .await?;
         let detail = serde_json::json!({ "instances": names.len() });
-        append_audit(&mut tx, &job.event(AuditKind::SpoolPurged, detail)).await?;
+        append_audit(
+            &mut tx,
+            &self.node.node_id,
+            &job.event(AuditKind::SpoolPurged, detail),
+        )
+        .await?;
         tx.commit().await?;
         Ok(names)
     }
@@ -58,13 +63,10 @@ impl Store {
 mod tests {
     use super::super::testing::queued_job;
     use super::*;
-    use sqlx::SqlitePool;
 
-    #[sqlx::test]
-    async fn candidates_are_latest_jobs_with_instances_and_purging_removes_their_rows(
-        pool: SqlitePool,
-    ) {
-        let store = Store::with_pool(pool);
+    #[tokio::test]
+    async fn candidates_are_latest_jobs_with_instances_and_purging_removes_their_rows() {
+        let store = crate::store::testing::store().await;
         let id = queued_job(&store, 3, "PACS").await;
         let candidates = store.retention_candidates().await.unwrap();
         assert_eq!(candidates.len(), 1);

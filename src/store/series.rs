@@ -59,7 +59,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT id, series_uid, study_uid, patient_id, accession_number, modality, series_description,
                     calling_ae, revision, last_received_ms
-             FROM series WHERE state = 'receiving' AND last_received_ms <= ? ORDER BY last_received_ms",
+             FROM series WHERE state = 'receiving' AND last_received_ms <= $1 ORDER BY last_received_ms",
         )
         .bind(cutoff_ms)
         .fetch_all(&self.pool)
@@ -72,7 +72,7 @@ impl Store {
     ) -> Result<Vec<InstanceRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT sop_class_uid, modality, image_type, number_of_frames, slice_thickness_mm, orientation
-             FROM instances WHERE series_id = ?",
+             FROM instances WHERE series_id = $1",
         )
         .bind(series_id)
         .fetch_all(&self.pool)
@@ -93,7 +93,8 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let settled = sqlx::query(
-            "UPDATE series SET state = 'stable' WHERE id = ? AND last_received_ms = ? AND revision = ?",
+            "UPDATE series SET state = 'stable'
+             WHERE id = $1 AND last_received_ms = $2 AND revision = $3 AND state = 'receiving'",
         )
         .bind(series.id)
         .bind(series.last_received_ms)
@@ -105,7 +106,7 @@ impl Store {
             return Ok(None);
         }
         let exists: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM jobs WHERE series_id = ? AND series_revision = ?")
+            sqlx::query_scalar("SELECT id FROM jobs WHERE series_id = $1 AND series_revision = $2")
                 .bind(series.id)
                 .bind(series.revision)
                 .fetch_optional(&mut *tx)
@@ -121,7 +122,7 @@ impl Store {
         let job_id: JobId = sqlx::query_scalar(
             "INSERT INTO jobs (series_id, series_revision, state, reason, instance_count, calling_ae,
                                created_ms, updated_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(series.id)
         .bind(series.revision)
@@ -134,7 +135,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let older: Vec<(JobId, JobState)> = sqlx::query_as(
-            "SELECT id, state FROM jobs WHERE series_id = ? AND id <> ? AND superseded_by IS NULL",
+            "SELECT id, state FROM jobs WHERE series_id = $1 AND id <> $2 AND superseded_by IS NULL",
         )
         .bind(series.id)
         .bind(job_id)
@@ -147,7 +148,7 @@ impl Store {
                 old_state
             };
             sqlx::query(
-                "UPDATE jobs SET state = ?, superseded_by = ?, updated_ms = ? WHERE id = ?",
+                "UPDATE jobs SET state = $1, superseded_by = $2, updated_ms = $3 WHERE id = $4",
             )
             .bind(next)
             .bind(job_id)
@@ -158,6 +159,7 @@ impl Store {
             let detail = serde_json::json!({ "by_job": job_id });
             append_audit(
                 &mut tx,
+                &self.node.node_id,
                 &series.event(AuditKind::JobSuperseded, Some(old_id), detail),
             )
             .await?;
@@ -169,7 +171,12 @@ impl Store {
         let detail = serde_json::json!({
             "instances": instance_count, "revision": series.revision, "reason": ignored,
         });
-        append_audit(&mut tx, &series.event(event, Some(job_id), detail)).await?;
+        append_audit(
+            &mut tx,
+            &self.node.node_id,
+            &series.event(event, Some(job_id), detail),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(job_id))
     }
@@ -179,11 +186,10 @@ impl Store {
 mod tests {
     use super::super::testing::{file, instance, queued_job};
     use super::*;
-    use sqlx::SqlitePool;
 
-    #[sqlx::test]
-    async fn a_stable_series_settles_once_per_revision_and_supersedes_older_jobs(pool: SqlitePool) {
-        let store = Store::with_pool(pool);
+    #[tokio::test]
+    async fn a_stable_series_settles_once_per_revision_and_supersedes_older_jobs() {
+        let store = crate::store::testing::store().await;
         let first = queued_job(&store, 3, "PACS").await;
         assert!(store.series_due(now_ms()).await.unwrap().is_empty());
         let rows = store.series_instances(SeriesId(1)).await.unwrap();

@@ -9,9 +9,8 @@ use std::str::FromStr;
 use serde::Serialize;
 
 /// Where a job stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-#[sqlx(rename_all = "snake_case")]
 pub enum JobState {
     /// Eligible and waiting for a worker.
     Queued,
@@ -102,20 +101,28 @@ impl fmt::Display for JobState {
 #[error("unknown name {0:?}")]
 pub struct UnknownName(pub String);
 
-impl FromStr for JobState {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        JobState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| UnknownName(s.to_string()))
-    }
+/// `FromStr` by the names of `ALL`, and storage as that name (see
+/// [`super::stored_as_text`]).
+macro_rules! named {
+    ($($ty:ty),*) => {$(
+        impl FromStr for $ty {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                <$ty>::ALL
+                    .into_iter()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| UnknownName(s.to_string()))
+            }
+        }
+        super::stored_as_text!($ty, |s: &str| s.parse::<$ty>());
+    )*};
 }
 
+named!(JobState, DeliveryState, ResultObject, AuditKind);
+
 /// Where one delivery of a job's result stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-#[sqlx(rename_all = "snake_case")]
 pub enum DeliveryState {
     /// Waiting for its next attempt.
     Pending,
@@ -142,9 +149,8 @@ impl DeliveryState {
 }
 
 /// Which object of a job's result a delivery sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[sqlx(rename_all = "snake_case")]
 pub enum ResultObject {
     /// The DICOM Segmentation.
     Seg,
@@ -154,10 +160,22 @@ pub enum ResultObject {
     KeyImages,
 }
 
+impl ResultObject {
+    pub const ALL: [ResultObject; 3] =
+        [ResultObject::Seg, ResultObject::Sr, ResultObject::KeyImages];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultObject::Seg => "seg",
+            ResultObject::Sr => "sr",
+            ResultObject::KeyImages => "key_images",
+        }
+    }
+}
+
 /// What an audit record says happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-#[sqlx(rename_all = "snake_case")]
 pub enum AuditKind {
     AssociationAccepted,
     AssociationRejected,
@@ -233,16 +251,6 @@ impl AuditKind {
 impl fmt::Display for AuditKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for AuditKind {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        AuditKind::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == s)
-            .ok_or_else(|| UnknownName(s.to_string()))
     }
 }
 
