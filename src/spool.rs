@@ -76,6 +76,30 @@ pub fn free_bytes(dir: &Path) -> io::Result<u64> {
     Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
+/// The kind of file system at `path`, by its magic number (Linux `statfs`).
+fn file_system_kind(path: &Path) -> String {
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return "unknown".into();
+    };
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a zeroed struct for the kernel to fill.
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return "unknown".into();
+    }
+    match stat.f_type as i64 {
+        0xEF53 => "ext4".into(),
+        0x5846_5342 => "xfs".into(),
+        0x9123_683E => "btrfs".into(),
+        0x0102_1994 => "tmpfs".into(),
+        0x6969 => "nfs".into(),
+        0x00C3_6400 => "cephfs".into(),
+        0x794C_7630 => "overlayfs".into(),
+        0x6573_5546 => "fuse".into(),
+        0xFF53_4D42 | 0xFE53_4D42 => "cifs/smb (no fsync guarantees: not supported)".into(),
+        other => format!("type {other:#x}"),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Spool {
     root: PathBuf,
@@ -209,6 +233,31 @@ impl Spool {
     /// Bytes available to an unprivileged writer on the spool's file system.
     pub fn free_bytes(&self) -> io::Result<u64> {
         free_bytes(&self.root)
+    }
+
+    /// Checks what the spool needs of its file system, the way a C-STORE uses it: a
+    /// file written, fsynced, renamed into `objects/`, its directory fsynced, read back
+    /// whole, removed; and `tmp/` on the same file system as `objects/` (a rename
+    /// cannot cross file systems). Returns the file system's kind.
+    pub fn probe(&self) -> io::Result<String> {
+        use std::os::unix::fs::MetadataExt;
+        let content = format!("segnode spool probe {}", uuid::Uuid::new_v4());
+        let mut file = self.create()?;
+        file.write(content.as_bytes())?;
+        let name = file.persist()?;
+        let back = fs::read(self.path(&name));
+        fs::remove_file(self.path(&name))?;
+        if back? != content.as_bytes() {
+            return Err(io::Error::other(
+                "a file renamed into objects/ read back different",
+            ));
+        }
+        if fs::metadata(&self.tmp)?.dev() != fs::metadata(self.root.join("objects"))?.dev() {
+            return Err(io::Error::other(
+                "tmp/ and objects/ are on different file systems: renames would fail",
+            ));
+        }
+        Ok(file_system_kind(&self.root))
     }
 
     /// Removes this node's temporary files (and any an older version left directly in

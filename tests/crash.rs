@@ -3,46 +3,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use segnode::deliver::{self, Association, PeerAddress, ScuTimeouts};
-use segnode::dicom::AeTitle;
-
-fn spawn_node(config: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_segnode"))
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_until_serving(port: u16) {
-    let peer: PeerAddress = format!("SEGNODE@127.0.0.1:{port}").parse().unwrap();
-    let calling = AeTitle::parse("TESTSCU").unwrap();
-    let up = wait_for(Duration::from_secs(20), || async {
-        let mut a = Association::connect(
-            &peer,
-            &calling,
-            &deliver::echo_pairs(),
-            ScuTimeouts::default(),
-        )
-        .await
-        .ok()?;
-        let ok = a.echo().await.ok()?.is_success();
-        a.release().await.ok()?;
-        ok.then_some(())
-    })
-    .await;
-    assert!(up.is_some(), "node did not start serving on port {port}");
-}
 
 /// A node under `dir` that was sent `series` and then killed with SIGKILL.
 struct Killed {

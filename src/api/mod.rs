@@ -107,6 +107,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/jobs/{id}/retry", post(retry))
         .route("/api/studies/{study_uid}", get(study))
         .route("/api/audit", get(audit))
+        .route("/api/nodes", get(nodes))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/", get(|| async { axum::response::Redirect::to("/ui/") }))
@@ -387,7 +388,81 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
             "segnode_stage_duration_seconds_count{{stage=\"{stage}\"}} {count}"
         );
     }
+    cluster_metrics(&s.store, &counts, &mut out, family).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// The nodes sharing the database: this one, each one's heartbeat and clock offset,
+/// and the jobs each one runs.
+async fn cluster_metrics(
+    store: &crate::store::Store,
+    counts: &[(String, String, i64)],
+    out: &mut String,
+    family: impl Fn(&mut String, &str, &str, &str),
+) -> ApiResult<()> {
+    let me = store.node();
+    family(
+        out,
+        "segnode_node_info",
+        "gauge",
+        "This node: its id and database engine.",
+    );
+    let engine = serde_json::to_value(store.engine()).unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "segnode_node_info{{node_id=\"{}\",engine=\"{}\"}} 1",
+        me.node_id,
+        engine.as_str().unwrap_or_default()
+    );
+    family(
+        out,
+        "segnode_jobs_running",
+        "gauge",
+        "Running jobs by the node holding them.",
+    );
+    for (_, node, n) in counts.iter().filter(|(k, _, _)| k == "running_by_node") {
+        let _ = writeln!(out, "segnode_jobs_running{{node_id=\"{node}\"}} {n}");
+    }
+    let nodes = store.nodes().await?;
+    family(
+        out,
+        "segnode_cluster_node_seen_timestamp_seconds",
+        "gauge",
+        "Each node's last heartbeat (Unix time).",
+    );
+    for n in &nodes {
+        let _ = writeln!(
+            out,
+            "segnode_cluster_node_seen_timestamp_seconds{{node_id=\"{}\"}} {}",
+            n.node_id,
+            n.seen_ms as f64 / 1000.0
+        );
+    }
+    family(
+        out,
+        "segnode_cluster_node_clock_offset_seconds",
+        "gauge",
+        "Each node's clock minus the database's, at its last heartbeat.",
+    );
+    for n in &nodes {
+        let _ = writeln!(
+            out,
+            "segnode_cluster_node_clock_offset_seconds{{node_id=\"{}\"}} {}",
+            n.node_id,
+            n.clock_offset_ms as f64 / 1000.0
+        );
+    }
+    Ok(())
+}
+
+/// The nodes sharing the database, as their heartbeats left them.
+async fn nodes(State(s): State<Arc<ApiState>>) -> ApiResult<Json<serde_json::Value>> {
+    let nodes = s.store.nodes().await?;
+    Ok(Json(serde_json::json!({
+        "node_id": s.store.node().node_id,
+        "engine": s.store.engine(),
+        "nodes": nodes,
+    })))
 }
 
 async fn list_jobs(

@@ -249,6 +249,76 @@ async fn wait_for_signal() {
     }
 }
 
+/// PostgreSQL releases older than this lack what the store relies on.
+const MIN_POSTGRES_VERSION: i64 = 120_000;
+/// The clock difference between nodes (or a node and the database) that stable ages
+/// and leases tolerate.
+const MAX_CLOCK_SKEW_MS: i64 = 2_000;
+
+/// The database part of `segnode check`: engine and version, this node's clock against
+/// the database's, and the spread of the clocks of the nodes seen in the last hour.
+async fn check_database(store: &Store, config: &Config, problems: &mut Vec<String>) {
+    let version = match store.database_version().await {
+        Ok(v) => v,
+        Err(e) => return problems.push(format!("database {}: {e:#}", config.database)),
+    };
+    println!(
+        "database: {} ({version}; migrations applied; node id {}, lease {} s)",
+        config.database,
+        config.membership.node_id,
+        config.membership.lease.as_secs_f64()
+    );
+    if store.engine() == crate::store::Engine::Postgres {
+        match store.postgres_version_number().await {
+            Ok(n) if n < MIN_POSTGRES_VERSION => problems.push(format!(
+                "PostgreSQL {n} is older than {MIN_POSTGRES_VERSION} (12): not supported"
+            )),
+            Ok(_) => {}
+            Err(e) => problems.push(format!("database version: {e:#}")),
+        }
+    }
+    match store.clock_offset().await {
+        Ok((offset, round_trip)) if offset.abs() > MAX_CLOCK_SKEW_MS + round_trip => {
+            problems.push(format!(
+                "this machine's clock is {offset} ms off the database's: stable ages and leases \
+                 need the nodes' clocks within {MAX_CLOCK_SKEW_MS} ms (run NTP)"
+            ))
+        }
+        Ok((offset, round_trip)) => {
+            println!("clock: {offset} ms off the database's (round trip {round_trip} ms)")
+        }
+        Err(e) => problems.push(format!("database clock: {e:#}")),
+    }
+    let now = crate::store::now_ms();
+    match store.nodes().await {
+        Ok(nodes) => {
+            let recent: Vec<_> = nodes
+                .iter()
+                .filter(|n| now - n.seen_ms < 3_600_000)
+                .collect();
+            for n in &recent {
+                println!(
+                    "node {}: version {}, seen {} s ago, clock {} ms off the database's",
+                    n.node_id,
+                    n.version,
+                    (now - n.seen_ms) / 1000,
+                    n.clock_offset_ms
+                );
+            }
+            let offsets = recent.iter().map(|n| n.clock_offset_ms);
+            if let (Some(min), Some(max)) = (offsets.clone().min(), offsets.max())
+                && max - min > MAX_CLOCK_SKEW_MS
+            {
+                problems.push(format!(
+                    "the nodes' clocks differ by {} ms (more than {MAX_CLOCK_SKEW_MS} ms): run NTP on every node",
+                    max - min
+                ));
+            }
+        }
+        Err(e) => problems.push(format!("nodes: {e:#}")),
+    }
+}
+
 async fn check(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
     let config = load(path, env)?;
     println!("configuration {} (resolved):", path.display());
@@ -257,16 +327,19 @@ async fn check(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()
     if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
         problems.push(format!("data directory {}: {e}", config.data_dir.display()));
     } else {
-        match crate::spool::Spool::open(&config.spool_dir(), &config.membership.node_id)
-            .and_then(|s| s.free_bytes())
-        {
-            Ok(free) if free < config.dicom.min_free_disk_bytes => problems.push(format!(
+        let spool = crate::spool::Spool::open(&config.spool_dir(), &config.membership.node_id);
+        match spool.as_ref().map_err(|e| e.to_string()).and_then(|s| {
+            let free = s.free_bytes().map_err(|e| e.to_string())?;
+            let kind = s.probe().map_err(|e| e.to_string())?;
+            Ok((free, kind))
+        }) {
+            Ok((free, _)) if free < config.dicom.min_free_disk_bytes => problems.push(format!(
                 "spool has {} MiB free, below min_free_disk_mb ({} MiB): C-STORE would be refused",
                 free / (1024 * 1024),
                 config.dicom.min_free_disk_bytes / (1024 * 1024)
             )),
-            Ok(free) => println!(
-                "spool: {} ({} MiB free)",
+            Ok((free, kind)) => println!(
+                "spool: {} ({} MiB free, {kind}): write, fsync, rename and directory fsync work",
                 config.spool_dir().display(),
                 free / (1024 * 1024)
             ),
@@ -274,7 +347,7 @@ async fn check(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()
         }
         match Store::open(&config.database, &config.membership).await {
             Ok(store) => {
-                println!("database: {} (migrations applied)", config.database);
+                check_database(&store, &config, &mut problems).await;
                 store.close().await;
             }
             Err(e) => problems.push(format!("{:#}", anyhow::Error::from(e))),

@@ -36,6 +36,8 @@ pub struct JobRow {
     /// The SEG's spool file.
     #[serde(skip)]
     pub seg_file: Option<String>,
+    /// The node that holds (or last held) the job.
+    pub node_id: Option<String>,
 }
 
 /// A job with the series facts that events about it carry.
@@ -144,7 +146,8 @@ impl Store {
             "SELECT j.id, j.state, j.reason, s.series_uid, s.study_uid, s.patient_id, s.accession_number,
                     s.modality, s.series_description,
                     j.calling_ae, j.series_revision, j.instance_count, j.superseded_by, j.created_ms, j.updated_ms,
-                    j.started_ms, j.finished_ms, j.error_code, j.summary, j.seg_sop_instance_uid, j.seg_file
+                    j.started_ms, j.finished_ms, j.error_code, j.summary, j.seg_sop_instance_uid, j.seg_file,
+                    j.node_id
              FROM jobs j JOIN series s ON s.id = j.series_id
              WHERE ($1 IS NULL OR j.state = $1) AND ($2 IS NULL OR j.created_ms >= $2)
                AND ($3 IS NULL OR j.created_ms <= $3) AND ($4 IS NULL OR s.study_uid = $4)

@@ -291,6 +291,8 @@ macro_rules! counts_sql {
            WHERE event IN ('association_accepted', 'association_rejected', 'instance_ignored', 'instance_refused')
            GROUP BY event
          UNION ALL SELECT 'deliveries', state, COUNT(*) FROM deliveries GROUP BY state
+         UNION ALL SELECT 'running_by_node', COALESCE(node_id, ''), COUNT(*) FROM jobs
+           WHERE state = 'running' GROUP BY node_id
          UNION ALL SELECT 'delivery_attempts', "
     };
 }

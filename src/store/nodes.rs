@@ -63,6 +63,15 @@ impl Store {
         .await?)
     }
 
+    /// PostgreSQL's `server_version_num` (e.g. 150014 for 15.14).
+    pub async fn postgres_version_number(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT CAST(current_setting('server_version_num') AS BIGINT)")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// The database engine's version, as it reports it.
     pub async fn database_version(&self) -> Result<String, StoreError> {
         Ok(sqlx::query_scalar(

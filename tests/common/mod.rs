@@ -52,6 +52,118 @@ pub fn dcmtk(tool: &str) -> PathBuf {
     path
 }
 
+/// A database line for a test node's `[node]` table: none (SQLite in the data
+/// directory), or, when `SEGNODE_TEST_POSTGRES` names a PostgreSQL server, a new
+/// database of the node's own there (the suite's PostgreSQL run).
+pub fn test_database() -> String {
+    match std::env::var("SEGNODE_TEST_POSTGRES") {
+        Ok(server) => format!("database = \"{}\"", create_database(&server)),
+        Err(_) => String::new(),
+    }
+}
+
+/// Creates a database with a fresh name on the PostgreSQL server at `server` (a
+/// superuser's URL); returns the new database's URL.
+pub fn create_database(server: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "segnode_{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros()
+    );
+    let out = std::process::Command::new("psql")
+        .args([server, "-v", "ON_ERROR_STOP=1", "-qc"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .expect("psql (PostgreSQL's client) is installed");
+    assert!(
+        out.status.success(),
+        "CREATE DATABASE failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (base, _) = server.rsplit_once('/').expect("a URL with a database");
+    format!("{base}/{name}")
+}
+
+/// A PostgreSQL server of Debian's package in a temporary folder on a free port
+/// (`scripts/postgres`), stopped when dropped.
+pub struct Postgres {
+    pub url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres"),
+        )
+        .arg("start")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "cannot start PostgreSQL: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        Self { url, dir }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres"),
+        )
+        .arg("stop")
+        .arg(self.dir.path())
+        .output();
+    }
+}
+
+/// `segnode serve` with the configuration file `config`, its log appended to `log`.
+pub fn spawn_node(config: &Path, log: &Path) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_segnode"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (20 s at most) until a node answers C-ECHO on `port`.
+pub async fn wait_until_serving(port: u16) {
+    use segnode::deliver::{self, Association, PeerAddress, ScuTimeouts};
+    let peer: PeerAddress = format!("SEGNODE@127.0.0.1:{port}").parse().unwrap();
+    let calling = segnode::dicom::AeTitle::parse("TESTSCU").unwrap();
+    let up = wait_for(Duration::from_secs(20), || async {
+        let mut a = Association::connect(
+            &peer,
+            &calling,
+            &deliver::echo_pairs(),
+            ScuTimeouts::default(),
+        )
+        .await
+        .ok()?;
+        let ok = a.echo().await.ok()?.is_success();
+        a.release().await.ok()?;
+        ok.then_some(())
+    })
+    .await;
+    assert!(up.is_some(), "node did not start serving on port {port}");
+}
+
 /// The node's configuration for a test: port 0, temporary paths, stable age 1 s.
 pub fn test_config(data_dir: &Path, extra_dicom: &str) -> String {
     format!(
@@ -59,6 +171,7 @@ pub fn test_config(data_dir: &Path, extra_dicom: &str) -> String {
 [node]
 ae_title = "SEGNODE"
 data_dir = "{}"
+{}
 [dicom]
 listen = "127.0.0.1:0"
 artim_timeout_seconds = 2
@@ -84,6 +197,7 @@ path = "{}"
 intra_threads = 1
 "#,
         data_dir.display(),
+        test_database(),
         test_model().display()
     )
 }

@@ -1,0 +1,303 @@
+//! Scale-out: three `segnode serve` processes share one PostgreSQL database (Debian's
+//! server, started here in a temporary folder) and one spool folder. Twelve series go
+//! round-robin to the three DICOM ports, one of them split over two nodes; the node
+//! holding a job is killed with SIGKILL. Every series must end with exactly one SEG at
+//! a DCMTK storescp, the killed node's job taken over within the lease plus one poll
+//! interval, and the audit trail must say which node did what.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use dicom_dictionary_std::tags;
+use segnode::store::{AuditKind, Database, JobQuery, JobState, Membership, Store};
+
+/// The lease of the test's nodes: short, so that the takeover is quick to see.
+const LEASE_SECONDS: u64 = 3;
+
+struct ClusterNode {
+    id: String,
+    dicom_port: u16,
+    process: KillOnDrop,
+}
+
+/// Node `id`'s configuration: the shared data folder and database, its own ports,
+/// results to the PACS at `pacs_port`.
+fn node_config(
+    dir: &Path,
+    shared: &Path,
+    database: &str,
+    id: &str,
+    pacs_port: u16,
+) -> (PathBuf, u16) {
+    let (dicom, http) = (free_port(), free_port());
+    let text = test_config(shared, "")
+        .lines()
+        .filter(|l| !l.starts_with("database = "))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replacen("127.0.0.1:0", &format!("127.0.0.1:{dicom}"), 1)
+        .replacen("127.0.0.1:0", &format!("127.0.0.1:{http}"), 1)
+        .replacen(
+            "[dicom]",
+            &format!(
+                "database = \"{database}\"\nnode_id = \"{id}\"\nlease_seconds = {LEASE_SECONDS}\n[dicom]"
+            ),
+            1,
+        )
+        .replacen(
+            "[http]\n",
+            "[http]\nallow_unauthenticated_loopback = true\n",
+            1,
+        )
+        + &destination("PACS", pacs_port, "STORESCU", "");
+    let config = dir.join(format!("{id}.toml"));
+    std::fs::write(&config, text).unwrap();
+    (config, dicom)
+}
+
+/// The series a SEG at the PACS segments (its Referenced Series), for SEGs only.
+fn seg_source(file: &Path) -> Option<String> {
+    let obj = dicom_object::open_file(file).ok()?;
+    let modality = obj.element(tags::MODALITY).ok()?.to_str().ok()?;
+    if modality.trim() != "SEG" {
+        return None;
+    }
+    let referenced = obj.element(tags::REFERENCED_SERIES_SEQUENCE).ok()?;
+    let item = referenced.items()?.first()?;
+    let uid = item
+        .element(tags::SERIES_INSTANCE_UID)
+        .ok()?
+        .to_str()
+        .ok()?;
+    Some(uid.trim_end_matches('\0').trim().to_string())
+}
+
+fn series_uid(file: &Path) -> String {
+    let obj = dicom_object::open_file(file).unwrap();
+    let uid = obj
+        .element(tags::SERIES_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    uid.trim_end_matches('\0').trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_one_queue_and_take_over_the_job_of_a_killed_node() {
+    let postgres = Postgres::start();
+    let database = create_database(&postgres.url);
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let pacs_port = free_port();
+    let pacs_dir = dir.path().join("pacs");
+    std::fs::create_dir_all(&pacs_dir).unwrap();
+    let _pacs = StoreScp::start(pacs_port, &pacs_dir, &[]);
+
+    let mut nodes = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        let (config, dicom_port) = node_config(dir.path(), &shared, &database, id, pacs_port);
+        let log = dir.path().join(format!("{id}.log"));
+        let process = KillOnDrop(spawn_node(&config, &log));
+        nodes.push(ClusterNode {
+            id: id.to_string(),
+            dicom_port,
+            process,
+        });
+    }
+    for node in &nodes {
+        wait_until_serving(node.dicom_port).await;
+    }
+    let logs = || {
+        ["n1", "n2", "n3"]
+            .iter()
+            .map(|id| {
+                let log = std::fs::read_to_string(dir.path().join(format!("{id}.log")));
+                format!("--- {id}:\n{}", log.unwrap_or_default())
+            })
+            .collect::<String>()
+    };
+
+    // Twelve series: the real one first (the longest job), eleven synthetic; series
+    // i goes to node i mod 3, and the last one is split over nodes 1 and 2.
+    let inputs = tempfile::tempdir().unwrap();
+    let mut series: Vec<Vec<PathBuf>> = vec![vec![real_series()]];
+    for n in 1..=11 {
+        let folder = inputs.path().join(n.to_string());
+        std::fs::create_dir_all(&folder).unwrap();
+        series.push(tissue_series(&folder, 200 + n, 12, 96));
+    }
+    let mut expected = BTreeSet::new();
+    for (i, files) in series.iter().enumerate() {
+        let first = if files[0].is_dir() {
+            files_under(&files[0])[0].clone()
+        } else {
+            files[0].clone()
+        };
+        expected.insert(series_uid(&first));
+        let send = |node: &ClusterNode, part: &[PathBuf]| {
+            let port = node.dicom_port.to_string();
+            let part: Vec<PathBuf> = part.to_vec();
+            async move {
+                let refs: Vec<&Path> = part.iter().map(PathBuf::as_path).collect();
+                let (ok, out) = storescu(&port, &refs).await;
+                assert!(ok, "storescu failed:\n{out}");
+            }
+        };
+        if i == series.len() - 1 {
+            let (a, b) = files.split_at(files.len() / 2);
+            send(&nodes[0], a).await;
+            send(&nodes[1], b).await;
+        } else {
+            send(&nodes[i % 3], files).await;
+        }
+    }
+
+    // The test's own view of the cluster: the same database.
+    let store = Store::open(
+        &Database::Postgres(database.clone()),
+        &Membership::solo("test"),
+    )
+    .await
+    .unwrap();
+    let all = JobQuery {
+        limit: 100,
+        ..JobQuery::default()
+    };
+    // The first job a node holds: kill that node.
+    let (victim_job, victim) = wait_for(Duration::from_secs(60), || async {
+        let jobs = store.jobs(&all).await.ok()?;
+        let running = jobs.into_iter().find(|j| j.state == JobState::Running)?;
+        Some((running.id, running.node_id?))
+    })
+    .await
+    .unwrap_or_else(|| panic!("no job ever ran; logs:\n{}", logs()));
+    let killed_at = Instant::now();
+    let killed_at_ms = segnode::store::now_ms();
+    nodes
+        .iter_mut()
+        .find(|n| n.id == victim)
+        .expect("a node of the test")
+        .process
+        .kill();
+
+    // Every series ends delivered, once.
+    let delivered = wait_for(Duration::from_secs(240), || async {
+        let jobs = store.jobs(&all).await.ok()?;
+        let delivered = jobs
+            .iter()
+            .filter(|j| j.state == JobState::Delivered)
+            .count();
+        (delivered == expected.len()).then_some(jobs)
+    })
+    .await;
+    let Some(jobs) = delivered else {
+        let states: Vec<_> = store
+            .jobs(&all)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| (j.id.0, j.state, j.node_id))
+            .collect();
+        panic!(
+            "not every series was delivered; jobs: {states:?}\nlogs:\n{}",
+            logs()
+        );
+    };
+    let took = killed_at.elapsed();
+    assert_eq!(jobs.len(), expected.len(), "one job per series: {jobs:?}");
+    let sources: BTreeSet<String> = jobs.iter().map(|j| j.series_uid.to_string()).collect();
+    assert_eq!(sources, expected);
+
+    // Exactly one SEG per series at the PACS.
+    let mut segs: BTreeMap<String, usize> = BTreeMap::new();
+    for file in files_under(&pacs_dir) {
+        if let Some(source) = seg_source(&file) {
+            *segs.entry(source).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        segs,
+        expected
+            .iter()
+            .map(|s| (s.clone(), 1))
+            .collect::<BTreeMap<_, _>>(),
+        "SEGs per series at the PACS"
+    );
+
+    // The killed node's job: taken over by another node within the lease plus one poll
+    // interval (the lease ran from its last renewal, before the kill), then succeeded once.
+    let audit = store.audit_rows(None).await.unwrap();
+    let requeue = audit
+        .iter()
+        .find(|r| r.event == AuditKind::JobRequeued && r.job_id == Some(victim_job))
+        .unwrap_or_else(|| panic!("no takeover of job {victim_job} in the audit trail"));
+    let detail: serde_json::Value = serde_json::from_str(&requeue.detail).unwrap();
+    assert_eq!(detail["held_by"], victim.as_str());
+    let taker = requeue.node_id.clone().unwrap();
+    assert_ne!(taker, victim);
+    let poll = Membership {
+        node_id: "x".into(),
+        lease: Duration::from_secs(LEASE_SECONDS),
+    }
+    .poll_interval();
+    let bound_ms = (Duration::from_secs(LEASE_SECONDS) + poll).as_millis() as i64;
+    let after_kill = requeue.at_ms - killed_at_ms;
+    assert!(
+        after_kill <= bound_ms + 500,
+        "taken over {after_kill} ms after the kill; the bound is {bound_ms} ms"
+    );
+    eprintln!(
+        "job {victim_job} of {victim} taken over by {taker} {after_kill} ms after the kill \
+         (lease {LEASE_SECONDS} s, poll {} ms); all {} series delivered {:.1} s after the kill",
+        poll.as_millis(),
+        expected.len(),
+        took.as_secs_f64()
+    );
+
+    // The audit trail: every row names its node; each job queued, started, succeeded
+    // (once) and delivered; the work was spread over the nodes.
+    assert!(
+        audit.iter().all(|r| r.node_id.is_some()),
+        "a row without node"
+    );
+    for job in &jobs {
+        let kinds: Vec<AuditKind> = audit
+            .iter()
+            .filter(|r| r.job_id == Some(job.id))
+            .map(|r| r.event)
+            .collect();
+        for kind in [
+            AuditKind::JobQueued,
+            AuditKind::JobStarted,
+            AuditKind::JobDelivered,
+        ] {
+            assert!(
+                kinds.contains(&kind),
+                "job {}: no {kind}: {kinds:?}",
+                job.id
+            );
+        }
+        let succeeded = kinds
+            .iter()
+            .filter(|k| **k == AuditKind::JobSucceeded)
+            .count();
+        assert_eq!(succeeded, 1, "job {} succeeded {succeeded} times", job.id);
+    }
+    let workers: BTreeSet<String> = audit
+        .iter()
+        .filter(|r| r.event == AuditKind::JobSucceeded)
+        .filter_map(|r| r.node_id.clone())
+        .collect();
+    assert!(workers.len() >= 2, "jobs were all done by {workers:?}");
+    let receivers: BTreeSet<String> = audit
+        .iter()
+        .filter(|r| r.event == AuditKind::AssociationAccepted)
+        .filter_map(|r| r.node_id.clone())
+        .collect();
+    assert_eq!(receivers.len(), 3, "associations by {receivers:?}");
+    store.close().await;
+}
