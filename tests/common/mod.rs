@@ -507,7 +507,9 @@ pub fn spooled_files(spool: &Path) -> Vec<PathBuf> {
 
 /// An empty file in the spool's `tmp/`: made ahead for an incoming C-STORE.
 pub fn is_ready_file(f: &Path) -> bool {
-    f.parent().and_then(Path::file_name) == Some("tmp".as_ref())
+    // tmp/<node id>/<id>.part, empty.
+    let tmp = f.parent().and_then(Path::parent);
+    tmp.and_then(Path::file_name) == Some("tmp".as_ref())
         && std::fs::metadata(f).is_ok_and(|m| m.len() == 0)
 }
 
