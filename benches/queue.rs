@@ -86,7 +86,7 @@ async fn drain(database: &Database, node_id: &str, workers: usize) -> usize {
                     summary: serde_json::json!({}),
                     seg: None,
                 };
-                store.finish_job(&job, &outcome).await.expect("finish");
+                store.finish_job(&job, &outcome, &[]).await.expect("finish");
                 done += 1;
             }
             done
@@ -112,7 +112,12 @@ async fn run(database: &Database, jobs: usize, nodes: usize, workers: usize) -> 
     let children: Vec<_> = (0..nodes)
         .map(|n| {
             Command::new(std::env::current_exe().expect("this binary"))
-                .args(["--node", &url, &format!("node{}", n + 1), &workers.to_string()])
+                .args([
+                    "--node",
+                    &url,
+                    &format!("node{}", n + 1),
+                    &workers.to_string(),
+                ])
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .expect("node process")
@@ -123,7 +128,10 @@ async fn run(database: &Database, jobs: usize, nodes: usize, workers: usize) -> 
         .map(|c| {
             let out = c.wait_with_output().expect("node process");
             assert!(out.status.success(), "a node process failed");
-            String::from_utf8_lossy(&out.stdout).trim().parse().expect("count")
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .expect("count")
         })
         .collect();
     let seconds = start.elapsed().as_secs_f64();
@@ -157,7 +165,10 @@ fn create_database(server: &str, name: &str) -> Database {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     if args.first().map(String::as_str) == Some("--node") {
         let database = Database::parse(&args[1]);
         let done = drain(&database, &args[2], args[3].parse().expect("workers")).await;

@@ -356,22 +356,29 @@ impl Node {
 /// Instance rows committed while their file was still being made durable when the node
 /// stopped (see `receive`): their C-STORE was never acknowledged. Each candidate's file
 /// is checked against its recorded SHA-256; rows whose file is missing or differs are
-/// dropped (and audited), and `sweep` then removes the files.
+/// dropped (and audited), then their files removed (they are this node's own: a
+/// shared spool's sweep would leave a recent one alone).
 async fn drop_unacknowledged(store: &Store, spool: &Spool) -> Result<usize, NodeError> {
     use rayon::prelude::*;
     let candidates = store.recent_instances().await?;
-    let spool = spool.clone();
-    let bad: Vec<i64> = tokio::task::spawn_blocking(move || {
+    let checker = spool.clone();
+    let bad: Vec<(i64, String)> = tokio::task::spawn_blocking(move || {
         candidates
             .par_iter()
-            .filter(|r| !spool.holds(&r.file_name, &r.sha256))
-            .map(|r| r.id)
+            .filter(|r| !checker.holds(&r.file_name, &r.sha256))
+            .map(|r| (r.id, r.file_name.clone()))
             .collect()
     })
     .await
     .expect("checksums do not panic");
     if !bad.is_empty() {
-        store.drop_unacknowledged(&bad).await?;
+        let ids: Vec<i64> = bad.iter().map(|(id, _)| *id).collect();
+        store.drop_unacknowledged(&ids).await?;
+        for (_, file) in &bad {
+            if let Err(e) = spool.remove(file) {
+                tracing::warn!(error = %e, "cannot remove the file of a dropped instance record");
+            }
+        }
     }
     Ok(bad.len())
 }

@@ -177,6 +177,11 @@ async fn a_processed_study_is_visible_through_every_endpoint_and_the_audit_cli()
     let rows: Vec<Vec<String>> = lines.map(csv_fields).collect();
     assert!(rows.iter().all(|r| r.len() == header.len()), "ragged CSV");
     let row = rows.iter().find(|r| r[2] == "job_succeeded").unwrap();
+    assert_eq!(header[11], "node_id");
+    assert_eq!(
+        row[11], node.config.membership.node_id,
+        "the node that did it"
+    );
     let detail: serde_json::Value = serde_json::from_str(&row[10]).unwrap();
     assert_eq!(detail["summary"]["seg"]["sop_instance_uid"], seg_uid);
     let (_, empty) = get(
@@ -207,6 +212,19 @@ async fn a_processed_study_is_visible_through_every_endpoint_and_the_audit_cli()
     // One attempt for the SEG, one for the measurement report.
     assert!(metrics.contains("segnode_delivery_attempts_total{outcome=\"delivered\"} 2"));
     assert!(metrics.contains("segnode_stage_duration_seconds_count{stage=\"cascade\"} 1"));
+    let me = &node.config.membership.node_id;
+    assert!(metrics.contains(&format!("segnode_node_info{{node_id=\"{me}\",engine=")));
+    assert!(metrics.contains(&format!(
+        "segnode_cluster_node_clock_offset_seconds{{node_id=\"{me}\"}}"
+    )));
+
+    // The nodes sharing the database: this one, with its heartbeat.
+    let (status, body) = get(&app, "/api/nodes", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let nodes = json(&body);
+    assert_eq!(nodes["node_id"], me.as_str());
+    assert_eq!(nodes["nodes"][0]["node_id"], me.as_str());
+    assert!(nodes["nodes"][0]["seen_ms"].as_i64().unwrap() > 0);
 
     let (status, body) = get(&app, "/healthz", None).await;
     assert_eq!(status, StatusCode::OK);

@@ -121,15 +121,17 @@ async fn three_nodes_share_one_queue_and_take_over_the_job_of_a_killed_node() {
             .collect::<String>()
     };
 
-    // Twelve series: the real one first (the longest job), eleven synthetic; series
-    // i goes to node i mod 3, and the last one is split over nodes 1 and 2.
+    // Twelve series: eleven synthetic, then the real one (the longest job, sent last so
+    // that it runs while the test watches); series i goes to node i mod 3, and the
+    // eleventh is split over nodes 1 and 2.
     let inputs = tempfile::tempdir().unwrap();
-    let mut series: Vec<Vec<PathBuf>> = vec![vec![real_series()]];
+    let mut series: Vec<Vec<PathBuf>> = Vec::new();
     for n in 1..=11 {
         let folder = inputs.path().join(n.to_string());
         std::fs::create_dir_all(&folder).unwrap();
         series.push(tissue_series(&folder, 200 + n, 12, 96));
     }
+    series.push(vec![real_series()]);
     let mut expected = BTreeSet::new();
     for (i, files) in series.iter().enumerate() {
         let first = if files[0].is_dir() {
@@ -147,7 +149,7 @@ async fn three_nodes_share_one_queue_and_take_over_the_job_of_a_killed_node() {
                 assert!(ok, "storescu failed:\n{out}");
             }
         };
-        if i == series.len() - 1 {
+        if i == 10 {
             let (a, b) = files.split_at(files.len() / 2);
             send(&nodes[0], a).await;
             send(&nodes[1], b).await;
@@ -167,14 +169,32 @@ async fn three_nodes_share_one_queue_and_take_over_the_job_of_a_killed_node() {
         limit: 100,
         ..JobQuery::default()
     };
-    // The first job a node holds: kill that node.
-    let (victim_job, victim) = wait_for(Duration::from_secs(60), || async {
-        let jobs = store.jobs(&all).await.ok()?;
-        let running = jobs.into_iter().find(|j| j.state == JobState::Running)?;
-        Some((running.id, running.node_id?))
-    })
-    .await
-    .unwrap_or_else(|| panic!("no job ever ran; logs:\n{}", logs()));
+    // The node that starts the real series' job (the longest, about a second) is
+    // killed as soon as it holds it.
+    let real = series_uid(&files_under(&real_series())[0]);
+    let start = Instant::now();
+    let (victim_job, victim) = loop {
+        let jobs = store.jobs(&all).await.unwrap();
+        let held = jobs
+            .into_iter()
+            .find(|j| j.series_uid.as_str() == real && j.state == JobState::Running);
+        if let Some(job) = held {
+            break (job.id, job.node_id.expect("a running job's holder"));
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the real series' job ({real}) never ran: {:?}; logs:\n{}",
+            store
+                .jobs(&all)
+                .await
+                .unwrap()
+                .iter()
+                .map(|j| (j.series_uid.to_string(), j.state))
+                .collect::<Vec<_>>(),
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let killed_at = Instant::now();
     let killed_at_ms = segnode::store::now_ms();
     nodes

@@ -660,7 +660,7 @@ pub fn audit_filter(p: &BTreeMap<String, String>) -> Result<AuditFilter, String>
 pub fn audit_csv(rows: &[AuditRow]) -> String {
     let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     let mut out = String::from(
-        "id,at,event,calling_ae,peer,study_uid,series_uid,patient_id,accession_number,job_id,detail\n",
+        "id,at,event,calling_ae,peer,study_uid,series_uid,patient_id,accession_number,job_id,detail,node_id\n",
     );
     for r in rows {
         let fields = [
@@ -675,6 +675,7 @@ pub fn audit_csv(rows: &[AuditRow]) -> String {
             r.accession_number.clone().unwrap_or_default(),
             r.job_id.map(|j| j.to_string()).unwrap_or_default(),
             r.detail.clone(),
+            r.node_id.clone().unwrap_or_default(),
         ];
         out.push_str(&fields.iter().map(|f| q(f)).collect::<Vec<_>>().join(","));
         out.push('\n');

@@ -467,18 +467,19 @@ async fn audit(
         "csv" => print!("{}", crate::api::audit_csv(&rows)),
         "table" => {
             println!(
-                "{:>6}  {:<25}  {:<22}  {:<16}  {:>5}  {:<20}  DETAIL",
-                "ID", "AT", "EVENT", "CALLING AE", "JOB", "PATIENT"
+                "{:>6}  {:<25}  {:<22}  {:<16}  {:>5}  {:<20}  {:<12}  DETAIL",
+                "ID", "AT", "EVENT", "CALLING AE", "JOB", "PATIENT", "NODE"
             );
             for r in rows {
                 println!(
-                    "{:>6}  {:<25}  {:<22}  {:<16}  {:>5}  {:<20}  {}",
+                    "{:>6}  {:<25}  {:<22}  {:<16}  {:>5}  {:<20}  {:<12}  {}",
                     r.id,
                     format_ms(r.at_ms),
                     r.event,
                     r.calling_ae.unwrap_or_default(),
                     r.job_id.map(|j| j.to_string()).unwrap_or_default(),
                     r.patient_id.unwrap_or_default(),
+                    r.node_id.unwrap_or_default(),
                     r.detail
                 );
             }

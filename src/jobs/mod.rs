@@ -68,7 +68,7 @@ pub async fn resume_interrupted(
             summary: serde_json::json!({ "starts": interrupted.starts }),
             seg: None,
         };
-        store.finish_job(&interrupted.job, &outcome).await?;
+        store.finish_job(&interrupted.job, &outcome, &[]).await?;
         resumed.failed += 1;
     }
     Ok(resumed)

@@ -112,7 +112,8 @@ impl Pipeline {
                 (outcome, Vec::new())
             }
         };
-        match self.store.finish_job(job, &outcome).await {
+        match self.store.finish_job(job, &outcome, &deliveries).await {
+            Ok(()) if !deliveries.is_empty() => self.deliver.notify_one(),
             Ok(()) => {}
             Err(e @ StoreError::LeaseLost(_)) => {
                 tracing::error!(error = %e, "the job's result is dropped: another node processes it");
@@ -121,12 +122,6 @@ impl Pipeline {
             Err(e) => {
                 tracing::error!(error = %e, "cannot record the job's outcome; it will be resumed after a restart");
                 return;
-            }
-        }
-        if !deliveries.is_empty() {
-            match self.store.create_deliveries(job.id, &deliveries).await {
-                Ok(()) => self.deliver.notify_one(),
-                Err(e) => tracing::error!(error = %e, "cannot queue the deliveries"),
             }
         }
     }

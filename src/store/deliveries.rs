@@ -47,6 +47,37 @@ pub struct DeliveryRow {
     pub node_id: Option<String>,
 }
 
+/// Queues deliveries of a job's result in `tx` (once per destination and instance).
+pub(super) async fn insert_deliveries(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    job_id: JobId,
+    items: &[NewDelivery],
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    for d in items {
+        sqlx::query(
+            "INSERT INTO deliveries (job_id, destination, object, state, variant,
+                 sop_instance_uid, file, fallback_file, next_attempt_ms, created_ms, updated_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(job_id)
+        .bind(&d.destination)
+        .bind(d.object)
+        .bind(DeliveryState::Pending)
+        .bind(&d.variant)
+        .bind(&d.sop_instance_uid)
+        .bind(&d.file)
+        .bind(&d.fallback_file)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// The columns of a [`DeliveryRow`].
 macro_rules! delivery_row_sql {
     () => {
@@ -99,35 +130,15 @@ impl Attempt {
 }
 
 impl Store {
-    /// Queues deliveries of a job's result (once per destination).
+    /// Queues deliveries of a job's result, as [`Store::finish_job`] does.
+    #[cfg(test)]
     pub async fn create_deliveries(
         &self,
         job_id: JobId,
         items: &[NewDelivery],
     ) -> Result<(), StoreError> {
-        let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        for d in items {
-            sqlx::query(
-                "INSERT INTO deliveries (job_id, destination, object, state, variant,
-                     sop_instance_uid, file, fallback_file, next_attempt_ms, created_ms, updated_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(job_id)
-            .bind(&d.destination)
-            .bind(d.object)
-            .bind(DeliveryState::Pending)
-            .bind(&d.variant)
-            .bind(&d.sop_instance_uid)
-            .bind(&d.file)
-            .bind(&d.fallback_file)
-            .bind(now)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_deliveries(&mut tx, job_id, items).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -401,7 +412,7 @@ mod tests {
             summary: serde_json::json!({}),
             seg: None,
         };
-        store.finish_job(&claimed, &outcome).await.unwrap();
+        store.finish_job(&claimed, &outcome, &[]).await.unwrap();
         // Succeeded without deliveries (no destination): nothing to promote.
         assert!(store.fully_delivered_jobs().await.unwrap().is_empty());
         let items = [

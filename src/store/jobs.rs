@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::Any;
 
 use super::audit::{AuditEvent, append_audit};
+use super::deliveries::{NewDelivery, insert_deliveries};
 use super::{AuditKind, JobId, JobState, SeriesId, Store, StoreError, begin_writing, now_ms};
 use crate::dicom::Uid;
 
@@ -215,12 +216,15 @@ impl Store {
         Ok(renewed == 1)
     }
 
-    /// Ends a running job that this node holds with its outcome and audits it; a job
-    /// whose lease another node took over is not touched ([`StoreError::LeaseLost`]).
+    /// Ends a running job that this node holds with its outcome, queues its result's
+    /// `deliveries` and audits it, in one transaction (a stop cannot leave a result
+    /// without its deliveries); a job whose lease another node took over is not touched
+    /// ([`StoreError::LeaseLost`]).
     pub async fn finish_job(
         &self,
         job: &ClaimedJob,
         outcome: &JobOutcome,
+        deliveries: &[NewDelivery],
     ) -> Result<(), StoreError> {
         let next = JobState::Running.transition(outcome.state)?;
         let now = now_ms();
@@ -246,6 +250,7 @@ impl Store {
         if finished == 0 {
             return Err(StoreError::LeaseLost(job.id));
         }
+        insert_deliveries(&mut tx, job.id, deliveries).await?;
         let event = if next == JobState::Succeeded {
             AuditKind::JobSucceeded
         } else {
@@ -450,7 +455,7 @@ mod tests {
         assert_eq!((job.id, job.calling_ae.as_str()), (id, "BARSCU"));
         assert!(store.claim_next_job().await.unwrap().is_none());
         store
-            .finish_job(&job, &outcome(JobState::Failed))
+            .finish_job(&job, &outcome(JobState::Failed), &[])
             .await
             .unwrap();
         let row = store.job(id).await.unwrap().unwrap();
@@ -489,7 +494,7 @@ mod tests {
         ));
         let job = store.claim_next_job().await.unwrap().unwrap();
         store
-            .finish_job(&job, &outcome(JobState::Succeeded))
+            .finish_job(&job, &outcome(JobState::Succeeded), &[])
             .await
             .unwrap();
         let row = store.job(id).await.unwrap().unwrap();
@@ -541,9 +546,9 @@ mod tests {
     #[tokio::test]
     async fn an_expired_lease_is_taken_over_and_its_old_holder_cannot_finish() {
         let a = crate::store::testing::store().await;
-        let lease = std::time::Duration::from_millis(300);
+        let lease = std::time::Duration::from_secs(1);
         let (a, b) = (a.other_node("a", lease).await, a);
-        let b = b.other_node("b", lease).await;
+        let b = b.other_node("b", lease * 30).await;
         let first = queued_job(&a, 1, "PACS").await;
         let job = a.claim_next_job().await.unwrap().unwrap();
         assert_eq!(job.id, first);
@@ -570,10 +575,10 @@ mod tests {
             seg: None,
         };
         assert!(matches!(
-            a.finish_job(&job, &outcome).await,
+            a.finish_job(&job, &outcome, &[]).await,
             Err(StoreError::LeaseLost(id)) if id == first
         ));
-        b.finish_job(&again, &outcome).await.unwrap();
+        b.finish_job(&again, &outcome, &[]).await.unwrap();
         let row = b.job(first).await.unwrap().unwrap();
         assert_eq!(row.state, JobState::Succeeded);
         let nodes: Vec<_> = b

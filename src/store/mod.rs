@@ -577,7 +577,7 @@ mod tests {
             summary: serde_json::json!({ "timings_ms": { "volume": 5, "cascade": 7 } }),
             seg: None,
         };
-        store.finish_job(&job, &outcome).await.unwrap();
+        store.finish_job(&job, &outcome, &[]).await.unwrap();
         let counts = store.counts().await.unwrap();
         assert!(counts.contains(&("jobs".into(), "succeeded".into(), 1)));
         assert!(counts.contains(&("instances".into(), String::new(), 2)));

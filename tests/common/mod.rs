@@ -52,18 +52,23 @@ pub fn dcmtk(tool: &str) -> PathBuf {
     path
 }
 
-/// A database line for a test node's `[node]` table: none (SQLite in the data
-/// directory), or, when `SEGNODE_TEST_POSTGRES` names a PostgreSQL server, a new
-/// database of the node's own there (the suite's PostgreSQL run).
-pub fn test_database() -> String {
-    match std::env::var("SEGNODE_TEST_POSTGRES") {
-        Ok(server) => format!("database = \"{}\"", create_database(&server)),
-        Err(_) => String::new(),
-    }
+/// A database line for the `[node]` table of a test node with data directory
+/// `data_dir`: none (SQLite in the data directory), or, when `SEGNODE_TEST_POSTGRES`
+/// names a PostgreSQL server, the data directory's own database there (the suite's
+/// PostgreSQL run; the same for every configuration of that data directory).
+pub fn test_database(data_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let Ok(server) = std::env::var("SEGNODE_TEST_POSTGRES") else {
+        return String::new();
+    };
+    let mut hash = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hash);
+    let name = format!("segnode_{:016x}", hash.finish());
+    format!("database = \"{}\"", ensure_database(&server, &name))
 }
 
 /// Creates a database with a fresh name on the PostgreSQL server at `server` (a
-/// superuser's URL); returns the new database's URL.
+/// superuser's URL); returns its URL.
 pub fn create_database(server: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let name = format!(
@@ -75,16 +80,35 @@ pub fn create_database(server: &str) -> String {
             .unwrap()
             .as_micros()
     );
+    ensure_database(server, &name)
+}
+
+/// Database `name` on the server at `server`, created unless it exists; its URL.
+fn ensure_database(server: &str, name: &str) -> String {
     let out = std::process::Command::new("psql")
-        .args([server, "-v", "ON_ERROR_STOP=1", "-qc"])
-        .arg(format!("CREATE DATABASE {name}"))
+        .args([server, "-qtAc"])
+        .arg(format!(
+            "SELECT 1 FROM pg_database WHERE datname = '{name}'"
+        ))
         .output()
         .expect("psql (PostgreSQL's client) is installed");
     assert!(
         out.status.success(),
-        "CREATE DATABASE failed: {}",
+        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    if String::from_utf8_lossy(&out.stdout).trim() != "1" {
+        let out = std::process::Command::new("psql")
+            .args([server, "-v", "ON_ERROR_STOP=1", "-qc"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "CREATE DATABASE failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let (base, _) = server.rsplit_once('/').expect("a URL with a database");
     format!("{base}/{name}")
 }
@@ -197,7 +221,7 @@ path = "{}"
 intra_threads = 1
 "#,
         data_dir.display(),
-        test_database(),
+        test_database(data_dir),
         test_model().display()
     )
 }
