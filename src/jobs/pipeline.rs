@@ -117,11 +117,9 @@ impl Pipeline {
             Ok(()) => {}
             Err(e @ StoreError::LeaseLost(_)) => {
                 tracing::error!(error = %e, "the job's result is dropped: another node processes it");
-                return;
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot record the job's outcome; it will be resumed after a restart");
-                return;
             }
         }
     }
