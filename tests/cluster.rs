@@ -320,4 +320,39 @@ async fn three_nodes_share_one_queue_and_take_over_the_job_of_a_killed_node() {
         .collect();
     assert_eq!(receivers.len(), 3, "associations by {receivers:?}");
     store.close().await;
+
+    // `segnode check` for a fourth node: the database, the shared spool, the clocks.
+    let (config, _) = node_config(dir.path(), &shared, &database, "n4", pacs_port);
+    let check = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_segnode"))
+            .args(["--config", config.to_str().unwrap(), "check"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, text) = check();
+    assert!(ok, "{text}");
+    for needle in [
+        "(PostgreSQL 1",
+        "node id n4, lease 3 s",
+        "write, fsync, rename and directory fsync work",
+        "ms off the database's (round trip",
+        "node n1: version",
+        "node n3: version",
+    ] {
+        assert!(text.contains(needle), "check lacks {needle:?}:\n{text}");
+    }
+    // A node whose clock is 5 s ahead: named as a problem.
+    psql(
+        &database,
+        &format!(
+            "INSERT INTO nodes VALUES ('skewed', 'x', 0, {}, 5000)",
+            segnode::store::now_ms()
+        ),
+    );
+    let (ok, text) = check();
+    assert!(!ok, "{text}");
+    assert!(text.contains("the nodes' clocks differ by"), "{text}");
 }

@@ -85,32 +85,44 @@ pub fn create_database(server: &str) -> String {
 
 /// Database `name` on the server at `server`, created unless it exists; its URL.
 fn ensure_database(server: &str, name: &str) -> String {
+    let exists = psql(
+        server,
+        &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
+    );
+    if exists.trim() != "1" {
+        psql(server, &format!("CREATE DATABASE {name}"));
+    }
+    let (base, _) = server.rsplit_once('/').expect("a URL with a database");
+    format!("{base}/{name}")
+}
+
+/// Runs one SQL statement with `psql` on `server`; returns its unaligned output.
+pub fn psql(server: &str, sql: &str) -> String {
     let out = std::process::Command::new("psql")
-        .args([server, "-qtAc"])
-        .arg(format!(
-            "SELECT 1 FROM pg_database WHERE datname = '{name}'"
-        ))
+        .args([server, "-v", "ON_ERROR_STOP=1", "-qtAc", sql])
         .output()
         .expect("psql (PostgreSQL's client) is installed");
     assert!(
         out.status.success(),
-        "{}",
+        "psql {sql:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    if String::from_utf8_lossy(&out.stdout).trim() != "1" {
-        let out = std::process::Command::new("psql")
-            .args([server, "-v", "ON_ERROR_STOP=1", "-qc"])
-            .arg(format!("CREATE DATABASE {name}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "CREATE DATABASE failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `scripts/postgres COMMAND DIR`; its standard output.
+fn postgres_script(command: &str, dir: &Path) -> std::io::Result<String> {
+    let out =
+        std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres"))
+            .arg(command)
+            .arg(dir)
+            .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
     }
-    let (base, _) = server.rsplit_once('/').expect("a URL with a database");
-    format!("{base}/{name}")
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// A PostgreSQL server of Debian's package in a temporary folder on a free port
@@ -123,31 +135,15 @@ pub struct Postgres {
 impl Postgres {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres"),
-        )
-        .arg("start")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "cannot start PostgreSQL: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let url = postgres_script("start", dir.path())
+            .unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"));
         Self { url, dir }
     }
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres"),
-        )
-        .arg("stop")
-        .arg(self.dir.path())
-        .output();
+        let _ = postgres_script("stop", self.dir.path());
     }
 }
 
