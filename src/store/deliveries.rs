@@ -9,19 +9,6 @@ use super::{
     AuditKind, DeliveryState, Engine, JobId, ResultObject, Store, StoreError, begin_writing, now_ms,
 };
 
-/// A delivery to make.
-#[derive(Debug, Clone)]
-pub struct NewDelivery {
-    pub destination: String,
-    pub object: ResultObject,
-    /// The SEG's type (BINARY, LABELMAP); `None` for the other objects.
-    pub variant: Option<String>,
-    pub sop_instance_uid: String,
-    /// The object's spool file.
-    pub file: String,
-    pub fallback_file: Option<String>,
-}
-
 /// A delivery in the outbox.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct DeliveryRow {
@@ -45,37 +32,6 @@ pub struct DeliveryRow {
     pub delivered_ms: Option<i64>,
     /// The node that holds (or last held) it.
     pub node_id: Option<String>,
-}
-
-/// Queues deliveries of a job's result in `tx` (once per destination and instance).
-pub(super) async fn insert_deliveries(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    job_id: JobId,
-    items: &[NewDelivery],
-) -> Result<(), StoreError> {
-    let now = now_ms();
-    for d in items {
-        sqlx::query(
-            "INSERT INTO deliveries (job_id, destination, object, state, variant,
-                 sop_instance_uid, file, fallback_file, next_attempt_ms, created_ms, updated_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(job_id)
-        .bind(&d.destination)
-        .bind(d.object)
-        .bind(DeliveryState::Pending)
-        .bind(&d.variant)
-        .bind(&d.sop_instance_uid)
-        .bind(&d.file)
-        .bind(&d.fallback_file)
-        .bind(now)
-        .bind(now)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
 }
 
 /// The columns of a [`DeliveryRow`].
@@ -135,10 +91,10 @@ impl Store {
     pub async fn create_deliveries(
         &self,
         job_id: JobId,
-        items: &[NewDelivery],
+        items: &[super::NewDelivery],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        insert_deliveries(&mut tx, job_id, items).await?;
+        super::jobs::insert_deliveries(&mut tx, job_id, items).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -292,6 +248,7 @@ impl Store {
 mod tests {
     use std::time::Duration;
 
+    use super::super::NewDelivery;
     use super::super::testing::queued_job;
     use super::*;
 

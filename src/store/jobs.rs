@@ -5,9 +5,24 @@ use serde::Serialize;
 use sqlx::Any;
 
 use super::audit::{AuditEvent, append_audit};
-use super::deliveries::{NewDelivery, insert_deliveries};
-use super::{AuditKind, JobId, JobState, SeriesId, Store, StoreError, begin_writing, now_ms};
+use super::{
+    AuditKind, DeliveryState, JobId, JobState, ResultObject, SeriesId, Store, StoreError,
+    begin_writing, now_ms,
+};
 use crate::dicom::Uid;
+
+/// A delivery to make.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub destination: String,
+    pub object: ResultObject,
+    /// The SEG's type (BINARY, LABELMAP); `None` for the other objects.
+    pub variant: Option<String>,
+    pub sop_instance_uid: String,
+    /// The object's spool file.
+    pub file: String,
+    pub fallback_file: Option<String>,
+}
 
 /// A job as listed by `segnode jobs` and the API.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -108,6 +123,37 @@ macro_rules! claimed_job_sql {
         "SELECT j.id, j.series_id, s.series_uid, s.study_uid, s.patient_id, s.accession_number, j.calling_ae
          FROM jobs j JOIN series s ON s.id = j.series_id"
     };
+}
+
+/// Queues deliveries of a job's result in `tx` (once per destination and instance).
+pub(super) async fn insert_deliveries(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    job_id: JobId,
+    items: &[NewDelivery],
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    for d in items {
+        sqlx::query(
+            "INSERT INTO deliveries (job_id, destination, object, state, variant,
+                 sop_instance_uid, file, fallback_file, next_attempt_ms, created_ms, updated_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(job_id)
+        .bind(&d.destination)
+        .bind(d.object)
+        .bind(DeliveryState::Pending)
+        .bind(&d.variant)
+        .bind(&d.sop_instance_uid)
+        .bind(&d.file)
+        .bind(&d.fallback_file)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// The claim of a job by this node, before its WHERE clause.

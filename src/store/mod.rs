@@ -28,11 +28,11 @@ use tokio::sync::mpsc;
 use crate::dicom::Uid;
 
 pub use audit::{AuditEvent, AuditFilter, AuditRow};
-pub use deliveries::{Attempt, DeliveryRow, NewDelivery};
+pub use deliveries::{Attempt, DeliveryRow};
 pub use instances::{
     InstanceCount, InstanceMeta, RecentInstance, RecordOutcome, SourceInstance, SpooledFile,
 };
-pub use jobs::{ClaimedJob, InterruptedJob, JobOutcome, JobQuery, JobRow};
+pub use jobs::{ClaimedJob, InterruptedJob, JobOutcome, JobQuery, JobRow, NewDelivery};
 pub use nodes::NodeRow;
 pub use retention::RetentionCandidate;
 pub use series::{InstanceRow, SeriesRow};
