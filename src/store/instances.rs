@@ -541,6 +541,42 @@ mod tests {
         assert!(audit[0].detail.contains("1.2.3.1.1"));
     }
 
+    /// Two nodes on one database record the same instances at once (a sender that
+    /// retries on another node, a load balancer): every request succeeds, each instance
+    /// is stored once, and its series counts one revision per new content.
+    #[tokio::test]
+    async fn two_nodes_recording_the_same_instances_at_once_store_each_once() {
+        let a = crate::store::testing::store().await;
+        let b = a.other_node("b", std::time::Duration::from_secs(30)).await;
+        // Every request of both nodes in flight at once: each node's writer commits
+        // them in groups that meet the other's on the same rows.
+        let mut requests = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            for (store, node) in [((*a).clone(), "A"), (b.clone(), "B")] {
+                requests.spawn(async move {
+                    let file = file(&format!("f{i}"), "same");
+                    store
+                        .record_instance(&instance(1, i), &file, node, true)
+                        .await
+                });
+            }
+        }
+        let mut added = 0;
+        while let Some(outcome) = requests.join_next().await {
+            let outcome = outcome.unwrap().unwrap();
+            assert!(matches!(
+                outcome,
+                RecordOutcome::Added | RecordOutcome::Unchanged
+            ));
+            added += usize::from(outcome == RecordOutcome::Added);
+        }
+        assert_eq!(added, 40, "each added once");
+        assert_eq!(a.instance_counts().await.unwrap()[0].instances, 40);
+        let series = a.series_due(now_ms()).await.unwrap();
+        assert_eq!(series.len(), 1);
+        assert_eq!(series[0].revision, 40);
+    }
+
     #[tokio::test]
     async fn sources_counts_forgetting_and_unacknowledged_rows() {
         let store = crate::store::testing::store().await;
