@@ -424,33 +424,25 @@ async fn cluster_metrics(
         let _ = writeln!(out, "segnode_jobs_running{{node_id=\"{node}\"}} {n}");
     }
     let nodes = store.nodes().await?;
-    family(
-        out,
-        "segnode_cluster_node_seen_timestamp_seconds",
-        "gauge",
-        "Each node's last heartbeat (Unix time).",
-    );
-    for n in &nodes {
-        let _ = writeln!(
-            out,
-            "segnode_cluster_node_seen_timestamp_seconds{{node_id=\"{}\"}} {}",
-            n.node_id,
-            n.seen_ms as f64 / 1000.0
-        );
-    }
-    family(
-        out,
-        "segnode_cluster_node_clock_offset_seconds",
-        "gauge",
-        "Each node's clock minus the database's, at its last heartbeat.",
-    );
-    for n in &nodes {
-        let _ = writeln!(
-            out,
-            "segnode_cluster_node_clock_offset_seconds{{node_id=\"{}\"}} {}",
-            n.node_id,
-            n.clock_offset_ms as f64 / 1000.0
-        );
+    type Milliseconds = fn(&crate::store::NodeRow) -> i64;
+    let per_node: [(&str, &str, Milliseconds); 2] = [
+        (
+            "segnode_cluster_node_seen_timestamp_seconds",
+            "Each node's last heartbeat (Unix time).",
+            |n| n.seen_ms,
+        ),
+        (
+            "segnode_cluster_node_clock_offset_seconds",
+            "Each node's clock minus the database's, at its last heartbeat.",
+            |n| n.clock_offset_ms,
+        ),
+    ];
+    for (name, help, ms) in per_node {
+        family(out, name, "gauge", help);
+        for n in &nodes {
+            let seconds = ms(n) as f64 / 1000.0;
+            let _ = writeln!(out, "{name}{{node_id=\"{}\"}} {seconds}", n.node_id);
+        }
     }
     Ok(())
 }
