@@ -702,6 +702,44 @@ mod tests {
     }
 
     #[test]
+    fn several_nodes_name_themselves_and_share_a_postgres_database() {
+        let cfg = Config::from_toml(MINIMAL, &BTreeMap::new()).unwrap();
+        assert!(
+            !cfg.membership.node_id.is_empty(),
+            "the host name by default"
+        );
+        assert_eq!(cfg.membership.lease, Duration::from_secs(30));
+        let text = MINIMAL.replace(
+            "data_dir = \"/tmp/segnode\"",
+            "data_dir = \"/mnt/shared\"\nnode_id = \"seg-a\"\nlease_seconds = 6",
+        );
+        let env = BTreeMap::from([(
+            "SEGNODE_DATABASE".to_string(),
+            "postgres://seg@db/segnode".to_string(),
+        )]);
+        let cfg = Config::from_toml(&text, &env).unwrap();
+        assert_eq!(cfg.membership.node_id, "seg-a");
+        assert_eq!(cfg.membership.poll_interval(), Duration::from_secs(1));
+        assert_eq!(
+            cfg.database,
+            Database::Postgres("postgres://seg@db/segnode".into())
+        );
+        let env = BTreeMap::from([("SEGNODE_NODE_ID".to_string(), "seg-b".to_string())]);
+        assert_eq!(
+            Config::from_toml(&text, &env).unwrap().membership.node_id,
+            "seg-b"
+        );
+        for bad in ["../x", "", "a b", ".hidden"] {
+            let env = BTreeMap::from([("SEGNODE_NODE_ID".to_string(), bad.to_string())]);
+            let err = Config::from_toml(&text, &env).unwrap_err();
+            assert!(err.to_string().contains("node.node_id"), "{bad:?}: {err}");
+        }
+        let zero = text.replace("lease_seconds = 6", "lease_seconds = 0");
+        let err = Config::from_toml(&zero, &BTreeMap::new()).unwrap_err();
+        assert!(err.to_string().contains("node.lease_seconds"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         let unknown = format!("{MINIMAL}\n[series]\nstable_secs = 3\n");
         assert!(matches!(

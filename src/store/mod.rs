@@ -588,6 +588,23 @@ mod tests {
     }
 
     #[test]
+    fn a_database_is_an_sqlite_path_or_a_postgres_url_shown_without_its_password() {
+        let sqlite = Database::parse("var/segnode.db");
+        assert_eq!(sqlite, Database::Sqlite(PathBuf::from("var/segnode.db")));
+        assert_eq!(sqlite.engine(), Engine::Sqlite);
+        let pg = Database::parse("postgres://seg:secret@db.example:5432/segnode");
+        assert_eq!(pg.engine(), Engine::Postgres);
+        assert_eq!(pg.to_string(), "postgres://seg:***@db.example:5432/segnode");
+        assert!(!serde_json::to_string(&pg).unwrap().contains("secret"));
+        let plain = Database::parse("postgresql://db/segnode");
+        assert_eq!(plain.to_string(), "postgresql://db/segnode");
+        assert_eq!(
+            sqlite_url(std::path::Path::new("/data/a?b#c%d.db")).unwrap(),
+            "sqlite:///data/a%3Fb%23c%25d.db?mode=rwc"
+        );
+    }
+
+    #[test]
     fn times_parse_and_format() {
         assert_eq!(parse_time("1000").unwrap(), 1000);
         assert_eq!(parse_time("1970-01-02").unwrap(), 86_400_000);
