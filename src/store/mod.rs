@@ -341,6 +341,9 @@ impl Store {
                 Engine::Postgres => 8,
             })
             .test_before_acquire(engine == Engine::Postgres)
+            // A database that is down fails a request (a C-STORE is refused, a worker
+            // retries at its next poll) within seconds rather than after sqlx's 30 s.
+            .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     let settings = match engine {
@@ -397,10 +400,14 @@ impl Store {
         dialect(self.engine, sqlite, postgres)
     }
 
-    /// Whether the database answers.
+    /// Whether the database answers, within 3 s (a health check must not hang on a
+    /// database that is down).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        match tokio::time::timeout(Duration::from_secs(3), ping).await {
+            Ok(answer) => answer.map(|_| ()).map_err(StoreError::from),
+            Err(_) => Err(StoreError::Query(sqlx::Error::PoolTimedOut)),
+        }
     }
 
     /// Counts for metrics: (name, label, value).
