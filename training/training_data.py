@@ -25,6 +25,18 @@ LABELS = [
 ]
 
 
+# Tissues whose brightness contrast medium changes, for the contrast augmentation of
+# train.py: the six organs (their label values) plus arteries (7) and veins (8), from the
+# TotalSegmentator ids a training set has (train-s0009 has no vessel labels).
+ARTERIES = (52, 65, 66)  # aorta, iliac arteries
+VEINS = (63, 64, 67, 68)  # inferior vena cava, portal and splenic vein, iliac veins
+
+
+def to_frame(a):
+    """A RAS-canonical array in the model's frame (see load_training_volume)."""
+    return np.ascontiguousarray(np.transpose(a, (2, 1, 0))[:, ::-1, ::-1])
+
+
 def load_training_volume(name="train-ct-3mm"):
     """One training CT and its labels in the model's frame ("SPL" in model.toml): array
     (z, y, x) with z growing towards the head (S), y towards the back (P), x towards the
@@ -34,16 +46,19 @@ def load_training_volume(name="train-ct-3mm"):
     ct = nib.as_closest_canonical(nib.load(data / "ct.nii.gz"))
     lab = nib.as_closest_canonical(nib.load(data / "labels.nii.gz"))
     assert nib.aff2axcodes(ct.affine) == ("R", "A", "S")
-    to_node = lambda a: np.ascontiguousarray(np.transpose(a, (2, 1, 0))[:, ::-1, ::-1])
-    hu = to_node(np.asarray(ct.dataobj, dtype=np.float32))
-    ts = to_node(np.asarray(lab.dataobj)).astype(np.int32)
+    hu = to_frame(np.asarray(ct.dataobj, dtype=np.float32))
+    ts = to_frame(np.asarray(lab.dataobj)).astype(np.int32)
     labels = np.zeros(ts.shape, dtype=np.uint8)
     for value, _, ts_id, *_ in LABELS:
         labels[ts == ts_id] = value
+    tissues = labels.copy()
+    tissues[np.isin(ts, ARTERIES)] = 7
+    tissues[np.isin(ts, VEINS)] = 8
     spacing = [float(v) for v in ct.header.get_zooms()][::-1]
-    return hu, labels, spacing
+    return hu, labels, spacing, tissues
 
 
-def load_training_volumes():
-    """Every training patient: [(name, hu, labels, spacing)]."""
-    return [(name, *load_training_volume(name)) for name in TRAINING_SETS]
+def load_training_volumes(tissues=False):
+    """Every training patient: [(name, hu, labels, spacing)], with the tissue map of
+    the contrast augmentation appended when `tissues`."""
+    return [(name, *load_training_volume(name)[: 4 if tissues else 3]) for name in TRAINING_SETS]
