@@ -118,31 +118,35 @@ def infer(session, stage, x, pad, region=None):
     inp = np.full(padded, pad, dtype=np.float32)
     inp[: x.shape[0], : x.shape[1], : x.shape[2]] = x
     step = [max(1, int(np.floor(p * (1 - stage["overlap"])))) for p in patch]
-    if region is not None and region.any():
-        # Patches are laid over the region's bounding box (at least a patch long).
-        on = np.argwhere(region)
-        lo, hi = on.min(0), on.max(0)
-        starts = []
-        for i in range(3):
-            length = max(int(hi[i] - lo[i]) + 1, patch[i])
-            first = min(int(lo[i]), padded[i] - length)
-            starts.append([first + s for s in window_starts(length, patch[i], step[i])])
+    if region is not None:
+        # Patches are laid over each 6-connected component's bounding box (at least a
+        # patch long), in raster order, duplicates once.
+        components, _ = ndimage.label(region, structure=SIX)
+        found = set()
+        for box in ndimage.find_objects(components):
+            axes = []
+            for i in range(3):
+                length = max(box[i].stop - box[i].start, patch[i])
+                first = min(box[i].start, padded[i] - length)
+                axes.append([first + s for s in window_starts(length, patch[i], step[i])])
+            found.update((z0, y0, x0) for z0 in axes[0] for y0 in axes[1] for x0 in axes[2])
+        starts = sorted(found)
     else:
-        starts = [window_starts(padded[i], patch[i], step[i]) for i in range(3)]
+        starts = [(z0, y0, x0) for z0 in window_starts(padded[0], patch[0], step[0])
+                  for y0 in window_starts(padded[1], patch[1], step[1])
+                  for x0 in window_starts(padded[2], patch[2], step[2])]
     w = blend_weights(patch, stage["blending"])
     acc = None
-    for z0 in starts[0]:
-        for y0 in starts[1]:
-            for x0 in starts[2]:
-                if region is not None and not region[z0:z0 + patch[0], y0:y0 + patch[1], x0:x0 + patch[2]].any():
-                    continue
-                block = inp[z0:z0 + patch[0], y0:y0 + patch[1], x0:x0 + patch[2]][None, None]
-                logits = session.run([stage["output"]], {stage["input"]: block})[0][0]
-                if acc is None:
-                    acc = np.zeros((logits.shape[0], *padded), dtype=np.float32)
-                    covered = np.zeros(padded, dtype=bool)
-                acc[:, z0:z0 + patch[0], y0:y0 + patch[1], x0:x0 + patch[2]] += logits * w
-                covered[z0:z0 + patch[0], y0:y0 + patch[1], x0:x0 + patch[2]] = True
+    for z0, y0, x0 in starts:
+        if region is not None and not region[z0:z0 + patch[0], y0:y0 + patch[1], x0:x0 + patch[2]].any():
+            continue
+        block = inp[z0:z0 + patch[0], y0:y0 + patch[1], x0:x0 + patch[2]][None, None]
+        logits = session.run([stage["output"]], {stage["input"]: block})[0][0]
+        if acc is None:
+            acc = np.zeros((logits.shape[0], *padded), dtype=np.float32)
+            covered = np.zeros(padded, dtype=bool)
+        acc[:, z0:z0 + patch[0], y0:y0 + patch[1], x0:x0 + patch[2]] += logits * w
+        covered[z0:z0 + patch[0], y0:y0 + patch[1], x0:x0 + patch[2]] = True
     labels = np.zeros(x.shape, dtype=np.uint8)
     if acc is None:
         return labels

@@ -26,6 +26,7 @@
 //! | instance attributes, stable age, eligibility | [`series`] |
 //! | processing a series (shared by `serve` and `run`), the workers, resuming interrupted jobs | [`jobs`] |
 //! | pixel decoding, HU, slice order, geometry checks | [`volume`] |
+//! | large buffers (zeroed, huge pages) for volumes and label maps | [`memory`] |
 //! | model manifest and frame, ONNX Runtime, stages, region, post-processing | [`cascade`] |
 //! | DICOM Segmentation encoding, module by module | [`seg`] |
 //! | measurement report: organ volumes and attenuation as TID 1500 SR | [`sr`] |
@@ -45,6 +46,7 @@ pub mod deliver;
 pub mod dicom;
 mod jobs;
 pub mod keyimages;
+mod memory;
 pub mod node;
 mod receive;
 mod security;

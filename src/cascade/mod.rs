@@ -16,6 +16,7 @@ mod nnunet;
 pub mod ops;
 pub mod runtime;
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -567,23 +568,31 @@ fn infer(
             input.data[to..to + x.shape[2]].copy_from_slice(&x.data[from..from + x.shape[2]]);
         }
     }
-    // With a region, patches are laid over its bounding box (at least a patch long),
-    // not over the whole grid: stage 2's work follows the region.
-    let bounds = region.and_then(bounding_box);
+    // With a region, patches are laid over each of its components' bounding boxes (at
+    // least a patch long), not over the whole grid: stage 2's work follows the region,
+    // and a stray component far from the organs costs its own few patches, not a box
+    // spanning both.
     let steps: [usize; 3] = std::array::from_fn(|i| ops::step(patch[i], stage.overlap));
-    let starts: [Vec<usize>; 3] = std::array::from_fn(|i| {
-        let (first, length) = match bounds {
-            Some((lo, hi)) => {
-                let length = (hi[i] - lo[i] + 1).max(patch[i]);
-                (lo[i].min(padded[i] - length), length)
+    let boxes = match region {
+        Some(region) => ops::component_boxes(region),
+        None => vec![([0; 3], std::array::from_fn(|i| padded[i] - 1))],
+    };
+    let mut starts = BTreeSet::new();
+    for (lo, hi) in boxes {
+        let axis: [Vec<usize>; 3] = std::array::from_fn(|i| {
+            let length = (hi[i] - lo[i] + 1).max(patch[i]);
+            let first = lo[i].min(padded[i] - length);
+            ops::window_starts(length, patch[i], steps[i])
+                .into_iter()
+                .map(|s| s + first)
+                .collect()
+        });
+        for &z0 in &axis[0] {
+            for &y0 in &axis[1] {
+                starts.extend(axis[2].iter().map(|&x0| [z0, y0, x0]));
             }
-            None => (0, padded[i]),
-        };
-        ops::window_starts(length, patch[i], steps[i])
-            .into_iter()
-            .map(|s| s + first)
-            .collect()
-    });
+        }
+    }
     let grid_patches: usize = (0..3)
         .map(|i| ops::window_starts(padded[i], patch[i], steps[i]).len())
         .product();
@@ -609,37 +618,33 @@ fn infer(
         })
     };
     let mut buffer = Vec::with_capacity(patch.iter().product());
-    for &z0 in &starts[0] {
-        for &y0 in &starts[1] {
-            for &x0 in &starts[2] {
-                if !touches(z0, y0, x0) {
-                    continue;
-                }
-                buffer.clear();
-                for z in z0..z0 + patch[0] {
-                    for y in y0..y0 + patch[1] {
-                        let row = input.index(z, y, x0);
-                        buffer.extend_from_slice(&input.data[row..row + patch[2]]);
+    for [z0, y0, x0] in starts {
+        if !touches(z0, y0, x0) {
+            continue;
+        }
+        buffer.clear();
+        for z in z0..z0 + patch[0] {
+            for y in y0..y0 + patch[1] {
+                let row = input.index(z, y, x0);
+                buffer.extend_from_slice(&input.data[row..row + patch[2]]);
+            }
+        }
+        let logits = session.run(std::mem::take(&mut buffer))?;
+        buffer = Vec::with_capacity(patch.iter().product());
+        coverage.run += 1;
+        let plane = patch.iter().product::<usize>();
+        let mut k = 0;
+        for z in z0..z0 + patch[0] {
+            for y in y0..y0 + patch[1] {
+                let row = input.index(z, y, x0);
+                for dx in 0..patch[2] {
+                    let v = row + dx;
+                    covered.data[v] = true;
+                    let w = weights[k];
+                    for c in 0..classes {
+                        acc[c * n + v] += logits[c * plane + k] * w;
                     }
-                }
-                let logits = session.run(std::mem::take(&mut buffer))?;
-                buffer = Vec::with_capacity(patch.iter().product());
-                coverage.run += 1;
-                let plane = patch.iter().product::<usize>();
-                let mut k = 0;
-                for z in z0..z0 + patch[0] {
-                    for y in y0..y0 + patch[1] {
-                        let row = input.index(z, y, x0);
-                        for dx in 0..patch[2] {
-                            let v = row + dx;
-                            covered.data[v] = true;
-                            let w = weights[k];
-                            for c in 0..classes {
-                                acc[c * n + v] += logits[c * plane + k] * w;
-                            }
-                            k += 1;
-                        }
-                    }
+                    k += 1;
                 }
             }
         }
@@ -671,27 +676,15 @@ fn infer(
 }
 
 /// The smallest box (lowest and highest index per axis) holding every voxel of `mask`.
-fn bounding_box(mask: &Grid<bool>) -> Option<([usize; 3], [usize; 3])> {
-    let mut lo = [usize::MAX; 3];
-    let mut hi = [0usize; 3];
-    for z in 0..mask.shape[0] {
-        for y in 0..mask.shape[1] {
-            let row = mask.index(z, y, 0);
-            let line = &mask.data[row..row + mask.shape[2]];
-            let (Some(first), Some(last)) =
-                (line.iter().position(|v| *v), line.iter().rposition(|v| *v))
-            else {
-                continue;
-            };
-            for (i, v) in [z, y].into_iter().enumerate() {
-                lo[i] = lo[i].min(v);
-                hi[i] = hi[i].max(v);
-            }
-            lo[2] = lo[2].min(first);
-            hi[2] = hi[2].max(last);
-        }
-    }
-    (lo[0] != usize::MAX).then_some((lo, hi))
+fn bounding_box(mask: &Grid<bool>) -> Option<ops::Box3> {
+    ops::component_boxes(mask)
+        .into_iter()
+        .reduce(|(lo, hi), (l, h)| {
+            (
+                std::array::from_fn(|i| lo[i].min(l[i])),
+                std::array::from_fn(|i| hi[i].max(h[i])),
+            )
+        })
 }
 
 /// The body: HU above the threshold, eroded by one voxel, its largest component,
@@ -711,28 +704,41 @@ fn postprocess(labels: &mut Grid<u8>, m: &manifest::Manifest) {
     if !m.postprocess.largest_component && !m.postprocess.fill_holes {
         return;
     }
+    // Each label is processed within its box grown by one voxel (where the grid allows):
+    // its components and holes there are those of the whole grid, at a fraction of the
+    // cost. Processing one label changes no other label's voxels, so the boxes hold.
+    let boxes = ops::id_boxes(
+        labels.shape,
+        labels.data.iter().map(|l| usize::from(*l)),
+        255,
+    );
     let mut values: Vec<u8> = m.labels.iter().map(|l| l.value).collect();
     values.sort_unstable();
-    for value in values {
-        let mut mask = Grid {
-            shape: labels.shape,
-            data: labels.data.iter().map(|l| *l == value).collect(),
-        };
-        if !mask.data.iter().any(|v| *v) {
+    for value in values.into_iter().filter(|v| *v > 0) {
+        let Some((lo, hi)) = boxes[usize::from(value) - 1] else {
             continue;
-        }
+        };
+        let lo = lo.map(|v| v.saturating_sub(1));
+        let size: [usize; 3] =
+            std::array::from_fn(|i| (hi[i] + 1).min(labels.shape[i] - 1) - lo[i] + 1);
+        let mut part = ops::crop(&labels.data, labels.shape, lo, size);
+        let mut mask = Grid {
+            shape: size,
+            data: part.data.iter().map(|l| *l == value).collect(),
+        };
         if m.postprocess.largest_component {
             mask = ops::largest_component(&mask);
         }
         if m.postprocess.fill_holes {
             mask = ops::fill_holes(&mask);
         }
-        for (l, keep) in labels.data.iter_mut().zip(&mask.data) {
+        for (l, keep) in part.data.iter_mut().zip(&mask.data) {
             if *l == value && !keep {
                 *l = 0;
             } else if *keep && *l == 0 {
                 *l = value;
             }
         }
+        ops::paste(labels, &part, lo);
     }
 }

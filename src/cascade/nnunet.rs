@@ -80,7 +80,7 @@ pub fn predict(
     };
     if let Some((lo, hi)) = nonzero_bounds(data, shape_t, within) {
         let crop_shape: [usize; 3] = std::array::from_fn(|i| hi[i] - lo[i]);
-        let mut x = crop(data, shape_t, lo, crop_shape);
+        let mut x = ops::crop(data, shape_t, lo, crop_shape).data;
         ops::normalize(&mut x, stage.hu_window, stage.normalization, stage.stats());
         let grid: [usize; 3] = std::array::from_fn(|i| {
             ((spacing_t[i] / target[i]) * crop_shape[i] as f64).round_ties_even() as usize
@@ -96,7 +96,7 @@ pub fn predict(
             crop_shape,
             separate_axis(target, spacing_t),
         );
-        paste(&mut labels_t, &crop_labels, lo);
+        ops::paste(&mut labels_t, &crop_labels, lo);
         timings.lap("stage2_to_native_grid");
         prediction.grid = grid;
         prediction.crop_fraction = crop_labels.len() as f64 / labels_t.len().max(1) as f64;
@@ -138,28 +138,6 @@ fn nonzero_bounds(data: &[f32], shape: [usize; 3], within: Option<Bounds>) -> Op
         }
     }
     (lo[0] != usize::MAX).then_some((lo, hi))
-}
-
-fn crop(data: &[f32], shape: [usize; 3], lo: [usize; 3], size: [usize; 3]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(size.iter().product());
-    for z in lo[0]..lo[0] + size[0] {
-        for y in lo[1]..lo[1] + size[1] {
-            let row = (z * shape[1] + y) * shape[2] + lo[2];
-            out.extend_from_slice(&data[row..row + size[2]]);
-        }
-    }
-    out
-}
-
-fn paste(into: &mut Grid<u8>, part: &Grid<u8>, lo: [usize; 3]) {
-    for z in 0..part.shape[0] {
-        for y in 0..part.shape[1] {
-            let from = part.index(z, y, 0);
-            let to = into.index(lo[0] + z, lo[1] + y, lo[2]);
-            into.data[to..to + part.shape[2]]
-                .copy_from_slice(&part.data[from..from + part.shape[2]]);
-        }
-    }
 }
 
 /// nnU-Net's `determine_do_sep_z_and_axis`: the one coarse axis of `from`, else of

@@ -203,34 +203,36 @@ pub fn resample_linear(data: &[f32], shape: [usize; 3], to: [usize; 3]) -> Grid<
     })
 }
 
-/// Nearest-neighbour resampling (for labels and masks): each output row is built once
-/// per distinct source row, and a plane whose source plane is the previous one's is a
-/// copy of it.
-pub fn resample_nearest<T: Copy>(data: &[T], shape: [usize; 3], to: [usize; 3]) -> Grid<T> {
+/// Nearest-neighbour resampling (for labels and masks), one output plane per task:
+/// each output row is built once per distinct source row and repeated rows are copies.
+/// The output starts as untouched zeroed pages ([`crate::memory::zeroed`]), so the first
+/// write to a page happens in parallel.
+pub fn resample_nearest<T: Copy + Default + Send + Sync>(
+    data: &[T],
+    shape: [usize; 3],
+    to: [usize; 3],
+) -> Grid<T> {
     let (tz, ty, tx) = (
         nearest_taps(shape[0], to[0]),
         nearest_taps(shape[1], to[1]),
         nearest_taps(shape[2], to[2]),
     );
-    let plane = to[1] * to[2];
-    let mut out: Vec<T> = Vec::with_capacity(to.iter().product());
-    let mut row: Vec<T> = Vec::with_capacity(to[2]);
-    for (k, &z) in tz.iter().enumerate() {
-        if k > 0 && tz[k - 1] == z {
-            out.extend_from_within((k - 1) * plane..k * plane);
-            continue;
-        }
-        let mut last = None;
-        for &y in &ty {
-            if last != Some(y) {
+    let mut out = crate::memory::zeroed(to.iter().product());
+    out.par_chunks_mut((to[1] * to[2]).max(1))
+        .zip(&tz)
+        .for_each(|(plane, &z)| {
+            for (j, &y) in ty.iter().enumerate() {
+                let at = j * to[2];
+                if j > 0 && ty[j - 1] == y {
+                    plane.copy_within(at - to[2]..at, at);
+                    continue;
+                }
                 let base = (z * shape[1] + y) * shape[2];
-                row.clear();
-                row.extend(tx.iter().map(|x| data[base + x]));
-                last = Some(y);
+                for (v, x) in plane[at..at + to[2]].iter_mut().zip(&tx) {
+                    *v = data[base + x];
+                }
             }
-            out.extend_from_slice(&row);
-        }
-    }
+        });
     Grid {
         shape: to,
         data: out,
@@ -424,6 +426,66 @@ fn components(mask: &Grid<bool>) -> (Vec<u32>, Vec<usize>) {
     (labels, sizes)
 }
 
+/// A box of grid indices: the lowest and the highest per axis, both inclusive.
+pub type Box3 = ([usize; 3], [usize; 3]);
+
+/// The box of each id 1..=n among `ids` (one per voxel of a grid of `shape` in raster
+/// order; 0 is none), at index id - 1; None for an id that does not occur.
+pub fn id_boxes(
+    shape: [usize; 3],
+    ids: impl Iterator<Item = usize>,
+    n: usize,
+) -> Vec<Option<Box3>> {
+    let [_, h, w] = shape;
+    let mut boxes: Vec<Option<Box3>> = vec![None; n];
+    for (i, id) in ids.enumerate().filter(|(_, id)| *id != 0) {
+        let at = [i / (h * w), (i / w) % h, i % w];
+        let (lo, hi) = boxes[id - 1].get_or_insert((at, at));
+        for axis in 0..3 {
+            lo[axis] = lo[axis].min(at[axis]);
+            hi[axis] = hi[axis].max(at[axis]);
+        }
+    }
+    boxes
+}
+
+/// The box of each 6-connected component of `mask`, in raster order of the
+/// components' first voxels.
+pub fn component_boxes(mask: &Grid<bool>) -> Vec<Box3> {
+    let (labels, sizes) = components(mask);
+    id_boxes(mask.shape, labels.iter().map(|l| *l as usize), sizes.len())
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The part of the array `data` of `shape` that starts at `lo` and has `size` voxels per axis.
+pub fn crop<T: Copy>(data: &[T], shape: [usize; 3], lo: [usize; 3], size: [usize; 3]) -> Grid<T> {
+    let mut out = Vec::with_capacity(size.iter().product());
+    for z in lo[0]..lo[0] + size[0] {
+        for y in lo[1]..lo[1] + size[1] {
+            let row = (z * shape[1] + y) * shape[2] + lo[2];
+            out.extend_from_slice(&data[row..row + size[2]]);
+        }
+    }
+    Grid {
+        shape: size,
+        data: out,
+    }
+}
+
+/// Writes `part` into `into` at `lo` (the inverse of [`crop`]).
+pub fn paste<T: Copy>(into: &mut Grid<T>, part: &Grid<T>, lo: [usize; 3]) {
+    for z in 0..part.shape[0] {
+        for y in 0..part.shape[1] {
+            let from = part.index(z, y, 0);
+            let to = into.index(lo[0] + z, lo[1] + y, lo[2]);
+            into.data[to..to + part.shape[2]]
+                .copy_from_slice(&part.data[from..from + part.shape[2]]);
+        }
+    }
+}
+
 /// The largest 6-connected component (the first in raster order on a tie).
 pub fn largest_component(mask: &Grid<bool>) -> Grid<bool> {
     let (labels, sizes) = components(mask);
@@ -608,6 +670,11 @@ mod tests {
         );
         let largest = largest_component(&m);
         assert_eq!(largest, mask([1, 3, 5], &[[0, 0, 3], [0, 0, 4], [0, 1, 4]]));
+        // Boxes per component, in raster order of their first voxels.
+        assert_eq!(
+            component_boxes(&m),
+            vec![([0, 0, 0], [0, 1, 0]), ([0, 0, 3], [0, 1, 4])]
+        );
         // A hollow 3x3x3 shell in a 5x5x5 grid: the centre is a hole.
         let mut shell = Grid::filled([5, 5, 5], false);
         for z in 1..4 {

@@ -435,7 +435,7 @@ pub fn assemble(
     })?;
     let (rows, columns) = (placements[0].rows as usize, placements[0].columns as usize);
     let plane = rows * columns;
-    let mut data = vec![0f32; plane * frames.len()];
+    let mut data = crate::memory::zeroed::<f32>(plane * frames.len());
 
     // Each file is opened once; its frames go to their z slots.
     let mut per_file: Vec<Vec<(&FrameHeader, &mut [f32])>> =
