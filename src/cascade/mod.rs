@@ -677,14 +677,7 @@ fn infer(
 
 /// The smallest box (lowest and highest index per axis) holding every voxel of `mask`.
 fn bounding_box(mask: &Grid<bool>) -> Option<ops::Box3> {
-    ops::component_boxes(mask)
-        .into_iter()
-        .reduce(|(lo, hi), (l, h)| {
-            (
-                std::array::from_fn(|i| lo[i].min(l[i])),
-                std::array::from_fn(|i| hi[i].max(h[i])),
-            )
-        })
+    ops::id_boxes(mask.shape, mask.data.iter().map(|v| usize::from(*v)), 1)[0]
 }
 
 /// The body: HU above the threshold, eroded by one voxel, its largest component,
