@@ -84,7 +84,9 @@ async fn drain(database: &Database, node_id: &str, workers: usize) -> usize {
                     reason: None,
                     error_code: None,
                     summary: serde_json::json!({}),
-                    seg: None,
+                    timings_ms: Vec::new(),
+                    results: Vec::new(),
+                    instance_count: None,
                 };
                 store.finish_job(&job, &outcome, &[]).await.expect("finish");
                 done += 1;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use segnode::cascade::manifest::{Code, Label, Manifest};
-use segnode::cascade::ops::Grid;
+use segnode::grid::Grid;
 use segnode::seg::{self, SegType};
 use segnode::volume::{self, Tolerances};
 

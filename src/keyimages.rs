@@ -12,15 +12,14 @@ use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 use font8x8::UnicodeFonts;
 
 use crate::cascade::manifest::Manifest;
-use crate::cascade::ops::Grid;
-use crate::dicom::part10;
+use crate::dicom::uid::SECONDARY_CAPTURE_IMAGE_STORAGE;
+use crate::dicom::{Uid, part10};
+use crate::grid::Grid;
 use crate::seg::iod::{dcm_code, el, item, made_by, patient_and_study, seq};
 use crate::seg::{EncodedSeg, Equipment, derived_uid, now_da_tm};
 use crate::sr::Organ;
 use crate::volume::Volume;
 
-/// Secondary Capture Image Storage.
-pub const SECONDARY_CAPTURE_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.7";
 /// At most this many images per result.
 pub const MAX_IMAGES: usize = 4;
 /// The soft-tissue window: centre and width, HU.
@@ -33,7 +32,7 @@ pub const STATEMENT: &str = "RESEARCH RESULT - NOT FOR DIAGNOSIS";
 pub struct KeyImage {
     /// The Part 10 file.
     pub file: Vec<u8>,
-    pub sop_instance_uid: String,
+    pub sop_instance_uid: Uid,
     /// The source slice (z index) it shows.
     pub slice: usize,
 }
@@ -232,7 +231,8 @@ pub fn encode(
         .study_instance_uid
         .clone()
         .ok_or(KeyImageError::MissingSource("Study Instance UID"))?;
-    let derive = |what: &str| derived_uid(&seg.sop_instance_uid, "key images", what.as_bytes());
+    let derive =
+        |what: &str| derived_uid(seg.sop_instance_uid.as_str(), "key images", what.as_bytes());
     let series_uid = derive("series");
     let (date, time) = now_da_tm();
     let [_, rows, columns] = volume.shape;
@@ -315,7 +315,7 @@ pub fn encode(
             }
             let mut file = part10::header(
                 SECONDARY_CAPTURE_IMAGE_STORAGE,
-                &sop_instance_uid,
+                sop_instance_uid.as_str(),
                 crate::dicom::uid::ts::EXPLICIT_VR_LE,
                 &equipment.ae_title,
                 rows * columns * 3 + 16 * 1024,

@@ -23,9 +23,11 @@
 //! | DICOM TLS and HTTPS: certificates, acceptors, connectors, peer identities | [`tls`] |
 //! | associations, C-ECHO, C-STORE, access control, limits, refusals that classify themselves | [`receive`] |
 //! | durable files, the retention rule | [`spool`] |
+//! | the SHA-256 of data sets and model files | [`checksum`] |
 //! | instance attributes, stable age, eligibility | [`series`] |
 //! | processing a series (shared by `serve` and `run`), the workers, resuming interrupted jobs | [`jobs`] |
 //! | pixel decoding, HU, slice order, geometry checks | [`volume`] |
+//! | the 3-D array every stage passes on (label maps, masks) | [`grid`] |
 //! | large buffers (zeroed, huge pages) for volumes and label maps | [`memory`] |
 //! | model manifest and frame, ONNX Runtime, stages, region, post-processing | [`cascade`] |
 //! | DICOM Segmentation encoding, module by module | [`seg`] |
@@ -40,10 +42,13 @@
 
 pub mod api;
 pub mod cascade;
+pub mod check;
+pub mod checksum;
 pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod dicom;
+pub mod grid;
 mod jobs;
 pub mod keyimages;
 mod memory;

@@ -13,10 +13,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, ApiState, webhooks};
-use crate::cascade::{Cascade, ModelError, open_cascades};
+use crate::api::{self, ApiState};
+use crate::cascade::{Cascade, ModelError, ModelReport, open_cascades};
 use crate::config::Config;
 use crate::deliver::outbox::{self, Outbox};
+use crate::deliver::webhooks;
 use crate::jobs::{
     self,
     pipeline::{self, Pipeline},
@@ -267,7 +268,7 @@ async fn recover(
 /// One cascade per worker (`None` without a model) and the model's report for the API.
 async fn open_models(
     config: &Config,
-) -> Result<(Vec<Option<Cascade>>, Option<serde_json::Value>), NodeError> {
+) -> Result<(Vec<Option<Cascade>>, Option<ModelReport>), NodeError> {
     let mut model_report = None;
     let cascades = match config.model.clone() {
         None => {
@@ -287,7 +288,7 @@ async fn open_models(
                 provider = ?report.execution_provider,
                 "model ready"
             );
-            model_report = serde_json::to_value(&report).ok();
+            model_report = Some(report);
             cascades.into_iter().map(Some).collect()
         }
     };

@@ -218,7 +218,7 @@ impl Spool {
             return false;
         };
         part10::content(&bytes).is_ok_and(|c| c.sha256 == sha256)
-            || part10::sha256_hex(&bytes) == sha256
+            || crate::checksum::sha256_hex(&bytes) == sha256
     }
 
     /// Removes a file no longer referenced (an instance replaced by a new copy, or a

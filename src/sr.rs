@@ -9,21 +9,19 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::cascade::manifest::{Code, Manifest};
-use crate::cascade::ops::Grid;
-use crate::dicom::part10;
+use crate::dicom::uid::{COMPREHENSIVE_3D_SR_STORAGE, SEGMENTATION_STORAGE};
+use crate::dicom::{Uid, part10};
+use crate::grid::Grid;
 use crate::seg::iod::{code, dcm_code, ds, el, item, made_by, patient_and_study, seq};
-use crate::seg::{EncodedSeg, Equipment, SEGMENTATION_STORAGE, derived_uid, now_da_tm, uid_from};
+use crate::seg::{EncodedSeg, Equipment, derived_uid, now_da_tm, uid_from};
 use crate::volume::Volume;
 
-/// Comprehensive 3D SR Storage.
-pub const COMPREHENSIVE_3D_SR_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.88.34";
-
 /// What the report says of one organ (one segment of the SEG).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Organ {
     pub value: u8,
     /// Its segment in the SEG.
@@ -130,8 +128,8 @@ fn round2(v: f64) -> f64 {
 pub struct EncodedSr {
     /// The Part 10 file.
     pub file: Vec<u8>,
-    pub sop_instance_uid: String,
-    pub series_instance_uid: String,
+    pub sop_instance_uid: Uid,
+    pub series_instance_uid: Uid,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,8 +158,8 @@ pub fn encode(
         .series_instance_uid
         .clone()
         .ok_or(SrError::MissingSource("Series Instance UID"))?;
-    let sop_instance_uid = derived_uid(&seg.sop_instance_uid, "sr", b"instance");
-    let series_instance_uid = derived_uid(&seg.sop_instance_uid, "sr", b"series");
+    let sop_instance_uid = derived_uid(seg.sop_instance_uid.as_str(), "sr", b"instance");
+    let series_instance_uid = derived_uid(seg.sop_instance_uid.as_str(), "sr", b"series");
     let (date, time) = now_da_tm();
 
     let mut o = InMemDicomObject::from_element_iter(patient_and_study(volume));
@@ -200,12 +198,18 @@ pub fn encode(
     for e in elements.into_iter().chain(made_by(equipment)) {
         o.put(e);
     }
-    for e in root(organs, seg, model, &source_series, &sop_instance_uid) {
+    for e in root(
+        organs,
+        seg,
+        model,
+        &source_series,
+        sop_instance_uid.as_str(),
+    ) {
         o.put(e);
     }
     let mut file = part10::header(
         COMPREHENSIVE_3D_SR_STORAGE,
-        &sop_instance_uid,
+        sop_instance_uid.as_str(),
         crate::dicom::uid::ts::EXPLICIT_VR_LE,
         &equipment.ae_title,
         64 * 1024,
@@ -259,7 +263,7 @@ fn evidence(
                 vec![
                     series(source_series, sources),
                     series(
-                        &seg.series_instance_uid,
+                        seg.series_instance_uid.as_str(),
                         vec![(seg.sop_class_uid, seg.sop_instance_uid.as_str())],
                     ),
                 ],
@@ -374,7 +378,7 @@ fn root(
             "HAS OBS CONTEXT",
             "UIDREF",
             dcm_code("121012", "Device Observer UID"),
-            uid_value(&observer_uid),
+            uid_value(observer_uid.as_str()),
         ),
         content(
             "HAS OBS CONTEXT",
@@ -471,7 +475,7 @@ fn group(
             "HAS OBS CONTEXT",
             "UIDREF",
             dcm_code("112040", "Tracking Unique Identifier"),
-            uid_value(&tracking_uid),
+            uid_value(tracking_uid.as_str()),
         ),
         content(
             "CONTAINS",

@@ -360,7 +360,7 @@ async fn a_worklist_receives_signed_webhooks_for_job_state_changes() {
                         .then(|| value.to_string())
                 })
                 .expect("signed");
-            let expected = segnode::api::webhooks::signature(b"worklist-secret", &body);
+            let expected = segnode::deliver::webhooks::signature(b"worklist-secret", &body);
             assert_eq!(signature, expected, "signature");
             assert!(head.starts_with("POST /segnode HTTP/1.1"));
             seen.push(event["event"].as_str().unwrap().to_string());

@@ -106,7 +106,7 @@ async fn destination_down_at_first_then_started_gets_the_seg() {
         assert!(
             received
                 .iter()
-                .any(|f| f.to_string_lossy().contains(&o.sop_instance_uid)),
+                .any(|f| f.to_string_lossy().contains(o.sop_instance_uid.as_str())),
             "{:?} {} not received",
             o.object,
             o.sop_instance_uid
@@ -229,7 +229,7 @@ async fn destination_killed_mid_transfer_is_retried_and_the_same_instance_arrive
                 .to_string()
         })
         .collect();
-    assert!(uids.contains(&d.sop_instance_uid), "{uids:?}");
+    assert!(uids.contains(&d.sop_instance_uid.to_string()), "{uids:?}");
     node.stop().await;
 }
 

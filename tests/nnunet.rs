@@ -166,7 +166,7 @@ async fn an_imported_model_goes_through_serve_with_its_labels_and_checksums() {
                 o.meta()
                     .media_storage_sop_class_uid()
                     .trim_end_matches('\0')
-                    == segnode::seg::SEGMENTATION_STORAGE
+                    == segnode::dicom::uid::SEGMENTATION_STORAGE
             })
         })
         .expect("a SEG at the storescp");

@@ -144,7 +144,7 @@ async fn a_gdcm_series_from_another_hospital_goes_through_serve_to_storescp() {
     };
     let seg = files
         .iter()
-        .find(|f| class(f) == segnode::seg::SEGMENTATION_STORAGE)
+        .find(|f| class(f) == segnode::dicom::uid::SEGMENTATION_STORAGE)
         .expect("a SEG");
     // The source has no Frame of Reference UID: the SEG carries the one derived from
     // its Series Instance UID, the same for `segnode run` and the node.
@@ -164,7 +164,7 @@ async fn a_gdcm_series_from_another_hospital_goes_through_serve_to_storescp() {
     );
     assert_eq!(text(seg, tags::PATIENT_ID).as_deref(), Some(""));
     assert_eq!(
-        delivered.seg_sop_instance_uid,
+        delivered.seg_sop_instance_uid.map(|u| u.to_string()),
         text(seg, tags::SOP_INSTANCE_UID)
     );
     // highdicom reads it back onto the source, voxel for voxel with the node's result

@@ -270,7 +270,7 @@ fn the_sop_instance_uid_depends_on_content_model_and_type_only() {
     .unwrap();
     assert_ne!(other.sop_instance_uid, v.sop_instance_uid);
 
-    let empty = segnode::cascade::ops::Grid::filled(volume.shape, 0u8);
+    let empty = segnode::grid::Grid::filled(volume.shape, 0u8);
     assert!(matches!(
         seg::encode(&volume, &empty, &manifest, SegType::Binary, &eq, "key"),
         Err(SegError::Empty)

@@ -14,11 +14,13 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::{
-    AUDIT_FIELDS, ApiError, ApiResult, ApiState, Params, audit_filter, check_known, existing_job,
-    time_param,
+use super::{ApiError, ApiResult, ApiState, Params, check_known, existing_job, time_param};
+use crate::dicom::Uid;
+use crate::jobs::summary::JobSummary;
+use crate::store::{
+    AUDIT_FIELDS, AuditFilter, AuditRow, DeliveryState, JobQuery, JobState, ResultObject,
+    ResultRow, format_ms, now_ms,
 };
-use crate::store::{AuditRow, DeliveryState, JobQuery, JobRow, JobState, format_ms, now_ms};
 
 /// The cookie that carries the token in a browser.
 pub const COOKIE: &str = "segnode_token";
@@ -110,26 +112,12 @@ fn state_cell(state: JobState) -> String {
     format!(r#"<span class="state {state}">{state}</span>"#)
 }
 
-fn summary_of(j: &JobRow) -> serde_json::Value {
-    j.summary
-        .as_deref()
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or_default()
-}
-
 /// Organ volumes of a job, one per line.
-fn organs(summary: &serde_json::Value) -> String {
-    summary["organs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|o| {
-            format!(
-                "{} {:.1}&nbsp;ml",
-                esc(o["name"].as_str().unwrap_or_default()),
-                o["ml"].as_f64().unwrap_or_default()
-            )
-        })
+fn organs(summary: &JobSummary) -> String {
+    summary
+        .organs
+        .iter()
+        .map(|o| format!("{} {:.1}&nbsp;ml", esc(&o.name), o.ml))
         .collect::<Vec<_>>()
         .join("<br>")
 }
@@ -188,7 +176,7 @@ pub async fn jobs(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> Ap
         _ => Vec::new(),
     };
     for j in &rows {
-        let summary = summary_of(j);
+        let summary = JobSummary::of(j).unwrap_or_default();
         let count = |st: DeliveryState| {
             states
                 .iter()
@@ -210,9 +198,10 @@ pub async fn jobs(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> Ap
                 }
             ),
         };
-        let total = summary["cascade"]["timings_ms"]["total"]
-            .as_f64()
-            .map_or(String::new(), |ms| format!("{:.1} s", ms / 1000.0));
+        let total = match summary.total_ms() {
+            0 => String::new(),
+            ms => format!("{:.1} s", ms as f64 / 1000.0),
+        };
         let _ = write!(
             html,
             r#"<tr class="job" data-job="{id}"><td><a href="/ui/jobs/{id}">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{total}</td><td>{delivered}</td></tr>"#,
@@ -255,10 +244,11 @@ fn timeline(rows: &[AuditRow]) -> String {
 /// `/ui/jobs/{id}`: one job, its organs, key images, deliveries and timeline.
 pub async fn job(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult<Response> {
     let (id, j) = existing_job(&s, &id).await?;
-    let summary = summary_of(&j);
+    let summary = JobSummary::of(&j).unwrap_or_default();
+    let results = s.store.job_results(id).await?;
     let mut html = String::new();
     let patient_name = if s.config.http.dashboard_patient_names {
-        patient_name(&s, &j).map_or(String::new(), |n| {
+        patient_name(&s, &results).map_or(String::new(), |n| {
             format!("<tr><th>Patient name</th><td>{}</td></tr>", esc(&n))
         })
     } else {
@@ -278,25 +268,30 @@ pub async fn job(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiR
         j.instance_count,
         format_ms(j.created_ms),
         esc(j.reason.as_deref().unwrap_or("")),
-        esc(j.seg_sop_instance_uid.as_deref().unwrap_or("")),
-        esc(summary["sr"]["sop_instance_uid"].as_str().unwrap_or("")),
+        j.seg_sop_instance_uid
+            .as_ref()
+            .map_or(String::new(), Uid::to_string),
+        summary
+            .sr
+            .as_ref()
+            .map_or(String::new(), |sr| sr.sop_instance_uid.to_string()),
     );
-    if let Some(list) = summary["organs"].as_array() {
+    if !summary.organs.is_empty() {
         html.push_str("<h2>Organs</h2><table id=\"organs\"><tr><th>Organ</th><th>Volume (ml)</th><th>Mean HU</th><th>Min HU</th><th>Max HU</th></tr>");
-        for o in list {
+        for o in &summary.organs {
             let _ = write!(
                 html,
                 "<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.0}</td><td>{:.0}</td></tr>",
-                esc(o["name"].as_str().unwrap_or_default()),
-                o["ml"].as_f64().unwrap_or_default(),
-                o["hu_mean"].as_f64().unwrap_or_default(),
-                o["hu_min"].as_f64().unwrap_or_default(),
-                o["hu_max"].as_f64().unwrap_or_default(),
+                esc(&o.name),
+                o.ml,
+                o.hu_mean,
+                o.hu_min,
+                o.hu_max,
             );
         }
         html.push_str("</table>");
     }
-    let keys = summary["key_images"].as_array().map_or(0, Vec::len);
+    let keys = key_image_files(&results).count();
     if keys > 0 {
         html.push_str(
             "<h2>Key images</h2><p class=\"note\">Research result, not for diagnosis.</p>",
@@ -308,14 +303,14 @@ pub async fn job(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiR
             );
         }
     }
-    if let Some(t) = summary["timings_ms"].as_object() {
+    if !summary.timings_ms.is_empty() {
         html.push_str("<h2>Timings</h2><table id=\"timings\"><tr>");
-        for k in t.keys() {
-            let _ = write!(html, "<th>{}</th>", esc(k));
+        for stage in summary.timings_ms.keys() {
+            let _ = write!(html, "<th>{stage}</th>");
         }
         html.push_str("</tr><tr>");
-        for v in t.values() {
-            let _ = write!(html, "<td>{v}&nbsp;ms</td>");
+        for ms in summary.timings_ms.values() {
+            let _ = write!(html, "<td>{ms}&nbsp;ms</td>");
         }
         html.push_str("</tr></table>");
     }
@@ -348,9 +343,17 @@ pub async fn job(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiR
     Ok(page(&format!("Job {id}"), &html))
 }
 
+/// The spool files of a job's key images, in order.
+fn key_image_files(results: &[ResultRow]) -> impl Iterator<Item = &str> {
+    results
+        .iter()
+        .filter(|r| r.kind == ResultObject::KeyImages)
+        .map(|r| r.file.as_str())
+}
+
 /// The Patient's Name in the job's SEG, while the spool keeps it.
-fn patient_name(s: &ApiState, j: &JobRow) -> Option<String> {
-    let file = j.seg_file.as_deref()?;
+fn patient_name(s: &ApiState, results: &[ResultRow]) -> Option<String> {
+    let file = &results.iter().find(|r| r.kind == ResultObject::Seg)?.file;
     let obj = dicom_object::OpenFileOptions::new()
         .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
         .open_file(s.config.spool_dir().join(file))
@@ -367,9 +370,10 @@ pub async fn key_image(
     State(s): State<Arc<ApiState>>,
     Path((id, n)): Path<(String, usize)>,
 ) -> ApiResult<Response> {
-    let (id, j) = existing_job(&s, &id).await?;
-    let file = summary_of(&j)["key_images"][n.saturating_sub(1)]["file"]
-        .as_str()
+    let (id, _) = existing_job(&s, &id).await?;
+    let results = s.store.job_results(id).await?;
+    let file = key_image_files(&results)
+        .nth(n.saturating_sub(1))
         .map(String::from)
         .ok_or_else(|| ApiError::not_found(format!("job {id} has no key image {n}")))?;
     let path = s.config.spool_dir().join(file);
@@ -406,7 +410,7 @@ pub async fn audit(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> A
     let fields = AUDIT_FIELDS;
     check_known(&p, &fields)?;
     let given: Params = p.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-    let mut filter = audit_filter(&given).map_err(ApiError::bad_request)?;
+    let mut filter = AuditFilter::from_params(&given).map_err(ApiError::bad_request)?;
     filter.limit = Some(500);
     let rows = s.store.audit_query(&filter).await?;
     let mut html = String::from(r#"<form method="get">"#);
@@ -442,7 +446,8 @@ fn percent(v: &str) -> String {
         .collect()
 }
 
-/// `/ui/health`: model, ONNX Runtime, disk, queue and destinations.
+/// `/ui/health`: model, ONNX Runtime, disk, queue, what `segnode check` finds of the
+/// spool and the database, and the destinations.
 pub async fn health(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
     let counts = s.store.counts().await?;
     let jobs_in = |state: JobState| {
@@ -455,7 +460,6 @@ pub async fn health(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
         .map(|b| format!("{} MiB free", b / (1024 * 1024)))
         .unwrap_or_else(|e| format!("unknown: {e}"));
     let model = &s.model;
-    let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), String::from);
     let mut html = String::new();
     let _ = write!(
         html,
@@ -466,12 +470,11 @@ pub async fn health(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
             .as_ref()
             .map_or("none configured".into(), |m| esc(&format!(
                 "{} {}",
-                text(&m["model"]),
-                text(&m["model_version"])
+                m.model, m.model_version
             ))),
         model
             .as_ref()
-            .map_or(String::new(), |m| esc(&text(&m["onnxruntime_library"]))),
+            .map_or(String::new(), |m| esc(&m.onnxruntime_library)),
         esc(&free),
         jobs_in(JobState::Queued),
         jobs_in(JobState::Running),
@@ -504,7 +507,43 @@ pub async fn health(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
         );
     }
     html.push_str("</table>");
+    html.push_str(&check_html(&s).await);
     Ok(page("Health", &html))
+}
+
+/// The checks `segnode check` runs on a node's spool, database and settings.
+async fn check_html(s: &ApiState) -> String {
+    let config = &s.config;
+    let report = match crate::spool::Spool::open(&config.spool_dir(), &config.membership.node_id) {
+        Ok(spool) => crate::check::node_checks(config, &s.store, &spool).await,
+        Err(e) => {
+            let mut report = crate::check::CheckReport::default();
+            report.problem(format!("spool {}: {e}", config.spool_dir().display()));
+            report
+        }
+    };
+    let mut html =
+        String::from("<h2>Checks</h2><table id=\"checks\"><tr><th>What</th><th>Found</th></tr>");
+    for f in &report.findings {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td></tr>",
+            esc(&f.subject),
+            esc(&f.text)
+        );
+    }
+    for p in &report.problems {
+        let _ = write!(
+            html,
+            "<tr class=\"failed\"><td>problem</td><td>{}</td></tr>",
+            esc(p)
+        );
+    }
+    for i in &report.insecure {
+        let _ = write!(html, "<tr><td>insecure</td><td>{}</td></tr>", esc(i));
+    }
+    html.push_str("</table>");
+    html
 }
 
 #[cfg(test)]

@@ -5,10 +5,9 @@
 //! creates in its data directory), unless the configuration explicitly allows
 //! unauthenticated requests on a loopback listener, addressed to loopback. Errors are
 //! `{code, message}`; bad parameters are 400, internal errors a logged, generic 500.
-//! Goes through `store` only.
+//! Goes through `store` and reads job summaries as `jobs` types them.
 
 mod dashboard;
-pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,11 +19,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Serialize;
 
 use crate::config::{Config, HttpConfig};
+use crate::jobs::summary::JobSummary;
 use crate::store::{
-    AuditFilter, AuditKind, AuditRow, JobId, JobQuery, JobState, Store, StoreError, format_ms,
-    parse_time,
+    AUDIT_FIELDS, AuditFilter, AuditRow, JobId, JobQuery, JobRow, JobState, ResultRow, Store,
+    StoreError, format_ms, parse_time,
 };
 
 /// What the handlers share.
@@ -34,7 +35,7 @@ pub struct ApiState {
     /// The bearer token required, if any.
     pub token: Option<String>,
     /// What the model check found at start-up (None: no model configured).
-    pub model: Option<serde_json::Value>,
+    pub model: Option<crate::cascade::ModelReport>,
 }
 
 /// An API error: status, a stable code, a message.
@@ -277,7 +278,10 @@ async fn healthz(State(s): State<Arc<ApiState>>) -> Response {
         "checks": {
             "database": database.map(|_| "ok".to_string()).unwrap_or_else(|e| e),
             "disk": disk.map(|free| format!("ok, {} MiB free", free / (1024 * 1024))).unwrap_or_else(|e| e),
-            "model": s.model.clone().unwrap_or_else(|| "none configured".into()),
+            "model": match &s.model {
+                Some(report) => serde_json::to_value(report).unwrap_or_default(),
+                None => "none configured".into(),
+            },
         },
     });
     let status = if healthy {
@@ -478,21 +482,44 @@ async fn list_jobs(
         ..JobQuery::default()
     };
     let jobs = s.store.jobs(&q).await?;
-    Ok(Json(
-        serde_json::json!({ "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(), "limit": q.limit, "offset": q.offset }),
-    ))
+    let results = results_of(&s.store, &jobs).await?;
+    Ok(Json(serde_json::json!({
+        "jobs": jobs.iter().map(|j| JobView::of(j, &results)).collect::<Vec<_>>(),
+        "limit": q.limit,
+        "offset": q.offset,
+    })))
 }
 
-fn job_json(j: &crate::store::JobRow) -> serde_json::Value {
-    let mut v = serde_json::to_value(j).unwrap_or_default();
-    v["summary"] = j
-        .summary
-        .as_deref()
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or_default();
-    v["objects"] = objects(j, &v["summary"]);
-    v["created"] = format_ms(j.created_ms).into();
-    v
+/// A job as the API shows it: its row, its summary, its result objects.
+#[derive(Serialize)]
+struct JobView<'a> {
+    #[serde(flatten)]
+    job: &'a JobRow,
+    created: String,
+    summary: Option<JobSummary>,
+    /// The objects of its result and their UIDs: the SEGs, the SR, the key images.
+    objects: Vec<&'a ResultRow>,
+}
+
+impl<'a> JobView<'a> {
+    /// `job` with its objects among `results`.
+    fn of(job: &'a JobRow, results: &'a [ResultRow]) -> Self {
+        Self {
+            job,
+            created: format_ms(job.created_ms),
+            summary: JobSummary::of(job),
+            objects: results.iter().filter(|r| r.job_id == job.id).collect(),
+        }
+    }
+}
+
+/// The result objects of `jobs`, in one query.
+async fn results_of(store: &Store, jobs: &[JobRow]) -> Result<Vec<ResultRow>, StoreError> {
+    let ids = jobs.iter().map(|j| j.id);
+    match (ids.clone().min(), ids.max()) {
+        (Some(first), Some(last)) => store.results_between(first, last).await,
+        _ => Ok(Vec::new()),
+    }
 }
 
 fn job_id(id: &str) -> ApiResult<JobId> {
@@ -502,7 +529,7 @@ fn job_id(id: &str) -> ApiResult<JobId> {
 }
 
 /// The job a path names: 400 for a malformed id, 404 for an unknown one.
-async fn existing_job(s: &ApiState, id: &str) -> ApiResult<(JobId, crate::store::JobRow)> {
+async fn existing_job(s: &ApiState, id: &str) -> ApiResult<(JobId, JobRow)> {
     let id = job_id(id)?;
     let j = s
         .store
@@ -525,7 +552,9 @@ async fn job(
             ..AuditFilter::default()
         })
         .await?;
-    let mut v = job_json(&j);
+    let results = s.store.job_results(id).await?;
+    let mut v = serde_json::to_value(JobView::of(&j, &results))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     v["deliveries"] = serde_json::to_value(&deliveries).unwrap_or_default();
     v["timeline"] = timeline.iter().map(audit_json).collect();
     Ok(Json(v))
@@ -561,47 +590,30 @@ async fn study(
         )));
     }
     // The latest job of each series is the answer for that series.
-    let mut latest: Vec<&crate::store::JobRow> = Vec::new();
+    let mut latest: Vec<&JobRow> = Vec::new();
     for j in &jobs {
         if !latest.iter().any(|l| l.series_uid == j.series_uid) {
             latest.push(j);
         }
     }
     let has_result = latest.iter().any(|j| j.seg_sop_instance_uid.is_some());
+    let results = results_of(&s.store, &jobs).await?;
     Ok(Json(serde_json::json!({
         "study_uid": uid,
         "result_available": has_result,
         "series": latest.iter().map(|j| {
-            let summary = j.summary.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()).unwrap_or_default();
+            let view = JobView::of(j, &results);
             serde_json::json!({
                 "series_uid": j.series_uid,
                 "job_id": j.id,
                 "state": j.state,
                 "reason": j.reason,
                 "seg_sop_instance_uid": j.seg_sop_instance_uid,
-                "objects": objects(j, &summary),
-                "summary": summary,
+                "objects": view.objects,
+                "summary": view.summary,
             })
         }).collect::<Vec<_>>(),
     })))
-}
-
-/// The objects of a job's result and their UIDs: the SEG, the SR, the key images.
-fn objects(j: &crate::store::JobRow, summary: &serde_json::Value) -> serde_json::Value {
-    let mut objects = Vec::new();
-    if let Some(uid) = &j.seg_sop_instance_uid {
-        objects.push(serde_json::json!({ "object": "seg", "sop_instance_uid": uid }));
-    }
-    if let Some(uid) = summary["sr"]["sop_instance_uid"].as_str() {
-        objects.push(serde_json::json!({ "object": "sr", "sop_instance_uid": uid }));
-    }
-    for k in summary["key_images"].as_array().into_iter().flatten() {
-        objects.push(serde_json::json!({
-            "object": "key_images",
-            "sop_instance_uid": k["sop_instance_uid"],
-        }));
-    }
-    objects.into()
 }
 
 fn audit_json(r: &AuditRow) -> serde_json::Value {
@@ -611,74 +623,10 @@ fn audit_json(r: &AuditRow) -> serde_json::Value {
     v
 }
 
-/// The audit trail's query parameters (the CLI's options have the same names).
-const AUDIT_FIELDS: [&str; 7] = [
-    "from",
-    "to",
-    "patient",
-    "accession",
-    "study",
-    "calling_ae",
-    "event",
-];
-
-/// The audit filter from query parameters (shared with the CLI's names).
-pub fn audit_filter(p: &BTreeMap<String, String>) -> Result<AuditFilter, String> {
-    let time = |name: &str| {
-        p.get(name)
-            .map(|v| parse_time(v).map_err(|e| format!("{name}: {e}")))
-            .transpose()
-    };
-    Ok(AuditFilter {
-        from_ms: time("from")?,
-        to_ms: time("to")?,
-        patient_id: p.get("patient").cloned(),
-        accession_number: p.get("accession").cloned(),
-        study_uid: p.get("study").cloned(),
-        calling_ae: p.get("calling_ae").cloned(),
-        job_id: None,
-        event: p
-            .get("event")
-            .map(|e| {
-                e.parse::<AuditKind>()
-                    .map_err(|_| format!("event: {e:?} is not an audit event"))
-            })
-            .transpose()?,
-        limit: None,
-    })
-}
-
-/// Audit rows as CSV (RFC 4180 quoting).
-pub fn audit_csv(rows: &[AuditRow]) -> String {
-    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    let mut out = String::from(
-        "id,at,event,calling_ae,peer,study_uid,series_uid,patient_id,accession_number,job_id,detail,node_id\n",
-    );
-    for r in rows {
-        let fields = [
-            r.id.to_string(),
-            format_ms(r.at_ms),
-            r.event.to_string(),
-            r.calling_ae.clone().unwrap_or_default(),
-            r.peer.clone().unwrap_or_default(),
-            r.study_uid.clone().unwrap_or_default(),
-            r.series_uid.clone().unwrap_or_default(),
-            r.patient_id.clone().unwrap_or_default(),
-            r.accession_number.clone().unwrap_or_default(),
-            r.job_id.map(|j| j.to_string()).unwrap_or_default(),
-            r.detail.clone(),
-            r.node_id.clone().unwrap_or_default(),
-        ];
-        out.push_str(&fields.iter().map(|f| q(f)).collect::<Vec<_>>().join(","));
-        out.push('\n');
-    }
-    out
-}
-
 async fn audit(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> ApiResult<Response> {
     let known: Vec<&str> = AUDIT_FIELDS.iter().copied().chain(["format"]).collect();
     check_known(&p, &known)?;
-    let filter = audit_filter(&p).map_err(ApiError::bad_request)?;
+    let filter = AuditFilter::from_params(&p).map_err(ApiError::bad_request)?;
     let rows = s.store.audit_query(&filter).await?;
     match p.get("format").map_or("json", String::as_str) {
         "json" => Ok(Json(
@@ -687,7 +635,7 @@ async fn audit(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> ApiRe
         .into_response()),
         "csv" => Ok((
             [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            audit_csv(&rows),
+            AuditRow::csv(&rows),
         )
             .into_response()),
         other => Err(ApiError::bad_request(format!(

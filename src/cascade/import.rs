@@ -13,9 +13,10 @@ use serde::Deserialize;
 
 use super::frame::Frame;
 use super::manifest::{
-    Code, Label, Manifest, ManifestError, Model, Network, Pipeline, PostProcess, Stage, sha256_hex,
+    Code, Label, Manifest, ManifestError, Model, Network, Pipeline, PostProcess, Stage,
 };
 use super::ops::{Blending, Normalization};
+use crate::checksum::sha256_hex;
 
 const EXPORT_SCRIPT: &str = include_str!("../../scripts/nnunet_export.py");
 

@@ -8,8 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::checksum::sha256_hex;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::frame::Frame;
 use super::ops::{Blending, Normalization};
@@ -257,11 +257,6 @@ impl Model {
             .unwrap_or(0)
             + 1
     }
-}
-
-/// A file's SHA-256, lowercase hex, as manifests give it.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
 }
 
 impl Manifest {

@@ -19,7 +19,7 @@ pub mod runtime;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::volume::Volume;
 use frame::{Frame, Mapping};
@@ -135,7 +135,7 @@ pub struct Cascade {
 }
 
 /// Per-label result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabelVolume {
     pub value: u8,
     pub name: String,
@@ -144,7 +144,7 @@ pub struct LabelVolume {
 }
 
 /// What the cascade did, for the job summary and `segnode run`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CascadeSummary {
     pub model: String,
     pub model_version: String,
@@ -172,7 +172,7 @@ pub struct CascadeSummary {
 }
 
 /// Which anatomical frame mapping the cascade applied (see [`frame`]).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FrameSummary {
     /// The series' own layout, as frame letters (e.g. "IPR" for feet-first supine).
     pub source: Frame,

@@ -1,6 +1,8 @@
-//! The command line: `serve`, `check`, `jobs`, `echo`, `send`, `run`,
-//! `import-nnunet`. Each command goes through the public stage APIs (`node`, `store`,
-//! `deliver`, `cascade`), never into internals.
+//! The command line, an edge: each command parses its arguments, calls the module that
+//! owns the work and prints what it returns. `serve` (the node), `check` (configuration,
+//! spool, database, model, listen addresses), `jobs`, `job`, `retry` and `audit` (the
+//! store), `echo` and `send` (C-ECHO and C-STORE as an SCU), `inspect` (volumes without
+//! a model), `run` (segmentation offline) and `import-nnunet` (bring a model).
 
 mod import;
 
@@ -12,14 +14,13 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::cascade;
-use crate::cascade::ModelConfig;
 use crate::config::Config;
 use crate::deliver::{self, Association, OutgoingFile, PeerAddress, ScuTimeouts};
-use crate::dicom::AeTitle;
-use crate::jobs::process::{Options, Processed, Source, process};
-use crate::seg::{self, SegType};
-use crate::store::{JobId, JobQuery, JobState, Store, format_ms};
-use crate::volume;
+use crate::dicom::{AeTitle, SegType};
+use crate::jobs::offline::{self, RunOptions};
+use crate::jobs::summary::JobSummary;
+use crate::store::{AuditFilter, AuditRow, JobId, JobQuery, JobState, Store, format_ms};
+use crate::volume::inspect::{self, Outcome};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -147,7 +148,6 @@ pub enum Command {
     ImportNnunet(import::ImportArgs),
 }
 
-/// Runs a parsed command line; `env` is the process environment (for overrides).
 /// The job states, as `--state` takes them (every one the store knows).
 fn job_state_parser() -> impl clap::builder::TypedValueParser<Value = JobState> {
     use clap::builder::TypedValueParser;
@@ -161,6 +161,7 @@ fn job_id(text: &str) -> Result<JobId, String> {
         .map_err(|_| format!("{text:?} is not a job id"))
 }
 
+/// Runs a parsed command line; `env` is the process environment (for overrides).
 pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(&cli.config, &env).await,
@@ -204,18 +205,28 @@ pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<()> 
             stage2_everywhere,
             seg_type,
         } => {
-            let config = model_config(&cli.config, &env, model)?;
-            let scope = if stage2_everywhere {
-                cascade::Scope::Everywhere
-            } else {
-                cascade::Scope::Cascade
+            let Some(config) = crate::config::offline_model(&cli.config, model, &env)? else {
+                bail!(
+                    "no model: pass --model DIR or configure [model] in {}",
+                    cli.config.display()
+                )
             };
-            let seg_type = match seg_type {
-                SegTypeArg::Binary => SegType::Binary,
-                SegTypeArg::Labelmap => SegType::Labelmap,
+            let options = RunOptions {
+                scope: if stage2_everywhere {
+                    cascade::Scope::Everywhere
+                } else {
+                    cascade::Scope::Cascade
+                },
+                seg_type: match seg_type {
+                    SegTypeArg::Binary => SegType::Binary,
+                    SegTypeArg::Labelmap => SegType::Labelmap,
+                },
             };
-            tokio::task::spawn_blocking(move || run_offline(&paths, &out, &config, scope, seg_type))
-                .await?
+            let report =
+                tokio::task::spawn_blocking(move || offline::run(&paths, &out, &config, options))
+                    .await??;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
         }
         Command::Inspect { paths, json, dump } => {
             tokio::task::spawn_blocking(move || inspect(&paths, json, dump.as_deref())).await?
@@ -249,109 +260,27 @@ async fn wait_for_signal() {
     }
 }
 
-/// PostgreSQL releases older than this lack what the store relies on.
-const MIN_POSTGRES_VERSION: i64 = 120_000;
-/// The clock difference between nodes (or a node and the database) that stable ages
-/// and leases tolerate.
-const MAX_CLOCK_SKEW_MS: i64 = 2_000;
-
-/// The database part of `segnode check`: engine and version, this node's clock against
-/// the database's, and the spread of the clocks of the nodes seen in the last hour.
-async fn check_database(store: &Store, config: &Config, problems: &mut Vec<String>) {
-    let version = match store.database_version().await {
-        Ok(v) => v,
-        Err(e) => return problems.push(format!("database {}: {e:#}", config.database)),
-    };
-    println!(
-        "database: {} ({version}; migrations applied; node id {}, lease {} s)",
-        config.database,
-        config.membership.node_id,
-        config.membership.lease.as_secs_f64()
-    );
-    if store.engine() == crate::store::Engine::Postgres {
-        match store.postgres_version_number().await {
-            Ok(n) if n < MIN_POSTGRES_VERSION => problems.push(format!(
-                "PostgreSQL {n} is older than {MIN_POSTGRES_VERSION} (12): not supported"
-            )),
-            Ok(_) => {}
-            Err(e) => problems.push(format!("database version: {e:#}")),
-        }
-    }
-    match store.clock_offset().await {
-        Ok((offset, round_trip)) if offset.abs() > MAX_CLOCK_SKEW_MS + round_trip => {
-            problems.push(format!(
-                "this machine's clock is {offset} ms off the database's: stable ages and leases \
-                 need the nodes' clocks within {MAX_CLOCK_SKEW_MS} ms (run NTP)"
-            ))
-        }
-        Ok((offset, round_trip)) => {
-            println!("clock: {offset} ms off the database's (round trip {round_trip} ms)")
-        }
-        Err(e) => problems.push(format!("database clock: {e:#}")),
-    }
-    let now = crate::store::now_ms();
-    match store.nodes().await {
-        Ok(nodes) => {
-            let recent: Vec<_> = nodes
-                .iter()
-                .filter(|n| now - n.seen_ms < 3_600_000)
-                .collect();
-            for n in &recent {
-                println!(
-                    "node {}: version {}, seen {} s ago, clock {} ms off the database's",
-                    n.node_id,
-                    n.version,
-                    (now - n.seen_ms) / 1000,
-                    n.clock_offset_ms
-                );
-            }
-            let offsets = recent.iter().map(|n| n.clock_offset_ms);
-            if let (Some(min), Some(max)) = (offsets.clone().min(), offsets.max())
-                && max - min > MAX_CLOCK_SKEW_MS
-            {
-                problems.push(format!(
-                    "the nodes' clocks differ by {} ms (more than {MAX_CLOCK_SKEW_MS} ms): run NTP on every node",
-                    max - min
-                ));
-            }
-        }
-        Err(e) => problems.push(format!("nodes: {e:#}")),
-    }
-}
-
 async fn check(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
     let config = load(path, env)?;
     println!("configuration {} (resolved):", path.display());
     println!("{}", serde_json::to_string_pretty(&config)?);
-    let mut problems = Vec::new();
+    let mut report = crate::check::CheckReport::default();
     if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
-        problems.push(format!("data directory {}: {e}", config.data_dir.display()));
+        report.problem(format!("data directory {}: {e}", config.data_dir.display()));
     } else {
-        let spool = crate::spool::Spool::open(&config.spool_dir(), &config.membership.node_id);
-        match spool.as_ref().map_err(|e| e.to_string()).and_then(|s| {
-            let free = s.free_bytes().map_err(|e| e.to_string())?;
-            let kind = s.probe().map_err(|e| e.to_string())?;
-            Ok((free, kind))
-        }) {
-            Ok((free, _)) if free < config.dicom.min_free_disk_bytes => problems.push(format!(
-                "spool has {} MiB free, below min_free_disk_mb ({} MiB): C-STORE would be refused",
-                free / (1024 * 1024),
-                config.dicom.min_free_disk_bytes / (1024 * 1024)
-            )),
-            Ok((free, kind)) => println!(
-                "spool: {} ({} MiB free, {kind}): write, fsync, rename and directory fsync work",
-                config.spool_dir().display(),
-                free / (1024 * 1024)
-            ),
-            Err(e) => problems.push(format!("spool {}: {e}", config.spool_dir().display())),
+        match crate::spool::Spool::open(&config.spool_dir(), &config.membership.node_id) {
+            Err(e) => report.problem(format!("spool {}: {e}", config.spool_dir().display())),
+            Ok(spool) => match Store::open(&config.database, &config.membership).await {
+                Ok(store) => {
+                    report = crate::check::node_checks(&config, &store, &spool).await;
+                    store.close().await;
+                }
+                Err(e) => report.problem(format!("{:#}", anyhow::Error::from(e))),
+            },
         }
-        match Store::open(&config.database, &config.membership).await {
-            Ok(store) => {
-                check_database(&store, &config, &mut problems).await;
-                store.close().await;
-            }
-            Err(e) => problems.push(format!("{:#}", anyhow::Error::from(e))),
-        }
+    }
+    for f in &report.findings {
+        println!("{}: {}", f.subject, f.text);
     }
     match &config.model {
         None => println!("model: none configured (jobs assemble and check volumes only)"),
@@ -361,33 +290,32 @@ async fn check(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<()
         })
         .await?
         {
-            Ok(report) => println!("model:\n{}", serde_json::to_string_pretty(&report)?),
-            Err(e) => problems.push(format!("model {}: {e}", m.path.display())),
+            Ok(model) => println!("model:\n{}", serde_json::to_string_pretty(&model)?),
+            Err(e) => report.problem(format!("model {}: {e}", m.path.display())),
         },
     }
     for (what, addr) in [("dicom", config.dicom.listen), ("http", config.http.listen)] {
         match std::net::TcpListener::bind(addr) {
             Ok(_) => println!("{what} listen address {addr}: available"),
-            Err(e) => problems.push(format!(
+            Err(e) => report.problem(format!(
                 "{what} listen address {addr}: {e} (is a node already running?)"
             )),
         }
     }
-    let insecure = crate::security::insecure_settings(&config);
-    if insecure.is_empty() {
+    if report.insecure.is_empty() {
         println!("insecure settings: none");
     }
-    for finding in &insecure {
+    for finding in &report.insecure {
         println!("insecure: {finding}");
     }
-    if problems.is_empty() {
+    if report.is_healthy() {
         println!("problems: none");
         Ok(())
     } else {
-        for p in &problems {
+        for p in &report.problems {
             println!("problem: {p}");
         }
-        bail!("{} problem(s) found", problems.len())
+        bail!("{} problem(s) found", report.problems.len())
     }
 }
 
@@ -434,19 +362,19 @@ async fn show_job(path: &Path, env: &BTreeMap<String, String>, id: JobId) -> any
     let config = load(path, env)?;
     let store = Store::open(&config.database, &config.membership).await?;
     let job = store.job(id).await?;
+    let results = store.job_results(id).await?;
     let deliveries = store.job_deliveries(id).await?;
     store.close().await;
     let Some(job) = job else { bail!("no job {id}") };
-    let summary: serde_json::Value = job
-        .summary
-        .as_deref()
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or_default();
+    let summary = JobSummary::of(&job);
     println!(
         "{}",
-        serde_json::to_string_pretty(
-            &serde_json::json!({ "job": job, "summary": summary, "deliveries": deliveries })
-        )?
+        serde_json::to_string_pretty(&serde_json::json!({
+            "job": job,
+            "summary": summary,
+            "results": results,
+            "deliveries": deliveries,
+        }))?
     );
     Ok(())
 }
@@ -457,14 +385,14 @@ async fn audit(
     params: &BTreeMap<String, String>,
     format: &str,
 ) -> anyhow::Result<()> {
-    let filter = crate::api::audit_filter(params).map_err(anyhow::Error::msg)?;
+    let filter = AuditFilter::from_params(params).map_err(anyhow::Error::msg)?;
     let config = load(path, env)?;
     let store = Store::open(&config.database, &config.membership).await?;
     let rows = store.audit_query(&filter).await?;
     store.close().await;
     match format {
         "json" => println!("{}", serde_json::to_string_pretty(&rows)?),
-        "csv" => print!("{}", crate::api::audit_csv(&rows)),
+        "csv" => print!("{}", AuditRow::csv(&rows)),
         "table" => {
             println!(
                 "{:>6}  {:<25}  {:<22}  {:<16}  {:>5}  {:<20}  {:<12}  DETAIL",
@@ -594,122 +522,36 @@ async fn send(paths: &[PathBuf], peer: &PeerAddress, calling_ae: &str) -> anyhow
 }
 
 fn inspect(paths: &[PathBuf], json: bool, dump: Option<&Path>) -> anyhow::Result<()> {
-    let volume::Scan {
-        series: groups,
-        skipped: rejected,
-    } = volume::scan(paths);
-    if dump.is_some() && groups.len() != 1 {
-        bail!("--dump needs exactly one series, found {}", groups.len());
-    }
-    let mut report = Vec::new();
-    let mut refused = 0;
-    for (series_uid, files) in &groups {
-        let entry = match volume::assemble(files, 2, &volume::Tolerances::default()) {
-            Ok(v) => {
-                let (min, max, mean) = v.hu_stats();
-                if let Some(path) = dump {
-                    v.dump(path)
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                }
-                serde_json::json!({
-                    "series_uid": series_uid,
-                    "files": files.len(),
-                    "modality": v.source.modality,
-                    "series_description": v.source.series_description,
-                    "shape": v.shape,
-                    "spacing": v.geometry.spacing,
-                    "origin": v.geometry.origin,
-                    "direction": v.geometry.direction,
-                    "hu": { "min": min, "max": max, "mean": mean },
-                })
-            }
-            Err(e) => {
-                refused += 1;
-                serde_json::json!({
-                    "series_uid": series_uid,
-                    "files": files.len(),
-                    "refusal": { "code": e.code(), "message": e.to_string() },
-                })
-            }
-        };
-        report.push(entry);
-    }
-    let not_images: Vec<_> = rejected
-        .iter()
-        .map(|(p, reason)| serde_json::json!({ "path": p.display().to_string(), "reason": reason }))
-        .collect();
+    let found = inspect::inspect(paths, dump)?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "series": report, "not_images": not_images })
-            )?
-        );
+        println!("{}", serde_json::to_string_pretty(&found)?);
     } else {
-        for s in &report {
-            println!(
-                "series {} ({} files)",
-                s["series_uid"].as_str().unwrap_or(""),
-                s["files"]
-            );
-            match s.get("refusal") {
-                Some(r) => println!(
-                    "  refused [{}]: {}",
-                    r["code"].as_str().unwrap_or(""),
-                    r["message"].as_str().unwrap_or("")
-                ),
-                None => {
+        for s in &found.series {
+            println!("series {} ({} files)", s.series_uid, s.files);
+            match &s.outcome {
+                Outcome::Refused { refusal } => {
+                    println!("  refused [{}]: {}", refusal.code, refusal.message)
+                }
+                Outcome::Assembled(v) => {
                     println!(
-                        "  shape (z, y, x) {}   spacing (mm) {}",
-                        s["shape"], s["spacing"]
+                        "  shape (z, y, x) {:?}   spacing (mm) {:?}",
+                        v.shape, v.spacing
                     );
-                    println!("  origin {}   direction {}", s["origin"], s["direction"]);
+                    println!("  origin {:?}   direction {:?}", v.origin, v.direction);
                     println!(
                         "  HU min {} max {} mean {:.2}",
-                        s["hu"]["min"],
-                        s["hu"]["max"],
-                        s["hu"]["mean"].as_f64().unwrap_or(0.0)
+                        v.hu.min, v.hu.max, v.hu.mean
                     );
                 }
             }
         }
-        for (p, reason) in &rejected {
-            println!("skipped: {} ({reason})", p.display());
+        for s in &found.not_images {
+            println!("skipped: {} ({})", s.path, s.reason);
         }
     }
-    if refused > 0 {
-        bail!("{refused} series refused");
-    }
-    Ok(())
-}
-
-/// The model to run offline: `--model` over the configuration's `[model]`.
-fn model_config(
-    path: &Path,
-    env: &BTreeMap<String, String>,
-    model: Option<PathBuf>,
-) -> anyhow::Result<ModelConfig> {
-    let configured = if path.exists() {
-        load(path, env)?.model
-    } else {
-        None
-    };
-    match (model, configured) {
-        (Some(dir), Some(c)) => Ok(ModelConfig { path: dir, ..c }),
-        (Some(dir), None) => {
-            let text = format!(
-                "[node]\nae_title='X'\ndata_dir='.'\n[dicom]\nlisten='127.0.0.1:0'\nallow_any_calling_ae=true\n[model]\npath={:?}\n",
-                dir.display().to_string()
-            );
-            Ok(Config::from_toml(&text, env)?
-                .model
-                .expect("model section given"))
-        }
-        (None, Some(c)) => Ok(c),
-        (None, None) => bail!(
-            "no model: pass --model DIR or configure [model] in {}",
-            path.display()
-        ),
+    match found.refused() {
+        0 => Ok(()),
+        n => bail!("{n} series refused"),
     }
 }
 
@@ -718,125 +560,4 @@ fn model_config(
 pub enum SegTypeArg {
     Binary,
     Labelmap,
-}
-
-fn run_offline(
-    paths: &[PathBuf],
-    out: &Path,
-    config: &ModelConfig,
-    scope: cascade::Scope,
-    seg_type: SegType,
-) -> anyhow::Result<()> {
-    let (mut cascades, report) = cascade::open_cascades(config, 1)?;
-    let mut cascade = cascades.pop().expect("one cascade");
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let volume::Scan {
-        series: groups,
-        skipped,
-    } = volume::scan(paths);
-    let options = Options {
-        min_slices: 2,
-        scope,
-        seg_types: vec![seg_type],
-        key_images: true,
-        equipment: seg::Equipment::segnode("SEGNODE"),
-    };
-    let mut results = Vec::new();
-    for (i, (series_uid, files)) in groups.iter().enumerate() {
-        let processed =
-            Source::from_files(files).and_then(|s| process(&s, Some(&mut cascade), &options));
-        let Processed {
-            volume,
-            segmentation,
-            segs,
-            sr,
-            key_images,
-            summary,
-        } = match processed {
-            Ok(p) => p,
-            Err(e) if e.stage() == "volume" => {
-                results.push(serde_json::json!({
-                    "series_uid": series_uid,
-                    "refusal": { "code": e.code(), "message": e.to_string() },
-                }));
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let segmentation = segmentation.expect("a cascade was given");
-        let dir = out.join(format!("series-{:03}", i + 1));
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("labels.u8"), &segmentation.labels.data)?;
-        let labels_json = serde_json::json!({
-            "series_uid": series_uid,
-            "shape_zyx": volume.shape,
-            "order": "z ascending along the slice normal; y = row; x = column",
-            "dtype": "uint8",
-            "spacing_mm": volume.geometry.spacing,
-            "origin_mm": volume.geometry.origin,
-            "direction": volume.geometry.direction,
-            "labels": cascade.model.manifest.labels.iter().map(|l| (l.value.to_string(), l.name.clone())).collect::<BTreeMap<_, _>>(),
-            "slices": volume.slices.iter().map(|s| &s.sop_instance_uid).collect::<Vec<_>>(),
-            "model": { "name": segmentation.summary.model, "version": segmentation.summary.model_version },
-        });
-        std::fs::write(
-            dir.join("labels.json"),
-            serde_json::to_string_pretty(&labels_json)?,
-        )?;
-        let seg_file = match segs.first() {
-            Some((_, encoded)) => {
-                std::fs::write(dir.join("seg.dcm"), &encoded.file)?;
-                serde_json::json!({
-                    "file": dir.join("seg.dcm").display().to_string(),
-                    "sop_instance_uid": encoded.sop_instance_uid,
-                    "frames": encoded.frames,
-                    "encode_ms": summary["timings_ms"]["seg"],
-                })
-            }
-            None => serde_json::Value::Null,
-        };
-        let sr_file = match sr {
-            Some(report) => {
-                std::fs::write(dir.join("sr.dcm"), &report.file)?;
-                serde_json::json!({
-                    "file": dir.join("sr.dcm").display().to_string(),
-                    "sop_instance_uid": report.sop_instance_uid,
-                    "organs": summary["organs"],
-                })
-            }
-            None => serde_json::Value::Null,
-        };
-        let mut key_files = Vec::new();
-        for (i, k) in key_images.iter().enumerate() {
-            let path = dir.join(format!("key-{:02}.dcm", i + 1));
-            std::fs::write(&path, &k.file)?;
-            key_files.push(serde_json::json!({
-                "file": path.display().to_string(),
-                "sop_instance_uid": k.sop_instance_uid,
-                "slice": k.slice,
-            }));
-        }
-        results.push(serde_json::json!({
-            "series_uid": series_uid,
-            "output": dir.display().to_string(),
-            "seg": seg_file,
-            "sr": sr_file,
-            "key_images": key_files,
-            "shape": volume.shape,
-            "volume_ms": summary["timings_ms"]["volume"],
-            "result": if segmentation.summary.empty { "no structures found" } else { "segmented" },
-            "cascade": segmentation.summary,
-        }));
-    }
-    let skipped: Vec<_> = skipped
-        .iter()
-        .map(|(p, reason)| serde_json::json!({ "path": p.display().to_string(), "reason": reason }))
-        .collect();
-    println!(
-        "{}",
-        serde_json::to_string_pretty(
-            &serde_json::json!({ "model": report, "series": results, "skipped": skipped })
-        )?
-    );
-    Ok(())
 }

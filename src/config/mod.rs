@@ -16,9 +16,7 @@ use crate::dicom::AeTitle;
 use crate::seg::SegType;
 use crate::store::{Database, Membership, ResultObject};
 use crate::tls::{ClientTls, HttpsTls, ServerTls};
-use raw::{
-    RawConfig, RawDestination, RawDicom, RawEligibility, RawHttp, RawModel, RawWebhook, defaults,
-};
+use raw::{RawConfig, RawDestination, RawDicom, RawEligibility, RawHttp, RawModel, RawWebhook};
 
 mod raw;
 use rustls_pki_types::CertificateDer;
@@ -390,14 +388,7 @@ fn apply_overrides(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Resul
             "SEGNODE_HTTP_LISTEN" => raw.http.listen = value.clone(),
             "SEGNODE_MODEL" => match &mut raw.model {
                 Some(m) => m.path = PathBuf::from(value),
-                None => {
-                    raw.model = Some(RawModel {
-                        path: PathBuf::from(value),
-                        onnxruntime: None,
-                        intra_threads: defaults::intra_threads(),
-                        provider: defaults::provider(),
-                    })
-                }
+                None => raw.model = Some(RawModel::at(PathBuf::from(value))),
             },
             "SEGNODE_STABLE_SECONDS" => {
                 raw.series.stable_seconds = value.parse().map_err(|e| bad(format!("{e}")))?
@@ -607,6 +598,30 @@ fn destinations(
         });
     }
     Ok(out)
+}
+
+/// The model `segnode run` uses: the folder `dir` when given (with the other `[model]`
+/// options of the configuration file `file`, if it exists, else their defaults and
+/// `ORT_DYLIB_PATH`), else the configuration's model. `None` when neither names one.
+pub fn offline_model(
+    file: &Path,
+    dir: Option<PathBuf>,
+    env: &BTreeMap<String, String>,
+) -> Result<Option<ModelConfig>, ConfigError> {
+    let configured = if file.exists() {
+        Config::load(file, env)?.model
+    } else {
+        None
+    };
+    Ok(match (dir, configured) {
+        (Some(path), Some(c)) => Some(ModelConfig { path, ..c }),
+        (Some(path), None) => {
+            let mut raw = RawModel::at(path);
+            raw.onnxruntime = env.get("ORT_DYLIB_PATH").map(PathBuf::from);
+            model(Some(raw))?
+        }
+        (None, configured) => configured,
+    })
 }
 
 /// The `[model]` table, when there is one.

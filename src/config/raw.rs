@@ -123,6 +123,18 @@ pub(super) struct RawModel {
     pub(super) provider: Provider,
 }
 
+impl RawModel {
+    /// The model in folder `path` with every other option at its default.
+    pub(super) fn at(path: PathBuf) -> Self {
+        Self {
+            path,
+            onnxruntime: None,
+            intra_threads: defaults::intra_threads(),
+            provider: defaults::provider(),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawJobs {

@@ -1,9 +1,12 @@
 //! The C-STORE / C-ECHO SCU (PS3.4 Annex A and B as requester): opens an association to
 //! a peer, proposes one presentation context per (SOP class, transfer syntax) pair it
 //! will send, and sends Part 10 files unchanged. `segnode echo` and `segnode send` use
-//! it directly; the outbox ([`outbox`]) delivers results with it.
+//! it directly; the outbox ([`outbox`]) delivers results with it. The webhook sender
+//! ([`webhooks`]), the node's other outbound worker, tells worklists of job changes
+//! with the same back-off.
 
 pub mod outbox;
+pub mod webhooks;
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -16,8 +16,9 @@ use tracing::Instrument;
 use super::{Association, OutgoingFile, PeerAddress, ScuError, ScuTimeouts};
 use crate::config::{Config, Destination};
 use crate::dicom::DimseStatus;
+use crate::dicom::SegType;
+use crate::dicom::uid::SEGMENTATION_STORAGE;
 use crate::dicom::uid::ts;
-use crate::seg::{SEGMENTATION_STORAGE, SegType};
 use crate::spool::Spool;
 use crate::store::{Attempt, DeliveryRow, DeliveryState, JobId, Store, now_ms};
 
@@ -80,6 +81,11 @@ pub fn backoff(initial: Duration, max: Duration, attempts: u32, unit_random: f64
     doubled
         .min(max)
         .mul_f64(0.8 + 0.4 * unit_random.clamp(0.0, 1.0))
+}
+
+/// A random number in [0, 1), for [`backoff`]'s jitter.
+pub fn unit_random() -> f64 {
+    (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0
 }
 
 /// A C-STORE's outcome: status, the peer's error comment, our note (a fallback).
@@ -147,7 +153,7 @@ impl Outbox {
         if !retry || attempts >= self.config.delivery.max_attempts {
             return Attempt::Failed { error };
         }
-        let random = (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0;
+        let random = unit_random();
         let delay = backoff(
             self.config.delivery.initial_backoff,
             self.config.delivery.max_backoff,
@@ -178,7 +184,7 @@ impl Outbox {
         };
         let file = read(&d.file)?;
         let mut pairs = BTreeSet::from([(file.sop_class.clone(), ts::EXPLICIT_VR_LE.to_string())]);
-        let labelmap = d.variant.as_deref() == Some(SegType::Labelmap.name());
+        let labelmap = d.variant == Some(SegType::Labelmap);
         let fallback = match (&d.fallback_file, labelmap) {
             (Some(f), true) => {
                 pairs.insert((

@@ -6,7 +6,9 @@ pub mod functional;
 pub mod lengths;
 pub mod part10;
 pub mod pixel;
+pub mod seg_type;
 pub mod uid;
 
 pub use command::{Command, CommandError, CommandField, DimseStatus};
+pub use seg_type::SegType;
 pub use uid::{AeTitle, AeTitleError, Uid, UidError};

@@ -2,6 +2,7 @@
 //! Information group in Explicit VR Little Endian, then the data set in its transfer
 //! syntax, byte for byte as it came off the wire.
 
+use crate::checksum::sha256_hex;
 use dicom_object::meta::FileMetaTableBuilder;
 
 use super::uid::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
@@ -86,12 +87,6 @@ pub fn content(file: &[u8]) -> Result<Content, Part10Error> {
             .to_string(),
         sha256: sha256_hex(&file[offset..]),
     })
-}
-
-/// The SHA-256 of `bytes` in lower-case hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    format!("{:x}", Sha256::digest(bytes))
 }
 
 #[cfg(test)]

@@ -16,6 +16,14 @@ pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
 pub const ENHANCED_CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2.1";
 /// Prefix of every Storage SOP Class (PS3.4 Annex B, PS3.6 Annex A).
 pub const STORAGE_SOP_CLASS_PREFIX: &str = "1.2.840.10008.5.1.4.1.1.";
+/// Segmentation Storage (BINARY, FRACTIONAL).
+pub const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
+/// Label Map Segmentation Storage (Supplement 243).
+pub const LABEL_MAP_SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.7";
+/// Comprehensive 3D SR Storage.
+pub const COMPREHENSIVE_3D_SR_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.88.34";
+/// Secondary Capture Image Storage.
+pub const SECONDARY_CAPTURE_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.7";
 /// The DICOM application context name (PS3.7 §A.2.1).
 pub const APPLICATION_CONTEXT: &str = "1.2.840.10008.3.1.1.1";
 
@@ -99,6 +107,20 @@ impl Uid {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The UID of a UUID-like 128-bit value under the `2.25` root (PS3.5 §B.2): valid
+    /// by construction.
+    pub fn from_u128(value: u128) -> Self {
+        Self(format!("2.25.{value}"))
+    }
+}
+
+/// A UID reads as the text it is (validated once, on parsing).
+impl std::ops::Deref for Uid {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Display for Uid {
@@ -110,6 +132,13 @@ impl fmt::Display for Uid {
 impl serde::Serialize for Uid {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Uid {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Uid::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 

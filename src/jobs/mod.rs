@@ -3,8 +3,10 @@
 //! processing of a series ([`process`], shared with `segnode run`), the workers that
 //! claim jobs ([`pipeline`]), and resuming the jobs a stop interrupted.
 
+pub mod offline;
 pub mod pipeline;
 pub mod process;
+pub mod summary;
 
 use tokio_util::sync::CancellationToken;
 
@@ -65,8 +67,10 @@ pub async fn resume_interrupted(
             state: JobState::Failed,
             reason: Some(reason),
             error_code: Some("interrupted".into()),
-            summary: serde_json::json!({ "starts": interrupted.starts }),
-            seg: None,
+            summary: summary::JobSummary::interrupted(interrupted.starts).to_json(),
+            timings_ms: Vec::new(),
+            results: Vec::new(),
+            instance_count: None,
         };
         store.finish_job(&interrupted.job, &outcome, &[]).await?;
         resumed.failed += 1;

@@ -12,12 +12,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::process::{Options, Processed, Source, StageError, process};
+use super::summary::{JobSummary, Stage};
 use crate::cascade::{Cascade, Scope};
 use crate::config::{Config, Destination};
-use crate::seg::{self, SegType};
+use crate::dicom::{SegType, Uid};
+use crate::seg;
 use crate::spool::Spool;
 use crate::store::{
-    ClaimedJob, JobOutcome, JobState, NewDelivery, ResultObject, Store, StoreError,
+    ClaimedJob, JobOutcome, JobState, NewDelivery, NewResult, ResultObject, Store, StoreError,
 };
 
 pub struct Pipeline {
@@ -57,9 +59,12 @@ pub async fn worker(
     }
 }
 
-/// What a successful job produced: its SEG (UID, spool file) and the deliveries to make.
-struct Produced {
-    seg: (String, String),
+/// What processing a job made: its summary, how many instances it read, and when there
+/// is a result, the objects written to the spool and the deliveries to make.
+struct Ran {
+    summary: JobSummary,
+    instances: usize,
+    results: Vec<NewResult>,
     deliveries: Vec<NewDelivery>,
 }
 
@@ -78,36 +83,46 @@ impl Pipeline {
             }
         };
         let (outcome, deliveries) = match processed {
-            Ok((summary, produced)) => {
+            Ok(None) => {
+                tracing::info!("the series changed before the job read it: set aside");
+                if let Err(e) = self.store.set_aside_stale(job).await {
+                    tracing::error!(error = %e, "cannot set the job aside; it will be resumed after a restart");
+                }
+                return;
+            }
+            Ok(Some(Ran {
+                summary,
+                instances,
+                results,
+                deliveries,
+            })) => {
                 tracing::info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "job succeeded"
                 );
-                let empty = summary["cascade"]["empty"].as_bool() == Some(true);
-                let (seg, deliveries) = match produced {
-                    Some(p) => (Some(p.seg), p.deliveries),
-                    None => (None, Vec::new()),
-                };
                 let outcome = JobOutcome {
                     state: JobState::Succeeded,
-                    reason: empty.then(|| "no structures found".to_string()),
+                    reason: summary
+                        .found_nothing()
+                        .then(|| "no structures found".to_string()),
                     error_code: None,
-                    summary,
-                    seg,
+                    summary: summary.to_json(),
+                    timings_ms: summary.timings(),
+                    results,
+                    instance_count: Some(instances as i64),
                 };
                 (outcome, deliveries)
             }
             Err(e) => {
-                tracing::warn!(stage = e.stage(), code = e.code(), reason = %e, "job failed");
+                tracing::warn!(stage = %e.stage(), code = e.code(), reason = %e, "job failed");
                 let outcome = JobOutcome {
                     state: JobState::Failed,
                     reason: Some(e.to_string()),
                     error_code: Some(e.code().to_string()),
-                    summary: serde_json::json!({
-                        "failed_stage": e.stage(),
-                        "retryable": e.retryable(),
-                    }),
-                    seg: None,
+                    summary: JobSummary::failed(e.stage(), e.retryable()).to_json(),
+                    timings_ms: Vec::new(),
+                    results: Vec::new(),
+                    instance_count: None,
                 };
                 (outcome, Vec::new())
             }
@@ -143,20 +158,26 @@ impl Pipeline {
         }
     }
 
-    /// Runs [`process`] on a blocking thread with this worker's cascade, then writes the
-    /// SEGs to the spool. Returns the summary and, when there is a result, what to
-    /// deliver.
+    /// Runs [`process`] on a blocking thread with this worker's cascade on the
+    /// instances of the job's revision, then writes the result objects to the spool.
+    /// `None` when the series moved on to a later revision before the job read it.
     async fn process(
         &self,
         job: &ClaimedJob,
         cascade: &mut Option<Cascade>,
-    ) -> Result<(serde_json::Value, Option<Produced>), StageError> {
+    ) -> Result<Option<Ran>, StageError> {
         let internal = |stage| move |message: String| StageError::Internal { stage, message };
+        let Some(instances) = self
+            .store
+            .series_sources(job.series_id, job.series_revision)
+            .await
+            .map_err(|e| internal(Stage::Volume)(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let count = instances.len();
         let source = Source::new(
-            self.store
-                .series_sources(job.series_id)
-                .await
-                .map_err(|e| internal("volume")(e.to_string()))?
+            instances
                 .into_iter()
                 .map(|i| (i.sop_instance_uid, i.sha256, self.spool.path(&i.file_name))),
         );
@@ -193,99 +214,94 @@ impl Pipeline {
             (model, processed)
         })
         .await
-        .map_err(|e| internal("cascade")(e.to_string()))?;
+        .map_err(|e| internal(Stage::Cascade)(e.to_string()))?;
         *cascade = model;
         let Processed {
             segs,
             sr,
             key_images,
-            summary,
+            mut summary,
             ..
         } = processed?;
         let Some(sr) = sr.filter(|_| !segs.is_empty()) else {
-            return Ok((summary, None));
+            return Ok(Some(Ran {
+                summary,
+                instances: count,
+                results: Vec::new(),
+                deliveries: Vec::new(),
+            }));
         };
+        // Every object in the order the results table keeps: the SEGs (BINARY first),
+        // the report, the key images.
+        let objects: Vec<(ResultObject, Option<SegType>, Uid, Vec<u8>)> = segs
+            .into_iter()
+            .map(|(t, e)| (ResultObject::Seg, Some(t), e.sop_instance_uid, e.file))
+            .chain(std::iter::once((
+                ResultObject::Sr,
+                None,
+                sr.sop_instance_uid,
+                sr.file,
+            )))
+            .chain(
+                key_images
+                    .into_iter()
+                    .map(|k| (ResultObject::KeyImages, None, k.sop_instance_uid, k.file)),
+            )
+            .collect();
         let t = Instant::now();
         let spool = self.spool.clone();
         let written = tokio::task::spawn_blocking(move || {
-            let segs = segs
+            objects
                 .into_iter()
-                .map(|(seg_type, encoded)| {
-                    let name = spool.write(&encoded.file)?;
-                    Ok((seg_type, encoded.sop_instance_uid, name))
+                .map(|(kind, variant, sop_instance_uid, bytes)| {
+                    Ok(NewResult {
+                        kind,
+                        variant,
+                        sop_instance_uid,
+                        file: spool.write(&bytes)?,
+                    })
                 })
-                .collect::<std::io::Result<Vec<_>>>()?;
-            let report = (sr.sop_instance_uid, spool.write(&sr.file)?);
-            let keys = key_images
-                .into_iter()
-                .map(|k| Ok((k.sop_instance_uid, spool.write(&k.file)?)))
-                .collect::<std::io::Result<Vec<_>>>()?;
-            Ok::<_, std::io::Error>((segs, report, keys))
+                .collect::<std::io::Result<Vec<_>>>()
         })
         .await
-        .map_err(|e| internal("seg")(e.to_string()))?;
-        let (segs, (sr_uid, sr_file), keys) = written
-            .map_err(|e| internal("seg")(format!("cannot write the results to the spool: {e}")))?;
-        let mut summary = summary;
-        summary["timings_ms"]["spool"] = (t.elapsed().as_millis() as u64).into();
-        // Where each key image is kept (the dashboard serves it; retention keeps it).
-        for (entry, (_, file)) in summary["key_images"]
-            .as_array_mut()
-            .into_iter()
-            .flatten()
-            .zip(&keys)
-        {
-            entry["file"] = file.clone().into();
-        }
-        let (_, binary_uid, binary_file) = &segs[0];
-        tracing::info!(seg_sop_instance_uid = %binary_uid, sr_sop_instance_uid = %sr_uid, "SEG and SR written");
-        let mut deliveries = Vec::new();
-        for d in &destinations {
-            if d.objects.contains(&ResultObject::KeyImages) {
-                deliveries.extend(keys.iter().map(|(uid, file)| NewDelivery {
+        .map_err(|e| internal(Stage::Spool)(e.to_string()))?;
+        let results = written.map_err(|e| {
+            internal(Stage::Spool)(format!("cannot write the results to the spool: {e}"))
+        })?;
+        summary.time(Stage::Spool, t);
+        tracing::info!(objects = results.len(), "result objects written");
+        let deliveries = deliveries(&destinations, &results);
+        Ok(Some(Ran {
+            summary,
+            instances: count,
+            results,
+            deliveries,
+        }))
+    }
+}
+
+/// What each destination receives of `results`: the objects it asks for, its SEG type
+/// (with the BINARY SEG to fall back on when it asks for LABELMAP).
+fn deliveries(destinations: &[Destination], results: &[NewResult]) -> Vec<NewDelivery> {
+    let binary = results
+        .iter()
+        .find(|r| r.variant == Some(SegType::Binary))
+        .map(|r| r.sop_instance_uid.clone());
+    let mut deliveries = Vec::new();
+    for d in destinations {
+        for r in results {
+            let wanted = d.objects.contains(&r.kind)
+                && (r.kind != ResultObject::Seg || r.variant == Some(d.seg_type));
+            if wanted {
+                deliveries.push(NewDelivery {
                     destination: d.name.clone(),
-                    object: ResultObject::KeyImages,
-                    variant: None,
-                    sop_instance_uid: uid.clone(),
-                    file: file.clone(),
-                    fallback_file: None,
-                }));
-            }
-            for object in &d.objects {
-                deliveries.push(match object {
-                    ResultObject::Seg => {
-                        let (_, uid, file) = segs
-                            .iter()
-                            .find(|(t, _, _)| *t == d.seg_type)
-                            .expect("encoded above");
-                        NewDelivery {
-                            destination: d.name.clone(),
-                            object: ResultObject::Seg,
-                            variant: Some(d.seg_type.name().into()),
-                            sop_instance_uid: uid.clone(),
-                            file: file.clone(),
-                            fallback_file: (d.seg_type == SegType::Labelmap)
-                                .then(|| binary_file.clone()),
-                        }
-                    }
-                    ResultObject::KeyImages => continue,
-                    ResultObject::Sr => NewDelivery {
-                        destination: d.name.clone(),
-                        object: ResultObject::Sr,
-                        variant: None,
-                        sop_instance_uid: sr_uid.clone(),
-                        file: sr_file.clone(),
-                        fallback_file: None,
-                    },
+                    sop_instance_uid: r.sop_instance_uid.clone(),
+                    fallback: (r.variant == Some(SegType::Labelmap))
+                        .then(|| binary.clone())
+                        .flatten(),
                 });
             }
         }
-        Ok((
-            summary,
-            Some(Produced {
-                seg: (binary_uid.clone(), binary_file.clone()),
-                deliveries,
-            }),
-        ))
     }
+    deliveries
 }

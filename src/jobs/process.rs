@@ -15,6 +15,8 @@ use crate::seg::{self, EncodedSeg, Equipment, SegError, SegType};
 use crate::sr::{self, EncodedSr, SrError};
 use crate::volume::{self, Tolerances, Volume, VolumeError};
 
+use super::summary::{JobSummary, KeyImageSummary, SegSummary, SrSummary, Stage, VolumeSummary};
+
 /// A series to process: each instance's SOP Instance UID, the SHA-256 of its data set
 /// (what the sender sent) and its file.
 #[derive(Debug, Clone)]
@@ -123,21 +125,18 @@ pub enum StageError {
     )]
     ModelLost,
     #[error("{stage}: {message}")]
-    Internal {
-        stage: &'static str,
-        message: String,
-    },
+    Internal { stage: Stage, message: String },
 }
 
 impl StageError {
-    pub fn stage(&self) -> &'static str {
+    pub fn stage(&self) -> Stage {
         match self {
-            StageError::Unreadable { .. } | StageError::Volume(_) => "volume",
-            StageError::Cascade(_) | StageError::ModelLost => "cascade",
-            StageError::Seg(_) => "seg",
-            StageError::Sr(_) => "sr",
-            StageError::KeyImages(_) => "key_images",
-            StageError::Internal { stage, .. } => stage,
+            StageError::Unreadable { .. } | StageError::Volume(_) => Stage::Volume,
+            StageError::Cascade(_) | StageError::ModelLost => Stage::Cascade,
+            StageError::Seg(_) => Stage::Seg,
+            StageError::Sr(_) => Stage::Sr,
+            StageError::KeyImages(_) => Stage::KeyImages,
+            StageError::Internal { stage, .. } => *stage,
         }
     }
 
@@ -179,7 +178,7 @@ pub struct Processed {
     /// Key images, when asked for.
     pub key_images: Vec<KeyImage>,
     /// Per-stage timings and results.
-    pub summary: serde_json::Value,
+    pub summary: JobSummary,
 }
 
 /// Processes one series. A failure names its stage, and names files by SOP Instance
@@ -189,22 +188,22 @@ pub fn process(
     cascade: Option<&mut Cascade>,
     options: &Options,
 ) -> Result<Processed, StageError> {
-    let mut summary = serde_json::json!({ "timings_ms": {} });
+    let mut summary = JobSummary::default();
     let t = Instant::now();
     let volume = volume::assemble(&source.files(), options.min_slices, &Tolerances::default())
         .map_err(|e| {
             let names = source.names();
             StageError::Volume(e.renamed(|path| names.get(path).cloned()))
         })?;
-    summary["timings_ms"]["volume"] = (t.elapsed().as_millis() as u64).into();
-    let (min, max, mean) = volume.hu_stats();
-    summary["volume"] = serde_json::json!({
-        "shape": volume.shape,
-        "spacing_mm": volume.geometry.spacing,
-        "origin_mm": volume.geometry.origin,
-        "hu": { "min": min, "max": max, "mean": mean },
-    });
+    summary.time(Stage::Volume, t);
+    let volume_summary = VolumeSummary {
+        shape: volume.shape,
+        spacing_mm: volume.geometry.spacing,
+        origin_mm: volume.geometry.origin,
+        hu: volume.hu_stats(),
+    };
     let Some(cascade) = cascade else {
+        summary.volume = Some(volume_summary);
         return Ok(Processed {
             volume,
             segmentation: None,
@@ -218,8 +217,9 @@ pub fn process(
     let segmentation = cascade
         .run_scoped(&volume, options.scope)
         .map_err(StageError::Cascade)?;
-    summary["timings_ms"]["cascade"] = (t.elapsed().as_millis() as u64).into();
-    summary["cascade"] = serde_json::to_value(&segmentation.summary).unwrap_or_default();
+    summary.time(Stage::Cascade, t);
+    summary.volume = Some(volume_summary);
+    summary.cascade = Some(segmentation.summary.clone());
     if segmentation.summary.empty {
         return Ok(Processed {
             volume,
@@ -248,42 +248,43 @@ pub fn process(
             .map_err(StageError::Seg)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    summary["timings_ms"]["seg"] = (t.elapsed().as_millis() as u64).into();
+    summary.time(Stage::Seg, t);
     let (_, first) = &segs[0];
-    summary["seg"] = serde_json::json!({
-        "sop_instance_uid": first.sop_instance_uid,
-        "series_instance_uid": first.series_instance_uid,
-        "sop_class_uid": first.sop_class_uid,
-        "frames": first.frames,
-        "bytes": first.file.len(),
+    summary.seg = Some(SegSummary {
+        sop_instance_uid: first.sop_instance_uid.clone(),
+        series_instance_uid: first.series_instance_uid.clone(),
+        sop_class_uid: first.sop_class_uid.to_string(),
+        frames: first.frames,
+        bytes: first.file.len(),
     });
     let t = Instant::now();
     let model = &cascade.model.manifest;
     let organs = sr::measure(&volume, &segmentation.labels, model, first);
     let report =
         sr::encode(&volume, &organs, first, model, &options.equipment).map_err(StageError::Sr)?;
-    summary["timings_ms"]["sr"] = (t.elapsed().as_millis() as u64).into();
-    summary["organs"] = serde_json::to_value(&organs).unwrap_or_default();
+    summary.time(Stage::Sr, t);
     let key_images = if options.key_images {
         let t = Instant::now();
         let labels = &segmentation.labels;
         let images = keyimages::encode(&volume, labels, model, &organs, first, &options.equipment)
             .map_err(StageError::KeyImages)?;
-        summary["timings_ms"]["key_images"] = (t.elapsed().as_millis() as u64).into();
-        summary["key_images"] = images
+        summary.time(Stage::KeyImages, t);
+        summary.key_images = images
             .iter()
-            .map(
-                |k| serde_json::json!({ "sop_instance_uid": k.sop_instance_uid, "slice": k.slice }),
-            )
+            .map(|k| KeyImageSummary {
+                sop_instance_uid: k.sop_instance_uid.clone(),
+                slice: k.slice,
+            })
             .collect();
         images
     } else {
         Vec::new()
     };
-    summary["sr"] = serde_json::json!({
-        "sop_instance_uid": report.sop_instance_uid,
-        "series_instance_uid": report.series_instance_uid,
-        "bytes": report.file.len(),
+    summary.organs = organs;
+    summary.sr = Some(SrSummary {
+        sop_instance_uid: report.sop_instance_uid.clone(),
+        series_instance_uid: report.series_instance_uid.clone(),
+        bytes: report.file.len(),
     });
     Ok(Processed {
         volume,
@@ -316,7 +317,7 @@ mod tests {
         let e = Source::from_files(&[PathBuf::from("/nonexistent/slice.dcm")]).unwrap_err();
         assert_eq!(
             (e.stage(), e.code(), e.retryable()),
-            ("volume", "unreadable", false)
+            (Stage::Volume, "unreadable", false)
         );
         assert!(
             e.to_string()

@@ -200,7 +200,7 @@ fn image(seg: &Seg) -> Vec<DataElement<InMemDicomObject>> {
             PrimitiveValue::from(0u16),
         ),
         el(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00"),
-        el(tags::SEGMENTATION_TYPE, VR::CS, seg.seg_type.name()),
+        el(tags::SEGMENTATION_TYPE, VR::CS, seg.seg_type.as_str()),
         el(tags::CONTENT_LABEL, VR::CS, "SEGMENTATION"),
         el(
             tags::CONTENT_DESCRIPTION,

@@ -15,47 +15,15 @@ pub mod frames;
 pub(crate) mod iod;
 
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
-use serde::{Deserialize, Serialize};
+
 use sha2::{Digest, Sha256};
 
 use crate::cascade::manifest::Manifest;
-use crate::cascade::ops::Grid;
-use crate::dicom::part10;
+pub use crate::dicom::SegType;
+use crate::dicom::{Uid, part10};
+use crate::grid::Grid;
 use crate::volume::Volume;
 use frames::Frame;
-
-/// Segmentation SOP Class (BINARY, FRACTIONAL).
-pub const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
-/// Label Map Segmentation SOP Class (Supplement 243).
-pub const LABEL_MAP_SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.7";
-
-/// Which Segmentation type to write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum SegType {
-    /// One 1-bit frame per segment per slice: displayed most widely.
-    #[default]
-    Binary,
-    /// One 8-bit frame per slice holding segment numbers: compact.
-    Labelmap,
-}
-
-impl SegType {
-    /// The Segmentation Type (0062,0001) it writes, as the outbox records it.
-    pub fn name(self) -> &'static str {
-        match self {
-            SegType::Binary => "BINARY",
-            SegType::Labelmap => "LABELMAP",
-        }
-    }
-
-    pub fn sop_class(self) -> &'static str {
-        match self {
-            SegType::Binary => SEGMENTATION_STORAGE,
-            SegType::Labelmap => LABEL_MAP_SEGMENTATION_STORAGE,
-        }
-    }
-}
 
 /// Who made the SEG.
 #[derive(Debug, Clone)]
@@ -86,8 +54,8 @@ pub struct EncodedSeg {
     /// The Part 10 file.
     pub file: Vec<u8>,
     pub sop_class_uid: &'static str,
-    pub sop_instance_uid: String,
-    pub series_instance_uid: String,
+    pub sop_instance_uid: Uid,
+    pub series_instance_uid: Uid,
     pub frames: usize,
     /// Label values that became segments, in segment-number order.
     pub segments: Vec<u8>,
@@ -109,16 +77,17 @@ pub enum SegError {
 }
 
 /// A UID under 2.25 from a hash: the first 128 bits as a decimal number.
-pub(crate) fn uid_from(hasher: Sha256) -> String {
+pub(crate) fn uid_from(hasher: Sha256) -> Uid {
     let digest = hasher.finalize();
-    let value = u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"));
-    format!("2.25.{value}")
+    Uid::from_u128(u128::from_be_bytes(
+        digest[..16].try_into().expect("16 bytes"),
+    ))
 }
 
 /// A UID derived from another object's (`base`): what `object` calls `what`. The SR and
 /// the key images derive theirs from their SEG's, so that making the same result again
 /// gives the same instances.
-pub(crate) fn derived_uid(base: &str, object: &str, what: &[u8]) -> String {
+pub(crate) fn derived_uid(base: &str, object: &str, what: &[u8]) -> Uid {
     let mut h = Sha256::new();
     h.update(base.as_bytes());
     h.update([0]);
@@ -137,7 +106,7 @@ pub fn derived_frame_of_reference(series_uid: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"segnode frame of reference\0");
     h.update(series_uid.as_bytes());
-    uid_from(h)
+    uid_from(h).to_string()
 }
 
 /// DICOM DA and TM of now (UTC).
@@ -229,9 +198,9 @@ pub fn encode(
         frames_and_pixels(seg_type, &labels.data, plane, &slice_presence, &segments);
     let dimension_uid = {
         let mut h = Sha256::new();
-        h.update(sop_instance_uid.as_bytes());
+        h.update(sop_instance_uid.as_str().as_bytes());
         h.update(b"dimension");
-        uid_from(h)
+        uid_from(h).to_string()
     };
     let seg = iod::Seg {
         volume,
@@ -242,8 +211,8 @@ pub fn encode(
         frames: frame_list,
         bits,
         uids: iod::Uids {
-            sop_instance: sop_instance_uid,
-            series: seg_series_uid,
+            sop_instance: sop_instance_uid.to_string(),
+            series: seg_series_uid.to_string(),
             dimension: dimension_uid,
             study: study_uid,
             source_series: series_uid,
@@ -281,8 +250,8 @@ pub fn encode(
         file,
         sop_class_uid: seg_type.sop_class(),
         frames: seg.frames.len(),
-        sop_instance_uid: seg.uids.sop_instance,
-        series_instance_uid: seg.uids.series,
+        sop_instance_uid,
+        series_instance_uid: seg_series_uid,
         segments,
     })
 }

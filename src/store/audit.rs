@@ -2,10 +2,12 @@
 //! time, patient, accession, study, calling AE, job and kind, and read in order by the
 //! webhook sender from its cursor.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use sqlx::{Any, Transaction};
 
-use super::{AuditKind, Engine, JobId, Store, StoreError, now_ms};
+use super::{AuditKind, Engine, JobId, Store, StoreError, format_ms, now_ms, parse_time};
 
 /// One audit record to append.
 #[derive(Debug, Clone)]
@@ -68,6 +70,76 @@ pub struct AuditFilter {
     pub job_id: Option<JobId>,
     pub event: Option<AuditKind>,
     pub limit: Option<i64>,
+}
+
+/// The audit trail's query parameters, as the API's query string and the CLI's options
+/// name them.
+pub const AUDIT_FIELDS: [&str; 7] = [
+    "from",
+    "to",
+    "patient",
+    "accession",
+    "study",
+    "calling_ae",
+    "event",
+];
+
+impl AuditFilter {
+    /// The filter that parameters named as [`AUDIT_FIELDS`] ask for; times as
+    /// [`parse_time`] reads them.
+    pub fn from_params(p: &BTreeMap<String, String>) -> Result<Self, String> {
+        let time = |name: &str| {
+            p.get(name)
+                .map(|v| parse_time(v).map_err(|e| format!("{name}: {e}")))
+                .transpose()
+        };
+        Ok(AuditFilter {
+            from_ms: time("from")?,
+            to_ms: time("to")?,
+            patient_id: p.get("patient").cloned(),
+            accession_number: p.get("accession").cloned(),
+            study_uid: p.get("study").cloned(),
+            calling_ae: p.get("calling_ae").cloned(),
+            job_id: None,
+            event: p
+                .get("event")
+                .map(|e| {
+                    e.parse::<AuditKind>()
+                        .map_err(|_| format!("event: {e:?} is not an audit event"))
+                })
+                .transpose()?,
+            limit: None,
+        })
+    }
+}
+
+impl AuditRow {
+    /// Rows as CSV (RFC 4180 quoting), with a header line.
+    pub fn csv(rows: &[AuditRow]) -> String {
+        let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let mut out = String::from(
+            "id,at,event,calling_ae,peer,study_uid,series_uid,patient_id,accession_number,job_id,detail,node_id\n",
+        );
+        for r in rows {
+            let fields = [
+                r.id.to_string(),
+                format_ms(r.at_ms),
+                r.event.to_string(),
+                r.calling_ae.clone().unwrap_or_default(),
+                r.peer.clone().unwrap_or_default(),
+                r.study_uid.clone().unwrap_or_default(),
+                r.series_uid.clone().unwrap_or_default(),
+                r.patient_id.clone().unwrap_or_default(),
+                r.accession_number.clone().unwrap_or_default(),
+                r.job_id.map(|j| j.to_string()).unwrap_or_default(),
+                r.detail.clone(),
+                r.node_id.clone().unwrap_or_default(),
+            ];
+            out.push_str(&fields.iter().map(|f| q(f)).collect::<Vec<_>>().join(","));
+            out.push('\n');
+        }
+        out
+    }
 }
 
 /// The SELECT of an [`AuditRow`], before its WHERE clause.

@@ -8,8 +8,9 @@ use super::jobs::claimed_job;
 use super::{
     AuditKind, DeliveryState, Engine, JobId, ResultObject, Store, StoreError, begin_writing, now_ms,
 };
+use crate::dicom::{SegType, Uid};
 
-/// A delivery in the outbox.
+/// A delivery in the outbox, with the result it sends (from the results table).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct DeliveryRow {
     pub id: i64,
@@ -17,8 +18,8 @@ pub struct DeliveryRow {
     pub destination: String,
     pub object: ResultObject,
     pub state: DeliveryState,
-    pub variant: Option<String>,
-    pub sop_instance_uid: String,
+    pub variant: Option<SegType>,
+    pub sop_instance_uid: Uid,
     #[serde(skip)]
     pub file: String,
     #[serde(skip)]
@@ -34,17 +35,14 @@ pub struct DeliveryRow {
     pub node_id: Option<String>,
 }
 
-/// The columns of a [`DeliveryRow`].
+/// The SELECT of a [`DeliveryRow`] (`d`, its result `r`), before its WHERE clause.
 macro_rules! delivery_row_sql {
     () => {
-        concat!("SELECT ", delivery_row_columns!())
-    };
-}
-
-macro_rules! delivery_row_columns {
-    () => {
-        "id, job_id, destination, object, state, variant, sop_instance_uid, file, fallback_file,
-         attempts, next_attempt_ms, last_status, last_error, created_ms, updated_ms, delivered_ms, node_id"
+        "SELECT d.id, d.job_id, d.destination, r.kind AS object, d.state, r.variant,
+                r.sop_instance_uid, r.file, f.file AS fallback_file, d.attempts, d.next_attempt_ms,
+                d.last_status, d.last_error, d.created_ms, d.updated_ms, d.delivered_ms, d.node_id
+         FROM deliveries d JOIN results r ON r.id = d.result_id
+         LEFT JOIN results f ON f.id = d.fallback_result_id "
     };
 }
 
@@ -86,35 +84,20 @@ impl Attempt {
 }
 
 impl Store {
-    /// Queues deliveries of a job's result, as [`Store::finish_job`] does.
-    #[cfg(test)]
-    pub async fn create_deliveries(
-        &self,
-        job_id: JobId,
-        items: &[super::NewDelivery],
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        super::jobs::insert_deliveries(&mut tx, job_id, items).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Claims up to `limit` pending deliveries whose next attempt is due for this node,
     /// under a lease (on PostgreSQL, `FOR UPDATE SKIP LOCKED`: nodes claiming at once
     /// get different deliveries); a delivery another node holds is left alone until
     /// its lease runs out. Oldest due first.
     pub async fn claim_due_deliveries(&self, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
         let now = now_ms();
-        let mut rows: Vec<DeliveryRow> = sqlx::query_as(self.dialect(
+        let claimed: Vec<i64> = sqlx::query_scalar(self.dialect(
             concat!(
                 claim_deliveries_sql!(),
-                "ORDER BY next_attempt_ms, id LIMIT $4) RETURNING ",
-                delivery_row_columns!()
+                "ORDER BY next_attempt_ms, id LIMIT $4) RETURNING id"
             ),
             concat!(
                 claim_deliveries_sql!(),
-                "ORDER BY next_attempt_ms, id LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING ",
-                delivery_row_columns!()
+                "ORDER BY next_attempt_ms, id LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING id"
             ),
         ))
         .bind(&self.node.node_id)
@@ -123,7 +106,16 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.sort_by_key(|d| (d.next_attempt_ms, d.id));
+        let mut rows = Vec::with_capacity(claimed.len());
+        for id in claimed {
+            rows.push(
+                sqlx::query_as(concat!(delivery_row_sql!(), "WHERE d.id = $1"))
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await?,
+            );
+        }
+        rows.sort_by_key(|d: &DeliveryRow| (d.next_attempt_ms, d.id));
         Ok(rows)
     }
 
@@ -131,7 +123,7 @@ impl Store {
     pub async fn job_deliveries(&self, job_id: JobId) -> Result<Vec<DeliveryRow>, StoreError> {
         Ok(sqlx::query_as(concat!(
             delivery_row_sql!(),
-            " FROM deliveries WHERE job_id = $1 ORDER BY next_attempt_ms, id"
+            "WHERE d.job_id = $1 ORDER BY d.next_attempt_ms, d.id"
         ))
         .bind(job_id)
         .fetch_all(&self.pool)
@@ -159,10 +151,9 @@ impl Store {
     pub async fn destination_outcomes(&self) -> Result<Vec<DeliveryRow>, StoreError> {
         Ok(sqlx::query_as(concat!(
             delivery_row_sql!(),
-            " FROM deliveries d
-             WHERE id = (SELECT id FROM deliveries WHERE destination = d.destination
-                         ORDER BY updated_ms DESC, id DESC LIMIT 1)
-             ORDER BY destination"
+            "WHERE d.id = (SELECT id FROM deliveries WHERE destination = d.destination
+                           ORDER BY updated_ms DESC, id DESC LIMIT 1)
+             ORDER BY d.destination"
         ))
         .fetch_all(&self.pool)
         .await?)
@@ -248,19 +239,34 @@ impl Store {
 mod tests {
     use std::time::Duration;
 
-    use super::super::NewDelivery;
     use super::super::testing::queued_job;
+    use super::super::{NewDelivery, NewResult};
     use super::*;
 
-    fn delivery(destination: &str, object: ResultObject) -> NewDelivery {
-        NewDelivery {
-            destination: destination.into(),
-            object,
-            variant: (object == ResultObject::Seg).then(|| "BINARY".into()),
-            sop_instance_uid: format!("2.25.{}", object as u8),
+    /// The result object `object` of a job (one per kind) and its delivery to
+    /// `destination`.
+    fn delivery(destination: &str, object: ResultObject) -> (NewResult, NewDelivery) {
+        let uid = Uid::parse(&format!("2.25.{}", object as u8 + 1)).unwrap();
+        let result = NewResult {
+            kind: object,
+            variant: (object == ResultObject::Seg).then_some(SegType::Binary),
+            sop_instance_uid: uid.clone(),
             file: format!("{object:?}"),
-            fallback_file: None,
-        }
+        };
+        let delivery = NewDelivery {
+            destination: destination.into(),
+            sop_instance_uid: uid,
+            fallback: None,
+        };
+        (result, delivery)
+    }
+
+    async fn create(store: &Store, job: JobId, items: &[(NewResult, NewDelivery)]) {
+        let (results, deliveries): (Vec<_>, Vec<_>) = items.iter().cloned().unzip();
+        store
+            .create_deliveries(job, &results, &deliveries)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -271,9 +277,9 @@ mod tests {
             delivery("pacs", ResultObject::Seg),
             delivery("archive", ResultObject::Seg),
         ];
-        store.create_deliveries(job, &items).await.unwrap();
+        create(&store, job, &items).await;
         // Once per destination and instance.
-        store.create_deliveries(job, &items).await.unwrap();
+        create(&store, job, &items).await;
         let due = store.claim_due_deliveries(10).await.unwrap();
         assert_eq!(due.len(), 2);
         // Held by this node under its lease: another node gets none of them, nor may it
@@ -320,7 +326,7 @@ mod tests {
         assert_eq!(store.record_attempt(&rows[0], &failed).await.unwrap(), 1);
         // Another object for the same destination is a delivery of its own.
         let sr = [delivery("pacs", ResultObject::Sr)];
-        store.create_deliveries(job, &sr).await.unwrap();
+        create(&store, job, &sr).await;
         assert_eq!(store.job_deliveries(job).await.unwrap().len(), 3);
         let states = store.delivery_states(job, job).await.unwrap();
         assert!(
@@ -367,7 +373,9 @@ mod tests {
             reason: None,
             error_code: None,
             summary: serde_json::json!({}),
-            seg: None,
+            timings_ms: Vec::new(),
+            results: Vec::new(),
+            instance_count: None,
         };
         store.finish_job(&claimed, &outcome, &[]).await.unwrap();
         // Succeeded without deliveries (no destination): nothing to promote.
@@ -376,7 +384,7 @@ mod tests {
             delivery("pacs", ResultObject::Seg),
             delivery("pacs", ResultObject::Sr),
         ];
-        store.create_deliveries(job, &items).await.unwrap();
+        create(&store, job, &items).await;
         let due = store.claim_due_deliveries(10).await.unwrap();
         let delivered = Attempt::Delivered {
             status: "0x0000".into(),

@@ -106,16 +106,6 @@ pub(super) fn spawn_writer(
     writer
 }
 
-/// The spool files every engine finds alike, before the key images' files in the
-/// jobs' JSON summaries.
-macro_rules! referenced_files_sql {
-    () => {
-        "SELECT file_name FROM instances
-         UNION SELECT seg_file FROM jobs WHERE seg_file IS NOT NULL
-         UNION SELECT file FROM deliveries "
-    };
-}
-
 impl Store {
     /// Records a spooled instance and its series. Any instance arrival puts the series
     /// back to `receiving`; only new or changed content bumps its revision. Requests
@@ -143,19 +133,47 @@ impl Store {
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
-    /// A series' instances in SOP Instance UID order: their checksums are the identity
-    /// of the series' content, their files what the pipeline reads.
+    /// A series' instances in SOP Instance UID order, as they are at `revision`: their
+    /// checksums are the identity of the series' content, their files what the
+    /// pipeline reads. `None` when the series has moved on to a later revision (an
+    /// instance arrived after the job of `revision` was made): that job's content no
+    /// longer exists.
     pub async fn series_sources(
         &self,
         series_id: SeriesId,
-    ) -> Result<Vec<SourceInstance>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT sop_instance_uid, sha256, file_name FROM instances WHERE series_id = $1
-             ORDER BY sop_instance_uid",
+        revision: i64,
+    ) -> Result<Option<Vec<SourceInstance>>, StoreError> {
+        // One statement: the revision and the instances are one snapshot.
+        /// The series' revision beside each of its instances (none: no instance).
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            revision: i64,
+            sop_instance_uid: Option<Uid>,
+            sha256: Option<String>,
+            file_name: Option<String>,
+        }
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT s.revision, i.sop_instance_uid, i.sha256, i.file_name
+             FROM series s LEFT JOIN instances i ON i.series_id = s.id
+             WHERE s.id = $1 ORDER BY i.sop_instance_uid",
         )
         .bind(series_id)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        if rows.first().is_some_and(|r| r.revision != revision) {
+            return Ok(None);
+        }
+        Ok(Some(
+            rows.into_iter()
+                .filter_map(|r| {
+                    Some(SourceInstance {
+                        sop_instance_uid: r.sop_instance_uid?,
+                        sha256: r.sha256?,
+                        file_name: r.file_name?,
+                    })
+                })
+                .collect(),
+        ))
     }
 
     /// Instance counts per series.
@@ -233,22 +251,10 @@ impl Store {
 
     /// Every spool file name the database references.
     pub async fn referenced_files(&self) -> Result<HashSet<String>, StoreError> {
-        let names: Vec<String> = sqlx::query_scalar(self.dialect(
-            concat!(
-                referenced_files_sql!(),
-                "UNION SELECT json_extract(k.value, '$.file')
-                   FROM jobs, json_each(jobs.summary, '$.key_images') AS k
-                   WHERE json_extract(k.value, '$.file') IS NOT NULL"
-            ),
-            concat!(
-                referenced_files_sql!(),
-                "UNION SELECT k.value ->> 'file'
-                   FROM jobs, jsonb_array_elements(jobs.summary::jsonb -> 'key_images') AS k
-                   WHERE k.value ->> 'file' IS NOT NULL"
-            ),
-        ))
-        .fetch_all(&self.pool)
-        .await?;
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT file_name FROM instances UNION SELECT file FROM results")
+                .fetch_all(&self.pool)
+                .await?;
         Ok(names.into_iter().collect())
     }
 }
@@ -587,10 +593,22 @@ mod tests {
                 .unwrap();
         }
         let series = store.series_due(now_ms()).await.unwrap().remove(0);
-        let sources = store.series_sources(series.id).await.unwrap();
+        let sources = store
+            .series_sources(series.id, series.revision)
+            .await
+            .unwrap()
+            .unwrap();
         let names: Vec<_> = sources.iter().map(|s| s.file_name.as_str()).collect();
         assert_eq!(names, ["f1", "f2", "f3"]);
         assert_eq!(sources[0].sop_instance_uid, "1.2.3.1.1");
+        // A later revision: the sources of this one are gone.
+        assert_eq!(
+            store
+                .series_sources(series.id, series.revision - 1)
+                .await
+                .unwrap(),
+            None
+        );
 
         store.forget_instance("1.2.3.1.3", "f3").await.unwrap();
         assert_eq!(store.instance_counts().await.unwrap()[0].instances, 2);

@@ -6,23 +6,10 @@ use sqlx::Any;
 
 use super::audit::{AuditEvent, append_audit};
 use super::{
-    AuditKind, DeliveryState, JobId, JobState, ResultObject, SeriesId, Store, StoreError,
-    begin_writing, now_ms,
+    AuditKind, JobId, JobState, NewDelivery, NewResult, SeriesId, Store, StoreError, begin_writing,
+    now_ms, results,
 };
 use crate::dicom::Uid;
-
-/// A delivery to make.
-#[derive(Debug, Clone)]
-pub struct NewDelivery {
-    pub destination: String,
-    pub object: ResultObject,
-    /// The SEG's type (BINARY, LABELMAP); `None` for the other objects.
-    pub variant: Option<String>,
-    pub sop_instance_uid: String,
-    /// The object's spool file.
-    pub file: String,
-    pub fallback_file: Option<String>,
-}
 
 /// A job as listed by `segnode jobs` and the API.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -46,12 +33,11 @@ pub struct JobRow {
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,
     pub error_code: Option<String>,
-    /// JSON object with per-stage timings and results.
-    pub summary: Option<String>,
-    pub seg_sop_instance_uid: Option<String>,
-    /// The SEG's spool file.
+    /// The job summary as JSON (`jobs::summary::JobSummary` reads it).
     #[serde(skip)]
-    pub seg_file: Option<String>,
+    pub summary: Option<String>,
+    /// The BINARY SEG it made (from the results table).
+    pub seg_sop_instance_uid: Option<Uid>,
     /// The node that holds (or last held) the job.
     pub node_id: Option<String>,
 }
@@ -61,6 +47,8 @@ pub struct JobRow {
 pub struct ClaimedJob {
     pub id: JobId,
     pub series_id: SeriesId,
+    /// The series' revision the job processes.
+    pub series_revision: i64,
     pub series_uid: Uid,
     pub study_uid: Uid,
     pub patient_id: Option<String>,
@@ -83,9 +71,14 @@ pub struct JobOutcome {
     pub state: JobState,
     pub reason: Option<String>,
     pub error_code: Option<String>,
+    /// The job summary, as `jobs` serialised it (the store keeps it as it is given).
     pub summary: serde_json::Value,
-    /// The SEG written to the spool: (SOP Instance UID, spool file name).
-    pub seg: Option<(String, String)>,
+    /// Milliseconds per stage (the metrics add them up).
+    pub timings_ms: Vec<(&'static str, i64)>,
+    /// The result objects written to the spool.
+    pub results: Vec<NewResult>,
+    /// How many instances were processed.
+    pub instance_count: Option<i64>,
 }
 
 /// Which jobs to list: newest first, all filters optional.
@@ -120,40 +113,9 @@ impl ClaimedJob {
 /// The SELECT of a [`ClaimedJob`], before its WHERE clause.
 macro_rules! claimed_job_sql {
     () => {
-        "SELECT j.id, j.series_id, s.series_uid, s.study_uid, s.patient_id, s.accession_number, j.calling_ae
+        "SELECT j.id, j.series_id, j.series_revision, s.series_uid, s.study_uid, s.patient_id, s.accession_number, j.calling_ae
          FROM jobs j JOIN series s ON s.id = j.series_id"
     };
-}
-
-/// Queues deliveries of a job's result in `tx` (once per destination and instance).
-pub(super) async fn insert_deliveries(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    job_id: JobId,
-    items: &[NewDelivery],
-) -> Result<(), StoreError> {
-    let now = now_ms();
-    for d in items {
-        sqlx::query(
-            "INSERT INTO deliveries (job_id, destination, object, state, variant,
-                 sop_instance_uid, file, fallback_file, next_attempt_ms, created_ms, updated_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(job_id)
-        .bind(&d.destination)
-        .bind(d.object)
-        .bind(DeliveryState::Pending)
-        .bind(&d.variant)
-        .bind(&d.sop_instance_uid)
-        .bind(&d.file)
-        .bind(&d.fallback_file)
-        .bind(now)
-        .bind(now)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
 }
 
 /// The claim of a job by this node, before its WHERE clause.
@@ -193,7 +155,9 @@ impl Store {
             "SELECT j.id, j.state, j.reason, s.series_uid, s.study_uid, s.patient_id, s.accession_number,
                     s.modality, s.series_description,
                     j.calling_ae, j.series_revision, j.instance_count, j.superseded_by, j.created_ms, j.updated_ms,
-                    j.started_ms, j.finished_ms, j.error_code, j.summary, j.seg_sop_instance_uid, j.seg_file,
+                    j.started_ms, j.finished_ms, j.error_code, j.summary,
+                    (SELECT r.sop_instance_uid FROM results r
+                     WHERE r.job_id = j.id AND r.kind = 'seg' AND r.variant = 'BINARY') AS seg_sop_instance_uid,
                     j.node_id
              FROM jobs j JOIN series s ON s.id = j.series_id
              WHERE ($1 IS NULL OR j.state = $1) AND ($2 IS NULL OR j.created_ms >= $2)
@@ -222,13 +186,16 @@ impl Store {
         let claimed: Option<JobId> = sqlx::query_scalar(self.dialect(
             concat!(
                 claim_job_sql!(),
-                "WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1)
+                "WHERE id = (SELECT j.id FROM jobs j JOIN series s ON s.id = j.series_id
+                             WHERE j.state = 'queued' AND s.revision = j.series_revision
+                             ORDER BY j.id LIMIT 1)
                  RETURNING id"
             ),
             concat!(
                 claim_job_sql!(),
-                "WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1
-                             FOR UPDATE SKIP LOCKED)
+                "WHERE id = (SELECT j.id FROM jobs j JOIN series s ON s.id = j.series_id
+                             WHERE j.state = 'queued' AND s.revision = j.series_revision
+                             ORDER BY j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED)
                  RETURNING id"
             ),
         ))
@@ -276,17 +243,15 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let finished = sqlx::query(
-            "UPDATE jobs SET state = $1, reason = $2, error_code = $3, summary = $4, seg_sop_instance_uid = $5,
-                 seg_file = $6, finished_ms = $7, updated_ms = $8
-             WHERE id = $9 AND state = 'running' AND node_id = $10",
+            "UPDATE jobs SET state = $1, reason = $2, error_code = $3, summary = $4,
+                 instance_count = COALESCE($5, instance_count), finished_ms = $6, updated_ms = $6
+             WHERE id = $7 AND state = 'running' AND node_id = $8",
         )
         .bind(next)
         .bind(&outcome.reason)
         .bind(&outcome.error_code)
         .bind(outcome.summary.to_string())
-        .bind(outcome.seg.as_ref().map(|s| s.0.as_str()))
-        .bind(outcome.seg.as_ref().map(|s| s.1.as_str()))
-        .bind(now)
+        .bind(outcome.instance_count)
         .bind(now)
         .bind(job.id)
         .bind(&self.node.node_id)
@@ -296,7 +261,9 @@ impl Store {
         if finished == 0 {
             return Err(StoreError::LeaseLost(job.id));
         }
-        insert_deliveries(&mut tx, job.id, deliveries).await?;
+        results::insert_results(&mut tx, job.id, &outcome.results).await?;
+        results::insert_timings(&mut tx, job.id, &outcome.timings_ms).await?;
+        results::insert_deliveries(&mut tx, job.id, deliveries).await?;
         let event = if next == JobState::Succeeded {
             AuditKind::JobSucceeded
         } else {
@@ -363,6 +330,25 @@ impl Store {
     /// Puts an interrupted job this node took over back in the queue (running →
     /// queued), audited with the node that held it.
     pub async fn requeue(&self, job: &InterruptedJob) -> Result<(), StoreError> {
+        let detail = serde_json::json!({ "starts": job.starts, "held_by": job.holder });
+        self.back_to_queue(&job.job, detail).await
+    }
+
+    /// Puts a job whose series moved on to a later revision before it was read back in
+    /// the queue (running → queued), audited: it is not claimed again, and the job of
+    /// the later revision supersedes it once the series is stable.
+    pub async fn set_aside_stale(&self, job: &ClaimedJob) -> Result<(), StoreError> {
+        let detail = serde_json::json!({
+            "reason": "an instance arrived after the job was made: the job of the series' next revision processes it",
+        });
+        self.back_to_queue(job, detail).await
+    }
+
+    async fn back_to_queue(
+        &self,
+        job: &ClaimedJob,
+        detail: serde_json::Value,
+    ) -> Result<(), StoreError> {
         let next = JobState::Running.transition(JobState::Queued)?;
         let mut tx = self.pool.begin().await?;
         let requeued = sqlx::query(
@@ -371,19 +357,18 @@ impl Store {
         )
         .bind(next)
         .bind(now_ms())
-        .bind(job.job.id)
+        .bind(job.id)
         .bind(&self.node.node_id)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if requeued == 0 {
-            return Err(StoreError::LeaseLost(job.job.id));
+            return Err(StoreError::LeaseLost(job.id));
         }
-        let detail = serde_json::json!({ "starts": job.starts, "held_by": job.holder });
         append_audit(
             &mut tx,
             &self.node.node_id,
-            &job.job.event(AuditKind::JobRequeued, detail),
+            &job.event(AuditKind::JobRequeued, detail),
         )
         .await?;
         tx.commit().await?;
@@ -480,16 +465,41 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ResultObject;
     use super::super::testing::queued_job;
     use super::*;
+    use crate::dicom::SegType;
+
+    fn result(kind: ResultObject, variant: Option<SegType>, uid: &str, file: &str) -> NewResult {
+        NewResult {
+            kind,
+            variant,
+            sop_instance_uid: Uid::parse(uid).unwrap(),
+            file: file.into(),
+        }
+    }
 
     fn outcome(state: JobState) -> JobOutcome {
         JobOutcome {
             state,
             reason: (state == JobState::Failed).then(|| "volume: a slice is missing".into()),
             error_code: (state == JobState::Failed).then(|| "missing_slice".into()),
-            summary: serde_json::json!({ "key_images": [{ "slice": 3, "file": "key-file" }] }),
-            seg: (state == JobState::Succeeded).then(|| ("2.25.1".into(), "seg-file".into())),
+            summary: serde_json::json!({}),
+            timings_ms: vec![("volume", 4)],
+            results: if state == JobState::Succeeded {
+                vec![
+                    result(
+                        ResultObject::Seg,
+                        Some(SegType::Binary),
+                        "2.25.1",
+                        "seg-file",
+                    ),
+                    result(ResultObject::KeyImages, None, "2.25.2", "key-file"),
+                ]
+            } else {
+                Vec::new()
+            },
+            instance_count: Some(2),
         }
     }
 
@@ -544,7 +554,21 @@ mod tests {
             .await
             .unwrap();
         let row = store.job(id).await.unwrap().unwrap();
-        assert_eq!(row.seg_sop_instance_uid.as_deref(), Some("2.25.1"));
+        assert_eq!(
+            row.seg_sop_instance_uid.map(|u| u.to_string()).as_deref(),
+            Some("2.25.1")
+        );
+        let results = store.job_results(id).await.unwrap();
+        assert_eq!(
+            results
+                .iter()
+                .map(|r| (r.kind, r.variant))
+                .collect::<Vec<_>>(),
+            [
+                (ResultObject::Seg, Some(SegType::Binary)),
+                (ResultObject::KeyImages, None)
+            ]
+        );
         // Its result files are referenced: the sweep at start keeps them.
         let referenced = store.referenced_files().await.unwrap();
         assert!(referenced.contains("seg-file") && referenced.contains("key-file"));
@@ -618,7 +642,9 @@ mod tests {
             reason: None,
             error_code: None,
             summary: serde_json::json!({}),
-            seg: None,
+            timings_ms: Vec::new(),
+            results: Vec::new(),
+            instance_count: None,
         };
         assert!(matches!(
             a.finish_job(&job, &outcome, &[]).await,

@@ -10,6 +10,7 @@ mod deliveries;
 mod instances;
 mod jobs;
 mod nodes;
+mod results;
 mod retention;
 mod series;
 mod states;
@@ -25,15 +26,16 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor};
 use tokio::sync::mpsc;
 
-use crate::dicom::Uid;
+use crate::dicom::{SegType, Uid};
 
-pub use audit::{AuditEvent, AuditFilter, AuditRow};
+pub use audit::{AUDIT_FIELDS, AuditEvent, AuditFilter, AuditRow};
 pub use deliveries::{Attempt, DeliveryRow};
 pub use instances::{
     InstanceCount, InstanceMeta, RecentInstance, RecordOutcome, SourceInstance, SpooledFile,
 };
-pub use jobs::{ClaimedJob, InterruptedJob, JobOutcome, JobQuery, JobRow, NewDelivery};
+pub use jobs::{ClaimedJob, InterruptedJob, JobOutcome, JobQuery, JobRow};
 pub use nodes::NodeRow;
+pub use results::{NewDelivery, NewResult, ResultRow};
 pub use retention::RetentionCandidate;
 pub use series::{InstanceRow, SeriesRow};
 pub use states::{
@@ -212,6 +214,7 @@ macro_rules! stored_as_text {
 pub(crate) use stored_as_text;
 
 stored_as_text!(Uid, Uid::parse);
+stored_as_text!(SegType, |s: &str| s.parse::<SegType>());
 
 /// The statement for `engine`, where the two differ.
 fn dialect(engine: Engine, sqlite: &'static str, postgres: &'static str) -> &'static str {
@@ -427,20 +430,6 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
-
-    /// Per-stage duration sums (ms) and counts over finished jobs, from their summaries.
-    pub async fn stage_durations(&self) -> Result<Vec<(String, f64, i64)>, StoreError> {
-        Ok(sqlx::query_as(self.dialect(
-            "SELECT t.key, CAST(SUM(t.value) AS REAL), COUNT(*)
-             FROM jobs, json_each(jobs.summary, '$.timings_ms') AS t
-             WHERE jobs.summary IS NOT NULL GROUP BY t.key ORDER BY t.key",
-            "SELECT t.key, CAST(SUM(t.value::numeric) AS DOUBLE PRECISION), COUNT(*)
-             FROM jobs, jsonb_each_text(jobs.summary::jsonb -> 'timings_ms') AS t
-             WHERE jobs.summary IS NOT NULL GROUP BY t.key ORDER BY t.key COLLATE \"C\"",
-        ))
-        .fetch_all(&self.pool)
-        .await?)
-    }
 }
 
 /// Rows and a store for the resources' tests.
@@ -582,7 +571,9 @@ mod tests {
             reason: None,
             error_code: None,
             summary: serde_json::json!({ "timings_ms": { "volume": 5, "cascade": 7 } }),
-            seg: None,
+            timings_ms: vec![("volume", 5), ("cascade", 7)],
+            results: Vec::new(),
+            instance_count: None,
         };
         store.finish_job(&job, &outcome, &[]).await.unwrap();
         let counts = store.counts().await.unwrap();

@@ -11,6 +11,7 @@
 //! frames.
 
 pub mod geometry;
+pub mod inspect;
 
 use std::path::{Path, PathBuf};
 
@@ -505,9 +506,17 @@ fn decode_file(
     Ok(())
 }
 
+/// The Hounsfield units a volume holds.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HuRange {
+    pub min: f32,
+    pub max: f32,
+    pub mean: f64,
+}
+
 impl Volume {
     /// Minimum, maximum and mean HU.
-    pub fn hu_stats(&self) -> (f32, f32, f64) {
+    pub fn hu_stats(&self) -> HuRange {
         let (min, max, sum) = self
             .data
             .par_chunks(65_536)
@@ -521,7 +530,11 @@ impl Volume {
                 || (f32::INFINITY, f32::NEG_INFINITY, 0f64),
                 |a, b| (a.0.min(b.0), a.1.max(b.1), a.2 + b.2),
             );
-        (min, max, sum / self.data.len().max(1) as f64)
+        HuRange {
+            min,
+            max,
+            mean: sum / self.data.len().max(1) as f64,
+        }
     }
 
     /// Writes the voxels as raw little-endian float32 in (z, y, x) order.

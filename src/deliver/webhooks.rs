@@ -12,8 +12,14 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
+use super::outbox::{backoff, unit_random};
 use crate::config::Webhook;
+use crate::jobs::summary::JobSummary;
 use crate::store::{AuditEvent, AuditKind, AuditRow, Store};
+
+/// The first retry's delay; each later one doubles, up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
+const MAX_RETRY_DELAY: Duration = Duration::from_millis(12_800);
 
 /// Audit events that are job state changes.
 const JOB_EVENTS: &[AuditKind] = &[
@@ -94,7 +100,7 @@ async fn event_json(store: &Store, row: &AuditRow) -> serde_json::Value {
         "state": job.as_ref().map(|j| j.state),
         "reason": job.as_ref().and_then(|j| j.reason.clone()),
         "seg_sop_instance_uid": job.as_ref().and_then(|j| j.seg_sop_instance_uid.clone()),
-        "summary": job.as_ref().and_then(|j| j.summary.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())),
+        "summary": job.as_ref().and_then(JobSummary::of),
     })
 }
 
@@ -146,7 +152,7 @@ async fn send_pending(
                     if outcome.is_ok() || shutdown.is_cancelled() {
                         break;
                     }
-                    let delay = Duration::from_millis(200u64 << attempt.min(6));
+                    let delay = backoff(FIRST_RETRY_DELAY, MAX_RETRY_DELAY, attempt, unit_random());
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(delay) => {}
