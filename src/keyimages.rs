@@ -12,11 +12,12 @@ use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 use font8x8::UnicodeFonts;
 
 use crate::cascade::manifest::Manifest;
+use crate::derived::{Equipment, derived_uid, made_by, now_da_tm, patient_and_study};
+use crate::dicom::build::{dcm_code, el, item, seq};
 use crate::dicom::uid::SECONDARY_CAPTURE_IMAGE_STORAGE;
 use crate::dicom::{Uid, part10};
 use crate::grid::Grid;
-use crate::seg::iod::{dcm_code, el, item, made_by, patient_and_study, seq};
-use crate::seg::{EncodedSeg, Equipment, derived_uid, now_da_tm};
+use crate::seg::EncodedSeg;
 use crate::sr::Organ;
 use crate::volume::Volume;
 

@@ -30,6 +30,7 @@
 //! | the 3-D array every stage passes on (label maps, masks) | [`grid`] |
 //! | large buffers (zeroed, huge pages) for volumes and label maps | [`memory`] |
 //! | model manifest and frame, ONNX Runtime, stages, region, post-processing | [`cascade`] |
+//! | what the SEG, SR and key images share: equipment, derived UIDs, patient and study | [`derived`] |
 //! | DICOM Segmentation encoding, module by module | [`seg`] |
 //! | measurement report: organ volumes and attenuation as TID 1500 SR | [`sr`] |
 //! | key images for PACS that cannot show a SEG: outlines and legend burned in | [`keyimages`] |
@@ -47,6 +48,7 @@ pub mod checksum;
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod derived;
 pub mod dicom;
 pub mod grid;
 mod jobs;

@@ -43,12 +43,16 @@ pub fn insecure_settings(config: &Config) -> Vec<String> {
         );
     }
     for d in &config.destinations {
-        let local =
-            d.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) || d.host == "localhost";
+        let local = d
+            .peer
+            .host
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+            || d.peer.host == "localhost";
         if d.tls.is_none() && !local {
             found.push(format!(
                 "destination {:?} ({}) is plain DICOM off this machine: results travel unencrypted",
-                d.name, d.host
+                d.name, d.peer.host
             ));
         }
     }

@@ -13,11 +13,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::cascade::manifest::{Code, Manifest};
+use crate::derived::{
+    Equipment, code, derived_uid, made_by, now_da_tm, patient_and_study, uid_from,
+};
+use crate::dicom::build::{dcm_code, ds, el, item, seq};
 use crate::dicom::uid::{COMPREHENSIVE_3D_SR_STORAGE, SEGMENTATION_STORAGE};
 use crate::dicom::{Uid, part10};
 use crate::grid::Grid;
-use crate::seg::iod::{code, dcm_code, ds, el, item, made_by, patient_and_study, seq};
-use crate::seg::{EncodedSeg, Equipment, derived_uid, now_da_tm, uid_from};
+use crate::seg::EncodedSeg;
 use crate::volume::Volume;
 
 /// What the report says of one organ (one segment of the SEG).

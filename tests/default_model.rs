@@ -24,19 +24,6 @@ fn default_model_labels(series: &Path) -> Vec<u8> {
     std::fs::read(out.path().join("series-001/labels.u8")).unwrap()
 }
 
-/// Dice between label `ours` of `a` and label `theirs` of `b`.
-fn dice(a: &[u8], ours: u8, b: &[u8], theirs: u8) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let (mut both, mut x, mut y) = (0u64, 0u64, 0u64);
-    for (p, q) in a.iter().zip(b) {
-        let (p, q) = (*p == ours, *q == theirs);
-        both += u64::from(p && q);
-        x += u64::from(p);
-        y += u64::from(q);
-    }
-    2.0 * both as f64 / (x + y).max(1) as f64
-}
-
 #[test]
 fn default_model_on_the_test_series_keeps_its_recorded_dice() {
     let ours = default_model_labels(&real_series());

@@ -54,23 +54,10 @@ fn variant(folds: usize, mirroring: bool, dir: &Path) -> PathBuf {
 }
 
 /// Dice per label present in either map.
-fn dice(a: &[u8], b: &[u8]) -> BTreeMap<u8, f64> {
-    let mut both = BTreeMap::new();
-    let mut sizes = BTreeMap::new();
-    for (x, y) in a.iter().zip(b) {
-        if x == y && *x != 0 {
-            *both.entry(*x).or_insert(0u64) += 1;
-        }
-        for v in [x, y] {
-            if *v != 0 {
-                *sizes.entry(*v).or_insert(0u64) += 1;
-            }
-        }
-    }
-    sizes
-        .iter()
-        .map(|(l, n)| (*l, 2.0 * *both.get(l).unwrap_or(&0) as f64 / *n as f64))
-        .collect()
+fn dice_per_label(a: &[u8], b: &[u8]) -> BTreeMap<u8, f64> {
+    let labels: std::collections::BTreeSet<u8> =
+        a.iter().chain(b).copied().filter(|v| *v != 0).collect();
+    labels.into_iter().map(|l| (l, dice(a, l, b, l))).collect()
 }
 
 fn parity(folds: usize, mirroring: bool) {
@@ -101,7 +88,7 @@ fn parity(folds: usize, mirroring: bool) {
         organs >= 2,
         "{name}: nnU-Net found {organs} organs; the reference model is too weak to compare"
     );
-    let dice = dice(&got, &expected);
+    let dice = dice_per_label(&got, &expected);
     eprintln!("{name}: Dice per label {dice:?}");
     for (label, d) in &dice {
         assert!(

@@ -484,11 +484,9 @@ pub async fn health(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
         let last = outcomes.iter().find(|o| o.destination == d.name);
         let _ = write!(
             html,
-            "<tr><td>{} ({}@{}:{})</td>{}</tr>",
+            "<tr><td>{} ({})</td>{}</tr>",
             esc(&d.name),
-            d.ae_title,
-            esc(&d.host),
-            d.port,
+            esc(&d.peer.to_string()),
             match last {
                 Some(o) => format!(
                     "<td>job {} {:?}</td><td>{:?}</td><td>{}</td><td>{}</td>",

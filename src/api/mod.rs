@@ -19,10 +19,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
 
 use crate::config::{Config, HttpConfig};
-use crate::jobs::summary::JobSummary;
+use crate::jobs::summary::JobView;
 use crate::store::{
     AUDIT_FIELDS, AuditFilter, AuditRow, JobId, JobQuery, JobRow, JobState, ResultRow, Store,
     StoreError, format_ms, parse_time,
@@ -488,29 +487,6 @@ async fn list_jobs(
         "limit": q.limit,
         "offset": q.offset,
     })))
-}
-
-/// A job as the API shows it: its row, its summary, its result objects.
-#[derive(Serialize)]
-struct JobView<'a> {
-    #[serde(flatten)]
-    job: &'a JobRow,
-    created: String,
-    summary: Option<JobSummary>,
-    /// The objects of its result and their UIDs: the SEGs, the SR, the key images.
-    objects: Vec<&'a ResultRow>,
-}
-
-impl<'a> JobView<'a> {
-    /// `job` with its objects among `results`.
-    fn of(job: &'a JobRow, results: &'a [ResultRow]) -> Self {
-        Self {
-            job,
-            created: format_ms(job.created_ms),
-            summary: JobSummary::of(job),
-            objects: results.iter().filter(|r| r.job_id == job.id).collect(),
-        }
-    }
 }
 
 /// The result objects of `jobs`, in one query.

@@ -417,18 +417,19 @@ impl Cascade {
     ) -> Result<Stage2, CascadeError> {
         let m = &self.model.manifest;
         let target = m.stage2.spacing(series.spacing);
-        let within = candidate.as_ref().and_then(bounding_box).map(|(lo, hi)| {
+        let within = candidate.as_ref().and_then(bounding_box).map(|b| {
             let grid1 = candidate.as_ref().map_or(series.shape, |c| c.shape);
             let margin = m.cascade.as_ref().map_or(0, |r| r.dilation_voxels) as f64;
             let scale = |i: usize| series.shape[i] as f64 / grid1[i] as f64;
             let pad = |i: usize| (margin * target[i] / series.spacing[i]).ceil();
-            let lo: [usize; 3] = std::array::from_fn(|i| {
-                (lo[i] as f64 * scale(i) - pad(i)).floor().max(0.0) as usize
-            });
-            let hi: [usize; 3] = std::array::from_fn(|i| {
-                (((hi[i] + 1) as f64 * scale(i) + pad(i)).ceil() as usize).min(series.shape[i])
-            });
-            (lo, hi)
+            ops::Box3 {
+                lo: std::array::from_fn(|i| {
+                    (b.lo[i] as f64 * scale(i) - pad(i)).floor().max(0.0) as usize
+                }),
+                end: std::array::from_fn(|i| {
+                    ((b.end[i] as f64 * scale(i) + pad(i)).ceil() as usize).min(series.shape[i])
+                }),
+            }
         });
         let prediction = nnunet::predict(
             &mut self.stage2,
@@ -575,13 +576,14 @@ fn infer(
     let steps: [usize; 3] = std::array::from_fn(|i| ops::step(patch[i], stage.overlap));
     let boxes = match region {
         Some(region) => ops::component_boxes(region),
-        None => vec![([0; 3], std::array::from_fn(|i| padded[i] - 1))],
+        None => vec![ops::Box3::of_shape(padded)],
     };
     let mut starts = BTreeSet::new();
-    for (lo, hi) in boxes {
+    for b in boxes {
+        let size = b.size();
         let axis: [Vec<usize>; 3] = std::array::from_fn(|i| {
-            let length = (hi[i] - lo[i] + 1).max(patch[i]);
-            let first = lo[i].min(padded[i] - length);
+            let length = size[i].max(patch[i]);
+            let first = b.lo[i].min(padded[i] - length);
             ops::window_starts(length, patch[i], steps[i])
                 .into_iter()
                 .map(|s| s + first)
@@ -675,7 +677,7 @@ fn infer(
     Ok((labels, coverage))
 }
 
-/// The smallest box (lowest and highest index per axis) holding every voxel of `mask`.
+/// The smallest box holding every voxel of `mask`.
 fn bounding_box(mask: &Grid<bool>) -> Option<ops::Box3> {
     ops::id_boxes(mask.shape, mask.data.iter().map(|v| usize::from(*v)), 1)[0]
 }
@@ -708,15 +710,13 @@ fn postprocess(labels: &mut Grid<u8>, m: &manifest::Manifest) {
     let mut values: Vec<u8> = m.labels.iter().map(|l| l.value).collect();
     values.sort_unstable();
     for value in values.into_iter().filter(|v| *v > 0) {
-        let Some((lo, hi)) = boxes[usize::from(value) - 1] else {
+        let Some(b) = boxes[usize::from(value) - 1] else {
             continue;
         };
-        let lo = lo.map(|v| v.saturating_sub(1));
-        let size: [usize; 3] =
-            std::array::from_fn(|i| (hi[i] + 1).min(labels.shape[i] - 1) - lo[i] + 1);
-        let mut part = ops::crop(&labels.data, labels.shape, lo, size);
+        let b = b.grown(1, labels.shape);
+        let mut part = ops::crop(&labels.data, labels.shape, b);
         let mut mask = Grid {
-            shape: size,
+            shape: b.size(),
             data: part.data.iter().map(|l| *l == value).collect(),
         };
         if m.postprocess.largest_component {
@@ -732,6 +732,6 @@ fn postprocess(labels: &mut Grid<u8>, m: &manifest::Manifest) {
                 *l = value;
             }
         }
-        ops::paste(labels, &part, lo);
+        ops::paste(labels, &part, b.lo);
     }
 }

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use super::Timings;
 use super::manifest::Stage;
-use super::ops::{self, Blending, Grid};
+use super::ops::{self, Blending, Box3, Grid};
 use super::runtime::{RuntimeError, StageSession};
 
 /// Spacing ratio above which nnU-Net resamples the coarse axis separately.
@@ -42,9 +42,6 @@ pub struct Prediction {
     pub patches: usize,
 }
 
-/// A box of voxels, lowest index and one past the highest per axis.
-pub type Bounds = ([usize; 3], [usize; 3]);
-
 /// Labels the volume `data` of `shape` and `spacing` (mm) in the model's frame, within
 /// `within` (stage 1's box) if given, with one session per fold.
 pub fn predict(
@@ -53,7 +50,7 @@ pub fn predict(
     data: &[f32],
     shape: [usize; 3],
     spacing: [f64; 3],
-    within: Option<Bounds>,
+    within: Option<Box3>,
     timings: &mut Timings,
 ) -> Result<Prediction, RuntimeError> {
     let axes = stage.transpose();
@@ -65,10 +62,9 @@ pub fn predict(
         (&transposed.data[..], transposed.shape)
     };
     let spacing_t: [f64; 3] = std::array::from_fn(|i| spacing[axes[i]]);
-    let within = within.map(|(lo, hi)| {
-        let lo_t: [usize; 3] = std::array::from_fn(|i| lo[axes[i]]);
-        let hi_t: [usize; 3] = std::array::from_fn(|i| hi[axes[i]]);
-        (lo_t, hi_t)
+    let within = within.map(|b| Box3 {
+        lo: std::array::from_fn(|i| b.lo[axes[i]]),
+        end: std::array::from_fn(|i| b.end[axes[i]]),
     });
     let target = stage.spacing_mm.unwrap_or(spacing_t);
     let mut labels_t = Grid::filled(shape_t, 0u8);
@@ -78,9 +74,9 @@ pub fn predict(
         crop_fraction: 0.0,
         patches: 0,
     };
-    if let Some((lo, hi)) = nonzero_bounds(data, shape_t, within) {
-        let crop_shape: [usize; 3] = std::array::from_fn(|i| hi[i] - lo[i]);
-        let mut x = ops::crop(data, shape_t, lo, crop_shape).data;
+    if let Some(b) = nonzero_bounds(data, shape_t, within) {
+        let crop_shape = b.size();
+        let mut x = ops::crop(data, shape_t, b).data;
         ops::normalize(&mut x, stage.hu_window, stage.normalization, stage.stats());
         let grid: [usize; 3] = std::array::from_fn(|i| {
             ((spacing_t[i] / target[i]) * crop_shape[i] as f64).round_ties_even() as usize
@@ -96,7 +92,7 @@ pub fn predict(
             crop_shape,
             separate_axis(target, spacing_t),
         );
-        ops::paste(&mut labels_t, &crop_labels, lo);
+        ops::paste(&mut labels_t, &crop_labels, b.lo);
         timings.lap("stage2_to_native_grid");
         prediction.grid = grid;
         prediction.crop_fraction = crop_labels.len() as f64 / labels_t.len().max(1) as f64;
@@ -116,8 +112,8 @@ pub fn predict(
 
 /// The box of non-zero voxels (nnU-Net's `crop_to_nonzero`; filling the mask's holes
 /// does not change its box), within `within`.
-fn nonzero_bounds(data: &[f32], shape: [usize; 3], within: Option<Bounds>) -> Option<Bounds> {
-    let (wlo, whi) = within.unwrap_or(([0; 3], shape));
+fn nonzero_bounds(data: &[f32], shape: [usize; 3], within: Option<Box3>) -> Option<Box3> {
+    let Box3 { lo: wlo, end: whi } = within.unwrap_or(Box3::of_shape(shape));
     let mut lo = [usize::MAX; 3];
     let mut hi = [0usize; 3];
     for z in wlo[0]..whi[0] {
@@ -137,7 +133,7 @@ fn nonzero_bounds(data: &[f32], shape: [usize; 3], within: Option<Bounds>) -> Op
             }
         }
     }
-    (lo[0] != usize::MAX).then_some((lo, hi))
+    (lo[0] != usize::MAX).then_some(Box3 { lo, end: hi })
 }
 
 /// nnU-Net's `determine_do_sep_z_and_axis`: the one coarse axis of `from`, else of
@@ -346,8 +342,10 @@ fn spline_pass(g: &Grid<f32>, axis: usize, m: usize) -> Grid<f32> {
     Grid { shape, data }
 }
 
-/// nnU-Net's `compute_steps_for_sliding_window` along one axis.
-fn window_starts(n: usize, p: usize, step_fraction: f64) -> Vec<usize> {
+/// nnU-Net's `compute_steps_for_sliding_window` along one axis: as many windows as a
+/// step of `step_fraction` of the patch needs, spread evenly from the first voxel to the
+/// last (segnode's own pipeline steps by a fixed stride instead: [`ops::window_starts`]).
+fn spread_window_starts(n: usize, p: usize, step_fraction: f64) -> Vec<usize> {
     let target = p as f64 * step_fraction;
     let steps = ((n - p) as f64 / target).ceil() as usize + 1;
     if steps == 1 {
@@ -457,7 +455,8 @@ fn sliding_window(
         }
     }
     let step = 1.0 - stage.overlap;
-    let starts: [Vec<usize>; 3] = std::array::from_fn(|i| window_starts(padded[i], patch[i], step));
+    let starts: [Vec<usize>; 3] =
+        std::array::from_fn(|i| spread_window_starts(padded[i], patch[i], step));
     let weights = importance(patch, stage.blending);
     let combinations = mirror_combinations(&stage.mirror_axes);
     let classes = sessions[0].classes;
@@ -589,11 +588,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn window_starts_follow_nnunet() {
+    fn spread_window_starts_follow_nnunet() {
         // The example of nnU-Net's own comment: 110 voxels, patch 64, step 0.5.
-        assert_eq!(window_starts(110, 64, 0.5), vec![0, 23, 46]);
-        assert_eq!(window_starts(64, 64, 0.5), vec![0]);
-        assert_eq!(window_starts(222, 64, 0.5), vec![0, 32, 63, 95, 126, 158]);
+        assert_eq!(spread_window_starts(110, 64, 0.5), vec![0, 23, 46]);
+        assert_eq!(spread_window_starts(64, 64, 0.5), vec![0]);
+        assert_eq!(
+            spread_window_starts(222, 64, 0.5),
+            vec![0, 32, 63, 95, 126, 158]
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-pub use crate::grid::Grid;
+pub use crate::grid::{Box3, Grid};
 
 /// Applies `f` to every line along `axis` (0 = z, 1 = y, 2 = x) of the (z, y, x) array
 /// `data` of `shape`, giving it the line's values and where to write the result line
@@ -267,7 +267,8 @@ pub fn normalize(
     (lo - offset) / scale
 }
 
-/// Start positions of patches of length `p` with step `step` along a line of `n`.
+/// Start positions of patches of length `p` with a fixed stride `step` along a line of
+/// `n`, the last one flush with the end.
 pub fn window_starts(n: usize, p: usize, step: usize) -> Vec<usize> {
     if n <= p {
         return vec![0];
@@ -400,9 +401,6 @@ fn components(mask: &Grid<bool>) -> (Vec<u32>, Vec<usize>) {
     (labels, sizes)
 }
 
-/// A box of grid indices: the lowest and the highest per axis, both inclusive.
-pub type Box3 = ([usize; 3], [usize; 3]);
-
 /// The box of each id 1..=n among `ids` (one per voxel of a grid of `shape` in raster
 /// order; 0 is none), at index id - 1; None for an id that does not occur.
 pub fn id_boxes(
@@ -414,10 +412,13 @@ pub fn id_boxes(
     let mut boxes: Vec<Option<Box3>> = vec![None; n];
     for (i, id) in ids.enumerate().filter(|(_, id)| *id != 0) {
         let at = [i / (h * w), (i / w) % h, i % w];
-        let (lo, hi) = boxes[id - 1].get_or_insert((at, at));
-        for axis in 0..3 {
-            lo[axis] = lo[axis].min(at[axis]);
-            hi[axis] = hi[axis].max(at[axis]);
+        let b = boxes[id - 1].get_or_insert(Box3 {
+            lo: at,
+            end: at.map(|v| v + 1),
+        });
+        for (axis, v) in at.into_iter().enumerate() {
+            b.lo[axis] = b.lo[axis].min(v);
+            b.end[axis] = b.end[axis].max(v + 1);
         }
     }
     boxes
@@ -433,8 +434,9 @@ pub fn component_boxes(mask: &Grid<bool>) -> Vec<Box3> {
         .collect()
 }
 
-/// The part of the array `data` of `shape` that starts at `lo` and has `size` voxels per axis.
-pub fn crop<T: Copy>(data: &[T], shape: [usize; 3], lo: [usize; 3], size: [usize; 3]) -> Grid<T> {
+/// The part `within` of the array `data` of `shape`.
+pub fn crop<T: Copy>(data: &[T], shape: [usize; 3], within: Box3) -> Grid<T> {
+    let (lo, size) = (within.lo, within.size());
     let mut out = Vec::with_capacity(size.iter().product());
     for z in lo[0]..lo[0] + size[0] {
         for y in lo[1]..lo[1] + size[1] {
@@ -647,7 +649,16 @@ mod tests {
         // Boxes per component, in raster order of their first voxels.
         assert_eq!(
             component_boxes(&m),
-            vec![([0, 0, 0], [0, 1, 0]), ([0, 0, 3], [0, 1, 4])]
+            vec![
+                Box3 {
+                    lo: [0, 0, 0],
+                    end: [1, 2, 1]
+                },
+                Box3 {
+                    lo: [0, 0, 3],
+                    end: [1, 2, 5]
+                }
+            ]
         );
         // A hollow 3x3x3 shell in a 5x5x5 grid: the centre is a hole.
         let mut shell = Grid::filled([5, 5, 5], false);

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::deliver::{self, Association, OutgoingFile, PeerAddress, ScuTimeouts};
 use crate::dicom::{AeTitle, SegType};
 use crate::jobs::offline::{self, RunOptions};
-use crate::jobs::summary::JobSummary;
+use crate::jobs::summary::JobView;
 use crate::store::{AuditFilter, AuditRow, JobId, JobQuery, JobState, Store, format_ms};
 use crate::volume::inspect::{self, Outcome};
 
@@ -59,7 +59,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show one job: its state, reason, summary and deliveries (JSON).
+    /// Show one job: its state, reason, summary, result objects and deliveries (JSON).
     Job {
         /// Job id.
         #[arg(value_parser = job_id)]
@@ -334,9 +334,14 @@ async fn jobs(
         ..JobQuery::default()
     };
     let rows = store.jobs(&query).await?;
+    let results = match (rows.last(), rows.first()) {
+        (Some(first), Some(last)) => store.results_between(first.id, last.id).await?,
+        _ => Vec::new(),
+    };
     store.close().await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let views: Vec<_> = rows.iter().map(|j| JobView::of(j, &results)).collect();
+        println!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(());
     }
     println!(
@@ -366,13 +371,10 @@ async fn show_job(path: &Path, env: &BTreeMap<String, String>, id: JobId) -> any
     let deliveries = store.job_deliveries(id).await?;
     store.close().await;
     let Some(job) = job else { bail!("no job {id}") };
-    let summary = JobSummary::of(&job);
     println!(
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({
-            "job": job,
-            "summary": summary,
-            "results": results,
+            "job": JobView::of(&job, &results),
             "deliveries": deliveries,
         }))?
     );

@@ -12,8 +12,8 @@ use regex::Regex;
 use serde::Serialize;
 
 use crate::cascade::ModelConfig;
-use crate::dicom::AeTitle;
-use crate::seg::SegType;
+use crate::dicom::SegType;
+use crate::dicom::{AeTitle, PeerAddress};
 use crate::store::{Database, Membership, ResultObject};
 use crate::tls::{ClientTls, HttpsTls, ServerTls};
 use raw::{RawConfig, RawDestination, RawDicom, RawEligibility, RawHttp, RawModel, RawWebhook};
@@ -121,9 +121,9 @@ pub struct DeliveryConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct Destination {
     pub name: String,
-    pub ae_title: AeTitle,
-    pub host: String,
-    pub port: u16,
+    /// Where it listens and the AE title it answers to.
+    #[serde(flatten)]
+    pub peer: PeerAddress,
     /// The AE title the node calls from.
     pub calling_ae: AeTitle,
     pub seg_type: SegType,
@@ -588,9 +588,11 @@ fn destinations(
             calling_ae: d.calling_ae.unwrap_or_else(|| ae_title.clone()),
             timeout: seconds("destinations.timeout_seconds", d.timeout_seconds)?,
             name: d.name,
-            ae_title: d.ae_title,
-            host: d.host,
-            port: d.port,
+            peer: PeerAddress {
+                ae_title: d.ae_title,
+                host: d.host,
+                port: d.port,
+            },
             seg_type: d.seg_type,
             objects: d.objects,
             route_from: d.route_from,

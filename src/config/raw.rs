@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::cascade::runtime::Provider;
 use crate::dicom::AeTitle;
-use crate::seg::SegType;
+use crate::dicom::SegType;
 use crate::store::ResultObject;
 use crate::tls::ServerTls;
 /// The file as written, before validation.

@@ -8,9 +8,9 @@
 pub mod outbox;
 pub mod webhooks;
 
+pub use crate::dicom::PeerAddress;
+
 use std::collections::BTreeSet;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use dicom_ul::pdu::{
@@ -28,39 +28,6 @@ use tokio_rustls::TlsConnector;
 
 /// Largest PDU this SCU accepts from the peer.
 const SCU_MAX_PDU: u32 = 262_144;
-
-/// A peer as `AE@HOST:PORT`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerAddress {
-    pub ae_title: AeTitle,
-    pub host: String,
-    pub port: u16,
-}
-
-impl FromStr for PeerAddress {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (ae, rest) = s
-            .split_once('@')
-            .ok_or_else(|| format!("{s:?} is not AE@HOST:PORT"))?;
-        let (host, port) = rest
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?} has no :PORT"))?;
-        Ok(Self {
-            ae_title: AeTitle::parse(ae).map_err(|e| e.to_string())?,
-            host: host.trim_matches(['[', ']']).to_string(),
-            port: port
-                .parse()
-                .map_err(|_| format!("{port:?} is not a port number"))?,
-        })
-    }
-}
-
-impl fmt::Display for PeerAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}:{}", self.ae_title, self.host, self.port)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScuError {

@@ -13,7 +13,7 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Association, OutgoingFile, PeerAddress, ScuError, ScuTimeouts};
+use super::{Association, OutgoingFile, ScuError, ScuTimeouts};
 use crate::config::{Config, Destination};
 use crate::dicom::DimseStatus;
 use crate::dicom::SegType;
@@ -168,11 +168,6 @@ impl Outbox {
     }
 
     async fn send(&self, dest: &Destination, d: &DeliveryRow) -> Result<Sent, ScuError> {
-        let peer = PeerAddress {
-            ae_title: dest.ae_title.clone(),
-            host: dest.host.clone(),
-            port: dest.port,
-        };
         let read = |name: &str| {
             let path = self.spool.path(name);
             std::fs::read(&path)
@@ -200,7 +195,7 @@ impl Outbox {
             dimse: dest.timeout,
         };
         let mut assoc = Association::connect_over(
-            &peer,
+            &dest.peer,
             &dest.calling_ae,
             &pairs,
             timeouts,

@@ -21,11 +21,11 @@ use super::summary::{JobSummary, KeyImageSummary, SegSummary, SrSummary, Stage, 
 /// (what the sender sent) and its file.
 #[derive(Debug, Clone)]
 pub struct Source {
-    instances: Vec<SourceInstance>,
+    instances: Vec<SourceFile>,
 }
 
 #[derive(Debug, Clone)]
-struct SourceInstance {
+struct SourceFile {
     sop_instance_uid: Uid,
     sha256: String,
     file: PathBuf,
@@ -36,7 +36,7 @@ impl Source {
     pub fn new(instances: impl IntoIterator<Item = (Uid, String, PathBuf)>) -> Self {
         let mut instances: Vec<_> = instances
             .into_iter()
-            .map(|(sop_instance_uid, sha256, file)| SourceInstance {
+            .map(|(sop_instance_uid, sha256, file)| SourceFile {
                 sop_instance_uid,
                 sha256,
                 file,

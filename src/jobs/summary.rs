@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::cascade::CascadeSummary;
 use crate::dicom::Uid;
 use crate::sr::Organ;
-use crate::store::JobRow;
+use crate::store::{JobRow, ResultRow, format_ms};
 use crate::volume::HuRange;
 
 /// The stages a job goes through, as timings and failures name them.
@@ -115,6 +115,30 @@ pub struct SrSummary {
 pub struct KeyImageSummary {
     pub sop_instance_uid: Uid,
     pub slice: usize,
+}
+
+/// A job as the API and `segnode jobs --json` show it: its row, when it was created,
+/// its summary and its result objects.
+#[derive(Debug, Serialize)]
+pub struct JobView<'a> {
+    #[serde(flatten)]
+    pub job: &'a JobRow,
+    pub created: String,
+    pub summary: Option<JobSummary>,
+    /// The objects of its result and their UIDs: the SEGs, the SR, the key images.
+    pub objects: Vec<&'a ResultRow>,
+}
+
+impl<'a> JobView<'a> {
+    /// `job` with its objects among `results` (those of other jobs are left out).
+    pub fn of(job: &'a JobRow, results: &'a [ResultRow]) -> Self {
+        Self {
+            job,
+            created: format_ms(job.created_ms),
+            summary: JobSummary::of(job),
+            objects: results.iter().filter(|r| r.job_id == job.id).collect(),
+        }
+    }
 }
 
 impl JobSummary {

@@ -4,13 +4,14 @@
 //! functional groups and the references to the source instances. [`data_set`] puts
 //! them together; Pixel Data is written after it by the caller.
 
-use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
-use super::{Equipment, SegType, frames};
-use crate::cascade::manifest::{Code, Label, Manifest};
+use super::{SegType, frames};
+use crate::cascade::manifest::{Label, Manifest};
+use crate::derived::{Equipment, code, made_by, patient_and_study};
+use crate::dicom::build::{dcm_code, ds, el, item, seq};
 use crate::volume::Volume;
 
 /// One frame: its segment (BINARY; LABELMAP frames hold every segment) and its source
@@ -61,31 +62,6 @@ pub(super) fn data_set(seg: &Seg) -> InMemDicomObject {
         o.put(e);
     }
     o
-}
-
-/// Patient and General Study (C.7.1.1, C.7.2.1), copied from the source.
-pub(crate) fn patient_and_study(volume: &Volume) -> Vec<DataElement<InMemDicomObject>> {
-    let src = &volume.source;
-    let mut elements = vec![
-        text(tags::PATIENT_NAME, VR::PN, &src.patient_name),
-        text(tags::PATIENT_ID, VR::LO, &src.patient_id),
-        text(tags::PATIENT_BIRTH_DATE, VR::DA, &src.patient_birth_date),
-        text(tags::PATIENT_SEX, VR::CS, &src.patient_sex),
-        text(tags::STUDY_DATE, VR::DA, &src.study_date),
-        text(tags::STUDY_TIME, VR::TM, &src.study_time),
-        text(tags::ACCESSION_NUMBER, VR::SH, &src.accession_number),
-        text(
-            tags::REFERRING_PHYSICIAN_NAME,
-            VR::PN,
-            &src.referring_physician_name,
-        ),
-        text(tags::STUDY_DESCRIPTION, VR::LO, &src.study_description),
-        text(tags::STUDY_ID, VR::SH, &src.study_id),
-    ];
-    if let Some(cs) = &src.specific_character_set {
-        elements.push(el(tags::SPECIFIC_CHARACTER_SET, VR::CS, cs.as_str()));
-    }
-    elements
 }
 
 /// SOP Common, General and Segmentation Series, Frame of Reference, General and
@@ -152,24 +128,6 @@ fn series_and_equipment(seg: &Seg) -> Vec<DataElement<InMemDicomObject>> {
     ];
     elements.extend(made_by(equipment));
     elements
-}
-
-/// Manufacturer, model name and software versions: the General Equipment module's and
-/// the contributing equipment item's.
-pub(crate) fn made_by(equipment: &Equipment) -> [DataElement<InMemDicomObject>; 3] {
-    [
-        el(tags::MANUFACTURER, VR::LO, equipment.manufacturer.as_str()),
-        el(
-            tags::MANUFACTURER_MODEL_NAME,
-            VR::LO,
-            equipment.model_name.as_str(),
-        ),
-        el(
-            tags::SOFTWARE_VERSIONS,
-            VR::LO,
-            equipment.software_version.as_str(),
-        ),
-    ]
 }
 
 /// General Image, Image Pixel and Segmentation Image (C.7.6.1, C.7.6.3, C.8.20.2) but
@@ -477,55 +435,6 @@ fn referenced_series(seg: &Seg) -> DataElement<InMemDicomObject> {
     )
 }
 
-/// Formats a DS value in at most 16 characters.
-pub(crate) fn ds(v: f64) -> String {
-    let plain = format!("{v}");
-    if plain.len() <= 16 {
-        return plain;
-    }
-    (1..=15)
-        .rev()
-        .map(|p| format!("{v:.p$}"))
-        .find(|s| s.len() <= 16)
-        .unwrap_or_else(|| format!("{v:.6e}"))
-}
-
 fn ds_multi(values: &[f64]) -> PrimitiveValue {
     PrimitiveValue::Strs(values.iter().map(|v| ds(*v)).collect())
-}
-
-pub(crate) fn el(
-    tag: Tag,
-    vr: VR,
-    value: impl Into<PrimitiveValue>,
-) -> DataElement<InMemDicomObject> {
-    DataElement::new(tag, vr, value.into())
-}
-
-pub(crate) fn text(tag: Tag, vr: VR, value: &Option<String>) -> DataElement<InMemDicomObject> {
-    el(tag, vr, value.clone().unwrap_or_default())
-}
-
-pub(crate) fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
-    DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
-}
-
-pub(crate) fn item(elements: Vec<DataElement<InMemDicomObject>>) -> InMemDicomObject {
-    InMemDicomObject::from_element_iter(elements)
-}
-
-pub(crate) fn code(c: &Code) -> InMemDicomObject {
-    item(vec![
-        el(tags::CODE_VALUE, VR::SH, c.value.as_str()),
-        el(tags::CODING_SCHEME_DESIGNATOR, VR::SH, c.scheme.as_str()),
-        el(tags::CODE_MEANING, VR::LO, c.meaning.as_str()),
-    ])
-}
-
-pub(crate) fn dcm_code(value: &str, meaning: &str) -> InMemDicomObject {
-    code(&Code {
-        scheme: "DCM".into(),
-        value: value.into(),
-        meaning: meaning.into(),
-    })
 }

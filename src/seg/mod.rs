@@ -12,41 +12,20 @@
 //! that encoding the same result again gives the same instance, not a duplicate.
 
 pub mod frames;
-pub(crate) mod iod;
+mod iod;
 
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
 use sha2::{Digest, Sha256};
 
 use crate::cascade::manifest::Manifest;
+pub use crate::derived::Equipment;
+use crate::derived::{now_da_tm, uid_from};
 pub use crate::dicom::SegType;
 use crate::dicom::{Uid, part10};
 use crate::grid::Grid;
 use crate::volume::Volume;
 use frames::Frame;
-
-/// Who made the SEG.
-#[derive(Debug, Clone)]
-pub struct Equipment {
-    pub manufacturer: String,
-    pub model_name: String,
-    pub software_version: String,
-    pub device_serial_number: String,
-    /// The AE title written as Source Application Entity Title.
-    pub ae_title: String,
-}
-
-impl Equipment {
-    pub fn segnode(ae_title: &str) -> Self {
-        Self {
-            manufacturer: "segnode".into(),
-            model_name: "segnode".into(),
-            software_version: env!("CARGO_PKG_VERSION").into(),
-            device_serial_number: ae_title.into(),
-            ae_title: ae_title.into(),
-        }
-    }
-}
 
 /// An encoded SEG.
 #[derive(Debug, Clone)]
@@ -76,27 +55,6 @@ pub enum SegError {
     Encode(String),
 }
 
-/// A UID under 2.25 from a hash: the first 128 bits as a decimal number.
-pub(crate) fn uid_from(hasher: Sha256) -> Uid {
-    let digest = hasher.finalize();
-    Uid::from_u128(u128::from_be_bytes(
-        digest[..16].try_into().expect("16 bytes"),
-    ))
-}
-
-/// A UID derived from another object's (`base`): what `object` calls `what`. The SR and
-/// the key images derive theirs from their SEG's, so that making the same result again
-/// gives the same instances.
-pub(crate) fn derived_uid(base: &str, object: &str, what: &[u8]) -> Uid {
-    let mut h = Sha256::new();
-    h.update(base.as_bytes());
-    h.update([0]);
-    h.update(object.as_bytes());
-    h.update([0]);
-    h.update(what);
-    uid_from(h)
-}
-
 /// The Frame of Reference UID for a source series that has none (files from archives
 /// and conversion tools often lack this Type 1 attribute): derived from its Series
 /// Instance UID, so that every result of the series, whenever made, shares one frame.
@@ -107,20 +65,6 @@ pub fn derived_frame_of_reference(series_uid: &str) -> String {
     h.update(b"segnode frame of reference\0");
     h.update(series_uid.as_bytes());
     uid_from(h).to_string()
-}
-
-/// DICOM DA and TM of now (UTC).
-pub(crate) fn now_da_tm() -> (String, String) {
-    let now = time::OffsetDateTime::now_utc();
-    (
-        format!(
-            "{:04}{:02}{:02}",
-            now.year(),
-            u8::from(now.month()),
-            now.day()
-        ),
-        format!("{:02}{:02}{:02}", now.hour(), now.minute(), now.second()),
-    )
 }
 
 /// Encodes the label map of `volume` as a SEG of `seg_type`. `source_key` identifies

@@ -10,7 +10,9 @@ use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit::{AuditEvent, append_audit};
-use super::{AuditKind, Engine, Membership, SeriesId, Store, StoreError, begin_writing, now_ms};
+use super::{
+    AuditKind, Engine, Membership, SeriesId, SeriesState, Store, StoreError, begin_writing, now_ms,
+};
 use crate::dicom::Uid;
 
 /// The attributes of one received instance that the node records (read from the data
@@ -429,9 +431,9 @@ async fn record_in(
         "INSERT INTO series (series_uid, study_uid, patient_id, accession_number, modality,
                              series_description, calling_ae, state, first_received_ms, last_received_ms,
                              revision)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'receiving', $8, $8, $9)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $10, $8, $8, $9)
          ON CONFLICT (series_uid) DO UPDATE SET
-             state = 'receiving', last_received_ms = excluded.last_received_ms,
+             state = excluded.state, last_received_ms = excluded.last_received_ms,
              calling_ae = CASE WHEN excluded.revision > 0 THEN excluded.calling_ae ELSE series.calling_ae END,
              revision = series.revision + excluded.revision
          RETURNING id",
@@ -445,6 +447,7 @@ async fn record_in(
     .bind(calling_ae)
     .bind(now)
     .bind(i64::from(sql.is_some()))
+    .bind(SeriesState::Receiving)
     .fetch_one(&mut **tx)
     .await?;
     let Some(sql) = sql else {

@@ -39,7 +39,7 @@ pub use results::{NewDelivery, NewResult, ResultRow};
 pub use retention::RetentionCandidate;
 pub use series::{InstanceRow, SeriesRow};
 pub use states::{
-    AuditKind, DeliveryState, IllegalTransition, JobState, ResultObject, UnknownName,
+    AuditKind, DeliveryState, IllegalTransition, JobState, ResultObject, SeriesState, UnknownName,
 };
 
 /// Where the node keeps its rows: an embedded SQLite file (one node), or a PostgreSQL

@@ -2,7 +2,7 @@
 //! a stable series into the job its revision calls for.
 
 use super::audit::{AuditEvent, append_audit};
-use super::{AuditKind, JobId, JobState, SeriesId, Store, StoreError, now_ms};
+use super::{AuditKind, JobId, JobState, SeriesId, SeriesState, Store, StoreError, now_ms};
 use crate::dicom::Uid;
 
 /// A series that is receiving, as the tracker sees it.
@@ -59,9 +59,10 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT id, series_uid, study_uid, patient_id, accession_number, modality, series_description,
                     calling_ae, revision, last_received_ms
-             FROM series WHERE state = 'receiving' AND last_received_ms <= $1 ORDER BY last_received_ms",
+             FROM series WHERE state = $2 AND last_received_ms <= $1 ORDER BY last_received_ms",
         )
         .bind(cutoff_ms)
+        .bind(SeriesState::Receiving)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -93,12 +94,14 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let settled = sqlx::query(
-            "UPDATE series SET state = 'stable'
-             WHERE id = $1 AND last_received_ms = $2 AND revision = $3 AND state = 'receiving'",
+            "UPDATE series SET state = $4
+             WHERE id = $1 AND last_received_ms = $2 AND revision = $3 AND state = $5",
         )
         .bind(series.id)
         .bind(series.last_received_ms)
         .bind(series.revision)
+        .bind(SeriesState::Stable)
+        .bind(SeriesState::Receiving)
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -1,6 +1,6 @@
 //! The states and kinds the store records: a job's state machine (pure and exhaustively
-//! tested; every stage moves a job only through [`JobState::transition`]), a delivery's
-//! state and the kinds of audit event. Each is stored as its snake_case name and read
+//! tested; every stage moves a job only through [`JobState::transition`]), a series'
+//! state, a delivery's state, the kinds of result object and of audit event. Each is stored as its snake_case name and read
 //! back as the enum, so no stage compares strings.
 
 use std::fmt;
@@ -118,7 +118,34 @@ macro_rules! named {
     )*};
 }
 
-named!(JobState, DeliveryState, ResultObject, AuditKind);
+named!(
+    JobState,
+    DeliveryState,
+    ResultObject,
+    AuditKind,
+    SeriesState
+);
+
+/// Where a series stands: instances still arriving, or none for the stable age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeriesState {
+    /// An instance arrived within the stable age (or the series changed since its job).
+    Receiving,
+    /// No instance for the stable age: its revision has its job.
+    Stable,
+}
+
+impl SeriesState {
+    pub const ALL: [SeriesState; 2] = [SeriesState::Receiving, SeriesState::Stable];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeriesState::Receiving => "receiving",
+            SeriesState::Stable => "stable",
+        }
+    }
+}
 
 /// Where one delivery of a job's result stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -297,6 +324,9 @@ mod tests {
             assert_eq!(s.as_str().parse::<JobState>().unwrap(), s);
         }
         assert!("done".parse::<JobState>().is_err());
+        for s in SeriesState::ALL {
+            assert_eq!(s.as_str().parse::<SeriesState>().unwrap(), s);
+        }
     }
 
     #[test]

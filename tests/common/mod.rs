@@ -895,3 +895,21 @@ pub fn check_key_image(image: &Path, output: &Path, slice: u64) -> serde_json::V
     assert!(ok, "{report}");
     report
 }
+
+/// Dice between label `ours` of `a` and label `theirs` of `b` (label maps of one grid).
+/// Two maps that both lack the label agree: 1.
+pub fn dice(a: &[u8], ours: u8, b: &[u8], theirs: u8) -> f64 {
+    assert_eq!(a.len(), b.len(), "label maps of different grids");
+    let (mut both, mut x, mut y) = (0u64, 0u64, 0u64);
+    for (p, q) in a.iter().zip(b) {
+        let (p, q) = (*p == ours, *q == theirs);
+        both += u64::from(p && q);
+        x += u64::from(p);
+        y += u64::from(q);
+    }
+    if x + y == 0 {
+        1.0
+    } else {
+        2.0 * both as f64 / (x + y) as f64
+    }
+}
