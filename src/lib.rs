@@ -30,6 +30,7 @@
 //! | the 3-D array every stage passes on (label maps, masks) | [`grid`] |
 //! | large buffers (zeroed, huge pages) for volumes and label maps | [`memory`] |
 //! | model manifest and frame, ONNX Runtime, stages, region, post-processing | [`cascade`] |
+//! | bringing a model: nnU-Net v2 results folders to ONNX and a manifest (runs Python) | [`import`] |
 //! | what the SEG, SR and key images share: equipment, derived UIDs, patient and study | [`derived`] |
 //! | DICOM Segmentation encoding, module by module | [`seg`] |
 //! | measurement report: organ volumes and attenuation as TID 1500 SR | [`sr`] |
@@ -51,6 +52,7 @@ pub mod deliver;
 pub mod derived;
 pub mod dicom;
 pub mod grid;
+pub mod import;
 mod jobs;
 pub mod keyimages;
 mod memory;

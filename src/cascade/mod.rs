@@ -10,7 +10,6 @@
 //! DICOM here: a [`Volume`] in, a label map aligned with it out.
 
 pub mod frame;
-pub mod import;
 pub mod manifest;
 mod nnunet;
 pub mod ops;

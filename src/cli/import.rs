@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::cascade::frame::Frame;
-use crate::cascade::import::{ImportOptions, import};
+use crate::import::{ImportOptions, import};
 
 /// Import an nnU-Net v2 model (a results folder, e.g. TotalSegmentator's) as a model
 /// folder: each fold's network to ONNX, and a manifest that runs it as nnU-Net does.

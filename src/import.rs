@@ -11,14 +11,14 @@ use std::process::Command;
 
 use serde::Deserialize;
 
-use super::frame::Frame;
-use super::manifest::{
+use crate::cascade::frame::Frame;
+use crate::cascade::manifest::{
     Code, Label, Manifest, ManifestError, Model, Network, Pipeline, PostProcess, Stage,
 };
-use super::ops::{Blending, Normalization};
+use crate::cascade::ops::{Blending, Normalization};
 use crate::checksum::sha256_hex;
 
-const EXPORT_SCRIPT: &str = include_str!("../../scripts/nnunet_export.py");
+const EXPORT_SCRIPT: &str = include_str!("../scripts/nnunet_export.py");
 
 /// What to import and how.
 #[derive(Debug, Clone)]
@@ -260,7 +260,13 @@ fn coarse_stage(
     dir: &Path,
     out: &Path,
     frame: Frame,
-) -> Result<(Option<Stage>, Option<super::manifest::CascadeRules>), ImportError> {
+) -> Result<
+    (
+        Option<Stage>,
+        Option<crate::cascade::manifest::CascadeRules>,
+    ),
+    ImportError,
+> {
     let coarse = Model::load(dir)?;
     let m = coarse.manifest;
     let (Some(mut stage), Some(rules)) = (m.stage1, m.cascade) else {
