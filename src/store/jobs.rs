@@ -580,6 +580,66 @@ mod tests {
         );
     }
 
+    /// A slice that arrives after a series settled but before its job starts makes a
+    /// new revision: the old job is not started (the new revision's job supersedes it
+    /// once the series is stable again), and one started just before reads nothing and
+    /// is set aside, so that no job records one set of instances and processes another.
+    #[tokio::test]
+    async fn a_job_whose_series_moved_on_is_neither_claimed_nor_read() {
+        use super::super::testing::{file, instance};
+        let store = crate::store::testing::store().await;
+        let first = queued_job(&store, 19, "PACS").await;
+        store
+            .record_instance(&instance(1, 19), &file("f19", "x"), "PACS", true)
+            .await
+            .unwrap();
+        assert!(store.claim_next_job().await.unwrap().is_none());
+
+        // Claimed before the late slice: its revision's instances are gone.
+        let store = crate::store::testing::store().await;
+        let first_b = queued_job(&store, 19, "PACS").await;
+        let job = store.claim_next_job().await.unwrap().unwrap();
+        assert_eq!(job.id, first_b);
+        store
+            .record_instance(&instance(1, 19), &file("f19", "x"), "PACS", true)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .series_sources(job.series_id, job.series_revision)
+                .await
+                .unwrap(),
+            None
+        );
+        store.set_aside_stale(&job).await.unwrap();
+        assert_eq!(
+            store.job(first_b).await.unwrap().unwrap().state,
+            JobState::Queued
+        );
+        assert!(store.claim_next_job().await.unwrap().is_none());
+        // Once stable again, the new revision's job (all 20) supersedes it and runs.
+        let series = store.series_due(now_ms()).await.unwrap().remove(0);
+        let second = store
+            .settle_series(&series, 20, None)
+            .await
+            .unwrap()
+            .unwrap();
+        let old = store.job(first_b).await.unwrap().unwrap();
+        assert_eq!(
+            (old.state, old.superseded_by),
+            (JobState::Superseded, Some(second))
+        );
+        let job = store.claim_next_job().await.unwrap().unwrap();
+        assert_eq!(job.id, second);
+        let sources = store
+            .series_sources(job.series_id, job.series_revision)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(sources.len(), 20);
+        assert_ne!(first, second);
+    }
+
     #[tokio::test]
     async fn interrupted_jobs_count_their_starts_and_go_back_to_the_queue() {
         let store = crate::store::testing::store().await;

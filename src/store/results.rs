@@ -191,7 +191,63 @@ impl Store {
 mod tests {
     use sqlx::{AnyPool, Row};
 
-    use super::super::testing;
+    use super::super::testing::{self, queued_job};
+    use super::super::{Attempt, DeliveryState};
+    use super::*;
+
+    /// The same object (the same SOP Instance UID: the same content) made again by a
+    /// later job is not sent again to a destination that acknowledged it; a destination
+    /// that has not got it yet still gets it.
+    #[tokio::test]
+    async fn an_object_a_destination_acknowledged_is_not_sent_again_unchanged() {
+        let store = testing::store().await;
+        let sr = |file: &str| NewResult {
+            kind: ResultObject::Sr,
+            variant: None,
+            sop_instance_uid: Uid::parse("2.25.77").unwrap(),
+            file: file.into(),
+        };
+        let to = |destination: &str| NewDelivery {
+            destination: destination.into(),
+            sop_instance_uid: Uid::parse("2.25.77").unwrap(),
+            fallback: None,
+        };
+        let first = queued_job(&store, 1, "PACS").await;
+        store
+            .create_deliveries(first, &[sr("a")], &[to("pacs")])
+            .await
+            .unwrap();
+        let due = store.claim_due_deliveries(10).await.unwrap();
+        let delivered = Attempt::Delivered {
+            status: "0x0000".into(),
+            note: None,
+        };
+        store.record_attempt(&due[0], &delivered).await.unwrap();
+
+        let second = JobId(first.0 + 1);
+        sqlx::query(
+            "INSERT INTO jobs (id, series_id, series_revision, state, instance_count, created_ms,
+                 updated_ms)
+             SELECT $1, series_id, series_revision + 1, 'succeeded', 1, 0, 0 FROM jobs WHERE id = $2",
+        )
+        .bind(second)
+        .bind(first)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        store
+            .create_deliveries(second, &[sr("b")], &[to("pacs"), to("archive")])
+            .await
+            .unwrap();
+        let again = store.job_deliveries(second).await.unwrap();
+        assert_eq!(
+            again
+                .iter()
+                .map(|d| (d.destination.as_str(), d.state))
+                .collect::<Vec<_>>(),
+            [("archive", DeliveryState::Pending)]
+        );
+    }
 
     /// Applies the engine's migration files whose version `take` selects, in order.
     async fn apply(pool: &AnyPool, engine: &str, take: impl Fn(u32) -> bool) {
