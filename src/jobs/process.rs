@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::cascade::manifest::Manifest;
 use crate::cascade::{Cascade, CascadeError, Scope, Segmentation};
 use crate::dicom::{Uid, part10};
 use crate::keyimages::{self, KeyImage, KeyImageError};
@@ -196,56 +197,77 @@ pub fn process(
             StageError::Volume(e.renamed(|path| names.get(path).cloned()))
         })?;
     summary.time(Stage::Volume, t);
-    let volume_summary = VolumeSummary {
+    summary.volume = Some(VolumeSummary {
         shape: volume.shape,
         spacing_mm: volume.geometry.spacing,
         origin_mm: volume.geometry.origin,
         hu: volume.hu_stats(),
+    });
+    let nothing = |volume, segmentation, summary| Processed {
+        volume,
+        segmentation,
+        segs: Vec::new(),
+        sr: None,
+        key_images: Vec::new(),
+        summary,
     };
     let Some(cascade) = cascade else {
-        summary.volume = Some(volume_summary);
-        return Ok(Processed {
-            volume,
-            segmentation: None,
-            segs: Vec::new(),
-            sr: None,
-            key_images: Vec::new(),
-            summary,
-        });
+        return Ok(nothing(volume, None, summary));
     };
     let t = Instant::now();
     let segmentation = cascade
         .run_scoped(&volume, options.scope)
         .map_err(StageError::Cascade)?;
     summary.time(Stage::Cascade, t);
-    summary.volume = Some(volume_summary);
     summary.cascade = Some(segmentation.summary.clone());
     if segmentation.summary.empty {
-        return Ok(Processed {
-            volume,
-            segmentation: Some(segmentation),
-            segs: Vec::new(),
-            sr: None,
-            key_images: Vec::new(),
-            summary,
-        });
+        return Ok(nothing(volume, Some(segmentation), summary));
     }
+    let encoded = encode(
+        source,
+        &volume,
+        &segmentation,
+        &cascade.model.manifest,
+        options,
+        &mut summary,
+    )?;
+    Ok(Processed {
+        volume,
+        segmentation: Some(segmentation),
+        segs: encoded.segs,
+        sr: Some(encoded.sr),
+        key_images: encoded.key_images,
+        summary,
+    })
+}
+
+/// The result objects of a segmentation.
+struct Encoded {
+    segs: Vec<(SegType, EncodedSeg)>,
+    sr: EncodedSr,
+    key_images: Vec<KeyImage>,
+}
+
+/// Encodes the SEGs, the measurement report and (when asked) the key images of a
+/// segmentation that found something, recording each in `summary`.
+fn encode(
+    source: &Source,
+    volume: &Volume,
+    segmentation: &Segmentation,
+    model: &Manifest,
+    options: &Options,
+    summary: &mut JobSummary,
+) -> Result<Encoded, StageError> {
     let t = Instant::now();
     let key = source.key();
+    let labels = &segmentation.labels;
     let segs = options
         .seg_types
         .iter()
         .map(|&seg_type| {
-            seg::encode(
-                &volume,
-                &segmentation.labels,
-                &cascade.model.manifest,
-                seg_type,
-                &options.equipment,
-                &key,
-            )
-            .map(|encoded| (seg_type, encoded))
-            .map_err(StageError::Seg)
+            seg::encode(volume, labels, model, seg_type, &options.equipment, &key)
+                .map(|encoded| (seg_type, encoded))
+                .map_err(StageError::Seg)
         })
         .collect::<Result<Vec<_>, _>>()?;
     summary.time(Stage::Seg, t);
@@ -258,15 +280,18 @@ pub fn process(
         bytes: first.file.len(),
     });
     let t = Instant::now();
-    let model = &cascade.model.manifest;
-    let organs = sr::measure(&volume, &segmentation.labels, model, first);
-    let report =
-        sr::encode(&volume, &organs, first, model, &options.equipment).map_err(StageError::Sr)?;
+    let organs = sr::measure(volume, labels, model, first);
+    let sr =
+        sr::encode(volume, &organs, first, model, &options.equipment).map_err(StageError::Sr)?;
     summary.time(Stage::Sr, t);
+    summary.sr = Some(SrSummary {
+        sop_instance_uid: sr.sop_instance_uid.clone(),
+        series_instance_uid: sr.series_instance_uid.clone(),
+        bytes: sr.file.len(),
+    });
     let key_images = if options.key_images {
         let t = Instant::now();
-        let labels = &segmentation.labels;
-        let images = keyimages::encode(&volume, labels, model, &organs, first, &options.equipment)
+        let images = keyimages::encode(volume, labels, model, &organs, first, &options.equipment)
             .map_err(StageError::KeyImages)?;
         summary.time(Stage::KeyImages, t);
         summary.key_images = images
@@ -281,18 +306,10 @@ pub fn process(
         Vec::new()
     };
     summary.organs = organs;
-    summary.sr = Some(SrSummary {
-        sop_instance_uid: report.sop_instance_uid.clone(),
-        series_instance_uid: report.series_instance_uid.clone(),
-        bytes: report.file.len(),
-    });
-    Ok(Processed {
-        volume,
-        segmentation: Some(segmentation),
+    Ok(Encoded {
         segs,
-        sr: Some(report),
+        sr,
         key_images,
-        summary,
     })
 }
 
