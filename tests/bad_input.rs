@@ -97,7 +97,7 @@ fn crafted(dir: &Path, sop_instance: &str, dataset_class: &str) -> OutgoingFile 
 
 fn no_file_outside_spool(node: &TestNode) {
     for f in files_under(node.dir.path()) {
-        if is_ready_file(&f) {
+        if is_ready_file(&f) || is_node_lock(&f) {
             continue;
         }
         let rel = f
