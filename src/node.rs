@@ -1,5 +1,6 @@
-//! Wires the stages into a running node: opens the store and the spool (sweeping what a
-//! crash left), resumes interrupted jobs, loads the model (one cascade per worker; a
+//! Wires the stages into a running node: opens the store and the spool, takes its node
+//! id (refusing to start while another live process holds it), sweeps what a crash
+//! left, resumes interrupted jobs, loads the model (one cascade per worker; a
 //! broken model stops start-up), binds the DICOM and HTTP listeners and starts the
 //! receiver, the series tracker, the job workers, the outbox, the HTTP API, and when
 //! configured the webhook sender and the retention purge. Everything stops on one
@@ -24,8 +25,8 @@ use crate::jobs::{
 };
 use crate::receive::{self, Receiver};
 use crate::series;
-use crate::spool::{self, Spool};
-use crate::store::{Engine, Store, StoreError};
+use crate::spool::{self, Spool, TmpLock};
+use crate::store::{Engine, NodeRow, Store, StoreError, format_ms, now_ms};
 use tokio::sync::Notify;
 
 /// How long shutdown waits for associations and workers to finish.
@@ -67,6 +68,39 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "node id {node_id:?} is in use by another segnode process on this spool ({lock} is \
+         locked; its last heartbeat: {last_seen}): stop that node, or give this one another \
+         node_id (node.node_id or SEGNODE_NODE_ID)"
+    )]
+    NodeIdLocked {
+        node_id: String,
+        lock: String,
+        last_seen: String,
+    },
+    #[error(
+        "node id {node_id:?} is in use by another live node (its last heartbeat: {last_seen}, \
+         within the {lease_s} s lease): if that node has stopped, wait {wait_s} s; otherwise \
+         give this one another node_id (node.node_id or SEGNODE_NODE_ID)"
+    )]
+    NodeIdHeld {
+        node_id: String,
+        last_seen: String,
+        lease_s: u64,
+        wait_s: u64,
+    },
+}
+
+/// When a node was last seen, for a person: "3.2 s ago (2026-05-01T10:00:00Z)".
+fn last_seen(row: Option<&NodeRow>) -> String {
+    match row {
+        None => "none yet".into(),
+        Some(r) => format!(
+            "{:.1} s ago ({})",
+            (now_ms() - r.seen_ms).max(0) as f64 / 1000.0,
+            format_ms(r.seen_ms)
+        ),
+    }
 }
 
 /// A started node.
@@ -78,6 +112,8 @@ pub struct Node {
     pub store: Store,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// This process's hold on its spool folder, released when the node has stopped.
+    _tmp_lock: TmpLock,
 }
 
 /// Binds a listener; returns it with the address it got (port 0 picks one).
@@ -101,7 +137,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         source,
     };
     let spool = Spool::open(&spool_dir, &config.membership.node_id).map_err(spool_error)?;
-    recover(&store, &spool, spool_error).await?;
+    let tmp_lock = claim_node_id(&store, &spool, &spool_error).await?;
+    recover(&store, &spool, &tmp_lock, spool_error).await?;
     // The model is checked (files, checksums, session shapes) before the node listens:
     // a broken model folder stops start-up with the file named.
     let (cascades, model_report) = open_models(&config).await?;
@@ -219,7 +256,41 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         store,
         shutdown,
         tasks,
+        _tmp_lock: tmp_lock,
     })
+}
+
+/// Takes this node's id for this process, before anything touches the spool: its
+/// folder on the spool (a second process with the same id on this spool finds it
+/// locked), then its row among the nodes (a process with the same id on another spool
+/// holds it while it heartbeats). The row of the process that held the folder last on
+/// this machine is taken over at once: that process has stopped (a restart after a
+/// crash waits for nothing); one that ran elsewhere frees the id after its lease.
+async fn claim_node_id(
+    store: &Store,
+    spool: &Spool,
+    spool_error: impl Fn(std::io::Error) -> NodeError,
+) -> Result<TmpLock, NodeError> {
+    let node_id = &store.node().node_id;
+    let Some(lock) = spool.lock_tmp(store.instance()).map_err(&spool_error)? else {
+        let holder = store.node_row(node_id).await?;
+        return Err(NodeError::NodeIdLocked {
+            node_id: node_id.clone(),
+            lock: spool.tmp_lock_path().display().to_string(),
+            last_seen: last_seen(holder.as_ref()),
+        });
+    };
+    if let Some(holder) = store.claim_node_id(now_ms(), lock.previous()).await? {
+        let lease_ms = store.node().lease.as_millis() as i64;
+        let wait_ms = (holder.seen_ms + lease_ms - now_ms()).clamp(0, lease_ms);
+        return Err(NodeError::NodeIdHeld {
+            node_id: node_id.clone(),
+            last_seen: last_seen(Some(&holder)),
+            lease_s: store.node().lease.as_secs(),
+            wait_s: (wait_ms as u64).div_ceil(1000),
+        });
+    }
+    Ok(lock)
 }
 
 /// Start-up recovery after any stop: rows whose file never became durable are
@@ -228,6 +299,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
 async fn recover(
     store: &Store,
     spool: &Spool,
+    tmp_lock: &TmpLock,
     spool_error: impl Fn(std::io::Error) -> NodeError,
 ) -> Result<(), NodeError> {
     let dropped = drop_unacknowledged(store, spool).await?;
@@ -237,13 +309,16 @@ async fn recover(
             "dropped instance records whose file was not durable when the node stopped (never acknowledged)"
         );
     }
-    // On a spool other nodes share, their objects may be moments from being recorded.
-    let min_age = match store.engine() {
-        Engine::Sqlite => Duration::ZERO,
-        Engine::Postgres => SHARED_SWEEP_MIN_AGE,
+    // On a spool other nodes share, their objects may be moments from being recorded:
+    // on PostgreSQL, or where another node on the same SQLite file is alive.
+    let shared = store.engine() == Engine::Postgres || store.other_live_nodes().await? > 0;
+    let min_age = if shared {
+        SHARED_SWEEP_MIN_AGE
+    } else {
+        Duration::ZERO
     };
     let swept = spool
-        .sweep(&store.referenced_files().await?, min_age)
+        .sweep(tmp_lock, &store.referenced_files().await?, min_age)
         .map_err(&spool_error)?;
     if swept > 0 {
         tracing::info!(

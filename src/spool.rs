@@ -7,6 +7,14 @@
 //! what a crash left behind: temporary files and objects that no database row
 //! references (they were never acknowledged); rows whose file did not become durable
 //! are found by their checksum (`Store::recent_instances`, [`Spool::holds`]).
+//!
+//! Several nodes may share the spool, each writing into its own `tmp/<node id>/`. A
+//! running node holds that folder ([`TmpLock`], an exclusive `flock` that the kernel
+//! releases however the process ends), and only the holder sweeps it: a second
+//! process with the same node id cannot take the lock, and so neither sweeps nor
+//! writes there. Another node's files are left alone: its folder is never read, and
+//! what lies in the shared folders is swept only once older than the minimum age the
+//! caller gives.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -114,6 +122,45 @@ pub struct Spool {
 /// The object files are spread over this many shard directories (`objects/00`..`ff`).
 const SHARDS: usize = 256;
 
+/// The file in `tmp/<node id>/` that the running node holds locked ([`TmpLock`]); it
+/// names the process that holds or last held it.
+const LOCK_FILE: &str = "lock";
+
+/// This process's hold on its node's folder `tmp/<node id>/`: an exclusive `flock` on
+/// `tmp/<node id>/lock`, released when dropped or when the process ends, however it
+/// ends (on NFS v4 and CephFS the lock is the server's and holds across hosts). Only
+/// the holder sweeps the folder ([`Spool::sweep`]).
+#[derive(Debug)]
+pub struct TmpLock {
+    _file: File,
+    tmp: PathBuf,
+    previous: Option<String>,
+}
+
+impl TmpLock {
+    /// The token of the process that held the folder before this one (written by
+    /// [`Spool::lock_tmp`]) if it ran on this machine's running kernel: that process
+    /// has stopped, since the lock was free. One that ran elsewhere is not named: a
+    /// free lock proves nothing where a mount keeps locks local to each host (NFS with
+    /// `nolock` or `local_lock`).
+    pub fn previous(&self) -> Option<&str> {
+        self.previous.as_deref()
+    }
+}
+
+/// This kernel's boot id (Linux): the same for every process and container on this
+/// machine until it reboots, which `flock` serialises whatever the file system.
+fn boot_id() -> Option<String> {
+    let id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_string()).filter(|id| !id.is_empty())
+}
+
+/// What a lock file says: "<boot id> <token>"; the token when the boot id is `ours`.
+fn token_of_this_kernel<'a>(content: &'a str, ours: Option<&str>) -> Option<&'a str> {
+    let (boot, token) = content.trim().split_once(' ')?;
+    (Some(boot) == ours && !token.is_empty()).then_some(token)
+}
+
 impl Spool {
     /// Opens the spool for node `node_id`, creating `tmp/<node_id>/` and every
     /// `objects/<shard>/` (their entries made durable here, once, so that persisting a
@@ -141,6 +188,49 @@ impl Spool {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The file whose lock holds this node's folder: `tmp/<node id>/lock`.
+    pub fn tmp_lock_path(&self) -> PathBuf {
+        self.tmp.join(LOCK_FILE)
+    }
+
+    /// Takes this node's folder `tmp/<node id>/` for this process, recording `instance`
+    /// (the process's token, without spaces) and this kernel's boot id in its lock
+    /// file; `None` while another process holds it (a second node with the same node id
+    /// on this spool).
+    pub fn lock_tmp(&self, instance: &str) -> io::Result<Option<TmpLock>> {
+        use std::io::{Read, Seek};
+        use std::os::fd::AsRawFd;
+        let path = self.tmp_lock_path();
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        // SAFETY: a valid open file descriptor; flock does not touch memory.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let mut previous = String::new();
+        file.read_to_string(&mut previous)?;
+        let boot = boot_id();
+        let previous = token_of_this_kernel(&previous, boot.as_deref()).map(str::to_string);
+        file.set_len(0)?;
+        file.rewind()?;
+        let unknown = "unknown-boot";
+        write!(file, "{} {instance}", boot.as_deref().unwrap_or(unknown))?;
+        file.sync_all()?;
+        Ok(Some(TmpLock {
+            _file: file,
+            tmp: self.tmp.clone(),
+            previous,
+        }))
     }
 
     /// Keeps up to `count` empty files ready in `tmp/` for [`Spool::create`], made by a
@@ -260,25 +350,37 @@ impl Spool {
         Ok(file_system_kind(&self.root))
     }
 
-    /// Removes this node's temporary files (and any an older version left directly in
-    /// `tmp/`) and the objects not in `referenced` last modified at least `min_age` ago
-    /// (on a spool that other nodes share, an object is renamed into place moments
-    /// before its row commits); returns how many.
-    pub fn sweep(&self, referenced: &HashSet<String>, min_age: Duration) -> io::Result<usize> {
-        let mut removed = 0;
-        for dir in [&self.tmp, &self.root.join("tmp")] {
-            for entry in fs::read_dir(dir)? {
-                let entry = entry?;
-                if entry.file_type()?.is_file() {
-                    fs::remove_file(entry.path())?;
-                    removed += 1;
-                }
-            }
-        }
+    /// Removes this node's temporary files (the caller holds its folder: `held`), and
+    /// the files an older version left directly in `tmp/` and the objects not in
+    /// `referenced` that were last modified at least `min_age` ago (on a spool that
+    /// other nodes share, an object is renamed into place moments before its row
+    /// commits); returns how many. Other nodes' folders are never read.
+    pub fn sweep(
+        &self,
+        held: &TmpLock,
+        referenced: &HashSet<String>,
+        min_age: Duration,
+    ) -> io::Result<usize> {
+        debug_assert_eq!(held.tmp, self.tmp, "the lock of this spool's node folder");
         let old_enough = |entry: &fs::DirEntry| -> io::Result<bool> {
             let modified = entry.metadata()?.modified()?;
             Ok(modified.elapsed().unwrap_or_default() >= min_age)
         };
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.tmp)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() && entry.file_name() != LOCK_FILE {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        for entry in fs::read_dir(self.root.join("tmp"))? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() && old_enough(&entry)? {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
         for shard in fs::read_dir(self.root.join("objects"))? {
             let shard = shard?;
             if !shard.file_type()?.is_dir() {
@@ -375,8 +477,9 @@ mod tests {
         assert!(a.starts_with("objects/") && a.ends_with(".dcm"));
         assert_eq!(fs::read(spool.path(&a)).unwrap(), b"first");
         fs::write(dir.path().join("tmp/leftover.part"), b"x").unwrap();
+        let held = spool.lock_tmp("me").unwrap().unwrap();
         let removed = spool
-            .sweep(&HashSet::from([a.clone()]), Duration::ZERO)
+            .sweep(&held, &HashSet::from([a.clone()]), Duration::ZERO)
             .unwrap();
         assert_eq!(removed, 2);
         assert!(spool.path(&a).exists());
@@ -449,5 +552,107 @@ mod tests {
             0
         );
         assert!(dir.path().join(&name).exists());
+    }
+    #[test]
+    fn a_node_folder_is_held_by_one_process_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Spool::open(dir.path(), "n").unwrap();
+        let second = Spool::open(dir.path(), "n").unwrap();
+        let held = first.lock_tmp("first").unwrap().expect("a free folder");
+        assert_eq!(held.previous(), None);
+        assert!(
+            second.lock_tmp("second").unwrap().is_none(),
+            "a second process with the same node id"
+        );
+        let other = Spool::open(dir.path(), "other").unwrap();
+        assert!(
+            other.lock_tmp("other").unwrap().is_some(),
+            "another node id"
+        );
+        drop(held); // the first process stops (or dies)
+        let held = second.lock_tmp("second").unwrap().expect("free again");
+        assert_eq!(held.previous(), Some("first"));
+        drop(held);
+        // A holder on another machine's kernel is not named: its lock may not have
+        // reached this one.
+        fs::write(first.tmp_lock_path(), "another-boot elsewhere").unwrap();
+        let held = first.lock_tmp("third").unwrap().unwrap();
+        assert_eq!(held.previous(), None);
+    }
+
+    #[test]
+    fn a_lock_file_names_a_holder_of_this_kernel_only() {
+        assert_eq!(token_of_this_kernel("b1 t1\n", Some("b1")), Some("t1"));
+        assert_eq!(token_of_this_kernel("b2 t1", Some("b1")), None);
+        assert_eq!(token_of_this_kernel("b1 t1", None), None);
+        assert_eq!(token_of_this_kernel("t1", Some("b1")), None);
+        assert_eq!(token_of_this_kernel("", Some("b1")), None);
+        assert!(boot_id().is_some(), "Linux names its boot");
+    }
+
+    fn set_age(path: &Path, age: Duration) {
+        let file = File::options().write(true).open(path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+    }
+
+    /// Node `b` starts on a spool where node `a` is running: `b`'s sweep removes its
+    /// own leftovers and what is old and unreferenced in the shared folders, and none
+    /// of `a`'s files: those made ahead, one being written, an object just persisted
+    /// whose row is not yet committed.
+    #[test]
+    fn the_sweep_leaves_a_live_second_nodes_files_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let min_age = Duration::from_secs(600);
+        let a = Spool::open(dir.path(), "a").unwrap();
+        let _a_held = a.lock_tmp("a").unwrap().unwrap();
+        a.keep_ready(3).unwrap();
+        let tmp_a = dir.path().join("tmp/a");
+        let count = |d: &Path| fs::read_dir(d).unwrap().count();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while count(&tmp_a) < 5 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut writing = a.create().unwrap();
+        writing.write(b"half an instance").unwrap();
+        let just_persisted = a.write(b"an instance").unwrap();
+        let old_object = a.write(b"never acknowledged").unwrap();
+        set_age(&a.path(&old_object), Duration::from_secs(3600));
+        let a_files: Vec<PathBuf> = files_under(dir.path())
+            .into_iter()
+            .filter(|f| *f != a.path(&old_object))
+            .collect();
+        let old_tmp = dir.path().join("tmp/old.part");
+        fs::write(&old_tmp, b"x").unwrap();
+        set_age(&old_tmp, Duration::from_secs(3600));
+        let fresh_tmp = dir.path().join("tmp/fresh.part");
+        fs::write(&fresh_tmp, b"x").unwrap();
+
+        let b = Spool::open(dir.path(), "b").unwrap();
+        fs::write(dir.path().join("tmp/b/leftover.part"), b"x").unwrap();
+        let b_held = b.lock_tmp("b").unwrap().unwrap();
+        let removed = b.sweep(&b_held, &HashSet::new(), min_age).unwrap();
+        assert_eq!(removed, 3, "b's leftover, the old object, the old tmp file");
+        assert!(!a.path(&old_object).exists() && !old_tmp.exists());
+        assert!(fresh_tmp.exists());
+        assert!(dir.path().join("tmp/b/lock").exists());
+        for f in &a_files {
+            assert!(f.exists(), "{} of the live node a was removed", f.display());
+        }
+        assert!(a.path(&just_persisted).exists());
+        assert_eq!(writing.persist().unwrap().len(), just_persisted.len());
+    }
+
+    fn files_under(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(files_under(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
     }
 }

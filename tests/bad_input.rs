@@ -97,7 +97,7 @@ fn crafted(dir: &Path, sop_instance: &str, dataset_class: &str) -> OutgoingFile 
 
 fn no_file_outside_spool(node: &TestNode) {
     for f in files_under(node.dir.path()) {
-        if is_ready_file(&f) {
+        if is_ready_file(&f) || is_node_lock(&f) {
             continue;
         }
         let rel = f
@@ -423,8 +423,8 @@ fn put_us(obj: &mut dicom_object::InMemDicomObject, tag: dicom_core::Tag, v: u16
     ));
 }
 
-/// Rows = 16 with 32 rows of data; Bits Allocated = 8 with 16-bit data; PALETTE COLOR.
-/// Slices `first`, `first + 1`, `first + 2`.
+/// Rows = 16 with 32 rows of data; Bits Allocated = 8 with 16-bit data; PALETTE COLOR;
+/// Bits Stored 17 of 16 allocated. Slices `first` to `first + 3`.
 fn pixel_mismatches(dir: &Path, first: u32) -> Vec<(PathBuf, DimseStatus, &'static str)> {
     use dicom_dictionary_std::tags;
     vec![
@@ -453,6 +453,14 @@ fn pixel_mismatches(dir: &Path, first: u32) -> Vec<(PathBuf, DimseStatus, &'stat
             DimseStatus::DATASET_DOES_NOT_MATCH_SOP_CLASS,
             "PALETTE COLOR",
         ),
+        (
+            mismatched(dir, first + 3, |o| {
+                put_us(o, tags::BITS_STORED, 17);
+                put_us(o, tags::HIGH_BIT, 16);
+            }),
+            DimseStatus::CANNOT_UNDERSTAND,
+            "Bits Stored 17 exceeds Bits Allocated 16",
+        ),
     ]
 }
 
@@ -480,6 +488,25 @@ async fn pixel_data_that_contradicts_its_description_is_refused_at_c_store() {
     node.stop().await;
 }
 
+/// DCMTK's storescu, a real sender, is refused (0xC000, a failure it does not retry)
+/// when Bits Stored exceeds Bits Allocated; nothing is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storescu_is_refused_an_image_storing_more_bits_than_allocated() {
+    let node = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, _) = pixel_mismatches(dir.path(), 21).remove(3);
+    let path = path.display().to_string();
+    let args = ["-v", "-aet", "STORESCU", "-aec", "SEGNODE", "127.0.0.1"];
+    let (_, out) = run_tool("storescu", &[&args[..], &[&node.port(), &path]].concat()).await;
+    assert!(
+        out.contains("Received Store Response (Error: CannotUnderstand)"),
+        "storescu: {out}"
+    );
+    assert!(spooled_files(&node.spool()).is_empty(), "nothing kept");
+    assert_still_serving(&node).await;
+    node.stop().await;
+}
+
 #[test]
 fn pixel_data_that_contradicts_its_description_fails_assembly_with_its_code() {
     let dir = tempfile::tempdir().unwrap();
@@ -495,7 +522,12 @@ fn pixel_data_that_contradicts_its_description_fails_assembly_with_its_code() {
         .collect();
     assert_eq!(
         codes,
-        ["decode_failed", "decode_failed", "unsupported_pixel_format"]
+        [
+            "decode_failed",
+            "decode_failed",
+            "unsupported_pixel_format",
+            "unsupported_pixel_format"
+        ]
     );
 }
 
@@ -546,7 +578,8 @@ async fn a_deflate_bomb_is_refused_without_inflating_it() {
     let before = peak_rss();
     let (status, comment) = send_one(&node, file).await;
     let grown = peak_rss().saturating_sub(before);
-    assert_eq!(status, DimseStatus::OUT_OF_RESOURCES, "{comment:?}");
+    // Sending it again cannot help: a failure that peers do not retry (not A7xx).
+    assert_eq!(status, DimseStatus::CANNOT_UNDERSTAND, "{comment:?}");
     assert!(comment.unwrap_or_default().contains("inflates beyond"));
     assert!(grown < 64 << 20, "peak RSS grew by {} MiB", grown >> 20);
     assert_eq!(

@@ -278,6 +278,116 @@ fn synthetic_geometry_faults_get_their_codes() {
     }
 }
 
+/// A series of 20 slices 3 mm apart whose 8th by position (z = 21 mm, SOP Instance UID
+/// ending .8; UID and file order both differ from position order) is at fault: the
+/// failure names that instance and where it lies, whichever slice the files list first.
+#[test]
+fn geometry_failures_name_the_instance_and_its_position() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let work = tempfile::tempdir().unwrap();
+    let z: Vec<f64> = (0..20).map(|i| 3.0 * f64::from(i)).collect();
+    let uid = |n: u32| format!("1.2.826.0.1.3680043.10.3.1.{n}");
+    let eighth = format!(
+        "instance {} at z = 21.0 mm (slice 8 of 20 by position)",
+        uid(8)
+    );
+    type Modify = Box<dyn Fn(usize, &mut dicom_object::InMemDicomObject)>;
+    let at_eighth = |tag, vr, value: &'static str| -> Modify {
+        Box::new(move |i, o| {
+            if i == 7 {
+                o.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+            }
+        })
+    };
+    let mut duplicate = z.clone();
+    duplicate[8] = 21.0;
+    let cases: Vec<(&str, Vec<f64>, Modify, Vec<String>)> = vec![
+        (
+            "orientation_inconsistent",
+            z.clone(),
+            at_eighth(
+                tags::IMAGE_ORIENTATION_PATIENT,
+                VR::DS,
+                "1\\0\\0\\0\\0.8\\0.6",
+            ),
+            vec![eighth.clone(), "19 of 20 slices".into()],
+        ),
+        (
+            "dimensions_inconsistent",
+            z.clone(),
+            Box::new(|i, o| {
+                if i == 7 {
+                    o.put(DataElement::new(
+                        tags::ROWS,
+                        VR::US,
+                        PrimitiveValue::from(16u16),
+                    ));
+                }
+            }),
+            vec![eighth.clone(), "16x8".into(), "8x8".into()],
+        ),
+        (
+            "pixel_spacing_inconsistent",
+            z.clone(),
+            at_eighth(tags::PIXEL_SPACING, VR::DS, "0.9\\0.9"),
+            vec![eighth.clone()],
+        ),
+        (
+            "duplicate_position",
+            duplicate,
+            Box::new(|_, _| {}),
+            vec![
+                eighth.clone(),
+                format!(
+                    "instance {} at z = 21.0 mm (slice 9 of 20 by position)",
+                    uid(9)
+                ),
+            ],
+        ),
+    ];
+    for (code, zs_mm, modify, needles) in cases {
+        let dir = work.path().join(code);
+        write_series(&dir, &zs(&zs_mm), AXIAL, modify);
+        let err = assemble_dir(&dir).unwrap_err();
+        assert_eq!(err.code(), code, "{err}");
+        for needle in needles {
+            assert!(
+                err.to_string().contains(&needle),
+                "{code}: {needle:?} not in: {err}"
+            );
+        }
+    }
+
+    // The 8th slice twice under one SOP Instance UID, with other content.
+    let dir = work.path().join("duplicate_instance");
+    write_series(&dir, &zs(&z), AXIAL, |_, _| {});
+    let mut other = ct_slice(
+        "1.2.826.0.1.3680043.10.3",
+        "1.2.826.0.1.3680043.10.3.1",
+        &uid(8),
+        40,
+        8,
+    );
+    other.put(DataElement::new(
+        tags::IMAGE_POSITION_PATIENT,
+        VR::DS,
+        PrimitiveValue::from("-10\\-10\\21"),
+    ));
+    let again = dir.join("again.dcm");
+    write_part10(other, CT_STORAGE, &uid(8), &again);
+    let err = assemble_dir(&dir).unwrap_err();
+    assert_eq!(err.code(), "duplicate_instance", "{err}");
+    let message = err.to_string();
+    for needle in [
+        format!("instance {}", uid(8)),
+        again.display().to_string(),
+        dir.join("f013.dcm").display().to_string(),
+    ] {
+        assert!(message.contains(&needle), "{needle:?} not in: {message}");
+    }
+}
+
 #[test]
 fn reversed_feet_first_and_coronal_series_assemble_correctly() {
     let work = tempfile::tempdir().unwrap();

@@ -20,7 +20,7 @@ use crate::dicom::SegType;
 use crate::dicom::uid::SEGMENTATION_STORAGE;
 use crate::dicom::uid::ts;
 use crate::spool::Spool;
-use crate::store::{Attempt, DeliveryRow, DeliveryState, JobId, Store, now_ms};
+use crate::store::{Attempt, DeliveryRow, DeliveryState, JobId, ResultObject, Store, now_ms};
 
 /// How often the outbox looks for due deliveries without a wake-up.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -88,6 +88,17 @@ pub fn unit_random() -> f64 {
     (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0
 }
 
+/// The object a delivery sends, as the log names it: "SEG (LABELMAP)", "measurement
+/// report (SR)", "key image".
+fn delivered(object: ResultObject, variant: Option<SegType>) -> String {
+    match (object, variant) {
+        (ResultObject::Seg, Some(variant)) => format!("SEG ({variant})"),
+        (ResultObject::Seg, None) => "SEG".into(),
+        (ResultObject::Sr, _) => "measurement report (SR)".into(),
+        (ResultObject::KeyImages, _) => "key image".into(),
+    }
+}
+
 /// A C-STORE's outcome: status, the peer's error comment, our note (a fallback).
 type Sent = (DimseStatus, Option<String>, Option<String>);
 
@@ -111,7 +122,14 @@ impl Outbox {
             },
             Some(dest) => match self.send(dest, d).await {
                 Ok((status, comment, note)) if status.is_success() || status.is_warning() => {
-                    tracing::info!(%status, "SEG delivered");
+                    tracing::info!(
+                        %status,
+                        object = d.object.as_str(),
+                        sop_instance_uid = %d.sop_instance_uid,
+                        note = note.as_deref().unwrap_or_default(),
+                        "{} delivered",
+                        delivered(d.object, d.variant)
+                    );
                     Attempt::Delivered {
                         status: status.to_string(),
                         note: note.or(comment.filter(|_| status.is_warning())),
@@ -241,6 +259,17 @@ mod tests {
         assert_eq!(backoff(i, m, 10, 0.5), Duration::from_secs(60));
         assert_eq!(backoff(i, m, 0, 0.0), Duration::from_secs(4));
         assert!(backoff(i, m, 0, 1.0) <= Duration::from_secs(6));
+    }
+
+    #[test]
+    fn the_log_names_the_object_delivered() {
+        assert_eq!(
+            delivered(ResultObject::Seg, Some(SegType::Labelmap)),
+            "SEG (LABELMAP)"
+        );
+        assert_eq!(delivered(ResultObject::Seg, None), "SEG");
+        assert_eq!(delivered(ResultObject::Sr, None), "measurement report (SR)");
+        assert_eq!(delivered(ResultObject::KeyImages, None), "key image");
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub enum PixelMismatch {
     /// bytes, padded to even.
     #[error("Pixel Data has {found} bytes, its description needs {expected}")]
     Length { found: u64, expected: u64 },
+    #[error("Bits Stored {stored} exceeds Bits Allocated {allocated}")]
+    BitsStored { stored: u64, allocated: u64 },
     #[error("image has no usable {0}")]
     Missing(&'static str),
 }
@@ -25,35 +27,41 @@ pub enum PixelMismatch {
 impl PixelMismatch {
     /// The C-STORE status for an instance refused for this: a colour image is not what
     /// the CT Image IOD allows (0xA900); pixel data that contradicts its own
-    /// description cannot be understood (0xC000).
+    /// description, or a description that contradicts itself (more bits stored than
+    /// allocated, PS3.3 C.7.6.3.1.1), cannot be understood (0xC000).
     pub fn dimse_status(&self) -> DimseStatus {
         match self {
             PixelMismatch::NotMonochrome(_) | PixelMismatch::Missing(_) => {
                 DimseStatus::DATASET_DOES_NOT_MATCH_SOP_CLASS
             }
-            PixelMismatch::Length { .. } => DimseStatus::CANNOT_UNDERSTAND,
+            PixelMismatch::Length { .. } | PixelMismatch::BitsStored { .. } => {
+                DimseStatus::CANNOT_UNDERSTAND
+            }
         }
     }
 }
 
-/// Checks the Photometric Interpretation of an image meant as CT (grayscale), and, when
-/// `native_length` is given (uncompressed Pixel Data of that many bytes), that the data
-/// is exactly as long as Rows x Columns x Samples per Pixel x Bits Allocated x Number of
-/// Frames, padded to an even length (PS3.5 8.1.1, 8.4).
+/// Checks the Photometric Interpretation of an image meant as CT (grayscale), that Bits
+/// Stored does not exceed Bits Allocated (PS3.3 C.7.6.3.1.1; where both are given),
+/// and, when `native_length` is given (uncompressed Pixel Data of that many bytes), that
+/// the data is exactly as long as Rows x Columns x Samples per Pixel x Bits Allocated x
+/// Number of Frames, padded to an even length (PS3.5 8.1.1, 8.4).
 pub fn check(obj: &InMemDicomObject, native_length: Option<u64>) -> Result<(), PixelMismatch> {
     let photometric = functional::text(obj, tags::PHOTOMETRIC_INTERPRETATION)
         .ok_or(PixelMismatch::Missing("Photometric Interpretation"))?;
     if !matches!(photometric.as_str(), "MONOCHROME1" | "MONOCHROME2") {
         return Err(PixelMismatch::NotMonochrome(photometric));
     }
+    let value = |tag| functional::get(obj, tag).and_then(|e| e.to_int::<u64>().ok());
+    if let (Some(stored), Some(allocated)) = (value(tags::BITS_STORED), value(tags::BITS_ALLOCATED))
+        && stored > allocated
+    {
+        return Err(PixelMismatch::BitsStored { stored, allocated });
+    }
     let Some(found) = native_length else {
         return Ok(());
     };
-    let num = |tag, name| {
-        functional::get(obj, tag)
-            .and_then(|e| e.to_int::<u64>().ok())
-            .ok_or(PixelMismatch::Missing(name))
-    };
+    let num = |tag, name| value(tag).ok_or(PixelMismatch::Missing(name));
     let frames = functional::get(obj, tags::NUMBER_OF_FRAMES)
         .and_then(|e| e.to_int::<u64>().ok())
         .unwrap_or(1)
@@ -127,6 +135,30 @@ mod tests {
         // An odd number of bytes is padded by one.
         assert_eq!(check(&image(3, 3, 8, "MONOCHROME1"), Some(10)), Ok(()));
         assert!(check(&image(3, 3, 8, "MONOCHROME1"), Some(9)).is_err());
+    }
+
+    #[test]
+    fn bits_stored_may_not_exceed_bits_allocated() {
+        let mut ct = image(2, 2, 16, "MONOCHROME2");
+        ct.put(DataElement::new(
+            tags::BITS_STORED,
+            VR::US,
+            PrimitiveValue::from(16u16),
+        ));
+        assert_eq!(check(&ct, Some(8)), Ok(()));
+        ct.put(DataElement::new(
+            tags::BITS_STORED,
+            VR::US,
+            PrimitiveValue::from(17u16),
+        ));
+        let err = PixelMismatch::BitsStored {
+            stored: 17,
+            allocated: 16,
+        };
+        assert_eq!(check(&ct, Some(8)), Err(err.clone()));
+        assert_eq!(check(&ct, None), Err(err.clone()), "encapsulated too");
+        assert_eq!(err.dimse_status(), DimseStatus::CANNOT_UNDERSTAND);
+        assert_eq!(err.to_string(), "Bits Stored 17 exceeds Bits Allocated 16");
     }
 
     #[test]

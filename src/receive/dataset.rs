@@ -18,19 +18,24 @@ const MAX_INFLATION_RATIO: u64 = 20;
 const MIN_INFLATED_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Inflates a Deflated Explicit VR Little Endian data set (PS3.5 A.5: raw deflate),
-/// stopping as soon as it exceeds the smaller of `max_object_bytes` and
-/// [`MAX_INFLATION_RATIO`] times its size (at least [`MIN_INFLATED_LIMIT`]).
+/// stopping as soon as it exceeds the smaller of `max_object_bytes` (then it is
+/// [`Refusal::TooLarge`], as if sent uncompressed) and [`MAX_INFLATION_RATIO`] times its
+/// size, at least [`MIN_INFLATED_LIMIT`] ([`Refusal::InflatesBeyond`]: a bomb).
 pub(super) fn inflate_bounded(deflated: &[u8], max_object_bytes: u64) -> Result<Vec<u8>, Refusal> {
     use std::io::Read;
-    let limit =
-        max_object_bytes.min((deflated.len() as u64 * MAX_INFLATION_RATIO).max(MIN_INFLATED_LIMIT));
+    let bound = (deflated.len() as u64 * MAX_INFLATION_RATIO).max(MIN_INFLATED_LIMIT);
+    let limit = max_object_bytes.min(bound);
     let mut inflated = Vec::new();
     flate2::read::DeflateDecoder::new(deflated)
         .take(limit + 1)
         .read_to_end(&mut inflated)
         .map_err(Refusal::Inflate)?;
     if inflated.len() as u64 > limit {
-        return Err(Refusal::InflatesBeyond(limit));
+        return Err(if limit == max_object_bytes {
+            Refusal::TooLarge
+        } else {
+            Refusal::InflatesBeyond(limit)
+        });
     }
     Ok(inflated)
 }
@@ -65,4 +70,38 @@ fn check_pixel_data(object: &DefaultDicomObject, pixel_data: PixelData) -> Resul
         PixelData::Encapsulated => None,
     };
     pixel::check(object, native).map_err(Refusal::Pixels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dicom::DimseStatus;
+
+    fn deflated(bytes: usize) -> Vec<u8> {
+        use std::io::Write;
+        let mut deflate =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        deflate.write_all(&vec![0u8; bytes]).unwrap();
+        deflate.finish().unwrap()
+    }
+
+    /// A bomb is the object's fault and answered so that the sender does not retry; an
+    /// object beyond `max_object_mb` is refused as one sent uncompressed would be.
+    #[test]
+    fn a_bomb_is_not_retried_an_object_beyond_the_maximum_is_too_large() {
+        let bomb = deflated(MIN_INFLATED_LIMIT as usize + 1);
+        let err = inflate_bounded(&bomb, u64::MAX).unwrap_err();
+        assert!(
+            matches!(err, Refusal::InflatesBeyond(MIN_INFLATED_LIMIT)),
+            "{err}"
+        );
+        assert_eq!(err.status(), DimseStatus::CANNOT_UNDERSTAND);
+        assert!(!err.retryable());
+
+        let err = inflate_bounded(&deflated(2048), 1024).unwrap_err();
+        assert!(matches!(err, Refusal::TooLarge), "{err}");
+        assert_eq!(err.status(), DimseStatus::OUT_OF_RESOURCES);
+
+        assert_eq!(inflate_bounded(&deflated(1024), 1024).unwrap().len(), 1024);
+    }
 }

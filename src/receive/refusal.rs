@@ -17,9 +17,11 @@ pub(super) enum Refusal {
     CannotStore,
     #[error("data set larger than max_object_mb")]
     TooLarge,
-    #[error("deflated data set inflates beyond {0} bytes")]
-    InflatesBeyond(u64),
     // The object's trouble: it will be refused again.
+    #[error(
+        "deflated data set inflates beyond {0} bytes, the bound for its size (a decompression bomb?)"
+    )]
+    InflatesBeyond(u64),
     #[error("SOP class {0} does not match the presentation context")]
     ContextMismatch(String),
     #[error("Affected SOP Instance UID: {0}")]
@@ -47,18 +49,23 @@ pub(super) enum Refusal {
 }
 
 impl Refusal {
-    /// The status the response carries (PS3.4 GG.4, PS3.7 C).
+    /// The status the response carries (PS3.4 B.2.3, PS3.7 C). Only the node's trouble
+    /// is Refused: Out of Resources (A7xx), the failure a sender retries. A data set that
+    /// inflates far beyond its size is the object's: it will inflate as far next time,
+    /// so it is an Error: Cannot Understand (C000), which a sender does not retry, with
+    /// the reason in the Error Comment. (A9xx, Data Set Does Not Match SOP Class, would
+    /// say something about its attributes that nobody has read.) One that inflates
+    /// beyond `max_object_mb` within that bound is [`Refusal::TooLarge`], as when sent
+    /// uncompressed.
     pub(super) fn status(&self) -> DimseStatus {
         use Refusal::*;
         match self {
-            DiskLow | FreeSpaceUnknown(_) | CannotStore | TooLarge | InflatesBeyond(_) => {
-                DimseStatus::OUT_OF_RESOURCES
-            }
+            DiskLow | FreeSpaceUnknown(_) | CannotStore | TooLarge => DimseStatus::OUT_OF_RESOURCES,
             ContextMismatch(_) | RequestMismatch { .. } => {
                 DimseStatus::DATASET_DOES_NOT_MATCH_SOP_CLASS
             }
-            BadInstanceUid(_) | Inflate(_) | Malformed(_) | Unparsable(_) | NoPixelData
-            | Attributes(_) => DimseStatus::CANNOT_UNDERSTAND,
+            BadInstanceUid(_) | InflatesBeyond(_) | Inflate(_) | Malformed(_) | Unparsable(_)
+            | NoPixelData | Attributes(_) => DimseStatus::CANNOT_UNDERSTAND,
             Pixels(mismatch) => mismatch.dimse_status(),
             EchoWithoutVerification => DimseStatus::SOP_CLASS_NOT_SUPPORTED,
             UnsupportedOperation => DimseStatus::UNRECOGNIZED_OPERATION,
@@ -78,7 +85,18 @@ mod tests {
     #[test]
     fn the_nodes_trouble_is_retryable_the_objects_is_not() {
         assert!(Refusal::DiskLow.retryable());
-        assert!(Refusal::InflatesBeyond(16).retryable());
+        assert!(Refusal::TooLarge.retryable());
+        assert!(!Refusal::InflatesBeyond(16).retryable());
+        assert_eq!(
+            Refusal::InflatesBeyond(16).status(),
+            DimseStatus::CANNOT_UNDERSTAND
+        );
+        let bits = Refusal::Pixels(PixelMismatch::BitsStored {
+            stored: 17,
+            allocated: 16,
+        });
+        assert_eq!(bits.status(), DimseStatus::CANNOT_UNDERSTAND);
+        assert!(!bits.retryable());
         assert!(!Refusal::NoPixelData.retryable());
         assert_eq!(
             Refusal::NoPixelData.status(),

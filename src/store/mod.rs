@@ -160,6 +160,12 @@ pub enum StoreError {
         "delivery {0} is no longer held by this node: its lease ran out and another node took it over"
     )]
     DeliveryLeaseLost(i64),
+    #[error(
+        "node id {node_id:?} is now held by another process (its last heartbeat at {}): this \
+         node's heartbeat is not recorded",
+        format_ms(*seen_ms)
+    )]
+    NodeIdHeld { node_id: String, seen_ms: i64 },
 }
 
 /// A job's id: its row in `jobs`.
@@ -305,6 +311,9 @@ pub struct Store {
     pool: AnyPool,
     engine: Engine,
     node: Arc<Membership>,
+    /// This process's token among the nodes (random, one per opened store): which
+    /// process holds the node id ([`Store::claim_node_id`]).
+    instance: Arc<str>,
     writer: mpsc::Sender<instances::RecordRequest>,
 }
 
@@ -377,6 +386,7 @@ impl Store {
             pool,
             engine,
             node,
+            instance: uuid::Uuid::new_v4().simple().to_string().into(),
             writer,
         }
     }
@@ -391,6 +401,11 @@ impl Store {
 
     pub fn node(&self) -> &Membership {
         &self.node
+    }
+
+    /// This process's token among the nodes: random, one per opened store.
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// How long a claim lasts without renewal, in milliseconds.

@@ -1,12 +1,21 @@
 //! Slice geometry (PS3.3 C.7.6.2): slices are ordered by their position along the
 //! slice normal (row direction × column direction), never by Instance Number or file
-//! order, and the stack is checked before any pixel is decoded. Pure: no I/O.
+//! order, and the stack is checked before any pixel is decoded. The stack's
+//! orientation, dimensions and pixel spacing are those most of its slices share, so
+//! that a failure names the slice at fault, by the name its caller gave it (the
+//! instance) and by where it lies: its coordinate and its rank by position. Pure: no
+//! I/O.
+
+use std::fmt;
 
 use serde::Serialize;
 
 /// Where one slice lies, as its header says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placement {
+    /// What a failure reason calls the slice (e.g. "instance 1.2.3", with the frame
+    /// number for a frame of a multi-frame instance).
+    pub name: String,
     /// Image Orientation (Patient): row direction, then column direction.
     pub orientation: [f64; 6],
     /// Image Position (Patient): centre of the first transmitted voxel, in mm.
@@ -58,55 +67,87 @@ impl Default for Tolerances {
     }
 }
 
+/// A slice as a failure reason names it: "instance 1.2.3 at z = -120.0 mm (slice 8 of
+/// 20 by position)". The coordinate is the Image Position (Patient) component along
+/// the patient axis closest to the slice normal (z for an axial stack); the rank
+/// counts along the normal, from 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceAt {
+    pub name: String,
+    pub axis: char,
+    pub coordinate_mm: f64,
+    pub rank: usize,
+    pub count: usize,
+}
+
+impl fmt::Display for SliceAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} at {} = {:.1} mm (slice {} of {} by position)",
+            self.name, self.axis, self.coordinate_mm, self.rank, self.count
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GeometryError {
     #[error("only {found} slices, at least {min} needed")]
     TooFewSlices { found: usize, min: usize },
     #[error(
-        "Image Orientation (Patient) of slice {index} is not a pair of unit, orthogonal directions"
+        "Image Orientation (Patient) of {name}, as of {agreeing} of {count} slices, is not a pair of unit, orthogonal directions"
     )]
-    DegenerateOrientation { index: usize },
-    #[error("slice {index} has orientation {found:?}, the first has {expected:?}")]
+    DegenerateOrientation {
+        name: String,
+        agreeing: usize,
+        count: usize,
+    },
+    #[error("{slice} has orientation {found:?} where {agreeing} of {} slices have {expected:?}", .slice.count)]
     OrientationInconsistent {
-        index: usize,
+        slice: SliceAt,
         expected: [f64; 6],
         found: [f64; 6],
+        agreeing: usize,
     },
-    #[error("slice {index} is {found_rows}x{found_columns}, the first is {rows}x{columns}")]
+    #[error(
+        "{slice} is {found_rows}x{found_columns} where {agreeing} of {} slices are {rows}x{columns}",
+        .slice.count
+    )]
     DimensionsInconsistent {
-        index: usize,
+        slice: SliceAt,
         rows: u32,
         columns: u32,
         found_rows: u32,
         found_columns: u32,
+        agreeing: usize,
     },
-    #[error("slice {index} has pixel spacing {found:?} mm, the first has {expected:?} mm")]
+    #[error(
+        "{slice} has pixel spacing {found:?} mm where {agreeing} of {} slices have {expected:?} mm",
+        .slice.count
+    )]
     PixelSpacingInconsistent {
-        index: usize,
+        slice: SliceAt,
         expected: [f64; 2],
         found: [f64; 2],
+        agreeing: usize,
     },
     #[error(
-        "slices {index} and {next} lie at the same position {position_mm:.3} mm along the normal (two phases in one series?)"
+        "{slice} and {other} lie at the same position along the normal (two phases in one series?)"
     )]
-    DuplicatePosition {
-        index: usize,
-        next: usize,
-        position_mm: f64,
-    },
+    DuplicatePosition { slice: SliceAt, other: SliceAt },
     #[error(
-        "a slice is missing after position {after_mm:.3} mm: gap of {found_mm:.3} mm where slices are {expected_mm:.3} mm apart"
+        "a slice is missing after {after}: gap of {found_mm:.3} mm where slices are {expected_mm:.3} mm apart"
     )]
     MissingSlice {
-        after_mm: f64,
+        after: SliceAt,
         expected_mm: f64,
         found_mm: f64,
     },
     #[error(
-        "slice spacing is not uniform: {found_mm:.3} mm after position {after_mm:.3} mm, expected {expected_mm:.3} mm"
+        "slice spacing is not uniform: {found_mm:.3} mm after {after}, expected {expected_mm:.3} mm"
     )]
     SliceSpacingIrregular {
-        after_mm: f64,
+        after: SliceAt,
         expected_mm: f64,
         found_mm: f64,
     },
@@ -151,73 +192,128 @@ fn norm(a: [f64; 3]) -> f64 {
     dot(a, a).sqrt()
 }
 
-/// Orders and checks a stack of slices.
+fn close(a: &[f64], b: &[f64], tolerance: f64) -> bool {
+    a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tolerance)
+}
+
+/// The value most items share (`same` says which are alike; the first such item
+/// stands for them, and of equally common values the first met wins), and how many
+/// share it.
+fn most_common<T: Copy>(
+    items: impl Iterator<Item = T>,
+    same: impl Fn(&T, &T) -> bool,
+) -> (T, usize) {
+    let mut groups: Vec<(T, usize)> = Vec::new();
+    for item in items {
+        match groups.iter_mut().find(|(v, _)| same(v, &item)) {
+            Some((_, n)) => *n += 1,
+            None => groups.push((item, 1)),
+        }
+    }
+    groups
+        .into_iter()
+        .reduce(|best, g| if g.1 > best.1 { g } else { best })
+        .expect("at least one item")
+}
+
+/// Orders and checks a stack of slices. (The error is boxed: it carries slice names.)
 pub fn arrange(
     slices: &[Placement],
     min_slices: usize,
     tol: &Tolerances,
-) -> Result<Geometry, GeometryError> {
+) -> Result<Geometry, Box<GeometryError>> {
     let min = min_slices.max(2);
     if slices.len() < min {
-        return Err(GeometryError::TooFewSlices {
+        return Err(Box::new(GeometryError::TooFewSlices {
             found: slices.len(),
             min,
-        });
+        }));
     }
-    let first = &slices[0];
-    for (index, s) in slices.iter().enumerate() {
-        if s.orientation
-            .iter()
-            .zip(first.orientation)
-            .any(|(a, b)| (*a - b).abs() > tol.orientation)
-        {
-            return Err(GeometryError::OrientationInconsistent {
-                index,
-                expected: first.orientation,
-                found: s.orientation,
-            });
-        }
-        if (s.rows, s.columns) != (first.rows, first.columns) {
-            return Err(GeometryError::DimensionsInconsistent {
-                index,
-                rows: first.rows,
-                columns: first.columns,
-                found_rows: s.rows,
-                found_columns: s.columns,
-            });
-        }
-        if s.pixel_spacing
-            .iter()
-            .zip(first.pixel_spacing)
-            .any(|(a, b)| (*a - b).abs() > tol.pixel_spacing_mm)
-        {
-            return Err(GeometryError::PixelSpacingInconsistent {
-                index,
-                expected: first.pixel_spacing,
-                found: s.pixel_spacing,
-            });
-        }
-    }
-    let o = first.orientation;
+    // The stack's orientation is its slices' most common one: its normal orders them,
+    // and a slice that differs is named with its place in that order.
+    let (o, oriented) = most_common(slices.iter().map(|s| s.orientation), |a, b| {
+        close(a, b, tol.orientation)
+    });
     let row = [o[0], o[1], o[2]];
     let col = [o[3], o[4], o[5]];
     let normal = cross(row, col);
     let unit = |v: [f64; 3]| (norm(v) - 1.0).abs() < 1e-2;
     if !unit(row) || !unit(col) || dot(row, col).abs() > 1e-2 || !unit(normal) {
-        return Err(GeometryError::DegenerateOrientation { index: 0 });
+        let first = slices
+            .iter()
+            .find(|s| close(&s.orientation, &o, tol.orientation));
+        return Err(Box::new(GeometryError::DegenerateOrientation {
+            name: first.map(|s| s.name.clone()).unwrap_or_default(),
+            agreeing: oriented,
+            count: slices.len(),
+        }));
     }
     let along: Vec<f64> = slices.iter().map(|s| dot(s.position, normal)).collect();
     let mut order: Vec<usize> = (0..slices.len()).collect();
-    order.sort_by(|&a, &b| along[a].total_cmp(&along[b]));
+    // Slices at one position (a fault, found below) in the order of their names, so
+    // that the same files name the same slices whatever order they come in.
+    order.sort_by(|&a, &b| {
+        along[a]
+            .total_cmp(&along[b])
+            .then_with(|| slices[a].name.cmp(&slices[b].name))
+    });
+    let mut rank = vec![0; slices.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i] = r + 1;
+    }
+    let axis = (0..3)
+        .max_by(|&a, &b| normal[a].abs().total_cmp(&normal[b].abs()))
+        .expect("three axes");
+    let at = |i: usize| SliceAt {
+        name: slices[i].name.clone(),
+        axis: ['x', 'y', 'z'][axis],
+        coordinate_mm: slices[i].position[axis],
+        rank: rank[i],
+        count: slices.len(),
+    };
+
+    let (dimensions, sized) =
+        most_common(slices.iter().map(|s| (s.rows, s.columns)), |a, b| a == b);
+    let (spacing, spaced) = most_common(slices.iter().map(|s| s.pixel_spacing), |a, b| {
+        close(a, b, tol.pixel_spacing_mm)
+    });
+    for &i in &order {
+        let s = &slices[i];
+        if !close(&s.orientation, &o, tol.orientation) {
+            return Err(Box::new(GeometryError::OrientationInconsistent {
+                slice: at(i),
+                expected: o,
+                found: s.orientation,
+                agreeing: oriented,
+            }));
+        }
+        if (s.rows, s.columns) != dimensions {
+            return Err(Box::new(GeometryError::DimensionsInconsistent {
+                slice: at(i),
+                rows: dimensions.0,
+                columns: dimensions.1,
+                found_rows: s.rows,
+                found_columns: s.columns,
+                agreeing: sized,
+            }));
+        }
+        if !close(&s.pixel_spacing, &spacing, tol.pixel_spacing_mm) {
+            return Err(Box::new(GeometryError::PixelSpacingInconsistent {
+                slice: at(i),
+                expected: spacing,
+                found: s.pixel_spacing,
+                agreeing: spaced,
+            }));
+        }
+    }
 
     for pair in order.windows(2) {
         let gap = along[pair[1]] - along[pair[0]];
         if gap < tol.spacing_mm {
-            return Err(GeometryError::DuplicatePosition {
-                index: pair[0],
-                next: pair[1],
-                position_mm: along[pair[0]],
-            });
+            return Err(Box::new(GeometryError::DuplicatePosition {
+                slice: at(pair[0]),
+                other: at(pair[1]),
+            }));
         }
     }
     let (lo, hi) = (order[0], order[order.len() - 1]);
@@ -228,14 +324,15 @@ pub fn arrange(
         .asin()
         .to_degrees();
     if tilt > tol.tilt_degrees {
-        return Err(GeometryError::GantryTilt { degrees: tilt });
+        return Err(Box::new(GeometryError::GantryTilt { degrees: tilt }));
     }
     let mean = span / (order.len() - 1) as f64;
     let allowed = (mean * tol.spacing_fraction).max(tol.spacing_mm);
-    // Gaps first: a missing slice makes every other spacing look irregular.
-    let gaps: Vec<(f64, f64)> = order
+    // Gaps first: a missing slice makes every other spacing look irregular. Each gap
+    // with the slice before it.
+    let gaps: Vec<(usize, f64)> = order
         .windows(2)
-        .map(|p| (along[p[0]], along[p[1]] - along[p[0]]))
+        .map(|p| (p[0], along[p[1]] - along[p[0]]))
         .collect();
     let typical = {
         let mut g: Vec<f64> = gaps.iter().map(|(_, g)| *g).collect();
@@ -243,21 +340,21 @@ pub fn arrange(
         g[g.len() / 2]
     };
     if let Some((after, found)) = gaps.iter().find(|(_, g)| *g > 1.5 * typical) {
-        return Err(GeometryError::MissingSlice {
-            after_mm: *after,
+        return Err(Box::new(GeometryError::MissingSlice {
+            after: at(*after),
             expected_mm: typical,
             found_mm: *found,
-        });
+        }));
     }
     if let Some((after, found)) = gaps.iter().find(|(_, g)| (g - mean).abs() > allowed) {
-        return Err(GeometryError::SliceSpacingIrregular {
-            after_mm: *after,
+        return Err(Box::new(GeometryError::SliceSpacingIrregular {
+            after: at(*after),
             expected_mm: mean,
             found_mm: *found,
-        });
+        }));
     }
     Ok(Geometry {
-        spacing: [mean, first.pixel_spacing[0], first.pixel_spacing[1]],
+        spacing: [mean, spacing[0], spacing[1]],
         origin: slices[lo].position,
         direction: [row, col, normal],
         order,
@@ -276,7 +373,9 @@ mod tests {
             [orientation[3], orientation[4], orientation[5]],
         );
         zs.iter()
-            .map(|z| Placement {
+            .enumerate()
+            .map(|(i, z)| Placement {
+                name: format!("instance 1.2.{i}"),
                 orientation,
                 position: [
                     -100.0 + normal[0] * z,
@@ -290,7 +389,7 @@ mod tests {
             .collect()
     }
 
-    fn arrange_default(s: &[Placement]) -> Result<Geometry, GeometryError> {
+    fn arrange_default(s: &[Placement]) -> Result<Geometry, Box<GeometryError>> {
         arrange(s, 2, &Tolerances::default())
     }
 
@@ -350,6 +449,43 @@ mod tests {
             let err = arrange_default(&slices).unwrap_err();
             assert_eq!(err.code(), code, "{err}");
         }
+    }
+
+    /// The slice listed first is the odd one: the stack's orientation, size and
+    /// spacing are what most slices share, so the first is named, by its name, its
+    /// coordinate along the axis closest to the normal and its rank by position.
+    #[test]
+    fn a_fault_names_the_odd_slice_and_where_it_lies() {
+        let mut rotated = stack(&[9.0, 0.0, 3.0, 6.0, 12.0], AXIAL);
+        rotated[0].orientation = [1., 0., 0., 0., 0.8, 0.6];
+        let err = arrange_default(&rotated).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "instance 1.2.0 at z = 9.0 mm (slice 4 of 5 by position) has orientation \
+             [1.0, 0.0, 0.0, 0.0, 0.8, 0.6] where 4 of 5 slices have [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]"
+        );
+        let mut small = stack(&[9.0, 0.0, 3.0, 6.0], AXIAL);
+        small[0].rows = 2;
+        let err = arrange_default(&small).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "instance 1.2.0 at z = 9.0 mm (slice 4 of 4 by position) is 2x5 where 3 of 4 slices are 4x5"
+        );
+        let err = arrange_default(&stack(&[0.0, 2.0, 2.0, 4.0], AXIAL)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "instance 1.2.1 at z = 2.0 mm (slice 2 of 4 by position) and instance 1.2.2 at z = 2.0 mm \
+             (slice 3 of 4 by position) lie at the same position along the normal (two phases in one series?)"
+        );
+        // Coronal: named by y, the axis along the normal.
+        let coronal = [1., 0., 0., 0., 0., -1.];
+        let err = arrange_default(&stack(&[0.0, 5.0, 10.0, 20.0, 25.0], coronal)).unwrap_err();
+        assert_eq!(err.code(), "missing_slice");
+        assert!(
+            err.to_string()
+                .contains("after instance 1.2.2 at y = -110.0 mm (slice 3 of 5 by position)"),
+            "{err}"
+        );
     }
 
     #[test]

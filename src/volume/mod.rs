@@ -2,7 +2,8 @@
 //! geometry is right to the voxel, or a refusal with a code and a reason.
 //!
 //! Headers are read first (up to Pixel Data) and the stack is checked
-//! ([`geometry::arrange`]); then every slice is decoded in parallel, straight into its
+//! ([`geometry::arrange`]; a failure names the instance at fault and where it lies, and
+//! one SOP Instance UID in two files is refused); then every slice is decoded in parallel, straight into its
 //! place in the preallocated (z, y, x) `f32` volume. Pixel decoding covers every
 //! transfer syntax the SCP accepts (PS3.5 §8, Annex A: native, Deflated, JPEG
 //! Baseline/Lossless, JPEG-LS, JPEG 2000, RLE); raw values honour Bits Stored and Pixel
@@ -89,6 +90,14 @@ pub enum VolumeError {
     UnsupportedPixelFormat { path: String, reason: String },
     #[error("files belong to {count} series, expected one")]
     SeveralSeries { count: usize },
+    #[error(
+        "instance {sop_instance_uid} is given twice, in {first} and in {second} (two versions of one instance?)"
+    )]
+    DuplicateInstance {
+        sop_instance_uid: String,
+        first: String,
+        second: String,
+    },
     #[error("series {series_uid}: {source}")]
     Geometry {
         series_uid: String,
@@ -109,6 +118,7 @@ impl VolumeError {
             VolumeError::NotGrayscale { .. } => "not_grayscale",
             VolumeError::UnsupportedPixelFormat { .. } => "unsupported_pixel_format",
             VolumeError::SeveralSeries { .. } => "several_series",
+            VolumeError::DuplicateInstance { .. } => "duplicate_instance",
             VolumeError::Geometry { source, .. } => source.code(),
             VolumeError::Decode { .. } => "decode_failed",
         }
@@ -116,6 +126,8 @@ impl VolumeError {
 
     /// The same error with its file named as `name` says (the node names an instance by
     /// its SOP Instance UID, not by its spool file); unchanged where `name` knows none.
+    /// Geometry faults name their instances already; the two files of a duplicate
+    /// instance keep their paths (named by their one UID, they could not be told apart).
     pub fn renamed(mut self, name: impl Fn(&str) -> Option<String>) -> Self {
         use VolumeError::*;
         match &mut self {
@@ -128,7 +140,7 @@ impl VolumeError {
                     *path = n;
                 }
             }
-            NoFiles | SeveralSeries { .. } | Geometry { .. } => {}
+            NoFiles | SeveralSeries { .. } | DuplicateInstance { .. } | Geometry { .. } => {}
         }
         self
     }
@@ -232,6 +244,11 @@ fn read_header(index: usize, path: &Path) -> Result<FileHeader, VolumeError> {
                 sop_class_uid: sop_class_uid.clone(),
                 sop_instance_uid: sop_instance_uid.clone(),
                 placement: geometry::Placement {
+                    name: if multi_frame {
+                        format!("instance {sop_instance_uid} frame {}", f + 1)
+                    } else {
+                        format!("instance {sop_instance_uid}")
+                    },
                     orientation: functional::numbers(
                         &obj,
                         fi,
@@ -426,12 +443,13 @@ pub fn assemble(
         });
     }
     let series_uid = series[0].to_string();
+    duplicate_instance(files, &headers)?;
     let frames: Vec<&FrameHeader> = headers.iter().flat_map(|h| &h.frames).collect();
     let placements: Vec<geometry::Placement> = frames.iter().map(|f| f.placement.clone()).collect();
     let geometry = geometry::arrange(&placements, min_slices, tol).map_err(|source| {
         VolumeError::Geometry {
             series_uid: series_uid.clone(),
-            source: Box::new(source),
+            source,
         }
     })?;
     let (rows, columns) = (placements[0].rows as usize, placements[0].columns as usize);
@@ -474,6 +492,25 @@ pub fn assemble(
         slices,
         source: headers[0].source.clone(),
     })
+}
+
+/// Two files of one SOP Instance UID (one instance in two versions): which slice is the
+/// instance is not for the volume to guess.
+fn duplicate_instance(files: &[PathBuf], headers: &[FileHeader]) -> Result<(), VolumeError> {
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (file, header) in headers.iter().enumerate() {
+        let Some(frame) = header.frames.first() else {
+            continue;
+        };
+        if let Some(first) = seen.insert(&frame.sop_instance_uid, file) {
+            return Err(VolumeError::DuplicateInstance {
+                sop_instance_uid: frame.sop_instance_uid.clone(),
+                first: files[first].display().to_string(),
+                second: files[file].display().to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn decode_file(

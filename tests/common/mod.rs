@@ -517,12 +517,19 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The files a node's spool holds, leaving out the empty files it keeps ready in
-/// `tmp/` for the next C-STOREs (a partial write there would not be empty).
+/// `tmp/` for the next C-STOREs (a partial write there would not be empty) and the
+/// lock it holds on its `tmp/<node id>/`.
 pub fn spooled_files(spool: &Path) -> Vec<PathBuf> {
     files_under(spool)
         .into_iter()
-        .filter(|f| !is_ready_file(f))
+        .filter(|f| !is_ready_file(f) && !is_node_lock(f))
         .collect()
+}
+
+/// `tmp/<node id>/lock`: the running node's hold on its folder.
+pub fn is_node_lock(f: &Path) -> bool {
+    let tmp = f.parent().and_then(Path::parent);
+    tmp.and_then(Path::file_name) == Some("tmp".as_ref()) && f.file_name() == Some("lock".as_ref())
 }
 
 /// An empty file in the spool's `tmp/`: made ahead for an incoming C-STORE.
