@@ -39,6 +39,7 @@
 //! | SQLite schema; rows and states per resource (instances, series, jobs, deliveries, audit, retention), no business rules | [`store`] |
 //! | HTTP API and webhooks | [`api`] |
 //! | configuration; the insecure settings `check` reports | [`config`], [`security`] |
+//! | start-up recovery: the node id, unacknowledged rows, the sweep, interrupted jobs | [`recovery`] |
 //! | wiring and shutdown | [`node`] |
 //! | command line | [`cli`] |
 
@@ -58,6 +59,7 @@ pub mod keyimages;
 mod memory;
 pub mod node;
 mod receive;
+mod recovery;
 mod security;
 pub mod seg;
 mod series;

@@ -1,6 +1,6 @@
-//! Wires the stages into a running node: opens the store and the spool, takes its node
-//! id (refusing to start while another live process holds it), sweeps what a crash
-//! left, resumes interrupted jobs, loads the model (one cascade per worker; a
+//! Wires the stages into a running node: opens the store and the spool, recovers
+//! ([`crate::recovery`]: takes its node id, sweeps what a crash left, resumes
+//! interrupted jobs), loads the model (one cascade per worker; a
 //! broken model stops start-up), binds the DICOM and HTTP listeners and starts the
 //! receiver, the series tracker, the job workers, the outbox, the HTTP API, and when
 //! configured the webhook sender and the retention purge. Everything stops on one
@@ -24,17 +24,14 @@ use crate::jobs::{
     pipeline::{self, Pipeline},
 };
 use crate::receive::{self, Receiver};
+use crate::recovery::{self, RecoveryError};
 use crate::series;
 use crate::spool::{self, Spool, TmpLock};
-use crate::store::{Engine, NodeRow, Store, StoreError, format_ms, now_ms};
+use crate::store::{Store, StoreError};
 use tokio::sync::Notify;
 
 /// How long shutdown waits for associations and workers to finish.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
-/// Empty spool files kept ready for incoming C-STOREs (a few per busy association).
-const READY_SPOOL_FILES: usize = 16;
-/// How old an unreferenced object on a shared spool must be before start-up removes it.
-const SHARED_SWEEP_MIN_AGE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -62,45 +59,14 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
     #[error("cannot listen for DICOM on {addr}")]
     Listen {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "node id {node_id:?} is in use by another segnode process on this spool ({lock} is \
-         locked; its last heartbeat: {last_seen}): stop that node, or give this one another \
-         node_id (node.node_id or SEGNODE_NODE_ID)"
-    )]
-    NodeIdLocked {
-        node_id: String,
-        lock: String,
-        last_seen: String,
-    },
-    #[error(
-        "node id {node_id:?} is in use by another live node (its last heartbeat: {last_seen}, \
-         within the {lease_s} s lease): if that node has stopped, wait {wait_s} s; otherwise \
-         give this one another node_id (node.node_id or SEGNODE_NODE_ID)"
-    )]
-    NodeIdHeld {
-        node_id: String,
-        last_seen: String,
-        lease_s: u64,
-        wait_s: u64,
-    },
-}
-
-/// When a node was last seen, for a person: "3.2 s ago (2026-05-01T10:00:00Z)".
-fn last_seen(row: Option<&NodeRow>) -> String {
-    match row {
-        None => "none yet".into(),
-        Some(r) => format!(
-            "{:.1} s ago ({})",
-            (now_ms() - r.seen_ms).max(0) as f64 / 1000.0,
-            format_ms(r.seen_ms)
-        ),
-    }
 }
 
 /// A started node.
@@ -137,17 +103,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         source,
     };
     let spool = Spool::open(&spool_dir, &config.membership.node_id).map_err(spool_error)?;
-    let tmp_lock = claim_node_id(&store, &spool, &spool_error).await?;
-    recover(&store, &spool, &tmp_lock, spool_error).await?;
+    let tmp_lock = recovery::claim_node_id(&store, &spool).await?;
+    recovery::recover(&store, &spool, &tmp_lock).await?;
     // The model is checked (files, checksums, session shapes) before the node listens:
     // a broken model folder stops start-up with the file named.
     let (cascades, model_report) = open_models(&config).await?;
-    let (listener, dicom_addr) = bind(config.dicom.listen).await?;
-    tracing::info!(%dicom_addr, ae_title = %config.ae_title, "DICOM SCP listening");
-    let mut listeners = vec![receive::Listener {
-        tcp: listener,
-        tls: None,
-    }];
+    let Listening {
+        dicom: listeners,
+        dicom_addr,
+        dicom_tls_addr,
+        http,
+        http_addr,
+    } = listen(&config).await?;
     // Every destination's TLS files are read once, now: a wrong path stops start-up.
     let connectors = config
         .destinations
@@ -155,23 +122,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         .filter_map(|d| Some((d.name.clone(), d.tls.as_ref()?)))
         .map(|(name, tls)| Ok((name, crate::tls::connector(tls)?)))
         .collect::<Result<_, NodeError>>()?;
-    let mut dicom_tls_addr = None;
-    if let Some(tls) = &config.dicom.tls {
-        let acceptor = crate::tls::acceptor(tls)?;
-        let (listener, addr) = bind(tls.listen).await?;
-        tracing::info!(%addr, client_certificates = tls.ca_file.is_some(), "DICOM TLS SCP listening");
-        listeners.push(receive::Listener {
-            tcp: listener,
-            tls: Some(acceptor),
-        });
-        dicom_tls_addr = Some(addr);
-    }
     let token = crate::api::api_token(&config.http).map_err(|source| NodeError::Token {
         path: config.http.token_file.display().to_string(),
         source,
     })?;
-    let (http, http_addr) = bind(config.http.listen).await?;
-    tracing::info!(%http_addr, token = token.is_some(), https = config.http.tls.is_some(), "HTTP API listening");
+    tracing::info!(token = token.is_some(), "API token required");
 
     let tasks = TaskTracker::new();
     let config = Arc::new(config);
@@ -201,25 +156,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         connectors,
     });
     tasks.spawn(outbox::run(outbox, shutdown.clone()));
-    if let Some(after) = config.purge_after {
-        // Check often enough for short retention periods, at most once a minute.
-        let interval = (after / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
-        tasks.spawn(spool::purge_loop(
-            store.clone(),
-            pipeline.spool.clone(),
-            after,
-            interval,
-            shutdown.clone(),
-        ));
-    }
-    if !config.webhooks.is_empty() {
-        tasks.spawn(webhooks::run(
-            store.clone(),
-            Arc::new(config.webhooks.clone()),
-            config.delivery.max_attempts,
-            shutdown.clone(),
-        ));
-    }
+    spawn_housekeeping(&config, &store, &pipeline.spool, &tasks, &shutdown);
     let api = api::router(Arc::new(ApiState {
         store: store.clone(),
         config: config.clone(),
@@ -227,6 +164,27 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         model: model_report,
     }));
     serve_api(&config, http, http_addr, api, &tasks, &shutdown)?;
+    spawn_workers(&config, &store, &pipeline, cascades, &tasks, &shutdown);
+    Ok(Node {
+        dicom_addr,
+        dicom_tls_addr,
+        http_addr,
+        store,
+        shutdown,
+        tasks,
+        _tmp_lock: tmp_lock,
+    })
+}
+
+/// The job workers (one per cascade), the lease watcher and the series tracker.
+fn spawn_workers(
+    config: &Config,
+    store: &Store,
+    pipeline: &Arc<Pipeline>,
+    cascades: Vec<Option<Cascade>>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
     for (id, cascade) in cascades.into_iter().enumerate() {
         tasks.spawn(pipeline::worker(
             pipeline.clone(),
@@ -249,95 +207,74 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         shutdown.clone(),
         move |_job_id| wake.notify_one(),
     ));
-    Ok(Node {
+}
+
+/// The retention purge and the webhook sender, when configured.
+fn spawn_housekeeping(
+    config: &Config,
+    store: &Store,
+    spool: &Spool,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    if let Some(after) = config.purge_after {
+        // Check often enough for short retention periods, at most once a minute.
+        let interval = (after / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
+        tasks.spawn(spool::purge_loop(
+            store.clone(),
+            spool.clone(),
+            after,
+            interval,
+            shutdown.clone(),
+        ));
+    }
+    if !config.webhooks.is_empty() {
+        tasks.spawn(webhooks::run(
+            store.clone(),
+            Arc::new(config.webhooks.clone()),
+            config.delivery.max_attempts,
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// The listeners a node serves on, bound.
+struct Listening {
+    dicom: Vec<receive::Listener>,
+    dicom_addr: SocketAddr,
+    dicom_tls_addr: Option<SocketAddr>,
+    http: TcpListener,
+    http_addr: SocketAddr,
+}
+
+/// Binds the DICOM listener, the DICOM TLS one when configured, and the HTTP one.
+async fn listen(config: &Config) -> Result<Listening, NodeError> {
+    let (listener, dicom_addr) = bind(config.dicom.listen).await?;
+    tracing::info!(%dicom_addr, ae_title = %config.ae_title, "DICOM SCP listening");
+    let mut dicom = vec![receive::Listener {
+        tcp: listener,
+        tls: None,
+    }];
+    let mut dicom_tls_addr = None;
+    if let Some(tls) = &config.dicom.tls {
+        let acceptor = crate::tls::acceptor(tls)?;
+        let (listener, addr) = bind(tls.listen).await?;
+        tracing::info!(%addr, client_certificates = tls.ca_file.is_some(), "DICOM TLS SCP listening");
+        dicom.push(receive::Listener {
+            tcp: listener,
+            tls: Some(acceptor),
+        });
+        dicom_tls_addr = Some(addr);
+    }
+    let (http, http_addr) = bind(config.http.listen).await?;
+    tracing::info!(%http_addr, https = config.http.tls.is_some(), "HTTP API listening");
+    Ok(Listening {
+        dicom,
         dicom_addr,
         dicom_tls_addr,
+        http,
         http_addr,
-        store,
-        shutdown,
-        tasks,
-        _tmp_lock: tmp_lock,
     })
-}
-
-/// Takes this node's id for this process, before anything touches the spool: its
-/// folder on the spool (a second process with the same id on this spool finds it
-/// locked), then its row among the nodes (a process with the same id on another spool
-/// holds it while it heartbeats). The row of the process that held the folder last on
-/// this machine is taken over at once: that process has stopped (a restart after a
-/// crash waits for nothing); one that ran elsewhere frees the id after its lease.
-async fn claim_node_id(
-    store: &Store,
-    spool: &Spool,
-    spool_error: impl Fn(std::io::Error) -> NodeError,
-) -> Result<TmpLock, NodeError> {
-    let node_id = &store.node().node_id;
-    let Some(lock) = spool.lock_tmp(store.instance()).map_err(&spool_error)? else {
-        let holder = store.node_row(node_id).await?;
-        return Err(NodeError::NodeIdLocked {
-            node_id: node_id.clone(),
-            lock: spool.tmp_lock_path().display().to_string(),
-            last_seen: last_seen(holder.as_ref()),
-        });
-    };
-    if let Some(holder) = store.claim_node_id(now_ms(), lock.previous()).await? {
-        let lease_ms = store.node().lease.as_millis() as i64;
-        let wait_ms = (holder.seen_ms + lease_ms - now_ms()).clamp(0, lease_ms);
-        return Err(NodeError::NodeIdHeld {
-            node_id: node_id.clone(),
-            last_seen: last_seen(Some(&holder)),
-            lease_s: store.node().lease.as_secs(),
-            wait_s: (wait_ms as u64).div_ceil(1000),
-        });
-    }
-    Ok(lock)
-}
-
-/// Start-up recovery after any stop: rows whose file never became durable are
-/// dropped, files no row references are swept, empty spool files are readied and
-/// interrupted jobs resumed (or failed after too many starts).
-async fn recover(
-    store: &Store,
-    spool: &Spool,
-    tmp_lock: &TmpLock,
-    spool_error: impl Fn(std::io::Error) -> NodeError,
-) -> Result<(), NodeError> {
-    let dropped = drop_unacknowledged(store, spool).await?;
-    if dropped > 0 {
-        tracing::warn!(
-            instances = dropped,
-            "dropped instance records whose file was not durable when the node stopped (never acknowledged)"
-        );
-    }
-    // On a spool other nodes share, their objects may be moments from being recorded:
-    // on PostgreSQL, or where another node on the same SQLite file is alive.
-    let shared = store.engine() == Engine::Postgres || store.other_live_nodes().await? > 0;
-    let min_age = if shared {
-        SHARED_SWEEP_MIN_AGE
-    } else {
-        Duration::ZERO
-    };
-    let swept = spool
-        .sweep(tmp_lock, &store.referenced_files().await?, min_age)
-        .map_err(&spool_error)?;
-    if swept > 0 {
-        tracing::info!(
-            files = swept,
-            "removed unacknowledged files left by an earlier run"
-        );
-    }
-    spool.keep_ready(READY_SPOOL_FILES).map_err(&spool_error)?;
-    let resumed = jobs::resume_interrupted(store, jobs::MAX_STARTS, true).await?;
-    if resumed.requeued > 0 {
-        tracing::info!(jobs = resumed.requeued, "interrupted jobs queued again");
-    }
-    if resumed.failed > 0 {
-        tracing::warn!(
-            jobs = resumed.failed,
-            "jobs interrupted too often ended failed"
-        );
-    }
-    Ok(())
 }
 
 /// One cascade per worker (`None` without a model) and the model's report for the API.
@@ -427,34 +364,4 @@ impl Node {
         self.store.close().await;
         tracing::info!("node stopped");
     }
-}
-
-/// Instance rows committed while their file was still being made durable when the node
-/// stopped (see `receive`): their C-STORE was never acknowledged. Each candidate's file
-/// is checked against its recorded SHA-256; rows whose file is missing or differs are
-/// dropped (and audited), then their files removed (they are this node's own: a
-/// shared spool's sweep would leave a recent one alone).
-async fn drop_unacknowledged(store: &Store, spool: &Spool) -> Result<usize, NodeError> {
-    use rayon::prelude::*;
-    let candidates = store.recent_instances().await?;
-    let checker = spool.clone();
-    let bad: Vec<(i64, String)> = tokio::task::spawn_blocking(move || {
-        candidates
-            .par_iter()
-            .filter(|r| !checker.holds(&r.file_name, &r.sha256))
-            .map(|r| (r.id, r.file_name.clone()))
-            .collect()
-    })
-    .await
-    .expect("checksums do not panic");
-    if !bad.is_empty() {
-        let ids: Vec<i64> = bad.iter().map(|(id, _)| *id).collect();
-        store.drop_unacknowledged(&ids).await?;
-        for (_, file) in &bad {
-            if let Err(e) = spool.remove(file) {
-                tracing::warn!(error = %e, "cannot remove the file of a dropped instance record");
-            }
-        }
-    }
-    Ok(bad.len())
 }

@@ -16,8 +16,10 @@ use super::summary::{JobSummary, Stage};
 use crate::cascade::{Cascade, Scope};
 use crate::config::{Config, Destination};
 use crate::dicom::{SegType, Uid};
-use crate::seg;
+use crate::keyimages::KeyImage;
+use crate::seg::{self, EncodedSeg};
 use crate::spool::Spool;
+use crate::sr::EncodedSr;
 use crate::store::{
     ClaimedJob, JobOutcome, JobState, NewDelivery, NewResult, ResultObject, Store, StoreError,
 };
@@ -186,28 +188,13 @@ impl Pipeline {
             // rather than "succeed" without segmenting.
             return Err(StageError::ModelLost);
         }
-        // BINARY always (what the job records); LABELMAP too when a destination wants it.
         let destinations: Vec<Destination> = self
             .config
             .route(&job.calling_ae)
             .into_iter()
             .cloned()
             .collect();
-        let options = Options {
-            min_slices: self.config.eligibility.min_slices as usize,
-            scope: Scope::Cascade,
-            seg_types: std::iter::once(SegType::Binary)
-                .chain(
-                    destinations
-                        .iter()
-                        .any(|d| d.seg_type == SegType::Labelmap)
-                        .then_some(SegType::Labelmap),
-                )
-                .collect(),
-            // Always: the dashboard shows them, whoever receives them.
-            key_images: true,
-            equipment: seg::Equipment::segnode(self.config.ae_title.as_str()),
-        };
+        let options = self.options(&destinations);
         let mut model = cascade.take();
         let (model, processed) = tokio::task::spawn_blocking(move || {
             let processed = process(&source, model.as_mut(), &options);
@@ -231,6 +218,47 @@ impl Pipeline {
                 deliveries: Vec::new(),
             }));
         };
+        let t = Instant::now();
+        let results = self.write_results(segs, sr, key_images).await?;
+        summary.time(Stage::Spool, t);
+        tracing::info!(objects = results.len(), "result objects written");
+        let deliveries = deliveries(&destinations, &results);
+        Ok(Some(Ran {
+            summary,
+            instances: count,
+            results,
+            deliveries,
+        }))
+    }
+
+    /// How to process a job for `destinations`: BINARY always (what the job records),
+    /// LABELMAP too when a destination wants it, key images always (the dashboard shows
+    /// them, whoever receives them).
+    fn options(&self, destinations: &[Destination]) -> Options {
+        let labelmap = destinations.iter().any(|d| d.seg_type == SegType::Labelmap);
+        Options {
+            min_slices: self.config.eligibility.min_slices as usize,
+            scope: Scope::Cascade,
+            seg_types: std::iter::once(SegType::Binary)
+                .chain(labelmap.then_some(SegType::Labelmap))
+                .collect(),
+            key_images: true,
+            equipment: seg::Equipment::segnode(self.config.ae_title.as_str()),
+        }
+    }
+
+    /// Writes every result object to the spool, in the order the results table keeps
+    /// them: the SEGs (BINARY first), the report, the key images.
+    async fn write_results(
+        &self,
+        segs: Vec<(SegType, EncodedSeg)>,
+        sr: EncodedSr,
+        key_images: Vec<KeyImage>,
+    ) -> Result<Vec<NewResult>, StageError> {
+        let internal = |message: String| StageError::Internal {
+            stage: Stage::Spool,
+            message,
+        };
         // Every object in the order the results table keeps: the SEGs (BINARY first),
         // the report, the key images.
         let objects: Vec<(ResultObject, Option<SegType>, Uid, Vec<u8>)> = segs
@@ -248,7 +276,6 @@ impl Pipeline {
                     .map(|k| (ResultObject::KeyImages, None, k.sop_instance_uid, k.file)),
             )
             .collect();
-        let t = Instant::now();
         let spool = self.spool.clone();
         let written = tokio::task::spawn_blocking(move || {
             objects
@@ -264,19 +291,8 @@ impl Pipeline {
                 .collect::<std::io::Result<Vec<_>>>()
         })
         .await
-        .map_err(|e| internal(Stage::Spool)(e.to_string()))?;
-        let results = written.map_err(|e| {
-            internal(Stage::Spool)(format!("cannot write the results to the spool: {e}"))
-        })?;
-        summary.time(Stage::Spool, t);
-        tracing::info!(objects = results.len(), "result objects written");
-        let deliveries = deliveries(&destinations, &results);
-        Ok(Some(Ran {
-            summary,
-            instances: count,
-            results,
-            deliveries,
-        }))
+        .map_err(|e| internal(e.to_string()))?;
+        written.map_err(|e| internal(format!("cannot write the results to the spool: {e}")))
     }
 }
 
