@@ -3,17 +3,19 @@
 //! The PACS auto-routes CT series to the node; the node keeps every acknowledged
 //! instance durably, decides when a series is complete and whether it is eligible,
 //! assembles it into a Hounsfield-unit volume, segments abdominal organs with a
-//! two-stage cascade of 3D FCNs on ONNX Runtime, encodes a DICOM SEG and sends it back,
-//! tracking every job and event in SQLite.
+//! two-stage cascade of 3D FCNs on ONNX Runtime, encodes a DICOM SEG, a measurement
+//! report and key images and sends them back, tracking every job and event in SQLite
+//! (embedded, one node) or PostgreSQL (several nodes sharing one queue).
 //!
 //! ```text
 //! PACS ──C-STORE──▶ receive ──▶ spool + store ──▶ series tracker ──▶ job queue
 //!                   (SCP)       (durable)         (stable age)          │
 //!                                                                       ▼
-//! PACS ◀──C-STORE── outbox ◀── seg, sr ◀── cascade ◀── volume ◀── job workers
-//!                   (retries)         (ONNX Runtime) (decode, HU, geometry)
+//! PACS ◀──C-STORE── outbox ◀── seg, sr,  ◀── cascade ◀── volume ◀── job workers
+//!                   (retries)   key images  (ONNX Runtime) (decode, HU, geometry)
 //!                        │
-//!                        └──▶ jobs + audit (SQLite) ──▶ HTTP API, CLI, webhooks
+//!                        └──▶ jobs, results + audit (SQLite or PostgreSQL)
+//!                                  ──▶ HTTP API, dashboard, CLI, webhooks
 //! ```
 //!
 //! | stage | module |
@@ -25,7 +27,7 @@
 //! | durable files, the retention rule | [`spool`] |
 //! | the SHA-256 of data sets and model files | [`checksum`] |
 //! | instance attributes, stable age, eligibility | [`series`] |
-//! | processing a series (shared by `serve` and `run`), the workers, resuming interrupted jobs | [`jobs`] |
+//! | processing a series (shared by `serve` and `run`), the typed job summary, the workers, the offline runner, resuming interrupted jobs | [`jobs`] |
 //! | pixel decoding, HU, slice order, geometry checks | [`volume`] |
 //! | the 3-D array every stage passes on (label maps, masks) | [`grid`] |
 //! | large buffers (zeroed, huge pages) for volumes and label maps | [`memory`] |
@@ -35,9 +37,10 @@
 //! | DICOM Segmentation encoding, module by module | [`seg`] |
 //! | measurement report: organ volumes and attenuation as TID 1500 SR | [`sr`] |
 //! | key images for PACS that cannot show a SEG: outlines and legend burned in | [`keyimages`] |
-//! | C-STORE / C-ECHO SCU and the delivery outbox (when a job is delivered) | [`deliver`] |
-//! | SQLite schema; rows and states per resource (instances, series, jobs, deliveries, audit, retention), no business rules | [`store`] |
-//! | HTTP API and webhooks | [`api`] |
+//! | C-STORE / C-ECHO SCU, the delivery outbox (when a job is delivered) and the webhook sender | [`deliver`] |
+//! | the schema on SQLite or PostgreSQL; rows and states per resource (instances, series, jobs, results, deliveries, audit, nodes, retention), no business rules | [`store`] |
+//! | what `check` and the health page find: spool, database, clocks | [`check`] |
+//! | HTTP API and dashboard | [`api`] |
 //! | configuration; the insecure settings `check` reports | [`config`], [`security`] |
 //! | start-up recovery: the node id, unacknowledged rows, the sweep, interrupted jobs | [`recovery`] |
 //! | wiring and shutdown | [`node`] |

@@ -265,7 +265,7 @@ mod tests {
     fn slices(n: usize, orientation: &str, thickness: f64, image_type: &str) -> Vec<InstanceRow> {
         (0..n)
             .map(|_| InstanceRow {
-                sop_class_uid: crate::dicom::uid::CT_IMAGE_STORAGE.into(),
+                sop_class_uid: Uid::parse(crate::dicom::uid::CT_IMAGE_STORAGE).unwrap(),
                 modality: Some("CT".into()),
                 image_type: Some(image_type.into()),
                 number_of_frames: 1,

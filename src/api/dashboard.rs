@@ -14,7 +14,9 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::{ApiError, ApiResult, ApiState, Params, check_known, existing_job, time_param};
+use super::{
+    ApiError, ApiResult, ApiState, Params, check_known, existing_job, stored_count, time_param,
+};
 use crate::dicom::Uid;
 use crate::jobs::summary::JobSummary;
 use crate::store::{
@@ -450,12 +452,7 @@ fn percent(v: &str) -> String {
 /// spool and the database, and the destinations.
 pub async fn health(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
     let counts = s.store.counts().await?;
-    let jobs_in = |state: JobState| {
-        counts
-            .iter()
-            .find(|(k, l, _)| k == "jobs" && l == state.as_str())
-            .map_or(0, |c| c.2)
-    };
+    let jobs_in = |state: JobState| stored_count(&counts, "jobs", state.as_str());
     let free = crate::spool::free_bytes(&s.config.spool_dir())
         .map(|b| format!("{} MiB free", b / (1024 * 1024)))
         .unwrap_or_else(|e| format!("unknown: {e}"));

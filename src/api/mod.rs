@@ -294,16 +294,14 @@ async fn healthz(State(s): State<Arc<ApiState>>) -> Response {
 async fn metrics(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
     let counts = s.store.counts().await?;
     let stages = s.store.stage_durations().await?;
+    let count = |kind: &str, label: &str| stored_count(&counts, kind, label);
     let mut out = String::new();
     let family = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
     family(&mut out, "segnode_jobs", "gauge", "Jobs by state.");
     for state in JobState::ALL {
-        let n = counts
-            .iter()
-            .find(|(k, l, _)| k == "jobs" && l == state.as_str())
-            .map_or(0, |c| c.2);
+        let n = count("jobs", state.as_str());
         let _ = writeln!(out, "segnode_jobs{{state=\"{state}\"}} {n}");
     }
     family(
@@ -312,11 +310,7 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
         "gauge",
         "CT instances in the spool.",
     );
-    let instances = counts
-        .iter()
-        .find(|(k, _, _)| k == "instances")
-        .map_or(0, |c| c.2);
-    let _ = writeln!(out, "segnode_instances_stored {instances}");
+    let _ = writeln!(out, "segnode_instances_stored {}", count("instances", ""));
     family(
         &mut out,
         "segnode_associations_total",
@@ -324,11 +318,7 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
         "Associations by outcome.",
     );
     for outcome in ["accepted", "rejected"] {
-        let event = format!("association_{outcome}");
-        let n = counts
-            .iter()
-            .find(|(k, l, _)| k == "audit" && *l == event)
-            .map_or(0, |c| c.2);
+        let n = count("audit", &format!("association_{outcome}"));
         let _ = writeln!(
             out,
             "segnode_associations_total{{outcome=\"{outcome}\"}} {n}"
@@ -344,10 +334,7 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
         ("instance_ignored", "ignored"),
         ("instance_refused", "refused"),
     ] {
-        let n = counts
-            .iter()
-            .find(|(k, l, _)| k == "audit" && l == event)
-            .map_or(0, |c| c.2);
+        let n = count("audit", event);
         let _ = writeln!(
             out,
             "segnode_instances_not_kept_total{{reason=\"{reason}\"}} {n}"
@@ -359,16 +346,12 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
         "counter",
         "Delivery attempts by outcome.",
     );
-    for outcome in ["delivered", "pending", "failed"] {
-        let n = counts
-            .iter()
-            .find(|(k, l, _)| k == "delivery_attempts" && l == outcome)
-            .map_or(0, |c| c.2);
-        let label = if outcome == "pending" {
-            "retry"
-        } else {
-            outcome
-        };
+    for (outcome, label) in [
+        ("delivered", "delivered"),
+        ("pending", "retry"),
+        ("failed", "failed"),
+    ] {
+        let n = count("delivery_attempts", outcome);
         let _ = writeln!(
             out,
             "segnode_delivery_attempts_total{{outcome=\"{label}\"}} {n}"
@@ -380,19 +363,28 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
         "summary",
         "Time per pipeline stage over finished jobs.",
     );
-    for (stage, sum_ms, count) in stages {
+    for (stage, sum_ms, n) in stages {
+        let sum = sum_ms / 1000.0;
         let _ = writeln!(
             out,
-            "segnode_stage_duration_seconds_sum{{stage=\"{stage}\"}} {}",
-            sum_ms / 1000.0
+            "segnode_stage_duration_seconds_sum{{stage=\"{stage}\"}} {sum}"
         );
         let _ = writeln!(
             out,
-            "segnode_stage_duration_seconds_count{{stage=\"{stage}\"}} {count}"
+            "segnode_stage_duration_seconds_count{{stage=\"{stage}\"}} {n}"
         );
     }
     cluster_metrics(&s.store, &counts, &mut out, family).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// The count of `kind` (`jobs`, `instances`, `audit`, `delivery_attempts`) with `label`
+/// among the store's counts; 0 when there is none.
+fn stored_count(counts: &[(String, String, i64)], kind: &str, label: &str) -> i64 {
+    counts
+        .iter()
+        .find(|(k, l, _)| k == kind && l == label)
+        .map_or(0, |c| c.2)
 }
 
 /// The nodes sharing the database: this one, each one's heartbeat and clock offset,
@@ -551,7 +543,8 @@ async fn study(
     State(s): State<Arc<ApiState>>,
     Path(uid): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    crate::dicom::Uid::parse(&uid).map_err(|e| ApiError::bad_request(format!("study UID: {e}")))?;
+    let uid = crate::dicom::Uid::parse(&uid)
+        .map_err(|e| ApiError::bad_request(format!("study UID: {e}")))?;
     let jobs = s
         .store
         .jobs(&JobQuery {

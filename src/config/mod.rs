@@ -647,12 +647,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_readme_names_every_environment_override() {
-        let readme = include_str!("../../README.md");
+    fn the_operating_guide_names_every_environment_override() {
+        let guide = include_str!("../../docs/operating.md");
         for (name, key) in ENV_OVERRIDES {
             assert!(
-                readme.contains(&format!("`{name}`")),
-                "README lacks {name} ({key})"
+                guide.contains(&format!("`{name}`")),
+                "docs/operating.md lacks {name} ({key})"
             );
         }
     }
@@ -669,6 +669,40 @@ mod tests {
         [[dicom.allowed_peers]]
         ae_title = "STORESCU"
     "#;
+
+    /// `segnode run --model DIR` runs the folder given, with the configuration's other
+    /// `[model]` options when there is a configuration file, else the defaults and
+    /// `ORT_DYLIB_PATH`; without `--model`, the configured model, if any.
+    #[test]
+    fn the_offline_model_is_the_folder_given_or_the_configured_one() {
+        let env = BTreeMap::from([("ORT_DYLIB_PATH".to_string(), "/lib/ort.so".to_string())]);
+        let missing = Path::new("/nonexistent/segnode.toml");
+        let given = offline_model(missing, Some(PathBuf::from("onnx/m")), &env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(given.path, PathBuf::from("onnx/m"));
+        assert_eq!(given.onnxruntime, Some(PathBuf::from("/lib/ort.so")));
+        assert!(offline_model(missing, None, &env).unwrap().is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("segnode.toml");
+        let model = "[model]\npath = \"onnx/configured\"\nintra_threads = 3\n";
+        std::fs::write(&file, format!("{MINIMAL}\n{model}")).unwrap();
+        let configured = offline_model(&file, None, &BTreeMap::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (configured.path.as_path(), configured.intra_threads),
+            (Path::new("onnx/configured"), 3)
+        );
+        let over = offline_model(&file, Some(PathBuf::from("onnx/m")), &BTreeMap::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (over.path.as_path(), over.intra_threads),
+            (Path::new("onnx/m"), 3)
+        );
+    }
 
     #[test]
     fn shipped_example_config_is_valid() {

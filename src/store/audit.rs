@@ -277,6 +277,55 @@ pub(super) async fn append_audit(
 mod tests {
     use super::*;
 
+    #[test]
+    fn parameters_become_a_filter_or_say_which_one_is_wrong() {
+        let p = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let f = AuditFilter::from_params(&p(&[
+            ("from", "1000"),
+            ("study", "1.2.3"),
+            ("event", "job_failed"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (f.from_ms, f.study_uid.as_deref(), f.event),
+            (Some(1000), Some("1.2.3"), Some(AuditKind::JobFailed))
+        );
+        let bad_time = AuditFilter::from_params(&p(&[("to", "yesterday")])).unwrap_err();
+        assert!(bad_time.starts_with("to: "), "{bad_time}");
+        let bad_event = AuditFilter::from_params(&p(&[("event", "x")])).unwrap_err();
+        assert!(bad_event.contains("not an audit event"), "{bad_event}");
+    }
+
+    #[test]
+    fn csv_quotes_every_field_and_doubles_quotes() {
+        let row = AuditRow {
+            id: 7,
+            at_ms: 0,
+            event: AuditKind::JobFailed,
+            calling_ae: Some("PACS".into()),
+            peer: None,
+            study_uid: None,
+            series_uid: None,
+            patient_id: None,
+            accession_number: None,
+            job_id: Some(JobId(3)),
+            detail: r#"{"reason":"a, \"b\""}"#.into(),
+            node_id: Some("n1".into()),
+        };
+        let csv = AuditRow::csv(&[row]);
+        let mut lines = csv.lines();
+        assert!(lines.next().unwrap().starts_with("id,at,event,"));
+        let line = lines.next().unwrap();
+        assert!(line.starts_with(r#""7","1970-01-01"#), "{line}");
+        assert!(line.contains(r#""{""reason"":""a, \""b\""""}""#), "{line}");
+        assert!(line.ends_with(r#","n1""#), "{line}");
+    }
+
     #[tokio::test]
     async fn records_are_found_by_each_filter_and_never_change() {
         let store = crate::store::testing::store().await;

@@ -71,7 +71,7 @@ pub struct SourceInstance {
 /// Instance counts for one series.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct InstanceCount {
-    pub series_uid: String,
+    pub series_uid: Uid,
     pub instances: i64,
 }
 

@@ -88,7 +88,7 @@ pub struct JobQuery {
     pub state: Option<JobState>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
-    pub study_uid: Option<String>,
+    pub study_uid: Option<Uid>,
     pub accession_number: Option<String>,
     pub limit: i64,
     pub offset: i64,
@@ -526,7 +526,7 @@ mod tests {
         };
         assert_eq!(store.jobs(&failed).await.unwrap().len(), 1);
         let other_study = JobQuery {
-            study_uid: Some("9.9".into()),
+            study_uid: Some(Uid::parse("9.9").unwrap()),
             limit: 10,
             ..JobQuery::default()
         };

@@ -1,6 +1,9 @@
-//! The SQLite store: schema in `migrations/`, applied at open; one file per resource
-//! (instances, series, jobs, deliveries, the audit log, retention), each with the
-//! queries on its rows and their tests (run on both engines: see [`testing::store`]). The store knows rows and states
+//! The store, on SQLite (an embedded file, the default) or PostgreSQL (several nodes
+//! sharing one queue), through sqlx's Any driver: the schema per engine in
+//! `migrations/sqlite` and `migrations/postgres`, applied at open; one file per resource
+//! (instances, series, jobs, results, deliveries, the audit log, nodes, retention), each
+//! with the queries on its rows and their tests (run on both engines: see
+//! [`testing::store`]). The store knows rows and states
 //! ([`states`]), not stage types, and holds no business rules: the stages decide (when
 //! a job is delivered, what retention may purge, when an interrupted job stops being
 //! resumed) and the store records atomically.

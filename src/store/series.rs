@@ -24,7 +24,7 @@ pub struct SeriesRow {
 /// Per-instance facts used for eligibility.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InstanceRow {
-    pub sop_class_uid: String,
+    pub sop_class_uid: Uid,
     pub modality: Option<String>,
     pub image_type: Option<String>,
     pub number_of_frames: i64,
