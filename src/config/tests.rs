@@ -1,0 +1,160 @@
+//! The configuration's tests: loading, validation, overrides, the offline model.
+use super::*;
+
+#[test]
+fn the_operating_guide_names_every_environment_override() {
+    let guide = include_str!("../../docs/operating.md");
+    for (name, key) in ENV_OVERRIDES {
+        assert!(
+            guide.contains(&format!("`{name}`")),
+            "docs/operating.md lacks {name} ({key})"
+        );
+    }
+}
+
+const MINIMAL: &str = r#"
+    [node]
+    ae_title = "SEGNODE"
+    data_dir = "/tmp/segnode"
+    [dicom]
+    listen = "127.0.0.1:11112"
+    [[dicom.allowed_peers]]
+    ae_title = "ORTHANC"
+    host = "127.0.0.1"
+    [[dicom.allowed_peers]]
+    ae_title = "STORESCU"
+"#;
+
+/// `segnode run --model DIR` runs the folder given, with the configuration's other
+/// `[model]` options when there is a configuration file, else the defaults and
+/// `ORT_DYLIB_PATH`; without `--model`, the configured model, if any.
+#[test]
+fn the_offline_model_is_the_folder_given_or_the_configured_one() {
+    let env = BTreeMap::from([("ORT_DYLIB_PATH".to_string(), "/lib/ort.so".to_string())]);
+    let missing = Path::new("/nonexistent/segnode.toml");
+    let given = offline_model(missing, Some(PathBuf::from("onnx/m")), &env)
+        .unwrap()
+        .unwrap();
+    assert_eq!(given.path, PathBuf::from("onnx/m"));
+    assert_eq!(given.onnxruntime, Some(PathBuf::from("/lib/ort.so")));
+    assert!(offline_model(missing, None, &env).unwrap().is_none());
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("segnode.toml");
+    let model = "[model]\npath = \"onnx/configured\"\nintra_threads = 3\n";
+    std::fs::write(&file, format!("{MINIMAL}\n{model}")).unwrap();
+    let configured = offline_model(&file, None, &BTreeMap::new())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (configured.path.as_path(), configured.intra_threads),
+        (Path::new("onnx/configured"), 3)
+    );
+    let over = offline_model(&file, Some(PathBuf::from("onnx/m")), &BTreeMap::new())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (over.path.as_path(), over.intra_threads),
+        (Path::new("onnx/m"), 3)
+    );
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/segnode.toml");
+    let cfg = Config::load(&path, &BTreeMap::new()).unwrap();
+    assert_eq!(cfg.ae_title.as_str(), "SEGNODE");
+}
+
+#[test]
+fn defaults_and_derived_paths() {
+    let cfg = Config::from_toml(MINIMAL, &BTreeMap::new()).unwrap();
+    assert_eq!(
+        cfg.database,
+        Database::Sqlite(PathBuf::from("/tmp/segnode/segnode.db"))
+    );
+    assert_eq!(cfg.stable_age, Duration::from_secs(10));
+    assert_eq!(cfg.eligibility.modalities, vec!["CT"]);
+    assert_eq!(cfg.dicom.max_object_bytes, 2048 * 1024 * 1024);
+}
+
+#[test]
+fn allow_list_checks_title_and_optional_host() {
+    let cfg = Config::from_toml(MINIMAL, &BTreeMap::new()).unwrap();
+    let ae = |s| AeTitle::parse(s).unwrap();
+    let local: IpAddr = "127.0.0.1".parse().unwrap();
+    let other: IpAddr = "127.0.0.2".parse().unwrap();
+    assert!(cfg.dicom.allows(&ae("ORTHANC"), local, None));
+    assert!(!cfg.dicom.allows(&ae("ORTHANC"), other, None));
+    assert!(cfg.dicom.allows(&ae("STORESCU"), other, None));
+    assert!(!cfg.dicom.allows(&ae("INTRUDER"), local, None));
+}
+
+#[test]
+fn environment_overrides_apply_and_are_validated() {
+    let env = BTreeMap::from([
+        ("SEGNODE_AE_TITLE".to_string(), "OTHER".to_string()),
+        (
+            "SEGNODE_DICOM_LISTEN".to_string(),
+            "0.0.0.0:4242".to_string(),
+        ),
+    ]);
+    let cfg = Config::from_toml(MINIMAL, &env).unwrap();
+    assert_eq!(cfg.ae_title.as_str(), "OTHER");
+    assert_eq!(cfg.dicom.listen.port(), 4242);
+    let bad = BTreeMap::from([("SEGNODE_STABLE_SECONDS".to_string(), "soon".to_string())]);
+    let err = Config::from_toml(MINIMAL, &bad).unwrap_err();
+    assert!(err.to_string().contains("SEGNODE_STABLE_SECONDS"), "{err}");
+}
+
+#[test]
+fn several_nodes_name_themselves_and_share_a_postgres_database() {
+    let cfg = Config::from_toml(MINIMAL, &BTreeMap::new()).unwrap();
+    assert!(
+        !cfg.membership.node_id.is_empty(),
+        "the host name by default"
+    );
+    assert_eq!(cfg.membership.lease, Duration::from_secs(30));
+    let text = MINIMAL.replace(
+        "data_dir = \"/tmp/segnode\"",
+        "data_dir = \"/mnt/shared\"\nnode_id = \"seg-a\"\nlease_seconds = 6",
+    );
+    let env = BTreeMap::from([(
+        "SEGNODE_DATABASE".to_string(),
+        "postgres://seg@db/segnode".to_string(),
+    )]);
+    let cfg = Config::from_toml(&text, &env).unwrap();
+    assert_eq!(cfg.membership.node_id, "seg-a");
+    assert_eq!(cfg.membership.poll_interval(), Duration::from_secs(1));
+    assert_eq!(
+        cfg.database,
+        Database::Postgres("postgres://seg@db/segnode".into())
+    );
+    let env = BTreeMap::from([("SEGNODE_NODE_ID".to_string(), "seg-b".to_string())]);
+    assert_eq!(
+        Config::from_toml(&text, &env).unwrap().membership.node_id,
+        "seg-b"
+    );
+    for bad in ["../x", "", "a b", ".hidden"] {
+        let env = BTreeMap::from([("SEGNODE_NODE_ID".to_string(), bad.to_string())]);
+        let err = Config::from_toml(&text, &env).unwrap_err();
+        assert!(err.to_string().contains("node.node_id"), "{bad:?}: {err}");
+    }
+    let zero = text.replace("lease_seconds = 6", "lease_seconds = 0");
+    let err = Config::from_toml(&zero, &BTreeMap::new()).unwrap_err();
+    assert!(err.to_string().contains("node.lease_seconds"), "{err}");
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_refused() {
+    let unknown = format!("{MINIMAL}\n[series]\nstable_secs = 3\n");
+    assert!(matches!(
+        Config::from_toml(&unknown, &BTreeMap::new()),
+        Err(ConfigError::Parse { .. })
+    ));
+    let bad_listen = MINIMAL.replace("127.0.0.1:11112", "nowhere");
+    let err = Config::from_toml(&bad_listen, &BTreeMap::new()).unwrap_err();
+    assert!(err.to_string().starts_with("dicom.listen"), "{err}");
+    let bad_regex = format!("{MINIMAL}\n[eligibility]\ndescription_exclude = [\"(\"]\n");
+    assert!(Config::from_toml(&bad_regex, &BTreeMap::new()).is_err());
+}
