@@ -123,7 +123,7 @@ pub fn render(
     };
     let mut top = 4;
     for organ in organs.iter().filter(|o| o.voxels > 0) {
-        let text = format!("{} {:.1} ml", organ.name, organ.ml);
+        let text = legend(organ);
         let scale = fit(text.len());
         draw_text(
             &mut rgb,
@@ -240,7 +240,7 @@ pub fn encode(
     let organ_list = organs
         .iter()
         .filter(|o| o.voxels > 0)
-        .map(|o| format!("{} {:.1} ml", o.name, o.ml))
+        .map(legend)
         .collect::<Vec<_>>()
         .join(", ");
     choose_slices(labels, organs)
@@ -383,6 +383,21 @@ fn derivation(
     ]
 }
 
+/// An organ as the legend names it: a truncated organ's volume is a lower bound ("at
+/// least"), an organ whose check failed says so.
+fn legend(organ: &Organ) -> String {
+    let bound = if organ.qa.volume_is_lower_bound() {
+        "at least "
+    } else {
+        ""
+    };
+    let check = match organ.qa.verdict {
+        crate::quality::Verdict::Fail => " (check failed)",
+        _ => "",
+    };
+    format!("{} {bound}{:.1} ml{check}", organ.name, organ.ml)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,7 +412,29 @@ mod tests {
             hu_mean: 0.0,
             hu_min: 0.0,
             hu_max: 0.0,
+            qa: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_legend_says_when_a_volume_is_a_lower_bound_or_failed_its_check() {
+        use crate::quality::{Assessment, Reason, ReasonCode, Verdict};
+        let mut o = organ(4, 12);
+        assert_eq!(legend(&o), "organ 4 12.0 ml");
+        let reason = |code| Reason {
+            code,
+            detail: String::new(),
+        };
+        o.qa = Assessment {
+            verdict: Verdict::Warn,
+            reasons: vec![reason(ReasonCode::Truncated)],
+        };
+        assert_eq!(legend(&o), "organ 4 at least 12.0 ml");
+        o.qa = Assessment {
+            verdict: Verdict::Fail,
+            reasons: vec![reason(ReasonCode::PositionImplausible)],
+        };
+        assert_eq!(legend(&o), "organ 4 12.0 ml (check failed)");
     }
 
     #[test]

@@ -35,6 +35,7 @@
 //! | bringing a model: nnU-Net v2 results folders to ONNX and a manifest (runs Python) | [`import`] |
 //! | what the SEG, SR and key images share: equipment, derived UIDs, patient and study | [`derived`] |
 //! | DICOM Segmentation encoding, module by module | [`seg`] |
+//! | how far each organ's result can be trusted: truncation, plausibility, position, parts | [`quality`] |
 //! | measurement report: organ volumes and attenuation as TID 1500 SR | [`sr`] |
 //! | key images for PACS that cannot show a SEG: outlines and legend burned in | [`keyimages`] |
 //! | C-STORE / C-ECHO SCU, the delivery outbox (when a job is delivered) and the webhook sender | [`deliver`] |
@@ -61,6 +62,7 @@ mod jobs;
 pub mod keyimages;
 mod memory;
 pub mod node;
+pub mod quality;
 mod receive;
 mod recovery;
 mod security;

@@ -19,7 +19,8 @@ use crate::derived::{
 use crate::dicom::build::{dcm_code, ds, el, item, seq};
 use crate::dicom::uid::{COMPREHENSIVE_3D_SR_STORAGE, SEGMENTATION_STORAGE};
 use crate::dicom::{Uid, part10};
-use crate::grid::Grid;
+use crate::grid::{Box3, Grid};
+use crate::quality::{self, Assessment, Facts, Scene, patient_mm};
 use crate::seg::EncodedSeg;
 use crate::volume::Volume;
 
@@ -35,10 +36,13 @@ pub struct Organ {
     pub hu_mean: f64,
     pub hu_min: f64,
     pub hu_max: f64,
+    /// How far the result can be trusted (a truncated organ's volume is a lower bound).
+    #[serde(default)]
+    pub qa: Assessment,
 }
 
 /// Measures each segment of `seg` on the label map: voxel count, volume and the
-/// attenuation of the voxels it covers.
+/// attenuation of the voxels it covers; and assesses it ([`crate::quality`]).
 pub fn measure(
     volume: &Volume,
     labels: &Grid<u8>,
@@ -48,50 +52,69 @@ pub fn measure(
     use rayon::prelude::*;
     let plane = labels.shape[1] * labels.shape[2];
     // One pass, a plane per task; background voxels (label 0) are skipped.
+    let width = labels.shape[2].max(1);
     let stats = labels
         .data
         .par_chunks(plane.max(1))
         .zip(volume.data.par_chunks(plane.max(1)))
-        .fold(Stats::new, |mut acc, (labels, hu)| {
-            for (l, v) in labels.iter().zip(hu) {
+        .enumerate()
+        .fold(Stats::new, |mut acc, (z, (labels, hu))| {
+            for (i, (l, v)) in labels.iter().zip(hu).enumerate() {
                 if *l != 0 {
-                    acc.add(usize::from(*l), *v);
+                    acc.add(usize::from(*l), *v, [z, i / width, i % width]);
                 }
             }
             acc
         })
         .reduce(Stats::new, Stats::merge);
+    let scene = Scene::of(volume);
     let voxel_ml = volume.geometry.spacing.iter().product::<f64>() / 1000.0;
     seg.segments
         .iter()
         .enumerate()
         .map(|(i, value)| {
             let v = usize::from(*value);
-            let name = model
-                .labels
-                .iter()
-                .find(|l| l.value == *value)
-                .map_or_else(|| format!("label {value}"), |l| l.name.clone());
+            let label = model.labels.iter().find(|l| l.value == *value);
+            let name = label.map_or_else(|| format!("label {value}"), |l| l.name.clone());
+            let count = stats.count[v].max(1) as f64;
+            let bounds = Box3 {
+                lo: stats.lo[v],
+                end: stats.hi[v].map(|i| i + 1),
+            };
+            let facts = Facts {
+                ml: round2(stats.count[v] as f64 * voxel_ml),
+                hu_mean: round2(stats.sum[v] / count),
+                bounds,
+                centre_mm: patient_mm(volume, stats.index_sum[v].map(|s| s / count)),
+                largest_part: quality::largest_part(labels, *value, bounds),
+            };
             Organ {
                 value: *value,
                 segment_number: i as u16 + 1,
                 name,
                 voxels: stats.count[v],
-                ml: round2(stats.count[v] as f64 * voxel_ml),
-                hu_mean: round2(stats.sum[v] / stats.count[v].max(1) as f64),
+                ml: facts.ml,
+                hu_mean: facts.hu_mean,
                 hu_min: f64::from(stats.min[v]),
                 hu_max: f64::from(stats.max[v]),
+                qa: label.map_or_else(Assessment::default, |l| {
+                    quality::assess(&l.kind, &facts, &scene)
+                }),
             }
         })
         .collect()
 }
 
-/// Per-label voxel count, HU sum, minimum and maximum.
+/// Per-label voxel count, HU sum, minimum and maximum, the sum of the voxels' (z, y, x)
+/// indices and their box (lowest and highest index).
 struct Stats {
     count: [u64; 256],
     sum: [f64; 256],
     min: [f32; 256],
     max: [f32; 256],
+    index_sum: [[f64; 3]; 256],
+    lo: [[usize; 3]; 256],
+    hi: [[usize; 3]; 256],
 }
 
 impl Stats {
@@ -101,14 +124,22 @@ impl Stats {
             sum: [0.0; 256],
             min: [f32::INFINITY; 256],
             max: [f32::NEG_INFINITY; 256],
+            index_sum: [[0.0; 3]; 256],
+            lo: [[usize::MAX; 3]; 256],
+            hi: [[0; 3]; 256],
         }
     }
 
-    fn add(&mut self, label: usize, hu: f32) {
+    fn add(&mut self, label: usize, hu: f32, at: [usize; 3]) {
         self.count[label] += 1;
         self.sum[label] += f64::from(hu);
         self.min[label] = self.min[label].min(hu);
         self.max[label] = self.max[label].max(hu);
+        for (axis, i) in at.into_iter().enumerate() {
+            self.index_sum[label][axis] += i as f64;
+            self.lo[label][axis] = self.lo[label][axis].min(i);
+            self.hi[label][axis] = self.hi[label][axis].max(i);
+        }
     }
 
     fn merge(mut self, other: Self) -> Self {
@@ -117,6 +148,11 @@ impl Stats {
             self.sum[l] += other.sum[l];
             self.min[l] = self.min[l].min(other.min[l]);
             self.max[l] = self.max[l].max(other.max[l]);
+            for axis in 0..3 {
+                self.index_sum[l][axis] += other.index_sum[l][axis];
+                self.lo[l][axis] = self.lo[l][axis].min(other.lo[l][axis]);
+                self.hi[l][axis] = self.hi[l][axis].max(other.hi[l][axis]);
+            }
         }
         self
     }
@@ -505,11 +541,24 @@ fn group(
             dcm_code("121232", "Source Series for Segmentation"),
             uid_value(source_series),
         ),
+        // A truncated organ's volume is a lower bound: derived as its minimum.
         num(
             coded("SCT", "118565006", "Volume"),
             organ.ml,
             coded("UCUM", "ml", "milliliter"),
-            vec![],
+            organ
+                .qa
+                .volume_is_lower_bound()
+                .then(|| {
+                    content(
+                        "HAS CONCEPT MOD",
+                        "CODE",
+                        dcm_code("121401", "Derivation"),
+                        code_value(coded("SCT", "255605001", "Minimum")),
+                    )
+                })
+                .into_iter()
+                .collect(),
         ),
         attenuation(organ.hu_mean, coded("SCT", "373098007", "Mean")),
         attenuation(organ.hu_min, coded("SCT", "255605001", "Minimum")),

@@ -19,6 +19,7 @@ use super::{
 };
 use crate::dicom::Uid;
 use crate::jobs::summary::JobSummary;
+use crate::quality::Verdict;
 use crate::store::{
     AUDIT_FIELDS, AuditFilter, AuditRow, DeliveryState, JobQuery, JobState, ResultObject,
     ResultRow, format_ms, now_ms,
@@ -50,7 +51,7 @@ body{{font-family:system-ui,sans-serif;margin:0;color:#1b1f24;background:#f6f7f9
 nav{{background:#1f3b57;padding:.6em 1em}} nav a{{color:#fff;margin-right:1.2em;text-decoration:none;font-weight:600}}
 main{{padding:1em}} table{{border-collapse:collapse;background:#fff;margin:.5em 0 1.2em}}
 th,td{{border:1px solid #d0d5db;padding:.3em .6em;text-align:left;vertical-align:top}} th{{background:#e9edf1}}
-.state{{font-weight:600}} .failed{{color:#b00020}} .delivered,.succeeded{{color:#1b7f3b}} .queued,.running{{color:#8a5a00}}
+.state{{font-weight:600}} .qa{{font-size:85%;padding:0 .3em;border-radius:3px}} .qa.ok{{background:#dff3e4}} .qa.warn{{background:#fff1cc}} .qa.fail{{background:#fbdcdc}} .failed{{color:#b00020}} .delivered,.succeeded{{color:#1b7f3b}} .queued,.running{{color:#8a5a00}}
 form{{margin:.5em 0 1em}} img.key{{max-width:512px;margin:.3em;border:1px solid #999}} .note{{color:#555}}
 </style></head>
 <body><nav><a href="/ui/">Jobs</a><a href="/ui/audit">Audit</a><a href="/ui/health">Health</a></nav>
@@ -114,14 +115,37 @@ fn state_cell(state: JobState) -> String {
     format!(r#"<span class="state {state}">{state}</span>"#)
 }
 
-/// Organ volumes of a job, one per line.
+/// Organ volumes of a job, one per line, with each organ's verdict; a truncated
+/// organ's volume reads "≥" (a lower bound).
 fn organs(summary: &JobSummary) -> String {
     summary
         .organs
         .iter()
-        .map(|o| format!("{} {:.1}&nbsp;ml", esc(&o.name), o.ml))
+        .map(|o| {
+            format!(
+                "{} {}{:.1}&nbsp;ml {}",
+                esc(&o.name),
+                if o.qa.volume_is_lower_bound() {
+                    "≥"
+                } else {
+                    ""
+                },
+                o.ml,
+                verdict_badge(o.qa.verdict)
+            )
+        })
         .collect::<Vec<_>>()
         .join("<br>")
+}
+
+/// A verdict as a badge.
+fn verdict_badge(v: Verdict) -> String {
+    let name = match v {
+        Verdict::Ok => "ok",
+        Verdict::Warn => "warn",
+        Verdict::Fail => "fail",
+    };
+    format!(r#"<span class="qa {name}">{name}</span>"#)
 }
 
 fn age(ms: i64) -> String {
@@ -279,16 +303,24 @@ pub async fn job(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiR
             .map_or(String::new(), |sr| sr.sop_instance_uid.to_string()),
     );
     if !summary.organs.is_empty() {
-        html.push_str("<h2>Organs</h2><table id=\"organs\"><tr><th>Organ</th><th>Volume (ml)</th><th>Mean HU</th><th>Min HU</th><th>Max HU</th></tr>");
+        html.push_str("<h2>Organs</h2><table id=\"organs\"><tr><th>Organ</th><th>Volume (ml)</th><th>Mean HU</th><th>Min HU</th><th>Max HU</th><th>Check</th></tr>");
         for o in &summary.organs {
+            let reasons: Vec<String> = o.qa.reasons.iter().map(|r| esc(&r.detail)).collect();
             let _ = write!(
                 html,
-                "<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.0}</td><td>{:.0}</td></tr>",
+                "<tr><td>{}</td><td>{}{:.1}</td><td>{:.1}</td><td>{:.0}</td><td>{:.0}</td><td>{} {}</td></tr>",
                 esc(&o.name),
+                if o.qa.volume_is_lower_bound() {
+                    "≥ "
+                } else {
+                    ""
+                },
                 o.ml,
                 o.hu_mean,
                 o.hu_min,
                 o.hu_max,
+                verdict_badge(o.qa.verdict),
+                reasons.join("; "),
             );
         }
         html.push_str("</table>");

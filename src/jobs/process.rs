@@ -305,6 +305,7 @@ fn encode(
     } else {
         Vec::new()
     };
+    summary.qa_verdict = organs.iter().map(|o| o.qa.verdict).max();
     summary.organs = organs;
     Ok(Encoded {
         segs,

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cascade::CascadeSummary;
 use crate::dicom::Uid;
+use crate::quality::Verdict;
 use crate::sr::Organ;
 use crate::store::{JobRow, ResultRow, format_ms};
 use crate::volume::HuRange;
@@ -64,9 +65,12 @@ pub struct JobSummary {
     /// The BINARY SEG (the one every job records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seg: Option<SegSummary>,
-    /// What the measurement report says of each organ.
+    /// What the measurement report says of each organ, with how far it can be trusted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub organs: Vec<Organ>,
+    /// The worst of the organs' verdicts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qa_verdict: Option<Verdict>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_images: Vec<KeyImageSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
