@@ -254,52 +254,20 @@ impl Cascade {
         let mut timings = Timings::new();
         // Into the model's frame: transposes and flips only, nothing resampled.
         let mapping = Mapping::new(Frame::nearest(&volume.geometry.direction), m.frame);
-        let mapped;
-        let series = if mapping.is_identity() {
-            Framed {
+        let mapped = to_model_frame(volume, &mapping, &mut timings);
+        let series = match &mapped {
+            None => Framed {
                 data: &volume.data,
                 shape: volume.shape,
                 spacing: volume.geometry.spacing,
-            }
-        } else {
-            tracing::info!(
-                source = %mapping.source,
-                model = %mapping.model,
-                mapping = %mapping.describe(),
-                "series mapped into the model's frame"
-            );
-            mapped = mapping.apply(&volume.data, volume.shape);
-            timings.lap("to_model_frame");
-            Framed {
+            },
+            Some(mapped) => Framed {
                 data: &mapped.data,
                 shape: mapped.shape,
                 spacing: mapping.permute(volume.geometry.spacing),
-            }
-        };
-        let mut summary = CascadeSummary {
-            model: m.name.clone(),
-            model_version: m.version.clone(),
-            model_sha256: m.networks().into_iter().map(|n| n.sha256).collect(),
-            pipeline: m.stage2.pipeline,
-            frame: FrameSummary {
-                source: mapping.source,
-                model: mapping.model,
-                mapping: mapping.describe(),
             },
-            timings_ms: serde_json::Map::new(),
-            stage1_grid: None,
-            stage2_grid: ops::target_shape(
-                series.shape,
-                series.spacing,
-                m.stage2.spacing(series.spacing),
-            ),
-            stage2_region_fraction: 0.0,
-            stage2_patch_fraction: 0.0,
-            stage2_patches_run: 0,
-            stage2_patches_total: 0,
-            labels: Vec::new(),
-            empty: true,
         };
+        let mut summary = starting_summary(&m, &mapping, &series);
         let candidate = match (&m.stage1, &mut self.stage1, scope) {
             (Some(stage), Some(session), Scope::Cascade) => Some(stage1_region(
                 session,
@@ -323,26 +291,8 @@ impl Cascade {
             });
         }
         let counts = stage2.as_ref().map_or([0u64; 256], |s| s.counts);
-        let labels = match stage2 {
-            Some(s) if mapping.is_identity() => s.labels,
-            Some(s) => {
-                let back = mapping.inverse().apply(&s.labels.data, s.labels.shape);
-                timings.lap("to_series_frame");
-                back
-            }
-            None => Grid::filled(volume.shape, 0u8),
-        };
-        let voxel_ml = series.spacing.iter().product::<f64>() / 1000.0;
-        summary.labels = m
-            .labels
-            .iter()
-            .map(|l| LabelVolume {
-                value: l.value,
-                name: l.name.clone(),
-                voxels: counts[usize::from(l.value)],
-                ml: (counts[usize::from(l.value)] as f64 * voxel_ml * 100.0).round() / 100.0,
-            })
-            .collect();
+        let labels = to_series_frame(stage2, &mapping, volume.shape, &mut timings);
+        summary.labels = label_volumes(&m, &counts, series.spacing);
         summary.empty = summary.labels.iter().all(|l| l.voxels == 0);
         summary.timings_ms = timings.finish(started);
         Ok(Segmentation { labels, summary })
@@ -456,6 +406,89 @@ impl Cascade {
     }
 }
 
+/// The series' voxels in the model's frame, when its own frame is another (logged and
+/// timed); `None` when the two are the same.
+fn to_model_frame(volume: &Volume, mapping: &Mapping, timings: &mut Timings) -> Option<Grid<f32>> {
+    if mapping.is_identity() {
+        return None;
+    }
+    tracing::info!(
+        source = %mapping.source,
+        model = %mapping.model,
+        mapping = %mapping.describe(),
+        "series mapped into the model's frame"
+    );
+    let mapped = mapping.apply(&volume.data, volume.shape);
+    timings.lap("to_model_frame");
+    Some(mapped)
+}
+
+/// The summary before any stage ran: the model, the frame mapping and stage 2's grid.
+fn starting_summary(m: &manifest::Manifest, mapping: &Mapping, series: &Framed) -> CascadeSummary {
+    CascadeSummary {
+        model: m.name.clone(),
+        model_version: m.version.clone(),
+        model_sha256: m.networks().into_iter().map(|n| n.sha256).collect(),
+        pipeline: m.stage2.pipeline,
+        frame: FrameSummary {
+            source: mapping.source,
+            model: mapping.model,
+            mapping: mapping.describe(),
+        },
+        timings_ms: serde_json::Map::new(),
+        stage1_grid: None,
+        stage2_grid: ops::target_shape(
+            series.shape,
+            series.spacing,
+            m.stage2.spacing(series.spacing),
+        ),
+        stage2_region_fraction: 0.0,
+        stage2_patch_fraction: 0.0,
+        stage2_patches_run: 0,
+        stage2_patches_total: 0,
+        labels: Vec::new(),
+        empty: true,
+    }
+}
+
+/// Stage 2's labels mapped back into the series' own frame, or an empty label map of
+/// `shape` when stage 2 did not run.
+fn to_series_frame(
+    stage2: Option<Stage2>,
+    mapping: &Mapping,
+    shape: [usize; 3],
+    timings: &mut Timings,
+) -> Grid<u8> {
+    match stage2 {
+        Some(s) if mapping.is_identity() => s.labels,
+        Some(s) => {
+            let back = mapping.inverse().apply(&s.labels.data, s.labels.shape);
+            timings.lap("to_series_frame");
+            back
+        }
+        None => Grid::filled(shape, 0u8),
+    }
+}
+
+/// Voxels and millilitres of each of the manifest's labels, from voxel counts on a grid
+/// of `spacing` (mm).
+fn label_volumes(
+    m: &manifest::Manifest,
+    counts: &[u64; 256],
+    spacing: [f64; 3],
+) -> Vec<LabelVolume> {
+    let voxel_ml = spacing.iter().product::<f64>() / 1000.0;
+    m.labels
+        .iter()
+        .map(|l| LabelVolume {
+            value: l.value,
+            name: l.name.clone(),
+            voxels: counts[usize::from(l.value)],
+            ml: (counts[usize::from(l.value)] as f64 * voxel_ml * 100.0).round() / 100.0,
+        })
+        .collect()
+}
+
 /// Stage 1's candidate region on its grid, in the model's frame: the series goes into
 /// stage 1's own frame when it has one, and the region comes back.
 fn stage1_region(
@@ -559,6 +592,44 @@ fn infer(
     region: Option<&Grid<bool>>,
 ) -> Result<(Grid<u8>, Coverage), RuntimeError> {
     let patch = stage.patch;
+    let input = pad_to_patch(x, patch, pad);
+    let padded = input.shape;
+    let steps: [usize; 3] = std::array::from_fn(|i| ops::step(patch[i], stage.overlap));
+    let starts = patch_starts(region, padded, patch, steps);
+    let grid_patches: usize = (0..3)
+        .map(|i| ops::window_starts(padded[i], patch[i], steps[i]).len())
+        .product();
+    let weights = ops::blend_weights(patch, stage.blending);
+    let classes = session.classes;
+    let mut acc = vec![0f32; classes * input.len()];
+    let mut covered = Grid::filled(padded, false);
+    let mut coverage = Coverage {
+        run: 0,
+        total: grid_patches,
+        covered: 0,
+    };
+    for start in starts {
+        if !touches_region(region, x.shape, patch, start) {
+            continue;
+        }
+        let logits = session.run(patch_values(&input, patch, start))?;
+        coverage.run += 1;
+        add_weighted(
+            &mut acc,
+            &mut covered,
+            &logits,
+            &weights,
+            classes,
+            patch,
+            start,
+        );
+    }
+    let labels = argmax_labels(&acc, classes, &covered, x.shape, region, &mut coverage);
+    Ok((labels, coverage))
+}
+
+/// `x` in a grid at least a patch long on every axis, the extra voxels `pad`.
+fn pad_to_patch(x: &Grid<f32>, patch: [usize; 3], pad: f32) -> Grid<f32> {
     let padded: [usize; 3] = std::array::from_fn(|i| x.shape[i].max(patch[i]));
     let mut input = Grid::filled(padded, pad);
     for z in 0..x.shape[0] {
@@ -568,11 +639,20 @@ fn infer(
             input.data[to..to + x.shape[2]].copy_from_slice(&x.data[from..from + x.shape[2]]);
         }
     }
+    input
+}
+
+/// Where the patches start on the padded grid, in (z, y, x) order, each once.
+fn patch_starts(
+    region: Option<&Grid<bool>>,
+    padded: [usize; 3],
+    patch: [usize; 3],
+    steps: [usize; 3],
+) -> BTreeSet<[usize; 3]> {
     // With a region, patches are laid over each of its components' bounding boxes (at
     // least a patch long), not over the whole grid: stage 2's work follows the region,
     // and a stray component far from the organs costs its own few patches, not a box
     // spanning both.
-    let steps: [usize; 3] = std::array::from_fn(|i| ops::step(patch[i], stage.overlap));
     let boxes = match region {
         Some(region) => ops::component_boxes(region),
         None => vec![ops::Box3::of_shape(padded)],
@@ -594,67 +674,87 @@ fn infer(
             }
         }
     }
-    let grid_patches: usize = (0..3)
-        .map(|i| ops::window_starts(padded[i], patch[i], steps[i]).len())
-        .product();
-    let weights = ops::blend_weights(patch, stage.blending);
-    let classes = session.classes;
-    let n = input.len();
-    let mut acc = vec![0f32; classes * n];
-    let mut covered = Grid::filled(padded, false);
-    let mut coverage = Coverage {
-        run: 0,
-        total: grid_patches,
-        covered: 0,
-    };
-    let touches = |z0: usize, y0: usize, x0: usize| -> bool {
-        let Some(region) = region else { return true };
-        (z0..(z0 + patch[0]).min(x.shape[0])).any(|z| {
-            (y0..(y0 + patch[1]).min(x.shape[1])).any(|y| {
-                let row = region.index(z, y, 0);
-                region.data[row + x0.min(x.shape[2])..row + (x0 + patch[2]).min(x.shape[2])]
-                    .iter()
-                    .any(|v| *v)
-            })
+    starts
+}
+
+/// Whether the patch at `start` holds a region voxel of the unpadded grid of `shape`
+/// (always, without a region).
+fn touches_region(
+    region: Option<&Grid<bool>>,
+    shape: [usize; 3],
+    patch: [usize; 3],
+    [z0, y0, x0]: [usize; 3],
+) -> bool {
+    let Some(region) = region else { return true };
+    (z0..(z0 + patch[0]).min(shape[0])).any(|z| {
+        (y0..(y0 + patch[1]).min(shape[1])).any(|y| {
+            let row = region.index(z, y, 0);
+            region.data[row + x0.min(shape[2])..row + (x0 + patch[2]).min(shape[2])]
+                .iter()
+                .any(|v| *v)
         })
-    };
-    let mut buffer = Vec::with_capacity(patch.iter().product());
-    for [z0, y0, x0] in starts {
-        if !touches(z0, y0, x0) {
-            continue;
+    })
+}
+
+/// The voxels of the patch at `start`, in (z, y, x) order: the network's input.
+fn patch_values(input: &Grid<f32>, patch: [usize; 3], [z0, y0, x0]: [usize; 3]) -> Vec<f32> {
+    let mut values = Vec::with_capacity(patch.iter().product());
+    for z in z0..z0 + patch[0] {
+        for y in y0..y0 + patch[1] {
+            let row = input.index(z, y, x0);
+            values.extend_from_slice(&input.data[row..row + patch[2]]);
         }
-        buffer.clear();
-        for z in z0..z0 + patch[0] {
-            for y in y0..y0 + patch[1] {
-                let row = input.index(z, y, x0);
-                buffer.extend_from_slice(&input.data[row..row + patch[2]]);
-            }
-        }
-        let logits = session.run(std::mem::take(&mut buffer))?;
-        buffer = Vec::with_capacity(patch.iter().product());
-        coverage.run += 1;
-        let plane = patch.iter().product::<usize>();
-        let mut k = 0;
-        for z in z0..z0 + patch[0] {
-            for y in y0..y0 + patch[1] {
-                let row = input.index(z, y, x0);
-                for dx in 0..patch[2] {
-                    let v = row + dx;
-                    covered.data[v] = true;
-                    let w = weights[k];
-                    for c in 0..classes {
-                        acc[c * n + v] += logits[c * plane + k] * w;
-                    }
-                    k += 1;
+    }
+    values
+}
+
+/// Adds a patch's logits, weighted by the blending weights, to the per-class sums
+/// `acc` (class-major over the padded grid), and marks its voxels covered.
+fn add_weighted(
+    acc: &mut [f32],
+    covered: &mut Grid<bool>,
+    logits: &[f32],
+    weights: &[f32],
+    classes: usize,
+    patch: [usize; 3],
+    [z0, y0, x0]: [usize; 3],
+) {
+    let n = covered.len();
+    let plane = patch.iter().product::<usize>();
+    let mut k = 0;
+    for z in z0..z0 + patch[0] {
+        for y in y0..y0 + patch[1] {
+            let row = covered.index(z, y, x0);
+            for dx in 0..patch[2] {
+                let v = row + dx;
+                covered.data[v] = true;
+                let w = weights[k];
+                for c in 0..classes {
+                    acc[c * n + v] += logits[c * plane + k] * w;
                 }
+                k += 1;
             }
         }
     }
-    let mut labels = Grid::filled(x.shape, 0u8);
-    for z in 0..x.shape[0] {
-        for y in 0..x.shape[1] {
-            for xx in 0..x.shape[2] {
-                let v = input.index(z, y, xx);
+}
+
+/// The label of each covered voxel of the unpadded grid of `shape`: the class with the
+/// largest sum (the first on a tie), background outside the region; counts the covered
+/// voxels into `coverage`.
+fn argmax_labels(
+    acc: &[f32],
+    classes: usize,
+    covered: &Grid<bool>,
+    shape: [usize; 3],
+    region: Option<&Grid<bool>>,
+    coverage: &mut Coverage,
+) -> Grid<u8> {
+    let n = covered.len();
+    let mut labels = Grid::filled(shape, 0u8);
+    for z in 0..shape[0] {
+        for y in 0..shape[1] {
+            for xx in 0..shape[2] {
+                let v = covered.index(z, y, xx);
                 let out = labels.index(z, y, xx);
                 if !covered.data[v] {
                     continue;
@@ -673,7 +773,7 @@ fn infer(
             }
         }
     }
-    Ok((labels, coverage))
+    labels
 }
 
 /// The smallest box holding every voxel of `mask`.

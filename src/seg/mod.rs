@@ -18,7 +18,7 @@ use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
 use sha2::{Digest, Sha256};
 
-use crate::cascade::manifest::Manifest;
+use crate::cascade::manifest::{Label, Manifest};
 pub use crate::derived::Equipment;
 use crate::derived::{now_da_tm, uid_from};
 pub use crate::dicom::SegType;
@@ -83,60 +83,13 @@ pub fn encode(
             volume: volume.shape,
         });
     }
-    let src = &volume.source;
-    let study_uid = src
-        .study_instance_uid
-        .clone()
-        .ok_or(SegError::MissingSource("Study Instance UID"))?;
-    let series_uid = src
-        .series_instance_uid
-        .clone()
-        .ok_or(SegError::MissingSource("Series Instance UID"))?;
-    let frame_of_reference = src
-        .frame_of_reference_uid
-        .clone()
-        .unwrap_or_else(|| derived_frame_of_reference(&series_uid));
-
-    // Segments: the manifest's labels that occur, numbered from 1 in value order.
+    let (study_uid, series_uid, frame_of_reference) = source_uids(volume)?;
     let [_, rows, columns] = volume.shape;
     let plane = rows * columns;
     let slice_presence = frames::slice_presence(&labels.data, plane);
-    let mut present = [false; 256];
-    for seen in &slice_presence {
-        present.iter_mut().zip(seen).for_each(|(p, s)| *p |= *s);
-    }
-    let mut defs: Vec<_> = model
-        .labels
-        .iter()
-        .filter(|l| present[usize::from(l.value)])
-        .collect();
-    defs.sort_by_key(|l| l.value);
-    if defs.is_empty() {
-        return Err(SegError::Empty);
-    }
+    let defs = present_labels(model, &slice_presence)?;
     let segments: Vec<u8> = defs.iter().map(|l| l.value).collect();
-
-    let hash = {
-        let mut h = Sha256::new();
-        for part in [source_key, &model.name, &model.version] {
-            h.update(part.as_bytes());
-            h.update([0]);
-        }
-        h
-    };
-    let seg_series_uid = {
-        let mut h = hash.clone();
-        h.update(b"series");
-        uid_from(h)
-    };
-    let sop_instance_uid = {
-        let mut h = hash;
-        h.update(match seg_type {
-            SegType::Binary => b"binary".as_slice(),
-            SegType::Labelmap => b"labelmap".as_slice(),
-        });
-        uid_from(h)
-    };
+    let (seg_series_uid, sop_instance_uid) = derived_uids(source_key, model, seg_type);
     let (date, time) = now_da_tm();
     let (frame_list, pixel_data, bits) =
         frames_and_pixels(seg_type, &labels.data, plane, &slice_presence, &segments);
@@ -165,11 +118,91 @@ pub fn encode(
         date,
         time,
     };
-    let o = iod::data_set(&seg);
-    let pixel_bytes = pixel_data.len();
+    let file = part10_file(&seg, &pixel_data)?;
+    Ok(EncodedSeg {
+        file,
+        sop_class_uid: seg_type.sop_class(),
+        frames: seg.frames.len(),
+        sop_instance_uid,
+        series_instance_uid: seg_series_uid,
+        segments,
+    })
+}
 
+/// The source's Study and Series Instance UIDs and its Frame of Reference UID (derived
+/// from the series when it has none).
+fn source_uids(volume: &Volume) -> Result<(String, String, String), SegError> {
+    let src = &volume.source;
+    let study_uid = src
+        .study_instance_uid
+        .clone()
+        .ok_or(SegError::MissingSource("Study Instance UID"))?;
+    let series_uid = src
+        .series_instance_uid
+        .clone()
+        .ok_or(SegError::MissingSource("Series Instance UID"))?;
+    let frame_of_reference = src
+        .frame_of_reference_uid
+        .clone()
+        .unwrap_or_else(|| derived_frame_of_reference(&series_uid));
+    Ok((study_uid, series_uid, frame_of_reference))
+}
+
+/// The segments: the manifest's labels that occur in some slice, in value order (the
+/// segment numbers count from 1 in that order); none is [`SegError::Empty`].
+fn present_labels<'a>(
+    model: &'a Manifest,
+    slice_presence: &[[bool; 256]],
+) -> Result<Vec<&'a Label>, SegError> {
+    let mut present = [false; 256];
+    for seen in slice_presence {
+        present.iter_mut().zip(seen).for_each(|(p, s)| *p |= *s);
+    }
+    let mut defs: Vec<_> = model
+        .labels
+        .iter()
+        .filter(|l| present[usize::from(l.value)])
+        .collect();
+    defs.sort_by_key(|l| l.value);
+    if defs.is_empty() {
+        return Err(SegError::Empty);
+    }
+    Ok(defs)
+}
+
+/// The SEG's Series and SOP Instance UIDs, derived from the source content, the model
+/// name and version and (for the instance) the SEG type.
+fn derived_uids(source_key: &str, model: &Manifest, seg_type: SegType) -> (Uid, Uid) {
+    let hash = {
+        let mut h = Sha256::new();
+        for part in [source_key, &model.name, &model.version] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h
+    };
+    let seg_series_uid = {
+        let mut h = hash.clone();
+        h.update(b"series");
+        uid_from(h)
+    };
+    let sop_instance_uid = {
+        let mut h = hash;
+        h.update(match seg_type {
+            SegType::Binary => b"binary".as_slice(),
+            SegType::Labelmap => b"labelmap".as_slice(),
+        });
+        uid_from(h)
+    };
+    (seg_series_uid, sop_instance_uid)
+}
+
+/// The Part 10 file: header, the data set of `seg`, then its Pixel Data.
+fn part10_file(seg: &iod::Seg, pixel_data: &[u8]) -> Result<Vec<u8>, SegError> {
+    let o = iod::data_set(seg);
+    let pixel_bytes = pixel_data.len();
     let mut file = part10::header(
-        seg_type.sop_class(),
+        seg.seg_type.sop_class(),
         &seg.uids.sop_instance,
         crate::dicom::uid::ts::EXPLICIT_VR_LE,
         &seg.equipment.ae_title,
@@ -186,18 +219,11 @@ pub fn encode(
         u32::try_from(padded).map_err(|_| SegError::Encode("Pixel Data over 4 GiB".into()))?;
     file.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0]);
     file.extend_from_slice(&length.to_le_bytes());
-    file.extend_from_slice(&pixel_data);
+    file.extend_from_slice(pixel_data);
     if padded != pixel_bytes {
         file.push(0);
     }
-    Ok(EncodedSeg {
-        file,
-        sop_class_uid: seg_type.sop_class(),
-        frames: seg.frames.len(),
-        sop_instance_uid,
-        series_instance_uid: seg_series_uid,
-        segments,
-    })
+    Ok(file)
 }
 
 /// The frames of a SEG of `seg_type` as (segment for BINARY, source slice), its Pixel

@@ -390,7 +390,6 @@ async fn record_in(
     let RecordRequest {
         meta,
         file,
-        calling_ae,
         file_durable,
         ..
     } = request;
@@ -404,30 +403,48 @@ async fn record_in(
         Some((_, sha, _)) if sha == file.sha256 => (None, RecordOutcome::Unchanged, None),
         Some(_) if !file_durable => return Ok(RecordOutcome::ReplacementNeedsDurableFile),
         Some((id, _, old_file)) => (
-            Some(
-                "UPDATE instances SET series_id = $1, sop_class_uid = $3, transfer_syntax = $4, file_name = $5,
-                     size_bytes = $6, sha256 = $7, modality = $8, image_type = $9, number_of_frames = $10,
-                     slice_thickness_mm = $11, orientation = $12, received_ms = $13,
-                     replaced_count = replaced_count + 1, node_id = $14
-                 WHERE id = $15",
-            ),
+            Some(UPDATE_INSTANCE),
             RecordOutcome::Replaced { old_file },
             Some(id),
         ),
-        None => (
-            Some(
-                "INSERT INTO instances (series_id, sop_instance_uid, sop_class_uid, transfer_syntax,
+        None => (Some(INSERT_INSTANCE), RecordOutcome::Added, None),
+    };
+    let series_id = touch_series(tx, request, now, sql.is_some()).await?;
+    let Some(sql) = sql else {
+        return Ok(outcome);
+    };
+    write_instance(tx, node, request, sql, series_id, existing_id, now).await?;
+    if let RecordOutcome::Replaced { .. } = outcome {
+        audit_replacement(tx, node, request).await?;
+    }
+    Ok(outcome)
+}
+
+/// Replaces the stored copy's row (`$15`: its id) with the new copy's.
+const UPDATE_INSTANCE: &str = "UPDATE instances SET series_id = $1, sop_class_uid = $3, transfer_syntax = $4, file_name = $5,
+                     size_bytes = $6, sha256 = $7, modality = $8, image_type = $9, number_of_frames = $10,
+                     slice_thickness_mm = $11, orientation = $12, received_ms = $13,
+                     replaced_count = replaced_count + 1, node_id = $14
+                 WHERE id = $15";
+
+/// Inserts the row of an instance new to the node.
+const INSERT_INSTANCE: &str =
+    "INSERT INTO instances (series_id, sop_instance_uid, sop_class_uid, transfer_syntax,
                      file_name, size_bytes, sha256, modality, image_type, number_of_frames,
                      slice_thickness_mm, orientation, received_ms, node_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            ),
-            RecordOutcome::Added,
-            None,
-        ),
-    };
-    // Any arrival puts the series back to `receiving`; only new or changed content
-    // bumps its revision (and names the sender of the revision).
-    let series_id: i64 = sqlx::query_scalar(
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+/// Creates or touches the instance's series and returns its id. Any arrival puts the
+/// series back to `receiving`; only `new_content` bumps its revision (and names the
+/// sender of the revision).
+async fn touch_series(
+    tx: &mut Transaction<'_, Any>,
+    request: &RecordRequest,
+    now: i64,
+    new_content: bool,
+) -> Result<i64, StoreError> {
+    let meta = &request.meta;
+    Ok(sqlx::query_scalar(
         "INSERT INTO series (series_uid, study_uid, patient_id, accession_number, modality,
                              series_description, calling_ae, state, first_received_ms, last_received_ms,
                              revision)
@@ -444,15 +461,26 @@ async fn record_in(
     .bind(&meta.accession_number)
     .bind(&meta.modality)
     .bind(&meta.series_description)
-    .bind(calling_ae)
+    .bind(&request.calling_ae)
     .bind(now)
-    .bind(i64::from(sql.is_some()))
+    .bind(i64::from(new_content))
     .bind(SeriesState::Receiving)
     .fetch_one(&mut **tx)
-    .await?;
-    let Some(sql) = sql else {
-        return Ok(outcome);
-    };
+    .await?)
+}
+
+/// Writes the instance row with `sql` ([`INSERT_INSTANCE`], or [`UPDATE_INSTANCE`] of
+/// the row `existing_id`).
+async fn write_instance(
+    tx: &mut Transaction<'_, Any>,
+    node: &str,
+    request: &RecordRequest,
+    sql: &'static str,
+    series_id: i64,
+    existing_id: Option<i64>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let RecordRequest { meta, file, .. } = request;
     let orientation = meta
         .orientation
         .map(|o| o.iter().map(f64::to_string).collect::<Vec<_>>().join("\\"));
@@ -477,23 +505,33 @@ async fn record_in(
     }
     .execute(&mut **tx)
     .await?;
-    if let RecordOutcome::Replaced { .. } = outcome {
-        append_audit(
-            tx,
-            node,
-            &AuditEvent {
-                calling_ae: Some(calling_ae),
-                study_uid: Some(meta.study_uid.as_str()),
-                series_uid: Some(meta.series_uid.as_str()),
-                patient_id: meta.patient_id.as_deref(),
-                accession_number: meta.accession_number.as_deref(),
-                detail: serde_json::json!({ "sop_instance": meta.sop_instance_uid.as_str() }),
-                ..AuditEvent::of(AuditKind::InstanceReplaced)
-            },
-        )
-        .await?;
-    }
-    Ok(outcome)
+    Ok(())
+}
+
+/// Audits the replacement of a stored copy by the request's new content.
+async fn audit_replacement(
+    tx: &mut Transaction<'_, Any>,
+    node: &str,
+    request: &RecordRequest,
+) -> Result<(), StoreError> {
+    let RecordRequest {
+        meta, calling_ae, ..
+    } = request;
+    append_audit(
+        tx,
+        node,
+        &AuditEvent {
+            calling_ae: Some(calling_ae),
+            study_uid: Some(meta.study_uid.as_str()),
+            series_uid: Some(meta.series_uid.as_str()),
+            patient_id: meta.patient_id.as_deref(),
+            accession_number: meta.accession_number.as_deref(),
+            detail: serde_json::json!({ "sop_instance": meta.sop_instance_uid.as_str() }),
+            ..AuditEvent::of(AuditKind::InstanceReplaced)
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

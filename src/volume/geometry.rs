@@ -234,6 +234,32 @@ pub fn arrange(
     let (o, oriented) = most_common(slices.iter().map(|s| s.orientation), |a, b| {
         close(a, b, tol.orientation)
     });
+    let [row, col, normal] = directions(slices, o, oriented, tol)?;
+    let along: Vec<f64> = slices.iter().map(|s| dot(s.position, normal)).collect();
+    let order = order_along(slices, &along);
+    let at = slice_namer(slices, &order, normal);
+    let spacing = check_slices_agree(slices, &order, o, oriented, tol, &at)?;
+    check_no_duplicate_position(&order, &along, tol, &at)?;
+    let (lo, hi) = (order[0], order[order.len() - 1]);
+    let span = check_tilt(slices[lo].position, slices[hi].position, normal, tol)?;
+    let mean = span / (order.len() - 1) as f64;
+    check_gaps(&order, &along, mean, tol, &at)?;
+    Ok(Geometry {
+        spacing: [mean, spacing[0], spacing[1]],
+        origin: slices[lo].position,
+        direction: [row, col, normal],
+        order,
+    })
+}
+
+/// The row, column and normal directions of orientation `o` (shared by `oriented`
+/// slices), or the error naming its first slice when they are not unit and orthogonal.
+fn directions(
+    slices: &[Placement],
+    o: [f64; 6],
+    oriented: usize,
+    tol: &Tolerances,
+) -> Result<[[f64; 3]; 3], Box<GeometryError>> {
     let row = [o[0], o[1], o[2]];
     let col = [o[3], o[4], o[5]];
     let normal = cross(row, col);
@@ -248,7 +274,12 @@ pub fn arrange(
             count: slices.len(),
         }));
     }
-    let along: Vec<f64> = slices.iter().map(|s| dot(s.position, normal)).collect();
+    Ok([row, col, normal])
+}
+
+/// Indices of the slices in ascending position `along` the normal; slices at one
+/// position in the order of their names.
+fn order_along(slices: &[Placement], along: &[f64]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..slices.len()).collect();
     // Slices at one position (a fault, found below) in the order of their names, so
     // that the same files name the same slices whatever order they come in.
@@ -257,6 +288,16 @@ pub fn arrange(
             .total_cmp(&along[b])
             .then_with(|| slices[a].name.cmp(&slices[b].name))
     });
+    order
+}
+
+/// How a failure names slice `i`: its name, its coordinate along the patient axis
+/// closest to the normal and its rank in `order`.
+fn slice_namer<'a>(
+    slices: &'a [Placement],
+    order: &[usize],
+    normal: [f64; 3],
+) -> impl Fn(usize) -> SliceAt + 'a {
     let mut rank = vec![0; slices.len()];
     for (r, &i) in order.iter().enumerate() {
         rank[i] = r + 1;
@@ -264,20 +305,31 @@ pub fn arrange(
     let axis = (0..3)
         .max_by(|&a, &b| normal[a].abs().total_cmp(&normal[b].abs()))
         .expect("three axes");
-    let at = |i: usize| SliceAt {
+    move |i: usize| SliceAt {
         name: slices[i].name.clone(),
         axis: ['x', 'y', 'z'][axis],
         coordinate_mm: slices[i].position[axis],
         rank: rank[i],
         count: slices.len(),
-    };
+    }
+}
 
+/// Checks, in `order`, that every slice has the stack's orientation `o` (shared by
+/// `oriented` slices), dimensions and pixel spacing; returns the pixel spacing.
+fn check_slices_agree(
+    slices: &[Placement],
+    order: &[usize],
+    o: [f64; 6],
+    oriented: usize,
+    tol: &Tolerances,
+    at: &impl Fn(usize) -> SliceAt,
+) -> Result<[f64; 2], Box<GeometryError>> {
     let (dimensions, sized) =
         most_common(slices.iter().map(|s| (s.rows, s.columns)), |a, b| a == b);
     let (spacing, spaced) = most_common(slices.iter().map(|s| s.pixel_spacing), |a, b| {
         close(a, b, tol.pixel_spacing_mm)
     });
-    for &i in &order {
+    for &i in order {
         let s = &slices[i];
         if !close(&s.orientation, &o, tol.orientation) {
             return Err(Box::new(GeometryError::OrientationInconsistent {
@@ -306,7 +358,16 @@ pub fn arrange(
             }));
         }
     }
+    Ok(spacing)
+}
 
+/// Checks that no two neighbours in `order` lie at one position along the normal.
+fn check_no_duplicate_position(
+    order: &[usize],
+    along: &[f64],
+    tol: &Tolerances,
+    at: &impl Fn(usize) -> SliceAt,
+) -> Result<(), Box<GeometryError>> {
     for pair in order.windows(2) {
         let gap = along[pair[1]] - along[pair[0]];
         if gap < tol.spacing_mm {
@@ -316,8 +377,18 @@ pub fn arrange(
             }));
         }
     }
-    let (lo, hi) = (order[0], order[order.len() - 1]);
-    let step = sub(slices[hi].position, slices[lo].position);
+    Ok(())
+}
+
+/// Checks that the stack, from its first slice at `first` to its last at `last`, runs
+/// along the normal (no gantry tilt); returns its span along the normal.
+fn check_tilt(
+    first: [f64; 3],
+    last: [f64; 3],
+    normal: [f64; 3],
+    tol: &Tolerances,
+) -> Result<f64, Box<GeometryError>> {
+    let step = sub(last, first);
     let span = dot(step, normal);
     let tilt = (norm(cross(step, normal)) / norm(step))
         .clamp(0.0, 1.0)
@@ -326,7 +397,18 @@ pub fn arrange(
     if tilt > tol.tilt_degrees {
         return Err(Box::new(GeometryError::GantryTilt { degrees: tilt }));
     }
-    let mean = span / (order.len() - 1) as f64;
+    Ok(span)
+}
+
+/// Checks the gaps between neighbours in `order`: none a missing slice (over 1.5 times
+/// the median gap), each within the tolerances of the `mean` spacing.
+fn check_gaps(
+    order: &[usize],
+    along: &[f64],
+    mean: f64,
+    tol: &Tolerances,
+    at: &impl Fn(usize) -> SliceAt,
+) -> Result<(), Box<GeometryError>> {
     let allowed = (mean * tol.spacing_fraction).max(tol.spacing_mm);
     // Gaps first: a missing slice makes every other spacing look irregular. Each gap
     // with the slice before it.
@@ -353,12 +435,7 @@ pub fn arrange(
             found_mm: *found,
         }));
     }
-    Ok(Geometry {
-        spacing: [mean, spacing[0], spacing[1]],
-        origin: slices[lo].position,
-        direction: [row, col, normal],
-        order,
-    })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,8 +16,9 @@ pub mod inspect;
 
 use std::path::{Path, PathBuf};
 
+use dicom_core::Tag;
 use dicom_dictionary_std::tags;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_pixeldata::PixelDecoder;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -188,22 +189,81 @@ fn open(path: &Path, until_pixels: bool) -> Result<DefaultDicomObject, VolumeErr
         })
 }
 
+/// The header facts of file `index` at `path`: its pixel format, series, frames and the
+/// source attributes a derived object copies.
 fn read_header(index: usize, path: &Path) -> Result<FileHeader, VolumeError> {
     let obj = open(path, true)?;
-    let p = || path.display().to_string();
-    let missing = |attribute| VolumeError::MissingAttribute {
-        path: p(),
+    let format = pixel_format(&obj, path)?;
+    let rows = int(&obj, tags::ROWS).ok_or_else(|| missing(path, "Rows"))?;
+    let columns = int(&obj, tags::COLUMNS).ok_or_else(|| missing(path, "Columns"))?;
+    let frames = int(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
+    let multi_frame = functional::get(&obj, tags::NUMBER_OF_FRAMES).is_some();
+    let sop_class_uid =
+        text(&obj, tags::SOP_CLASS_UID).ok_or_else(|| missing(path, "SOP Class UID"))?;
+    let sop_instance_uid =
+        text(&obj, tags::SOP_INSTANCE_UID).ok_or_else(|| missing(path, "SOP Instance UID"))?;
+    let series_uid = text(&obj, tags::SERIES_INSTANCE_UID)
+        .ok_or_else(|| missing(path, "Series Instance UID"))?;
+    let frame_headers = (0..frames)
+        .map(|f| {
+            let fi = f as usize;
+            let transform = |tag| {
+                functional::element(&obj, fi, tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, tag)
+                    .and_then(|e| e.to_float64().ok())
+            };
+            let name = if multi_frame {
+                format!("instance {sop_instance_uid} frame {}", f + 1)
+            } else {
+                format!("instance {sop_instance_uid}")
+            };
+            Ok(FrameHeader {
+                file: index,
+                frame: f,
+                multi_frame,
+                sop_class_uid: sop_class_uid.clone(),
+                sop_instance_uid: sop_instance_uid.clone(),
+                placement: placement(&obj, path, fi, name, rows, columns)?,
+                slope: transform(tags::RESCALE_SLOPE).unwrap_or(1.0),
+                intercept: transform(tags::RESCALE_INTERCEPT).unwrap_or(0.0),
+            })
+        })
+        .collect::<Result<Vec<_>, VolumeError>>()?;
+    let source = source_attributes(&obj, &series_uid);
+    Ok(FileHeader {
+        series_uid,
+        format,
+        frames: frame_headers,
+        source,
+    })
+}
+
+/// The error for a file at `path` without a usable `attribute`.
+fn missing(path: &Path, attribute: &'static str) -> VolumeError {
+    VolumeError::MissingAttribute {
+        path: path.display().to_string(),
         attribute,
-    };
-    let int = |tag| functional::get(&obj, tag).and_then(|e| e.to_int::<u32>().ok());
-    let samples = int(tags::SAMPLES_PER_PIXEL).unwrap_or(1) as u16;
+    }
+}
+
+/// An unsigned integer attribute at the top level of `obj`.
+fn int(obj: &InMemDicomObject, tag: Tag) -> Option<u32> {
+    functional::get(obj, tag).and_then(|e| e.to_int::<u32>().ok())
+}
+
+/// Pixel description: a single sample per pixel, in a layout the decoder reads
+/// (Bits Allocated, Bits Stored, Pixel Representation, then the pixel module's checks).
+fn pixel_format(obj: &InMemDicomObject, path: &Path) -> Result<PixelFormat, VolumeError> {
+    let p = || path.display().to_string();
+    let samples = int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1) as u16;
     if samples != 1 {
         return Err(VolumeError::NotGrayscale { path: p(), samples });
     }
     let format = PixelFormat {
-        bits_allocated: int(tags::BITS_ALLOCATED).ok_or_else(|| missing("Bits Allocated"))? as u16,
-        bits_stored: int(tags::BITS_STORED).ok_or_else(|| missing("Bits Stored"))? as u16,
-        signed: int(tags::PIXEL_REPRESENTATION).unwrap_or(0) == 1,
+        bits_allocated: int(obj, tags::BITS_ALLOCATED)
+            .ok_or_else(|| missing(path, "Bits Allocated"))? as u16,
+        bits_stored: int(obj, tags::BITS_STORED).ok_or_else(|| missing(path, "Bits Stored"))?
+            as u16,
+        signed: int(obj, tags::PIXEL_REPRESENTATION).unwrap_or(0) == 1,
     };
     if !matches!(format.bits_allocated, 8 | 16 | 32)
         || format.bits_stored == 0
@@ -217,92 +277,72 @@ fn read_header(index: usize, path: &Path) -> Result<FileHeader, VolumeError> {
             ),
         });
     }
-    pixel::check(&obj, None).map_err(|e| VolumeError::UnsupportedPixelFormat {
+    pixel::check(obj, None).map_err(|e| VolumeError::UnsupportedPixelFormat {
         path: p(),
         reason: e.to_string(),
     })?;
-    let rows = int(tags::ROWS).ok_or_else(|| missing("Rows"))?;
-    let columns = int(tags::COLUMNS).ok_or_else(|| missing("Columns"))?;
-    let frames = int(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
-    let multi_frame = functional::get(&obj, tags::NUMBER_OF_FRAMES).is_some();
-    let sop_class_uid = text(&obj, tags::SOP_CLASS_UID).ok_or_else(|| missing("SOP Class UID"))?;
-    let sop_instance_uid =
-        text(&obj, tags::SOP_INSTANCE_UID).ok_or_else(|| missing("SOP Instance UID"))?;
-    let series_uid =
-        text(&obj, tags::SERIES_INSTANCE_UID).ok_or_else(|| missing("Series Instance UID"))?;
-    let frame_headers = (0..frames)
-        .map(|f| {
-            let fi = f as usize;
-            let transform = |tag| {
-                functional::element(&obj, fi, tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, tag)
-                    .and_then(|e| e.to_float64().ok())
-            };
-            Ok(FrameHeader {
-                file: index,
-                frame: f,
-                multi_frame,
-                sop_class_uid: sop_class_uid.clone(),
-                sop_instance_uid: sop_instance_uid.clone(),
-                placement: geometry::Placement {
-                    name: if multi_frame {
-                        format!("instance {sop_instance_uid} frame {}", f + 1)
-                    } else {
-                        format!("instance {sop_instance_uid}")
-                    },
-                    orientation: functional::numbers(
-                        &obj,
-                        fi,
-                        tags::PLANE_ORIENTATION_SEQUENCE,
-                        tags::IMAGE_ORIENTATION_PATIENT,
-                    )
-                    .ok_or_else(|| missing("Image Orientation (Patient)"))?,
-                    position: functional::numbers(
-                        &obj,
-                        fi,
-                        tags::PLANE_POSITION_SEQUENCE,
-                        tags::IMAGE_POSITION_PATIENT,
-                    )
-                    .ok_or_else(|| missing("Image Position (Patient)"))?,
-                    pixel_spacing: functional::numbers(
-                        &obj,
-                        fi,
-                        tags::PIXEL_MEASURES_SEQUENCE,
-                        tags::PIXEL_SPACING,
-                    )
-                    .ok_or_else(|| missing("Pixel Spacing"))?,
-                    rows,
-                    columns,
-                },
-                slope: transform(tags::RESCALE_SLOPE).unwrap_or(1.0),
-                intercept: transform(tags::RESCALE_INTERCEPT).unwrap_or(0.0),
-            })
-        })
-        .collect::<Result<Vec<_>, VolumeError>>()?;
-    let source = SourceAttributes {
-        patient_name: text(&obj, tags::PATIENT_NAME),
-        patient_id: text(&obj, tags::PATIENT_ID),
-        patient_birth_date: text(&obj, tags::PATIENT_BIRTH_DATE),
-        patient_sex: text(&obj, tags::PATIENT_SEX),
-        study_instance_uid: text(&obj, tags::STUDY_INSTANCE_UID),
-        study_date: text(&obj, tags::STUDY_DATE),
-        study_time: text(&obj, tags::STUDY_TIME),
-        study_id: text(&obj, tags::STUDY_ID),
-        study_description: text(&obj, tags::STUDY_DESCRIPTION),
-        referring_physician_name: text(&obj, tags::REFERRING_PHYSICIAN_NAME),
-        accession_number: text(&obj, tags::ACCESSION_NUMBER),
-        series_instance_uid: Some(series_uid.clone()),
-        series_description: text(&obj, tags::SERIES_DESCRIPTION),
-        frame_of_reference_uid: text(&obj, tags::FRAME_OF_REFERENCE_UID),
-        modality: text(&obj, tags::MODALITY),
-        manufacturer: text(&obj, tags::MANUFACTURER),
-        specific_character_set: text(&obj, tags::SPECIFIC_CHARACTER_SET),
-    };
-    Ok(FileHeader {
-        series_uid,
-        format,
-        frames: frame_headers,
-        source,
+    Ok(format)
+}
+
+/// Geometry of frame `frame` (0-based): its orientation, position and pixel spacing,
+/// from its functional groups or the top level.
+fn placement(
+    obj: &InMemDicomObject,
+    path: &Path,
+    frame: usize,
+    name: String,
+    rows: u32,
+    columns: u32,
+) -> Result<geometry::Placement, VolumeError> {
+    Ok(geometry::Placement {
+        name,
+        orientation: functional::numbers(
+            obj,
+            frame,
+            tags::PLANE_ORIENTATION_SEQUENCE,
+            tags::IMAGE_ORIENTATION_PATIENT,
+        )
+        .ok_or_else(|| missing(path, "Image Orientation (Patient)"))?,
+        position: functional::numbers(
+            obj,
+            frame,
+            tags::PLANE_POSITION_SEQUENCE,
+            tags::IMAGE_POSITION_PATIENT,
+        )
+        .ok_or_else(|| missing(path, "Image Position (Patient)"))?,
+        pixel_spacing: functional::numbers(
+            obj,
+            frame,
+            tags::PIXEL_MEASURES_SEQUENCE,
+            tags::PIXEL_SPACING,
+        )
+        .ok_or_else(|| missing(path, "Pixel Spacing"))?,
+        rows,
+        columns,
     })
+}
+
+/// The patient, study and series attributes a derived object copies.
+fn source_attributes(obj: &InMemDicomObject, series_uid: &str) -> SourceAttributes {
+    SourceAttributes {
+        patient_name: text(obj, tags::PATIENT_NAME),
+        patient_id: text(obj, tags::PATIENT_ID),
+        patient_birth_date: text(obj, tags::PATIENT_BIRTH_DATE),
+        patient_sex: text(obj, tags::PATIENT_SEX),
+        study_instance_uid: text(obj, tags::STUDY_INSTANCE_UID),
+        study_date: text(obj, tags::STUDY_DATE),
+        study_time: text(obj, tags::STUDY_TIME),
+        study_id: text(obj, tags::STUDY_ID),
+        study_description: text(obj, tags::STUDY_DESCRIPTION),
+        referring_physician_name: text(obj, tags::REFERRING_PHYSICIAN_NAME),
+        accession_number: text(obj, tags::ACCESSION_NUMBER),
+        series_instance_uid: Some(series_uid.to_string()),
+        series_description: text(obj, tags::SERIES_DESCRIPTION),
+        frame_of_reference_uid: text(obj, tags::FRAME_OF_REFERENCE_UID),
+        modality: text(obj, tags::MODALITY),
+        manufacturer: text(obj, tags::MANUFACTURER),
+        specific_character_set: text(obj, tags::SPECIFIC_CHARACTER_SET),
+    }
 }
 
 /// Stored value to HU for one frame: Bits Stored, Pixel Representation, then the frame's
