@@ -106,27 +106,28 @@ pub fn measure(
 }
 
 /// Per-label voxel count, HU sum, minimum and maximum, the sum of the voxels' (z, y, x)
-/// indices and their box (lowest and highest index).
+/// indices and their box (lowest and highest index). On the heap: rayon moves a
+/// partial result by value at every level of its fold, on 2 MiB worker stacks.
 struct Stats {
-    count: [u64; 256],
-    sum: [f64; 256],
-    min: [f32; 256],
-    max: [f32; 256],
-    index_sum: [[f64; 3]; 256],
-    lo: [[usize; 3]; 256],
-    hi: [[usize; 3]; 256],
+    count: Vec<u64>,
+    sum: Vec<f64>,
+    min: Vec<f32>,
+    max: Vec<f32>,
+    index_sum: Vec<[f64; 3]>,
+    lo: Vec<[usize; 3]>,
+    hi: Vec<[usize; 3]>,
 }
 
 impl Stats {
     fn new() -> Self {
         Self {
-            count: [0; 256],
-            sum: [0.0; 256],
-            min: [f32::INFINITY; 256],
-            max: [f32::NEG_INFINITY; 256],
-            index_sum: [[0.0; 3]; 256],
-            lo: [[usize::MAX; 3]; 256],
-            hi: [[0; 3]; 256],
+            count: vec![0; 256],
+            sum: vec![0.0; 256],
+            min: vec![f32::INFINITY; 256],
+            max: vec![f32::NEG_INFINITY; 256],
+            index_sum: vec![[0.0; 3]; 256],
+            lo: vec![[usize::MAX; 3]; 256],
+            hi: vec![[0; 3]; 256],
         }
     }
 
