@@ -129,12 +129,18 @@ async fn every_dashboard_page_shows_the_processed_study_in_a_browser() {
     let organs = summary["organs"].as_array().unwrap();
     assert!(!organs.is_empty());
     for o in organs {
+        // A truncated organ's volume is shown as a lower bound, with the verdict.
+        let reasons = o["qa"]["reasons"].as_array().unwrap();
+        let truncated = reasons.iter().any(|r| r["code"] == "truncated");
         let shown = format!(
-            "{} {:.1}",
+            "{} {}{:.1}",
             o["name"].as_str().unwrap(),
+            if truncated { "≥" } else { "" },
             o["ml"].as_f64().unwrap()
         );
         assert!(dom.contains(&shown), "{shown} not in {dom}");
+        let badge = format!("class=\"qa {}\"", o["qa"]["verdict"].as_str().unwrap());
+        assert!(dom.contains(&badge), "{badge} not in {dom}");
     }
     assert!(!dom.contains("Test^Abdomen"), "no patient name by default");
 
