@@ -382,6 +382,24 @@ fn num(
     content("CONTAINS", "NUM", name, value)
 }
 
+/// An organ's volume; a truncated organ's is a lower bound, derived as its minimum.
+fn volume_measurement(organ: &Organ) -> InMemDicomObject {
+    let lower_bound = organ.qa.volume_is_lower_bound().then(|| {
+        content(
+            "HAS CONCEPT MOD",
+            "CODE",
+            dcm_code("121401", "Derivation"),
+            code_value(coded("SCT", "255605001", "Minimum")),
+        )
+    });
+    num(
+        coded("SCT", "118565006", "Volume"),
+        organ.ml,
+        coded("UCUM", "ml", "milliliter"),
+        lower_bound.into_iter().collect(),
+    )
+}
+
 /// The root container of TID 1500 and its content: language, device observer,
 /// procedure reported, and the imaging measurements, one group per organ.
 fn root(
@@ -542,25 +560,7 @@ fn group(
             dcm_code("121232", "Source Series for Segmentation"),
             uid_value(source_series),
         ),
-        // A truncated organ's volume is a lower bound: derived as its minimum.
-        num(
-            coded("SCT", "118565006", "Volume"),
-            organ.ml,
-            coded("UCUM", "ml", "milliliter"),
-            organ
-                .qa
-                .volume_is_lower_bound()
-                .then(|| {
-                    content(
-                        "HAS CONCEPT MOD",
-                        "CODE",
-                        dcm_code("121401", "Derivation"),
-                        code_value(coded("SCT", "255605001", "Minimum")),
-                    )
-                })
-                .into_iter()
-                .collect(),
-        ),
+        volume_measurement(organ),
         attenuation(organ.hu_mean, coded("SCT", "373098007", "Mean")),
         attenuation(organ.hu_min, coded("SCT", "255605001", "Minimum")),
         attenuation(organ.hu_max, coded("SCT", "56851009", "Maximum")),

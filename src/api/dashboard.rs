@@ -138,6 +138,37 @@ fn organs(summary: &JobSummary) -> String {
         .join("<br>")
 }
 
+/// A job's organs: volume (a lower bound when truncated), attenuation, verdict and
+/// reasons.
+fn organs_table(summary: &JobSummary) -> String {
+    let mut html = String::new();
+    if summary.organs.is_empty() {
+        return html;
+    }
+    html.push_str("<h2>Organs</h2><table id=\"organs\"><tr><th>Organ</th><th>Volume (ml)</th><th>Mean HU</th><th>Min HU</th><th>Max HU</th><th>Check</th></tr>");
+    for o in &summary.organs {
+        let reasons: Vec<String> = o.qa.reasons.iter().map(|r| esc(&r.detail)).collect();
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}{:.1}</td><td>{:.1}</td><td>{:.0}</td><td>{:.0}</td><td>{} {}</td></tr>",
+            esc(&o.name),
+            if o.qa.volume_is_lower_bound() {
+                "≥ "
+            } else {
+                ""
+            },
+            o.ml,
+            o.hu_mean,
+            o.hu_min,
+            o.hu_max,
+            verdict_badge(o.qa.verdict),
+            reasons.join("; "),
+        );
+    }
+    html.push_str("</table>");
+    html
+}
+
 /// A verdict as a badge.
 fn verdict_badge(v: Verdict) -> String {
     let name = match v {
@@ -302,29 +333,7 @@ pub async fn job(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiR
             .as_ref()
             .map_or(String::new(), |sr| sr.sop_instance_uid.to_string()),
     );
-    if !summary.organs.is_empty() {
-        html.push_str("<h2>Organs</h2><table id=\"organs\"><tr><th>Organ</th><th>Volume (ml)</th><th>Mean HU</th><th>Min HU</th><th>Max HU</th><th>Check</th></tr>");
-        for o in &summary.organs {
-            let reasons: Vec<String> = o.qa.reasons.iter().map(|r| esc(&r.detail)).collect();
-            let _ = write!(
-                html,
-                "<tr><td>{}</td><td>{}{:.1}</td><td>{:.1}</td><td>{:.0}</td><td>{:.0}</td><td>{} {}</td></tr>",
-                esc(&o.name),
-                if o.qa.volume_is_lower_bound() {
-                    "≥ "
-                } else {
-                    ""
-                },
-                o.ml,
-                o.hu_mean,
-                o.hu_min,
-                o.hu_max,
-                verdict_badge(o.qa.verdict),
-                reasons.join("; "),
-            );
-        }
-        html.push_str("</table>");
-    }
+    html.push_str(&organs_table(&summary));
     let keys = key_image_files(&results).count();
     if keys > 0 {
         html.push_str(

@@ -14,8 +14,8 @@ pub mod manifest;
 mod nnunet;
 pub mod ops;
 pub mod runtime;
+mod window;
 
-use std::collections::BTreeSet;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,7 @@ use frame::{Frame, Mapping};
 use manifest::{Model, Pipeline, Stage};
 use ops::Grid;
 use runtime::{Provider, RuntimeError, StageSession};
+use window::infer;
 
 /// Why a model could not be made ready.
 #[derive(Debug, thiserror::Error)]
@@ -572,208 +573,6 @@ fn native_counts(labels: &Grid<u8>, shape: [usize; 3]) -> [u64; 256] {
         }
     }
     counts
-}
-
-/// How much of a grid stage 2 covered.
-struct Coverage {
-    run: usize,
-    total: usize,
-    covered: usize,
-}
-
-/// Sliding-window inference with blending; argmax per voxel (first maximum on a tie).
-/// With a region, patches that touch no region voxel are skipped and voxels outside
-/// it are background.
-fn infer(
-    session: &mut StageSession,
-    stage: &Stage,
-    x: &Grid<f32>,
-    pad: f32,
-    region: Option<&Grid<bool>>,
-) -> Result<(Grid<u8>, Coverage), RuntimeError> {
-    let patch = stage.patch;
-    let input = pad_to_patch(x, patch, pad);
-    let padded = input.shape;
-    let steps: [usize; 3] = std::array::from_fn(|i| ops::step(patch[i], stage.overlap));
-    let starts = patch_starts(region, padded, patch, steps);
-    let grid_patches: usize = (0..3)
-        .map(|i| ops::window_starts(padded[i], patch[i], steps[i]).len())
-        .product();
-    let weights = ops::blend_weights(patch, stage.blending);
-    let classes = session.classes;
-    let mut acc = vec![0f32; classes * input.len()];
-    let mut covered = Grid::filled(padded, false);
-    let mut coverage = Coverage {
-        run: 0,
-        total: grid_patches,
-        covered: 0,
-    };
-    for start in starts {
-        if !touches_region(region, x.shape, patch, start) {
-            continue;
-        }
-        let logits = session.run(patch_values(&input, patch, start))?;
-        coverage.run += 1;
-        add_weighted(
-            &mut acc,
-            &mut covered,
-            &logits,
-            &weights,
-            classes,
-            patch,
-            start,
-        );
-    }
-    let labels = argmax_labels(&acc, classes, &covered, x.shape, region, &mut coverage);
-    Ok((labels, coverage))
-}
-
-/// `x` in a grid at least a patch long on every axis, the extra voxels `pad`.
-fn pad_to_patch(x: &Grid<f32>, patch: [usize; 3], pad: f32) -> Grid<f32> {
-    let padded: [usize; 3] = std::array::from_fn(|i| x.shape[i].max(patch[i]));
-    let mut input = Grid::filled(padded, pad);
-    for z in 0..x.shape[0] {
-        for y in 0..x.shape[1] {
-            let from = x.index(z, y, 0);
-            let to = input.index(z, y, 0);
-            input.data[to..to + x.shape[2]].copy_from_slice(&x.data[from..from + x.shape[2]]);
-        }
-    }
-    input
-}
-
-/// Where the patches start on the padded grid, in (z, y, x) order, each once.
-fn patch_starts(
-    region: Option<&Grid<bool>>,
-    padded: [usize; 3],
-    patch: [usize; 3],
-    steps: [usize; 3],
-) -> BTreeSet<[usize; 3]> {
-    // With a region, patches are laid over each of its components' bounding boxes (at
-    // least a patch long), not over the whole grid: stage 2's work follows the region,
-    // and a stray component far from the organs costs its own few patches, not a box
-    // spanning both.
-    let boxes = match region {
-        Some(region) => ops::component_boxes(region),
-        None => vec![ops::Box3::of_shape(padded)],
-    };
-    let mut starts = BTreeSet::new();
-    for b in boxes {
-        let size = b.size();
-        let axis: [Vec<usize>; 3] = std::array::from_fn(|i| {
-            let length = size[i].max(patch[i]);
-            let first = b.lo[i].min(padded[i] - length);
-            ops::window_starts(length, patch[i], steps[i])
-                .into_iter()
-                .map(|s| s + first)
-                .collect()
-        });
-        for &z0 in &axis[0] {
-            for &y0 in &axis[1] {
-                starts.extend(axis[2].iter().map(|&x0| [z0, y0, x0]));
-            }
-        }
-    }
-    starts
-}
-
-/// Whether the patch at `start` holds a region voxel of the unpadded grid of `shape`
-/// (always, without a region).
-fn touches_region(
-    region: Option<&Grid<bool>>,
-    shape: [usize; 3],
-    patch: [usize; 3],
-    [z0, y0, x0]: [usize; 3],
-) -> bool {
-    let Some(region) = region else { return true };
-    (z0..(z0 + patch[0]).min(shape[0])).any(|z| {
-        (y0..(y0 + patch[1]).min(shape[1])).any(|y| {
-            let row = region.index(z, y, 0);
-            region.data[row + x0.min(shape[2])..row + (x0 + patch[2]).min(shape[2])]
-                .iter()
-                .any(|v| *v)
-        })
-    })
-}
-
-/// The voxels of the patch at `start`, in (z, y, x) order: the network's input.
-fn patch_values(input: &Grid<f32>, patch: [usize; 3], [z0, y0, x0]: [usize; 3]) -> Vec<f32> {
-    let mut values = Vec::with_capacity(patch.iter().product());
-    for z in z0..z0 + patch[0] {
-        for y in y0..y0 + patch[1] {
-            let row = input.index(z, y, x0);
-            values.extend_from_slice(&input.data[row..row + patch[2]]);
-        }
-    }
-    values
-}
-
-/// Adds a patch's logits, weighted by the blending weights, to the per-class sums
-/// `acc` (class-major over the padded grid), and marks its voxels covered.
-fn add_weighted(
-    acc: &mut [f32],
-    covered: &mut Grid<bool>,
-    logits: &[f32],
-    weights: &[f32],
-    classes: usize,
-    patch: [usize; 3],
-    [z0, y0, x0]: [usize; 3],
-) {
-    let n = covered.len();
-    let plane = patch.iter().product::<usize>();
-    let mut k = 0;
-    for z in z0..z0 + patch[0] {
-        for y in y0..y0 + patch[1] {
-            let row = covered.index(z, y, x0);
-            for dx in 0..patch[2] {
-                let v = row + dx;
-                covered.data[v] = true;
-                let w = weights[k];
-                for c in 0..classes {
-                    acc[c * n + v] += logits[c * plane + k] * w;
-                }
-                k += 1;
-            }
-        }
-    }
-}
-
-/// The label of each covered voxel of the unpadded grid of `shape`: the class with the
-/// largest sum (the first on a tie), background outside the region; counts the covered
-/// voxels into `coverage`.
-fn argmax_labels(
-    acc: &[f32],
-    classes: usize,
-    covered: &Grid<bool>,
-    shape: [usize; 3],
-    region: Option<&Grid<bool>>,
-    coverage: &mut Coverage,
-) -> Grid<u8> {
-    let n = covered.len();
-    let mut labels = Grid::filled(shape, 0u8);
-    for z in 0..shape[0] {
-        for y in 0..shape[1] {
-            for xx in 0..shape[2] {
-                let v = covered.index(z, y, xx);
-                let out = labels.index(z, y, xx);
-                if !covered.data[v] {
-                    continue;
-                }
-                coverage.covered += 1;
-                if region.is_some_and(|r| !r.data[out]) {
-                    continue;
-                }
-                let mut best = 0;
-                for c in 1..classes {
-                    if acc[c * n + v] > acc[best * n + v] {
-                        best = c;
-                    }
-                }
-                labels.data[out] = best as u8;
-            }
-        }
-    }
-    labels
 }
 
 /// The smallest box holding every voxel of `mask`.
