@@ -39,9 +39,11 @@ def main():
             if m.name.value == "118565006":
                 entry["ml"] = float(m.value)
                 entry["volume_unit"] = m.unit.value
+                entry["volume_derivation"] = m.derivation.value if m.derivation is not None else None
             else:
                 derivation = m.derivation.value if m.derivation is not None else None
                 entry[DERIVATIONS.get(derivation, derivation)] = float(m.value)
+        entry["qualitative"] = [[q.name.value, q.value.value] for q in g.get_qualitative_evaluations()]
         groups.append(entry)
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp) / "tid1500.json"

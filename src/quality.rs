@@ -35,6 +35,29 @@ pub enum Verdict {
     Fail,
 }
 
+/// The private coding scheme of the node's quality concepts in the SR (PS3.3 8.2: a
+/// private designator starts with "99").
+pub const CODING_SCHEME: &str = "99SEGNODE";
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "fail",
+        }
+    }
+
+    /// The verdict's meaning, as the SR's coded value says it.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Verdict::Ok => "Result passed its quality checks",
+            Verdict::Warn => "Result to be checked",
+            Verdict::Fail => "Result failed its quality checks",
+        }
+    }
+}
+
 /// What a check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,6 +72,27 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::Truncated => "truncated",
+            ReasonCode::VolumeImplausible => "volume_implausible",
+            ReasonCode::AttenuationImplausible => "attenuation_implausible",
+            ReasonCode::PositionImplausible => "position_implausible",
+            ReasonCode::Fragmented => "fragmented",
+        }
+    }
+
+    /// The finding's meaning, as the SR's coded value says it.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            ReasonCode::Truncated => "Organ cut by the scan range or field of view",
+            ReasonCode::VolumeImplausible => "Volume outside the adult range",
+            ReasonCode::AttenuationImplausible => "Attenuation outside the organ's range",
+            ReasonCode::PositionImplausible => "Organ outside its usual position",
+            ReasonCode::Fragmented => "Organ in several parts",
+        }
+    }
+
     /// The verdict a reason of this kind calls for.
     pub fn verdict(self) -> Verdict {
         match self {
@@ -362,6 +406,22 @@ mod tests {
 
     fn codes(a: &Assessment) -> Vec<ReasonCode> {
         a.reasons.iter().map(|r| r.code).collect()
+    }
+
+    #[test]
+    fn codes_are_named_as_the_summary_names_them() {
+        for v in [Verdict::Ok, Verdict::Warn, Verdict::Fail] {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
+        for c in [
+            ReasonCode::Truncated,
+            ReasonCode::VolumeImplausible,
+            ReasonCode::AttenuationImplausible,
+            ReasonCode::PositionImplausible,
+            ReasonCode::Fragmented,
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
     }
 
     #[test]

@@ -382,6 +382,28 @@ fn num(
     content("CONTAINS", "NUM", name, value)
 }
 
+/// How far the organ's result can be trusted, as TID 1411 qualitative evaluations
+/// (coded in the node's private scheme): the verdict, then each finding.
+fn qualitative_evaluations(organ: &Organ) -> Vec<InMemDicomObject> {
+    let concept = |value: &str, meaning: &str| coded(quality::CODING_SCHEME, value, meaning);
+    let verdict = organ.qa.verdict;
+    std::iter::once(content(
+        "CONTAINS",
+        "CODE",
+        concept("qa-verdict", "Result quality"),
+        code_value(concept(verdict.as_str(), verdict.meaning())),
+    ))
+    .chain(organ.qa.reasons.iter().map(|r| {
+        content(
+            "CONTAINS",
+            "CODE",
+            concept("qa-finding", "Quality finding"),
+            code_value(concept(r.code.as_str(), r.code.meaning())),
+        )
+    }))
+    .collect()
+}
+
 /// An organ's volume; a truncated organ's is a lower bound, derived as its minimum.
 fn volume_measurement(organ: &Organ) -> InMemDicomObject {
     let lower_bound = organ.qa.volume_is_lower_bound().then(|| {
@@ -564,7 +586,10 @@ fn group(
         attenuation(organ.hu_mean, coded("SCT", "373098007", "Mean")),
         attenuation(organ.hu_min, coded("SCT", "255605001", "Minimum")),
         attenuation(organ.hu_max, coded("SCT", "56851009", "Maximum")),
-    ];
+    ]
+    .into_iter()
+    .chain(qualitative_evaluations(organ))
+    .collect::<Vec<_>>();
     content(
         "CONTAINS",
         "CONTAINER",

@@ -84,6 +84,34 @@ fn the_measurement_report_is_valid_and_agrees_with_the_seg_and_the_summary() {
             "{name}: {sr_ml} vs {summary_ml}"
         );
         assert_eq!(group["volume_unit"], "ml");
+        // How far it can be trusted, as highdicom reads it: a truncated organ's volume is
+        // derived as its minimum (a lower bound); the verdict and each finding are
+        // qualitative evaluations.
+        let organ = series["sr"]["organs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == name)
+            .unwrap();
+        let codes: Vec<&str> = organ["qa"]["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["code"].as_str().unwrap())
+            .collect();
+        let lower_bound = codes.contains(&"truncated");
+        assert_eq!(
+            group["volume_derivation"],
+            if lower_bound {
+                serde_json::json!("255605001")
+            } else {
+                serde_json::Value::Null
+            },
+            "{name}: {group}"
+        );
+        let mut expected = vec![serde_json::json!(["qa-verdict", organ["qa"]["verdict"]])];
+        expected.extend(codes.iter().map(|c| serde_json::json!(["qa-finding", c])));
+        assert_eq!(group["qualitative"], serde_json::Value::from(expected), "{name}");
         assert_eq!(
             group["seg_sop_instance_uid"],
             series["seg"]["sop_instance_uid"]
