@@ -111,7 +111,11 @@ fn the_measurement_report_is_valid_and_agrees_with_the_seg_and_the_summary() {
         );
         let mut expected = vec![serde_json::json!(["qa-verdict", organ["qa"]["verdict"]])];
         expected.extend(codes.iter().map(|c| serde_json::json!(["qa-finding", c])));
-        assert_eq!(group["qualitative"], serde_json::Value::from(expected), "{name}");
+        assert_eq!(
+            group["qualitative"],
+            serde_json::Value::from(expected),
+            "{name}"
+        );
         assert_eq!(
             group["seg_sop_instance_uid"],
             series["seg"]["sop_instance_uid"]
