@@ -481,13 +481,13 @@ async fn list_jobs(
     })))
 }
 
-/// The result objects of `jobs`, in one query.
-async fn results_of(store: &Store, jobs: &[JobRow]) -> Result<Vec<ResultRow>, StoreError> {
-    let ids = jobs.iter().map(|j| j.id);
-    match (ids.clone().min(), ids.max()) {
-        (Some(first), Some(last)) => store.results_between(first, last).await,
-        _ => Ok(Vec::new()),
-    }
+/// The result objects of `jobs`.
+async fn results_of(
+    store: &Store,
+    jobs: impl IntoIterator<Item = &JobRow>,
+) -> Result<Vec<ResultRow>, StoreError> {
+    let ids: Vec<JobId> = jobs.into_iter().map(|j| j.id).collect();
+    store.results_of_jobs(&ids).await
 }
 
 fn job_id(id: &str) -> ApiResult<JobId> {
@@ -566,7 +566,7 @@ async fn study(
         }
     }
     let has_result = latest.iter().any(|j| j.seg_sop_instance_uid.is_some());
-    let results = results_of(&s.store, &jobs).await?;
+    let results = results_of(&s.store, latest.iter().copied()).await?;
     Ok(Json(serde_json::json!({
         "study_uid": uid,
         "result_available": has_result,

@@ -334,10 +334,8 @@ async fn jobs(
         ..JobQuery::default()
     };
     let rows = store.jobs(&query).await?;
-    let results = match (rows.last(), rows.first()) {
-        (Some(first), Some(last)) => store.results_between(first.id, last.id).await?,
-        _ => Vec::new(),
-    };
+    let ids: Vec<JobId> = rows.iter().map(|j| j.id).collect();
+    let results = store.results_of_jobs(&ids).await?;
     store.close().await;
     if json {
         let views: Vec<_> = rows.iter().map(|j| JobView::of(j, &results)).collect();

@@ -138,21 +138,24 @@ impl Store {
         .await?)
     }
 
-    /// The result objects of the jobs with an id in `first..=last` (a page of the job
-    /// list), by job and in the order they were made.
-    pub async fn results_between(
-        &self,
-        first: JobId,
-        last: JobId,
-    ) -> Result<Vec<ResultRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, job_id, kind, variant, sop_instance_uid, file FROM results
-             WHERE job_id BETWEEN $1 AND $2 ORDER BY job_id, id",
-        )
-        .bind(first)
-        .bind(last)
-        .fetch_all(&self.pool)
-        .await?)
+    /// The result objects of `jobs` (a page of the job list, a study's series), by job
+    /// and in the order they were made: one query per 500 jobs, whatever their ids.
+    pub async fn results_of_jobs(&self, jobs: &[JobId]) -> Result<Vec<ResultRow>, StoreError> {
+        let mut rows = Vec::new();
+        for chunk in jobs.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT id, job_id, kind, variant, sop_instance_uid, file FROM results
+                 WHERE job_id IN ({}) ORDER BY job_id, id",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            rows.extend(query.fetch_all(&self.pool).await?);
+        }
+        Ok(rows)
     }
 
     /// Time per stage over every finished job: (stage, sum in ms, jobs), by stage.
@@ -247,6 +250,46 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("archive", DeliveryState::Pending)]
         );
+    }
+
+    /// The results of the jobs asked for, and of no job in between.
+    #[tokio::test]
+    async fn results_are_read_for_the_jobs_asked_only() {
+        let store = testing::store().await;
+        let first = queued_job(&store, 1, "PACS").await;
+        for n in 1..=2 {
+            sqlx::query(
+                "INSERT INTO jobs (id, series_id, series_revision, state, instance_count,
+                     created_ms, updated_ms)
+                 SELECT $1, series_id, series_revision + $2, 'succeeded', 1, 0, 0
+                 FROM jobs WHERE id = $3",
+            )
+            .bind(JobId(first.0 + n))
+            .bind(n)
+            .bind(first)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        for n in 0..=2 {
+            let result = NewResult {
+                kind: ResultObject::Sr,
+                variant: None,
+                sop_instance_uid: Uid::parse(&format!("2.25.{}", 10 + n)).unwrap(),
+                file: format!("f{n}"),
+            };
+            store
+                .create_deliveries(JobId(first.0 + n), &[result], &[])
+                .await
+                .unwrap();
+        }
+        let found = store
+            .results_of_jobs(&[JobId(first.0 + 2), first])
+            .await
+            .unwrap();
+        let files: Vec<_> = found.iter().map(|r| r.file.as_str()).collect();
+        assert_eq!(files, ["f0", "f2"]);
+        assert!(store.results_of_jobs(&[]).await.unwrap().is_empty());
     }
 
     /// Applies the engine's migration files whose version `take` selects, in order.
