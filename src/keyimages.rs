@@ -413,6 +413,7 @@ mod tests {
             hu_min: 0.0,
             hu_max: 0.0,
             qa: Default::default(),
+            confidence: None,
         }
     }
 

@@ -17,6 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cascade::evidence::Confidence;
 use crate::cascade::manifest::Code;
 use crate::cascade::ops::{self, Box3, Grid};
 use crate::volume::Volume;
@@ -69,6 +70,9 @@ pub enum ReasonCode {
     PositionImplausible,
     /// The largest connected part holds too little of the label.
     Fragmented,
+    /// The network itself was unsure of the organ: little of its softmax agrees with
+    /// the label it drew.
+    LowConfidence,
 }
 
 impl ReasonCode {
@@ -79,6 +83,7 @@ impl ReasonCode {
             ReasonCode::AttenuationImplausible => "attenuation_implausible",
             ReasonCode::PositionImplausible => "position_implausible",
             ReasonCode::Fragmented => "fragmented",
+            ReasonCode::LowConfidence => "low_confidence",
         }
     }
 
@@ -90,13 +95,16 @@ impl ReasonCode {
             ReasonCode::AttenuationImplausible => "Attenuation outside the organ's range",
             ReasonCode::PositionImplausible => "Organ outside its usual position",
             ReasonCode::Fragmented => "Organ in several parts",
+            ReasonCode::LowConfidence => "Network unsure of the organ",
         }
     }
 
     /// The verdict a reason of this kind calls for.
     pub fn verdict(self) -> Verdict {
         match self {
-            ReasonCode::Truncated | ReasonCode::Fragmented => Verdict::Warn,
+            ReasonCode::Truncated | ReasonCode::Fragmented | ReasonCode::LowConfidence => {
+                Verdict::Warn
+            }
             ReasonCode::VolumeImplausible
             | ReasonCode::AttenuationImplausible
             | ReasonCode::PositionImplausible => Verdict::Fail,
@@ -146,6 +154,8 @@ pub struct Facts {
     pub centre_mm: [f64; 3],
     /// The share of its voxels in its largest 6-connected part.
     pub largest_part: f64,
+    /// The network's confidence in it; none for a label map without one.
+    pub confidence: Option<Confidence>,
 }
 
 /// What the whole series says: the grid, which way its slices run and where the body is.
@@ -154,6 +164,8 @@ pub struct Scene {
     pub shape: [usize; 3],
     /// Whether z increases towards the head (axial series: the last slice is superior).
     pub z_superior: Option<bool>,
+    /// The length of body the slices cover along z, for an axial series (mm).
+    pub scan_mm: Option<f64>,
     /// The body's centre in patient coordinates (mm).
     pub body_mm: [f64; 3],
 }
@@ -163,14 +175,17 @@ pub struct Scene {
 const MIDLINE_MARGIN_MM: f64 = 10.0;
 /// The share of an organ that its largest part must hold.
 const MIN_LARGEST_PART: f64 = 0.8;
+/// The Dice the network must expect of itself.
+const MIN_EXPECTED_DICE: f64 = 0.6;
 /// Soft tissue and denser: the body, for its centre.
 const BODY_HU: f32 = -300.0;
 
 /// What adults' organs show: volume (ml) and mean attenuation (HU, without or with
-/// contrast), and where the organ lies.
+/// contrast), the least length they span from head to feet (mm), and where they lie.
 struct Reference {
     ml: (f64, f64),
     hu: (f64, f64),
+    extent_mm: f64,
     side: Option<Side>,
     posterior: bool,
 }
@@ -183,10 +198,11 @@ enum Side {
 
 /// The reference of an organ by its SNOMED CT code.
 fn reference(kind: &Code) -> Option<Reference> {
-    let r = |ml, hu, side, posterior| {
+    let r = |ml, hu, extent_mm, side, posterior| {
         Some(Reference {
             ml,
             hu,
+            extent_mm,
             side,
             posterior,
         })
@@ -194,13 +210,14 @@ fn reference(kind: &Code) -> Option<Reference> {
     if kind.scheme != "SCT" {
         return None;
     }
+    let (left, right) = (Some(Side::Left), Some(Side::Right));
     match kind.value.as_str() {
-        "10200004" => r((600.0, 4_000.0), (0.0, 220.0), Some(Side::Right), false),
-        "78961009" => r((30.0, 2_000.0), (0.0, 250.0), Some(Side::Left), false),
-        "9846003" => r((40.0, 450.0), (0.0, 350.0), Some(Side::Right), true),
-        "18639004" => r((40.0, 450.0), (0.0, 350.0), Some(Side::Left), true),
-        "15776009" => r((10.0, 250.0), (-60.0, 220.0), None, false),
-        "69695003" => r((20.0, 3_000.0), (-600.0, 300.0), None, false),
+        "10200004" => r((600.0, 4_000.0), (0.0, 220.0), 100.0, right, false),
+        "78961009" => r((30.0, 2_000.0), (0.0, 250.0), 50.0, left, false),
+        "9846003" => r((40.0, 450.0), (0.0, 350.0), 60.0, right, true),
+        "18639004" => r((40.0, 450.0), (0.0, 350.0), 60.0, left, true),
+        "15776009" => r((10.0, 250.0), (-60.0, 220.0), 45.0, None, false),
+        "69695003" => r((20.0, 3_000.0), (-600.0, 300.0), 60.0, None, false),
         _ => None,
     }
 }
@@ -208,7 +225,12 @@ fn reference(kind: &Code) -> Option<Reference> {
 /// The assessment of the organ of type `kind` with `facts` in `scene`.
 pub fn assess(kind: &Code, facts: &Facts, scene: &Scene) -> Assessment {
     let mut reasons = Vec::new();
+    let known = reference(kind);
     let cut = cut_sides(facts.bounds, scene);
+    let short = known
+        .as_ref()
+        .zip(scene.scan_mm)
+        .filter(|(r, scan)| *scan < r.extent_mm);
     if !cut.is_empty() {
         reasons.push(Reason {
             code: ReasonCode::Truncated,
@@ -218,10 +240,18 @@ pub fn assess(kind: &Code, facts: &Facts, scene: &Scene) -> Assessment {
                 facts.ml
             ),
         });
+    } else if let Some((r, scan)) = short {
+        reasons.push(Reason {
+            code: ReasonCode::Truncated,
+            detail: format!(
+                "the scan range covers {scan:.0} mm, less than the organ spans in adults (at least {:.0} mm): its volume ({:.1} ml) is a lower bound",
+                r.extent_mm, facts.ml
+            ),
+        });
     }
-    if let Some(r) = reference(kind) {
+    if let Some(r) = &known {
         let (lo, hi) = r.ml;
-        let too_small = cut.is_empty() && facts.ml < lo;
+        let too_small = cut.is_empty() && short.is_none() && facts.ml < lo;
         if too_small || facts.ml > hi {
             reasons.push(Reason {
                 code: ReasonCode::VolumeImplausible,
@@ -249,6 +279,18 @@ pub fn assess(kind: &Code, facts: &Facts, scene: &Scene) -> Assessment {
             detail: format!(
                 "its largest connected part holds {:.0} % of it",
                 facts.largest_part * 100.0
+            ),
+        });
+    }
+    if let Some(c) = facts
+        .confidence
+        .filter(|c| c.expected_dice < MIN_EXPECTED_DICE)
+    {
+        reasons.push(Reason {
+            code: ReasonCode::LowConfidence,
+            detail: format!(
+                "the network expects a Dice of {:.2} of its own result (mean probability {:.2} inside the organ)",
+                c.expected_dice, c.mean
             ),
         });
     }
@@ -334,6 +376,7 @@ impl Scene {
         Self {
             shape: volume.shape,
             z_superior: axial.then_some(normal[2] > 0.0),
+            scan_mm: axial.then_some(nz as f64 * volume.geometry.spacing[0]),
             body_mm: patient_mm(volume, centre),
         }
     }
@@ -386,6 +429,7 @@ mod tests {
         Scene {
             shape: [100, 200, 200],
             z_superior: Some(true),
+            scan_mm: Some(300.0),
             body_mm: [0.0, 0.0, 0.0],
         }
     }
@@ -401,6 +445,10 @@ mod tests {
             },
             centre_mm: [-60.0, 0.0, 0.0],
             largest_part: 1.0,
+            confidence: Some(Confidence {
+                mean: 0.95,
+                expected_dice: 0.9,
+            }),
         }
     }
 
@@ -419,6 +467,7 @@ mod tests {
             ReasonCode::AttenuationImplausible,
             ReasonCode::PositionImplausible,
             ReasonCode::Fragmented,
+            ReasonCode::LowConfidence,
         ] {
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
         }
@@ -464,6 +513,16 @@ mod tests {
             [ReasonCode::Truncated, ReasonCode::VolumeImplausible]
         );
         assert_eq!(a.verdict, Verdict::Fail);
+        // A scan range shorter than the organ spans: cut, wherever the label ends.
+        let short = Scene {
+            scan_mm: Some(40.0),
+            ..scene()
+        };
+        let mut f = liver();
+        f.ml = 300.0;
+        let a = assess(&sct(LIVER), &f, &short);
+        assert_eq!(codes(&a), [ReasonCode::Truncated]);
+        assert!(a.reasons[0].detail.contains("covers 40 mm"), "{a:?}");
     }
 
     #[test]
@@ -509,6 +568,22 @@ mod tests {
             assess(&sct(LEFT_KIDNEY), &kidney, &scene()).verdict,
             Verdict::Ok
         );
+    }
+
+    #[test]
+    fn an_organ_the_network_was_unsure_of_has_low_confidence() {
+        let mut f = liver();
+        f.confidence = Some(Confidence {
+            mean: 0.7,
+            expected_dice: 0.45,
+        });
+        let a = assess(&sct(LIVER), &f, &scene());
+        assert_eq!(codes(&a), [ReasonCode::LowConfidence]);
+        assert_eq!(a.verdict, Verdict::Warn);
+        assert!(a.reasons[0].detail.contains("Dice of 0.45"), "{a:?}");
+        // A label map without the network's output is not judged on it.
+        f.confidence = None;
+        assert_eq!(assess(&sct(LIVER), &f, &scene()).verdict, Verdict::Ok);
     }
 
     #[test]

@@ -12,6 +12,8 @@ use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::cascade::Segmentation;
+use crate::cascade::evidence::Confidence;
 use crate::cascade::manifest::{Code, Manifest};
 use crate::derived::{
     Equipment, code, derived_uid, made_by, now_da_tm, patient_and_study, uid_from,
@@ -19,7 +21,7 @@ use crate::derived::{
 use crate::dicom::build::{dcm_code, ds, el, item, seq};
 use crate::dicom::uid::{COMPREHENSIVE_3D_SR_STORAGE, SEGMENTATION_STORAGE};
 use crate::dicom::{Uid, part10};
-use crate::grid::{Box3, Grid};
+use crate::grid::Box3;
 use crate::quality::{self, Assessment, Facts, Scene, patient_mm};
 use crate::seg::EncodedSeg;
 use crate::volume::Volume;
@@ -39,16 +41,21 @@ pub struct Organ {
     /// How far the result can be trusted (a truncated organ's volume is a lower bound).
     #[serde(default)]
     pub qa: Assessment,
+    /// The network's confidence in the organ, where the cascade gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<Confidence>,
 }
 
-/// Measures each segment of `seg` on the label map: voxel count, volume and the
-/// attenuation of the voxels it covers; and assesses it ([`crate::quality`]).
+/// Measures each segment of `seg` on the segmentation's label map: voxel count, volume
+/// and the attenuation of the voxels it covers; and assesses it with the network's
+/// confidence ([`crate::quality`]).
 pub fn measure(
     volume: &Volume,
-    labels: &Grid<u8>,
+    segmentation: &Segmentation,
     model: &Manifest,
     seg: &EncodedSeg,
 ) -> Vec<Organ> {
+    let labels = &segmentation.labels;
     use rayon::prelude::*;
     let plane = labels.shape[1] * labels.shape[2];
     // One pass, a plane per task; background voxels (label 0) are skipped.
@@ -87,6 +94,12 @@ pub fn measure(
                 bounds,
                 centre_mm: patient_mm(volume, stats.index_sum[v].map(|s| s / count)),
                 largest_part: quality::largest_part(labels, *value, bounds),
+                confidence: segmentation
+                    .summary
+                    .labels
+                    .iter()
+                    .find(|l| l.value == *value)
+                    .and_then(|l| l.confidence),
             };
             Organ {
                 value: *value,
@@ -100,6 +113,7 @@ pub fn measure(
                 qa: label.map_or_else(Assessment::default, |l| {
                     quality::assess(&l.kind, &facts, &scene)
                 }),
+                confidence: facts.confidence,
             }
         })
         .collect()

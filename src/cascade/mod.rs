@@ -9,6 +9,7 @@
 //! or prone patient reaches the network as the head-first supine one it learned. No
 //! DICOM here: a [`Volume`] in, a label map aligned with it out.
 
+pub mod evidence;
 pub mod frame;
 pub mod manifest;
 mod nnunet;
@@ -21,6 +22,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::volume::Volume;
+use evidence::{Confidence, Evidence};
 use frame::{Frame, Mapping};
 use manifest::{Model, Pipeline, Stage};
 use ops::Grid;
@@ -141,6 +143,10 @@ pub struct LabelVolume {
     pub name: String,
     pub voxels: u64,
     pub ml: f64,
+    /// The network's confidence in the label, before post-processing; none where it
+    /// won no voxel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<Confidence>,
 }
 
 /// What the cascade did, for the job summary and `segnode run`.
@@ -206,6 +212,7 @@ struct Framed<'a> {
 struct Stage2 {
     labels: Grid<u8>,
     counts: [u64; 256],
+    evidence: Evidence,
 }
 
 impl Cascade {
@@ -292,8 +299,9 @@ impl Cascade {
             });
         }
         let counts = stage2.as_ref().map_or([0u64; 256], |s| s.counts);
+        let evidence = stage2.as_ref().map(|s| s.evidence.clone());
         let labels = to_series_frame(stage2, &mapping, volume.shape, &mut timings);
-        summary.labels = label_volumes(&m, &counts, series.spacing);
+        summary.labels = label_volumes(&m, &counts, evidence.as_ref(), series.spacing);
         summary.empty = summary.labels.iter().all(|l| l.voxels == 0);
         summary.timings_ms = timings.finish(started);
         Ok(Segmentation { labels, summary })
@@ -339,7 +347,8 @@ impl Cascade {
             stage.stats(),
         );
         timings.lap("region");
-        let (mut labels2, coverage) = infer(&mut self.stage2[0], stage, &x2, pad2, Some(&region))?;
+        let inference = infer(&mut self.stage2[0], stage, &x2, pad2, Some(&region))?;
+        let (mut labels2, coverage) = (inference.labels, inference.coverage);
         timings.lap("stage2_inference");
         let evaluated = region.data.iter().filter(|v| **v).count();
         summary.stage2_region_fraction = evaluated as f64 / region.len() as f64;
@@ -353,7 +362,11 @@ impl Cascade {
         let counts = native_counts(&labels2, series.shape);
         let labels = ops::resample_nearest(&labels2.data, grid2, series.shape);
         timings.lap("to_native_grid");
-        Ok(Stage2 { labels, counts })
+        Ok(Stage2 {
+            labels,
+            counts,
+            evidence: inference.evidence,
+        })
     }
 
     /// nnU-Net's stage 2 on the series' grid, within the box of stage 1's region
@@ -403,7 +416,11 @@ impl Cascade {
             .data
             .iter()
             .for_each(|l| counts[usize::from(*l)] += 1);
-        Ok(Stage2 { labels, counts })
+        Ok(Stage2 {
+            labels,
+            counts,
+            evidence: prediction.evidence,
+        })
     }
 }
 
@@ -476,6 +493,7 @@ fn to_series_frame(
 fn label_volumes(
     m: &manifest::Manifest,
     counts: &[u64; 256],
+    evidence: Option<&Evidence>,
     spacing: [f64; 3],
 ) -> Vec<LabelVolume> {
     let voxel_ml = spacing.iter().product::<f64>() / 1000.0;
@@ -486,6 +504,7 @@ fn label_volumes(
             name: l.name.clone(),
             voxels: counts[usize::from(l.value)],
             ml: (counts[usize::from(l.value)] as f64 * voxel_ml * 100.0).round() / 100.0,
+            confidence: evidence.and_then(|e| e.confidence(l.value)),
         })
         .collect()
 }
@@ -518,7 +537,7 @@ fn stage1_region(
         stage.stats(),
     );
     timings.lap("stage1_prepare");
-    let (labels1, _) = infer(session, stage, &x1, pad1, None)?;
+    let labels1 = infer(session, stage, &x1, pad1, None)?.labels;
     timings.lap("stage1_inference");
     let region: Vec<bool> = labels1.data.iter().map(|l| *l > 0).collect();
     Ok(if into.is_identity() {

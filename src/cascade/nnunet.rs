@@ -22,6 +22,7 @@
 use rayon::prelude::*;
 
 use super::Timings;
+use super::evidence::Evidence;
 use super::manifest::Stage;
 use super::ops::{self, Blending, Box3, Grid};
 use super::runtime::{RuntimeError, StageSession};
@@ -40,6 +41,8 @@ pub struct Prediction {
     /// Fraction of the input grid inside the crop.
     pub crop_fraction: f64,
     pub patches: usize,
+    /// The softmax evidence on nnU-Net's grid.
+    pub evidence: Evidence,
 }
 
 /// Labels the volume `data` of `shape` and `spacing` (mm) in the model's frame, within
@@ -73,6 +76,7 @@ pub fn predict(
         grid: [0; 3],
         crop_fraction: 0.0,
         patches: 0,
+        evidence: Evidence::empty(sessions[0].classes),
     };
     if let Some(b) = nonzero_bounds(data, shape_t, within) {
         let crop_shape = b.size();
@@ -85,6 +89,8 @@ pub fn predict(
         timings.lap("stage2_prepare");
         let (logits, patches) = sliding_window(sessions, stage, &x, grid)?;
         timings.lap("stage2_inference");
+        let n = grid.iter().product();
+        prediction.evidence = Evidence::of(&logits, sessions[0].classes, n, n, |v| Some((v, 1.0)));
         let crop_labels = logits_to_labels(
             &logits,
             sessions[0].classes,

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 
+use super::evidence::Evidence;
 use super::manifest::Stage;
 use super::ops::{self, Grid};
 use super::runtime::{RuntimeError, StageSession};
@@ -16,6 +17,13 @@ pub(super) struct Coverage {
     pub covered: usize,
 }
 
+/// A stage's labels, how much of the grid it covered, and its softmax evidence.
+pub(super) struct Inference {
+    pub labels: Grid<u8>,
+    pub coverage: Coverage,
+    pub evidence: Evidence,
+}
+
 /// Sliding-window inference with blending; argmax per voxel (first maximum on a tie).
 /// With a region, patches that touch no region voxel are skipped and voxels outside
 /// it are background.
@@ -25,7 +33,7 @@ pub(super) fn infer(
     x: &Grid<f32>,
     pad: f32,
     region: Option<&Grid<bool>>,
-) -> Result<(Grid<u8>, Coverage), RuntimeError> {
+) -> Result<Inference, RuntimeError> {
     let patch = stage.patch;
     let input = pad_to_patch(x, patch, pad);
     let padded = input.shape;
@@ -37,7 +45,7 @@ pub(super) fn infer(
     let weights = ops::blend_weights(patch, stage.blending);
     let classes = session.classes;
     let mut acc = vec![0f32; classes * input.len()];
-    let mut covered = Grid::filled(padded, false);
+    let mut weight_sum = Grid::filled(padded, 0f32);
     let mut coverage = Coverage {
         run: 0,
         total: grid_patches,
@@ -51,7 +59,7 @@ pub(super) fn infer(
         coverage.run += 1;
         add_weighted(
             &mut acc,
-            &mut covered,
+            &mut weight_sum,
             &logits,
             &weights,
             classes,
@@ -59,8 +67,20 @@ pub(super) fn infer(
             start,
         );
     }
-    let labels = argmax_labels(&acc, classes, &covered, x.shape, region, &mut coverage);
-    Ok((labels, coverage))
+    let labels = argmax_labels(&acc, classes, &weight_sum, x.shape, region, &mut coverage);
+    // The weighted sums over their weights are the blended logits.
+    let evidence = Evidence::of(&acc, classes, weight_sum.len(), labels.len(), |i| {
+        let z = i / (x.shape[1] * x.shape[2]);
+        let y = i / x.shape[2] % x.shape[1];
+        let v = weight_sum.index(z, y, i % x.shape[2]);
+        let w = weight_sum.data[v];
+        (w > 0.0 && region.is_none_or(|r| r.data[i])).then(|| (v, 1.0 / w))
+    });
+    Ok(Inference {
+        labels,
+        coverage,
+        evidence,
+    })
 }
 
 /// `x` in a grid at least a patch long on every axis, the extra voxels `pad`.
@@ -144,26 +164,26 @@ fn patch_values(input: &Grid<f32>, patch: [usize; 3], [z0, y0, x0]: [usize; 3]) 
 }
 
 /// Adds a patch's logits, weighted by the blending weights, to the per-class sums
-/// `acc` (class-major over the padded grid), and marks its voxels covered.
+/// `acc` (class-major over the padded grid), and its weights to `weight_sum`.
 fn add_weighted(
     acc: &mut [f32],
-    covered: &mut Grid<bool>,
+    weight_sum: &mut Grid<f32>,
     logits: &[f32],
     weights: &[f32],
     classes: usize,
     patch: [usize; 3],
     [z0, y0, x0]: [usize; 3],
 ) {
-    let n = covered.len();
+    let n = weight_sum.len();
     let plane = patch.iter().product::<usize>();
     let mut k = 0;
     for z in z0..z0 + patch[0] {
         for y in y0..y0 + patch[1] {
-            let row = covered.index(z, y, x0);
+            let row = weight_sum.index(z, y, x0);
             for dx in 0..patch[2] {
                 let v = row + dx;
-                covered.data[v] = true;
                 let w = weights[k];
+                weight_sum.data[v] += w;
                 for c in 0..classes {
                     acc[c * n + v] += logits[c * plane + k] * w;
                 }
@@ -173,25 +193,25 @@ fn add_weighted(
     }
 }
 
-/// The label of each covered voxel of the unpadded grid of `shape`: the class with the
-/// largest sum (the first on a tie), background outside the region; counts the covered
-/// voxels into `coverage`.
+/// The label of each covered voxel (of positive weight) of the unpadded grid of
+/// `shape`: the class with the largest sum (the first on a tie), background outside the
+/// region; counts the covered voxels into `coverage`.
 fn argmax_labels(
     acc: &[f32],
     classes: usize,
-    covered: &Grid<bool>,
+    weight_sum: &Grid<f32>,
     shape: [usize; 3],
     region: Option<&Grid<bool>>,
     coverage: &mut Coverage,
 ) -> Grid<u8> {
-    let n = covered.len();
+    let n = weight_sum.len();
     let mut labels = Grid::filled(shape, 0u8);
     for z in 0..shape[0] {
         for y in 0..shape[1] {
             for xx in 0..shape[2] {
-                let v = covered.index(z, y, xx);
+                let v = weight_sum.index(z, y, xx);
                 let out = labels.index(z, y, xx);
-                if !covered.data[v] {
+                if weight_sum.data[v] <= 0.0 {
                     continue;
                 }
                 coverage.covered += 1;

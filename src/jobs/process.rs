@@ -280,7 +280,7 @@ fn encode(
         bytes: first.file.len(),
     });
     let t = Instant::now();
-    let organs = sr::measure(volume, labels, model, first);
+    let organs = sr::measure(volume, segmentation, model, first);
     let sr =
         sr::encode(volume, &organs, first, model, &options.equipment).map_err(StageError::Sr)?;
     summary.time(Stage::Sr, t);
