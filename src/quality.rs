@@ -271,7 +271,7 @@ pub fn assess(kind: &Code, facts: &Facts, scene: &Scene) -> Assessment {
                 ),
             });
         }
-        reasons.extend(position(&r, facts, scene));
+        reasons.extend(position(r, facts, scene));
     }
     if facts.largest_part < MIN_LARGEST_PART {
         reasons.push(Reason {
