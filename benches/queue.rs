@@ -87,6 +87,7 @@ async fn drain(database: &Database, node_id: &str, workers: usize) -> usize {
                     timings_ms: Vec::new(),
                     results: Vec::new(),
                     instance_count: None,
+                    qa_verdict: None,
                 };
                 store.finish_job(&job, &outcome, &[]).await.expect("finish");
                 done += 1;

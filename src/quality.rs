@@ -41,6 +41,8 @@ pub enum Verdict {
 pub const CODING_SCHEME: &str = "99SEGNODE";
 
 impl Verdict {
+    pub const ALL: [Verdict; 3] = [Verdict::Ok, Verdict::Warn, Verdict::Fail];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Ok => "ok",
@@ -56,6 +58,17 @@ impl Verdict {
             Verdict::Warn => "Result to be checked",
             Verdict::Fail => "Result failed its quality checks",
         }
+    }
+}
+
+impl std::str::FromStr for Verdict {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not a verdict (ok, warn, fail)"))
     }
 }
 

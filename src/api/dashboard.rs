@@ -22,7 +22,7 @@ use crate::jobs::summary::JobSummary;
 use crate::quality::Verdict;
 use crate::store::{
     AUDIT_FIELDS, AuditFilter, AuditRow, DeliveryState, JobQuery, JobState, ResultObject,
-    ResultRow, format_ms, now_ms,
+    ResultRow, ReviewDecision, format_ms, now_ms,
 };
 
 /// The cookie that carries the token in a browser.
@@ -51,14 +51,17 @@ body{{font-family:system-ui,sans-serif;margin:0;color:#1b1f24;background:#f6f7f9
 nav{{background:#1f3b57;padding:.6em 1em}} nav a{{color:#fff;margin-right:1.2em;text-decoration:none;font-weight:600}}
 main{{padding:1em}} table{{border-collapse:collapse;background:#fff;margin:.5em 0 1.2em}}
 th,td{{border:1px solid #d0d5db;padding:.3em .6em;text-align:left;vertical-align:top}} th{{background:#e9edf1}}
-.state{{font-weight:600}} .qa{{font-size:85%;padding:0 .3em;border-radius:3px}} .qa.ok{{background:#dff3e4}} .qa.warn{{background:#fff1cc}} .qa.fail{{background:#fbdcdc}} .failed{{color:#b00020}} .delivered,.succeeded{{color:#1b7f3b}} .queued,.running{{color:#8a5a00}}
+.state{{font-weight:600}} .qa{{font-size:85%;padding:0 .3em;border-radius:3px}} .qa.ok{{background:#dff3e4}} .qa.warn{{background:#fff1cc}} .qa.fail{{background:#fbdcdc}} .failed{{color:#b00020}} .delivered,.succeeded{{color:#1b7f3b}} .queued,.running,.review{{color:#8a5a00}} .rejected{{color:#5f6b76;text-decoration:line-through}}
+#review{{background:#fff8e1;border:1px solid #e0c060;padding:.6em 1em}} #review input[name=comment]{{width:30em}}
 form{{margin:.5em 0 1em}} img.key{{max-width:512px;margin:.3em;border:1px solid #999}} .note{{color:#555}}
 </style></head>
 <body><nav><a href="/ui/">Jobs</a><a href="/ui/audit">Audit</a><a href="/ui/health">Health</a></nav>
 <main id="main"><h1>{title}</h1>
 {main}</main>
 <script>
-setInterval(function(){{fetch(location.href,{{credentials:"same-origin"}}).then(function(r){{return r.text()}}).then(function(t){{
+setInterval(function(){{var f=document.getElementById("review");
+if(f&&(f.contains(document.activeElement)||[].some.call(f.querySelectorAll("input"),function(e){{return e.value}})))return;
+fetch(location.href,{{credentials:"same-origin"}}).then(function(r){{return r.text()}}).then(function(t){{
 var d=new DOMParser().parseFromString(t,"text/html").getElementById("main");if(d){{document.getElementById("main").innerHTML=d.innerHTML}}}})}},{REFRESH_SECONDS}000);
 </script></body></html>"#,
         title = esc(title),
@@ -189,9 +192,38 @@ fn age(ms: i64) -> String {
     }
 }
 
+/// Whether the jobs page lists only the jobs that need review.
+fn needs_review(p: &Params) -> bool {
+    p.get("needs_review").is_some_and(|v| v == "true")
+}
+
+/// `POST /ui/jobs/{id}/review` (fields `decision` = approve | reject, `reviewer`,
+/// `comment`): the job page's review form; back to the job page.
+pub async fn review(
+    State(s): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Form(p): Form<Params>,
+) -> ApiResult<Response> {
+    let (id, _) = existing_job(&s, &id).await?;
+    let field = |k: &str| p.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let decision = ReviewDecision {
+        reviewer: field("reviewer").map(str::to_string),
+        comment: field("comment").map(str::to_string),
+    };
+    if decision.reviewer.is_none() {
+        return Err(ApiError::bad_request("a review names its reviewer"));
+    }
+    match field("decision") {
+        Some("approve") => s.store.approve_job(id, &decision).await?,
+        Some("reject") => s.store.reject_job(id, &decision).await?,
+        _ => return Err(ApiError::bad_request("decision: approve or reject")),
+    };
+    Ok(Redirect::to(&format!("/ui/jobs/{id}")).into_response())
+}
+
 /// `/ui/`: jobs, newest first, with filters.
 pub async fn jobs(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> ApiResult<Response> {
-    check_known(&p, &["state", "since", "accession"])?;
+    check_known(&p, &["state", "since", "accession", "needs_review"])?;
     let non_empty = |k: &str| p.get(k).filter(|v| !v.is_empty());
     let state = non_empty("state")
         .map(|v| {
@@ -209,6 +241,7 @@ pub async fn jobs(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> Ap
             state,
             since_ms: since,
             accession_number: non_empty("accession").cloned(),
+            needs_review: needs_review(&p),
             limit: 200,
             ..JobQuery::default()
         })
@@ -223,10 +256,12 @@ pub async fn jobs(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> Ap
     let _ = write!(
         html,
         r#"</select></label> <label>Since <input name="since" type="date" value="{}"></label>
-<label>Accession <input name="accession" value="{}"></label> <button>Filter</button></form>
+<label>Accession <input name="accession" value="{}"></label>
+<label><input type="checkbox" name="needs_review" value="true"{}> Needs review</label> <button>Filter</button></form>
 <table id="jobs"><tr><th>Job</th><th>State</th><th>Age</th><th>Patient ID</th><th>Accession</th><th>Series</th><th>From</th><th>Organs</th><th>Time</th><th>Deliveries</th></tr>"#,
         esc(non_empty("since").map_or("", String::as_str)),
         esc(non_empty("accession").map_or("", String::as_str)),
+        if needs_review(&p) { " checked" } else { "" },
     );
     let states = match (rows.last(), rows.first()) {
         (Some(first), Some(last)) => s.store.delivery_states(first.id, last.id).await?,
@@ -333,6 +368,15 @@ pub async fn job(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiR
             .as_ref()
             .map_or(String::new(), |sr| sr.sop_instance_uid.to_string()),
     );
+    if j.state == JobState::Review {
+        let _ = write!(
+            html,
+            r#"<form id="review" method="post" action="/ui/jobs/{id}/review"><h2>Review</h2>
+<p>This result is held: nothing of it is delivered until it is approved. Rejected, it is never delivered.</p>
+<label>Reviewer <input name="reviewer" required></label> <label>Comment <input name="comment"></label>
+<button name="decision" value="approve" id="approve">Approve and deliver</button> <button name="decision" value="reject" id="reject">Reject</button></form>"#
+        );
+    }
     html.push_str(&organs_table(&summary));
     let keys = key_image_files(&results).count();
     if keys > 0 {

@@ -23,8 +23,8 @@ use axum::{Json, Router};
 use crate::config::{Config, HttpConfig};
 use crate::jobs::summary::JobView;
 use crate::store::{
-    AUDIT_FIELDS, AuditFilter, AuditRow, JobId, JobQuery, JobRow, JobState, ResultRow, Store,
-    StoreError, format_ms, parse_time,
+    AUDIT_FIELDS, AuditFilter, AuditRow, JobId, JobQuery, JobRow, JobState, ResultRow,
+    ReviewDecision, Store, StoreError, format_ms, parse_time,
 };
 
 /// What the handlers share.
@@ -73,8 +73,16 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        if let StoreError::NoSuchJob(id) = e {
-            return Self::not_found(format!("no job {id}"));
+        match e {
+            StoreError::NoSuchJob(id) => return Self::not_found(format!("no job {id}")),
+            StoreError::Transition(t) => {
+                return Self {
+                    status: StatusCode::CONFLICT,
+                    code: "conflict",
+                    message: format!("the job is {}: it cannot become {}", t.from, t.to),
+                };
+            }
+            _ => {}
         }
         Self::internal(format!("{:#}", anyhow::Error::from(e)))
     }
@@ -98,6 +106,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/ui/", get(dashboard::jobs))
         .route("/ui/jobs/{id}", get(dashboard::job))
         .route("/ui/jobs/{id}/key/{n}", get(dashboard::key_image))
+        .route("/ui/jobs/{id}/review", post(dashboard::review))
         .route("/ui/audit", get(dashboard::audit))
         .route("/ui/health", get(dashboard::health))
         .route("/healthz", get(healthz))
@@ -105,6 +114,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}", get(job))
         .route("/api/jobs/{id}/retry", post(retry))
+        .route("/api/jobs/{id}/approve", post(approve))
+        .route("/api/jobs/{id}/reject", post(reject))
         .route("/api/studies/{study_uid}", get(study))
         .route("/api/audit", get(audit))
         .route("/api/nodes", get(nodes))
@@ -244,6 +255,16 @@ fn int_param(p: &Params, name: &str, default: i64, max: i64) -> ApiResult<i64> {
             .ok_or_else(|| {
                 ApiError::bad_request(format!("{name}: {v:?} is not a number within 0..={max}"))
             }),
+    }
+}
+
+fn bool_param(p: &Params, name: &str) -> ApiResult<bool> {
+    match p.get(name).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(v) => Err(ApiError::bad_request(format!(
+            "{name}: {v:?} is neither true nor false"
+        ))),
     }
 }
 
@@ -456,7 +477,10 @@ async fn list_jobs(
     State(s): State<Arc<ApiState>>,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    check_known(&p, &["state", "since", "until", "limit", "offset"])?;
+    check_known(
+        &p,
+        &["state", "since", "until", "limit", "offset", "needs_review"],
+    )?;
     let state = p
         .get("state")
         .map(|v| {
@@ -470,6 +494,7 @@ async fn list_jobs(
         until_ms: time_param(&p, "until")?,
         limit: int_param(&p, "limit", 50, 1000)?,
         offset: int_param(&p, "offset", 0, i64::MAX / 2)?,
+        needs_review: bool_param(&p, "needs_review")?,
         ..JobQuery::default()
     };
     let jobs = s.store.jobs(&q).await?;
@@ -537,6 +562,40 @@ async fn retry(
     Ok(Json(
         serde_json::json!({ "job": id, "job_requeued": job, "deliveries_requeued": deliveries }),
     ))
+}
+
+/// `POST /api/jobs/{id}/approve`, body optional: `{"reviewer": …, "comment": …}`.
+async fn approve(
+    State(s): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (id, decision) = (job_id(&id)?, decision(&body)?);
+    let released = s.store.approve_job(id, &decision).await?;
+    Ok(Json(
+        serde_json::json!({ "job": id, "state": JobState::Succeeded, "deliveries_released": released }),
+    ))
+}
+
+/// `POST /api/jobs/{id}/reject`, body as for approve.
+async fn reject(
+    State(s): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (id, decision) = (job_id(&id)?, decision(&body)?);
+    let removed = s.store.reject_job(id, &decision).await?;
+    Ok(Json(
+        serde_json::json!({ "job": id, "state": JobState::Rejected, "deliveries_removed": removed }),
+    ))
+}
+
+/// A review decision from a JSON body; an empty body decides without a name or comment.
+fn decision(body: &[u8]) -> ApiResult<ReviewDecision> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ReviewDecision::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))
 }
 
 async fn study(

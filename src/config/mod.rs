@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use regex::Regex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cascade::ModelConfig;
 use crate::dicom::SegType;
 use crate::dicom::{AeTitle, PeerAddress};
+use crate::quality::Verdict;
 use crate::store::{Database, Membership, ResultObject};
 use crate::tls::{ClientTls, HttpsTls, ServerTls};
 use raw::{RawConfig, RawDestination, RawDicom, RawEligibility, RawHttp, RawModel, RawWebhook};
@@ -76,6 +77,40 @@ pub struct Config {
     /// ended; `None` keeps them. Audit rows always stay.
     #[serde(serialize_with = "opt_secs")]
     pub purge_after: Option<Duration>,
+    pub review: Review,
+}
+
+/// Whether results wait for a person before they are delivered (`[review]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Review {
+    #[serde(default)]
+    pub hold: Hold,
+}
+
+/// Which results are held for review.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hold {
+    /// None: every result is delivered as soon as it is made.
+    #[default]
+    Never,
+    /// Those with an organ whose verdict is `warn` or `fail`.
+    Flagged,
+    /// All of them.
+    Always,
+}
+
+impl Review {
+    /// Whether a result whose worst organ verdict is `verdict` (none: no organ
+    /// assessed) waits for review.
+    pub fn holds(&self, verdict: Option<Verdict>) -> bool {
+        match self.hold {
+            Hold::Never => false,
+            Hold::Flagged => verdict.is_some_and(|v| v != Verdict::Ok),
+            Hold::Always => true,
+        }
+    }
 }
 
 /// A worklist's webhook.
@@ -293,6 +328,7 @@ impl Config {
                 )?,
             },
             destinations: destinations(raw.destinations, &ae_title)?,
+            review: raw.review,
             model: model(raw.model)?,
             ae_title,
             data_dir: raw.node.data_dir,

@@ -34,6 +34,8 @@ pub(super) struct RawConfig {
     pub(super) webhooks: Vec<RawWebhook>,
     #[serde(default)]
     pub(super) retention: RawRetention,
+    #[serde(default)]
+    pub(super) review: super::Review,
 }
 
 #[derive(Debug, Default, Deserialize)]

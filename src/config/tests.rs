@@ -76,6 +76,28 @@ fn defaults_and_derived_paths() {
     assert_eq!(cfg.stable_age, Duration::from_secs(10));
     assert_eq!(cfg.eligibility.modalities, vec!["CT"]);
     assert_eq!(cfg.dicom.max_object_bytes, 2048 * 1024 * 1024);
+    assert_eq!(cfg.review.hold, Hold::Never);
+}
+
+#[test]
+fn review_holds_what_it_says() {
+    use crate::quality::Verdict;
+    let review = |hold: &str| {
+        Config::from_toml(
+            &format!("{MINIMAL}\n[review]\nhold = \"{hold}\"\n"),
+            &BTreeMap::new(),
+        )
+        .map(|c| c.review)
+    };
+    let flagged = review("flagged").unwrap();
+    assert!(!flagged.holds(Some(Verdict::Ok)) && !flagged.holds(None));
+    assert!(flagged.holds(Some(Verdict::Warn)) && flagged.holds(Some(Verdict::Fail)));
+    assert!(review("always").unwrap().holds(None));
+    assert!(!review("never").unwrap().holds(Some(Verdict::Fail)));
+    assert!(matches!(
+        review("sometimes"),
+        Err(ConfigError::Parse { .. })
+    ));
 }
 
 #[test]

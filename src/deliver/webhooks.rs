@@ -29,6 +29,9 @@ const JOB_EVENTS: &[AuditKind] = &[
     AuditKind::JobSucceeded,
     AuditKind::JobFailed,
     AuditKind::JobDelivered,
+    AuditKind::JobHeld,
+    AuditKind::JobApproved,
+    AuditKind::JobRejected,
 ];
 
 /// The signature header's value for `body`: `sha256=<hex HMAC-SHA256 with secret>`.

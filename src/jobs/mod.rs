@@ -71,6 +71,7 @@ pub async fn resume_interrupted(
             timings_ms: Vec::new(),
             results: Vec::new(),
             instance_count: None,
+            qa_verdict: None,
         };
         store.finish_job(&interrupted.job, &outcome, &[]).await?;
         resumed.failed += 1;

@@ -98,12 +98,19 @@ impl Pipeline {
                 results,
                 deliveries,
             })) => {
+                let held = self.config.review.holds(summary.qa_verdict);
                 tracing::info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
+                    qa_verdict = summary.qa_verdict.map(|v| v.as_str()),
+                    held,
                     "job succeeded"
                 );
                 let outcome = JobOutcome {
-                    state: JobState::Succeeded,
+                    state: if held {
+                        JobState::Review
+                    } else {
+                        JobState::Succeeded
+                    },
                     reason: summary
                         .found_nothing()
                         .then(|| "no structures found".to_string()),
@@ -112,6 +119,7 @@ impl Pipeline {
                     timings_ms: summary.timings(),
                     results,
                     instance_count: Some(instances as i64),
+                    qa_verdict: summary.qa_verdict,
                 };
                 (outcome, deliveries)
             }
@@ -125,12 +133,15 @@ impl Pipeline {
                     timings_ms: Vec::new(),
                     results: Vec::new(),
                     instance_count: None,
+                    qa_verdict: None,
                 };
                 (outcome, Vec::new())
             }
         };
         match self.store.finish_job(job, &outcome, &deliveries).await {
-            Ok(()) if !deliveries.is_empty() => self.deliver.notify_one(),
+            Ok(()) if !deliveries.is_empty() && outcome.state == JobState::Succeeded => {
+                self.deliver.notify_one()
+            }
             Ok(()) => {}
             Err(e @ StoreError::LeaseLost(_)) => {
                 tracing::error!(error = %e, "the job's result is dropped: another node processes it");

@@ -376,6 +376,7 @@ mod tests {
             timings_ms: Vec::new(),
             results: Vec::new(),
             instance_count: None,
+            qa_verdict: None,
         };
         store.finish_job(&claimed, &outcome, &[]).await.unwrap();
         // Succeeded without deliveries (no destination): nothing to promote.

@@ -5,11 +5,13 @@ use serde::Serialize;
 use sqlx::Any;
 
 use super::audit::{AuditEvent, append_audit};
+use super::states::IllegalTransition;
 use super::{
-    AuditKind, JobId, JobState, NewDelivery, NewResult, SeriesId, Store, StoreError, begin_writing,
-    now_ms, results,
+    AuditKind, DeliveryState, JobId, JobState, NewDelivery, NewResult, SeriesId, Store, StoreError,
+    begin_writing, now_ms, results,
 };
 use crate::dicom::Uid;
+use crate::quality::Verdict;
 
 /// A job as listed by `segnode jobs` and the API.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -40,6 +42,8 @@ pub struct JobRow {
     pub seg_sop_instance_uid: Option<Uid>,
     /// The node that holds (or last held) the job.
     pub node_id: Option<String>,
+    /// Its worst organ verdict, once assessed.
+    pub qa_verdict: Option<Verdict>,
 }
 
 /// A job with the series facts that events about it carry.
@@ -79,6 +83,18 @@ pub struct JobOutcome {
     pub results: Vec<NewResult>,
     /// How many instances were processed.
     pub instance_count: Option<i64>,
+    /// The worst organ verdict of its result.
+    pub qa_verdict: Option<Verdict>,
+}
+
+/// A person's decision on a result held for review: who, and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReviewDecision {
+    /// The reviewer's name, as given (the API's token identifies no person).
+    #[serde(default)]
+    pub reviewer: Option<String>,
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 /// Which jobs to list: newest first, all filters optional.
@@ -90,6 +106,9 @@ pub struct JobQuery {
     pub until_ms: Option<i64>,
     pub study_uid: Option<Uid>,
     pub accession_number: Option<String>,
+    /// Only jobs that need a person's look: held for review, or with an organ whose
+    /// verdict is `warn` or `fail`.
+    pub needs_review: bool,
     pub limit: i64,
     pub offset: i64,
 }
@@ -158,11 +177,14 @@ impl Store {
                     j.started_ms, j.finished_ms, j.error_code, j.summary,
                     (SELECT r.sop_instance_uid FROM results r
                      WHERE r.job_id = j.id AND r.kind = 'seg' AND r.variant = 'BINARY') AS seg_sop_instance_uid,
-                    j.node_id
+                    j.node_id, j.qa_verdict
              FROM jobs j JOIN series s ON s.id = j.series_id
              WHERE ($1 IS NULL OR j.state = $1) AND ($2 IS NULL OR j.created_ms >= $2)
                AND ($3 IS NULL OR j.created_ms <= $3) AND ($4 IS NULL OR s.study_uid = $4)
                AND ($7 IS NULL OR j.id = $7) AND ($8 IS NULL OR s.accession_number = $8)
+               AND ($9 = 0 OR j.state = 'review'
+                    OR (j.qa_verdict IN ('warn', 'fail')
+                        AND j.state IN ('succeeded', 'delivered')))
              ORDER BY j.id DESC LIMIT $5 OFFSET $6",
         )
         .bind(q.state)
@@ -173,6 +195,7 @@ impl Store {
         .bind(q.offset)
         .bind(q.id)
         .bind(&q.accession_number)
+        .bind(i64::from(q.needs_review))
         .fetch_all(&self.pool)
         .await?)
     }
@@ -244,7 +267,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let finished = sqlx::query(
             "UPDATE jobs SET state = $1, reason = $2, error_code = $3, summary = $4,
-                 instance_count = COALESCE($5, instance_count), finished_ms = $6, updated_ms = $6
+                 instance_count = COALESCE($5, instance_count), finished_ms = $6, updated_ms = $6,
+                 qa_verdict = $9
              WHERE id = $7 AND state = 'running' AND node_id = $8",
         )
         .bind(next)
@@ -255,6 +279,7 @@ impl Store {
         .bind(now)
         .bind(job.id)
         .bind(&self.node.node_id)
+        .bind(outcome.qa_verdict)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -263,11 +288,17 @@ impl Store {
         }
         results::insert_results(&mut tx, job.id, &outcome.results).await?;
         results::insert_timings(&mut tx, job.id, &outcome.timings_ms).await?;
-        results::insert_deliveries(&mut tx, job.id, deliveries).await?;
-        let event = if next == JobState::Succeeded {
-            AuditKind::JobSucceeded
+        let held = next == JobState::Review;
+        let state = if held {
+            DeliveryState::Held
         } else {
-            AuditKind::JobFailed
+            DeliveryState::Pending
+        };
+        results::insert_deliveries(&mut tx, job.id, deliveries, state).await?;
+        let event = match next {
+            JobState::Succeeded => AuditKind::JobSucceeded,
+            JobState::Review => AuditKind::JobHeld,
+            _ => AuditKind::JobFailed,
         };
         let detail = serde_json::json!({
             "reason": outcome.reason,
@@ -403,6 +434,84 @@ impl Store {
         Ok(changed)
     }
 
+    /// A person approves a result held for review (review → succeeded): its held
+    /// deliveries are released to the outbox; audited with the decision. Returns the
+    /// deliveries released.
+    pub async fn approve_job(
+        &self,
+        id: JobId,
+        decision: &ReviewDecision,
+    ) -> Result<u64, StoreError> {
+        self.decide(id, JobState::Succeeded, decision).await
+    }
+
+    /// A person rejects a result held for review (review → rejected): its held
+    /// deliveries are removed, so that nothing of it is ever sent; audited with the
+    /// decision. Returns the deliveries removed.
+    pub async fn reject_job(
+        &self,
+        id: JobId,
+        decision: &ReviewDecision,
+    ) -> Result<u64, StoreError> {
+        self.decide(id, JobState::Rejected, decision).await
+    }
+
+    async fn decide(
+        &self,
+        id: JobId,
+        to: JobState,
+        decision: &ReviewDecision,
+    ) -> Result<u64, StoreError> {
+        let now = now_ms();
+        // It reads before it writes (see `begin_writing`).
+        let mut tx = begin_writing(&self.pool, self.engine).await?;
+        let job = claimed_job(&mut *tx, id).await?;
+        let state: JobState = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if state != JobState::Review {
+            return Err(IllegalTransition { from: state, to }.into());
+        }
+        let next = state.transition(to)?;
+        sqlx::query(
+            "UPDATE jobs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'review'",
+        )
+        .bind(next)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let (event, deliveries) = if next == JobState::Succeeded {
+            let released = sqlx::query(
+                "UPDATE deliveries SET state = 'pending', next_attempt_ms = $1, updated_ms = $1
+                 WHERE job_id = $2 AND state = 'held'",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            (AuditKind::JobApproved, released)
+        } else {
+            let removed =
+                sqlx::query("DELETE FROM deliveries WHERE job_id = $1 AND state = 'held'")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            (AuditKind::JobRejected, removed)
+        };
+        let detail = serde_json::json!({
+            "reviewer": decision.reviewer,
+            "comment": decision.comment,
+            "deliveries": deliveries,
+        });
+        append_audit(&mut tx, &self.node.node_id, &job.event(event, detail)).await?;
+        tx.commit().await?;
+        Ok(deliveries)
+    }
+
     /// Jobs still `succeeded` whose deliveries (at least one) are all delivered: what a
     /// stop between the last attempt and the promotion leaves.
     pub async fn fully_delivered_jobs(&self) -> Result<Vec<JobId>, StoreError> {
@@ -500,6 +609,7 @@ mod tests {
                 Vec::new()
             },
             instance_count: Some(2),
+            qa_verdict: None,
         }
     }
 
@@ -578,6 +688,89 @@ mod tests {
             store.job(id).await.unwrap().unwrap().state,
             JobState::Delivered
         );
+    }
+
+    /// A job of a new store whose result is held for review, with one held delivery.
+    async fn held_job() -> (crate::store::testing::TestStore, JobId) {
+        let store = crate::store::testing::store().await;
+        queued_job(&store, 2, "PACS").await;
+        let job = store.claim_next_job().await.unwrap().unwrap();
+        let mut review = outcome(JobState::Succeeded);
+        review.state = JobState::Review;
+        review.qa_verdict = Some(Verdict::Warn);
+        let delivery = NewDelivery {
+            destination: "pacs".into(),
+            sop_instance_uid: review.results[0].sop_instance_uid.clone(),
+            fallback: None,
+        };
+        store.finish_job(&job, &review, &[delivery]).await.unwrap();
+        assert_eq!(
+            store.job(job.id).await.unwrap().unwrap().state,
+            JobState::Review
+        );
+        let d = store.job_deliveries(job.id).await.unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].state, DeliveryState::Held);
+        assert!(store.claim_due_deliveries(10).await.unwrap().is_empty());
+        (store, job.id)
+    }
+
+    /// A result held for review is not delivered until approved; rejected, it never is;
+    /// either decision only once, audited with who and why; the jobs needing review are
+    /// found by their state or verdict.
+    #[tokio::test]
+    async fn a_held_result_waits_for_approval_and_a_rejected_one_is_never_delivered() {
+        let needs_review = JobQuery {
+            needs_review: true,
+            limit: 10,
+            ..JobQuery::default()
+        };
+        let decision = ReviewDecision {
+            reviewer: Some("Dr Reviewer".into()),
+            comment: Some("liver checked".into()),
+        };
+        let (approving, approved) = held_job().await;
+        assert_eq!(approving.jobs(&needs_review).await.unwrap().len(), 1);
+        assert_eq!(approving.approve_job(approved, &decision).await.unwrap(), 1);
+        let row = approving.job(approved).await.unwrap().unwrap();
+        assert_eq!(
+            (row.state, row.qa_verdict),
+            (JobState::Succeeded, Some(Verdict::Warn))
+        );
+        let due = approving.claim_due_deliveries(10).await.unwrap();
+        assert_eq!(due.iter().map(|d| d.job_id).collect::<Vec<_>>(), [approved]);
+        // Warned of, no longer held: still among the jobs to look at.
+        assert_eq!(approving.jobs(&needs_review).await.unwrap().len(), 1);
+
+        let (rejecting, rejected) = held_job().await;
+        assert_eq!(rejecting.reject_job(rejected, &decision).await.unwrap(), 1);
+        assert_eq!(
+            rejecting.job(rejected).await.unwrap().unwrap().state,
+            JobState::Rejected
+        );
+        assert!(rejecting.job_deliveries(rejected).await.unwrap().is_empty());
+        assert!(rejecting.claim_due_deliveries(10).await.unwrap().is_empty());
+        assert!(rejecting.jobs(&needs_review).await.unwrap().is_empty());
+
+        // A decision is taken once, and only on a job in review; each is audited.
+        for (store, id, kind) in [
+            (&approving, approved, AuditKind::JobApproved),
+            (&rejecting, rejected, AuditKind::JobRejected),
+        ] {
+            assert!(matches!(
+                store.approve_job(id, &decision).await,
+                Err(StoreError::Transition(_))
+            ));
+            assert!(matches!(
+                store.reject_job(id, &decision).await,
+                Err(StoreError::Transition(_))
+            ));
+            let audit = store.audit_rows(None).await.unwrap();
+            assert!(audit.iter().any(|r| r.event == AuditKind::JobHeld));
+            let row = audit.iter().find(|r| r.event == kind).unwrap();
+            assert_eq!(row.job_id, Some(id));
+            assert!(row.detail.contains("Dr Reviewer") && row.detail.contains("liver checked"));
+        }
     }
 
     /// A slice that arrives after a series settled but before its job starts makes a
@@ -705,6 +898,7 @@ mod tests {
             timings_ms: Vec::new(),
             results: Vec::new(),
             instance_count: None,
+            qa_verdict: None,
         };
         assert!(matches!(
             a.finish_job(&job, &outcome, &[]).await,

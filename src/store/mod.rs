@@ -36,7 +36,7 @@ pub use deliveries::{Attempt, DeliveryRow};
 pub use instances::{
     InstanceCount, InstanceMeta, RecentInstance, RecordOutcome, SourceInstance, SpooledFile,
 };
-pub use jobs::{ClaimedJob, InterruptedJob, JobOutcome, JobQuery, JobRow};
+pub use jobs::{ClaimedJob, InterruptedJob, JobOutcome, JobQuery, JobRow, ReviewDecision};
 pub use nodes::NodeRow;
 pub use results::{NewDelivery, NewResult, ResultRow};
 pub use retention::RetentionCandidate;
@@ -224,6 +224,8 @@ pub(crate) use stored_as_text;
 
 stored_as_text!(Uid, Uid::parse);
 stored_as_text!(SegType, |s: &str| s.parse::<SegType>());
+stored_as_text!(crate::quality::Verdict, |s: &str| s
+    .parse::<crate::quality::Verdict>());
 
 /// The statement for `engine`, where the two differ.
 fn dialect(engine: Engine, sqlite: &'static str, postgres: &'static str) -> &'static str {
@@ -592,6 +594,7 @@ mod tests {
             timings_ms: vec![("volume", 5), ("cascade", 7)],
             results: Vec::new(),
             instance_count: None,
+            qa_verdict: None,
         };
         store.finish_job(&job, &outcome, &[]).await.unwrap();
         let counts = store.counts().await.unwrap();

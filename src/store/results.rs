@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use super::{JobId, ResultObject, Store, StoreError, now_ms};
+use super::{DeliveryState, JobId, ResultObject, Store, StoreError, now_ms};
 use crate::dicom::{SegType, Uid};
 
 /// A result object a job produced, as it is recorded.
@@ -99,6 +99,7 @@ pub(super) async fn insert_deliveries(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     job_id: JobId,
     items: &[NewDelivery],
+    state: DeliveryState,
 ) -> Result<(), StoreError> {
     let now = now_ms();
     for d in items {
@@ -107,7 +108,7 @@ pub(super) async fn insert_deliveries(
                  next_attempt_ms, created_ms, updated_ms)
              SELECT $1, $2, r.id,
                     (SELECT f.id FROM results f WHERE f.job_id = $1 AND f.sop_instance_uid = $4),
-                    'pending', $5, $5, $5
+                    $6, $5, $5, $5
              FROM results r
              WHERE r.job_id = $1 AND r.sop_instance_uid = $3
                AND NOT EXISTS (SELECT 1 FROM deliveries o JOIN results ro ON ro.id = o.result_id
@@ -120,6 +121,7 @@ pub(super) async fn insert_deliveries(
         .bind(&d.sop_instance_uid)
         .bind(&d.fallback)
         .bind(now)
+        .bind(state)
         .execute(&mut **tx)
         .await?;
     }
@@ -184,7 +186,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         insert_results(&mut tx, job_id, results).await?;
-        insert_deliveries(&mut tx, job_id, items).await?;
+        insert_deliveries(&mut tx, job_id, items, DeliveryState::Pending).await?;
         tx.commit().await?;
         Ok(())
     }

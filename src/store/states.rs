@@ -26,6 +26,10 @@ pub enum JobState {
     Superseded,
     /// Its result reached every destination.
     Delivered,
+    /// Processed, its result held until a person approves it (`[review] hold`).
+    Review,
+    /// A person rejected its result in review: nothing of it is ever delivered.
+    Rejected,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -36,7 +40,7 @@ pub struct IllegalTransition {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 7] = [
+    pub const ALL: [JobState; 9] = [
         JobState::Queued,
         JobState::Running,
         JobState::Succeeded,
@@ -44,6 +48,8 @@ impl JobState {
         JobState::Ignored,
         JobState::Superseded,
         JobState::Delivered,
+        JobState::Review,
+        JobState::Rejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,19 +61,22 @@ impl JobState {
             JobState::Ignored => "ignored",
             JobState::Superseded => "superseded",
             JobState::Delivered => "delivered",
+            JobState::Review => "review",
+            JobState::Rejected => "rejected",
         }
     }
 
     /// Whether `self → to` is allowed. Running → queued is the resumption of a job
     /// interrupted by a crash; failed → queued is an operator's retry; succeeded →
     /// delivered when the result reached every destination (and back when an operator
-    /// re-sends it).
+    /// re-sends it); a result held for review is approved (succeeded) or rejected.
     pub fn can_become(self, to: JobState) -> bool {
         use JobState::*;
         matches!(
             (self, to),
             (Queued, Running | Superseded)
-                | (Running, Succeeded | Failed | Queued)
+                | (Running, Succeeded | Failed | Queued | Review)
+                | (Review, Succeeded | Rejected | Superseded)
                 | (Failed, Queued | Superseded)
                 | (Succeeded, Superseded | Delivered)
                 | (Delivered, Superseded | Succeeded)
@@ -157,13 +166,16 @@ pub enum DeliveryState {
     Delivered,
     /// Out of attempts, or refused for good.
     Failed,
+    /// Its job's result waits for review: released (pending) when approved.
+    Held,
 }
 
 impl DeliveryState {
-    pub const ALL: [DeliveryState; 3] = [
+    pub const ALL: [DeliveryState; 4] = [
         DeliveryState::Pending,
         DeliveryState::Delivered,
         DeliveryState::Failed,
+        DeliveryState::Held,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -171,6 +183,7 @@ impl DeliveryState {
             DeliveryState::Pending => "pending",
             DeliveryState::Delivered => "delivered",
             DeliveryState::Failed => "failed",
+            DeliveryState::Held => "held",
         }
     }
 }
@@ -220,6 +233,10 @@ pub enum AuditKind {
     JobSucceeded,
     JobFailed,
     JobDelivered,
+    /// A job's result held for review.
+    JobHeld,
+    JobApproved,
+    JobRejected,
     DeliveryAttempt,
     OperatorRetry,
     SpoolPurged,
@@ -228,7 +245,7 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 19] = [
+    pub const ALL: [AuditKind; 22] = [
         AuditKind::AssociationAccepted,
         AuditKind::AssociationRejected,
         AuditKind::InstanceIgnored,
@@ -243,6 +260,9 @@ impl AuditKind {
         AuditKind::JobSucceeded,
         AuditKind::JobFailed,
         AuditKind::JobDelivered,
+        AuditKind::JobHeld,
+        AuditKind::JobApproved,
+        AuditKind::JobRejected,
         AuditKind::DeliveryAttempt,
         AuditKind::OperatorRetry,
         AuditKind::SpoolPurged,
@@ -266,6 +286,9 @@ impl AuditKind {
             AuditKind::JobSucceeded => "job_succeeded",
             AuditKind::JobFailed => "job_failed",
             AuditKind::JobDelivered => "job_delivered",
+            AuditKind::JobHeld => "job_held",
+            AuditKind::JobApproved => "job_approved",
+            AuditKind::JobRejected => "job_rejected",
             AuditKind::DeliveryAttempt => "delivery_attempt",
             AuditKind::OperatorRetry => "operator_retry",
             AuditKind::SpoolPurged => "spool_purged",
@@ -294,6 +317,10 @@ mod tests {
             (Running, Succeeded),
             (Running, Failed),
             (Running, Queued),
+            (Running, Review),
+            (Review, Succeeded),
+            (Review, Rejected),
+            (Review, Superseded),
             (Failed, Queued),
             (Failed, Superseded),
             (Succeeded, Superseded),
@@ -312,8 +339,9 @@ mod tests {
     }
 
     #[test]
-    fn superseded_is_terminal_and_running_is_not_supersedable() {
+    fn superseded_and_rejected_are_terminal_and_running_is_not_supersedable() {
         assert!(JobState::ALL.iter().all(|s| !Superseded.can_become(*s)));
+        assert!(JobState::ALL.iter().all(|s| !Rejected.can_become(*s)));
         assert!(!Running.supersedable());
         assert!(Queued.supersedable());
     }
