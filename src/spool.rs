@@ -26,10 +26,14 @@ use std::time::Duration;
 use crate::dicom::part10;
 use crate::store::{JobState, RetentionCandidate, Store, StoreError, now_ms};
 
-/// The retention rule: a series' instances may go once its latest job is delivered or
-/// ignored (nothing more will read them) and has not changed since `cutoff_ms`.
+/// The retention rule: a series' instances may go once its latest job is delivered,
+/// ignored or rejected in review (nothing more will read them) and has not changed
+/// since `cutoff_ms`.
 pub fn retention_allows(candidate: &RetentionCandidate, cutoff_ms: i64) -> bool {
-    matches!(candidate.state, JobState::Delivered | JobState::Ignored)
+    matches!(
+        candidate.state,
+        JobState::Delivered | JobState::Ignored | JobState::Rejected
+    )
         && candidate.updated_ms < cutoff_ms
 }
 
