@@ -33,8 +33,7 @@ pub fn retention_allows(candidate: &RetentionCandidate, cutoff_ms: i64) -> bool 
     matches!(
         candidate.state,
         JobState::Delivered | JobState::Ignored | JobState::Rejected
-    )
-        && candidate.updated_ms < cutoff_ms
+    ) && candidate.updated_ms < cutoff_ms
 }
 
 /// Purges, every `interval`, the spool files that the retention rule lets go.

@@ -348,8 +348,10 @@ impl Cascade {
         );
         timings.lap("region");
         let inference = infer(&mut self.stage2[0], stage, &x2, pad2, Some(&region))?;
-        let (mut labels2, coverage) = (inference.labels, inference.coverage);
         timings.lap("stage2_inference");
+        let evidence = inference.evidence(Some(&region));
+        timings.lap("evidence");
+        let (mut labels2, coverage) = (inference.labels, inference.coverage);
         let evaluated = region.data.iter().filter(|v| **v).count();
         summary.stage2_region_fraction = evaluated as f64 / region.len() as f64;
         summary.stage2_patch_fraction = coverage.covered as f64 / region.len() as f64;
@@ -365,7 +367,7 @@ impl Cascade {
         Ok(Stage2 {
             labels,
             counts,
-            evidence: inference.evidence,
+            evidence,
         })
     }
 

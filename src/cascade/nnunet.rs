@@ -91,6 +91,7 @@ pub fn predict(
         timings.lap("stage2_inference");
         let n = grid.iter().product();
         prediction.evidence = Evidence::of(&logits, sessions[0].classes, n, n, |v| Some((v, 1.0)));
+        timings.lap("evidence");
         let crop_labels = logits_to_labels(
             &logits,
             sessions[0].classes,

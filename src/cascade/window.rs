@@ -17,11 +17,36 @@ pub(super) struct Coverage {
     pub covered: usize,
 }
 
-/// A stage's labels, how much of the grid it covered, and its softmax evidence.
+/// A stage's labels, how much of the grid it covered, and the blended logits behind
+/// them.
 pub(super) struct Inference {
     pub labels: Grid<u8>,
     pub coverage: Coverage,
-    pub evidence: Evidence,
+    /// The weighted sums of the logits, class-major over the padded grid.
+    acc: Vec<f32>,
+    classes: usize,
+    weight_sum: Grid<f32>,
+}
+
+impl Inference {
+    /// The softmax evidence of the voxels the stage labelled (those of `region`, if
+    /// any): the weighted sums over their weights are the blended logits.
+    pub fn evidence(&self, region: Option<&Grid<bool>>) -> Evidence {
+        let shape = self.labels.shape;
+        Evidence::of(
+            &self.acc,
+            self.classes,
+            self.weight_sum.len(),
+            self.labels.len(),
+            |i| {
+                let z = i / (shape[1] * shape[2]);
+                let y = i / shape[2] % shape[1];
+                let v = self.weight_sum.index(z, y, i % shape[2]);
+                let w = self.weight_sum.data[v];
+                (w > 0.0 && region.is_none_or(|r| r.data[i])).then(|| (v, 1.0 / w))
+            },
+        )
+    }
 }
 
 /// Sliding-window inference with blending; argmax per voxel (first maximum on a tie).
@@ -68,18 +93,12 @@ pub(super) fn infer(
         );
     }
     let labels = argmax_labels(&acc, classes, &weight_sum, x.shape, region, &mut coverage);
-    // The weighted sums over their weights are the blended logits.
-    let evidence = Evidence::of(&acc, classes, weight_sum.len(), labels.len(), |i| {
-        let z = i / (x.shape[1] * x.shape[2]);
-        let y = i / x.shape[2] % x.shape[1];
-        let v = weight_sum.index(z, y, i % x.shape[2]);
-        let w = weight_sum.data[v];
-        (w > 0.0 && region.is_none_or(|r| r.data[i])).then(|| (v, 1.0 / w))
-    });
     Ok(Inference {
         labels,
         coverage,
-        evidence,
+        acc,
+        classes,
+        weight_sum,
     })
 }
 

@@ -67,6 +67,8 @@ pub struct WrittenSeg {
 pub struct WrittenSr {
     pub file: String,
     pub sop_instance_uid: Uid,
+    /// Measuring and assessing the organs and encoding the report.
+    pub encode_ms: Option<u64>,
     pub organs: Vec<Organ>,
 }
 
@@ -225,6 +227,7 @@ fn write_series(
             Some(WrittenSr {
                 file: path("sr.dcm"),
                 sop_instance_uid: report.sop_instance_uid,
+                encode_ms: summary.timings_ms.get(&Stage::Sr).copied(),
                 organs: summary.organs.clone(),
             })
         }
