@@ -22,6 +22,12 @@ use crate::cascade::manifest::Code;
 use crate::cascade::ops::{self, Box3, Grid};
 use crate::volume::Volume;
 
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How far a result can be trusted.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,

@@ -126,6 +126,16 @@ async fn every_dashboard_page_shows_the_processed_study_in_a_browser() {
     let dom = browse(&login("/ui/"), &["--dump-dom"], profile.path());
     assert!(dom.contains(&format!("data-job=\"{}\"", job.id)), "{dom}");
     assert!(dom.contains("class=\"state delivered\""), "{dom}");
+    // The job's badge is its worst organ's verdict.
+    let verdict = summary["qa_verdict"].as_str().unwrap();
+    assert_eq!(
+        job.qa_verdict.map(|v| v.to_string()).as_deref(),
+        Some(verdict)
+    );
+    assert!(
+        dom.contains(&format!("class=\"qa job {verdict}\"")),
+        "{dom}"
+    );
     let organs = summary["organs"].as_array().unwrap();
     assert!(!organs.is_empty());
     for o in organs {

@@ -21,7 +21,7 @@ use crate::dicom::Uid;
 use crate::jobs::summary::JobSummary;
 use crate::quality::Verdict;
 use crate::store::{
-    AUDIT_FIELDS, AuditFilter, AuditRow, DeliveryState, JobQuery, JobState, ResultObject,
+    AUDIT_FIELDS, AuditFilter, AuditRow, DeliveryState, JobQuery, JobRow, JobState, ResultObject,
     ResultRow, ReviewDecision, format_ms, now_ms,
 };
 
@@ -114,8 +114,13 @@ pub fn cookie_token(headers: &HeaderMap) -> Option<&str> {
         .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
-fn state_cell(state: JobState) -> String {
-    format!(r#"<span class="state {state}">{state}</span>"#)
+/// A job's state, and its worst organ verdict once assessed.
+fn state_cell(j: &JobRow) -> String {
+    let state = j.state;
+    let verdict = j.qa_verdict.map_or(String::new(), |v| {
+        format!(r#" <span class="qa job {v}" title="worst organ verdict">{v}</span>"#)
+    });
+    format!(r#"<span class="state {state}">{state}</span>{verdict}"#)
 }
 
 /// Organ volumes of a job, one per line, with each organ's verdict; a truncated
@@ -174,12 +179,7 @@ fn organs_table(summary: &JobSummary) -> String {
 
 /// A verdict as a badge.
 fn verdict_badge(v: Verdict) -> String {
-    let name = match v {
-        Verdict::Ok => "ok",
-        Verdict::Warn => "warn",
-        Verdict::Fail => "fail",
-    };
-    format!(r#"<span class="qa {name}">{name}</span>"#)
+    format!(r#"<span class="qa {v}">{v}</span>"#)
 }
 
 fn age(ms: i64) -> String {
@@ -297,7 +297,7 @@ pub async fn jobs(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> Ap
         let _ = write!(
             html,
             r#"<tr class="job" data-job="{id}"><td><a href="/ui/jobs/{id}">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{total}</td><td>{delivered}</td></tr>"#,
-            state_cell(j.state),
+            state_cell(&j),
             age(j.created_ms),
             esc(j.patient_id.as_deref().unwrap_or("")),
             esc(j.accession_number.as_deref().unwrap_or("")),
@@ -351,7 +351,7 @@ pub async fn job(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiR
         r#"<table id="job"><tr><th>State</th><td>{}</td></tr>{patient_name}<tr><th>Patient ID</th><td>{}</td></tr><tr><th>Accession</th><td>{}</td></tr>
 <tr><th>Series</th><td>{}<br><small>{}</small></td></tr><tr><th>From</th><td>{}</td></tr><tr><th>Instances</th><td>{}</td></tr>
 <tr><th>Created</th><td>{}</td></tr><tr><th>Reason</th><td>{}</td></tr><tr><th>SEG</th><td>{}</td></tr><tr><th>SR</th><td>{}</td></tr></table>"#,
-        state_cell(j.state),
+        state_cell(&j),
         esc(j.patient_id.as_deref().unwrap_or("")),
         esc(j.accession_number.as_deref().unwrap_or("")),
         esc(j.series_description.as_deref().unwrap_or("")),
