@@ -297,7 +297,7 @@ pub async fn jobs(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> Ap
         let _ = write!(
             html,
             r#"<tr class="job" data-job="{id}"><td><a href="/ui/jobs/{id}">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{total}</td><td>{delivered}</td></tr>"#,
-            state_cell(&j),
+            state_cell(j),
             age(j.created_ms),
             esc(j.patient_id.as_deref().unwrap_or("")),
             esc(j.accession_number.as_deref().unwrap_or("")),
