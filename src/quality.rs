@@ -195,7 +195,7 @@ const MIDLINE_MARGIN_MM: f64 = 10.0;
 /// The share of an organ that its largest part must hold.
 const MIN_LARGEST_PART: f64 = 0.8;
 /// The Dice the network must expect of itself.
-const MIN_EXPECTED_DICE: f64 = 0.6;
+const MIN_EXPECTED_DICE: f64 = 0.75;
 /// Soft tissue and denser: the body, for its centre.
 const BODY_HU: f32 = -300.0;
 
