@@ -463,13 +463,7 @@ impl Store {
         decision: &ReviewDecision,
     ) -> Result<u64, StoreError> {
         let now = now_ms();
-        // It reads before it writes (see `begin_writing`).
-        let mut tx = begin_writing(&self.pool, self.engine).await?;
-        let job = claimed_job(&mut *tx, id).await?;
-        let state: JobState = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let (mut tx, job, state) = self.job_to_change(id).await?;
         if state != JobState::Review {
             return Err(IllegalTransition { from: state, to }.into());
         }
@@ -525,17 +519,27 @@ impl Store {
         .await?)
     }
 
-    /// An operator's retry: a failed job is queued again; its failed deliveries are
-    /// pending again with fresh attempts. Returns (job re-queued, deliveries re-queued).
-    pub async fn retry_job(&self, id: JobId) -> Result<(bool, u64), StoreError> {
-        let now = now_ms();
-        // It reads before it writes (see `begin_writing`).
+    /// A writing transaction on job `id` for an operator's or reviewer's change, with
+    /// the job and its state read in it (it reads before it writes, see
+    /// `begin_writing`).
+    async fn job_to_change(
+        &self,
+        id: JobId,
+    ) -> Result<(sqlx::Transaction<'static, Any>, ClaimedJob, JobState), StoreError> {
         let mut tx = begin_writing(&self.pool, self.engine).await?;
         let job = claimed_job(&mut *tx, id).await?;
         let state: JobState = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
+        Ok((tx, job, state))
+    }
+
+    /// An operator's retry: a failed job is queued again; its failed deliveries are
+    /// pending again with fresh attempts. Returns (job re-queued, deliveries re-queued).
+    pub async fn retry_job(&self, id: JobId) -> Result<(bool, u64), StoreError> {
+        let now = now_ms();
+        let (mut tx, job, state) = self.job_to_change(id).await?;
         let requeue = state == JobState::Failed;
         if requeue {
             let next = state.transition(JobState::Queued)?;
