@@ -15,6 +15,43 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 
+def write_slice(path, uids, k, hu, spacing, origin, patient, description, signed=False):
+    """Slice `k` of an axial CT series (Explicit VR Little Endian): the HU plane `hu` at
+    `origin` + k slices along +z (spacing z, y, x in mm); `uids` = (study, series, frame
+    of reference), `patient` = (ID, name, accession). Stored as 12-bit unsigned with
+    intercept -1024 as scanners write it, or `signed`, 16-bit HU."""
+    study, series, frame = uids
+    if signed:
+        pixels, bits, intercept = np.clip(np.rint(hu), -32768, 32767).astype(np.int16), (16, 16, 15, 1), 0
+    else:
+        pixels, bits, intercept = np.clip(hu + 1024, 0, 4095).astype(np.uint16), (16, 12, 11, 0), -1024
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = f"{series}.{k + 1}"
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+    ds.Modality = "CT"
+    ds.PatientID, ds.PatientName, ds.AccessionNumber = patient
+    ds.PatientBirthDate, ds.PatientSex, ds.ReferringPhysicianName = "19700101", "O", ""
+    ds.StudyDate, ds.StudyTime, ds.StudyID = "20261126", "120000", "1"
+    ds.SeriesNumber, ds.Manufacturer = 1, "segnode-bench"
+    ds.SeriesDescription = description
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.InstanceNumber = k + 1
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [round(origin[0], 4), round(origin[1], 4), round(origin[2] + k * spacing[0], 4)]
+    ds.SliceThickness, ds.PixelSpacing = round(spacing[0], 4), [round(spacing[1], 4), round(spacing[2], 4)]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits
+    ds.RescaleIntercept, ds.RescaleSlope = intercept, 1
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(ds.filename, enforce_file_format=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out", type=pathlib.Path)
@@ -48,32 +85,9 @@ def main() -> None:
             hu = volume[i]
         else:
             hu = np.where(body, 40.0, -1000.0) + rng.normal(0, 10, (n, n))
-        pixels = np.clip(hu + 1024, 0, 4095).astype(np.uint16)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = f"{series}.{i + 1}"
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = FileDataset(str(args.out / f"CT{i:04d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.Modality = "CT"
-        ds.PatientID, ds.PatientName, ds.AccessionNumber = "BENCH-0001", "Bench^Phantom", "BENCH1"
-        ds.PatientBirthDate, ds.PatientSex, ds.ReferringPhysicianName = "19700101", "O", ""
-        ds.StudyDate, ds.StudyTime, ds.StudyID = "20261126", "120000", "1"
-        ds.SeriesNumber, ds.Manufacturer = 1, "segnode-bench"
-        ds.SeriesDescription = "Benchmark phantom"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.InstanceNumber = i + 1
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [-n / 2 * spacing[2], -n / 2 * spacing[1], round(i * spacing[0], 4)]
-        ds.SliceThickness, ds.PixelSpacing = round(spacing[0], 4), [round(spacing[1], 4), round(spacing[2], 4)]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows = ds.Columns = n
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.PixelData = pixels.tobytes()
-        ds.save_as(ds.filename, enforce_file_format=True)
+        write_slice(args.out / f"CT{i:04d}.dcm", (study, series, frame), i, hu, spacing,
+                    [-n / 2 * spacing[2], -n / 2 * spacing[1], 0.0], ("BENCH-0001", "Bench^Phantom", "BENCH1"),
+                    "Benchmark phantom")
 
 
 if __name__ == "__main__":

@@ -63,14 +63,13 @@ import tomllib
 import zlib
 
 import numpy as np
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from scipy import ndimage
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from evaluate import DATA, ROOT, SEGNODE, reference_labels, run_node, score  # noqa: E402
 from training_data import LABELS, load_training_volumes  # noqa: E402
-from orient_series import load, uid  # noqa: E402  (scripts/, put on the path by evaluate)
+from make_series import write_slice  # noqa: E402  (scripts/, put on the path by evaluate)
+from orient_series import load, uid  # noqa: E402
 
 MODEL_1_0_0 = "d759c63^"  # the commit whose onnx/abdomen-cascade is model 1.0.0
 NNUNET = ROOT / "onnx" / "nnunet-reference"
@@ -165,34 +164,11 @@ def write_series(folder, hu, spacing, origin, series_id):
     """An axial CT series, one signed 16-bit HU slice per file, slice k at origin + k
     slices along +z."""
     folder.mkdir(parents=True)
-    study = uid("segnode-quality", "study")
-    series, frame = uid("segnode-quality", series_id), uid("segnode-quality", series_id, "frame")
-    pixels = np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
-    for k, plane in enumerate(pixels):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = f"{series}.{k + 1}"
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = FileDataset(str(folder / f"CT{k:04d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.Modality = "CT"
-        ds.PatientID, ds.PatientName, ds.AccessionNumber = "SEGNODE-QA", "Quality^Evaluation", "QA1"
-        ds.PatientBirthDate, ds.PatientSex, ds.ReferringPhysicianName = "", "O", ""
-        ds.StudyDate, ds.StudyTime, ds.StudyID = "20261201", "120000", "1"
-        ds.SeriesNumber, ds.Manufacturer, ds.SeriesDescription = 1, "segnode-quality", series_id
-        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-        ds.InstanceNumber = k + 1
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [round(origin[0], 4), round(origin[1], 4), round(origin[2] + k * spacing[0], 4)]
-        ds.SliceThickness, ds.PixelSpacing = round(spacing[0], 4), [round(spacing[1], 4), round(spacing[2], 4)]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows, ds.Columns = plane.shape
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope = 0, 1
-        ds.PixelData = plane.tobytes()
-        ds.save_as(ds.filename, enforce_file_format=True)
+    uids = (uid("segnode-quality", "study"), uid("segnode-quality", series_id),
+            uid("segnode-quality", series_id, "frame"))
+    for k, plane in enumerate(hu):
+        write_slice(folder / f"CT{k:04d}.dcm", uids, k, plane, spacing, origin,
+                    ("SEGNODE-QA", "Quality^Evaluation", "QA1"), series_id, signed=True)
 
 
 def models(work):
