@@ -5,7 +5,6 @@ use serde::Serialize;
 use sqlx::Any;
 
 use super::audit::{AuditEvent, append_audit};
-use super::states::IllegalTransition;
 use super::{
     AuditKind, DeliveryState, JobId, JobState, NewDelivery, NewResult, SeriesId, Store, StoreError,
     begin_writing, now_ms, results,
@@ -85,16 +84,6 @@ pub struct JobOutcome {
     pub instance_count: Option<i64>,
     /// The worst organ verdict of its result.
     pub qa_verdict: Option<Verdict>,
-}
-
-/// A person's decision on a result held for review: who, and why.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ReviewDecision {
-    /// The reviewer's name, as given (the API's token identifies no person).
-    #[serde(default)]
-    pub reviewer: Option<String>,
-    #[serde(default)]
-    pub comment: Option<String>,
 }
 
 /// Which jobs to list: newest first, all filters optional.
@@ -434,78 +423,6 @@ impl Store {
         Ok(changed)
     }
 
-    /// A person approves a result held for review (review → succeeded): its held
-    /// deliveries are released to the outbox; audited with the decision. Returns the
-    /// deliveries released.
-    pub async fn approve_job(
-        &self,
-        id: JobId,
-        decision: &ReviewDecision,
-    ) -> Result<u64, StoreError> {
-        self.decide(id, JobState::Succeeded, decision).await
-    }
-
-    /// A person rejects a result held for review (review → rejected): its held
-    /// deliveries are removed, so that nothing of it is ever sent; audited with the
-    /// decision. Returns the deliveries removed.
-    pub async fn reject_job(
-        &self,
-        id: JobId,
-        decision: &ReviewDecision,
-    ) -> Result<u64, StoreError> {
-        self.decide(id, JobState::Rejected, decision).await
-    }
-
-    async fn decide(
-        &self,
-        id: JobId,
-        to: JobState,
-        decision: &ReviewDecision,
-    ) -> Result<u64, StoreError> {
-        let now = now_ms();
-        let (mut tx, job, state) = self.job_to_change(id).await?;
-        if state != JobState::Review {
-            return Err(IllegalTransition { from: state, to }.into());
-        }
-        let next = state.transition(to)?;
-        sqlx::query(
-            "UPDATE jobs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'review'",
-        )
-        .bind(next)
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let (event, deliveries) = if next == JobState::Succeeded {
-            let released = sqlx::query(
-                "UPDATE deliveries SET state = 'pending', next_attempt_ms = $1, updated_ms = $1
-                 WHERE job_id = $2 AND state = 'held'",
-            )
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            (AuditKind::JobApproved, released)
-        } else {
-            let removed =
-                sqlx::query("DELETE FROM deliveries WHERE job_id = $1 AND state = 'held'")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            (AuditKind::JobRejected, removed)
-        };
-        let detail = serde_json::json!({
-            "reviewer": decision.reviewer,
-            "comment": decision.comment,
-            "deliveries": deliveries,
-        });
-        append_audit(&mut tx, &self.node.node_id, &job.event(event, detail)).await?;
-        tx.commit().await?;
-        Ok(deliveries)
-    }
-
     /// Jobs still `succeeded` whose deliveries (at least one) are all delivered: what a
     /// stop between the last attempt and the promotion leaves.
     pub async fn fully_delivered_jobs(&self) -> Result<Vec<JobId>, StoreError> {
@@ -522,7 +439,7 @@ impl Store {
     /// A writing transaction on job `id` for an operator's or reviewer's change, with
     /// the job and its state read in it (it reads before it writes, see
     /// `begin_writing`).
-    async fn job_to_change(
+    pub(super) async fn job_to_change(
         &self,
         id: JobId,
     ) -> Result<(sqlx::Transaction<'static, Any>, ClaimedJob, JobState), StoreError> {
@@ -692,89 +609,6 @@ mod tests {
             store.job(id).await.unwrap().unwrap().state,
             JobState::Delivered
         );
-    }
-
-    /// A job of a new store whose result is held for review, with one held delivery.
-    async fn held_job() -> (crate::store::testing::TestStore, JobId) {
-        let store = crate::store::testing::store().await;
-        queued_job(&store, 2, "PACS").await;
-        let job = store.claim_next_job().await.unwrap().unwrap();
-        let mut review = outcome(JobState::Succeeded);
-        review.state = JobState::Review;
-        review.qa_verdict = Some(Verdict::Warn);
-        let delivery = NewDelivery {
-            destination: "pacs".into(),
-            sop_instance_uid: review.results[0].sop_instance_uid.clone(),
-            fallback: None,
-        };
-        store.finish_job(&job, &review, &[delivery]).await.unwrap();
-        assert_eq!(
-            store.job(job.id).await.unwrap().unwrap().state,
-            JobState::Review
-        );
-        let d = store.job_deliveries(job.id).await.unwrap();
-        assert_eq!(d.len(), 1);
-        assert_eq!(d[0].state, DeliveryState::Held);
-        assert!(store.claim_due_deliveries(10).await.unwrap().is_empty());
-        (store, job.id)
-    }
-
-    /// A result held for review is not delivered until approved; rejected, it never is;
-    /// either decision only once, audited with who and why; the jobs needing review are
-    /// found by their state or verdict.
-    #[tokio::test]
-    async fn a_held_result_waits_for_approval_and_a_rejected_one_is_never_delivered() {
-        let needs_review = JobQuery {
-            needs_review: true,
-            limit: 10,
-            ..JobQuery::default()
-        };
-        let decision = ReviewDecision {
-            reviewer: Some("Dr Reviewer".into()),
-            comment: Some("liver checked".into()),
-        };
-        let (approving, approved) = held_job().await;
-        assert_eq!(approving.jobs(&needs_review).await.unwrap().len(), 1);
-        assert_eq!(approving.approve_job(approved, &decision).await.unwrap(), 1);
-        let row = approving.job(approved).await.unwrap().unwrap();
-        assert_eq!(
-            (row.state, row.qa_verdict),
-            (JobState::Succeeded, Some(Verdict::Warn))
-        );
-        let due = approving.claim_due_deliveries(10).await.unwrap();
-        assert_eq!(due.iter().map(|d| d.job_id).collect::<Vec<_>>(), [approved]);
-        // Warned of, no longer held: still among the jobs to look at.
-        assert_eq!(approving.jobs(&needs_review).await.unwrap().len(), 1);
-
-        let (rejecting, rejected) = held_job().await;
-        assert_eq!(rejecting.reject_job(rejected, &decision).await.unwrap(), 1);
-        assert_eq!(
-            rejecting.job(rejected).await.unwrap().unwrap().state,
-            JobState::Rejected
-        );
-        assert!(rejecting.job_deliveries(rejected).await.unwrap().is_empty());
-        assert!(rejecting.claim_due_deliveries(10).await.unwrap().is_empty());
-        assert!(rejecting.jobs(&needs_review).await.unwrap().is_empty());
-
-        // A decision is taken once, and only on a job in review; each is audited.
-        for (store, id, kind) in [
-            (&approving, approved, AuditKind::JobApproved),
-            (&rejecting, rejected, AuditKind::JobRejected),
-        ] {
-            assert!(matches!(
-                store.approve_job(id, &decision).await,
-                Err(StoreError::Transition(_))
-            ));
-            assert!(matches!(
-                store.reject_job(id, &decision).await,
-                Err(StoreError::Transition(_))
-            ));
-            let audit = store.audit_rows(None).await.unwrap();
-            assert!(audit.iter().any(|r| r.event == AuditKind::JobHeld));
-            let row = audit.iter().find(|r| r.event == kind).unwrap();
-            assert_eq!(row.job_id, Some(id));
-            assert!(row.detail.contains("Dr Reviewer") && row.detail.contains("liver checked"));
-        }
     }
 
     /// A slice that arrives after a series settled but before its job starts makes a

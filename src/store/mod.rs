@@ -15,6 +15,7 @@ mod jobs;
 mod nodes;
 mod results;
 mod retention;
+mod review;
 mod series;
 mod states;
 
@@ -36,10 +37,11 @@ pub use deliveries::{Attempt, DeliveryRow};
 pub use instances::{
     InstanceCount, InstanceMeta, RecentInstance, RecordOutcome, SourceInstance, SpooledFile,
 };
-pub use jobs::{ClaimedJob, InterruptedJob, JobOutcome, JobQuery, JobRow, ReviewDecision};
+pub use jobs::{ClaimedJob, InterruptedJob, JobOutcome, JobQuery, JobRow};
 pub use nodes::NodeRow;
 pub use results::{NewDelivery, NewResult, ResultRow};
 pub use retention::RetentionCandidate;
+pub use review::ReviewDecision;
 pub use series::{InstanceRow, SeriesRow};
 pub use states::{
     AuditKind, DeliveryState, IllegalTransition, JobState, ResultObject, SeriesState, UnknownName,
