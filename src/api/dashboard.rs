@@ -20,6 +20,7 @@ use super::{
 use crate::dicom::Uid;
 use crate::jobs::summary::JobSummary;
 use crate::quality::Verdict;
+use crate::sr::Organ;
 use crate::store::{
     AUDIT_FIELDS, AuditFilter, AuditRow, DeliveryState, JobQuery, JobRow, JobState, ResultObject,
     ResultRow, ReviewDecision, format_ms, now_ms,
@@ -133,11 +134,7 @@ fn organs(summary: &JobSummary) -> String {
             format!(
                 "{} {}{:.1}&nbsp;ml {}",
                 esc(&o.name),
-                if o.qa.volume_is_lower_bound() {
-                    "≥"
-                } else {
-                    ""
-                },
+                lower_bound_mark(o),
                 o.ml,
                 verdict_badge(o.qa.verdict)
             )
@@ -160,11 +157,7 @@ fn organs_table(summary: &JobSummary) -> String {
             html,
             "<tr><td>{}</td><td>{}{:.1}</td><td>{:.1}</td><td>{:.0}</td><td>{:.0}</td><td>{} {}</td></tr>",
             esc(&o.name),
-            if o.qa.volume_is_lower_bound() {
-                "≥ "
-            } else {
-                ""
-            },
+            lower_bound_mark(o),
             o.ml,
             o.hu_mean,
             o.hu_min,
@@ -175,6 +168,16 @@ fn organs_table(summary: &JobSummary) -> String {
     }
     html.push_str("</table>");
     html
+}
+
+/// "≥" before the volume of an organ the scan range or field of view cut (a lower
+/// bound).
+fn lower_bound_mark(o: &Organ) -> &'static str {
+    if o.qa.volume_is_lower_bound() {
+        "≥"
+    } else {
+        ""
+    }
 }
 
 /// A verdict as a badge.

@@ -21,7 +21,7 @@ pub struct Confidence {
 }
 
 /// Softmax sums per class over a stage's labelled voxels.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Evidence {
     won: Vec<u64>,
     inside: Vec<f64>,

@@ -298,9 +298,11 @@ impl Cascade {
                 }
             });
         }
-        let counts = stage2.as_ref().map_or([0u64; 256], |s| s.counts);
-        let evidence = stage2.as_ref().map(|s| s.evidence.clone());
-        let labels = to_series_frame(stage2, &mapping, volume.shape, &mut timings);
+        let (labels2, counts, evidence) = match stage2 {
+            Some(s) => (Some(s.labels), s.counts, Some(s.evidence)),
+            None => (None, [0u64; 256], None),
+        };
+        let labels = to_series_frame(labels2, &mapping, volume.shape, &mut timings);
         summary.labels = label_volumes(&m, &counts, evidence.as_ref(), series.spacing);
         summary.empty = summary.labels.iter().all(|l| l.voxels == 0);
         summary.timings_ms = timings.finish(started);
@@ -474,15 +476,15 @@ fn starting_summary(m: &manifest::Manifest, mapping: &Mapping, series: &Framed) 
 /// Stage 2's labels mapped back into the series' own frame, or an empty label map of
 /// `shape` when stage 2 did not run.
 fn to_series_frame(
-    stage2: Option<Stage2>,
+    labels: Option<Grid<u8>>,
     mapping: &Mapping,
     shape: [usize; 3],
     timings: &mut Timings,
 ) -> Grid<u8> {
-    match stage2 {
-        Some(s) if mapping.is_identity() => s.labels,
-        Some(s) => {
-            let back = mapping.inverse().apply(&s.labels.data, s.labels.shape);
+    match labels {
+        Some(l) if mapping.is_identity() => l,
+        Some(l) => {
+            let back = mapping.inverse().apply(&l.data, l.shape);
             timings.lap("to_series_frame");
             back
         }
