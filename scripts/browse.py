@@ -11,7 +11,9 @@ Prints the final page's HTML on stdout; exit status 1 when a selector matches no
 import argparse
 import itertools
 import json
+import os
 import pathlib
+import signal
 import subprocess
 import sys
 import tempfile
@@ -65,17 +67,23 @@ class Page:
 
 
 def debugging_url(profile, browser):
-    """The first tab's websocket, once the browser wrote its DevTools port."""
+    """The first tab's websocket, once the browser has written its DevTools port (both
+    lines of the file) and lists the tab: a loaded machine can be slow at either."""
     port_file = profile / "DevToolsActivePort"
     deadline = time.monotonic() + TIMEOUT_S
-    while not port_file.exists() or not port_file.read_text().strip():
+    while True:
         if browser.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("chromium did not start its debugging socket")
+            raise RuntimeError("chromium did not open its debugging socket and a tab")
+        lines = port_file.read_text().split() if port_file.exists() else []
+        if len(lines) == 2:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{lines[0]}/json/list") as r:
+                    pages = [t["webSocketDebuggerUrl"] for t in json.load(r) if t["type"] == "page"]
+                if pages:
+                    return pages[0]
+            except OSError:
+                pass  # not listening yet
         time.sleep(0.1)
-    port = port_file.read_text().split()[0]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as r:
-        tabs = json.load(r)
-    return next(t["webSocketDebuggerUrl"] for t in tabs if t["type"] == "page")
 
 
 def main():
@@ -85,11 +93,12 @@ def main():
     ap.add_argument("--click", metavar="SELECTOR")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still write to the profile as it goes.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         browser = subprocess.Popen(
             [args.chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--no-first-run", f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             page = Page(debugging_url(pathlib.Path(profile), browser))
             page.mark()
@@ -111,7 +120,7 @@ def main():
                 page.wait_loaded()
             print(page.evaluate("document.documentElement.outerHTML"))
         finally:
-            browser.terminate()
+            os.killpg(browser.pid, signal.SIGTERM)  # the browser and its helpers
             browser.wait()
 
 

@@ -18,12 +18,6 @@ fn default_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/abdomen-cascade")
 }
 
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scripts")
-        .join(name)
-}
-
 /// `segnode run` on one series folder; returns the series' summary.
 fn run(model: &Path, series: &Path, out: &Path) -> serde_json::Value {
     let stdout = segnode_ok([

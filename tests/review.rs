@@ -7,18 +7,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use segnode::store::{AuditKind, DeliveryState, JobState};
-
-fn script(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scripts")
-        .join(name)
-}
 
 /// scripts/browse.py on `url` with its arguments: the final page's DOM.
 fn browse(url: &str, args: &[&str]) -> String {

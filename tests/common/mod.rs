@@ -728,20 +728,23 @@ pub fn check_seg(seg: &Path, series: &Path, labels: &Path) -> serde_json::Value 
     report
 }
 
+/// One of the project's `scripts/`.
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name)
+}
+
 /// Runs one of `scripts/` in the `.venv` with `args`; returns whether it succeeded and
 /// the JSON report it printed.
-pub fn script_json(script: &str, args: &[&Path]) -> (bool, serde_json::Value) {
+pub fn script_json(name: &str, args: &[&Path]) -> (bool, serde_json::Value) {
     let o = std::process::Command::new(venv_python())
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("scripts")
-                .join(script),
-        )
+        .arg(script(name))
         .args(args)
         .output()
         .unwrap();
     let report = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|_| panic!("{script} failed: {}", String::from_utf8_lossy(&o.stderr)));
+        .unwrap_or_else(|_| panic!("{name} failed: {}", String::from_utf8_lossy(&o.stderr)));
     (o.status.success(), report)
 }
 
