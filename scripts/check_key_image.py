@@ -2,10 +2,12 @@
 """Independent check of a key image (its DICOM file, or a rendering such as Orthanc's
 /instances/{id}/preview PNG): compares its coloured pixels with the boundary of the node's label map on the
 slice it shows. A boundary pixel is a labelled pixel with a 4-neighbour of another
-value (or the image edge); the legend's rows (top and bottom bands) are left out.
+value (or the image edge); the legend's rows (top and bottom bands) are left out: the
+top eighth of the image, or with LEGEND_LINES, the rows that many lines of the legend
+take (4 + 10 x columns/256 each).
 Prints a JSON report.
 
-Usage: check_key_image.py IMAGE.png|IMAGE.dcm LABELS.u8 LABELS.json SLICE
+Usage: check_key_image.py IMAGE.png|IMAGE.dcm LABELS.u8 LABELS.json SLICE [LEGEND_LINES]
 """
 
 import json
@@ -33,7 +35,10 @@ def main():
     )
     coloured = (image[..., 0] != image[..., 1]) | (image[..., 1] != image[..., 2])
     body = np.zeros_like(boundary)
-    body[rows // 8 : rows - rows // 12, :] = True
+    top = rows // 8
+    if len(sys.argv) > 5:
+        top = max(top, 4 + int(sys.argv[5]) * 10 * max(columns // 256, 1))
+    body[top : rows - rows // 12, :] = True
     report = {
         "size": [int(image.shape[0]), int(image.shape[1])],
         "boundary_pixels": int((boundary & body).sum()),

@@ -2,10 +2,12 @@
 """Independent check of a segnode measurement report (TID 1500 SR): reads it with
 highdicom and, for each measurement group, reports the organ (tracking identifier),
 the SEG and segment it references and the segment's label in that SEG, and its volume
-and mean, minimum and maximum attenuation; then converts the SR with dcmqi's
-tid1500reader and reports how many groups it found. Prints a JSON report.
+and mean, minimum and maximum attenuation; the organs the report says were left out
+(its Qualitative Evaluations: each organ's code and the comment saying why); then
+converts the SR with dcmqi's tid1500reader and reports how many groups it found. Prints
+a JSON report.
 
-Usage: check_sr.py SR.dcm SEG.dcm
+Usage: check_sr.py SR.dcm [SEG.dcm]   (no SEG when every organ was left out)
 """
 
 import json
@@ -20,11 +22,31 @@ import pydicom
 DERIVATIONS = {"373098007": "hu_mean", "255605001": "hu_min", "56851009": "hu_max"}
 
 
+def left_out(sr):
+    """The Qualitative Evaluations container (UMLS C0034375) under the root: the organs
+    coded as left out, each with the comment that follows it."""
+    organs = []
+    for item in sr.ContentSequence:
+        name = item.ConceptNameCodeSequence[0]
+        if (name.CodingSchemeDesignator, name.CodeValue) != ("UMLS", "C0034375"):
+            continue
+        for child in item.ContentSequence:
+            concept = child.ConceptNameCodeSequence[0].CodeValue
+            if child.ValueType == "CODE" and concept == "left-out":
+                code = child.ConceptCodeSequence[0]
+                organs.append({"code": [code.CodingSchemeDesignator, code.CodeValue]})
+            elif child.ValueType == "TEXT" and organs:
+                organs[-1]["comment"] = str(child.TextValue)
+    return organs
+
+
 def main():
-    sr_path, seg_path = map(pathlib.Path, sys.argv[1:3])
+    sr_path = pathlib.Path(sys.argv[1])
     sr = hd.sr.srread(sr_path)
-    seg = pydicom.dcmread(seg_path, stop_before_pixels=True)
-    labels = {s.SegmentNumber: s.SegmentLabel for s in seg.SegmentSequence}
+    labels = {}
+    if len(sys.argv) > 2:
+        seg = pydicom.dcmread(sys.argv[2], stop_before_pixels=True)
+        labels = {s.SegmentNumber: s.SegmentLabel for s in seg.SegmentSequence}
     groups = []
     for g in sr.content.get_volumetric_roi_measurement_groups():
         ref = g.referenced_segment
@@ -56,6 +78,7 @@ def main():
         "template": str(sr.ContentTemplateSequence[0].TemplateIdentifier),
         "study_uid": str(sr.StudyInstanceUID),
         "groups": groups,
+        "left_out": left_out(sr),
         "tid1500reader_ok": tid is not None,
         "tid1500reader_groups": len(tid["Measurements"]) if tid else 0,
         "tid1500reader_source_series": sorted({m["SourceSeriesForImageSegmentation"] for m in tid["Measurements"]}) if tid else [],

@@ -28,6 +28,14 @@ impl<T: Copy> Grid<T> {
     pub fn index(&self, z: usize, y: usize, x: usize) -> usize {
         (z * self.shape[1] + y) * self.shape[2] + x
     }
+
+    /// A grid of the same shape with `f` of each value.
+    pub fn map<U>(&self, f: impl Fn(T) -> U) -> Grid<U> {
+        Grid {
+            shape: self.shape,
+            data: self.data.iter().map(|&v| f(v)).collect(),
+        }
+    }
 }
 
 /// A box of grid indices, half-open as Rust's ranges are: from `lo` (the lowest index

@@ -414,6 +414,7 @@ mod tests {
             hu_max: 0.0,
             qa: Default::default(),
             confidence: None,
+            left_out: false,
         }
     }
 

@@ -22,7 +22,7 @@ use crate::dicom::build::{dcm_code, ds, el, item, seq};
 use crate::dicom::uid::{COMPREHENSIVE_3D_SR_STORAGE, SEGMENTATION_STORAGE};
 use crate::dicom::{Uid, part10};
 use crate::grid::Box3;
-use crate::quality::{self, Assessment, Facts, Scene, patient_mm};
+use crate::quality::{self, Assessment, Facts, Scene, Verdict, patient_mm};
 use crate::seg::EncodedSeg;
 use crate::volume::Volume;
 
@@ -30,7 +30,7 @@ use crate::volume::Volume;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Organ {
     pub value: u8,
-    /// Its segment in the SEG.
+    /// Its segment in the SEG (0 when it was left out of the SEG).
     pub segment_number: u16,
     pub name: String,
     pub voxels: u64,
@@ -44,17 +44,17 @@ pub struct Organ {
     /// The network's confidence in the organ, where the cascade gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<Confidence>,
+    /// Left out of the SEG, the report's measurements and the key images because it
+    /// failed its checks (`[review] deliver_failed_organs = false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub left_out: bool,
 }
 
-/// Measures each segment of `seg` on the segmentation's label map: voxel count, volume
-/// and the attenuation of the voxels it covers; and assesses it with the network's
-/// confidence ([`crate::quality`]).
-pub fn measure(
-    volume: &Volume,
-    segmentation: &Segmentation,
-    model: &Manifest,
-    seg: &EncodedSeg,
-) -> Vec<Organ> {
+/// Measures each of the model's labels found in the segmentation's label map (the
+/// segments of its SEG, in value order, numbered from 1 as the SEG numbers them): voxel
+/// count, volume and the attenuation of the voxels it covers; and assesses it with the
+/// network's confidence ([`crate::quality`]).
+pub fn measure(volume: &Volume, segmentation: &Segmentation, model: &Manifest) -> Vec<Organ> {
     let labels = &segmentation.labels;
     use rayon::prelude::*;
     let plane = labels.shape[1] * labels.shape[2];
@@ -76,47 +76,70 @@ pub fn measure(
         .reduce(Stats::new, Stats::merge);
     let scene = Scene::of(volume);
     let voxel_ml = volume.geometry.spacing.iter().product::<f64>() / 1000.0;
-    seg.segments
+    let mut found: Vec<_> = model
+        .labels
         .iter()
+        .filter(|l| stats.count[usize::from(l.value)] > 0)
+        .collect();
+    found.sort_by_key(|l| l.value);
+    found
+        .into_iter()
         .enumerate()
-        .map(|(i, value)| {
-            let v = usize::from(*value);
-            let label = model.labels.iter().find(|l| l.value == *value);
-            let name = label.map_or_else(|| format!("label {value}"), |l| l.name.clone());
-            let count = stats.count[v].max(1) as f64;
+        .map(|(i, label)| {
+            let value = label.value;
+            let v = usize::from(value);
+            let count = stats.count[v] as f64;
             let bounds = Box3 {
                 lo: stats.lo[v],
                 end: stats.hi[v].map(|i| i + 1),
             };
             let facts = Facts {
-                ml: round2(stats.count[v] as f64 * voxel_ml),
+                ml: round2(count * voxel_ml),
                 hu_mean: round2(stats.sum[v] / count),
                 bounds,
                 centre_mm: patient_mm(volume, stats.index_sum[v].map(|s| s / count)),
-                largest_part: quality::largest_part(labels, *value, bounds),
+                largest_part: quality::largest_part(labels, value, bounds),
                 confidence: segmentation
                     .summary
                     .labels
                     .iter()
-                    .find(|l| l.value == *value)
+                    .find(|l| l.value == value)
                     .and_then(|l| l.confidence),
             };
             Organ {
-                value: *value,
+                value,
                 segment_number: i as u16 + 1,
-                name,
+                name: label.name.clone(),
                 voxels: stats.count[v],
                 ml: facts.ml,
                 hu_mean: facts.hu_mean,
                 hu_min: f64::from(stats.min[v]),
                 hu_max: f64::from(stats.max[v]),
-                qa: label.map_or_else(Assessment::default, |l| {
-                    quality::assess(&l.kind, &facts, &scene)
-                }),
+                qa: quality::assess(&label.kind, &facts, &scene),
                 confidence: facts.confidence,
+                left_out: false,
             }
         })
         .collect()
+}
+
+/// Leaves out the organs whose verdict is `fail`: they are marked, lose their segment,
+/// and the others are numbered again from 1 in value order, as the SEG of a label map
+/// without them numbers its segments. Returns the label values left out.
+pub fn leave_out_failed(organs: &mut [Organ]) -> Vec<u8> {
+    let mut number = 0;
+    let mut left_out = Vec::new();
+    for organ in organs {
+        if organ.qa.verdict == Verdict::Fail {
+            organ.left_out = true;
+            organ.segment_number = 0;
+            left_out.push(organ.value);
+        } else {
+            number += 1;
+            organ.segment_number = number;
+        }
+    }
+    left_out
 }
 
 /// Per-label voxel count, HU sum, minimum and maximum, the sum of the voxels' (z, y, x)
@@ -194,12 +217,14 @@ pub enum SrError {
     Encode(String),
 }
 
-/// Encodes the measurement report of `organs`, which are segments of `seg`, a SEG of
-/// `volume`.
+/// Encodes the measurement report of `organs`: those delivered are segments of `seg`, a
+/// SEG of `volume`; those left out are listed as such. The UIDs derive from the SEG's,
+/// or with no SEG (every organ left out) from `source_key`, the source content.
 pub fn encode(
     volume: &Volume,
     organs: &[Organ],
-    seg: &EncodedSeg,
+    seg: Option<&EncodedSeg>,
+    source_key: &str,
     model: &Manifest,
     equipment: &Equipment,
 ) -> Result<EncodedSr, SrError> {
@@ -212,8 +237,9 @@ pub fn encode(
         .series_instance_uid
         .clone()
         .ok_or(SrError::MissingSource("Series Instance UID"))?;
-    let sop_instance_uid = derived_uid(seg.sop_instance_uid.as_str(), "sr", b"instance");
-    let series_instance_uid = derived_uid(seg.sop_instance_uid.as_str(), "sr", b"series");
+    let basis = seg.map_or(source_key, |s| s.sop_instance_uid.as_str());
+    let sop_instance_uid = derived_uid(basis, "sr", b"instance");
+    let series_instance_uid = derived_uid(basis, "sr", b"series");
     let (date, time) = now_da_tm();
 
     let mut o = InMemDicomObject::from_element_iter(patient_and_study(volume));
@@ -278,10 +304,10 @@ pub fn encode(
     })
 }
 
-/// Current Requested Procedure Evidence: the source instances and the SEG.
+/// Current Requested Procedure Evidence: the source instances and the SEG, if any.
 fn evidence(
     volume: &Volume,
-    seg: &EncodedSeg,
+    seg: Option<&EncodedSeg>,
     study_uid: &str,
     source_series: &str,
 ) -> DataElement<InMemDicomObject> {
@@ -314,13 +340,14 @@ fn evidence(
         vec![item(vec![
             seq(
                 tags::REFERENCED_SERIES_SEQUENCE,
-                vec![
-                    series(source_series, sources),
-                    series(
-                        seg.series_instance_uid.as_str(),
-                        vec![(seg.sop_class_uid, seg.sop_instance_uid.as_str())],
-                    ),
-                ],
+                std::iter::once(series(source_series, sources))
+                    .chain(seg.map(|seg| {
+                        series(
+                            seg.series_instance_uid.as_str(),
+                            vec![(seg.sop_class_uid, seg.sop_instance_uid.as_str())],
+                        )
+                    }))
+                    .collect(),
             ),
             el(tags::STUDY_INSTANCE_UID, VR::UI, study_uid),
         ])],
@@ -437,10 +464,11 @@ fn volume_measurement(organ: &Organ) -> InMemDicomObject {
 }
 
 /// The root container of TID 1500 and its content: language, device observer,
-/// procedure reported, and the imaging measurements, one group per organ.
+/// procedure reported, the imaging measurements (one group per organ delivered), and
+/// the organs left out as qualitative evaluations.
 fn root(
     organs: &[Organ],
-    seg: &EncodedSeg,
+    seg: Option<&EncodedSeg>,
     model: &Manifest,
     source_series: &str,
     sop_instance_uid: &str,
@@ -451,11 +479,16 @@ fn root(
         h.update(model.name.as_bytes());
         uid_from(h)
     };
-    let groups = organs
-        .iter()
-        .map(|o| group(o, seg, model, source_series, sop_instance_uid))
-        .collect();
-    let children = vec![
+    let groups: Vec<_> = seg
+        .map(|seg| {
+            organs
+                .iter()
+                .filter(|o| !o.left_out)
+                .map(|o| group(o, seg, model, source_series, sop_instance_uid))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut children = vec![
         content(
             "HAS CONCEPT MOD",
             "CODE",
@@ -486,16 +519,31 @@ fn root(
             dcm_code("121058", "Procedure reported"),
             code_value(coded("LN", "25045-6", "CT unspecified body region")),
         ),
+    ];
+    let container = |name, items| {
         content(
             "CONTAINS",
             "CONTAINER",
-            dcm_code("126010", "Imaging Measurements"),
+            name,
             vec![
                 el(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE"),
-                seq(tags::CONTENT_SEQUENCE, groups),
+                seq(tags::CONTENT_SEQUENCE, items),
             ],
-        ),
-    ];
+        )
+    };
+    if !groups.is_empty() {
+        children.push(container(
+            dcm_code("126010", "Imaging Measurements"),
+            groups,
+        ));
+    }
+    let left_out = left_out(organs, model);
+    if !left_out.is_empty() {
+        children.push(container(
+            coded("UMLS", "C0034375", "Qualitative Evaluations"),
+            left_out,
+        ));
+    }
     vec![
         el(tags::VALUE_TYPE, VR::CS, "CONTAINER"),
         seq(
@@ -506,6 +554,44 @@ fn root(
         template("1500"),
         seq(tags::CONTENT_SEQUENCE, children),
     ]
+}
+
+/// Each organ left out of the result: a coded item (the organ, under the node's
+/// concept "Left out of the result") and a comment that says why.
+fn left_out(organs: &[Organ], model: &Manifest) -> Vec<InMemDicomObject> {
+    organs
+        .iter()
+        .filter(|o| o.left_out)
+        .flat_map(|organ| {
+            let label = model.labels.iter().find(|l| l.value == organ.value);
+            let finding =
+                label.map_or_else(|| coded("DCM", "121071", "Finding"), |l| code(&l.kind));
+            let reasons = organ
+                .qa
+                .reasons
+                .iter()
+                .map(|r| r.code.meaning())
+                .collect::<Vec<_>>()
+                .join("; ");
+            [
+                content(
+                    "CONTAINS",
+                    "CODE",
+                    coded(quality::CODING_SCHEME, "left-out", "Left out of the result"),
+                    code_value(finding),
+                ),
+                content(
+                    "CONTAINS",
+                    "TEXT",
+                    dcm_code("121106", "Comment"),
+                    text_value(&format!(
+                        "{}: left out of the segmentation and the measurements because its result failed the quality checks: {reasons}",
+                        organ.name
+                    )),
+                ),
+            ]
+        })
+        .collect()
 }
 
 /// TID 1411 for one organ.

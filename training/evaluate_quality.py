@@ -210,9 +210,16 @@ def organ_rows(model, series, out, reference, names, where):
             continue
         mask = reference == int(value)
         node = reported.get(name) if o["ml_node"] else None
+        ours = {n: int(v) for v, n in meta["labels"].items()}
+        drawn = np.flatnonzero((labels == ours.get(name, -1)).any(axis=(1, 2)))
+        dz = meta["spacing_mm"][0]
         rows.append({**where, "organ": name, **o,
                      "ref_at_slice_edge": bool(mask[0].any() or mask[-1].any()),
                      "ref_at_fov_edge": bool(mask[:, [0, -1]].any() or mask[:, :, [0, -1]].any()),
+                     "ref_at_ends": [bool(mask[0].any()), bool(mask[-1].any())],
+                     # How far the node's organ stops short of the first and last slice.
+                     "node_gap_mm": ([round(drawn[0] * dz, 1), round((len(labels) - 1 - drawn[-1]) * dz, 1)]
+                                     if drawn.size else None),
                      "verdict": node["qa"]["verdict"] if node else None,
                      "reasons": node["qa"]["reasons"] if node else [],
                      "confidence": {k: v for k, v in (node or {}).get("confidence", {}).items()

@@ -19,7 +19,6 @@ use super::{
 };
 use crate::dicom::Uid;
 use crate::jobs::summary::JobSummary;
-use crate::quality::Verdict;
 use crate::sr::Organ;
 use crate::store::{
     AUDIT_FIELDS, AuditFilter, AuditRow, DeliveryState, JobQuery, JobRow, JobState, ResultObject,
@@ -52,7 +51,7 @@ body{{font-family:system-ui,sans-serif;margin:0;color:#1b1f24;background:#f6f7f9
 nav{{background:#1f3b57;padding:.6em 1em}} nav a{{color:#fff;margin-right:1.2em;text-decoration:none;font-weight:600}}
 main{{padding:1em}} table{{border-collapse:collapse;background:#fff;margin:.5em 0 1.2em}}
 th,td{{border:1px solid #d0d5db;padding:.3em .6em;text-align:left;vertical-align:top}} th{{background:#e9edf1}}
-.state{{font-weight:600}} .qa{{font-size:85%;padding:0 .3em;border-radius:3px}} .qa.ok{{background:#dff3e4}} .qa.warn{{background:#fff1cc}} .qa.fail{{background:#fbdcdc}} .failed{{color:#b00020}} .delivered,.succeeded{{color:#1b7f3b}} .queued,.running,.review{{color:#8a5a00}} .rejected{{color:#5f6b76;text-decoration:line-through}}
+.state{{font-weight:600}} .qa{{font-size:85%;padding:0 .3em;border-radius:3px}} .qa.ok{{background:#dff3e4}} .qa.warn{{background:#fff1cc}} .qa.fail{{background:#fbdcdc}} .qa.left-out{{background:#e4e7eb}} .failed{{color:#b00020}} .delivered,.succeeded{{color:#1b7f3b}} .queued,.running,.review{{color:#8a5a00}} .rejected{{color:#5f6b76;text-decoration:line-through}}
 #review{{background:#fff8e1;border:1px solid #e0c060;padding:.6em 1em}} #review input[name=comment]{{width:30em}}
 form{{margin:.5em 0 1em}} img.key{{max-width:512px;margin:.3em;border:1px solid #999}} .note{{color:#555}}
 </style></head>
@@ -136,7 +135,7 @@ fn organs(summary: &JobSummary) -> String {
                 esc(&o.name),
                 lower_bound_mark(o),
                 o.ml,
-                verdict_badge(o.qa.verdict)
+                organ_badges(o)
             )
         })
         .collect::<Vec<_>>()
@@ -162,7 +161,7 @@ fn organs_table(summary: &JobSummary) -> String {
             o.hu_mean,
             o.hu_min,
             o.hu_max,
-            verdict_badge(o.qa.verdict),
+            organ_badges(o),
             reasons.join("; "),
         );
     }
@@ -180,9 +179,15 @@ fn lower_bound_mark(o: &Organ) -> &'static str {
     }
 }
 
-/// A verdict as a badge.
-fn verdict_badge(v: Verdict) -> String {
-    format!(r#"<span class="qa {v}">{v}</span>"#)
+/// An organ's verdict as a badge, and "left out" when it was not delivered.
+fn organ_badges(o: &Organ) -> String {
+    let v = o.qa.verdict;
+    let left_out = if o.left_out {
+        r#" <span class="qa left-out" title="failed its checks: not in the SEG, the report's measurements or the key images">left out</span>"#
+    } else {
+        ""
+    };
+    format!(r#"<span class="qa {v}">{v}</span>{left_out}"#)
 }
 
 fn age(ms: i64) -> String {

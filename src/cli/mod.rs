@@ -205,7 +205,11 @@ pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<()> 
             stage2_everywhere,
             seg_type,
         } => {
-            let Some(config) = crate::config::offline_model(&cli.config, model, &env)? else {
+            let crate::config::Offline {
+                model: Some(config),
+                review,
+            } = crate::config::offline(&cli.config, model, &env)?
+            else {
                 bail!(
                     "no model: pass --model DIR or configure [model] in {}",
                     cli.config.display()
@@ -221,6 +225,7 @@ pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<()> 
                     SegTypeArg::Binary => SegType::Binary,
                     SegTypeArg::Labelmap => SegType::Labelmap,
                 },
+                deliver_failed_organs: review.deliver_failed_organs,
             };
             let report =
                 tokio::task::spawn_blocking(move || offline::run(&paths, &out, &config, options))

@@ -80,12 +80,24 @@ pub struct Config {
     pub review: Review,
 }
 
-/// Whether results wait for a person before they are delivered (`[review]`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Whether results wait for a person before they are delivered, and whether organs
+/// that failed their checks are delivered at all (`[review]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Review {
-    #[serde(default)]
     pub hold: Hold,
+    /// `false`: an organ whose verdict is `fail` is left out of the SEG, the report's
+    /// measurements and the key images, and the report says it was left out.
+    pub deliver_failed_organs: bool,
+}
+
+impl Default for Review {
+    fn default() -> Self {
+        Self {
+            hold: Hold::Never,
+            deliver_failed_organs: true,
+        }
+    }
 }
 
 /// Which results are held for review.
@@ -638,20 +650,31 @@ fn destinations(
     Ok(out)
 }
 
-/// The model `segnode run` uses: the folder `dir` when given (with the other `[model]`
+/// What `segnode run` takes from the configuration.
+#[derive(Debug, Clone)]
+pub struct Offline {
+    /// `None` when neither `--model` nor the configuration names one.
+    pub model: Option<ModelConfig>,
+    /// Whether organs that failed their checks are written (`[review]`).
+    pub review: Review,
+}
+
+/// What `segnode run` uses: the model folder `dir` when given (with the other `[model]`
 /// options of the configuration file `file`, if it exists, else their defaults and
-/// `ORT_DYLIB_PATH`), else the configuration's model. `None` when neither names one.
-pub fn offline_model(
+/// `ORT_DYLIB_PATH`), else the configuration's model; and the configuration's
+/// `[review]`.
+pub fn offline(
     file: &Path,
     dir: Option<PathBuf>,
     env: &BTreeMap<String, String>,
-) -> Result<Option<ModelConfig>, ConfigError> {
-    let configured = if file.exists() {
-        Config::load(file, env)?.model
+) -> Result<Offline, ConfigError> {
+    let (configured, review) = if file.exists() {
+        let config = Config::load(file, env)?;
+        (config.model, config.review)
     } else {
-        None
+        (None, Review::default())
     };
-    Ok(match (dir, configured) {
+    let model = match (dir, configured) {
         (Some(path), Some(c)) => Some(ModelConfig { path, ..c }),
         (Some(path), None) => {
             let mut raw = RawModel::at(path);
@@ -659,7 +682,8 @@ pub fn offline_model(
             model(Some(raw))?
         }
         (None, configured) => configured,
-    })
+    };
+    Ok(Offline { model, review })
 }
 
 /// The `[model]` table, when there is one.

@@ -32,26 +32,29 @@ const MINIMAL: &str = r#"
 fn the_offline_model_is_the_folder_given_or_the_configured_one() {
     let env = BTreeMap::from([("ORT_DYLIB_PATH".to_string(), "/lib/ort.so".to_string())]);
     let missing = Path::new("/nonexistent/segnode.toml");
-    let given = offline_model(missing, Some(PathBuf::from("onnx/m")), &env)
+    let given = offline(missing, Some(PathBuf::from("onnx/m")), &env)
         .unwrap()
+        .model
         .unwrap();
     assert_eq!(given.path, PathBuf::from("onnx/m"));
     assert_eq!(given.onnxruntime, Some(PathBuf::from("/lib/ort.so")));
-    assert!(offline_model(missing, None, &env).unwrap().is_none());
+    assert!(offline(missing, None, &env).unwrap().model.is_none());
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("segnode.toml");
     let model = "[model]\npath = \"onnx/configured\"\nintra_threads = 3\n";
     std::fs::write(&file, format!("{MINIMAL}\n{model}")).unwrap();
-    let configured = offline_model(&file, None, &BTreeMap::new())
+    let configured = offline(&file, None, &BTreeMap::new())
         .unwrap()
+        .model
         .unwrap();
     assert_eq!(
         (configured.path.as_path(), configured.intra_threads),
         (Path::new("onnx/configured"), 3)
     );
-    let over = offline_model(&file, Some(PathBuf::from("onnx/m")), &BTreeMap::new())
+    let over = offline(&file, Some(PathBuf::from("onnx/m")), &BTreeMap::new())
         .unwrap()
+        .model
         .unwrap();
     assert_eq!(
         (over.path.as_path(), over.intra_threads),
@@ -77,6 +80,7 @@ fn defaults_and_derived_paths() {
     assert_eq!(cfg.eligibility.modalities, vec!["CT"]);
     assert_eq!(cfg.dicom.max_object_bytes, 2048 * 1024 * 1024);
     assert_eq!(cfg.review.hold, Hold::Never);
+    assert!(cfg.review.deliver_failed_organs);
 }
 
 #[test]
@@ -98,6 +102,26 @@ fn review_holds_what_it_says() {
         review("sometimes"),
         Err(ConfigError::Parse { .. })
     ));
+}
+
+#[test]
+fn failed_organs_can_be_left_out_with_or_without_a_hold() {
+    let review = |table: &str| {
+        Config::from_toml(&format!("{MINIMAL}\n[review]\n{table}"), &BTreeMap::new())
+            .unwrap()
+            .review
+    };
+    let left_out = review("deliver_failed_organs = false\n");
+    assert_eq!(
+        (left_out.hold, left_out.deliver_failed_organs),
+        (Hold::Never, false)
+    );
+    let both = review("hold = \"flagged\"\ndeliver_failed_organs = false\n");
+    assert_eq!(
+        (both.hold, both.deliver_failed_organs),
+        (Hold::Flagged, false)
+    );
+    assert!(review("hold = \"always\"\n").deliver_failed_organs);
 }
 
 #[test]

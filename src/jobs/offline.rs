@@ -50,7 +50,8 @@ pub struct Segmented {
     pub key_images: Vec<WrittenKeyImage>,
     pub shape: [usize; 3],
     pub volume_ms: Option<u64>,
-    /// "segmented" or "no structures found".
+    /// "segmented", "no structures found", or "every organ failed its quality checks
+    /// and was left out".
     pub result: &'static str,
     pub cascade: CascadeSummary,
 }
@@ -100,11 +101,13 @@ struct ModelName<'a> {
     version: &'a str,
 }
 
-/// Where stage 2 runs and which SEG type to write.
+/// Where stage 2 runs, which SEG type to write, and whether organs that failed their
+/// checks are written (`[review] deliver_failed_organs`).
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
     pub scope: cascade::Scope,
     pub seg_type: SegType,
+    pub deliver_failed_organs: bool,
 }
 
 /// Segments every series under `paths` with the model of `config`, writing each
@@ -128,6 +131,7 @@ pub fn run(
         seg_types: vec![run.seg_type],
         key_images: true,
         equipment: crate::seg::Equipment::segnode("SEGNODE"),
+        deliver_failed_organs: run.deliver_failed_organs,
     };
     let mut series = Vec::new();
     for (i, (series_uid, files)) in groups.iter().enumerate() {
@@ -251,11 +255,7 @@ fn write_series(
         key_images: written_keys,
         shape,
         volume_ms: summary.timings_ms.get(&Stage::Volume).copied(),
-        result: if segmentation.summary.empty {
-            "no structures found"
-        } else {
-            "segmented"
-        },
+        result: summary.no_segmentation().unwrap_or("segmented"),
         cascade: segmentation.summary,
     })
 }

@@ -111,9 +111,7 @@ impl Pipeline {
                     } else {
                         JobState::Succeeded
                     },
-                    reason: summary
-                        .found_nothing()
-                        .then(|| "no structures found".to_string()),
+                    reason: summary.no_segmentation().map(str::to_string),
                     error_code: None,
                     summary: summary.to_json(),
                     timings_ms: summary.timings(),
@@ -221,7 +219,7 @@ impl Pipeline {
             mut summary,
             ..
         } = processed?;
-        let Some(sr) = sr.filter(|_| !segs.is_empty()) else {
+        let Some(sr) = sr else {
             return Ok(Some(Ran {
                 summary,
                 instances: count,
@@ -255,6 +253,7 @@ impl Pipeline {
                 .collect(),
             key_images: true,
             equipment: seg::Equipment::segnode(self.config.ae_title.as_str()),
+            deliver_failed_organs: self.config.review.deliver_failed_organs,
         }
     }
 

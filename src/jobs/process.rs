@@ -13,7 +13,7 @@ use crate::cascade::{Cascade, CascadeError, Scope, Segmentation};
 use crate::dicom::{Uid, part10};
 use crate::keyimages::{self, KeyImage, KeyImageError};
 use crate::seg::{self, EncodedSeg, Equipment, SegError, SegType};
-use crate::sr::{self, EncodedSr, SrError};
+use crate::sr::{self, EncodedSr, Organ, SrError};
 use crate::volume::{self, Tolerances, Volume, VolumeError};
 
 use super::summary::{JobSummary, KeyImageSummary, SegSummary, SrSummary, Stage, VolumeSummary};
@@ -101,6 +101,9 @@ pub struct Options {
     pub seg_types: Vec<SegType>,
     /// Whether to render key images too.
     pub key_images: bool,
+    /// Whether organs whose result failed its checks go into the SEG, the report's
+    /// measurements and the key images (`[review] deliver_failed_organs`).
+    pub deliver_failed_organs: bool,
     pub equipment: Equipment,
 }
 
@@ -168,13 +171,14 @@ impl StageError {
 }
 
 /// What processing produced. `segmentation` is `None` without a model; `segs` is
-/// empty when nothing was found.
+/// empty when nothing was found, or when every organ was left out (the report then
+/// says so).
 pub struct Processed {
     pub volume: Volume,
     pub segmentation: Option<Segmentation>,
     /// One SEG per requested type, in the order of [`Options::seg_types`].
     pub segs: Vec<(SegType, EncodedSeg)>,
-    /// The measurement report of the first SEG's segments.
+    /// The measurement report of the first SEG's segments and of the organs left out.
     pub sr: Option<EncodedSr>,
     /// Key images, when asked for.
     pub key_images: Vec<KeyImage>,
@@ -249,7 +253,9 @@ struct Encoded {
 }
 
 /// Encodes the SEGs, the measurement report and (when asked) the key images of a
-/// segmentation that found something, recording each in `summary`.
+/// segmentation that found something, recording each in `summary`. Organs that failed
+/// their checks are left out of all but the report when `options` says so; with none
+/// left, there is no SEG and no key image.
 fn encode(
     source: &Source,
     volume: &Volume,
@@ -259,51 +265,74 @@ fn encode(
     summary: &mut JobSummary,
 ) -> Result<Encoded, StageError> {
     let t = Instant::now();
-    let key = source.key();
-    let labels = &segmentation.labels;
-    let segs = options
-        .seg_types
-        .iter()
-        .map(|&seg_type| {
-            seg::encode(volume, labels, model, seg_type, &options.equipment, &key)
-                .map(|encoded| (seg_type, encoded))
-                .map_err(StageError::Seg)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut organs = sr::measure(volume, segmentation, model);
+    let left_out = if options.deliver_failed_organs {
+        Vec::new()
+    } else {
+        sr::leave_out_failed(&mut organs)
+    };
+    let measuring = t.elapsed();
+    let t = Instant::now();
+    let without;
+    let (labels, key) = if left_out.is_empty() {
+        (&segmentation.labels, source.key())
+    } else {
+        without = segmentation
+            .labels
+            .map(|v| if left_out.contains(&v) { 0 } else { v });
+        // Another content, another SEG: its UIDs must not be those of the whole result.
+        (&without, format!("{};left out {left_out:?}", source.key()))
+    };
+    let delivered: Vec<Organ> = organs.iter().filter(|o| !o.left_out).cloned().collect();
+    let segs = if delivered.is_empty() {
+        Vec::new()
+    } else {
+        options
+            .seg_types
+            .iter()
+            .map(|&seg_type| {
+                seg::encode(volume, labels, model, seg_type, &options.equipment, &key)
+                    .map(|encoded| (seg_type, encoded))
+                    .map_err(StageError::Seg)
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
     summary.time(Stage::Seg, t);
-    let (_, first) = &segs[0];
-    summary.seg = Some(SegSummary {
+    let first = segs.first().map(|(_, seg)| seg);
+    summary.seg = first.map(|first| SegSummary {
         sop_instance_uid: first.sop_instance_uid.clone(),
         series_instance_uid: first.series_instance_uid.clone(),
         sop_class_uid: first.sop_class_uid.to_string(),
         frames: first.frames,
         bytes: first.file.len(),
     });
-    let t = Instant::now();
-    let organs = sr::measure(volume, segmentation, model, first);
-    let sr =
-        sr::encode(volume, &organs, first, model, &options.equipment).map_err(StageError::Sr)?;
+    // The report's lap counts the measuring and assessing too.
+    let t = Instant::now() - measuring;
+    let sr = sr::encode(volume, &organs, first, &key, model, &options.equipment)
+        .map_err(StageError::Sr)?;
     summary.time(Stage::Sr, t);
     summary.sr = Some(SrSummary {
         sop_instance_uid: sr.sop_instance_uid.clone(),
         series_instance_uid: sr.series_instance_uid.clone(),
         bytes: sr.file.len(),
     });
-    let key_images = if options.key_images {
-        let t = Instant::now();
-        let images = keyimages::encode(volume, labels, model, &organs, first, &options.equipment)
-            .map_err(StageError::KeyImages)?;
-        summary.time(Stage::KeyImages, t);
-        summary.key_images = images
-            .iter()
-            .map(|k| KeyImageSummary {
-                sop_instance_uid: k.sop_instance_uid.clone(),
-                slice: k.slice,
-            })
-            .collect();
-        images
-    } else {
-        Vec::new()
+    let key_images = match first.filter(|_| options.key_images) {
+        Some(first) => {
+            let t = Instant::now();
+            let images =
+                keyimages::encode(volume, labels, model, &delivered, first, &options.equipment)
+                    .map_err(StageError::KeyImages)?;
+            summary.time(Stage::KeyImages, t);
+            summary.key_images = images
+                .iter()
+                .map(|k| KeyImageSummary {
+                    sop_instance_uid: k.sop_instance_uid.clone(),
+                    slice: k.slice,
+                })
+                .collect();
+            images
+        }
+        None => Vec::new(),
     };
     summary.qa_verdict = organs.iter().map(|o| o.qa.verdict).max();
     summary.organs = organs;

@@ -180,9 +180,16 @@ impl JobSummary {
         self.timings_ms.insert(stage, ms);
     }
 
-    /// Whether the cascade found nothing ("no structures found").
-    pub fn found_nothing(&self) -> bool {
-        self.cascade.as_ref().is_some_and(|c| c.empty)
+    /// Why a job that succeeded delivers no segmentation: the cascade found nothing, or
+    /// every organ it found failed its checks and was left out (the report says so).
+    pub fn no_segmentation(&self) -> Option<&'static str> {
+        if self.cascade.as_ref().is_some_and(|c| c.empty) {
+            Some("no structures found")
+        } else if !self.organs.is_empty() && self.organs.iter().all(|o| o.left_out) {
+            Some("every organ failed its quality checks and was left out")
+        } else {
+            None
+        }
     }
 
     /// The time every stage took together.
