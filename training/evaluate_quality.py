@@ -206,10 +206,10 @@ def organ_rows(model, series, out, reference, names, where):
     rows = []
     for value, name in names.items():
         o = organs[name]
-        if not (o["ml_reference"] or o["ml_node"]):
+        if not (o["ml_reference"] or o["ml_node"] or name in reported):
             continue
         mask = reference == int(value)
-        node = reported.get(name) if o["ml_node"] else None
+        node = reported.get(name)
         ours = {n: int(v) for v, n in meta["labels"].items()}
         drawn = np.flatnonzero((labels == ours.get(name, -1)).any(axis=(1, 2)))
         dz = meta["spacing_mm"][0]
