@@ -76,6 +76,9 @@ fn main() {
             name: name.into(),
             category: code("91723000", "Anatomical Structure"),
             kind: code(type_code, meaning),
+            modifier: None,
+            region: None,
+            region_modifier: None,
             color: [200, 100, 100],
         };
         let text = std::fs::read_to_string("onnx/test-cascade/model.toml").unwrap();

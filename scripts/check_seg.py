@@ -26,6 +26,24 @@ def source_positions(series):
     return [np.array(s.ImagePositionPatient, dtype=float) for s in slices], slices[0]
 
 
+def segment_codes(segment):
+    """A segment's type, its modifier and its anatomic region with the region's
+    modifier, as [scheme, value] pairs (None where absent)."""
+    def pair(item):
+        return [item.CodingSchemeDesignator, item.CodeValue]
+
+    def nested(sequence, modifier):
+        if sequence not in segment:
+            return None, None
+        item = segment[sequence][0]
+        inner = item[modifier][0] if modifier in item else None
+        return pair(item), pair(inner) if inner is not None else None
+
+    kind, kind_modifier = nested("SegmentedPropertyTypeCodeSequence", "SegmentedPropertyTypeModifierCodeSequence")
+    region, region_modifier = nested("AnatomicRegionSequence", "AnatomicRegionModifierSequence")
+    return {"type": kind, "type_modifier": kind_modifier, "region": region, "region_modifier": region_modifier}
+
+
 def main():
     seg_path, series, labels_path = map(pathlib.Path, sys.argv[1:4])
     use_dcmqi = "--dcmqi" in sys.argv
@@ -53,6 +71,7 @@ def main():
     report = {
         "segmentation_type": seg_type,
         "segments": [s.SegmentLabel for s in seg.SegmentSequence],
+        "segment_codes": [segment_codes(s) for s in seg.SegmentSequence],
         "frames": int(seg.NumberOfFrames),
         "highdicom_equal": bool((got == expected).all()),
         "highdicom_differing_voxels": int((got != expected).sum()),

@@ -66,6 +66,10 @@ def main():
                 derivation = m.derivation.value if m.derivation is not None else None
                 entry[DERIVATIONS.get(derivation, derivation)] = float(m.value)
         entry["qualitative"] = [[q.name.value, q.value.value] for q in g.get_qualitative_evaluations()]
+        entry["finding_sites"] = [
+            {"site": s.value.value,
+             "laterality": s.laterality.value if s.laterality is not None else None}
+            for s in g.finding_sites]
         groups.append(entry)
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp) / "tid1500.json"

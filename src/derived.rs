@@ -3,14 +3,14 @@
 //! that making the same result again gives the same instances), the Patient and General
 //! Study modules copied from the source, and coded concepts from the model's manifest.
 
-use dicom_core::{DataElement, VR};
+use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use sha2::{Digest, Sha256};
 
 use crate::cascade::manifest::Code;
 use crate::dicom::Uid;
-use crate::dicom::build::{coded, el, text};
+use crate::dicom::build::{coded, el, seq, text};
 use crate::volume::Volume;
 
 /// Who made a result object.
@@ -116,4 +116,14 @@ pub(crate) fn made_by(equipment: &Equipment) -> [DataElement<InMemDicomObject>; 
 /// The Code Sequence item of a coded concept of the model's manifest.
 pub(crate) fn code(c: &Code) -> InMemDicomObject {
     coded(&c.scheme, &c.value, &c.meaning)
+}
+
+/// The Code Sequence item of `c` with, when there is one, `modifier` in the modifier
+/// sequence `tag` nested in it (a segment's type and its side, a region and its side).
+pub(crate) fn modified(c: &Code, tag: Tag, modifier: &Option<Code>) -> InMemDicomObject {
+    let mut item = code(c);
+    if let Some(m) = modifier {
+        item.put(seq(tag, vec![code(m)]));
+    }
+    item
 }

@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cascade::evidence::Confidence;
-use crate::cascade::manifest::Code;
+use crate::cascade::manifest::{LEFT, Label};
 use crate::cascade::ops::{self, Box3, Grid};
 use crate::volume::Volume;
 
@@ -216,7 +216,7 @@ enum Side {
 }
 
 /// The reference of an organ by its SNOMED CT code.
-fn reference(kind: &Code) -> Option<Reference> {
+fn reference(label: &Label) -> Option<Reference> {
     let r = |ml, hu, extent_mm, side, posterior| {
         Some(Reference {
             ml,
@@ -226,25 +226,34 @@ fn reference(kind: &Code) -> Option<Reference> {
             posterior,
         })
     };
-    if kind.scheme != "SCT" {
+    if label.kind.scheme != "SCT" {
         return None;
     }
     let (left, right) = (Some(Side::Left), Some(Side::Right));
-    match kind.value.as_str() {
+    let side = label.laterality().map(|c| {
+        if c.value == LEFT {
+            Side::Left
+        } else {
+            Side::Right
+        }
+    });
+    match label.kind.value.as_str() {
         "10200004" => r((600.0, 4_000.0), (0.0, 220.0), 100.0, right, false),
         "78961009" => r((30.0, 2_000.0), (0.0, 250.0), 50.0, left, false),
         "9846003" => r((40.0, 450.0), (0.0, 350.0), 60.0, right, true),
         "18639004" => r((40.0, 450.0), (0.0, 350.0), 60.0, left, true),
+        // "Kidney" with its side as a modifier, as TotalSegmentator codes it.
+        "64033007" if side.is_some() => r((40.0, 450.0), (0.0, 350.0), 60.0, side, true),
         "15776009" => r((10.0, 250.0), (-60.0, 220.0), 45.0, None, false),
         "69695003" => r((20.0, 3_000.0), (-600.0, 300.0), 60.0, None, false),
         _ => None,
     }
 }
 
-/// The assessment of the organ of type `kind` with `facts` in `scene`.
-pub fn assess(kind: &Code, facts: &Facts, scene: &Scene) -> Assessment {
+/// The assessment of the organ `label` names, with `facts`, in `scene`.
+pub fn assess(label: &Label, facts: &Facts, scene: &Scene) -> Assessment {
     let mut reasons = Vec::new();
-    let known = reference(kind);
+    let known = reference(label);
     let cut = cut_sides(facts.bounds, scene);
     let short = known
         .as_ref()
@@ -431,12 +440,27 @@ pub fn largest_part(labels: &Grid<u8>, value: u8, bounds: Box3) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cascade::manifest::Code;
 
     fn sct(value: &str) -> Code {
         Code {
             scheme: "SCT".into(),
             value: value.into(),
             meaning: String::new(),
+        }
+    }
+
+    /// A label of SNOMED CT type `value`.
+    fn organ(value: &str) -> Label {
+        Label {
+            value: 1,
+            name: value.into(),
+            category: sct("123037004"),
+            kind: sct(value),
+            modifier: None,
+            region: None,
+            region_modifier: None,
+            color: [0; 3],
         }
     }
 
@@ -494,10 +518,10 @@ mod tests {
 
     #[test]
     fn a_whole_plausible_organ_is_ok() {
-        let a = assess(&sct(LIVER), &liver(), &scene());
+        let a = assess(&organ(LIVER), &liver(), &scene());
         assert_eq!(a, Assessment::default());
         // An organ segnode has no reference for is only checked for cuts and parts.
-        assert_eq!(assess(&sct("1"), &liver(), &scene()).verdict, Verdict::Ok);
+        assert_eq!(assess(&organ("1"), &liver(), &scene()).verdict, Verdict::Ok);
     }
 
     #[test]
@@ -505,13 +529,13 @@ mod tests {
         let mut f = liver();
         f.bounds.end[0] = 100;
         f.ml = 300.0; // below the range: but only a part of the liver was scanned
-        let a = assess(&sct(LIVER), &f, &scene());
+        let a = assess(&organ(LIVER), &f, &scene());
         assert_eq!(codes(&a), [ReasonCode::Truncated]);
         assert_eq!(a.verdict, Verdict::Warn);
         assert!(a.volume_is_lower_bound());
         assert!(a.reasons[0].detail.contains("superior end"), "{a:?}");
         f.bounds.lo[0] = 0;
-        let a = assess(&sct(LIVER), &f, &scene());
+        let a = assess(&organ(LIVER), &f, &scene());
         assert!(
             a.reasons[0]
                 .detail
@@ -520,13 +544,13 @@ mod tests {
         // In plane: the field of view.
         let mut f = liver();
         f.bounds.lo[2] = 0;
-        let a = assess(&sct(LIVER), &f, &scene());
+        let a = assess(&organ(LIVER), &f, &scene());
         assert!(a.reasons[0].detail.contains("field of view"), "{a:?}");
         // A truncated organ can still be too large.
         let mut f = liver();
         f.bounds.lo[0] = 0;
         f.ml = 9_000.0;
-        let a = assess(&sct(LIVER), &f, &scene());
+        let a = assess(&organ(LIVER), &f, &scene());
         assert_eq!(
             codes(&a),
             [ReasonCode::Truncated, ReasonCode::VolumeImplausible]
@@ -539,7 +563,7 @@ mod tests {
         };
         let mut f = liver();
         f.ml = 300.0;
-        let a = assess(&sct(LIVER), &f, &short);
+        let a = assess(&organ(LIVER), &f, &short);
         assert_eq!(codes(&a), [ReasonCode::Truncated]);
         assert!(a.reasons[0].detail.contains("covers 40 mm"), "{a:?}");
     }
@@ -548,7 +572,7 @@ mod tests {
     fn a_whole_organ_of_implausible_volume_fails() {
         let mut f = liver();
         f.ml = 5.0;
-        let a = assess(&sct(LIVER), &f, &scene());
+        let a = assess(&organ(LIVER), &f, &scene());
         assert_eq!(codes(&a), [ReasonCode::VolumeImplausible]);
         assert_eq!(a.verdict, Verdict::Fail);
     }
@@ -558,11 +582,11 @@ mod tests {
         let mut f = liver();
         f.hu_mean = -90.0;
         assert_eq!(
-            codes(&assess(&sct(LIVER), &f, &scene())),
+            codes(&assess(&organ(LIVER), &f, &scene())),
             [ReasonCode::AttenuationImplausible]
         );
         f.hu_mean = 600.0;
-        assert_eq!(assess(&sct(LIVER), &f, &scene()).verdict, Verdict::Fail);
+        assert_eq!(assess(&organ(LIVER), &f, &scene()).verdict, Verdict::Fail);
     }
 
     #[test]
@@ -570,21 +594,42 @@ mod tests {
         let mut spleen = liver();
         spleen.ml = 200.0;
         spleen.centre_mm = [-50.0, 0.0, 0.0];
-        let a = assess(&sct(SPLEEN), &spleen, &scene());
+        let a = assess(&organ(SPLEEN), &spleen, &scene());
         assert_eq!(codes(&a), [ReasonCode::PositionImplausible]);
         assert!(a.reasons[0].detail.contains("patient's right"), "{a:?}");
         spleen.centre_mm = [70.0, 20.0, 0.0];
-        assert_eq!(assess(&sct(SPLEEN), &spleen, &scene()).verdict, Verdict::Ok);
+        assert_eq!(
+            assess(&organ(SPLEEN), &spleen, &scene()).verdict,
+            Verdict::Ok
+        );
         let mut kidney = spleen;
         kidney.ml = 150.0;
         kidney.centre_mm = [60.0, -40.0, 0.0];
         assert_eq!(
-            codes(&assess(&sct(LEFT_KIDNEY), &kidney, &scene())),
+            codes(&assess(&organ(LEFT_KIDNEY), &kidney, &scene())),
             [ReasonCode::PositionImplausible]
         );
         kidney.centre_mm = [60.0, 30.0, 0.0];
         assert_eq!(
-            assess(&sct(LEFT_KIDNEY), &kidney, &scene()).verdict,
+            assess(&organ(LEFT_KIDNEY), &kidney, &scene()).verdict,
+            Verdict::Ok
+        );
+        // TotalSegmentator's coding: "Kidney" with a side modifier, the same checks.
+        let side = |value: &str| Label {
+            modifier: Some(sct(value)),
+            ..organ("64033007")
+        };
+        assert_eq!(
+            codes(&assess(
+                &side(crate::cascade::manifest::RIGHT),
+                &kidney,
+                &scene()
+            )),
+            [ReasonCode::PositionImplausible]
+        );
+        assert_eq!(assess(&side(LEFT), &kidney, &scene()).verdict, Verdict::Ok);
+        assert_eq!(
+            assess(&organ("64033007"), &kidney, &scene()).verdict,
             Verdict::Ok
         );
     }
@@ -596,20 +641,20 @@ mod tests {
             mean: 0.7,
             expected_dice: 0.45,
         });
-        let a = assess(&sct(LIVER), &f, &scene());
+        let a = assess(&organ(LIVER), &f, &scene());
         assert_eq!(codes(&a), [ReasonCode::LowConfidence]);
         assert_eq!(a.verdict, Verdict::Warn);
         assert!(a.reasons[0].detail.contains("Dice of 0.45"), "{a:?}");
         // A label map without the network's output is not judged on it.
         f.confidence = None;
-        assert_eq!(assess(&sct(LIVER), &f, &scene()).verdict, Verdict::Ok);
+        assert_eq!(assess(&organ(LIVER), &f, &scene()).verdict, Verdict::Ok);
     }
 
     #[test]
     fn an_organ_in_pieces_is_fragmented() {
         let mut f = liver();
         f.largest_part = 0.6;
-        let a = assess(&sct(LIVER), &f, &scene());
+        let a = assess(&organ(LIVER), &f, &scene());
         assert_eq!(codes(&a), [ReasonCode::Fragmented]);
         assert_eq!(a.verdict, Verdict::Warn);
         // Counted on a label map: two parts of 3 and 1 voxels.

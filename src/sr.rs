@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cascade::Segmentation;
 use crate::cascade::evidence::Confidence;
-use crate::cascade::manifest::{Code, Manifest};
+use crate::cascade::manifest::{Code, Label, Manifest};
 use crate::derived::{
     Equipment, code, derived_uid, made_by, now_da_tm, patient_and_study, uid_from,
 };
@@ -115,7 +115,7 @@ pub fn measure(volume: &Volume, segmentation: &Segmentation, model: &Manifest) -
                 hu_mean: facts.hu_mean,
                 hu_min: f64::from(stats.min[v]),
                 hu_max: f64::from(stats.max[v]),
-                qa: quality::assess(&label.kind, &facts, &scene),
+                qa: quality::assess(label, &facts, &scene),
                 confidence: facts.confidence,
                 left_out: false,
             }
@@ -594,6 +594,33 @@ fn left_out(organs: &[Organ], model: &Manifest) -> Vec<InMemDicomObject> {
         .collect()
 }
 
+/// Where a label lies when its type alone does not say it: its region, or its type
+/// when a modifier gives the side; as a Finding Site with its Laterality.
+fn finding_site(label: &Label) -> Option<InMemDicomObject> {
+    let site = label
+        .region
+        .as_ref()
+        .or(label.modifier.as_ref().map(|_| &label.kind))?;
+    let mut value = code_value(code(site));
+    if let Some(side) = label.laterality() {
+        value.push(seq(
+            tags::CONTENT_SEQUENCE,
+            vec![content(
+                "HAS CONCEPT MOD",
+                "CODE",
+                coded("SCT", "272741003", "Laterality"),
+                code_value(code(side)),
+            )],
+        ));
+    }
+    Some(content(
+        "HAS CONCEPT MOD",
+        "CODE",
+        coded("SCT", "363698007", "Finding Site"),
+        value,
+    ))
+}
+
 /// TID 1411 for one organ.
 fn group(
     organ: &Organ,
@@ -663,6 +690,10 @@ fn group(
             dcm_code("121071", "Finding"),
             code_value(finding),
         ),
+    ]
+    .into_iter()
+    .chain(label.and_then(finding_site))
+    .chain([
         content(
             "HAS CONCEPT MOD",
             "TEXT",
@@ -686,8 +717,7 @@ fn group(
         attenuation(organ.hu_mean, coded("SCT", "373098007", "Mean")),
         attenuation(organ.hu_min, coded("SCT", "255605001", "Minimum")),
         attenuation(organ.hu_max, coded("SCT", "56851009", "Maximum")),
-    ]
-    .into_iter()
+    ])
     .chain(qualitative_evaluations(organ))
     .collect::<Vec<_>>();
     content(

@@ -163,9 +163,38 @@ pub struct Label {
     pub category: Code,
     #[serde(rename = "type")]
     pub kind: Code,
+    /// What qualifies the type, such as the side of a paired organ (SNOMED CT Left or
+    /// Right: "Kidney" of type, "Right" of modifier, as TotalSegmentator codes them).
+    #[serde(
+        default,
+        rename = "type_modifier",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub modifier: Option<Code>,
+    /// Where the structure lies when its type does not say (the liver for a "Blood
+    /// vessel"), with what qualifies that place (its side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<Code>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_modifier: Option<Code>,
     /// Display colour, sRGB.
     pub color: [u8; 3],
 }
+
+impl Label {
+    /// The side of the body the label names, if any: its type's modifier, or its
+    /// region's (SNOMED CT Left 7771000, Right 24028007).
+    pub fn laterality(&self) -> Option<&Code> {
+        self.modifier
+            .iter()
+            .chain(&self.region_modifier)
+            .find(|c| c.scheme == "SCT" && matches!(c.value.as_str(), LEFT | RIGHT))
+    }
+}
+
+/// SNOMED CT Left and Right, as type and region modifiers.
+pub const LEFT: &str = "7771000";
+pub const RIGHT: &str = "24028007";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {

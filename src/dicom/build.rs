@@ -37,9 +37,14 @@ pub fn item(elements: Vec<DataElement<InMemDicomObject>>) -> InMemDicomObject {
 }
 
 /// A Code Sequence item: value, coding scheme designator and meaning.
+/// A value over 16 characters goes in Long Code Value (UC), as PS3.3 8.8 says.
 pub fn coded(scheme: &str, value: &str, meaning: &str) -> InMemDicomObject {
     item(vec![
-        el(tags::CODE_VALUE, VR::SH, value),
+        if value.len() > 16 {
+            el(tags::LONG_CODE_VALUE, VR::UC, value)
+        } else {
+            el(tags::CODE_VALUE, VR::SH, value)
+        },
         el(tags::CODING_SCHEME_DESIGNATOR, VR::SH, scheme),
         el(tags::CODE_MEANING, VR::LO, meaning),
     ])
@@ -53,6 +58,24 @@ pub fn dcm_code(value: &str, meaning: &str) -> InMemDicomObject {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_code_value_over_sixteen_characters_is_a_long_code_value() {
+        let short = coded("99SEGNODE", "truncated", "Organ cut");
+        assert_eq!(
+            short.element(tags::CODE_VALUE).unwrap().to_str().unwrap(),
+            "truncated"
+        );
+        let long = coded("99SEGNODE", "position_implausible", "Organ outside");
+        assert!(long.element(tags::CODE_VALUE).is_err());
+        assert_eq!(
+            long.element(tags::LONG_CODE_VALUE)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "position_implausible"
+        );
+    }
 
     #[test]
     fn ds_values_fit_sixteen_characters() {

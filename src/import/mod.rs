@@ -18,7 +18,7 @@ use crate::cascade::manifest::{
 use crate::cascade::ops::{Blending, Normalization};
 use crate::checksum::sha256_hex;
 
-const EXPORT_SCRIPT: &str = include_str!("../scripts/nnunet_export.py");
+const EXPORT_SCRIPT: &str = include_str!("../../scripts/nnunet_export.py");
 
 /// What to import and how.
 #[derive(Debug, Clone)]
@@ -285,44 +285,52 @@ fn coarse_stage(
     Ok((Some(stage), Some(rules)))
 }
 
-/// A label of nnU-Net's `dataset.json`, with its SNOMED CT code when the name is one
-/// the node knows, else a code of segnode's private scheme `99SEGNODE` that says so.
+/// A label of nnU-Net's `dataset.json`, coded as TotalSegmentator codes the class of
+/// that name (SNOMED CT type, side, region and colour; spellings of other nnU-Net
+/// data sets through [`ALIASES`]), else with a code of segnode's private scheme
+/// `99SEGNODE` that says it has none.
 fn label(name: &str, value: u8) -> Label {
-    let key = name.to_ascii_lowercase().replace(['_', '-'], " ");
-    let known = KNOWN.iter().find(|k| k.0.contains(&key.as_str()));
-    let anatomy = Code {
-        scheme: "SCT".into(),
-        value: "91723000".into(),
-        meaning: "Anatomical Structure".into(),
-    };
-    let (category, kind, color) = match known {
-        Some((_, code, meaning, color)) => (
-            anatomy,
-            Code {
+    let key = normalised(name);
+    let key = ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == key)
+        .map_or(key.as_str(), |(_, canonical)| canonical);
+    match snomed().iter().find(|c| normalised(&c.name) == key) {
+        Some(coded) => Label {
+            value,
+            name: name.into(),
+            category: coded.category.clone(),
+            kind: coded.kind.clone(),
+            modifier: coded.modifier.clone(),
+            region: coded.region.clone(),
+            region_modifier: coded.region_modifier.clone(),
+            color: coded.color,
+        },
+        None => Label {
+            value,
+            name: name.into(),
+            category: Code {
                 scheme: "SCT".into(),
-                value: (*code).into(),
-                meaning: (*meaning).into(),
+                value: "91723000".into(),
+                meaning: "Anatomical Structure".into(),
             },
-            *color,
-        ),
-        None => {
-            let code = Code {
+            kind: Code {
                 scheme: "99SEGNODE".into(),
                 value: format!("nnunet-{value}"),
                 meaning: name.chars().take(64).collect(),
-            };
+            },
+            modifier: None,
+            region: None,
+            region_modifier: None,
             // Hues spread by the golden angle, for labels without a known colour.
-            let hue = (f64::from(value) * 137.508) % 360.0;
-            (anatomy, code, hsv(hue))
-        }
-    };
-    Label {
-        value,
-        name: name.into(),
-        category,
-        kind,
-        color,
+            color: hsv((f64::from(value) * 137.508) % 360.0),
+        },
     }
+}
+
+/// A label name in lower case with spaces for underscores and hyphens.
+fn normalised(name: &str) -> String {
+    name.to_ascii_lowercase().replace(['_', '-'], " ")
 }
 
 fn hsv(hue: f64) -> [u8; 3] {
@@ -340,65 +348,85 @@ fn hsv(hue: f64) -> [u8; 3] {
     [r, g, b].map(|ch| ((ch + v - c) * 255.0).round() as u8)
 }
 
-/// Label names (nnU-Net's and TotalSegmentator's spellings, lower case, spaces for
-/// underscores) with their SNOMED CT code, meaning and display colour.
-type KnownLabel = (&'static [&'static str], &'static str, &'static str, [u8; 3]);
-const KNOWN: &[KnownLabel] = &[
-    (&["spleen"], "78961009", "Spleen", [157, 108, 162]),
-    (
-        &["kidney right", "right kidney"],
-        "9846003",
-        "Right kidney",
-        [185, 102, 83],
-    ),
-    (
-        &["kidney left", "left kidney"],
-        "18639004",
-        "Left kidney",
-        [185, 102, 83],
-    ),
-    (&["liver"], "10200004", "Liver", [221, 130, 101]),
-    (&["stomach"], "69695003", "Stomach", [216, 132, 105]),
-    (&["pancreas"], "15776009", "Pancreas", [249, 180, 111]),
-    (
-        &["gallbladder", "gall bladder"],
-        "28231008",
-        "Gallbladder",
-        [139, 150, 98],
-    ),
-    (&["aorta"], "15825003", "Aorta", [224, 97, 76]),
-    (
-        &["inferior vena cava", "ivc"],
-        "64131007",
-        "Inferior vena cava",
-        [0, 151, 206],
-    ),
-    (
-        &["esophagus", "oesophagus"],
-        "32849002",
-        "Esophagus",
-        [211, 171, 143],
-    ),
-    (&["duodenum"], "38848004", "Duodenum", [255, 253, 229]),
-    (
-        &["small bowel", "small intestine"],
-        "30315005",
-        "Small intestine",
-        [205, 167, 142],
-    ),
-    (&["colon"], "71854001", "Colon", [204, 168, 143]),
-    (
-        &["urinary bladder", "bladder"],
-        "89837001",
-        "Urinary bladder",
-        [222, 154, 132],
-    ),
-    (&["heart"], "80891009", "Heart", [206, 110, 84]),
-    (&["brain"], "12738006", "Brain", [250, 250, 225]),
-    (&["trachea"], "44567001", "Trachea", [182, 228, 255]),
-    (&["prostate"], "41216001", "Prostate", [230, 158, 140]),
-    (&["spinal cord"], "2748008", "Spinal cord", [244, 214, 49]),
+/// Other data sets' names (normalised) for TotalSegmentator's classes.
+const ALIASES: &[(&str, &str)] = &[
+    ("right kidney", "kidney right"),
+    ("left kidney", "kidney left"),
+    ("gall bladder", "gallbladder"),
+    ("ivc", "inferior vena cava"),
+    ("oesophagus", "esophagus"),
+    ("small intestine", "small bowel"),
+    ("bladder", "urinary bladder"),
 ];
+
+/// One class of TotalSegmentator's SNOMED CT mapping.
+#[derive(Debug)]
+struct Coded {
+    name: String,
+    category: Code,
+    kind: Code,
+    modifier: Option<Code>,
+    region: Option<Code>,
+    region_modifier: Option<Code>,
+    color: [u8; 3],
+}
+
+/// TotalSegmentator's mapping of its classes to SNOMED CT (see `NOTICE` beside it),
+/// read once.
+fn snomed() -> &'static [Coded] {
+    static CODED: std::sync::OnceLock<Vec<Coded>> = std::sync::OnceLock::new();
+    CODED.get_or_init(|| {
+        include_str!("totalsegmentator_snomed_mapping.csv")
+            .lines()
+            .skip(1)
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| parse_coded(line).unwrap_or_else(|| panic!("bad mapping row {line}")))
+            .collect()
+    })
+}
+
+/// A row: name; category, type, type modifier, region and region modifier (scheme,
+/// value, meaning each, empty when absent); "r,g,b".
+fn parse_coded(line: &str) -> Option<Coded> {
+    let fields = csv_fields(line);
+    if fields.len() != 17 {
+        return None;
+    }
+    let code = |i: usize| {
+        (!fields[i].is_empty()).then(|| Code {
+            scheme: fields[i].clone(),
+            value: fields[i + 1].clone(),
+            meaning: fields[i + 2].clone(),
+        })
+    };
+    let rgb: Vec<u8> = fields[16]
+        .split(',')
+        .map(|v| v.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    Some(Coded {
+        name: fields[0].clone(),
+        category: code(1)?,
+        kind: code(4)?,
+        modifier: code(7),
+        region: code(10),
+        region_modifier: code(13),
+        color: rgb.try_into().ok()?,
+    })
+}
+
+/// The fields of one CSV line; a field in double quotes may hold commas.
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(String::new()),
+            c => fields.last_mut().expect("one field at least").push(c),
+        }
+    }
+    fields
+}
 
 #[cfg(test)]
 mod tests {
@@ -426,14 +454,32 @@ mod tests {
     }
 
     #[test]
+    fn every_class_of_the_mapping_reads() {
+        assert_eq!(snomed().len(), 170);
+        assert!(snomed().iter().all(|c| c.kind.scheme == "SCT"));
+        let paired = snomed().iter().find(|c| c.name == "rib_left_1").unwrap();
+        assert_eq!(paired.modifier.as_ref().unwrap().meaning, "Left");
+    }
+
+    #[test]
     fn labels_get_snomed_codes_or_say_they_have_none() {
         let right = label("kidney_right", 2);
-        assert_eq!(right.kind.value, "9846003");
-        assert_eq!(right.kind.scheme, "SCT");
+        assert_eq!(
+            (right.kind.scheme.as_str(), right.kind.value.as_str()),
+            ("SCT", "64033007")
+        );
+        assert_eq!(right.modifier.as_ref().unwrap().value, "24028007");
         assert_eq!(right.name, "kidney_right");
-        let odd = label("portal_vein_and_splenic_vein", 9);
+        // Another data set's spelling, the same class.
+        let other = label("Right-Kidney", 3);
+        assert_eq!((other.kind, other.modifier), (right.kind, right.modifier));
+        // A vessel inside an organ: its type, and where it lies.
+        let vessels = label("liver_vessels", 4);
+        assert_eq!(vessels.kind.value, "59820001");
+        assert_eq!(vessels.region.unwrap().value, "10200004");
+        let odd = label("lesion_candidates", 9);
         assert_eq!(odd.kind.scheme, "99SEGNODE");
-        assert_eq!(odd.kind.meaning, "portal_vein_and_splenic_vein");
-        assert_ne!(odd.color, label("portal_vein", 10).color);
+        assert_eq!(odd.kind.meaning, "lesion_candidates");
+        assert_ne!(odd.color, label("scar", 10).color);
     }
 }

@@ -10,7 +10,7 @@ use dicom_object::InMemDicomObject;
 
 use super::{SegType, frames};
 use crate::cascade::manifest::{Label, Manifest};
-use crate::derived::{Equipment, code, made_by, patient_and_study};
+use crate::derived::{Equipment, code, made_by, modified, patient_and_study};
 use crate::dicom::build::{dcm_code, ds, el, item, seq};
 use crate::volume::Volume;
 
@@ -209,7 +209,11 @@ fn segments(seg: &Seg) -> DataElement<InMemDicomObject> {
                 ),
                 seq(
                     tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE,
-                    vec![code(&l.kind)],
+                    vec![modified(
+                        &l.kind,
+                        tags::SEGMENTED_PROPERTY_TYPE_MODIFIER_CODE_SEQUENCE,
+                        &l.modifier,
+                    )],
                 ),
                 el(
                     tags::RECOMMENDED_DISPLAY_CIE_LAB_VALUE,
@@ -217,6 +221,16 @@ fn segments(seg: &Seg) -> DataElement<InMemDicomObject> {
                     PrimitiveValue::U16(lab.to_vec().into()),
                 ),
             ];
+            if let Some(region) = &l.region {
+                elements.push(seq(
+                    tags::ANATOMIC_REGION_SEQUENCE,
+                    vec![modified(
+                        region,
+                        tags::ANATOMIC_REGION_MODIFIER_SEQUENCE,
+                        &l.region_modifier,
+                    )],
+                ));
+            }
             elements.extend(algorithm(l));
             item(elements)
         })
