@@ -50,11 +50,17 @@ pub struct Organ {
     pub left_out: bool,
 }
 
-/// Measures each of the model's labels found in the segmentation's label map (the
-/// segments of its SEG, in value order, numbered from 1 as the SEG numbers them): voxel
-/// count, volume and the attenuation of the voxels it covers; and assesses it with the
-/// network's confidence ([`crate::quality`]).
-pub fn measure(volume: &Volume, segmentation: &Segmentation, model: &Manifest) -> Vec<Organ> {
+/// Measures each of the model's labels found in the segmentation's label map, of those
+/// named in `delivered` when given (the segments of its SEG, in value order, numbered
+/// from 1 as the SEG numbers them): voxel count, volume and the attenuation of the
+/// voxels it covers; and assesses it with the network's confidence
+/// ([`crate::quality`]).
+pub fn measure(
+    volume: &Volume,
+    segmentation: &Segmentation,
+    model: &Manifest,
+    delivered: Option<&[String]>,
+) -> Vec<Organ> {
     let labels = &segmentation.labels;
     use rayon::prelude::*;
     let plane = labels.shape[1] * labels.shape[2];
@@ -80,6 +86,7 @@ pub fn measure(volume: &Volume, segmentation: &Segmentation, model: &Manifest) -
         .labels
         .iter()
         .filter(|l| stats.count[usize::from(l.value)] > 0)
+        .filter(|l| delivered.is_none_or(|names| names.contains(&l.name)))
         .collect();
     found.sort_by_key(|l| l.value);
     found
@@ -123,23 +130,20 @@ pub fn measure(volume: &Volume, segmentation: &Segmentation, model: &Manifest) -
         .collect()
 }
 
-/// Leaves out the organs whose verdict is `fail`: they are marked, lose their segment,
-/// and the others are numbered again from 1 in value order, as the SEG of a label map
-/// without them numbers its segments. Returns the label values left out.
-pub fn leave_out_failed(organs: &mut [Organ]) -> Vec<u8> {
+/// Leaves out the organs whose verdict is `fail`: they are marked and lose their
+/// segment, and the others are numbered again from 1 in value order, as the SEG of a
+/// label map without them numbers its segments.
+pub fn leave_out_failed(organs: &mut [Organ]) {
     let mut number = 0;
-    let mut left_out = Vec::new();
     for organ in organs {
         if organ.qa.verdict == Verdict::Fail {
             organ.left_out = true;
             organ.segment_number = 0;
-            left_out.push(organ.value);
         } else {
             number += 1;
             organ.segment_number = number;
         }
     }
-    left_out
 }
 
 /// Per-label voxel count, HU sum, minimum and maximum, the sum of the voxels' (z, y, x)

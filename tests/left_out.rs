@@ -1,6 +1,8 @@
-//! `[review] deliver_failed_organs = false`: an organ whose result failed its checks is
-//! left out of the SEG, the measurement report's measurements and the key images, and
-//! the report lists it as left out with the reasons; offline and served alike.
+//! What is delivered of a result. `[review] deliver_failed_organs = false`: an organ
+//! whose result failed its checks is left out of the SEG, the measurement report's
+//! measurements and the key images, and the report lists it as left out with the
+//! reasons. `[model] labels`: only the labels named are delivered. Offline and served
+//! alike.
 
 mod common;
 
@@ -12,11 +14,14 @@ use segnode::store::JobState;
 
 /// The node's configuration for a data directory under `dir`, leaving failed organs out.
 fn leaving_out(dir: &Path) -> PathBuf {
+    configured(dir, "", "[review]\ndeliver_failed_organs = false\n")
+}
+
+/// The test configuration for a data directory under `dir`, with `model` added to its
+/// `[model]` table and `tail` after it.
+fn configured(dir: &Path, model: &str, tail: &str) -> PathBuf {
     let file = dir.join("segnode.toml");
-    let text = format!(
-        "{}\n[review]\ndeliver_failed_organs = false\n",
-        test_config(&dir.join("data"), "")
-    );
+    let text = format!("{}{model}\n{tail}", test_config(&dir.join("data"), ""));
     std::fs::write(&file, text).unwrap();
     file
 }
@@ -158,6 +163,62 @@ fn failed_organs_are_left_out_and_the_report_says_so() {
     }
 }
 
+/// `[model] labels`: the default model on the slab delivers the spleen and the liver
+/// only: the SEG's segments, the report's groups, the summary's organs (and their
+/// checks) and the key images' legend; a name the model does not have is refused.
+#[test]
+fn only_the_labels_named_are_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = configured(dir.path(), "labels = [\"spleen\", \"liver\"]", "");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/abdomen-cascade");
+    let series = run(&config, &model, &real_series(), &dir.path().join("out"));
+    let organs: Vec<_> = series["sr"]["organs"].as_array().unwrap().iter().collect();
+    assert_eq!(names(&organs), ["spleen", "liver"]);
+    let seg_file = PathBuf::from(series["seg"]["file"].as_str().unwrap());
+    assert_eq!(dciodvfy_errors(&seg_file), Vec::<String>::new());
+    let output = PathBuf::from(series["output"].as_str().unwrap());
+    let delivered = dir.path().join("delivered");
+    std::fs::create_dir(&delivered).unwrap();
+    let values: Vec<u8> = organs
+        .iter()
+        .map(|o| o["value"].as_u64().unwrap() as u8)
+        .collect();
+    let labels: Vec<u8> = std::fs::read(output.join("labels.u8"))
+        .unwrap()
+        .into_iter()
+        .map(|v| if values.contains(&v) { v } else { 0 })
+        .collect();
+    std::fs::write(delivered.join("labels.u8"), &labels).unwrap();
+    let report = check_seg(&seg_file, &real_series(), &delivered.join("labels.u8"));
+    assert_eq!(report["segments"], serde_json::json!(["spleen", "liver"]));
+    let sr_file = PathBuf::from(series["sr"]["file"].as_str().unwrap());
+    let (ok, sr) = script_json("check_sr.py", &[&sr_file, &seg_file]);
+    assert!(ok, "{sr}");
+    assert_eq!(sr["groups"].as_array().unwrap().len(), 2, "{sr}");
+    assert_eq!(sr["left_out"], serde_json::json!([]));
+    // The cascade still says what it found of every label.
+    assert_eq!(series["cascade"]["labels"].as_array().unwrap().len(), 6);
+
+    let wrong = configured(dir.path(), "labels = [\"spleen\", \"appendix\"]", "");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_segnode"))
+        .arg("run")
+        .arg("--config")
+        .arg(&wrong)
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(dir.path().join("out2"))
+        .arg(real_series())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("model.labels: [\"appendix\"] not among the labels of model"),
+        "{stderr}"
+    );
+}
+
 /// The test cascade with its two labels coded as organs they cannot be (1.5 l of soft
 /// tissue as a spleen, bone as a liver): both fail, so there is no SEG and no key
 /// image; the report alone says what was left out, and why.
@@ -208,8 +269,10 @@ fn when_every_organ_fails_only_the_report_is_written() {
     assert_eq!(codes, ["78961009", "10200004"], "{sr}");
 }
 
-/// Served: the destination receives the SEG without the failed kidneys, the report
-/// that says they were left out and the key images; the dashboard marks them.
+/// Served, with both settings: of the spleen, the kidneys and the liver named, the
+/// destination receives a SEG of the spleen and the liver (the kidneys failed; the
+/// stomach and pancreas were not named), the report that says the kidneys were left
+/// out and the key images; the dashboard marks the kidneys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_served_result_is_delivered_without_its_failed_organs() {
     let scp_port = free_port();
@@ -221,7 +284,10 @@ async fn a_served_result_is_delivered_without_its_failed_organs() {
             "{}\n{}\n[review]\ndeliver_failed_organs = false\n",
             test_config(data, "").replace(
                 &format!("path = \"{}\"", test_model().display()),
-                &format!("path = \"{}\"", model.display())
+                &format!(
+                    "path = \"{}\"\nlabels = [\"spleen\", \"right kidney\", \"left kidney\", \"liver\"]",
+                    model.display()
+                )
             ),
             destination("PACS", scp_port, "STORESCU", "")
         )
@@ -261,11 +327,7 @@ async fn a_served_result_is_delivered_without_its_failed_organs() {
                 .to_string()
         })
         .collect();
-    assert!(!segments.is_empty());
-    assert!(
-        segments.iter().all(|s| !s.contains("kidney")),
-        "{segments:?}"
-    );
+    assert_eq!(segments, ["spleen", "liver"]);
 
     let token = std::fs::read_to_string(&node.config.http.token_file).unwrap();
     let page = reqwest::Client::new()

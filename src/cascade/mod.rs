@@ -36,6 +36,12 @@ pub enum ModelError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Manifest(#[from] manifest::ManifestError),
+    #[error("model.labels: {unknown:?} not among the labels of model {model} ({available})")]
+    UnknownLabels {
+        unknown: Vec<String>,
+        model: String,
+        available: String,
+    },
 }
 
 /// What `segnode check` and start-up report about the model and the runtime.
@@ -61,6 +67,9 @@ pub struct ModelConfig {
     /// Threads each inference session uses.
     pub intra_threads: usize,
     pub provider: Provider,
+    /// The labels delivered, by name (`None`: all): the others are left out of the
+    /// SEG, the report, the key images and the quality checks.
+    pub labels: Option<Vec<String>>,
 }
 
 /// Loads ONNX Runtime and the model, and creates one cascade per worker.
@@ -72,6 +81,25 @@ pub fn open_cascades(
     let build = runtime::init(&library)?;
     let model = Model::load(&config.path)?;
     let m = &model.manifest;
+    let unknown: Vec<String> = config
+        .labels
+        .iter()
+        .flatten()
+        .filter(|name| !m.labels.iter().any(|l| &l.name == *name))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ModelError::UnknownLabels {
+            unknown,
+            model: m.name.clone(),
+            available: m
+                .labels
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
     let report = ModelReport {
         onnxruntime_library: library.display().to_string(),
         onnxruntime_build: build,

@@ -697,6 +697,7 @@ fn model(m: Option<RawModel>) -> Result<Option<ModelConfig>, ConfigError> {
             onnxruntime: m.onnxruntime,
             intra_threads: m.intra_threads,
             provider: m.provider,
+            labels: m.labels,
         })),
         None => Ok(None),
     }

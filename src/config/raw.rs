@@ -123,6 +123,8 @@ pub(super) struct RawModel {
     pub(super) intra_threads: usize,
     #[serde(default = "defaults::provider")]
     pub(super) provider: Provider,
+    #[serde(default)]
+    pub(super) labels: Option<Vec<String>>,
 }
 
 impl RawModel {
@@ -133,6 +135,7 @@ impl RawModel {
             onnxruntime: None,
             intra_threads: defaults::intra_threads(),
             provider: defaults::provider(),
+            labels: None,
         }
     }
 }

@@ -132,6 +132,7 @@ pub fn run(
         key_images: true,
         equipment: crate::seg::Equipment::segnode("SEGNODE"),
         deliver_failed_organs: run.deliver_failed_organs,
+        labels: config.labels.clone(),
     };
     let mut series = Vec::new();
     for (i, (series_uid, files)) in groups.iter().enumerate() {

@@ -254,6 +254,7 @@ impl Pipeline {
             key_images: true,
             equipment: seg::Equipment::segnode(self.config.ae_title.as_str()),
             deliver_failed_organs: self.config.review.deliver_failed_organs,
+            labels: self.config.model.as_ref().and_then(|m| m.labels.clone()),
         }
     }
 

@@ -104,6 +104,8 @@ pub struct Options {
     /// Whether organs whose result failed its checks go into the SEG, the report's
     /// measurements and the key images (`[review] deliver_failed_organs`).
     pub deliver_failed_organs: bool,
+    /// The labels delivered, by name (`[model] labels`; `None`: all).
+    pub labels: Option<Vec<String>>,
     pub equipment: Equipment,
 }
 
@@ -253,9 +255,9 @@ struct Encoded {
 }
 
 /// Encodes the SEGs, the measurement report and (when asked) the key images of a
-/// segmentation that found something, recording each in `summary`. Organs that failed
-/// their checks are left out of all but the report when `options` says so; with none
-/// left, there is no SEG and no key image.
+/// segmentation that found something, recording each in `summary`: of the labels
+/// `options` delivers, and without the organs that failed their checks (but in the
+/// report) when `options` says so; with none left, there is no SEG and no key image.
 fn encode(
     source: &Source,
     volume: &Volume,
@@ -265,25 +267,34 @@ fn encode(
     summary: &mut JobSummary,
 ) -> Result<Encoded, StageError> {
     let t = Instant::now();
-    let mut organs = sr::measure(volume, segmentation, model);
-    let left_out = if options.deliver_failed_organs {
-        Vec::new()
-    } else {
-        sr::leave_out_failed(&mut organs)
-    };
+    let mut organs = sr::measure(volume, segmentation, model, options.labels.as_deref());
+    if !options.deliver_failed_organs {
+        sr::leave_out_failed(&mut organs);
+    }
     let measuring = t.elapsed();
     let t = Instant::now();
-    let without;
-    let (labels, key) = if left_out.is_empty() {
+    let delivered: Vec<Organ> = organs.iter().filter(|o| !o.left_out).cloned().collect();
+    let mut kept = [false; 256];
+    kept[0] = true;
+    for o in &delivered {
+        kept[usize::from(o.value)] = true;
+    }
+    let reduced;
+    let (labels, key) = if segmentation
+        .labels
+        .data
+        .iter()
+        .all(|&v| kept[usize::from(v)])
+    {
         (&segmentation.labels, source.key())
     } else {
-        without = segmentation
+        reduced = segmentation
             .labels
-            .map(|v| if left_out.contains(&v) { 0 } else { v });
+            .map(|v| if kept[usize::from(v)] { v } else { 0 });
         // Another content, another SEG: its UIDs must not be those of the whole result.
-        (&without, format!("{};left out {left_out:?}", source.key()))
+        let values: Vec<u8> = delivered.iter().map(|o| o.value).collect();
+        (&reduced, format!("{};delivered {values:?}", source.key()))
     };
-    let delivered: Vec<Organ> = organs.iter().filter(|o| !o.left_out).cloned().collect();
     let segs = if delivered.is_empty() {
         Vec::new()
     } else {
