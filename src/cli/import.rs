@@ -71,8 +71,13 @@ pub fn import_nnunet(args: ImportArgs) -> anyhow::Result<()> {
         println!("  {file}: ONNX Runtime vs PyTorch, largest logit difference {difference:.2e}");
     }
     for label in &m.labels {
+        let qualifiers: String = [&label.modifier, &label.region, &label.region_modifier]
+            .into_iter()
+            .flatten()
+            .map(|c| format!(", {}", c.meaning))
+            .collect();
         println!(
-            "  {:>3} {} ({} {} {})",
+            "  {:>3} {} ({} {} {}{qualifiers})",
             label.value, label.name, label.kind.scheme, label.kind.value, label.kind.meaning
         );
     }
