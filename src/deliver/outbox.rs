@@ -20,7 +20,7 @@ use crate::dicom::SegType;
 use crate::dicom::uid::SEGMENTATION_STORAGE;
 use crate::dicom::uid::ts;
 use crate::spool::Spool;
-use crate::store::{Attempt, DeliveryRow, DeliveryState, JobId, ResultObject, Store, now_ms};
+use crate::store::{Attempt, DeliveryRow, JobId, ResultObject, Store, now_ms};
 
 /// How often the outbox looks for due deliveries without a wake-up.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -152,10 +152,8 @@ impl Outbox {
         if let Attempt::Failed { error } = &attempt {
             tracing::error!(%error, "delivery failed for good: an operator must act (segnode retry)");
         }
-        match self.store.record_attempt(d, &attempt).await {
-            Ok(0) if attempt.state() == DeliveryState::Delivered => self.promote(d.job_id).await,
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "cannot record a delivery attempt"),
+        if let Err(e) = self.store.record_attempt(d, &attempt).await {
+            tracing::error!(error = %e, "cannot record a delivery attempt");
         }
     }
 

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::audit::append_audit;
-use super::jobs::claimed_job;
+use super::jobs::{claimed_job, promote_to_delivered};
 use super::{
     AuditKind, DeliveryState, Engine, JobId, ResultObject, Store, StoreError, begin_writing, now_ms,
 };
@@ -159,9 +159,10 @@ impl Store {
         .await?)
     }
 
-    /// Records an attempt, audited. Returns how many of the job's deliveries are not
-    /// delivered once it is recorded (counted in the same transaction, so that of two
-    /// deliveries finishing together the later one sees none left).
+    /// Records an attempt, audited; the job's last delivery promotes the job to
+    /// `delivered` in the same transaction. Returns how many of the job's deliveries are
+    /// not delivered once it is recorded (counted in the same transaction, so that of
+    /// two deliveries finishing together the later one sees none left).
     pub async fn record_attempt(
         &self,
         d: &DeliveryRow,
@@ -230,6 +231,12 @@ impl Store {
         .bind(d.job_id)
         .fetch_one(&mut *tx)
         .await?;
+        // The last delivery and the job's promotion in one transaction: a node killed
+        // between the two would leave the job `succeeded` for good, the other nodes
+        // sweeping only when they start.
+        if open == 0 && state == DeliveryState::Delivered {
+            promote_to_delivered(&mut tx, &self.node.node_id, d.job_id).await?;
+        }
         tx.commit().await?;
         Ok(open)
     }
@@ -364,7 +371,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_job_whose_deliveries_are_all_done_is_found_until_promoted() {
+    async fn the_last_delivery_promotes_its_job_in_the_same_transaction() {
         let store = crate::store::testing::store().await;
         let job = queued_job(&store, 1, "PACS").await;
         let claimed = store.claim_next_job().await.unwrap().unwrap();
@@ -391,12 +398,27 @@ mod tests {
             status: "0x0000".into(),
             note: None,
         };
-        store.record_attempt(&due[0], &delivered).await.unwrap();
+        assert_eq!(store.record_attempt(&due[0], &delivered).await.unwrap(), 1);
+        let state = || async { store.job(job).await.unwrap().unwrap().state };
+        assert_eq!(state().await, super::super::JobState::Succeeded);
+        // The last attempt: the job is delivered with it, nothing left to sweep.
+        assert_eq!(store.record_attempt(&due[1], &delivered).await.unwrap(), 0);
+        assert_eq!(state().await, super::super::JobState::Delivered);
         assert!(store.fully_delivered_jobs().await.unwrap().is_empty());
-        // The last attempt recorded, then a stop before the promotion.
-        store.record_attempt(&due[1], &delivered).await.unwrap();
+        assert!(!store.mark_delivered(job).await.unwrap());
+        let promoted = store
+            .audit_rows(Some(AuditKind::JobDelivered))
+            .await
+            .unwrap();
+        assert_eq!(promoted.len(), 1);
+        // A database written before the two were one transaction may hold such a job:
+        // the outbox's start-up sweep finds it.
+        sqlx::query("UPDATE jobs SET state = 'succeeded' WHERE id = $1")
+            .bind(job)
+            .execute(&store.pool)
+            .await
+            .unwrap();
         assert_eq!(store.fully_delivered_jobs().await.unwrap(), vec![job]);
         assert!(store.mark_delivered(job).await.unwrap());
-        assert!(store.fully_delivered_jobs().await.unwrap().is_empty());
     }
 }

@@ -135,6 +135,36 @@ macro_rules! claim_job_sql {
 }
 
 /// One job with the series facts that events about it carry.
+/// Succeeded → delivered in `tx`, when the job still is succeeded; audited as done by
+/// `node_id`. Whether it changed.
+pub(super) async fn promote_to_delivered(
+    tx: &mut sqlx::Transaction<'static, Any>,
+    node_id: &str,
+    id: JobId,
+) -> Result<bool, StoreError> {
+    let next = JobState::Succeeded.transition(JobState::Delivered)?;
+    let changed = sqlx::query(
+        "UPDATE jobs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'succeeded'",
+    )
+    .bind(next)
+    .bind(now_ms())
+    .bind(id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if changed {
+        let job = claimed_job(&mut **tx, id).await?;
+        append_audit(
+            tx,
+            node_id,
+            &job.event(AuditKind::JobDelivered, serde_json::Value::Null),
+        )
+        .await?;
+    }
+    Ok(changed)
+}
+
 pub(super) async fn claimed_job<'e, E>(executor: E, id: JobId) -> Result<ClaimedJob, StoreError>
 where
     E: sqlx::Executor<'e, Database = Any>,
@@ -398,27 +428,8 @@ impl Store {
     /// Succeeded → delivered, when the job still is succeeded; audited. Returns
     /// whether it changed.
     pub async fn mark_delivered(&self, id: JobId) -> Result<bool, StoreError> {
-        let next = JobState::Succeeded.transition(JobState::Delivered)?;
         let mut tx = self.pool.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE jobs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'succeeded'",
-        )
-        .bind(next)
-        .bind(now_ms())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if changed {
-            let job = claimed_job(&mut *tx, id).await?;
-            append_audit(
-                &mut tx,
-                &self.node.node_id,
-                &job.event(AuditKind::JobDelivered, serde_json::Value::Null),
-            )
-            .await?;
-        }
+        let changed = promote_to_delivered(&mut tx, &self.node.node_id, id).await?;
         tx.commit().await?;
         Ok(changed)
     }
