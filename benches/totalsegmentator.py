@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "training" / "nnunet"))
 import reference  # noqa: E402
+from bench_node import free_port, node_config, wait_port  # noqa: E402
 
 BINARY = ROOT / "target" / "release" / "segnode"
 MIN_VOXELS = 1000
@@ -76,30 +76,14 @@ def dice(a, b):
     return result
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def served(model: Path, series: Path, work: Path, names: set):
     """The series through `segnode serve` to a storescp: the SEG's dciodvfy errors and
     whether its segment labels are label names of the model."""
-    inbox, data = work / "inbox", work / "node"
+    inbox = work / "inbox"
     inbox.mkdir()
     scp_port, dicom_port = free_port(), free_port()
     config = work / "segnode.toml"
-    config.write_text(f"""
-[node]
-ae_title = "SEGNODE"
-data_dir = "{data}"
-[dicom]
-listen = "127.0.0.1:{dicom_port}"
-[[dicom.allowed_peers]]
-ae_title = "STORESCU"
-[series]
-stable_seconds = 2
-[http]
+    config.write_text(node_config(work / "node", dicom_port, 2, f"""[http]
 listen = "127.0.0.1:0"
 [model]
 path = "{model}"
@@ -110,17 +94,13 @@ host = "127.0.0.1"
 port = {scp_port}
 route_from = ["STORESCU"]
 objects = ["seg"]
-""")
+"""))
     scp = subprocess.Popen(["storescp", "--fork", "-aet", "PACS", "-od", str(inbox), str(scp_port)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     node = subprocess.Popen([str(BINARY), "serve", "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=open(work / "node.log", "w"))
     try:
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", dicom_port)) == 0:
-                    break
-            time.sleep(0.2)
+        wait_port(dicom_port)
         subprocess.run(["storescu", "-aet", "STORESCU", "-aec", "SEGNODE", "+sd", "+r", "-xv", "127.0.0.1",
                         str(dicom_port), str(series)], check=True, capture_output=True)
         deadline = time.time() + 1800

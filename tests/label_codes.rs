@@ -8,34 +8,18 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-/// The test cascade with its labels coded as `kidney_right` (Kidney, modifier Right)
-/// and `liver_vessels` (Blood vessel, region Liver), in a folder under `dir`.
-fn recoded_model(dir: &Path) -> PathBuf {
-    let model = dir.join("model");
-    std::fs::create_dir(&model).unwrap();
-    for f in ["stage1.onnx", "stage2.onnx"] {
-        std::fs::copy(test_model().join(f), model.join(f)).unwrap();
-    }
-    let manifest = std::fs::read_to_string(test_model().join("model.toml"))
-        .unwrap()
-        .replace(
-            r#"type = { scheme = "SCT", value = "87784001", meaning = "Soft tissue" }"#,
-            r#"type = { scheme = "SCT", value = "64033007", meaning = "Kidney" }
-type_modifier = { scheme = "SCT", value = "24028007", meaning = "Right" }"#,
-        )
-        .replace(
-            r#"type = { scheme = "SCT", value = "272673000", meaning = "Bone" }"#,
-            r#"type = { scheme = "SCT", value = "59820001", meaning = "Blood vessel" }
-region = { scheme = "SCT", value = "10200004", meaning = "Liver" }"#,
-        );
-    std::fs::write(model.join("model.toml"), manifest).unwrap();
-    model
-}
-
 #[test]
 fn side_and_region_reach_the_seg_and_the_report() {
     let dir = tempfile::tempdir().unwrap();
-    let model = recoded_model(dir.path());
+    // Coded as `kidney_right` (Kidney, modifier Right) and `liver_vessels` (Blood
+    // vessel, region Liver).
+    let model = recoded_test_model(
+        dir.path(),
+        r#"type = { scheme = "SCT", value = "64033007", meaning = "Kidney" }
+type_modifier = { scheme = "SCT", value = "24028007", meaning = "Right" }"#,
+        r#"type = { scheme = "SCT", value = "59820001", meaning = "Blood vessel" }
+region = { scheme = "SCT", value = "10200004", meaning = "Liver" }"#,
+    );
     let out = dir.path().join("out");
     let summary: serde_json::Value = serde_json::from_slice(&segnode_ok([
         "run".as_ref(),

@@ -226,22 +226,11 @@ fn only_the_labels_named_are_delivered() {
 fn when_every_organ_fails_only_the_report_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let config = leaving_out(dir.path());
-    let model = dir.path().join("model");
-    std::fs::create_dir(&model).unwrap();
-    for f in ["stage1.onnx", "stage2.onnx"] {
-        std::fs::copy(test_model().join(f), model.join(f)).unwrap();
-    }
-    let manifest = std::fs::read_to_string(test_model().join("model.toml"))
-        .unwrap()
-        .replace(
-            r#"type = { scheme = "SCT", value = "87784001", meaning = "Soft tissue" }"#,
-            r#"type = { scheme = "SCT", value = "78961009", meaning = "Spleen" }"#,
-        )
-        .replace(
-            r#"type = { scheme = "SCT", value = "272673000", meaning = "Bone" }"#,
-            r#"type = { scheme = "SCT", value = "10200004", meaning = "Liver" }"#,
-        );
-    std::fs::write(model.join("model.toml"), manifest).unwrap();
+    let model = recoded_test_model(
+        dir.path(),
+        r#"type = { scheme = "SCT", value = "78961009", meaning = "Spleen" }"#,
+        r#"type = { scheme = "SCT", value = "10200004", meaning = "Liver" }"#,
+    );
 
     let series = run(&config, &model, &real_series(), &dir.path().join("out"));
     assert_eq!(

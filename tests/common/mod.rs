@@ -236,6 +236,27 @@ pub fn test_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/test-cascade")
 }
 
+/// The test cascade's label type lines in its manifest, to recode its labels with.
+pub const SOFT_TISSUE_TYPE: &str =
+    r#"type = { scheme = "SCT", value = "87784001", meaning = "Soft tissue" }"#;
+pub const BONE_TYPE: &str = r#"type = { scheme = "SCT", value = "272673000", meaning = "Bone" }"#;
+
+/// The test cascade copied to `dir/model` with its soft tissue label coded by the
+/// manifest lines `soft_tissue` and its bone label by `bone` (other structures).
+pub fn recoded_test_model(dir: &Path, soft_tissue: &str, bone: &str) -> PathBuf {
+    let model = dir.join("model");
+    std::fs::create_dir(&model).unwrap();
+    for f in ["stage1.onnx", "stage2.onnx"] {
+        std::fs::copy(test_model().join(f), model.join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(test_model().join("model.toml"))
+        .unwrap()
+        .replace(SOFT_TISSUE_TYPE, soft_tissue)
+        .replace(BONE_TYPE, bone);
+    std::fs::write(model.join("model.toml"), manifest).unwrap();
+    model
+}
+
 pub struct TestNode {
     pub addr: SocketAddr,
     /// The DICOM TLS listener, when the configuration has one.
