@@ -29,3 +29,12 @@ def node_config(data_dir: pathlib.Path, port: int, stable_seconds: float, tail: 
         f'[dicom]\nlisten = "127.0.0.1:{port}"\nallow_any_calling_ae = true\nmin_free_disk_mb = 100\n'
         f"[series]\nstable_seconds = {stable_seconds}\n{tail}"
     )
+
+
+def pacs_destination(port: int, extra: str = "") -> str:
+    """A `[[destinations]]` table: the storescp "PACS" on 127.0.0.1:`port`, receiving
+    the results of what STORESCU sends."""
+    return (
+        f'[[destinations]]\nname = "pacs"\nae_title = "PACS"\nhost = "127.0.0.1"\nport = {port}\n'
+        f'route_from = ["STORESCU"]\n{extra}'
+    )

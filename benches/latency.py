@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from bench_node import free_port, node_config, wait_port
+from bench_node import free_port, node_config, pacs_destination, wait_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 STABLE = 1.0
@@ -32,15 +32,8 @@ def run_case(binary, model, series, syntax_flag):
     scp = subprocess.Popen(["/usr/bin/storescp", "-aet", "PACS", "-od", inbox, str(scp_port)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     config = work / "segnode.toml"
-    config.write_text(node_config(work / "data", node_port, STABLE, f'''[model]
-path = "{model}"
-[[destinations]]
-name = "pacs"
-ae_title = "PACS"
-host = "127.0.0.1"
-port = {scp_port}
-route_from = ["STORESCU"]
-'''))
+    config.write_text(node_config(work / "data", node_port, STABLE,
+                                  f'[model]\npath = "{model}"\n' + pacs_destination(scp_port)))
     node = subprocess.Popen([binary, "--config", config, "serve"], stdout=subprocess.DEVNULL,
                             stderr=open(work / "node.log", "w"))
     try:

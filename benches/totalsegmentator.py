@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "training" / "nnunet"))
 import reference  # noqa: E402
-from bench_node import free_port, node_config, wait_port  # noqa: E402
+from bench_node import free_port, node_config, pacs_destination, wait_port  # noqa: E402
 
 BINARY = ROOT / "target" / "release" / "segnode"
 MIN_VOXELS = 1000
@@ -83,18 +83,9 @@ def served(model: Path, series: Path, work: Path, names: set):
     inbox.mkdir()
     scp_port, dicom_port = free_port(), free_port()
     config = work / "segnode.toml"
-    config.write_text(node_config(work / "node", dicom_port, 2, f"""[http]
-listen = "127.0.0.1:0"
-[model]
-path = "{model}"
-[[destinations]]
-name = "pacs"
-ae_title = "PACS"
-host = "127.0.0.1"
-port = {scp_port}
-route_from = ["STORESCU"]
-objects = ["seg"]
-"""))
+    config.write_text(node_config(work / "node", dicom_port, 2,
+                                  f'[http]\nlisten = "127.0.0.1:0"\n[model]\npath = "{model}"\n'
+                                  + pacs_destination(scp_port, 'objects = ["seg"]\n')))
     scp = subprocess.Popen(["storescp", "--fork", "-aet", "PACS", "-od", str(inbox), str(scp_port)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     node = subprocess.Popen([str(BINARY), "serve", "--config", str(config)],
