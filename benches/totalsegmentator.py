@@ -150,7 +150,7 @@ def main():
                 "node_peak_mib": round(node_peak), "nnunet_peak_mib": round(nnunet_peak),
                 "labels_compared": len(per_label),
                 "min_dice": min(per_label.values()) if per_label else None,
-                "segments_in_run_seg": len(report["sr"]["organs"]) if report.get("sr") else 0,
+                "organs_reported": len(report["sr"]["organs"]) if report.get("sr") else 0,
             }
             print(f"{dataset.name}: segnode run {node_seconds:.1f} s (inference {row['node_inference_seconds']} s, "
                   f"peak {row['node_peak_mib']} MiB), nnUNetPredictor {nnunet_seconds:.1f} s "

@@ -560,6 +560,13 @@ fn root(
     ]
 }
 
+/// The model's label of `organ` and its type as a code (a plain Finding without one).
+fn finding<'m>(organ: &Organ, model: &'m Manifest) -> (Option<&'m Label>, InMemDicomObject) {
+    let label = model.labels.iter().find(|l| l.value == organ.value);
+    let code = label.map_or_else(|| coded("DCM", "121071", "Finding"), |l| code(&l.kind));
+    (label, code)
+}
+
 /// Each organ left out of the result: a coded item (the organ, under the node's
 /// concept "Left out of the result") and a comment that says why.
 fn left_out(organs: &[Organ], model: &Manifest) -> Vec<InMemDicomObject> {
@@ -567,9 +574,7 @@ fn left_out(organs: &[Organ], model: &Manifest) -> Vec<InMemDicomObject> {
         .iter()
         .filter(|o| o.left_out)
         .flat_map(|organ| {
-            let label = model.labels.iter().find(|l| l.value == organ.value);
-            let finding =
-                label.map_or_else(|| coded("DCM", "121071", "Finding"), |l| code(&l.kind));
+            let (_, finding) = finding(organ, model);
             let reasons = organ
                 .qa
                 .reasons
@@ -633,8 +638,7 @@ fn group(
     source_series: &str,
     sop_instance_uid: &str,
 ) -> InMemDicomObject {
-    let label = model.labels.iter().find(|l| l.value == organ.value);
-    let finding = label.map_or_else(|| coded("DCM", "121071", "Finding"), |l| code(&l.kind));
+    let (label, finding) = finding(organ, model);
     let tracking_uid = derived_uid(sop_instance_uid, "tracking", &[organ.value]);
     let hu = || coded("UCUM", "[hnsf'U]", "Hounsfield unit");
     let attenuation = |value: f64, derivation: InMemDicomObject| {

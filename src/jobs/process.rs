@@ -280,12 +280,15 @@ fn encode(
         kept[usize::from(o.value)] = true;
     }
     let reduced;
-    let (labels, key) = if segmentation
+    // Whole when every label the cascade found is delivered (its counts are the
+    // label map's).
+    let whole = segmentation
+        .summary
         .labels
-        .data
         .iter()
-        .all(|&v| kept[usize::from(v)])
-    {
+        .filter(|l| l.voxels > 0)
+        .all(|l| kept[usize::from(l.value)]);
+    let (labels, key) = if whole {
         (&segmentation.labels, source.key())
     } else {
         reduced = segmentation

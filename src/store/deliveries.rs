@@ -375,16 +375,7 @@ mod tests {
         let store = crate::store::testing::store().await;
         let job = queued_job(&store, 1, "PACS").await;
         let claimed = store.claim_next_job().await.unwrap().unwrap();
-        let outcome = super::super::JobOutcome {
-            state: super::super::JobState::Succeeded,
-            reason: None,
-            error_code: None,
-            summary: serde_json::json!({}),
-            timings_ms: Vec::new(),
-            results: Vec::new(),
-            instance_count: None,
-            qa_verdict: None,
-        };
+        let outcome = super::super::testing::outcome(super::super::JobState::Succeeded, Vec::new());
         store.finish_job(&claimed, &outcome, &[]).await.unwrap();
         // Succeeded without deliveries (no destination): nothing to promote.
         assert!(store.fully_delivered_jobs().await.unwrap().is_empty());

@@ -521,27 +521,25 @@ mod tests {
     }
 
     fn outcome(state: JobState) -> JobOutcome {
+        let results = if state == JobState::Succeeded {
+            vec![
+                result(
+                    ResultObject::Seg,
+                    Some(SegType::Binary),
+                    "2.25.1",
+                    "seg-file",
+                ),
+                result(ResultObject::KeyImages, None, "2.25.2", "key-file"),
+            ]
+        } else {
+            Vec::new()
+        };
         JobOutcome {
-            state,
             reason: (state == JobState::Failed).then(|| "volume: a slice is missing".into()),
             error_code: (state == JobState::Failed).then(|| "missing_slice".into()),
-            summary: serde_json::json!({}),
             timings_ms: vec![("volume", 4)],
-            results: if state == JobState::Succeeded {
-                vec![
-                    result(
-                        ResultObject::Seg,
-                        Some(SegType::Binary),
-                        "2.25.1",
-                        "seg-file",
-                    ),
-                    result(ResultObject::KeyImages, None, "2.25.2", "key-file"),
-                ]
-            } else {
-                Vec::new()
-            },
             instance_count: Some(2),
-            qa_verdict: None,
+            ..crate::store::testing::outcome(state, results)
         }
     }
 
@@ -739,16 +737,7 @@ mod tests {
         assert_eq!(again.id, first);
 
         assert!(!a.renew_job_lease(first).await.unwrap());
-        let outcome = JobOutcome {
-            state: JobState::Succeeded,
-            reason: None,
-            error_code: None,
-            summary: serde_json::json!({}),
-            timings_ms: Vec::new(),
-            results: Vec::new(),
-            instance_count: None,
-            qa_verdict: None,
-        };
+        let outcome = crate::store::testing::outcome(JobState::Succeeded, Vec::new());
         assert!(matches!(
             a.finish_job(&job, &outcome, &[]).await,
             Err(StoreError::LeaseLost(id)) if id == first

@@ -460,6 +460,20 @@ pub(crate) mod testing {
     use super::*;
     use crate::dicom::Uid;
 
+    /// A job's outcome in `state` with `results`, and nothing else recorded.
+    pub fn outcome(state: JobState, results: Vec<NewResult>) -> JobOutcome {
+        JobOutcome {
+            state,
+            reason: None,
+            error_code: None,
+            summary: serde_json::json!({}),
+            timings_ms: Vec::new(),
+            results,
+            instance_count: None,
+            qa_verdict: None,
+        }
+    }
+
     /// A store over a new, empty database, with the node id `test-node`: an SQLite
     /// file in a temporary folder, or, when `SEGNODE_TEST_POSTGRES` names a PostgreSQL
     /// server (a `postgres://` URL of a role that may create databases), a database of
@@ -589,14 +603,9 @@ mod tests {
         queued_job(&store, 2, "PACS").await;
         let job = store.claim_next_job().await.unwrap().unwrap();
         let outcome = JobOutcome {
-            state: JobState::Succeeded,
-            reason: None,
-            error_code: None,
             summary: serde_json::json!({ "timings_ms": { "volume": 5, "cascade": 7 } }),
             timings_ms: vec![("volume", 5), ("cascade", 7)],
-            results: Vec::new(),
-            instance_count: None,
-            qa_verdict: None,
+            ..testing::outcome(JobState::Succeeded, Vec::new())
         };
         store.finish_job(&job, &outcome, &[]).await.unwrap();
         let counts = store.counts().await.unwrap();

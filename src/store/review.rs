@@ -104,20 +104,16 @@ mod tests {
         let store = crate::store::testing::store().await;
         queued_job(&store, 2, "PACS").await;
         let job = store.claim_next_job().await.unwrap().unwrap();
+        let seg = NewResult {
+            kind: ResultObject::Seg,
+            variant: Some(SegType::Binary),
+            sop_instance_uid: Uid::parse("2.25.1").unwrap(),
+            file: "seg-file".into(),
+        };
         let review = JobOutcome {
-            state: JobState::Review,
-            reason: None,
-            error_code: None,
-            summary: serde_json::json!({}),
-            timings_ms: Vec::new(),
-            results: vec![NewResult {
-                kind: ResultObject::Seg,
-                variant: Some(SegType::Binary),
-                sop_instance_uid: Uid::parse("2.25.1").unwrap(),
-                file: "seg-file".into(),
-            }],
             instance_count: Some(2),
             qa_verdict: Some(Verdict::Warn),
+            ..super::super::testing::outcome(JobState::Review, vec![seg])
         };
         let delivery = NewDelivery {
             destination: "pacs".into(),
