@@ -17,31 +17,6 @@ fn leaving_out(dir: &Path) -> PathBuf {
     configured(dir, "", "[review]\ndeliver_failed_organs = false\n")
 }
 
-/// The test configuration for a data directory under `dir`, with `model` added to its
-/// `[model]` table and `tail` after it.
-fn configured(dir: &Path, model: &str, tail: &str) -> PathBuf {
-    let file = dir.join("segnode.toml");
-    let text = format!("{}{model}\n{tail}", test_config(&dir.join("data"), ""));
-    std::fs::write(&file, text).unwrap();
-    file
-}
-
-/// `segnode run` with `config` and `model` on `series`; its summary of the series.
-fn run(config: &Path, model: &Path, series: &Path, out: &Path) -> serde_json::Value {
-    let summary: serde_json::Value = serde_json::from_slice(&segnode_ok([
-        "run".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-        "--model".as_ref(),
-        model.as_os_str(),
-        "--out".as_ref(),
-        out.as_os_str(),
-        series.as_os_str(),
-    ]))
-    .unwrap();
-    summary["series"][0].clone()
-}
-
 fn names(organs: &[&serde_json::Value]) -> Vec<String> {
     organs
         .iter()
@@ -58,7 +33,12 @@ fn failed_organs_are_left_out_and_the_report_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let config = leaving_out(dir.path());
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/abdomen-cascade");
-    let series = run(&config, &model, &real_series(), &dir.path().join("out"));
+    let series = run_offline(
+        Some(&config),
+        &model,
+        &real_series(),
+        &dir.path().join("out"),
+    );
     let organs = series["sr"]["organs"].as_array().unwrap();
     let (failed, kept): (Vec<_>, Vec<_>) =
         organs.iter().partition(|o| o["qa"]["verdict"] == "fail");
@@ -171,7 +151,12 @@ fn only_the_labels_named_are_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let config = configured(dir.path(), "labels = [\"spleen\", \"liver\"]", "");
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/abdomen-cascade");
-    let series = run(&config, &model, &real_series(), &dir.path().join("out"));
+    let series = run_offline(
+        Some(&config),
+        &model,
+        &real_series(),
+        &dir.path().join("out"),
+    );
     let organs: Vec<_> = series["sr"]["organs"].as_array().unwrap().iter().collect();
     assert_eq!(names(&organs), ["spleen", "liver"]);
     let seg_file = PathBuf::from(series["seg"]["file"].as_str().unwrap());
@@ -232,7 +217,12 @@ fn when_every_organ_fails_only_the_report_is_written() {
         r#"type = { scheme = "SCT", value = "10200004", meaning = "Liver" }"#,
     );
 
-    let series = run(&config, &model, &real_series(), &dir.path().join("out"));
+    let series = run_offline(
+        Some(&config),
+        &model,
+        &real_series(),
+        &dir.path().join("out"),
+    );
     assert_eq!(
         series["result"], "every organ failed its quality checks and was left out",
         "{series}"

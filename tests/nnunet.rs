@@ -253,3 +253,109 @@ fn behind_a_coarse_stage_the_nnunet_stage_runs_on_its_region_only() {
         liver(&alone)
     );
 }
+
+/// The reference model's manifest (its files copied into `dir`) with `edit` applied.
+fn edited(dir: &Path, edit: impl FnOnce(&mut Manifest)) -> PathBuf {
+    let from = reference_model();
+    let mut manifest: Manifest =
+        toml::from_str(&std::fs::read_to_string(from.join("model.toml")).unwrap()).unwrap();
+    manifest.stage2.mirror_axes.clear();
+    for network in &manifest.stage2.folds {
+        std::fs::copy(from.join(&network.file), dir.join(&network.file)).unwrap();
+    }
+    edit(&mut manifest);
+    std::fs::write(dir.join("model.toml"), toml::to_string(&manifest).unwrap()).unwrap();
+    dir.to_path_buf()
+}
+
+/// A two-part model as `import-nnunet A B` writes it, made of the reference model's two
+/// folds as its parts, the second's labels numbered 7 to 12 ("... (part 2)"): each part
+/// labels as it does alone, the second's labels written over the first's where it has
+/// one, as TotalSegmentator merges its parts. With `[model] labels` naming labels of the
+/// first part only, the second is never opened nor run.
+#[test]
+fn the_parts_of_a_multi_part_model_merge_as_totalsegmentator_merges_them() {
+    let alone = |fold: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let model = edited(dir.path(), |m| {
+            m.stage2.folds = vec![m.stage2.folds[fold].clone()];
+        });
+        let out = dir.path().join("out");
+        run_offline(None, &model, &real_series(), &out);
+        std::fs::read(out.join("series-001/labels.u8")).unwrap()
+    };
+    let (first, second) = (alone(0), alone(1));
+    let dir = tempfile::tempdir().unwrap();
+    let model = edited(dir.path(), |m| {
+        let mut part2 = m.stage2.clone();
+        part2.folds = vec![m.stage2.folds[1].clone()];
+        part2.channels = (7..=12).collect();
+        m.stage2.folds.truncate(1);
+        m.stage2.channels = (1..=6).collect();
+        m.parts = vec![part2];
+        let more: Vec<_> = m
+            .labels
+            .iter()
+            .map(|l| {
+                let mut l = l.clone();
+                l.value += 6;
+                l.name = format!("{} (part 2)", l.name);
+                l
+            })
+            .collect();
+        m.labels.extend(more);
+    });
+    let out = dir.path().join("out");
+    let summary = run_offline(None, &model, &real_series(), &out);
+    assert_eq!(summary["cascade"]["labels"].as_array().unwrap().len(), 12);
+    let merged = std::fs::read(out.join("series-001/labels.u8")).unwrap();
+    let expected: Vec<u8> = first
+        .iter()
+        .zip(&second)
+        .map(|(a, b)| if *b != 0 { b + 6 } else { *a })
+        .collect();
+    assert!(second.iter().filter(|v| **v != 0).count() > 10_000);
+    assert!(expected.iter().any(|v| (1..=6).contains(v)));
+    let differing = merged.iter().zip(&expected).filter(|(a, b)| a != b).count();
+    assert_eq!(
+        differing, 0,
+        "{differing} voxels differ from the parts run alone"
+    );
+    let liver = summary["cascade"]["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "liver (part 2)")
+        .unwrap()
+        .clone();
+    assert!(
+        liver["confidence"]["mean"].as_f64().unwrap() > 0.5,
+        "{liver}"
+    );
+
+    let config = configured(dir.path(), "labels = [\"liver\", \"spleen\"]", "");
+    let out = dir.path().join("only-part-1");
+    let summary = run_offline(Some(&config), &model, &real_series(), &out);
+    assert_eq!(
+        summary["cascade"]["parts_skipped"], 1,
+        "{}",
+        summary["cascade"]
+    );
+    assert_eq!(
+        std::fs::read(out.join("series-001/labels.u8")).unwrap(),
+        first
+    );
+    let organs: Vec<&str> = summary["sr"]["organs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    let found: Vec<&str> = [(1u8, "spleen"), (4, "liver")]
+        .into_iter()
+        .filter(|(v, _)| first.contains(v))
+        .map(|(_, name)| name)
+        .collect();
+    assert!(found.contains(&"liver"));
+    assert_eq!(organs, found);
+}

@@ -18,20 +18,6 @@ fn default_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/abdomen-cascade")
 }
 
-/// `segnode run` on one series folder; returns the series' summary.
-fn run(model: &Path, series: &Path, out: &Path) -> serde_json::Value {
-    let stdout = segnode_ok([
-        "run".as_ref(),
-        "--model".as_ref(),
-        model.as_os_str(),
-        "--out".as_ref(),
-        out.as_os_str(),
-        series.as_os_str(),
-    ]);
-    let summary: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
-    summary["series"][0].clone()
-}
-
 #[test]
 fn the_test_series_in_four_layouts_gives_one_label_map_in_patient_space() {
     let variants = tempfile::tempdir().unwrap();
@@ -50,7 +36,12 @@ fn the_test_series_in_four_layouts_gives_one_label_map_in_patient_space() {
     assert_eq!(layouts["source"], "SPL");
 
     let out = tempfile::tempdir().unwrap();
-    let stored = run(&default_model(), &real_series(), &out.path().join("stored"));
+    let stored = run_offline(
+        None,
+        &default_model(),
+        &real_series(),
+        &out.path().join("stored"),
+    );
     assert_eq!(stored["cascade"]["frame"]["mapping"], "identity");
     let stored_labels = out.path().join("stored/series-001/labels.u8");
     let found = stored["cascade"]["labels"]
@@ -71,7 +62,7 @@ fn the_test_series_in_four_layouts_gives_one_label_map_in_patient_space() {
     ] {
         assert_eq!(layouts["layouts"][name], frame);
         let source = variants.path().join(name);
-        let result = run(&default_model(), &source, &out.path().join(name));
+        let result = run_offline(None, &default_model(), &source, &out.path().join(name));
         // The node says which mapping it applied.
         assert_eq!(result["cascade"]["frame"]["source"], frame, "{name}");
         assert_eq!(result["cascade"]["frame"]["model"], "SPL");
@@ -164,7 +155,7 @@ async fn a_gdcm_series_from_another_hospital_goes_through_serve_to_storescp() {
     // highdicom reads it back onto the source, voxel for voxel with the node's result
     // for the same files offline.
     let offline = tempfile::tempdir().unwrap();
-    run(&test_model(), &series, offline.path());
+    run_offline(None, &test_model(), &series, offline.path());
     check_seg(seg, &series, &offline.path().join("series-001/labels.u8"));
     node.stop().await;
 }

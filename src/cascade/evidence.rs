@@ -87,6 +87,17 @@ impl Evidence {
         self.inside[best] += f64::from(p[best]) / sum;
     }
 
+    /// Adds the evidence of a part whose channel `c` is label `values[c]` (the
+    /// background of every part is the model's).
+    pub fn absorb(&mut self, part: Self, values: &[u8]) {
+        for (c, v) in values.iter().enumerate().take(part.won.len()) {
+            let v = usize::from(*v);
+            self.won[v] += part.won[c];
+            self.inside[v] += part.inside[c];
+            self.soft[v] += part.soft[c];
+        }
+    }
+
     fn merge(mut self, other: Self) -> Self {
         for c in 0..self.won.len() {
             self.won[c] += other.won[c];
@@ -146,6 +157,16 @@ mod tests {
         assert_eq!(e.won, vec![0, 2]);
         assert_eq!(e.confidence(0), None);
         assert_eq!(e.confidence(7), None);
+    }
+
+    #[test]
+    fn a_part_s_channels_add_to_the_labels_they_stand_for() {
+        let mut model = Evidence::empty(4);
+        model.absorb(evidence(&[9.0, 9.0, -9.0]), &[0, 3]);
+        model.absorb(evidence(&[9.0, -9.0, -9.0]), &[0, 2]);
+        assert_eq!(model.won, vec![3, 0, 1, 2]);
+        assert_eq!(model.confidence(1), None);
+        assert!(model.confidence(3).unwrap().mean > 0.99);
     }
 
     #[test]

@@ -29,6 +29,12 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage1: Option<Stage>,
     pub stage2: Stage,
+    /// The further parts of a multi-part model (TotalSegmentator's five 1.5 mm `total`
+    /// networks): nnU-Net stages run after stage 2 on the same series, in order, each
+    /// writing its labels (through its `channels`) over what the parts before it wrote,
+    /// as TotalSegmentator merges its parts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Stage>,
     /// How stage 1's region restricts stage 2; required with a stage 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cascade: Option<CascadeRules>,
@@ -106,6 +112,10 @@ pub struct Stage {
     /// of flips is also predicted and averaged in; empty for none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirror_axes: Vec<usize>,
+    /// The label value of each output channel after the background, where they are
+    /// not the same (the parts of a multi-part model); empty: channel `c` is label `c`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<u8>,
     /// Stage 1 only: the frame its network was trained in, where not the model's (a
     /// coarse stage of another model in front of an imported one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -289,14 +299,22 @@ impl Model {
 }
 
 impl Manifest {
-    /// The stages that exist, with their names: stage 1 (if any), then stage 2.
-    pub fn stages(&self) -> Vec<(&'static str, &Stage)> {
+    /// The stages that exist, with their names: stage 1 (if any), stage 2, its parts.
+    pub fn stages(&self) -> Vec<(String, &Stage)> {
         let mut stages = Vec::new();
         if let Some(s) = &self.stage1 {
-            stages.push(("stage1", s));
+            stages.push(("stage1".to_string(), s));
         }
-        stages.push(("stage2", &self.stage2));
+        stages.push(("stage2".to_string(), &self.stage2));
+        for (i, part) in self.parts.iter().enumerate() {
+            stages.push((format!("parts[{i}]"), part));
+        }
         stages
+    }
+
+    /// Stage 2 and the further parts, in the order they run.
+    pub fn stage2_parts(&self) -> impl Iterator<Item = &Stage> {
+        std::iter::once(&self.stage2).chain(&self.parts)
     }
 
     /// Every ONNX file of the model, stage 1's first.
@@ -321,8 +339,14 @@ impl Manifest {
         for (name, s) in self.stages() {
             s.validate().map_err(|reason| format!("{name}: {reason}"))?;
         }
-        if self.stage2.frame.is_some() {
+        if self.stage2_parts().any(|s| s.frame.is_some()) {
             return Err("stage2: its frame is the model's `frame`".into());
+        }
+        if self.stage1.as_ref().is_some_and(|s| !s.channels.is_empty()) {
+            return Err("stage1: channels belong to stage 2 and its parts".into());
+        }
+        if !self.parts.is_empty() && self.stage2_parts().any(|s| s.pipeline != Pipeline::Nnunet) {
+            return Err("parts: only nnunet stages are merged as parts".into());
         }
         if self.labels.is_empty() {
             return Err("no labels".into());
@@ -331,6 +355,11 @@ impl Manifest {
         values.sort_unstable();
         if values[0] == 0 || values.windows(2).any(|w| w[0] == w[1]) {
             return Err("label values must be unique and 1..=255".into());
+        }
+        for (name, s) in self.stages() {
+            if let Some(v) = s.channels.iter().find(|v| values.binary_search(v).is_err()) {
+                return Err(format!("{name}: channel label {v} is not among the labels"));
+            }
         }
         Ok(())
     }
@@ -345,6 +374,27 @@ impl Stage {
                 sha256: sha256.clone(),
             }],
             _ => self.folds.clone(),
+        }
+    }
+
+    /// The output channels of this stage 2 (or part) of a model with `classes`
+    /// channels: background and its `channels`, else the model's.
+    pub fn classes(&self, classes: usize) -> usize {
+        if self.channels.is_empty() {
+            classes
+        } else {
+            self.channels.len() + 1
+        }
+    }
+
+    /// The label value of each output channel (background 0).
+    pub fn label_values(&self, classes: usize) -> Vec<u8> {
+        if self.channels.is_empty() {
+            (0..classes).map(|c| c as u8).collect()
+        } else {
+            std::iter::once(0)
+                .chain(self.channels.iter().copied())
+                .collect()
         }
     }
 
@@ -419,5 +469,39 @@ impl Stage {
             (None, Some(f)) => source.map(|v| v * f),
             (None, None) => source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference() -> Manifest {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/nnunet-reference/model.toml");
+        toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn parts_are_nnunet_stages_whose_channels_name_labels_of_the_model() {
+        let mut m = reference();
+        let mut part = m.stage2.clone();
+        part.channels = vec![2, 1];
+        m.parts = vec![part];
+        assert_eq!(m.validate(), Ok(()));
+        assert_eq!(m.parts[0].classes(m.labels.len() + 1), 3);
+        assert_eq!(m.parts[0].label_values(7), [0, 2, 1]);
+        assert_eq!(m.stage2.label_values(3), [0, 1, 2]);
+        assert_eq!(m.stages().last().unwrap().0, "parts[0]");
+
+        m.parts[0].channels = vec![2, 9];
+        let err = m.validate().unwrap_err();
+        assert!(err.contains("parts[0]: channel label 9"), "{err}");
+
+        m.parts[0].channels.clear();
+        m.stage2.pipeline = Pipeline::Segnode;
+        m.stage2.folds.truncate(1);
+        m.stage2.transpose = None;
+        m.stage2.mirror_axes.clear();
+        assert!(m.validate().unwrap_err().contains("only nnunet stages"));
     }
 }

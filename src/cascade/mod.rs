@@ -122,7 +122,7 @@ pub fn open_cascades(
         provider: config.provider,
     };
     let cascades = (0..workers)
-        .map(|_| Cascade::open(model.clone(), options))
+        .map(|_| Cascade::open(model.clone(), options, config.labels.as_deref()))
         .collect::<Result<_, _>>()?;
     Ok((cascades, report))
 }
@@ -157,11 +157,12 @@ pub enum Scope {
     Everywhere,
 }
 
-/// A model's sessions, owned by one worker: stage 1's (if any), one per stage-2 fold.
+/// A model's sessions, owned by one worker: stage 1's (if any), and for stage 2 and
+/// each further part one per fold, or none for a part that labels nothing delivered.
 pub struct Cascade {
     pub model: Model,
     stage1: Option<StageSession>,
-    stage2: Vec<StageSession>,
+    stage2: Vec<Option<Vec<StageSession>>>,
 }
 
 /// Per-label result.
@@ -200,9 +201,17 @@ pub struct CascadeSummary {
     pub stage2_patch_fraction: f64,
     pub stage2_patches_run: usize,
     pub stage2_patches_total: usize,
+    /// The parts of a multi-part model that did not run: none of their labels is
+    /// delivered (`[model] labels`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub parts_skipped: usize,
     pub labels: Vec<LabelVolume>,
     /// True when stage 1 found nothing: "no structures found".
     pub empty: bool,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Which anatomical frame mapping the cascade applied (see [`frame`]).
@@ -244,9 +253,21 @@ struct Stage2 {
 }
 
 impl Cascade {
-    /// Creates the sessions and checks them against the manifest.
-    pub fn open(model: Model, options: SessionOptions) -> Result<Self, RuntimeError> {
+    /// Creates the sessions and checks them against the manifest; of a multi-part
+    /// model, only the parts that label something of `labels` (by name; all without).
+    pub fn open(
+        model: Model,
+        options: SessionOptions,
+        labels: Option<&[String]>,
+    ) -> Result<Self, RuntimeError> {
         let m = &model.manifest;
+        let delivered = |value: &u8| {
+            labels.is_none_or(|names| {
+                m.labels
+                    .iter()
+                    .any(|l| l.value == *value && names.contains(&l.name))
+            })
+        };
         let session = |stage: &Stage, network: &manifest::Network, classes| {
             StageSession::open(
                 model.path(network),
@@ -261,11 +282,22 @@ impl Cascade {
             .as_ref()
             .map(|s| session(s, &s.networks()[0], None))
             .transpose()?;
+        let classes = model.classes();
         let stage2 = m
-            .stage2
-            .networks()
-            .iter()
-            .map(|n| session(&m.stage2, n, Some(model.classes())))
+            .stage2_parts()
+            .map(|stage| {
+                let values = stage.label_values(classes);
+                let needed = m.parts.is_empty() || values[1..].iter().any(delivered);
+                needed
+                    .then(|| {
+                        stage
+                            .networks()
+                            .iter()
+                            .map(|n| session(stage, n, Some(stage.classes(classes))))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .transpose()
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self {
             model,
@@ -377,7 +409,10 @@ impl Cascade {
             stage.stats(),
         );
         timings.lap("region");
-        let inference = infer(&mut self.stage2[0], stage, &x2, pad2, Some(&region))?;
+        let session = &mut self.stage2[0]
+            .as_mut()
+            .expect("a single stage 2 always opens")[0];
+        let inference = infer(session, stage, &x2, pad2, Some(&region))?;
         timings.lap("stage2_inference");
         let evidence = inference.evidence(Some(&region));
         timings.lap("evidence");
@@ -402,7 +437,9 @@ impl Cascade {
     }
 
     /// nnU-Net's stage 2 on the series' grid, within the box of stage 1's region
-    /// (dilated by the cascade's voxels at stage 2's spacing) when there is one.
+    /// (dilated by the cascade's voxels at stage 2's spacing) when there is one; of a
+    /// multi-part model, each part that opened in turn, its labels written over the
+    /// parts' before it.
     fn nnunet_stage2(
         &mut self,
         series: &Framed,
@@ -411,36 +448,49 @@ impl Cascade {
         timings: &mut Timings,
     ) -> Result<Stage2, CascadeError> {
         let m = &self.model.manifest;
-        let target = m.stage2.spacing(series.spacing);
-        let within = candidate.as_ref().and_then(bounding_box).map(|b| {
-            let grid1 = candidate.as_ref().map_or(series.shape, |c| c.shape);
-            let margin = m.cascade.as_ref().map_or(0, |r| r.dilation_voxels) as f64;
-            let scale = |i: usize| series.shape[i] as f64 / grid1[i] as f64;
-            let pad = |i: usize| (margin * target[i] / series.spacing[i]).ceil();
-            ops::Box3 {
-                lo: std::array::from_fn(|i| {
-                    (b.lo[i] as f64 * scale(i) - pad(i)).floor().max(0.0) as usize
-                }),
-                end: std::array::from_fn(|i| {
-                    ((b.end[i] as f64 * scale(i) + pad(i)).ceil() as usize).min(series.shape[i])
-                }),
+        let classes = self.model.classes();
+        let mut labels = Grid::filled(series.shape, 0u8);
+        let mut evidence = Evidence::empty(classes);
+        let mut first = true;
+        for (stage, sessions) in m.stage2_parts().zip(&mut self.stage2) {
+            let Some(sessions) = sessions else {
+                summary.parts_skipped += 1;
+                continue;
+            };
+            let within = candidate
+                .as_ref()
+                .and_then(bounding_box)
+                .map(|b| stage2_box(b, candidate.as_ref(), series, stage, m));
+            let prediction = nnunet::predict(
+                sessions,
+                stage,
+                series.data,
+                series.shape,
+                series.spacing,
+                within,
+                timings,
+            )?;
+            if first {
+                summary.stage2_grid = prediction.grid;
+                summary.stage2_region_fraction = prediction.crop_fraction;
+                summary.stage2_patch_fraction = prediction.crop_fraction;
             }
-        });
-        let prediction = nnunet::predict(
-            &mut self.stage2,
-            &m.stage2,
-            series.data,
-            series.shape,
-            series.spacing,
-            within,
-            timings,
-        )?;
-        summary.stage2_grid = prediction.grid;
-        summary.stage2_region_fraction = prediction.crop_fraction;
-        summary.stage2_patch_fraction = prediction.crop_fraction;
-        summary.stage2_patches_run = prediction.patches;
-        summary.stage2_patches_total = prediction.patches;
-        let mut labels = prediction.labels;
+            summary.stage2_patches_run += prediction.patches;
+            summary.stage2_patches_total += prediction.patches;
+            let values = stage.label_values(classes);
+            if stage.channels.is_empty() && first {
+                labels = prediction.labels;
+            } else {
+                labels
+                    .data
+                    .iter_mut()
+                    .zip(&prediction.labels.data)
+                    .filter(|(_, c)| **c != 0)
+                    .for_each(|(l, c)| *l = values[usize::from(*c)]);
+            }
+            evidence.absorb(prediction.evidence, &values);
+            first = false;
+        }
         postprocess(&mut labels, m);
         timings.lap("postprocess");
         let mut counts = [0u64; 256];
@@ -451,8 +501,31 @@ impl Cascade {
         Ok(Stage2 {
             labels,
             counts,
-            evidence: prediction.evidence,
+            evidence,
         })
+    }
+}
+
+/// The box of the series (in the model's frame) that an nnU-Net `stage` runs on: that
+/// of stage 1's region `b` on its grid, dilated by the cascade's voxels at the stage's
+/// spacing.
+fn stage2_box(
+    b: ops::Box3,
+    candidate: Option<&Grid<bool>>,
+    series: &Framed,
+    stage: &Stage,
+    m: &manifest::Manifest,
+) -> ops::Box3 {
+    let target = stage.spacing(series.spacing);
+    let grid1 = candidate.map_or(series.shape, |c| c.shape);
+    let margin = m.cascade.as_ref().map_or(0, |r| r.dilation_voxels) as f64;
+    let scale = |i: usize| series.shape[i] as f64 / grid1[i] as f64;
+    let pad = |i: usize| (margin * target[i] / series.spacing[i]).ceil();
+    ops::Box3 {
+        lo: std::array::from_fn(|i| (b.lo[i] as f64 * scale(i) - pad(i)).floor().max(0.0) as usize),
+        end: std::array::from_fn(|i| {
+            ((b.end[i] as f64 * scale(i) + pad(i)).ceil() as usize).min(series.shape[i])
+        }),
     }
 }
 
@@ -496,6 +569,7 @@ fn starting_summary(m: &manifest::Manifest, mapping: &Mapping, series: &Framed) 
         stage2_patch_fraction: 0.0,
         stage2_patches_run: 0,
         stage2_patches_total: 0,
+        parts_skipped: 0,
         labels: Vec::new(),
         empty: true,
     }
@@ -596,8 +670,11 @@ impl Timings {
         }
     }
 
+    /// Ends the step `name` (added to its earlier laps, as each part of a multi-part
+    /// model runs the same steps).
     pub(crate) fn lap(&mut self, name: &str) {
-        let ms = (self.since.elapsed().as_secs_f64() * 1000.0).round();
+        let mut ms = (self.since.elapsed().as_secs_f64() * 1000.0).round();
+        ms += self.map.get(name).and_then(|v| v.as_f64()).unwrap_or(0.0);
         self.map.insert(name.into(), ms.into());
         self.since = Instant::now();
     }

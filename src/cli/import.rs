@@ -11,8 +11,10 @@ use crate::import::{ImportOptions, import};
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
     /// nnU-Net's training output folder (plans.json, dataset.json, fold_N/), or a
-    /// folder of `Trainer__Plans__Configuration` folders.
-    results: PathBuf,
+    /// folder of `Trainer__Plans__Configuration` folders; several for the parts of one
+    /// model, in the order TotalSegmentator merges them (e.g. its Dataset291 to 295).
+    #[arg(required = true, num_args = 1..)]
+    results: Vec<PathBuf>,
     /// The configuration to import (e.g. 3d_fullres).
     #[arg(long)]
     configuration: String,
@@ -67,6 +69,9 @@ pub fn import_nnunet(args: ImportArgs) -> anyhow::Result<()> {
     })?;
     let m = &imported.model.manifest;
     println!("{} {}: {}", m.name, m.version, m.description);
+    for name in &imported.shared {
+        println!("  {name}: in several parts; one label, the later part's voxels win");
+    }
     for (file, difference) in &imported.checks {
         println!("  {file}: ONNX Runtime vs PyTorch, largest logit difference {difference:.2e}");
     }

@@ -5,6 +5,9 @@
 //! writes the manifest (`pipeline = "nnunet"`, the folds with their checksums, target
 //! spacing, transpose, CT normalisation, patch, step, Gaussian, mirroring, labels with
 //! SNOMED CT codes where the label's name has a known one) and loads it back to check it.
+//! Several results folders become one multi-part model (TotalSegmentator's five 1.5 mm
+//! `total` networks): each a part with its own plans, their labels merged into one
+//! label map as TotalSegmentator merges them ([`merge_labels`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,7 +26,8 @@ const EXPORT_SCRIPT: &str = include_str!("../../scripts/nnunet_export.py");
 /// What to import and how.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
-    pub results: PathBuf,
+    /// One results folder, or several: the parts of one model, in the order they run.
+    pub results: Vec<PathBuf>,
     pub configuration: String,
     /// Comma-separated folds; none for every fold found.
     pub folds: Option<String>,
@@ -98,23 +102,74 @@ pub struct Imported {
     /// Per fold: its file and the largest difference between PyTorch's and ONNX
     /// Runtime's logits on a random patch.
     pub checks: Vec<(String, f64)>,
+    /// Label names that more than one part has (one label; the later part's wins).
+    pub shared: Vec<String>,
 }
 
-/// Runs the export and writes `out/model.toml`.
+/// Runs the export of each results folder and writes `out/model.toml`.
 pub fn import(options: &ImportOptions) -> Result<Imported, ImportError> {
-    std::fs::create_dir_all(&options.out).map_err(|source| ImportError::Write {
-        path: options.out.clone(),
+    let several = options.results.len() > 1;
+    let exported = options
+        .results
+        .iter()
+        .enumerate()
+        .map(|(i, results)| {
+            let dir = if several {
+                format!("part{}", i + 1)
+            } else {
+                String::new()
+            };
+            export(options, results, &dir)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (manifest, shared) = manifest(options, &exported)?;
+    let path = options.out.join("model.toml");
+    let sources: String = exported
+        .iter()
+        .map(|e| {
+            let folds: Vec<String> = e.folds.iter().map(|f| f.fold.to_string()).collect();
+            format!(
+                "# Imported by `segnode import-nnunet` from nnU-Net v2 {} ({}__{}__{}), folds {}.\n",
+                e.dataset,
+                e.trainer,
+                e.plans,
+                e.configuration,
+                folds.join(", ")
+            )
+        })
+        .collect();
+    let text = format!(
+        "{sources}# The weights' licence is the model's own; see where the results folder came from.\n{}",
+        toml::to_string(&manifest).map_err(|e| ImportError::Output(e.to_string()))?
+    );
+    std::fs::write(&path, text).map_err(|source| ImportError::Write { path, source })?;
+    Ok(Imported {
+        model: Model::load(&options.out)?,
+        checks: exported
+            .iter()
+            .flat_map(|e| &e.folds)
+            .map(|f| (f.file.clone(), f.max_abs_difference))
+            .collect(),
+        shared,
+    })
+}
+
+/// Exports the folds of `results` into `out/dir`, their files named relative to `out`.
+fn export(options: &ImportOptions, results: &Path, dir: &str) -> Result<Exported, ImportError> {
+    let out = options.out.join(dir);
+    std::fs::create_dir_all(&out).map_err(|source| ImportError::Write {
+        path: out.clone(),
         source,
     })?;
     let mut command = Command::new(&options.python);
     command
         .arg("-c")
         .arg(EXPORT_SCRIPT)
-        .arg(&options.results)
+        .arg(results)
         .args(["--configuration", &options.configuration])
         .args(["--checkpoint", &options.checkpoint])
         .arg("--out")
-        .arg(&options.out);
+        .arg(&out);
     if let Some(folds) = &options.folds {
         command.args(["--folds", folds]);
     }
@@ -135,33 +190,95 @@ pub fn import(options: &ImportOptions) -> Result<Imported, ImportError> {
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let last = stdout.lines().last().unwrap_or_default();
-    let exported: Exported =
+    let mut exported: Exported =
         serde_json::from_str(last).map_err(|e| ImportError::Output(e.to_string()))?;
-    let manifest = manifest(options, &exported)?;
-    let path = options.out.join("model.toml");
-    let folds: Vec<String> = exported.folds.iter().map(|f| f.fold.to_string()).collect();
-    let text = format!(
-        "# Imported by `segnode import-nnunet` from nnU-Net v2 {} ({}__{}__{}), folds {}.\n\
-         # The weights' licence is the model's own; see where the results folder came from.\n{}",
-        exported.dataset,
-        exported.trainer,
-        exported.plans,
-        exported.configuration,
-        folds.join(", "),
-        toml::to_string(&manifest).map_err(|e| ImportError::Output(e.to_string()))?
-    );
-    std::fs::write(&path, text).map_err(|source| ImportError::Write { path, source })?;
-    Ok(Imported {
-        model: Model::load(&options.out)?,
-        checks: exported
-            .folds
-            .iter()
-            .map(|f| (f.file.clone(), f.max_abs_difference))
-            .collect(),
-    })
+    if !dir.is_empty() {
+        for fold in &mut exported.folds {
+            fold.file = format!("{dir}/{}", fold.file);
+        }
+    }
+    Ok(exported)
 }
 
-fn manifest(options: &ImportOptions, e: &Exported) -> Result<Manifest, ImportError> {
+/// The manifest of the exported parts (one for most models), and the label names
+/// that several parts share.
+fn manifest(
+    options: &ImportOptions,
+    exported: &[Exported],
+) -> Result<(Manifest, Vec<String>), ImportError> {
+    let unsupported = |m: String| Err(ImportError::Unsupported(m));
+    let mut stages = exported
+        .iter()
+        .map(|e| stage(options, e))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (mut labels, shared) = if let [one] = exported {
+        let mut labels = Vec::new();
+        for (name, value) in &one.labels {
+            match u8::try_from(*value) {
+                Ok(0) => {}
+                Ok(value) => labels.push(label(name, value)),
+                Err(_) => return unsupported(format!("label {name} = {value} is above 255")),
+            }
+        }
+        (labels, Vec::new())
+    } else {
+        let parts: Vec<_> = exported.iter().map(|e| &e.labels).collect();
+        let merged = merge_labels(&parts)?;
+        for (stage, channels) in stages.iter_mut().zip(merged.channels) {
+            stage.channels = channels;
+        }
+        let labels = merged
+            .labels
+            .iter()
+            .map(|(name, value)| label(name, *value))
+            .collect();
+        (labels, merged.shared)
+    };
+    labels.sort_by_key(|l| l.value);
+    let (stage1, cascade) = match &options.behind {
+        Some(dir) => coarse_stage(dir, &options.out, options.frame)?,
+        None => (None, None),
+    };
+    let description = exported
+        .iter()
+        .zip(&stages)
+        .map(|(e, s)| {
+            format!(
+                "nnU-Net v2 {} ({}__{}__{}), {} fold(s), mirroring {}",
+                e.dataset,
+                e.trainer,
+                e.plans,
+                e.configuration,
+                s.folds.len(),
+                if e.mirror_axes.is_empty() {
+                    "off".to_string()
+                } else {
+                    format!("on axes {:?}", e.mirror_axes)
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; then ");
+    let stage2 = stages.remove(0);
+    Ok((
+        Manifest {
+            name: options.name.clone(),
+            version: options.version.clone(),
+            description,
+            frame: options.frame,
+            stage1,
+            stage2,
+            parts: stages,
+            cascade,
+            postprocess: PostProcess::default(),
+            labels,
+        },
+        shared,
+    ))
+}
+
+/// The nnU-Net stage of one exported results folder.
+fn stage(options: &ImportOptions, e: &Exported) -> Result<Stage, ImportError> {
     let unsupported = |m: String| Err(ImportError::Unsupported(m));
     let mut inverse = [0usize; 3];
     for (i, a) in e.transpose_forward.iter().enumerate() {
@@ -198,61 +315,89 @@ fn manifest(options: &ImportOptions, e: &Exported) -> Result<Manifest, ImportErr
             })
         })
         .collect::<Result<Vec<_>, ImportError>>()?;
-    let mut labels = Vec::new();
-    for (name, value) in &e.labels {
-        match u8::try_from(*value) {
-            Ok(0) => {}
-            Ok(value) => labels.push(label(name, value)),
-            Err(_) => return unsupported(format!("label {name} = {value} is above 255")),
-        }
-    }
-    labels.sort_by_key(|l| l.value);
-    let (stage1, cascade) = match &options.behind {
-        Some(dir) => coarse_stage(dir, &options.out, options.frame)?,
-        None => (None, None),
-    };
-    Ok(Manifest {
-        name: options.name.clone(),
-        version: options.version.clone(),
-        description: format!(
-            "nnU-Net v2 {} ({}__{}__{}), {} fold(s), mirroring {}",
-            e.dataset,
-            e.trainer,
-            e.plans,
-            e.configuration,
-            folds.len(),
-            if e.mirror_axes.is_empty() {
-                "off".to_string()
-            } else {
-                format!("on axes {:?}", e.mirror_axes)
-            }
-        ),
-        frame: options.frame,
-        stage1,
-        stage2: Stage {
-            pipeline: Pipeline::Nnunet,
-            file: None,
-            sha256: None,
-            folds,
-            input: "input".into(),
-            output: "logits".into(),
-            spacing_mm: Some(e.spacing),
-            downsample: None,
-            hu_window,
-            normalization,
-            mean,
-            std,
-            patch: e.patch_size,
-            overlap: 0.5,
-            blending: Blending::Gaussian,
-            transpose: (e.transpose_forward != [0, 1, 2]).then_some(e.transpose_forward),
-            mirror_axes: e.mirror_axes.clone(),
-            frame: None,
-        },
-        cascade,
-        postprocess: PostProcess::default(),
-        labels,
+    Ok(Stage {
+        pipeline: Pipeline::Nnunet,
+        file: None,
+        sha256: None,
+        folds,
+        input: "input".into(),
+        output: "logits".into(),
+        spacing_mm: Some(e.spacing),
+        downsample: None,
+        hu_window,
+        normalization,
+        mean,
+        std,
+        patch: e.patch_size,
+        overlap: 0.5,
+        blending: Blending::Gaussian,
+        transpose: (e.transpose_forward != [0, 1, 2]).then_some(e.transpose_forward),
+        mirror_axes: e.mirror_axes.clone(),
+        channels: Vec::new(),
+        frame: None,
     })
+}
+
+/// The labels of several parts in one label map.
+#[derive(Debug, PartialEq)]
+struct Merged {
+    /// Each name once, with its value.
+    labels: Vec<(String, u8)>,
+    /// Per part, the value of each channel after the background.
+    channels: Vec<Vec<u8>>,
+    /// The names more than one part has.
+    shared: Vec<String>,
+}
+
+/// Merges the parts' labels (each `dataset.json`'s name to channel) as TotalSegmentator
+/// merges its five 1.5 mm `total` parts: every name once, numbered 1, 2, ... in the
+/// order the parts, and within a part its channels, first give it (TotalSegmentator's
+/// `total` numbering for its parts in their order). A name several parts have is one
+/// label; where two parts both label a voxel, the later part's label stays, as
+/// TotalSegmentator writes each part's labels over the ones before.
+fn merge_labels(parts: &[&std::collections::BTreeMap<String, u32>]) -> Result<Merged, ImportError> {
+    let mut merged = Merged {
+        labels: Vec::new(),
+        channels: Vec::new(),
+        shared: Vec::new(),
+    };
+    for (i, part) in parts.iter().enumerate() {
+        let mut by_channel: Vec<(&u32, &String)> = part
+            .iter()
+            .map(|(n, v)| (v, n))
+            .filter(|(v, _)| **v != 0)
+            .collect();
+        by_channel.sort();
+        if by_channel
+            .iter()
+            .enumerate()
+            .any(|(c, (v, _))| **v as usize != c + 1)
+        {
+            return Err(ImportError::Unsupported(format!(
+                "part {}: label values are not 1, 2, ... without gaps",
+                i + 1
+            )));
+        }
+        let mut channels = Vec::new();
+        for (_, name) in by_channel {
+            let value = match merged.labels.iter().find(|(n, _)| n == name) {
+                Some((_, value)) => {
+                    merged.shared.push(name.clone());
+                    *value
+                }
+                None => {
+                    let value = u8::try_from(merged.labels.len() + 1).map_err(|_| {
+                        ImportError::Unsupported("more than 255 labels in all parts".into())
+                    })?;
+                    merged.labels.push((name.clone(), value));
+                    value
+                }
+            };
+            channels.push(value);
+        }
+        merged.channels.push(channels);
+    }
+    Ok(merged)
 }
 
 /// The stage 1 and cascade rules of the model in `dir`, its ONNX file copied to `out`.
@@ -451,6 +596,39 @@ mod tests {
         let (same, _) = coarse_stage(&cascade, out.path(), spl).unwrap();
         assert_eq!(same.unwrap().frame, None);
         assert!(coarse_stage(out.path(), out.path(), sar).is_err());
+    }
+
+    #[test]
+    fn parts_merge_into_one_label_map_as_totalsegmentator_merges_them() {
+        let part = |names: &[&str]| -> std::collections::BTreeMap<String, u32> {
+            std::iter::once(("background".to_string(), 0))
+                .chain(names.iter().zip(1..).map(|(n, v)| (n.to_string(), v)))
+                .collect()
+        };
+        let organs = part(&["spleen", "kidney_right", "liver"]);
+        let spine = part(&["vertebrae_L1", "liver", "sacrum"]);
+        let merged = merge_labels(&[&organs, &spine]).unwrap();
+        assert_eq!(
+            merged.labels,
+            [
+                ("spleen".to_string(), 1),
+                ("kidney_right".to_string(), 2),
+                ("liver".to_string(), 3),
+                ("vertebrae_L1".to_string(), 4),
+                ("sacrum".to_string(), 5),
+            ]
+        );
+        assert_eq!(merged.channels, [vec![1, 2, 3], vec![4, 3, 5]]);
+        assert_eq!(merged.shared, ["liver"]);
+        let mut gap = part(&["spleen"]);
+        gap.insert("liver".into(), 3);
+        assert!(merge_labels(&[&organs, &gap]).is_err());
+        let many: Vec<String> = (0..200).map(|i| format!("class {i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let big = part(&many);
+        let other: Vec<String> = (0..100).map(|i| format!("other {i}")).collect();
+        let other: Vec<&str> = other.iter().map(String::as_str).collect();
+        assert!(merge_labels(&[&big, &part(&other)]).is_err());
     }
 
     #[test]

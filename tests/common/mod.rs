@@ -944,3 +944,35 @@ pub fn dice(a: &[u8], ours: u8, b: &[u8], theirs: u8) -> f64 {
         2.0 * both as f64 / (x + y) as f64
     }
 }
+
+/// The test configuration for a data directory under `dir`, with `model` added to its
+/// `[model]` table and `tail` after it.
+pub fn configured(dir: &Path, model: &str, tail: &str) -> PathBuf {
+    let file = dir.join("segnode.toml");
+    let text = format!("{}{model}\n{tail}", test_config(&dir.join("data"), ""));
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// `segnode run` (with `config`, if given) of `model` on one series folder; the
+/// summary of the series.
+pub fn run_offline(
+    config: Option<&Path>,
+    model: &Path,
+    series: &Path,
+    out: &Path,
+) -> serde_json::Value {
+    let mut args = vec!["run".as_ref()];
+    if let Some(config) = config {
+        args.extend(["--config".as_ref(), config.as_os_str()]);
+    }
+    args.extend([
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        series.as_os_str(),
+    ]);
+    let summary: serde_json::Value = serde_json::from_slice(&segnode_ok(args)).unwrap();
+    summary["series"][0].clone()
+}
