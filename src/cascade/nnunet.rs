@@ -443,7 +443,9 @@ fn flip(patch: &[f32], shape: [usize; 3], axes: &[usize]) -> Vec<f32> {
 }
 
 /// Sliding-window logits (classes, z, y, x) over `x` (the resampled crop), the folds'
-/// mean with mirroring, and the number of patch positions.
+/// mean with mirroring, and the number of patch positions. Each network output is
+/// weighed into the sums where it lies (mirrored back by its indices) straight from
+/// ONNX Runtime's buffer, and only the voxels of the grid are kept, not the padding.
 fn sliding_window(
     sessions: &mut [StageSession],
     stage: &Stage,
@@ -464,10 +466,13 @@ fn sliding_window(
     let step = 1.0 - stage.overlap;
     let starts: [Vec<usize>; 3] =
         std::array::from_fn(|i| spread_window_starts(padded[i], patch[i], step));
-    let weights = importance(patch, stage.blending);
     let combinations = mirror_combinations(&stage.mirror_axes);
+    let scale = 1.0 / ((combinations.len() + 1) * sessions.len()) as f32;
+    let weights = importance(patch, stage.blending);
+    let scaled: Vec<f32> = weights.iter().map(|w| w * scale).collect();
+    let ones = vec![1f32; weights.len()];
     let classes = sessions[0].classes;
-    let n = input.len();
+    let n: usize = grid.iter().product();
     let plane: usize = patch.iter().product();
     let mut acc = vec![0f32; classes * n];
     let mut weight_sum = vec![0f32; n];
@@ -476,6 +481,7 @@ fn sliding_window(
         for &y0 in &starts[1] {
             for &x0 in &starts[2] {
                 positions += 1;
+                let at = Placement::new([z0, y0, x0], below, grid, patch);
                 let mut window = Vec::with_capacity(plane);
                 for z in z0..z0 + patch[0] {
                     for y in y0..y0 + patch[1] {
@@ -487,53 +493,88 @@ fn sliding_window(
                 for axes in &combinations {
                     batch.extend(flip(&window, patch, axes));
                 }
-                let mut logits = vec![0f32; classes * plane];
+                at.add(&mut weight_sum, &ones, &weights, &[]);
                 for session in sessions.iter_mut() {
-                    let out = session.run_batch(batch.clone(), combinations.len() + 1)?;
-                    let per = classes * plane;
-                    logits
-                        .iter_mut()
-                        .zip(&out[..per])
-                        .for_each(|(l, o)| *l += o);
-                    for (axes, mirrored) in combinations.iter().zip(out[per..].chunks(per)) {
-                        for c in 0..classes {
-                            let back = flip(&mirrored[c * plane..][..plane], patch, axes);
-                            logits[c * plane..][..plane]
-                                .iter_mut()
-                                .zip(back)
-                                .for_each(|(l, o)| *l += o);
+                    // The batch's outputs in order: as is, then each mirror combination.
+                    let mut flips =
+                        std::iter::once(&[][..]).chain(combinations.iter().map(Vec::as_slice));
+                    session.run_batch_with(batch.clone(), combinations.len() + 1, |out| {
+                        for (output, axes) in out.chunks(classes * plane).zip(&mut flips) {
+                            acc.par_chunks_mut(n)
+                                .zip(output.par_chunks(plane))
+                                .for_each(|(sums, logits)| at.add(sums, logits, &scaled, axes));
                         }
-                    }
+                    })?;
                 }
-                let scale = 1.0 / ((combinations.len() + 1) * sessions.len()) as f32;
-                let mut k = 0;
-                for z in z0..z0 + patch[0] {
-                    for y in y0..y0 + patch[1] {
-                        let row = input.index(z, y, x0);
-                        for v in row..row + patch[2] {
-                            let w = weights[k];
-                            weight_sum[v] += w;
-                            for c in 0..classes {
-                                acc[c * n + v] += logits[c * plane + k] * scale * w;
-                            }
-                            k += 1;
-                        }
+            }
+        }
+    }
+    // Divide by the weights.
+    acc.par_chunks_mut(n).for_each(|sums| {
+        sums.iter_mut()
+            .zip(&weight_sum)
+            .for_each(|(s, w)| *s /= w);
+    });
+    Ok((acc, positions))
+}
+
+/// Where a patch at `start` of the padded grid lies on the grid: the patch's own
+/// index range along each axis that is on the grid (the rest is padding).
+struct Placement {
+    start: [usize; 3],
+    below: [usize; 3],
+    grid: [usize; 3],
+    patch: [usize; 3],
+    lo: [usize; 3],
+    hi: [usize; 3],
+}
+
+impl Placement {
+    fn new(start: [usize; 3], below: [usize; 3], grid: [usize; 3], patch: [usize; 3]) -> Self {
+        Self {
+            start,
+            below,
+            grid,
+            patch,
+            lo: std::array::from_fn(|a| below[a].saturating_sub(start[a]).min(patch[a])),
+            hi: std::array::from_fn(|a| (below[a] + grid[a]).saturating_sub(start[a]).min(patch[a])),
+        }
+    }
+
+    /// Adds `values` (one per patch voxel, read mirrored along `flipped` axes) times
+    /// `weights` (one per patch voxel, not mirrored) to `sums` (one per grid voxel).
+    fn add(&self, sums: &mut [f32], values: &[f32], weights: &[f32], flipped: &[usize]) {
+        let [_, py, px] = self.patch;
+        let source = |a: usize, i: usize| {
+            if flipped.contains(&a) {
+                self.patch[a] - 1 - i
+            } else {
+                i
+            }
+        };
+        let (x_lo, x_hi) = (self.lo[2], self.hi[2]);
+        for z in self.lo[0]..self.hi[0] {
+            let gz = self.start[0] + z - self.below[0];
+            for y in self.lo[1]..self.hi[1] {
+                let gy = self.start[1] + y - self.below[1];
+                let gx = self.start[2] + x_lo - self.below[2];
+                let to = &mut sums[(gz * self.grid[1] + gy) * self.grid[2] + gx..][..x_hi - x_lo];
+                let k = (z * py + y) * px;
+                let w = &weights[k + x_lo..k + x_hi];
+                let row = (source(0, z) * py + source(1, y)) * px;
+                if flipped.contains(&2) {
+                    for (i, (t, w)) in to.iter_mut().zip(w).enumerate() {
+                        *t += values[row + px - 1 - (x_lo + i)] * w;
+                    }
+                } else {
+                    let v = &values[row + x_lo..row + x_hi];
+                    for ((t, w), v) in to.iter_mut().zip(w).zip(v) {
+                        *t += v * w;
                     }
                 }
             }
         }
     }
-    // Divide by the weights and drop the padding.
-    let mut logits = Vec::with_capacity(classes * grid.iter().product::<usize>());
-    for c in 0..classes {
-        for z in 0..grid[0] {
-            for y in 0..grid[1] {
-                let row = input.index(z + below[0], y + below[1], below[2]);
-                logits.extend((row..row + grid[2]).map(|v| acc[c * n + v] / weight_sum[v]));
-            }
-        }
-    }
-    Ok((logits, positions))
 }
 
 /// The logits (classes, grid) resampled to `to` (linear, nearest along `separate`)

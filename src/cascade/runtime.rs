@@ -223,16 +223,40 @@ impl StageSession {
     }
 
     /// Runs `n` patches laid one after the other and returns their logits likewise,
-    /// (n, classes, z, y, x): in one call when the network takes a batch, else one by one.
+    /// (n, classes, z, y, x).
     pub fn run_batch(&mut self, patches: Vec<f32>, n: usize) -> Result<Vec<f32>, RuntimeError> {
+        let mut logits = Vec::new();
+        self.run_batch_with(patches, n, |l| logits.extend_from_slice(l))?;
+        Ok(logits)
+    }
+
+    /// Runs `n` patches laid one after the other and hands their logits, (n, classes,
+    /// z, y, x), to `use_logits` in ONNX Runtime's own buffer (a network's output can
+    /// be most of a gigabyte: not copied); in one call when the network takes a batch,
+    /// else one by one, each call's logits handed over in turn.
+    pub fn run_batch_with(
+        &mut self,
+        patches: Vec<f32>,
+        n: usize,
+        mut use_logits: impl FnMut(&[f32]),
+    ) -> Result<(), RuntimeError> {
         if n > 1 && !self.batched {
             let size = patches.len() / n;
-            let mut logits = Vec::with_capacity(n * self.classes * size);
             for patch in patches.chunks(size) {
-                logits.extend(self.run_batch(patch.to_vec(), 1)?);
+                self.run_call(patch.to_vec(), 1, &mut use_logits)?;
             }
-            return Ok(logits);
+            return Ok(());
         }
+        self.run_call(patches, n, &mut use_logits)
+    }
+
+    /// One call of the network on `n` patches.
+    fn run_call(
+        &mut self,
+        patches: Vec<f32>,
+        n: usize,
+        use_logits: &mut impl FnMut(&[f32]),
+    ) -> Result<(), RuntimeError> {
         let [z, y, x] = self.patch;
         let failed = |reason: String| RuntimeError::Run {
             path: self.path.clone(),
@@ -253,6 +277,7 @@ impl StageSession {
                 "output shape {shape:?}, expected {expected:?}"
             )));
         }
-        Ok(logits.to_vec())
+        use_logits(logits);
+        Ok(())
     }
 }
