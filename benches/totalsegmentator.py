@@ -14,8 +14,18 @@ then, in one run per model:
   sent with storescu, the SEG received checked with dciodvfy and its segment labels
   against the model's label names.
 
+Then the 1.5 mm parts (`--parts`, e.g. 291,292 or 291..295) imported at once as one
+merged model behind the default model's stage 1 (`--behind onnx/abdomen-cascade`), with
+`[model] labels` naming the six abdominal organs: the node runs only the part that has
+them, only on the box of stage 1's region (what TotalSegmentator's `--roi_subset` does
+with its own coarse model). Compared with nnUNetPredictor on the same box (the image
+cropped to the box the node reports, `stage2_box`; Dice on the six organs), and with
+nnUNetPredictor on the whole image (the time of each part's whole-image run above, times
+the number of parts: what running the merged model without a subset costs nnU-Net); and
+served with the subset: the SEG's segments are the subset's.
+
 Usage (project root, after training/nnunet/setup and cargo build --release):
-    .venv-nnunet/bin/python benches/totalsegmentator.py [--tasks 297,291] [--series DIR]
+    .venv-nnunet/bin/python benches/totalsegmentator.py [--tasks 297,291] [--parts 291,292] [--series DIR]
 Prints one line per model and a JSON summary at the end.
 """
 
@@ -57,8 +67,12 @@ def results_folder(root: Path) -> Path:
     return next(p for p in root.iterdir() if p.name.endswith("__3d_fullres"))
 
 
+ORGANS = ["spleen", "kidney_right", "kidney_left", "liver", "stomach", "pancreas"]
+
+
 def predictor(folder: Path, image: Path, work: Path):
-    """nnUNetPredictor in a process of its own: (seconds, peak MiB, label map z,y,x)."""
+    """nnUNetPredictor in a process of its own on `image`, its labels to work/case.nii.gz:
+    (seconds, peak MiB)."""
     code = ("import sys, json; sys.path.insert(0, sys.argv[1]); import reference; from pathlib import Path; "
             "print(json.dumps(reference.predict(Path(sys.argv[2]), [0], False, Path(sys.argv[3]), "
             "Path(sys.argv[4]), int(sys.argv[5]))))")
@@ -76,15 +90,33 @@ def dice(a, b):
     return result
 
 
-def served(model: Path, series: Path, work: Path, names: set):
+def cropped_predictor(folder: Path, image: Path, box, work: Path):
+    """nnUNetPredictor on `image` (RAS) cropped to `box` ([lo, end] of the node's
+    model-frame z, y, x: the RAS array's axes reversed), its labels put back in the whole
+    image at work/case.nii.gz: (seconds, peak MiB)."""
+    import nibabel as nib
+    (z0, y0, x0), (z1, y1, x1) = box
+    whole = nib.load(image)
+    crop_dir = work / "crop"
+    crop_dir.mkdir(exist_ok=True)
+    crop = whole.slicer[x0:x1, y0:y1, z0:z1]
+    nib.save(crop, crop_dir / "case_0000.nii.gz")
+    seconds, peak = predictor(folder, crop_dir / "case_0000.nii.gz", crop_dir)
+    labels = np.zeros(whole.shape, np.uint8)
+    labels[x0:x1, y0:y1, z0:z1] = np.asarray(nib.load(crop_dir / "case.nii.gz").dataobj)
+    nib.save(nib.Nifti1Image(labels, whole.affine), work / "case.nii.gz")
+    return seconds, peak
+
+
+def served(model: Path, series: Path, work: Path, names: set, model_extra: str = ""):
     """The series through `segnode serve` to a storescp: the SEG's dciodvfy errors and
-    whether its segment labels are label names of the model."""
+    whether its segment labels are label names of the model (`names`)."""
     inbox = work / "inbox"
     inbox.mkdir()
     scp_port, dicom_port = free_port(), free_port()
     config = work / "segnode.toml"
     config.write_text(node_config(work / "node", dicom_port, 2,
-                                  f'[http]\nlisten = "127.0.0.1:0"\n[model]\npath = "{model}"\n'
+                                  f'[http]\nlisten = "127.0.0.1:0"\n[model]\npath = "{model}"\n{model_extra}'
                                   + pacs_destination(scp_port, 'objects = ["seg"]\n')))
     scp = subprocess.Popen(["storescp", "--fork", "-aet", "PACS", "-od", str(inbox), str(scp_port)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -118,17 +150,23 @@ def served(model: Path, series: Path, work: Path, names: set):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", default="297,291")
+    parser.add_argument("--parts", default="291,292", help="1.5 mm parts merged into one model; empty: none")
     parser.add_argument("--series", type=Path, default=reference.DATA / "ct-abdomen-j2k")
     args = parser.parse_args()
     threads = os.cpu_count()
     summary = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        parts = [p for p in args.parts.split(",") if p]
+        tasks = sorted(set(args.tasks.split(",")) | set(parts))
         subprocess.run([sys.executable, str(ROOT / "scripts" / "totalsegmentator_fixture.py"), str(work / "results"),
-                        "--tasks", args.tasks], check=True, capture_output=True)
+                        "--tasks", ",".join(tasks)], check=True, capture_output=True)
         native, image = reference.series_to_nifti(args.series, work)
+        whole_seconds = {}
         for dataset in sorted((work / "results").iterdir()):
             name = dataset.name.split("_")[0]
+            if name.removeprefix("Dataset") not in args.tasks.split(","):
+                continue
             model = work / f"model-{name}"
             _, import_seconds, _ = timed([BINARY, "import-nnunet", dataset, "--configuration", "3d_fullres",
                                           "--out", model, "--python", sys.executable])
@@ -138,6 +176,7 @@ def main():
             node_labels = np.fromfile(out / "series-001" / "labels.u8", np.uint8)
             nnunet_seconds, nnunet_peak = predictor(results_folder(dataset), image, work)
             nnunet_labels = reference.to_series_order(work / "case.nii.gz", native).ravel()
+            whole_seconds[name.removeprefix("Dataset")] = nnunet_seconds
             per_label = dice(node_labels, nnunet_labels)
             names = set(json.loads((out / "series-001" / "labels.json").read_text())["labels"].values())
             row = {
@@ -161,7 +200,63 @@ def main():
             row["serve"] = served(model, args.series, serve_work, names)
             print(f"  served to storescp: {row['serve']}", flush=True)
             summary.append(row)
+        if parts:
+            summary.append(merged(parts, work, args.series, native, image, whole_seconds, threads))
     print(json.dumps(summary, indent=2))
+
+
+def merged(parts, work: Path, series: Path, native: Path, image: Path, whole_seconds, threads):
+    """The parts as one model behind the default model's stage 1, the six organs asked
+    for: against nnUNetPredictor on the same box and on the whole image."""
+    folders = [next((work / "results").glob(f"Dataset{p}_*")) for p in parts]
+    model = work / "model-merged"
+    _, import_seconds, _ = timed([BINARY, "import-nnunet", *folders, "--configuration", "3d_fullres",
+                                  "--behind", ROOT / "onnx" / "abdomen-cascade",
+                                  "--out", model, "--python", sys.executable])
+    subset = "labels = [" + ", ".join(f'"{o}"' for o in ORGANS) + "]\n"
+    config = work / "merged.toml"
+    config.write_text(node_config(work / "merged-node", free_port(), 1, f'[model]\npath = "{model}"\n{subset}'))
+    out = work / "out-merged"
+    p, node_seconds, node_peak = timed([BINARY, "run", "--config", config, series, "--out", out, "--model", model],
+                                       cwd=ROOT)
+    report = json.loads(p.stdout)["series"][0]
+    cascade = report["cascade"]
+    node_labels = np.fromfile(out / "series-001" / "labels.u8", np.uint8)
+    crop_work = work / "predictor-crop"
+    crop_work.mkdir()
+    nnunet_seconds, nnunet_peak = cropped_predictor(results_folder(folders[0]), image,
+                                                    cascade["stage2_box"], crop_work)
+    nnunet_labels = reference.to_series_order(crop_work / "case.nii.gz", native).ravel()
+    values = [l["value"] for l in cascade["labels"] if l["name"] in ORGANS]
+    keep = lambda labels: np.where(np.isin(labels, values), labels, 0)
+    per_label = dice(keep(node_labels), keep(nnunet_labels))
+    whole = whole_seconds.get(parts[0])
+    row = {
+        "model": "merged " + ",".join(parts) + " behind stage 1, " + ", ".join(ORGANS),
+        "threads": threads, "import_seconds": round(import_seconds, 1),
+        "node_seconds": round(node_seconds, 1),
+        "node_inference_seconds": round((cascade["timings_ms"]["stage1_inference"]
+                                         + cascade["timings_ms"]["stage2_inference"]) / 1000, 1),
+        "parts_skipped": cascade.get("parts_skipped", 0), "stage2_box": cascade["stage2_box"],
+        "stage2_patches": cascade["stage2_patches_run"],
+        "nnunet_on_box_seconds": round(nnunet_seconds, 1),
+        "speedup_same_box": round(nnunet_seconds / node_seconds, 2),
+        "nnunet_whole_image_estimate_seconds": round(whole * len(parts), 1) if whole else None,
+        "speedup_against_whole_image": round(whole * len(parts) / node_seconds, 2) if whole else None,
+        "node_peak_mib": round(node_peak), "nnunet_peak_mib": round(nnunet_peak),
+        "labels_compared": len(per_label),
+        "min_dice": min(per_label.values()) if per_label else None,
+    }
+    print(f"merged {','.join(parts)}: segnode run {node_seconds:.1f} s ({row['stage2_patches']} patches, "
+          f"{row['parts_skipped']} parts skipped, peak {row['node_peak_mib']} MiB); nnUNetPredictor on the same box "
+          f"{nnunet_seconds:.1f} s (peak {row['nnunet_peak_mib']} MiB), {row['speedup_same_box']}x; on the whole "
+          f"image (estimate) {row['nnunet_whole_image_estimate_seconds']} s, {row['speedup_against_whole_image']}x; "
+          f"Dice min {row['min_dice']} over {len(per_label)} organs", flush=True)
+    serve_work = work / "serve-merged"
+    serve_work.mkdir()
+    row["serve"] = served(model, series, serve_work, set(ORGANS), subset)
+    print(f"  served to storescp: {row['serve']}", flush=True)
+    return row
 
 
 if __name__ == "__main__":

@@ -242,6 +242,12 @@ fn behind_a_coarse_stage_the_nnunet_stage_runs_on_its_region_only() {
         fraction > 0.05 && fraction < 0.6,
         "crop fraction {fraction}"
     );
+    // The box it ran on, reported: the crop's share of the series.
+    let b: [[f64; 3]; 2] = serde_json::from_value(cascade["stage2_box"].clone()).unwrap();
+    let dims = &summary["series"][0]["shape"];
+    let series: f64 = (0..3).map(|i| dims[i].as_f64().unwrap()).product();
+    let volume: f64 = (0..3).map(|i| b[1][i] - b[0][i]).product();
+    assert!((volume / series - fraction).abs() < 1e-9, "{b:?} {dims}");
     // Inside the crop it still finds the liver nnU-Net finds on the whole series.
     let got = std::fs::read(out.path().join("series-001/labels.u8")).unwrap();
     let alone = nnunet_labels("nnunet-f0-nomirror");

@@ -201,6 +201,11 @@ pub struct CascadeSummary {
     pub stage2_patch_fraction: f64,
     pub stage2_patches_run: usize,
     pub stage2_patches_total: usize,
+    /// Where an nnU-Net stage 2 ran behind a stage 1: the box of the series in the
+    /// model's frame (voxels, `[lo, end)` per axis z, y, x), its image cropped to it as
+    /// TotalSegmentator crops to a region; none where it ran on the whole series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage2_box: Option<[[usize; 3]; 2]>,
     /// The parts of a multi-part model that did not run: none of their labels is
     /// delivered (`[model] labels`).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -471,6 +476,7 @@ impl Cascade {
                 timings,
             )?;
             if first {
+                summary.stage2_box = within.map(|b| [b.lo, b.end]);
                 summary.stage2_grid = prediction.grid;
                 summary.stage2_region_fraction = prediction.crop_fraction;
                 summary.stage2_patch_fraction = prediction.crop_fraction;
@@ -569,6 +575,7 @@ fn starting_summary(m: &manifest::Manifest, mapping: &Mapping, series: &Framed) 
         stage2_patch_fraction: 0.0,
         stage2_patches_run: 0,
         stage2_patches_total: 0,
+        stage2_box: None,
         parts_skipped: 0,
         labels: Vec::new(),
         empty: true,

@@ -511,9 +511,7 @@ fn sliding_window(
     }
     // Divide by the weights.
     acc.par_chunks_mut(n).for_each(|sums| {
-        sums.iter_mut()
-            .zip(&weight_sum)
-            .for_each(|(s, w)| *s /= w);
+        sums.iter_mut().zip(&weight_sum).for_each(|(s, w)| *s /= w);
     });
     Ok((acc, positions))
 }
@@ -537,7 +535,9 @@ impl Placement {
             grid,
             patch,
             lo: std::array::from_fn(|a| below[a].saturating_sub(start[a]).min(patch[a])),
-            hi: std::array::from_fn(|a| (below[a] + grid[a]).saturating_sub(start[a]).min(patch[a])),
+            hi: std::array::from_fn(|a| {
+                (below[a] + grid[a]).saturating_sub(start[a]).min(patch[a])
+            }),
         }
     }
 
