@@ -16,8 +16,11 @@
 //! 6. resample the logits back to the cropped grid linearly (nearest along a coarse
 //!    axis), take the argmax, put the crop back and transpose back.
 //!
-//! nnU-Net accumulates logits in half precision; this accumulates in single precision,
-//! so a voxel whose two best classes are within that rounding may differ.
+//! nnU-Net keeps the summed logits in half precision (`torch.half`); so does this,
+//! rounding every sum, quotient and resampled logit to the nearest half as nnU-Net's
+//! tensors are, so that the voxels whose best classes are within that rounding of each
+//! other get nnU-Net's label too (what remains: the order of ONNX Runtime's and
+//! PyTorch's single-precision convolutions).
 
 use rayon::prelude::*;
 
@@ -443,8 +446,12 @@ fn flip(patch: &[f32], shape: [usize; 3], axes: &[usize]) -> Vec<f32> {
 }
 
 /// Sliding-window logits (classes, z, y, x) over `x` (the resampled crop), the folds'
-/// mean with mirroring, and the number of patch positions. Each network output is
-/// weighed into the sums where it lies (mirrored back by its indices) straight from
+/// mean with mirroring, and the number of patch positions, in nnU-Net's arithmetic: its
+/// Gaussian in half precision; per patch, the mean of the mirrored predictions in single
+/// precision, weighed by the Gaussian and added to sums kept in half precision (each sum
+/// rounded to the nearest half as nnU-Net's `torch.half` tensors are), divided by the
+/// summed weights in half precision; each fold's window on its own, their sum and mean
+/// in half precision. Each network output is weighed in where it lies straight from
 /// ONNX Runtime's buffer, and only the voxels of the grid are kept, not the padding.
 fn sliding_window(
     sessions: &mut [StageSession],
@@ -467,53 +474,108 @@ fn sliding_window(
     let starts: [Vec<usize>; 3] =
         std::array::from_fn(|i| spread_window_starts(padded[i], patch[i], step));
     let combinations = mirror_combinations(&stage.mirror_axes);
-    let scale = 1.0 / ((combinations.len() + 1) * sessions.len()) as f32;
-    let weights = importance(patch, stage.blending);
-    let scaled: Vec<f32> = weights.iter().map(|w| w * scale).collect();
+    let weights: Vec<f32> = importance(patch, stage.blending)
+        .into_iter()
+        .map(half)
+        .collect();
     let ones = vec![1f32; weights.len()];
     let classes = sessions[0].classes;
     let n: usize = grid.iter().product();
     let plane: usize = patch.iter().product();
-    let mut acc = vec![0f32; classes * n];
     let mut weight_sum = vec![0f32; n];
+    // The mean of a patch's mirrored predictions (only with mirroring).
+    let mut mirrored = vec![
+        0f32;
+        if combinations.is_empty() {
+            0
+        } else {
+            classes * plane
+        }
+    ];
+    let mut total: Option<Vec<f32>> = None;
     let mut positions = 0;
-    for &z0 in &starts[0] {
-        for &y0 in &starts[1] {
-            for &x0 in &starts[2] {
-                positions += 1;
-                let at = Placement::new([z0, y0, x0], below, grid, patch);
-                let mut window = Vec::with_capacity(plane);
-                for z in z0..z0 + patch[0] {
-                    for y in y0..y0 + patch[1] {
-                        let row = input.index(z, y, x0);
-                        window.extend_from_slice(&input.data[row..row + patch[2]]);
+    for (fold, session) in sessions.iter_mut().enumerate() {
+        let mut acc = vec![0f32; classes * n];
+        for &z0 in &starts[0] {
+            for &y0 in &starts[1] {
+                for &x0 in &starts[2] {
+                    let at = Placement::new([z0, y0, x0], below, grid, patch);
+                    if fold == 0 {
+                        positions += 1;
+                        at.add(&mut weight_sum, &ones, &weights);
                     }
-                }
-                let mut batch = window.clone();
-                for axes in &combinations {
-                    batch.extend(flip(&window, patch, axes));
-                }
-                at.add(&mut weight_sum, &ones, &weights, &[]);
-                for session in sessions.iter_mut() {
+                    let mut window = Vec::with_capacity(plane);
+                    for z in z0..z0 + patch[0] {
+                        for y in y0..y0 + patch[1] {
+                            let row = input.index(z, y, x0);
+                            window.extend_from_slice(&input.data[row..row + patch[2]]);
+                        }
+                    }
+                    let mut batch = window.clone();
+                    for axes in &combinations {
+                        batch.extend(flip(&window, patch, axes));
+                    }
+                    let add = |acc: &mut [f32], logits: &[f32]| {
+                        acc.par_chunks_mut(n)
+                            .zip(logits.par_chunks(plane))
+                            .for_each(|(sums, logits)| at.add(sums, logits, &weights));
+                    };
+                    if combinations.is_empty() {
+                        session.run_batch_with(batch, 1, |out| add(&mut acc, out))?;
+                        continue;
+                    }
                     // The batch's outputs in order: as is, then each mirror combination.
                     let mut flips =
                         std::iter::once(&[][..]).chain(combinations.iter().map(Vec::as_slice));
-                    session.run_batch_with(batch.clone(), combinations.len() + 1, |out| {
+                    let mut first = true;
+                    session.run_batch_with(batch, combinations.len() + 1, |out| {
                         for (output, axes) in out.chunks(classes * plane).zip(&mut flips) {
-                            acc.par_chunks_mut(n)
-                                .zip(output.par_chunks(plane))
-                                .for_each(|(sums, logits)| at.add(sums, logits, &scaled, axes));
+                            if first {
+                                mirrored.copy_from_slice(output);
+                                first = false;
+                                continue;
+                            }
+                            for c in 0..classes {
+                                let back = flip(&output[c * plane..][..plane], patch, axes);
+                                mirrored[c * plane..][..plane]
+                                    .iter_mut()
+                                    .zip(back)
+                                    .for_each(|(m, o)| *m += o);
+                            }
                         }
                     })?;
+                    let count = (combinations.len() + 1) as f32;
+                    mirrored.iter_mut().for_each(|m| *m /= count);
+                    add(&mut acc, &mirrored);
                 }
             }
         }
+        acc.par_chunks_mut(n).for_each(|sums| {
+            sums.iter_mut()
+                .zip(&weight_sum)
+                .for_each(|(s, w)| *s = half(*s / w));
+        });
+        total = Some(match total {
+            None => acc,
+            Some(mut sum) => {
+                sum.par_iter_mut()
+                    .zip(&acc)
+                    .for_each(|(s, a)| *s = half(*s + a));
+                sum
+            }
+        });
     }
-    // Divide by the weights.
-    acc.par_chunks_mut(n).for_each(|sums| {
-        sums.iter_mut().zip(&weight_sum).for_each(|(s, w)| *s /= w);
-    });
-    Ok((acc, positions))
+    let mut logits = total.expect("at least one fold");
+    if sessions.len() > 1 {
+        let folds = sessions.len() as f32;
+        logits.par_iter_mut().for_each(|v| *v = half(*v / folds));
+    }
+    Ok((logits, positions))
+}
+
+/// `x` rounded to the nearest half-precision value (ties to even).
+fn half(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
 }
 
 /// Where a patch at `start` of the padded grid lies on the grid: the patch's own
@@ -541,17 +603,10 @@ impl Placement {
         }
     }
 
-    /// Adds `values` (one per patch voxel, read mirrored along `flipped` axes) times
-    /// `weights` (one per patch voxel, not mirrored) to `sums` (one per grid voxel).
-    fn add(&self, sums: &mut [f32], values: &[f32], weights: &[f32], flipped: &[usize]) {
+    /// Adds `values` times `weights` (one each per patch voxel) to `sums` (one per
+    /// grid voxel), each sum rounded to half precision as nnU-Net keeps it.
+    fn add(&self, sums: &mut [f32], values: &[f32], weights: &[f32]) {
         let [_, py, px] = self.patch;
-        let source = |a: usize, i: usize| {
-            if flipped.contains(&a) {
-                self.patch[a] - 1 - i
-            } else {
-                i
-            }
-        };
         let (x_lo, x_hi) = (self.lo[2], self.hi[2]);
         for z in self.lo[0]..self.hi[0] {
             let gz = self.start[0] + z - self.below[0];
@@ -561,16 +616,9 @@ impl Placement {
                 let to = &mut sums[(gz * self.grid[1] + gy) * self.grid[2] + gx..][..x_hi - x_lo];
                 let k = (z * py + y) * px;
                 let w = &weights[k + x_lo..k + x_hi];
-                let row = (source(0, z) * py + source(1, y)) * px;
-                if flipped.contains(&2) {
-                    for (i, (t, w)) in to.iter_mut().zip(w).enumerate() {
-                        *t += values[row + px - 1 - (x_lo + i)] * w;
-                    }
-                } else {
-                    let v = &values[row + x_lo..row + x_hi];
-                    for ((t, w), v) in to.iter_mut().zip(w).zip(v) {
-                        *t += v * w;
-                    }
+                let v = &values[k + x_lo..k + x_hi];
+                for ((t, w), v) in to.iter_mut().zip(w).zip(v) {
+                    *t = half(*t + v * w);
                 }
             }
         }
@@ -619,7 +667,8 @@ fn logits_to_labels(
                     }
                     for (ox, (label, b)) in out.iter_mut().zip(best.iter_mut()).enumerate() {
                         let (x0, x1, wx) = taps[2][ox];
-                        let v = line[x0] * (1.0 - wx) + line[x1] * wx;
+                        // nnU-Net's resampled logits are half precision again.
+                        let v = half(line[x0] * (1.0 - wx) + line[x1] * wx);
                         if v > *b {
                             *b = v;
                             *label = c as u8;
