@@ -634,7 +634,7 @@ fn logits_to_labels(
     to: [usize; 3],
     separate: Option<usize>,
 ) -> Grid<u8> {
-    let taps: [Vec<(usize, usize, f32)>; 3] = std::array::from_fn(|a| {
+    let taps: [Vec<(usize, usize, f64)>; 3] = std::array::from_fn(|a| {
         if Some(a) == separate {
             ops::nearest_taps(grid[a], to[a])
                 .into_iter()
@@ -645,8 +645,9 @@ fn logits_to_labels(
         }
     });
     let n = grid.iter().product::<usize>();
-    let at =
-        |c: usize, z: usize, y: usize, x: usize| logits[c * n + (z * grid[1] + y) * grid[2] + x];
+    let at = |c: usize, z: usize, y: usize, x: usize| {
+        f64::from(logits[c * n + (z * grid[1] + y) * grid[2] + x])
+    };
     let mut labels = Grid::filled(to, 0u8);
     labels
         .data
@@ -654,7 +655,7 @@ fn logits_to_labels(
         .enumerate()
         .for_each(|(oz, plane)| {
             let (z0, z1, wz) = taps[0][oz];
-            let mut line = vec![0f32; grid[2]];
+            let mut line = vec![0f64; grid[2]];
             let mut best = vec![f32::MIN; to[2]];
             for (oy, out) in plane.chunks_mut(to[2]).enumerate() {
                 let (y0, y1, wy) = taps[1][oy];
@@ -667,8 +668,9 @@ fn logits_to_labels(
                     }
                     for (ox, (label, b)) in out.iter_mut().zip(best.iter_mut()).enumerate() {
                         let (x0, x1, wx) = taps[2][ox];
-                        // nnU-Net's resampled logits are half precision again.
-                        let v = half(line[x0] * (1.0 - wx) + line[x1] * wx);
+                        // Interpolated in double precision and stored in half, as
+                        // nnU-Net's resampling of its half-precision logits does.
+                        let v = half::f16::from_f64(line[x0] * (1.0 - wx) + line[x1] * wx).to_f32();
                         if v > *b {
                             *b = v;
                             *label = c as u8;

@@ -104,13 +104,13 @@ fn source_coordinate(i: usize, n_src: usize, n_dst: usize) -> f64 {
 }
 
 /// Linear interpolation weights: (lower index, upper index, upper weight) per output.
-pub fn linear_taps(n_src: usize, n_dst: usize) -> Vec<(usize, usize, f32)> {
+pub fn linear_taps(n_src: usize, n_dst: usize) -> Vec<(usize, usize, f64)> {
     (0..n_dst)
         .map(|i| {
             let c = source_coordinate(i, n_src, n_dst);
             let i0 = c.floor() as usize;
             let i1 = (i0 + 1).min(n_src - 1);
-            (i0, i1, (c - i0 as f64) as f32)
+            (i0, i1, c - i0 as f64)
         })
         .collect()
 }
@@ -134,6 +134,7 @@ fn linear_pass(data: &[f32], shape: [usize; 3], axis: usize, n: usize) -> Grid<f
     let mut out = Grid::filled(out_shape, 0f32);
     let fill = |o: usize, j: usize, dst: &mut [f32]| {
         let (i0, i1, w) = taps[j];
+        let w = w as f32;
         let a = &data[(o * m + i0) * inner..][..inner];
         let b = &data[(o * m + i1) * inner..][..inner];
         for ((d, a), b) in dst.iter_mut().zip(a).zip(b) {
