@@ -456,16 +456,16 @@ impl Cascade {
         let classes = self.model.classes();
         let mut labels = Grid::filled(series.shape, 0u8);
         let mut evidence = Evidence::empty(classes);
+        let region = candidate
+            .as_ref()
+            .and_then(|c| Some((bounding_box(c)?, c.shape)));
         let mut first = true;
         for (stage, sessions) in m.stage2_parts().zip(&mut self.stage2) {
             let Some(sessions) = sessions else {
                 summary.parts_skipped += 1;
                 continue;
             };
-            let within = candidate
-                .as_ref()
-                .and_then(bounding_box)
-                .map(|b| stage2_box(b, candidate.as_ref(), series, stage, m));
+            let within = region.map(|(b, grid1)| stage2_box(b, grid1, series, stage, m));
             let prediction = nnunet::predict(
                 sessions,
                 stage,
@@ -484,16 +484,12 @@ impl Cascade {
             summary.stage2_patches_run += prediction.patches;
             summary.stage2_patches_total += prediction.patches;
             let values = stage.label_values(classes);
-            if stage.channels.is_empty() && first {
-                labels = prediction.labels;
-            } else {
-                labels
-                    .data
-                    .iter_mut()
-                    .zip(&prediction.labels.data)
-                    .filter(|(_, c)| **c != 0)
-                    .for_each(|(l, c)| *l = values[usize::from(*c)]);
-            }
+            labels
+                .data
+                .iter_mut()
+                .zip(&prediction.labels.data)
+                .filter(|(_, c)| **c != 0)
+                .for_each(|(l, c)| *l = values[usize::from(*c)]);
             evidence.absorb(prediction.evidence, &values);
             first = false;
         }
@@ -513,17 +509,16 @@ impl Cascade {
 }
 
 /// The box of the series (in the model's frame) that an nnU-Net `stage` runs on: that
-/// of stage 1's region `b` on its grid, dilated by the cascade's voxels at the stage's
-/// spacing.
+/// of stage 1's region `b` on its grid `grid1`, dilated by the cascade's voxels at the
+/// stage's spacing.
 fn stage2_box(
     b: ops::Box3,
-    candidate: Option<&Grid<bool>>,
+    grid1: [usize; 3],
     series: &Framed,
     stage: &Stage,
     m: &manifest::Manifest,
 ) -> ops::Box3 {
     let target = stage.spacing(series.spacing);
-    let grid1 = candidate.map_or(series.shape, |c| c.shape);
     let margin = m.cascade.as_ref().map_or(0, |r| r.dilation_voxels) as f64;
     let scale = |i: usize| series.shape[i] as f64 / grid1[i] as f64;
     let pad = |i: usize| (margin * target[i] / series.spacing[i]).ceil();

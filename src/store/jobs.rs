@@ -134,7 +134,6 @@ macro_rules! claim_job_sql {
     };
 }
 
-/// One job with the series facts that events about it carry.
 /// Succeeded → delivered in `tx`, when the job still is succeeded; audited as done by
 /// `node_id`. Whether it changed.
 pub(super) async fn promote_to_delivered(
@@ -165,6 +164,7 @@ pub(super) async fn promote_to_delivered(
     Ok(changed)
 }
 
+/// One job with the series facts that events about it carry.
 pub(super) async fn claimed_job<'e, E>(executor: E, id: JobId) -> Result<ClaimedJob, StoreError>
 where
     E: sqlx::Executor<'e, Database = Any>,

@@ -336,12 +336,10 @@ fn sliding_window(
                     // The batch's outputs in order: as is, then each mirror combination.
                     let mut flips =
                         std::iter::once(&[][..]).chain(combinations.iter().map(Vec::as_slice));
-                    let mut first = true;
                     session.run_batch_with(batch, combinations.len() + 1, |out| {
                         for (output, axes) in out.chunks(classes * plane).zip(&mut flips) {
-                            if first {
+                            if axes.is_empty() {
                                 mirrored.copy_from_slice(output);
-                                first = false;
                                 continue;
                             }
                             for c in 0..classes {
