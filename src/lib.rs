@@ -56,6 +56,7 @@ pub mod config;
 pub mod deliver;
 pub mod derived;
 pub mod dicom;
+pub mod dicomweb;
 pub mod grid;
 pub mod import;
 mod jobs;

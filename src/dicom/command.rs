@@ -40,6 +40,8 @@ impl DimseStatus {
     pub const DATASET_DOES_NOT_MATCH_SOP_CLASS: Self = Self(0xA900);
     /// Error: cannot understand.
     pub const CANNOT_UNDERSTAND: Self = Self(0xC000);
+    /// Referenced Transfer Syntax not supported (a STOW-RS failure reason, PS3.18 I.2.2).
+    pub const TRANSFER_SYNTAX_NOT_SUPPORTED: Self = Self(0xC122);
 
     pub fn is_success(self) -> bool {
         self.0 == 0

@@ -6,33 +6,34 @@
 //! an abort and never affects other associations.
 
 mod accept;
+mod admit;
 mod dataset;
 pub mod negotiation;
 mod pending;
 mod refusal;
+mod stow;
+
+pub use stow::{Stowed, StowFailure};
 
 pub use accept::{Listener, serve};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use dicom_ul::pdu::Pdu;
-use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::dicom::lengths;
-use crate::dicom::uid::{VERIFICATION, is_ct_image_storage, ts};
-use crate::dicom::{Command, CommandField, DimseStatus, Uid, functional, part10};
-use crate::spool::{Incoming, Spool};
-use crate::store::{AuditEvent, AuditKind, InstanceMeta, RecordOutcome, SpooledFile, Store};
+use crate::dicom::uid::VERIFICATION;
+use crate::dicom::{Command, CommandField, DimseStatus, Uid, functional};
+use crate::spool::Spool;
+use crate::store::{AuditEvent, AuditKind, Store};
 use crate::ul::{Event, UlError, UlStream};
-use dataset::{inflate_bounded, parse_instance};
+use admit::{Admitted, Arrival, Origin, Spooled, Spooling};
 use negotiation::{AcceptedContext, Rejected, negotiate};
 use pending::Slot;
 use refusal::Refusal;
@@ -144,9 +145,11 @@ async fn association(
     .await;
 
     let mut session = Session {
-        rx,
-        calling_ae: accepted.calling_ae.as_str(),
-        peer,
+        origin: Origin {
+            rx,
+            calling_ae: accepted.calling_ae.as_str(),
+            peer: peer.to_string(),
+        },
         stored: 0,
         ignored: 0,
         refused: 0,
@@ -179,9 +182,7 @@ async fn association(
 }
 
 struct Session<'a> {
-    rx: &'a Receiver,
-    calling_ae: &'a str,
-    peer: SocketAddr,
+    origin: Origin<'a>,
     stored: u64,
     ignored: u64,
     refused: u64,
@@ -221,7 +222,7 @@ impl Session<'_> {
         ul: &mut UlStream,
         contexts: &std::collections::HashMap<u8, AcceptedContext>,
     ) -> Result<(), UlError> {
-        let dicom = &self.rx.config.dicom;
+        let dicom = &self.origin.rx.config.dicom;
         loop {
             let next = tokio::select! {
                 biased;
@@ -310,17 +311,8 @@ impl Session<'_> {
         pc_id: u8,
         keep: Option<(&Command, &AcceptedContext)>,
     ) -> Result<Result<Received, Verdict>, UlError> {
-        let dicom = &self.rx.config.dicom;
-        let mut refusal = match self.rx.spool.free_bytes() {
-            Ok(free) if free < dicom.min_free_disk_bytes => {
-                Some(Verdict::refuse(&Refusal::DiskLow))
-            }
-            Err(e) => Some(Verdict::refuse(&Refusal::FreeSpaceUnknown(e))),
-            Ok(_) => None,
-        };
-        if refusal.is_some() {
-            tracing::error!("spool disk below its free-space watermark: refusing C-STORE");
-        }
+        let dicom = &self.origin.rx.config.dicom;
+        let mut refusal = self.origin.no_room().map(|r| Verdict::refuse(&r));
         let mut spooling = match (&refusal, keep) {
             (None, Some((command, context))) => match self.start_spooling(command, context) {
                 Ok(s) => s,
@@ -368,9 +360,8 @@ impl Session<'_> {
         }))
     }
 
-    /// A spool file for a C-STORE whose data set the node keeps (a CT image sent on its
-    /// own presentation context with a valid SOP Instance UID); `None` for the others,
-    /// which are checked and answered after reading.
+    /// A spool file for a C-STORE whose data set the node keeps: a CT image sent on its
+    /// own presentation context with a valid SOP Instance UID.
     fn start_spooling(
         &self,
         command: &Command,
@@ -378,247 +369,51 @@ impl Session<'_> {
     ) -> anyhow::Result<Option<Spooling>> {
         let class = command.affected_sop_class.as_deref().unwrap_or_default();
         let instance = command.affected_sop_instance.as_deref().unwrap_or_default();
-        if !is_ct_image_storage(class)
-            || class != context.abstract_syntax
-            || Uid::parse(instance).is_err()
-        {
+        if class != context.abstract_syntax {
             return Ok(None);
         }
-        let header = part10::header(
-            class,
-            instance,
-            &context.transfer_syntax,
-            self.calling_ae,
-            0,
-        )?;
-        let mut file = self.rx.spool.create()?;
-        file.write(&header)?;
-        Ok(Some(Spooling {
-            file,
-            sha: Sha256::new(),
-            header,
-            error: None,
-        }))
+        self.origin
+            .start_spooling(class, instance, &context.transfer_syntax)
     }
 
+    /// Checks what the request says against its context, then keeps the instance.
     async fn store(
         &mut self,
         command: &Command,
         context: &AcceptedContext,
         received: Received,
     ) -> Verdict {
-        match self.try_store(command, context, received).await {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "could not store instance");
-                Verdict::refuse(&Refusal::CannotStore)
-            }
-        }
-    }
-
-    async fn try_store(
-        &mut self,
-        command: &Command,
-        context: &AcceptedContext,
-        received: Received,
-    ) -> anyhow::Result<Verdict> {
         let class = command.affected_sop_class.as_deref().unwrap_or_default();
-        if class != context.abstract_syntax {
-            return Ok(self
-                .refuse_instance(Refusal::ContextMismatch(class.to_string()), None)
-                .await);
-        }
-        let instance =
-            match Uid::parse(command.affected_sop_instance.as_deref().unwrap_or_default()) {
-                Ok(uid) => uid,
-                Err(e) => {
-                    return Ok(self.refuse_instance(Refusal::BadInstanceUid(e), None).await);
-                }
-            };
-        let Received { dataset, spooled } = received;
-        // What the spool file holds: its Part 10 header and the data set as sent.
-        let size = (spooled.as_ref().map_or(0, |s| s.header.len()) + dataset.len()) as i64;
-        // A deflated data set is inflated here, within a bound, before anything parses
-        // it: the limit on received bytes says nothing about what they inflate to.
-        let (dataset, parse_syntax) = if context.transfer_syntax == ts::DEFLATED_EXPLICIT_VR_LE {
-            let inflated = inflate_bounded(&dataset, self.rx.config.dicom.max_object_bytes);
-            drop(dataset);
-            match inflated {
-                Ok(inflated) => (inflated, ts::EXPLICIT_VR_LE),
-                Err(refusal) => return Ok(self.refuse_instance(refusal, None).await),
-            }
+        let admitted = if class != context.abstract_syntax {
+            let refusal = Refusal::ContextMismatch(class.to_string());
+            self.origin.refuse(refusal, None).await
         } else {
-            (dataset, context.transfer_syntax.as_str())
-        };
-        let pixel_data = match lengths::check(&dataset, parse_syntax) {
-            Ok(p) => p,
-            Err(e) => {
-                let refusal = Refusal::Malformed(e.to_string());
-                return Ok(self.refuse_instance(refusal, None).await);
+            match Uid::parse(command.affected_sop_instance.as_deref().unwrap_or_default()) {
+                Err(e) => self.origin.refuse(Refusal::BadInstanceUid(e), None).await,
+                Ok(instance) => {
+                    let arrival = Arrival {
+                        class,
+                        instance,
+                        transfer_syntax: &context.transfer_syntax,
+                        dataset: received.dataset,
+                        spooled: received.spooled,
+                        study: None,
+                    };
+                    self.origin.admit(arrival).await
+                }
             }
         };
-        let built;
-        let header = match &spooled {
-            Some(s) if parse_syntax == context.transfer_syntax => &s.header,
-            _ => {
-                // Parsed as it is held here (inflated); a spooled file keeps what was sent.
-                built = part10::header(class, instance.as_str(), parse_syntax, self.calling_ae, 0)?;
-                &built
+        match admitted {
+            Admitted::Stored { .. } => {
+                self.stored += 1;
+                Verdict::success()
             }
-        };
-        let parsed = parse_instance(header, &dataset, pixel_data);
-        drop(dataset);
-        let object = match parsed {
-            Ok(o) => o,
-            Err(refusal) => return Ok(self.refuse_instance(refusal, None).await),
-        };
-        let dataset_class = text(&object, tags::SOP_CLASS_UID);
-        let dataset_instance = text(&object, tags::SOP_INSTANCE_UID);
-        if dataset_class != class || dataset_instance != instance.as_str() {
-            let refusal = Refusal::RequestMismatch {
-                class: dataset_class,
-                instance: dataset_instance,
-            };
-            return Ok(self.refuse_instance(refusal, Some(&object)).await);
+            Admitted::Ignored => {
+                self.ignored += 1;
+                Verdict::success()
+            }
+            Admitted::Refused(refusal) => Verdict::refuse(&refusal),
         }
-        if !is_ct_image_storage(class) {
-            self.ignored += 1;
-            tracing::debug!(sop_class = class, "instance ignored: not a CT image");
-            audit(
-                self.rx,
-                AuditEvent {
-                    detail: serde_json::json!({
-                        "sop_class": class,
-                        "sop_instance": instance.as_str(),
-                        "reason": format!("SOP class {class} is not CT image storage; not kept"),
-                    }),
-                    ..self.object_event(AuditKind::InstanceIgnored, &object)
-                },
-            )
-            .await;
-            return Ok(Verdict::success());
-        }
-        let meta = match InstanceMeta::from_object(&object) {
-            Ok(m) => m,
-            Err(e) => {
-                return Ok(self
-                    .refuse_instance(Refusal::Attributes(e), Some(&object))
-                    .await);
-            }
-        };
-        let spooled = spooled.ok_or_else(|| anyhow::anyhow!("a CT image was not spooled"))?;
-        let record = SpooledFile {
-            file_name: spooled.file.name().to_string(),
-            size_bytes: size,
-            sha256: spooled.sha256,
-            transfer_syntax: context.transfer_syntax.clone(),
-        };
-        self.commit(&meta, &record, spooled.file).await?;
-        tracing::debug!(series_uid = %meta.series_uid, "instance stored");
-        self.stored += 1;
-        Ok(Verdict::success())
-    }
-
-    /// Makes the spool file durable (fsync, rename, directory fsync) while its row is
-    /// committed, and returns once both are done. A new instance's row may commit
-    /// first: if the node stops before the file is durable, the C-STORE was never
-    /// acknowledged and the start-up check drops the row. A replacement's row waits
-    /// for the durable file, so an acknowledged copy is never traded for one that was
-    /// not.
-    async fn commit(
-        &self,
-        meta: &InstanceMeta,
-        record: &SpooledFile,
-        file: Incoming,
-    ) -> anyhow::Result<()> {
-        let persist = tokio::task::spawn_blocking(move || file.persist());
-        let recorded = self
-            .rx
-            .store
-            .record_instance(meta, record, self.calling_ae, false)
-            .await;
-        let persisted = persist.await?;
-        let mut written = Written {
-            spool: &self.rx.spool,
-            name: persisted.as_ref().ok().cloned(),
-        };
-        let outcome = match (persisted, recorded) {
-            // The stored copy is identical: the new file was not needed.
-            (_, Ok(RecordOutcome::Unchanged)) => return Ok(()),
-            (Err(e), Ok(RecordOutcome::Added)) => {
-                self.rx
-                    .store
-                    .forget_instance(meta.sop_instance_uid.as_str(), &record.file_name)
-                    .await?;
-                return Err(e.into());
-            }
-            (Err(e), _) => return Err(e.into()),
-            (Ok(_), Err(e)) => return Err(e.into()),
-            (Ok(_), Ok(RecordOutcome::ReplacementNeedsDurableFile)) => {
-                self.rx
-                    .store
-                    .record_instance(meta, record, self.calling_ae, true)
-                    .await?
-            }
-            (Ok(_), Ok(outcome)) => outcome,
-        };
-        match outcome {
-            RecordOutcome::Unchanged => {}
-            RecordOutcome::Replaced { old_file } => {
-                written.keep();
-                tracing::info!(sop_instance = %meta.sop_instance_uid, "instance re-sent with new content: replaced");
-                self.rx.spool.remove(&old_file)?;
-            }
-            RecordOutcome::Added | RecordOutcome::ReplacementNeedsDurableFile => written.keep(),
-        }
-        Ok(())
-    }
-
-    fn object_event<'o>(
-        &'o self,
-        event: AuditKind,
-        object: &'o DefaultDicomObject,
-    ) -> AuditEvent<'o> {
-        AuditEvent {
-            calling_ae: Some(self.calling_ae),
-            peer: Some(self.peer.to_string()),
-            study_uid: opt_text(object, tags::STUDY_INSTANCE_UID),
-            series_uid: opt_text(object, tags::SERIES_INSTANCE_UID),
-            patient_id: opt_text(object, tags::PATIENT_ID),
-            accession_number: opt_text(object, tags::ACCESSION_NUMBER),
-            ..AuditEvent::of(event)
-        }
-    }
-
-    async fn refuse_instance(
-        &self,
-        refusal: Refusal,
-        object: Option<&DefaultDicomObject>,
-    ) -> Verdict {
-        let verdict = Verdict::refuse(&refusal);
-        let (status, reason) = (verdict.status, refusal.to_string());
-        tracing::warn!(%status, %reason, retryable = refusal.retryable(), "C-STORE refused");
-        let base = match object {
-            Some(o) => self.object_event(AuditKind::InstanceRefused, o),
-            None => AuditEvent {
-                calling_ae: Some(self.calling_ae),
-                peer: Some(self.peer.to_string()),
-                ..AuditEvent::of(AuditKind::InstanceRefused)
-            },
-        };
-        audit(
-            self.rx,
-            AuditEvent {
-                detail: serde_json::json!({
-                    "status": status.to_string(),
-                    "reason": reason,
-                    "retryable": refusal.retryable(),
-                }),
-                ..base
-            },
-        )
-        .await;
-        verdict
     }
 }
 
@@ -626,69 +421,6 @@ impl Session<'_> {
 struct Received {
     dataset: Vec<u8>,
     spooled: Option<Spooled>,
-}
-
-/// A CT data set being streamed into the spool after the Part 10 header the node
-/// wrote, and hashed as its fragments arrive: the SHA-256 of the data set as the sender
-/// sent it is the instance's content, whoever sends it again.
-struct Spooling {
-    file: Incoming,
-    sha: Sha256,
-    header: Vec<u8>,
-    /// The first write error; the C-STORE is refused once the data set is read.
-    error: Option<std::io::Error>,
-}
-
-impl Spooling {
-    fn append(&mut self, bytes: &[u8]) {
-        if self.error.is_none() {
-            self.sha.update(bytes);
-            if let Err(e) = self.file.write(bytes) {
-                self.error = Some(e);
-            }
-        }
-    }
-
-    fn finish(self) -> std::io::Result<Spooled> {
-        match self.error {
-            Some(e) => Err(e),
-            None => Ok(Spooled {
-                file: self.file,
-                sha256: format!("{:x}", self.sha.finalize()),
-                header: self.header,
-            }),
-        }
-    }
-}
-
-/// A complete spool file in `tmp/`, not yet durable.
-struct Spooled {
-    file: Incoming,
-    sha256: String,
-    header: Vec<u8>,
-}
-
-/// A file written to the spool for an instance not yet recorded: removed when dropped
-/// unless kept, so that every refusal or error path cleans up after itself.
-struct Written<'a> {
-    spool: &'a Spool,
-    name: Option<String>,
-}
-
-impl Written<'_> {
-    fn keep(&mut self) {
-        self.name = None;
-    }
-}
-
-impl Drop for Written<'_> {
-    fn drop(&mut self) {
-        if let Some(name) = self.name.take() {
-            if let Err(e) = self.spool.remove(&name) {
-                tracing::error!(error = %e, "could not remove an unrecorded spool file");
-            }
-        }
-    }
 }
 
 async fn expect_pdv(

@@ -37,9 +37,15 @@ pub(super) enum Refusal {
     #[error(transparent)]
     Pixels(PixelMismatch),
     #[error(
-        "SOP class/instance does not match the C-STORE request: data set has {class}/{instance}"
+        "SOP class/instance does not match what it was sent as (C-STORE request or file meta information): data set has {class}/{instance}"
     )]
     RequestMismatch { class: String, instance: String },
+    #[error("instance of study {0}, sent to another study")]
+    OtherStudy(String),
+    #[error("not a DICOM Part 10 file: {0}")]
+    NotPart10(String),
+    #[error("transfer syntax {0} is not supported")]
+    TransferSyntax(String),
     #[error(transparent)]
     Attributes(MetaError),
     #[error("C-ECHO without the Verification SOP Class")]
@@ -61,11 +67,12 @@ impl Refusal {
         use Refusal::*;
         match self {
             DiskLow | FreeSpaceUnknown(_) | CannotStore | TooLarge => DimseStatus::OUT_OF_RESOURCES,
-            ContextMismatch(_) | RequestMismatch { .. } => {
+            ContextMismatch(_) | RequestMismatch { .. } | OtherStudy(_) => {
                 DimseStatus::DATASET_DOES_NOT_MATCH_SOP_CLASS
             }
             BadInstanceUid(_) | InflatesBeyond(_) | Inflate(_) | Malformed(_) | Unparsable(_)
-            | NoPixelData | Attributes(_) => DimseStatus::CANNOT_UNDERSTAND,
+            | NoPixelData | Attributes(_) | NotPart10(_) => DimseStatus::CANNOT_UNDERSTAND,
+            TransferSyntax(_) => DimseStatus::TRANSFER_SYNTAX_NOT_SUPPORTED,
             Pixels(mismatch) => mismatch.dimse_status(),
             EchoWithoutVerification => DimseStatus::SOP_CLASS_NOT_SUPPORTED,
             UnsupportedOperation => DimseStatus::UNRECOGNIZED_OPERATION,
