@@ -6,18 +6,25 @@ each expected segment colour inside the viewports. Speaks the Chrome DevTools Pr
 over websocket-client, with browse.py's Page and debugging_url.
 
 Usage: view_seg.py URL --screenshot OUT.png [--cookie NAME=VALUE ...] [--header 'K: V' ...]
-                   [--expect-colour R,G,B ...] [--min-pixels N] [--timeout 120]
+                   [--expect-colour R,G,B ...] [--min-pixels N] [--timeout 120] [--console OUT.json]
 e.g.   view_seg.py 'http://127.0.0.1:8080/viewer/viewer?StudyInstanceUIDs=S&initialSeriesInstanceUID=SEG' \
-           --screenshot /tmp/ohif.png --expect-colour 216,101,79
+           --screenshot /tmp/ohif.png --expect-colour 221,130,101
 
 A pixel counts for a colour when its hue is within HUE_TOL degrees of the colour's and its
-chroma (max - min channel) is at least CHROMA_FRACTION of the colour's: OHIF fills a
-segment at partial opacity over the grey image (which keeps the hue and lowers the chroma)
-and outlines it at full opacity. Without --expect-colour every colour OHIF gives the
-segments is counted and at least one must be present.
+chroma (max - min channel) is at least CHROMA_FRACTION of the colour's. Measured on OHIF
+3.13.2: it fills a segment at 50% opacity over the grey image (same hue, half the chroma)
+and outlines it at full opacity; 99% of the fill pixels are within 3.3 degrees of the
+segment's hue. Colours of nearly the same hue (liver, stomach, kidney in the
+GenericAnatomyColors palette: 221,130,101 / 216,132,105 / 185,102,83) count each other's
+pixels: the check tells a colour is drawn, not which of those segments. The image itself
+must be drawn too: MIN_IMAGE_FRACTION of the viewports grey and not black, in levels
+spread by MIN_GREY_STD (segments over a black or flat grey viewport fail). Without
+--expect-colour every colour OHIF gives the segments is counted and one must be present.
+When the segment labels are not in the page (the viewer's layout keeps the segmentation
+panel closed), the panel is opened through OHIF's panelService, as a click on its tab would.
 Prints a JSON report on stdout (timings, viewports, segmentations with labels and colours,
 labels found in the page text, pixel counts, failed requests, console errors); exit status
-1 when the image or a colour is missing or the page never got there.
+1 when the image, a colour or a segment label is missing or the page never got there.
 """
 
 import argparse
@@ -43,6 +50,8 @@ from browse import TIMEOUT_S, Page, debugging_url  # noqa: E402
 
 HUE_TOL = 10.0          # degrees
 CHROMA_FRACTION = 0.3   # of the segment colour's chroma
+MIN_GREY_STD = 20.0     # spread of the image's grey levels on screen
+MIN_IMAGE_FRACTION = 0.05
 # Chromium's WebGL on the CPU: ANGLE over SwiftShader (no GPU, no X server).
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--no-first-run",
                   "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
@@ -192,10 +201,16 @@ def count_colour(pixels, colour):
     return int(match.sum()), int(exact.sum())
 
 
-def image_fraction(pixels):
-    """The share of the viewports' pixels that are grey and not dark: the image drawn."""
+def image_drawn(pixels):
+    """The share of the viewports' pixels that are grey and not dark, and the spread of
+    their levels: a CT slice drawn covers part of the viewport in many levels (measured:
+    20% of it, standard deviation 54-60), a frame decoded wrongly is black or one flat grey
+    (standard deviation 3.5)."""
     _, c = hue_chroma(pixels)
-    return round(float(((c < 12) & (pixels.max(axis=-1) >= 40)).mean()), 4) if len(pixels) else 0.0
+    grey = pixels.max(axis=-1)[(c < 12) & (pixels.max(axis=-1) >= 40)]
+    if not len(grey):
+        return 0.0, 0.0
+    return round(len(grey) / len(pixels), 4), round(float(grey.std()), 1)
 
 
 def viewport_pixels(png, viewports):
@@ -220,7 +235,7 @@ def main():
     ap.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'")
     ap.add_argument("--expect-colour", action="append", default=[], type=parse_colour, metavar="R,G,B")
     ap.add_argument("--min-pixels", type=int, default=50, help="per expected colour (default 50)")
-    ap.add_argument("--min-image-fraction", type=float, default=0.05,
+    ap.add_argument("--min-image-fraction", type=float, default=MIN_IMAGE_FRACTION,
                     help="share of the viewports' pixels that must be grey, not black: the image (default 0.05)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds for the whole load (default 120)")
     ap.add_argument("--window", default="1600x1000", metavar="WxH")
@@ -282,6 +297,8 @@ def main():
                     report["opened_segmentation_panel"] = page.evaluate(OPEN_PANEL)
                     time.sleep(1.0)
                     continue
+                if not all(label in state["text"] for label in labels):
+                    continue
                 colours = args.expect_colour or sorted(
                     {tuple(int(c) for c in x["colour"][:3]) for s in shown for x in s["segments"] if x["colour"]})
                 png = screenshot(page)
@@ -289,9 +306,10 @@ def main():
                 counts = {",".join(map(str, c)): dict(zip(("matching", "exact"), count_colour(pixels, c)))
                           for c in colours}
                 found = [c for c, n in counts.items() if n["matching"] >= args.min_pixels]
-                report["image_fraction"] = image_fraction(pixels)
-                if report["image_fraction"] < args.min_image_fraction:
-                    continue  # the image itself is not drawn (yet): segments over black
+                fraction, spread = image_drawn(pixels)
+                report["image"] = {"grey_fraction": fraction, "grey_std": spread}
+                if fraction < args.min_image_fraction or spread < MIN_GREY_STD:
+                    continue  # the image itself is not drawn (yet): segments over black or flat grey
                 if (len(found) == len(counts) if args.expect_colour else found):
                     milestones.setdefault("drawn_s", now)
                     report["ok"] = True

@@ -76,3 +76,6 @@ pub mod telemetry;
 pub mod tls;
 mod ul;
 pub mod volume;
+
+pub use receive::Receiver;
+pub use spool::Spool;

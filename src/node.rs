@@ -137,7 +137,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
     });
     tasks.spawn(receive::serve(
         listeners,
-        receiver,
+        receiver.clone(),
         shutdown.clone(),
         tasks.clone(),
     ));
@@ -162,6 +162,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         config: config.clone(),
         token,
         model: model_report,
+        receiver: receiver.clone(),
     }));
     serve_api(&config, http, http_addr, api, &tasks, &shutdown)?;
     spawn_workers(&config, &store, &pipeline, cascades, &tasks, &shutdown);
@@ -320,7 +321,10 @@ fn serve_api(
     match &config.http.tls {
         None => {
             tasks.spawn(async move {
-                let serve = axum::serve(http, api)
+                let serve = axum::serve(
+                    http,
+                    api.into_make_service_with_connect_info::<api::Peer>(),
+                )
                     .with_graceful_shutdown(async move { api_shutdown.cancelled().await });
                 if let Err(e) = serve.await {
                     tracing::error!(error = %e, "HTTP API stopped");
@@ -338,7 +342,10 @@ fn serve_api(
                 source,
             })?;
             tasks.spawn(async move {
-                let serve = axum::serve(listener, api)
+                let serve = axum::serve(
+                    listener,
+                    api.into_make_service_with_connect_info::<api::Peer>(),
+                )
                     .with_graceful_shutdown(async move { api_shutdown.cancelled().await });
                 if let Err(e) = serve.await {
                     tracing::error!(error = %e, "HTTPS API stopped");

@@ -74,6 +74,7 @@ async fn a_processed_study_is_visible_through_every_endpoint_and_the_audit_cli()
         config: node.config.clone(),
         token: None,
         model: None,
+        receiver: node.receiver(),
     }));
 
     let (status, body) = get(&app, "/api/jobs?state=delivered&limit=10", None).await;
@@ -281,6 +282,7 @@ async fn a_configured_token_is_required() {
         config: node.config.clone(),
         token: Some("s3cret".into()),
         model: None,
+        receiver: node.receiver(),
     }));
     let (status, body) = get(&app, "/api/jobs", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);

@@ -8,6 +8,7 @@
 //! Goes through `store` and reads job summaries as `jobs` types them.
 
 mod dashboard;
+mod dicomweb;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -35,6 +36,9 @@ pub struct ApiState {
     pub token: Option<String>,
     /// What the model check found at start-up (None: no model configured).
     pub model: Option<crate::cascade::ModelReport>,
+    /// Keeps what STOW-RS brings, as the DICOM listener keeps a C-STORE; its spool
+    /// holds what DICOMweb serves.
+    pub receiver: Arc<crate::Receiver>,
 }
 
 /// An API error: status, a stable code, a message.
@@ -100,6 +104,27 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The address a request came from, for the audit trail (the router is served with it
+/// as connect info, over HTTP and HTTPS).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::HttpsListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::HttpsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
 /// The router; tests drive it with `oneshot`.
 pub fn router(state: Arc<ApiState>) -> Router {
     let protected = Router::new()
@@ -119,6 +144,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/studies/{study_uid}", get(study))
         .route("/api/audit", get(audit))
         .route("/api/nodes", get(nodes))
+        .merge(dicomweb::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/", get(|| async { axum::response::Redirect::to("/ui/") }))

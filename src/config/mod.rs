@@ -152,6 +152,12 @@ pub struct HttpConfig {
     /// Whether the dashboard shows patient names (default: Patient ID and accession
     /// number only).
     pub dashboard_patient_names: bool,
+    /// The name series received by STOW-RS are recorded under, as a calling AE title is
+    /// (`route_from` of destinations, the audit trail).
+    pub stow_ae_title: AeTitle,
+    /// The most bytes one STOW-RS request may carry (each part is bounded by
+    /// `dicom.max_object_mb`).
+    pub max_stow_bytes: u64,
 }
 
 /// Retry policy of the outbox.
@@ -557,6 +563,8 @@ fn http(h: RawHttp, data_dir: &std::path::Path) -> Result<HttpConfig, ConfigErro
         token_file,
         allow_unauthenticated_loopback: h.allow_unauthenticated_loopback,
         dashboard_patient_names: h.dashboard_patient_names,
+        stow_ae_title: h.stow_ae_title,
+        max_stow_bytes: h.max_stow_mb.saturating_mul(1024 * 1024),
         tls: match (h.tls_cert_file, h.tls_key_file) {
             (Some(cert_file), Some(key_file)) => Some(HttpsTls {
                 cert_file,

@@ -64,6 +64,10 @@ pub(super) struct RawHttp {
     pub(super) tls_key_file: Option<PathBuf>,
     #[serde(default)]
     pub(super) dashboard_patient_names: bool,
+    #[serde(default = "defaults::stow_ae_title")]
+    pub(super) stow_ae_title: AeTitle,
+    #[serde(default = "defaults::max_stow_mb")]
+    pub(super) max_stow_mb: u64,
 }
 
 impl Default for RawHttp {
@@ -287,6 +291,12 @@ pub(super) mod defaults {
     }
     pub fn provider() -> super::Provider {
         super::Provider::Cpu
+    }
+    pub fn stow_ae_title() -> super::AeTitle {
+        super::AeTitle::parse("DICOMWEB").expect("a valid AE title")
+    }
+    pub fn max_stow_mb() -> u64 {
+        16 * 1024
     }
     pub fn http_listen() -> String {
         "127.0.0.1:8080".into()

@@ -3,4 +3,5 @@
 //! The routes are the API's; keeping an instance is `receive`'s; sending one to a
 //! DICOMweb destination is `deliver`'s.
 
+pub mod catalog;
 pub mod multipart;

@@ -10,6 +10,7 @@
 
 mod audit;
 mod deliveries;
+mod held;
 mod instances;
 mod jobs;
 mod nodes;
@@ -34,6 +35,7 @@ use crate::dicom::{SegType, Uid};
 
 pub use audit::{AUDIT_FIELDS, AuditEvent, AuditFilter, AuditRow};
 pub use deliveries::{Attempt, DeliveryRow};
+pub use held::HeldObject;
 pub use instances::{
     InstanceCount, InstanceMeta, RecentInstance, RecordOutcome, SourceInstance, SpooledFile,
 };

@@ -319,6 +319,26 @@ impl TestNode {
         self.dir.path().join("data/spool")
     }
 
+    /// A receiver over the node's store and spool, for an API router of its own.
+    pub fn receiver(&self) -> std::sync::Arc<segnode::Receiver> {
+        let spool =
+            segnode::Spool::open(&self.spool(), &self.config.membership.node_id)
+                .unwrap();
+        std::sync::Arc::new(segnode::Receiver {
+            config: self.config.clone(),
+            store: self.store.clone(),
+            spool,
+        })
+    }
+
+    /// The API token the node created in its data directory.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("data/api-token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
     /// Starts stopping the node (what SIGTERM does) without waiting for it.
     pub fn begin_stop(&self) {
         self.shutdown.cancel();
