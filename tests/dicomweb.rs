@@ -308,7 +308,6 @@ async fn qido_and_wado_serve_the_source_series_and_every_result() {
     let studies = client.json("/dicom-web/studies").await;
     assert_eq!(studies.as_array().unwrap().len(), 1, "{studies}");
     let s = &studies[0];
-    eprintln!("{s}");
     assert_eq!(first(s, "0020000D"), study);
     let modalities = s["00080061"]["Value"].as_array().unwrap();
     for m in ["CT", "SEG", "SR"] {

@@ -303,9 +303,8 @@ pub fn frame(path: &Path, number: usize) -> anyhow::Result<(Vec<u8>, String)> {
         .trim_end_matches(['\0', ' '])
         .to_string();
     let object = file.into_inner();
-    let count: usize = text(&object, tags::NUMBER_OF_FRAMES)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1);
+    let integer = |tag| functional::get(&object, tag).and_then(|e| e.to_int::<usize>().ok());
+    let count = integer(tags::NUMBER_OF_FRAMES).unwrap_or(1);
     anyhow::ensure!(
         (1..=count).contains(&number),
         "frame {number} of {count}"
@@ -326,11 +325,7 @@ pub fn frame(path: &Path, number: usize) -> anyhow::Result<(Vec<u8>, String)> {
         }
         DicomValue::Primitive(p) => {
             let all = p.to_bytes();
-            let number_of = |tag| {
-                text(&object, tag)
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .ok_or_else(|| anyhow::anyhow!("no {tag}"))
-            };
+            let number_of = |tag| integer(tag).ok_or_else(|| anyhow::anyhow!("no {tag}"));
             let bits = number_of(tags::ROWS)?
                 * number_of(tags::COLUMNS)?
                 * number_of(tags::SAMPLES_PER_PIXEL).unwrap_or(1)
