@@ -43,6 +43,8 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("destination {name:?}: {reason}")]
+    Destination { name: String, reason: String },
     #[error("model not ready")]
     Model(#[from] ModelError),
     #[error("cannot read or create the API token file {path}")]
@@ -119,8 +121,25 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
     let connectors = config
         .destinations
         .iter()
-        .filter_map(|d| Some((d.name.clone(), d.tls.as_ref()?)))
+        .filter_map(|d| Some((d.name.clone(), d.dicom_tls()?)))
         .map(|(name, tls)| Ok((name, crate::tls::connector(tls)?)))
+        .collect::<Result<_, NodeError>>()?;
+    // And every DICOMweb destination's CA file.
+    let web_clients = config
+        .destinations
+        .iter()
+        .filter_map(|d| match &d.transport {
+            crate::config::Transport::Dicomweb(web) => Some((d, web)),
+            crate::config::Transport::Dimse { .. } => None,
+        })
+        .map(|(d, web)| {
+            let client = crate::deliver::stow::http_client(web.ca_file.as_deref(), d.timeout)
+                .map_err(|reason| NodeError::Destination {
+                    name: d.name.clone(),
+                    reason,
+                })?;
+            Ok((d.name.clone(), client))
+        })
         .collect::<Result<_, NodeError>>()?;
     let token = crate::api::api_token(&config.http).map_err(|source| NodeError::Token {
         path: config.http.token_file.display().to_string(),
@@ -154,6 +173,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         spool: pipeline.spool.clone(),
         wake: pipeline.deliver.clone(),
         connectors,
+        web_clients,
     });
     tasks.spawn(outbox::run(outbox, shutdown.clone()));
     spawn_housekeeping(&config, &store, &pipeline.spool, &tasks, &shutdown);
@@ -321,11 +341,9 @@ fn serve_api(
     match &config.http.tls {
         None => {
             tasks.spawn(async move {
-                let serve = axum::serve(
-                    http,
-                    api.into_make_service_with_connect_info::<api::Peer>(),
-                )
-                    .with_graceful_shutdown(async move { api_shutdown.cancelled().await });
+                let serve =
+                    axum::serve(http, api.into_make_service_with_connect_info::<api::Peer>())
+                        .with_graceful_shutdown(async move { api_shutdown.cancelled().await });
                 if let Err(e) = serve.await {
                     tracing::error!(error = %e, "HTTP API stopped");
                 }
@@ -346,7 +364,7 @@ fn serve_api(
                     listener,
                     api.into_make_service_with_connect_info::<api::Peer>(),
                 )
-                    .with_graceful_shutdown(async move { api_shutdown.cancelled().await });
+                .with_graceful_shutdown(async move { api_shutdown.cancelled().await });
                 if let Err(e) = serve.await {
                     tracing::error!(error = %e, "HTTPS API stopped");
                 }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::config::Config;
+use crate::config::{Config, Transport};
 
 /// Each insecure setting, as a sentence for the operator.
 pub fn insecure_settings(config: &Config) -> Vec<String> {
@@ -42,18 +42,33 @@ pub fn insecure_settings(config: &Config) -> Vec<String> {
                 .into(),
         );
     }
-    for d in &config.destinations {
-        let local = d
-            .peer
-            .host
+    let local = |host: &str| {
+        host.trim_matches(['[', ']'])
             .parse::<IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-            || d.peer.host == "localhost";
-        if d.tls.is_none() && !local {
-            found.push(format!(
-                "destination {:?} ({}) is plain DICOM off this machine: results travel unencrypted",
-                d.name, d.peer.host
-            ));
+            || host == "localhost"
+    };
+    for d in &config.destinations {
+        match &d.transport {
+            Transport::Dimse { peer, tls, .. } if tls.is_none() && !local(&peer.host) => {
+                found.push(format!(
+                    "destination {:?} ({}) is plain DICOM off this machine: results travel unencrypted",
+                    d.name, peer.host
+                ));
+            }
+            Transport::Dicomweb(web) => {
+                let host = url::Url::parse(&web.url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    .unwrap_or_default();
+                if web.url.starts_with("http://") && !local(&host) {
+                    found.push(format!(
+                        "destination {:?} ({}) is plain HTTP off this machine: results and credentials travel unencrypted",
+                        d.name, web.url
+                    ));
+                }
+            }
+            Transport::Dimse { .. } => {}
         }
     }
     let mut secrets: Vec<&Path> = Vec::new();
@@ -65,7 +80,7 @@ pub fn insecure_settings(config: &Config) -> Vec<String> {
         config
             .destinations
             .iter()
-            .filter_map(|d| d.tls.as_ref()?.key_file.as_deref()),
+            .filter_map(|d| d.dicom_tls()?.key_file.as_deref()),
     );
     for path in secrets {
         if let Ok(meta) = std::fs::metadata(path)

@@ -86,7 +86,8 @@ impl Client {
     async fn json(&self, path: &str) -> Value {
         let response = self.get(path).await;
         assert_eq!(
-            response.headers()["content-type"], "application/dicom+json",
+            response.headers()["content-type"],
+            "application/dicom+json",
             "{path}"
         );
         serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
@@ -128,7 +129,13 @@ fn parts(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
 
 /// A deflated CT data set whose Pixel Data is 256 MiB of zeros, in about 256 KiB.
 fn deflate_bomb(sop: &str) -> Vec<u8> {
-    let mut obj = ct_slice("1.2.826.0.1.3680043.10.9", "1.2.826.0.1.3680043.10.9.1", sop, 0, 16);
+    let mut obj = ct_slice(
+        "1.2.826.0.1.3680043.10.9",
+        "1.2.826.0.1.3680043.10.9.1",
+        sop,
+        0,
+        16,
+    );
     obj.remove_element(dicom_dictionary_std::tags::PIXEL_DATA);
     let mut plain = Vec::new();
     let explicit = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
@@ -160,8 +167,10 @@ async fn stow_rs_keeps_a_series_as_c_store_does_and_answers_every_bad_body() {
     let node = TestNode::start_text(|data| {
         format!(
             "{}\n",
-            test_config(data, "max_object_mb = 32")
-                .replace("listen = \"127.0.0.1:0\"\n[model]", "listen = \"127.0.0.1:0\"\nmax_stow_mb = 100\n[model]")
+            test_config(data, "max_object_mb = 32").replace(
+                "listen = \"127.0.0.1:0\"\n[model]",
+                "listen = \"127.0.0.1:0\"\nmax_stow_mb = 100\n[model]"
+            )
         )
     })
     .await;
@@ -172,24 +181,35 @@ async fn stow_rs_keeps_a_series_as_c_store_does_and_answers_every_bad_body() {
     let study = "1.2.826.0.1.3680043.10.1.91";
 
     // The series in one request: every instance referenced, with where to fetch it.
-    let (status, response) = client.stow("/dicom-web/studies", body(&dicom_parts(&files))).await;
+    let (status, response) = client
+        .stow("/dicom-web/studies", body(&dicom_parts(&files)))
+        .await;
     assert_eq!(status, StatusCode::OK, "{response}");
     let referenced = items(&response, "00081199");
     assert_eq!(referenced.len(), 12, "{response}");
     assert!(items(&response, "00081198").is_empty());
     let url = first(referenced[0], "00081190");
     assert!(
-        url.as_str().unwrap().starts_with(&format!("{}/dicom-web/studies/{study}/series/{study}.1/instances/", client.base)),
+        url.as_str().unwrap().starts_with(&format!(
+            "{}/dicom-web/studies/{study}/series/{study}.1/instances/",
+            client.base
+        )),
         "{url}"
     );
     // Processed as a routed series would be, recorded as sent by STOW-RS.
     let jobs = settled_jobs(&node.store, 1).await;
     assert_eq!(jobs[0].instance_count, 12);
     assert_eq!(jobs[0].calling_ae, "DICOMWEB");
-    assert!(jobs[0].seg_sop_instance_uid.is_some(), "{:?}", jobs[0].reason);
+    assert!(
+        jobs[0].seg_sop_instance_uid.is_some(),
+        "{:?}",
+        jobs[0].reason
+    );
 
     // Sent again: the same answer, nothing new to process.
-    let (status, response) = client.stow("/dicom-web/studies", body(&dicom_parts(&files))).await;
+    let (status, response) = client
+        .stow("/dicom-web/studies", body(&dicom_parts(&files)))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(items(&response, "00081199").len(), 12);
 
@@ -197,25 +217,41 @@ async fn stow_rs_keeps_a_series_as_c_store_does_and_answers_every_bad_body() {
     let other = tempfile::tempdir().unwrap();
     let other_files = tissue_series(other.path(), 92, 2, 32);
     let (status, response) = client
-        .stow(&format!("/dicom-web/studies/{study}"), body(&dicom_parts(&other_files[..1])))
+        .stow(
+            &format!("/dicom-web/studies/{study}"),
+            body(&dicom_parts(&other_files[..1])),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{response}");
     let failed = items(&response, "00081198");
     assert_eq!(first(failed[0], "00081197"), 0xA900);
-    assert!(first(failed[0], "00091001").as_str().unwrap().contains("another study"));
+    assert!(
+        first(failed[0], "00091001")
+            .as_str()
+            .unwrap()
+            .contains("another study")
+    );
 
     // Parts that are not DICOM: each failed with its reason, nothing stored.
     let (status, response) = client
         .stow(
             "/dicom-web/studies",
-            body(&[("text/plain", b"hello".to_vec()), ("application/dicom", b"not part 10".to_vec())]),
+            body(&[
+                ("text/plain", b"hello".to_vec()),
+                ("application/dicom", b"not part 10".to_vec()),
+            ]),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{response}");
     let failed = items(&response, "00081198");
     assert_eq!(failed.len(), 2);
     assert!(failed.iter().all(|f| first(f, "00081197") == 0xC000));
-    assert!(first(failed[1], "00091001").as_str().unwrap().contains("not a DICOM Part 10 file"));
+    assert!(
+        first(failed[1], "00091001")
+            .as_str()
+            .unwrap()
+            .contains("not a DICOM Part 10 file")
+    );
 
     // A part over max_object_mb is refused as the node's limit (retryable), and the
     // part after it is still read and stored.
@@ -224,25 +260,44 @@ async fn stow_rs_keeps_a_series_as_c_store_does_and_answers_every_bad_body() {
     let (status, response) = client
         .stow(
             "/dicom-web/studies",
-            body(&[("application/dicom", huge.clone()), ("application/dicom", std::fs::read(&other_files[1]).unwrap())]),
+            body(&[
+                ("application/dicom", huge.clone()),
+                ("application/dicom", std::fs::read(&other_files[1]).unwrap()),
+            ]),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{response}");
     let failed = items(&response, "00081198");
     assert_eq!(first(failed[0], "00081197"), 0xA700);
-    assert_eq!(first(failed[0], "00081155"), "1.2.826.0.1.3680043.10.1.92.1.1");
+    assert_eq!(
+        first(failed[0], "00081155"),
+        "1.2.826.0.1.3680043.10.1.92.1.1"
+    );
     assert_eq!(items(&response, "00081199").len(), 1);
-    let (status, _) = client.stow("/dicom-web/studies", body(&[("application/dicom", huge)])).await;
+    let (status, _) = client
+        .stow("/dicom-web/studies", body(&[("application/dicom", huge)]))
+        .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 
     // A deflate bomb is refused without inflating it.
     let (status, response) = client
-        .stow("/dicom-web/studies", body(&[("application/dicom", deflate_bomb("1.2.826.0.1.3680043.10.9.1.1"))]))
+        .stow(
+            "/dicom-web/studies",
+            body(&[(
+                "application/dicom",
+                deflate_bomb("1.2.826.0.1.3680043.10.9.1.1"),
+            )]),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{response}");
     let failed = items(&response, "00081198");
     assert_eq!(first(failed[0], "00081197"), 0xC000);
-    assert!(first(failed[0], "00091001").as_str().unwrap().contains("inflates beyond"));
+    assert!(
+        first(failed[0], "00091001")
+            .as_str()
+            .unwrap()
+            .contains("inflates beyond")
+    );
 
     // Bodies that cannot be read to their end: a clear error, the parts before kept.
     let third = tempfile::tempdir().unwrap();
@@ -250,17 +305,30 @@ async fn stow_rs_keeps_a_series_as_c_store_does_and_answers_every_bad_body() {
     let whole = body(&dicom_parts(&third_files));
     let cut = whole.len() - 3000;
     let kind = format!("multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}");
-    let (status, text) = client.stow_as("/dicom-web/studies", &kind, whole[..cut].to_vec()).await;
+    let (status, text) = client
+        .stow_as("/dicom-web/studies", &kind, whole[..cut].to_vec())
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
-    assert!(text.contains("ended before the closing boundary") && text.contains("2 instance(s)"), "{text}");
+    assert!(
+        text.contains("ended before the closing boundary") && text.contains("2 instance(s)"),
+        "{text}"
+    );
     let wrong = "multipart/related; type=\"application/dicom\"; boundary=another";
-    let (status, text) = client.stow_as("/dicom-web/studies", wrong, whole.clone()).await;
+    let (status, text) = client
+        .stow_as("/dicom-web/studies", wrong, whole.clone())
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     let (status, text) = client
-        .stow_as("/dicom-web/studies", &kind, body(&vec![("application/dicom", vec![7u8; 26 << 20]); 4]))
+        .stow_as(
+            "/dicom-web/studies",
+            &kind,
+            body(&vec![("application/dicom", vec![7u8; 26 << 20]); 4]),
+        )
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
-    let (status, _) = client.stow_as("/dicom-web/studies", "application/json", b"{}".to_vec()).await;
+    let (status, _) = client
+        .stow_as("/dicom-web/studies", "application/json", b"{}".to_vec())
+        .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let gzip = client
         .http
@@ -317,9 +385,19 @@ async fn qido_and_wado_serve_the_source_series_and_every_result() {
         client.json("/dicom-web/studies?PatientID=nobody").await,
         Value::Array(vec![])
     );
-    assert_eq!(client.json(&format!("/dicom-web/studies?StudyInstanceUID={study}")).await.as_array().unwrap().len(), 1);
+    assert_eq!(
+        client
+            .json(&format!("/dicom-web/studies?StudyInstanceUID={study}"))
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
-    let series = client.json(&format!("/dicom-web/studies/{study}/series")).await;
+    let series = client
+        .json(&format!("/dicom-web/studies/{study}/series"))
+        .await;
     let uid_of = |modality: &str| {
         series
             .as_array()
@@ -334,7 +412,9 @@ async fn qido_and_wado_serve_the_source_series_and_every_result() {
 
     // The source instances in order, each retrievable with its frame as sent.
     let instances = client
-        .json(&format!("/dicom-web/studies/{study}/series/{source_series}/instances"))
+        .json(&format!(
+            "/dicom-web/studies/{study}/series/{source_series}/instances"
+        ))
         .await;
     let numbers: Vec<i64> = instances
         .as_array()
@@ -343,49 +423,91 @@ async fn qido_and_wado_serve_the_source_series_and_every_result() {
         .map(|i| first(i, "00200013").as_i64().unwrap())
         .collect();
     assert_eq!(numbers, (1..=12).collect::<Vec<_>>());
-    let sop = first(&instances[0], "00080018").as_str().unwrap().to_string();
+    let sop = first(&instances[0], "00080018")
+        .as_str()
+        .unwrap()
+        .to_string();
     let response = client
-        .get(&format!("/dicom-web/studies/{study}/series/{source_series}/instances/{sop}/frames/1"))
+        .get(&format!(
+            "/dicom-web/studies/{study}/series/{source_series}/instances/{sop}/frames/1"
+        ))
         .await;
-    let kind = response.headers()["content-type"].to_str().unwrap().to_string();
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let frames = parts(&kind, &response.bytes().await.unwrap());
     assert_eq!(frames.len(), 1);
-    assert!(frames[0].0.contains("transfer-syntax=1.2.840.10008.1.2.1"), "{}", frames[0].0);
+    assert!(
+        frames[0].0.contains("transfer-syntax=1.2.840.10008.1.2.1"),
+        "{}",
+        frames[0].0
+    );
     let original = dicom_object::open_file(&files[0]).unwrap();
-    let pixels = original.element(dicom_dictionary_std::tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
+    let pixels = original
+        .element(dicom_dictionary_std::tags::PIXEL_DATA)
+        .unwrap()
+        .to_bytes()
+        .unwrap();
     assert_eq!(frames[0].1, pixels.as_ref());
 
     // The SEG: metadata, and the object itself as Part 10.
     let metadata = client
-        .json(&format!("/dicom-web/studies/{study}/series/{seg_series}/metadata"))
+        .json(&format!(
+            "/dicom-web/studies/{study}/series/{seg_series}/metadata"
+        ))
         .await;
     let seg = &metadata[0];
     assert_eq!(first(seg, "00080018"), seg_uid.as_str());
-    assert!(seg["00620002"]["Value"].as_array().is_some_and(|s| !s.is_empty()), "SegmentSequence");
+    assert!(
+        seg["00620002"]["Value"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()),
+        "SegmentSequence"
+    );
     assert!(seg.get("7FE00010").is_none(), "no pixel data inline");
     let response = client
-        .get(&format!("/dicom-web/studies/{study}/series/{seg_series}/instances/{seg_uid}"))
+        .get(&format!(
+            "/dicom-web/studies/{study}/series/{seg_series}/instances/{seg_uid}"
+        ))
         .await;
-    let kind = response.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(kind.starts_with("multipart/related; type=\"application/dicom\""), "{kind}");
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        kind.starts_with("multipart/related; type=\"application/dicom\""),
+        "{kind}"
+    );
     let objects = parts(&kind, &response.bytes().await.unwrap());
     assert_eq!(objects.len(), 1);
     let path = work.path().join("seg.dcm");
     std::fs::write(&path, &objects[0].1).unwrap();
     assert!(dciodvfy_errors(&path).is_empty());
     let read = dicom_object::open_file(&path).unwrap();
-    assert_eq!(read.meta().media_storage_sop_instance_uid().trim_end_matches('\0'), seg_uid.as_str());
+    assert_eq!(
+        read.meta()
+            .media_storage_sop_instance_uid()
+            .trim_end_matches('\0'),
+        seg_uid.as_str()
+    );
 
     // The whole study: the 12 slices and every result object.
     let response = client.get(&format!("/dicom-web/studies/{study}")).await;
-    let kind = response.headers()["content-type"].to_str().unwrap().to_string();
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let all = parts(&kind, &response.bytes().await.unwrap());
     let results = node.store.job_results(jobs[0].id).await.unwrap();
     assert_eq!(all.len(), 12 + results.len());
 
     let missing = client
         .http
-        .get(format!("{}/dicom-web/studies/{study}/series/9.9.9/metadata", client.base))
+        .get(format!(
+            "{}/dicom-web/studies/{study}/series/9.9.9/metadata",
+            client.base
+        ))
         .bearer_auth(&client.token)
         .send()
         .await

@@ -16,6 +16,9 @@ struct Orthanc {
     http: u16,
 }
 
+/// Orthanc's DICOMweb plugin, as Debian's orthanc-dicomweb installs it.
+const DICOMWEB_PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
+
 fn curl(args: &[&str]) -> String {
     let out = Command::new("/usr/bin/curl")
         .args(["-sS", "--fail"])
@@ -47,7 +50,9 @@ fn start_orthanc(
         Path::new("/usr/bin/curl").exists(),
         "curl not found (scripts/setup)"
     );
-    let http = free_port();
+    let http = extra["HttpPort"]
+        .as_u64()
+        .map_or_else(free_port, |p| u16::try_from(p).unwrap());
     std::fs::write(
         dir.join("route.lua"),
         "function OnStableSeries(seriesId, tags, metadata)\n\
@@ -89,7 +94,13 @@ fn start_orthanc(
     };
     for _ in 0..100 {
         if Command::new("/usr/bin/curl")
-            .args(["-sS", "--fail", &format!("http://127.0.0.1:{http}/system")])
+            // Up when it answers at all (401 where authentication is enabled).
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                &format!("http://127.0.0.1:{http}/system"),
+            ])
             .output()
             .is_ok_and(|o| o.status.success())
         {
@@ -314,6 +325,95 @@ async fn orthanc_over_dicom_tls_both_ways() {
             .filter(|a| a.event == AuditKind::AssociationRejected)
             .collect::<Vec<_>>()
     );
+    drop(orthanc);
+    node.stop().await;
+}
+
+/// DICOMweb both ways: Orthanc's DICOMweb client pushes the series to the node by
+/// STOW-RS (the node's token in its headers), and the node delivers SEG, SR and key
+/// images back by STOW-RS to Orthanc's DICOMweb server, with basic authentication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orthanc_sends_by_stow_rs_and_gets_the_results_back_by_stow_rs() {
+    assert!(
+        Path::new(DICOMWEB_PLUGIN).exists(),
+        "Orthanc's DICOMweb plugin not found: install Debian's orthanc-dicomweb (scripts/setup)"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let orthanc_http = free_port();
+    let password = work.path().join("orthanc-password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let tail = format!(
+        "\n[[destinations]]\nname = \"orthanc-web\"\nkind = \"dicomweb\"\n\
+         url = \"http://127.0.0.1:{orthanc_http}/dicom-web\"\nusername = \"segnode\"\n\
+         password_file = \"{}\"\nroute_from = [\"DICOMWEB\"]\ntimeout_seconds = 20\n\
+         objects = [\"seg\", \"sr\", \"key_images\"]\n",
+        password.display()
+    );
+    let node = TestNode::start_with_tail("", &tail).await;
+    let orthanc = start_orthanc(
+        work.path(),
+        free_port(),
+        serde_json::json!(["SEGNODE", "127.0.0.1", node.addr.port()]),
+        serde_json::json!({
+            "HttpPort": orthanc_http,
+            "AuthenticationEnabled": true,
+            "RegisteredUsers": { "segnode": "s3cret" },
+            "LuaScripts": [],
+            "Plugins": [DICOMWEB_PLUGIN],
+            "DicomWeb": {
+                "Enable": true,
+                "Root": "/dicom-web/",
+                "Servers": { "segnode": {
+                    "Url": format!("http://{}/dicom-web/", node.http),
+                    "HttpHeaders": { "Authorization": format!("Bearer {}", node.token()) },
+                } },
+            },
+        }),
+    );
+    let base = format!("http://127.0.0.1:{}", orthanc.http);
+    let auth = ["-u", "segnode:s3cret"];
+    for f in std::fs::read_dir(real_series()).unwrap() {
+        let f = f.unwrap().path();
+        let url = format!("{base}/instances");
+        let data = format!("@{}", f.display());
+        curl(&[&auth[..], &["-X", "POST", &url, "--data-binary", &data]].concat());
+    }
+    let series: Vec<String> =
+        serde_json::from_str(&curl(&[&auth[..], &[&format!("{base}/series")]].concat())).unwrap();
+    assert_eq!(series.len(), 1);
+    let body = serde_json::json!({ "Resources": [series[0]] }).to_string();
+    let stow = format!("{base}/dicom-web/servers/segnode/stow");
+    let answer = curl(&[&auth[..], &["-X", "POST", &stow, "-d", &body]].concat());
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["InstancesCount"], "20", "{answer}");
+
+    let jobs = wait_for(Duration::from_secs(90), || async {
+        let jobs = all_jobs(&node.store).await;
+        (jobs.first()?.state == JobState::Delivered).then_some(jobs)
+    })
+    .await
+    .expect("the job becomes delivered");
+    assert_eq!(jobs[0].calling_ae, "DICOMWEB");
+    assert_eq!(jobs[0].instance_count, 20);
+
+    // In Orthanc, by its own DICOMweb: the SEG, the SR and the key images, in the study.
+    let qido = format!("{base}/dicom-web/studies/{}/series", jobs[0].study_uid);
+    let found: Vec<serde_json::Value> =
+        serde_json::from_str(&curl(&[&auth[..], &[&qido]].concat())).unwrap();
+    let modalities: Vec<&str> = found
+        .iter()
+        .filter_map(|s| s["00080060"]["Value"][0].as_str())
+        .collect();
+    for m in ["CT", "SEG", "SR"] {
+        assert!(modalities.contains(&m), "{modalities:?}");
+    }
+    let seg = jobs[0].seg_sop_instance_uid.clone().unwrap();
+    let instances = format!("{base}/dicom-web/instances?SOPInstanceUID={seg}");
+    let found: Vec<serde_json::Value> =
+        serde_json::from_str(&curl(&[&auth[..], &[&instances]].concat())).unwrap();
+    assert_eq!(found.len(), 1, "the SEG by its UID");
+    let deliveries = node.store.job_results(jobs[0].id).await.unwrap();
+    assert!(deliveries.len() >= 3, "SEG, SR and key images");
     drop(orthanc);
     node.stop().await;
 }

@@ -576,7 +576,7 @@ pub async fn health(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
             html,
             "<tr><td>{} ({})</td>{}</tr>",
             esc(&d.name),
-            esc(&d.peer.to_string()),
+            esc(&d.address()),
             match last {
                 Some(o) => format!(
                     "<td>job {} {:?}</td><td>{:?}</td><td>{}</td><td>{}</td>",

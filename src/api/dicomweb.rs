@@ -6,12 +6,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use dicom_object::InMemDicomObject;
 use serde_json::{Value, json};
 
@@ -25,12 +25,24 @@ const DICOM_JSON: &str = "application/dicom+json";
 pub(super) fn routes() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/dicom-web/studies", get(studies).post(stow_any))
-        .route("/dicom-web/studies/{study}", get(retrieve_study).post(stow_study))
+        .route(
+            "/dicom-web/studies/{study}",
+            get(retrieve_study).post(stow_study),
+        )
         .route("/dicom-web/studies/{study}/metadata", get(study_metadata))
         .route("/dicom-web/studies/{study}/series", get(study_series))
-        .route("/dicom-web/studies/{study}/series/{series}", get(retrieve_series))
-        .route("/dicom-web/studies/{study}/series/{series}/metadata", get(series_metadata))
-        .route("/dicom-web/studies/{study}/series/{series}/instances", get(series_instances))
+        .route(
+            "/dicom-web/studies/{study}/series/{series}",
+            get(retrieve_series),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/metadata",
+            get(series_metadata),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances",
+            get(series_instances),
+        )
         .route(
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}",
             get(retrieve_instance),
@@ -47,7 +59,11 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
 
 /// The node's DICOMweb root as the client addressed it, for Retrieve URLs.
 fn root(state: &ApiState, headers: &HeaderMap) -> String {
-    let scheme = if state.config.http.tls.is_some() { "https" } else { "http" };
+    let scheme = if state.config.http.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -94,10 +110,7 @@ fn decimal_strings_as_numbers(value: &mut Value) {
 
 // ---------------------------------------------------------------- STOW-RS
 
-async fn stow_any(
-    State(state): State<Arc<ApiState>>,
-    request: Request,
-) -> Response {
+async fn stow_any(State(state): State<Arc<ApiState>>, request: Request) -> Response {
     stow(state, None, request).await
 }
 
@@ -196,7 +209,11 @@ async fn stow(state: Arc<ApiState>, study: Option<String>, request: Request) -> 
             StatusCode::BAD_REQUEST
         }
     };
-    (status, dicom_json(store_response(&stowed, &url, study.as_deref()))).into_response()
+    (
+        status,
+        dicom_json(store_response(&stowed, &url, study.as_deref())),
+    )
+        .into_response()
 }
 
 fn not_dicom_part(content_type: &str) -> Stowed {
@@ -269,10 +286,7 @@ fn store_response(stowed: &[Stowed], url: &str, study: Option<&str>) -> Value {
             }
             Err(f) => {
                 item.insert("00081197".into(), json!({"vr": "US", "Value": [f.reason]}));
-                item.insert(
-                    "00090010".into(),
-                    json!({"vr": "LO", "Value": ["SEGNODE"]}),
-                );
+                item.insert("00090010".into(), json!({"vr": "LO", "Value": ["SEGNODE"]}));
                 item.insert("00091001".into(), json!({"vr": "LT", "Value": [f.message]}));
                 failed.push(Value::Object(item));
             }
@@ -311,7 +325,9 @@ async fn held_series(state: &ApiState, study: &str) -> ApiResult<Vec<Series>> {
 async fn one_series(state: &ApiState, study: &str, series: &str) -> ApiResult<Vec<Held>> {
     let all = held_series(state, study).await?;
     let Some(found) = all.into_iter().find(|s| s.uid == series) else {
-        return Err(ApiError::not_found(format!("no series {series} in study {study}")));
+        return Err(ApiError::not_found(format!(
+            "no series {series} in study {study}"
+        )));
     };
     let spool = state.receiver.spool.clone();
     tokio::task::spawn_blocking(move || catalog::instances(|f| spool.path(f), &found))
@@ -382,9 +398,7 @@ async fn study_series(
     let objects = held_series(&state, &study)
         .await?
         .iter()
-        .map(|s| {
-            catalog::series_attributes(s, &format!("{url}/studies/{study}/series/{}", s.uid))
-        })
+        .map(|s| catalog::series_attributes(s, &format!("{url}/studies/{study}/series/{}", s.uid)))
         .collect();
     answer(objects, &params)
 }
@@ -400,7 +414,10 @@ async fn series_instances(
         .await?
         .iter()
         .map(|h| {
-            let at = format!("{url}/studies/{study}/series/{series}/instances/{}", h.sop_instance);
+            let at = format!(
+                "{url}/studies/{study}/series/{series}/instances/{}",
+                h.sop_instance
+            );
             catalog::instance_attributes(h, &at)
         })
         .collect();
@@ -437,12 +454,7 @@ async fn series_metadata(
     metadata(&one_series(&state, &study, &series).await?)
 }
 
-async fn instance(
-    state: &ApiState,
-    study: &str,
-    series: &str,
-    instance: &str,
-) -> ApiResult<Held> {
+async fn instance(state: &ApiState, study: &str, series: &str, instance: &str) -> ApiResult<Held> {
     one_series(state, study, series)
         .await?
         .into_iter()
@@ -463,8 +475,8 @@ fn part10_body(held: Vec<Held>) -> Response {
     let files: Vec<std::path::PathBuf> = held.into_iter().map(|h| h.file).collect();
     let count = files.len();
     let head_boundary = boundary.clone();
-    let stream = futures_util::stream::iter(files.into_iter().enumerate()).then(
-        move |(i, path)| {
+    let stream =
+        futures_util::stream::iter(files.into_iter().enumerate()).then(move |(i, path)| {
             let boundary = head_boundary.clone();
             async move {
                 let bytes = tokio::fs::read(&path).await?;
@@ -473,12 +485,10 @@ fn part10_body(held: Vec<Held>) -> Response {
                 chunk.extend(multipart::part_end(&boundary, i + 1 == count));
                 Ok::<_, std::io::Error>(chunk)
             }
-        },
-    );
+        });
     use futures_util::StreamExt as _;
-    let content_type = format!(
-        "multipart/related; type=\"application/dicom\"; boundary={boundary}"
-    );
+    let content_type =
+        format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
     let mut response = Response::new(Body::from_stream(stream));
     if let Ok(v) = HeaderValue::from_str(&content_type) {
         response.headers_mut().insert(header::CONTENT_TYPE, v);
@@ -511,7 +521,9 @@ async fn retrieve_instance(
     State(state): State<Arc<ApiState>>,
     Path((study, series, sop)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    Ok(part10_body(vec![instance(&state, &study, &series, &sop).await?]))
+    Ok(part10_body(vec![
+        instance(&state, &study, &series, &sop).await?,
+    ]))
 }
 
 /// Frames (1-based, comma-separated), each a part of the transfer syntax it is held
@@ -545,8 +557,7 @@ async fn frames(
         body.extend_from_slice(&bytes);
         body.extend(multipart::part_end(&boundary, i + 1 == count));
     }
-    let content_type = format!(
-        "multipart/related; type=\"application/octet-stream\"; boundary={boundary}"
-    );
+    let content_type =
+        format!("multipart/related; type=\"application/octet-stream\"; boundary={boundary}");
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }

@@ -109,7 +109,8 @@ type ApiResult<T> = Result<T, ApiError>;
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub std::net::SocketAddr);
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
     for Peer
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
@@ -117,8 +118,10 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, toki
     }
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::HttpsListener>>
-    for Peer
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, crate::tls::HttpsListener>,
+    > for Peer
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::HttpsListener>) -> Self {
         Self(*stream.remote_addr())

@@ -97,9 +97,15 @@ impl Default for RawDelivery {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDestination {
     pub(super) name: String,
-    pub(super) ae_title: AeTitle,
-    pub(super) host: String,
-    pub(super) port: u16,
+    #[serde(default)]
+    pub(super) kind: DestinationKind,
+    pub(super) ae_title: Option<AeTitle>,
+    pub(super) host: Option<String>,
+    pub(super) port: Option<u16>,
+    pub(super) url: Option<String>,
+    pub(super) token_file: Option<PathBuf>,
+    pub(super) username: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
     pub(super) calling_ae: Option<AeTitle>,
     #[serde(default)]
     pub(super) seg_type: SegType,
@@ -116,6 +122,15 @@ pub(super) struct RawDestination {
     pub(super) ca_file: Option<PathBuf>,
     pub(super) cert_file: Option<PathBuf>,
     pub(super) key_file: Option<PathBuf>,
+}
+
+/// How a destination is reached.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum DestinationKind {
+    #[default]
+    Dimse,
+    Dicomweb,
 }
 
 #[derive(Debug, Deserialize)]

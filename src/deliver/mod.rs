@@ -6,6 +6,7 @@
 //! with the same back-off.
 
 pub mod outbox;
+pub mod stow;
 pub mod webhooks;
 
 pub use crate::dicom::PeerAddress;
@@ -71,6 +72,8 @@ pub enum ScuError {
     },
     #[error("{path}: cannot read the file meta information")]
     BadMeta { path: String },
+    #[error("STOW-RS to {url} failed: {error}")]
+    Http { url: String, error: String },
     #[error("cannot read {path}")]
     File {
         path: String,

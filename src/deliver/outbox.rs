@@ -1,5 +1,6 @@
 //! The outbox worker: sends pending deliveries (the `deliveries` table, durable across
-//! restarts) to their destinations with C-STORE, classifies the response, and
+//! restarts) to their destinations with C-STORE or STOW-RS ([`stow`]), classifies the
+//! response, and
 //! schedules retries with exponential back-off and jitter. LABELMAP falls back to
 //! BINARY when the peer refuses the Label Map Segmentation SOP class. A re-delivery
 //! sends the same file, so the PACS sees one instance (same SOP Instance UID).
@@ -13,8 +14,8 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Association, OutgoingFile, ScuError, ScuTimeouts};
-use crate::config::{Config, Destination};
+use super::{Association, OutgoingFile, ScuError, ScuTimeouts, stow};
+use crate::config::{Config, Destination, Transport};
 use crate::dicom::DimseStatus;
 use crate::dicom::SegType;
 use crate::dicom::uid::SEGMENTATION_STORAGE;
@@ -34,6 +35,8 @@ pub struct Outbox {
     pub wake: Arc<Notify>,
     /// The TLS connector of each destination that uses DICOM TLS, by name.
     pub connectors: HashMap<String, TlsConnector>,
+    /// The HTTP client of each DICOMweb destination, by name.
+    pub web_clients: HashMap<String, reqwest::Client>,
 }
 
 /// Runs the outbox until `shutdown`. First, a job whose last delivery was recorded
@@ -183,6 +186,8 @@ impl Outbox {
         }
     }
 
+    /// Sends the delivery's file, by C-STORE or STOW-RS; a LABELMAP SEG the peer
+    /// refuses is replaced by its BINARY one.
     async fn send(&self, dest: &Destination, d: &DeliveryRow) -> Result<Sent, ScuError> {
         let read = |name: &str| {
             let path = self.spool.path(name);
@@ -194,54 +199,74 @@ impl Outbox {
                 .and_then(|bytes| OutgoingFile::from_bytes(name.to_string(), bytes))
         };
         let file = read(&d.file)?;
-        let mut pairs = BTreeSet::from([(file.sop_class.clone(), ts::EXPLICIT_VR_LE.to_string())]);
-        let labelmap = d.variant == Some(SegType::Labelmap);
-        let fallback = match (&d.fallback_file, labelmap) {
-            (Some(f), true) => {
-                pairs.insert((
-                    SEGMENTATION_STORAGE.to_string(),
-                    ts::EXPLICIT_VR_LE.to_string(),
-                ));
-                Some(read(f)?)
-            }
+        let fallback = match &d.fallback_file {
+            Some(f) if d.variant == Some(SegType::Labelmap) => Some(read(f)?),
             _ => None,
         };
-        let timeouts = ScuTimeouts {
-            connect: dest.timeout,
-            dimse: dest.timeout,
+        let refused_labelmap = || {
+            Some(format!(
+                "{} refused {:?}: sent BINARY",
+                dest.name,
+                SegType::Labelmap
+            ))
         };
-        let mut assoc = Association::connect_over(
-            &dest.peer,
-            &dest.calling_ae,
-            &pairs,
-            timeouts,
-            self.connectors.get(&dest.name),
-        )
-        .await?;
-        let (status, comment, note) = match assoc.store(&file).await {
-            Err(ScuError::NoContext { .. }) if fallback.is_some() => {
-                let binary = fallback.expect("checked");
-                let (status, comment) = assoc.store(&binary).await?;
-                (
-                    status,
-                    comment,
-                    Some(format!(
-                        "{} refused {:?}: sent BINARY",
-                        dest.name,
-                        SegType::Labelmap
-                    )),
+        match &dest.transport {
+            Transport::Dimse {
+                peer, calling_ae, ..
+            } => {
+                let mut pairs =
+                    BTreeSet::from([(file.sop_class.clone(), ts::EXPLICIT_VR_LE.to_string())]);
+                if fallback.is_some() {
+                    pairs.insert((
+                        SEGMENTATION_STORAGE.to_string(),
+                        ts::EXPLICIT_VR_LE.to_string(),
+                    ));
+                }
+                let timeouts = ScuTimeouts {
+                    connect: dest.timeout,
+                    dimse: dest.timeout,
+                };
+                let mut assoc = Association::connect_over(
+                    peer,
+                    calling_ae,
+                    &pairs,
+                    timeouts,
+                    self.connectors.get(&dest.name),
                 )
+                .await?;
+                let sent = match (assoc.store(&file).await, fallback) {
+                    (Err(ScuError::NoContext { .. }), Some(binary)) => {
+                        let (status, comment) = assoc.store(&binary).await?;
+                        (status, comment, refused_labelmap())
+                    }
+                    (other, _) => {
+                        let (status, comment) = other?;
+                        (status, comment, None)
+                    }
+                };
+                // A failed release does not undo a stored object.
+                if let Err(e) = assoc.release().await {
+                    tracing::debug!(error = %e, "release after C-STORE failed");
+                }
+                Ok(sent)
             }
-            other => {
-                let (status, comment) = other?;
-                (status, comment, None)
+            Transport::Dicomweb(web) => {
+                let client = self
+                    .web_clients
+                    .get(&dest.name)
+                    .ok_or_else(|| ScuError::Http {
+                        url: web.url.clone(),
+                        error: "no HTTP client for this destination".into(),
+                    })?;
+                match (stow::store(client, web, &file).await?, fallback) {
+                    ((DimseStatus::SOP_CLASS_NOT_SUPPORTED, _), Some(binary)) => {
+                        let (status, comment) = stow::store(client, web, &binary).await?;
+                        Ok((status, comment, refused_labelmap()))
+                    }
+                    ((status, comment), _) => Ok((status, comment, None)),
+                }
             }
-        };
-        // A failed release does not undo a stored object.
-        if let Err(e) = assoc.release().await {
-            tracing::debug!(error = %e, "release after C-STORE failed");
         }
-        Ok((status, comment, note))
     }
 }
 

@@ -53,17 +53,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The HTTP(S) client for one webhook: the system's CA store plus the hook's own CA
 /// file, a timeout per attempt, a few redirects followed.
 pub fn client(hook: &Webhook) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .timeout(ATTEMPT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .user_agent(concat!("segnode/", env!("CARGO_PKG_VERSION")));
-    if let Some(ca) = &hook.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-        let certificate =
-            reqwest::Certificate::from_pem(&pem).map_err(|e| format!("{}: {e}", ca.display()))?;
-        builder = builder.add_root_certificate(certificate);
-    }
-    builder.build().map_err(|e| e.to_string())
+    super::stow::http_client(hook.ca_file.as_deref(), ATTEMPT_TIMEOUT)
 }
 
 /// POSTs `body`; Ok when the receiver answers 2xx.

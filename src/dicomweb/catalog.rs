@@ -182,8 +182,18 @@ pub fn study_attributes(series: &[Series], url: &str) -> Option<InMemDicomObject
         PrimitiveValue::Strs(modalities.into()),
     ));
     let instances: usize = series.iter().map(|s| s.objects.len()).sum();
-    put_str(&mut out, tags::NUMBER_OF_STUDY_RELATED_SERIES, VR::IS, series.len().to_string());
-    put_str(&mut out, tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, instances.to_string());
+    put_str(
+        &mut out,
+        tags::NUMBER_OF_STUDY_RELATED_SERIES,
+        VR::IS,
+        series.len().to_string(),
+    );
+    put_str(
+        &mut out,
+        tags::NUMBER_OF_STUDY_RELATED_INSTANCES,
+        VR::IS,
+        instances.to_string(),
+    );
     put_str(&mut out, tags::RETRIEVE_URL, VR::UR, url.to_string());
     Some(out)
 }
@@ -305,10 +315,7 @@ pub fn frame(path: &Path, number: usize) -> anyhow::Result<(Vec<u8>, String)> {
     let object = file.into_inner();
     let integer = |tag| functional::get(&object, tag).and_then(|e| e.to_int::<usize>().ok());
     let count = integer(tags::NUMBER_OF_FRAMES).unwrap_or(1);
-    anyhow::ensure!(
-        (1..=count).contains(&number),
-        "frame {number} of {count}"
-    );
+    anyhow::ensure!((1..=count).contains(&number), "frame {number} of {count}");
     let pixels = functional::get(&object, tags::PIXEL_DATA)
         .ok_or_else(|| anyhow::anyhow!("no pixel data"))?;
     match pixels.value() {

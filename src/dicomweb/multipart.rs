@@ -10,6 +10,8 @@ use memchr::memmem::Finder;
 
 /// How many bytes of a part over the limit are kept to say which instance it was.
 const HEAD_BYTES: usize = 64 * 1024;
+/// The longest boundary accepted.
+const MAX_BOUNDARY: usize = 200;
 /// The most bytes of headers one part may have.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
@@ -32,7 +34,10 @@ pub struct Part {
 pub enum PartBody {
     Complete(Vec<u8>),
     /// Larger than the part limit: its first bytes, and its size.
-    TooLarge { head: Vec<u8>, size: u64 },
+    TooLarge {
+        head: Vec<u8>,
+        size: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -224,16 +229,16 @@ where
                 };
                 if let Some(end) = end {
                     let mut fields = [httparse::EMPTY_HEADER; 32];
-                    let content_type = match httparse::parse_headers(
-                        &lines[..end + 2],
-                        &mut fields,
-                    ) {
+                    let content_type = match httparse::parse_headers(&lines[..end + 2], &mut fields)
+                    {
                         Ok(httparse::Status::Complete((_, parsed))) => parsed
                             .iter()
                             .find(|h| h.name.eq_ignore_ascii_case("content-type"))
                             .map(|h| String::from_utf8_lossy(h.value).trim().to_string()),
                         Ok(httparse::Status::Partial) | Err(_) => {
-                            return Err(MultipartError::Malformed("unreadable part headers".into()));
+                            return Err(MultipartError::Malformed(
+                                "unreadable part headers".into(),
+                            ));
                         }
                     };
                     self.pos += padding + 2 + end + 2;
@@ -272,9 +277,12 @@ pub fn related(content_type: &str) -> Result<(String, Option<String>), String> {
             _ => {}
         }
     }
+    // RFC 2046 says at most 70 characters; Orthanc sends 73.
     match boundary {
-        Some(b) if !b.is_empty() && b.len() <= 70 => Ok((b, kind)),
-        _ => Err("multipart/related without a boundary of 1 to 70 characters".into()),
+        Some(b) if !b.is_empty() && b.len() <= MAX_BOUNDARY => Ok((b, kind)),
+        _ => Err(format!(
+            "multipart/related without a boundary of 1 to {MAX_BOUNDARY} characters"
+        )),
     }
 }
 
@@ -325,7 +333,11 @@ mod tests {
         out
     }
 
-    async fn read_all(body: &[u8], chunk: usize, limits: Limits) -> Result<Vec<PartBody>, MultipartError> {
+    async fn read_all(
+        body: &[u8],
+        chunk: usize,
+        limits: Limits,
+    ) -> Result<Vec<PartBody>, MultipartError> {
         let mut reader = Reader::new(chunks(body, chunk), "XB", limits);
         let mut parts = Vec::new();
         while let Some(p) = reader.next_part().await? {
@@ -381,7 +393,10 @@ mod tests {
             assert_eq!(err, MultipartError::Truncated, "cut at {cut}");
         }
         let mut reader = Reader::new(chunks(&full, 8), "OTHER", LIMITS);
-        assert_eq!(reader.next_part().await.unwrap_err(), MultipartError::Truncated);
+        assert_eq!(
+            reader.next_part().await.unwrap_err(),
+            MultipartError::Truncated
+        );
         let small = Limits {
             part_bytes: 100,
             body_bytes: 20,

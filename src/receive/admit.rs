@@ -26,7 +26,10 @@ pub(super) struct Origin<'a> {
 /// What became of one instance.
 pub(super) enum Admitted {
     /// Kept, in this study and series.
-    Stored { study: Uid, series: Uid },
+    Stored {
+        study: Uid,
+        series: Uid,
+    },
     /// Acknowledged, not kept: not a CT image.
     Ignored,
     Refused(Refusal),
@@ -147,9 +150,7 @@ impl Origin<'_> {
         if let Some(expected) = study {
             let found = text(&object, tags::STUDY_INSTANCE_UID);
             if found != expected {
-                return Ok(self
-                    .refuse(Refusal::OtherStudy(found), Some(&object))
-                    .await);
+                return Ok(self.refuse(Refusal::OtherStudy(found), Some(&object)).await);
             }
         }
         if !is_ct_image_storage(class) {

@@ -13,7 +13,7 @@ mod pending;
 mod refusal;
 mod stow;
 
-pub use stow::{Stowed, StowFailure};
+pub use stow::{StowFailure, Stowed};
 
 pub use accept::{Listener, serve};
 

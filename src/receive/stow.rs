@@ -53,7 +53,9 @@ impl Receiver {
             Ok(m) => m,
             Err(refusal) => return refused(&origin, None, refusal).await,
         };
-        let class = meta.media_storage_sop_class_uid().trim_end_matches(['\0', ' ']);
+        let class = meta
+            .media_storage_sop_class_uid()
+            .trim_end_matches(['\0', ' ']);
         let instance = meta
             .media_storage_sop_instance_uid()
             .trim_end_matches(['\0', ' ']);
@@ -118,7 +120,8 @@ impl Receiver {
         let meta = file_meta(head).ok().map(|(m, _)| m);
         let named = meta.as_ref().map(|m| {
             (
-                m.media_storage_sop_class_uid().trim_end_matches(['\0', ' ']),
+                m.media_storage_sop_class_uid()
+                    .trim_end_matches(['\0', ' ']),
                 m.media_storage_sop_instance_uid()
                     .trim_end_matches(['\0', ' ']),
             )

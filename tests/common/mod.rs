@@ -321,9 +321,7 @@ impl TestNode {
 
     /// A receiver over the node's store and spool, for an API router of its own.
     pub fn receiver(&self) -> std::sync::Arc<segnode::Receiver> {
-        let spool =
-            segnode::Spool::open(&self.spool(), &self.config.membership.node_id)
-                .unwrap();
+        let spool = segnode::Spool::open(&self.spool(), &self.config.membership.node_id).unwrap();
         std::sync::Arc::new(segnode::Receiver {
             config: self.config.clone(),
             store: self.store.clone(),
