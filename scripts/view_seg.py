@@ -240,6 +240,9 @@ def main():
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds for the whole load (default 120)")
     ap.add_argument("--window", default="1600x1000", metavar="WxH")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--chromium-flag", action="append", default=[], metavar="--FLAG",
+                    help="one more Chromium flag (e.g. --disable-web-security for a viewer "
+                         "reading another origin's DICOMweb)")
     ap.add_argument("--console", metavar="OUT.json", help="write every console message and page error there")
     args = ap.parse_args()
     width, height = (int(v) for v in args.window.split("x"))
@@ -249,7 +252,7 @@ def main():
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         browser = subprocess.Popen(
-            [args.chromium, *CHROMIUM_FLAGS, f"--window-size={width},{height}", f"--user-data-dir={profile}",
+            [args.chromium, *CHROMIUM_FLAGS, *args.chromium_flag, f"--window-size={width},{height}", f"--user-data-dir={profile}",
              "--remote-debugging-port=0", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:

@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::{
     ApiError, ApiResult, ApiState, Params, check_known, existing_job, stored_count, time_param,
 };
-use crate::dicom::Uid;
 use crate::jobs::summary::JobSummary;
 use crate::sr::Organ;
 use crate::store::{
@@ -69,13 +68,17 @@ var d=new DOMParser().parseFromString(t,"text/html").getElementById("main");if(d
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
-/// The answer to a browser without the token: 401 and a form to give it.
-pub fn login_page() -> Response {
+/// The answer to a browser without the token: 401 and a form to give it, which goes
+/// on to `next`.
+pub fn login_page(next: &str) -> Response {
     let mut response = page(
         "Sign in",
-        r#"<p>The dashboard needs the node's API token.</p>
+        &format!(
+            r#"<p>The dashboard needs the node's API token.</p>
 <form action="/ui/login" method="post"><label>Token <input type="password" name="token"></label>
-<button>Sign in</button></form>"#,
+<input type="hidden" name="next" value="{}"><button>Sign in</button></form>"#,
+            esc(next)
+        ),
     );
     *response.status_mut() = StatusCode::UNAUTHORIZED;
     response
@@ -88,11 +91,12 @@ pub async fn login_form(state: State<Arc<ApiState>>, Form(p): Form<Params>) -> R
     login(state, Query(p)).await
 }
 
-/// `GET /ui/login?token=…[&next=/ui/…]`: see [`login_form`].
+/// `GET /ui/login?token=…[&next=/ui/…]`: see [`login_form`]; `next` is a page of the
+/// dashboard or the viewer.
 pub async fn login(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> Response {
     let next = p
         .get("next")
-        .filter(|n| n.starts_with("/ui/") && !n.contains("//"))
+        .filter(|n| (n.starts_with("/ui/") || n.starts_with("/viewer/")) && !n.contains("//"))
         .map_or("/ui/", String::as_str);
     match (&s.token, p.get("token")) {
         (Some(token), Some(given)) if given == token => {
@@ -100,7 +104,7 @@ pub async fn login(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> R
             ([(header::SET_COOKIE, cookie)], Redirect::to(next)).into_response()
         }
         (None, _) => Redirect::to(next).into_response(),
-        _ => login_page(),
+        _ => login_page(next),
     }
 }
 
@@ -368,9 +372,14 @@ pub async fn job(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiR
         j.instance_count,
         format_ms(j.created_ms),
         esc(j.reason.as_deref().unwrap_or("")),
-        j.seg_sop_instance_uid
-            .as_ref()
-            .map_or(String::new(), Uid::to_string),
+        summary.seg.as_ref().map_or(String::new(), |seg| format!(
+            r#"{} <a id="viewer" href="{}">open in the viewer</a>"#,
+            seg.sop_instance_uid,
+            esc(&super::viewer::study_link(
+                j.study_uid.as_str(),
+                Some(seg.series_instance_uid.as_str())
+            ))
+        )),
         summary
             .sr
             .as_ref()

@@ -9,6 +9,7 @@
 
 mod dashboard;
 mod dicomweb;
+mod viewer;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -148,6 +149,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/audit", get(audit))
         .route("/api/nodes", get(nodes))
         .merge(dicomweb::routes())
+        .route("/viewer", get(viewer::root))
+        .route("/viewer/", get(viewer::index))
+        .route("/viewer/{*path}", get(viewer::asset))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/", get(|| async { axum::response::Redirect::to("/ui/") }))
@@ -250,8 +254,10 @@ async fn authenticate(
             .and_then(|v| v.strip_prefix("Bearer "))
             .or_else(|| dashboard::cookie_token(&headers));
         if given != Some(token.as_str()) {
-            if request.uri().path().starts_with("/ui/") {
-                return dashboard::login_page();
+            let path = request.uri().path();
+            if path.starts_with("/ui/") || path.starts_with("/viewer") {
+                let next = request.uri().path_and_query().map_or(path, |p| p.as_str());
+                return dashboard::login_page(next);
             }
             return ApiError {
                 status: StatusCode::UNAUTHORIZED,

@@ -161,6 +161,8 @@ pub struct HttpConfig {
     /// The most bytes one STOW-RS request may carry (each part is bounded by
     /// `dicom.max_object_mb`).
     pub max_stow_bytes: u64,
+    /// The installed web viewer served under `/viewer/` (`scripts/install-viewer`).
+    pub viewer_dir: PathBuf,
 }
 
 /// Retry policy of the outbox.
@@ -632,6 +634,7 @@ fn http(h: RawHttp, data_dir: &std::path::Path) -> Result<HttpConfig, ConfigErro
         dashboard_patient_names: h.dashboard_patient_names,
         stow_ae_title: h.stow_ae_title,
         max_stow_bytes: h.max_stow_mb.saturating_mul(1024 * 1024),
+        viewer_dir: h.viewer_dir,
         tls: match (h.tls_cert_file, h.tls_key_file) {
             (Some(cert_file), Some(key_file)) => Some(HttpsTls {
                 cert_file,

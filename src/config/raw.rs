@@ -68,6 +68,8 @@ pub(super) struct RawHttp {
     pub(super) stow_ae_title: AeTitle,
     #[serde(default = "defaults::max_stow_mb")]
     pub(super) max_stow_mb: u64,
+    #[serde(default = "defaults::viewer_dir")]
+    pub(super) viewer_dir: PathBuf,
 }
 
 impl Default for RawHttp {
@@ -309,6 +311,9 @@ pub(super) mod defaults {
     }
     pub fn stow_ae_title() -> super::AeTitle {
         super::AeTitle::parse("DICOMWEB").expect("a valid AE title")
+    }
+    pub fn viewer_dir() -> std::path::PathBuf {
+        std::path::PathBuf::from("var/viewer/ohif-3.13.2")
     }
     pub fn max_stow_mb() -> u64 {
         16 * 1024
