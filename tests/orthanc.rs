@@ -349,7 +349,26 @@ async fn orthanc_sends_by_stow_rs_and_gets_the_results_back_by_stow_rs() {
          objects = [\"seg\", \"sr\", \"key_images\"]\n",
         password.display()
     );
-    let node = TestNode::start_with_tail("", &tail).await;
+    // The viewer the node serves here reads Orthanc's DICOMweb: what the PACS side sees.
+    let viewer = work.path().join("viewer");
+    std::fs::create_dir(&viewer).unwrap();
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("var/viewer/ohif-3.13.2");
+    assert!(
+        installed.join("index.html").exists(),
+        "run scripts/install-viewer (scripts/setup)"
+    );
+    viewer_reading(
+        &installed,
+        &format!("http://127.0.0.1:{orthanc_http}/dicom-web"),
+        &viewer,
+    );
+    let node = TestNode::start_text(|data| {
+        test_config(data, "").replace(
+            "[http]\n",
+            &format!("[http]\nviewer_dir = \"{}\"\n", viewer.display()),
+        ) + &tail
+    })
+    .await;
     let orthanc = start_orthanc(
         work.path(),
         free_port(),
@@ -414,6 +433,40 @@ async fn orthanc_sends_by_stow_rs_and_gets_the_results_back_by_stow_rs() {
     assert_eq!(found.len(), 1, "the SEG by its UID");
     let deliveries = node.store.job_results(jobs[0].id).await.unwrap();
     assert!(deliveries.len() >= 3, "SEG, SR and key images");
+
+    // OHIF reading Orthanc's DICOMweb (another origin, with Orthanc's credentials) shows
+    // the delivered SEG over the CT.
+    let seg_series = qido_series_of(&base, &auth, &jobs[0].study_uid, "SEG");
+    let url = format!(
+        "http://{}/viewer/viewer?StudyInstanceUIDs={}&initialSeriesInstanceUID={seg_series}",
+        node.http, jobs[0].study_uid
+    );
+    let shots = tempfile::tempdir().unwrap();
+    let cookie = format!("segnode_token={}", node.token());
+    view_seg(
+        &url,
+        &shots.path().join("orthanc.png"),
+        &[
+            "--cookie",
+            &cookie,
+            "--header",
+            "Authorization: Basic c2Vnbm9kZTpzM2NyZXQ=",
+            "--chromium-flag=--disable-web-security",
+            "--expect-colour",
+            SOFT_TISSUE,
+        ],
+    );
     drop(orthanc);
     node.stop().await;
+}
+
+/// The UID of the study's series of `modality`, by Orthanc's QIDO-RS.
+fn qido_series_of(base: &str, auth: &[&str], study: &str, modality: &str) -> String {
+    let url = format!("{base}/dicom-web/studies/{study}/series?Modality={modality}");
+    let found: Vec<serde_json::Value> =
+        serde_json::from_str(&curl(&[auth, &[&url]].concat())).unwrap();
+    found[0]["0020000E"]["Value"][0]
+        .as_str()
+        .unwrap()
+        .to_string()
 }

@@ -10,33 +10,6 @@ use std::time::Duration;
 use common::*;
 use reqwest::StatusCode;
 
-/// The test cascade's soft tissue colour (its manifest's `color`).
-const SOFT_TISSUE: &str = "230,150,120";
-
-/// Runs scripts/view_seg.py on `url`; its JSON report, after asserting it passed.
-pub fn view_seg(url: &str, screenshot: &std::path::Path, args: &[&str]) -> serde_json::Value {
-    let out = std::process::Command::new(venv_python())
-        .arg(script("view_seg.py"))
-        .arg(url)
-        .arg("--screenshot")
-        .arg(screenshot)
-        .args(["--timeout", "150"])
-        .args(args)
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "view_seg.py printed no report ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert!(
-        out.status.success(),
-        "the SEG is not drawn over the image: {report:#}"
-    );
-    report
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_source_series_opens_in_the_viewer_with_its_seg_drawn_over_it() {
     let node = TestNode::start().await;

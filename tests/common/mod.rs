@@ -994,3 +994,46 @@ pub fn run_offline(
     let summary: serde_json::Value = serde_json::from_slice(&segnode_ok(args)).unwrap();
     summary["series"][0].clone()
 }
+
+/// The test cascade's soft tissue colour (its manifest's `color`), as the viewer draws it.
+pub const SOFT_TISSUE: &str = "230,150,120";
+
+/// Runs scripts/view_seg.py on `url`; its JSON report, after asserting it passed.
+pub fn view_seg(url: &str, screenshot: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(venv_python())
+        .arg(script("view_seg.py"))
+        .arg(url)
+        .arg("--screenshot")
+        .arg(screenshot)
+        .args(["--timeout", "150"])
+        .args(args)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "view_seg.py printed no report ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        out.status.success(),
+        "the SEG is not drawn over the image: {report:#}"
+    );
+    report
+}
+
+/// A copy of the installed viewer (its files linked, not copied) whose configuration
+/// reads the DICOMweb service at `root` instead of the node's own.
+pub fn viewer_reading(installed: &Path, root: &str, dir: &Path) {
+    for entry in std::fs::read_dir(installed).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "app-config.js" {
+            std::os::unix::fs::symlink(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+    }
+    let config = std::fs::read_to_string(installed.join("app-config.js"))
+        .unwrap()
+        .replace("'/dicom-web'", &format!("'{root}'"));
+    assert!(config.contains(root));
+    std::fs::write(dir.join("app-config.js"), config).unwrap();
+}
