@@ -16,11 +16,14 @@ use dicom_object::InMemDicomObject;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult, ApiState};
+use crate::dicom::DimseStatus;
 use crate::dicomweb::catalog::{self, Held, Series};
-use crate::dicomweb::multipart::{self, Limits, MultipartError, PartBody, Reader};
+use crate::dicomweb::multipart::{self, Limits, MultipartError, Part, PartBody, Reader};
 use crate::receive::Stowed;
 
 const DICOM_JSON: &str = "application/dicom+json";
+/// Parts of one STOW-RS request being kept at once.
+const PARTS_IN_FLIGHT: usize = 4;
 
 pub(super) fn routes() -> Router<Arc<ApiState>> {
     Router::new()
@@ -160,36 +163,32 @@ async fn stow(state: Arc<ApiState>, study: Option<String>, request: Request) -> 
         part_bytes: state.config.dicom.max_object_bytes,
         body_bytes: http.max_stow_bytes,
     };
-    let calling_ae = http.stow_ae_title.as_str();
     let mut reader = Reader::new(request.into_body().into_data_stream(), &boundary, limits);
+    // Each part is kept by a task of its own while the next is read: the spool's fsync
+    // and the database commit of one overlap the transfer of the next.
+    let mut in_flight = std::collections::VecDeque::new();
     let mut stowed = Vec::new();
-    loop {
+    let unreadable = loop {
         let part = match reader.next_part().await {
             Ok(Some(part)) => part,
-            Ok(None) => break,
-            Err(e) => return body_error(&e, &stowed),
+            Ok(None) => break None,
+            Err(e) => break Some(e),
         };
-        let dicom = part.content_type.as_deref().is_none_or(|t| {
-            t.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/dicom"))
-        });
-        let outcome = match part.body {
-            _ if !dicom => not_dicom_part(part.content_type.as_deref().unwrap_or_default()),
-            PartBody::Complete(bytes) => {
-                state
-                    .receiver
-                    .stow(calling_ae, peer.clone(), bytes, study.as_deref())
-                    .await
-            }
-            PartBody::TooLarge { head, .. } => {
-                state
-                    .receiver
-                    .stow_too_large(calling_ae, peer.clone(), &head)
-                    .await
-            }
-        };
-        stowed.push(outcome);
+        let (state, peer, study) = (state.clone(), peer.clone(), study.clone());
+        in_flight.push_back(tokio::spawn(async move {
+            keep_part(&state, peer, part, study.as_deref()).await
+        }));
+        if in_flight.len() >= PARTS_IN_FLIGHT
+            && let Some(oldest) = in_flight.pop_front()
+        {
+            stowed.push(joined(oldest.await));
+        }
+    };
+    for task in in_flight {
+        stowed.push(joined(task.await));
+    }
+    if let Some(e) = unreadable {
+        return body_error(&e, &stowed);
     }
     let stored = stowed.iter().filter(|s| s.outcome.is_ok()).count();
     tracing::info!(parts = stowed.len(), stored, "STOW-RS request answered");
@@ -216,14 +215,48 @@ async fn stow(state: Arc<ApiState>, study: Option<String>, request: Request) -> 
         .into_response()
 }
 
-fn not_dicom_part(content_type: &str) -> Stowed {
+/// Keeps one part: a DICOM file as a C-STORE would be kept, anything else refused.
+async fn keep_part(state: &ApiState, peer: String, part: Part, study: Option<&str>) -> Stowed {
+    let calling_ae = state.config.http.stow_ae_title.as_str();
+    let dicom = part.content_type.as_deref().is_none_or(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/dicom"))
+    });
+    match part.body {
+        _ if !dicom => failed(
+            DimseStatus::CANNOT_UNDERSTAND,
+            format!(
+                "a part of type {:?}, not application/dicom",
+                part.content_type.unwrap_or_default()
+            ),
+        ),
+        PartBody::Complete(bytes) => state.receiver.stow(calling_ae, peer, bytes, study).await,
+        PartBody::TooLarge { head, .. } => {
+            state.receiver.stow_too_large(calling_ae, peer, &head).await
+        }
+    }
+}
+
+/// A part's outcome from its task (one that panicked was not kept).
+fn joined(result: Result<Stowed, tokio::task::JoinError>) -> Stowed {
+    result.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "a STOW-RS part's task failed");
+        failed(
+            DimseStatus::OUT_OF_RESOURCES,
+            "the node could not store the instance".into(),
+        )
+    })
+}
+
+fn failed(status: DimseStatus, message: String) -> Stowed {
     Stowed {
         sop_class: None,
         sop_instance: None,
         outcome: Err(crate::receive::StowFailure {
-            reason: crate::dicom::DimseStatus::CANNOT_UNDERSTAND.0,
-            message: format!("a part of type {content_type:?}, not application/dicom"),
-            retryable: false,
+            reason: status.0,
+            message,
+            retryable: status.is_out_of_resources(),
             other_study: false,
         }),
     }
