@@ -1,10 +1,28 @@
-"""What the benchmarks that run a node over loopback share: free ports, waiting for a
-listener, and the node's configuration."""
+"""What the benchmarks that run a node over loopback share: the 300-slice series and the
+release binary, free ports, waiting for a listener, and the node's configuration."""
 
 import pathlib
 import socket
+import subprocess
 import sys
 import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def ct300_series() -> list[pathlib.Path]:
+    """The synthetic 300-slice 512x512 uncompressed series (made once by
+    scripts/make_series.py under target/bench-data), its files in order."""
+    series = ROOT / "target" / "bench-data" / "ct300-uncompressed"
+    if not (series / "CT0299.dcm").exists():
+        subprocess.run([sys.executable, ROOT / "scripts" / "make_series.py", series], check=True)
+    return sorted(series.glob("*.dcm"))
+
+
+def release_binary() -> pathlib.Path:
+    """segnode, built in release mode."""
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    return ROOT / "target" / "release" / "segnode"
 
 
 def free_port() -> int:

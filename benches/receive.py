@@ -28,9 +28,8 @@ import tempfile
 import time
 import os
 
-from bench_node import free_port, node_config, wait_port
+from bench_node import ct300_series, free_port, node_config, release_binary, wait_port
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 STORESCU = "/usr/bin/storescu"
 STORESCP = "/usr/bin/storescp"
 ROUNDS = 3
@@ -88,12 +87,8 @@ def split(files: list[pathlib.Path], n: int) -> list[list[pathlib.Path]]:
 
 def main() -> None:
     work = pathlib.Path(tempfile.mkdtemp(prefix="segnode-bench-"))
-    series = ROOT / "target" / "bench-data" / "ct300-uncompressed"
-    if not (series / "CT0299.dcm").exists():
-        subprocess.run([sys.executable, ROOT / "scripts" / "make_series.py", series], check=True)
-    files = sorted(series.glob("*.dcm"))
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    binary = ROOT / "target" / "release" / "segnode"
+    files = ct300_series()
+    binary = release_binary()
 
     # Rounds alternate between the two receivers, and every round writes into a new
     # directory: outputs are removed only at the end, because creating files right

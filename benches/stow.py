@@ -21,9 +21,8 @@ import sys
 import tempfile
 import time
 
-from bench_node import free_port, node_config, wait_port
+from bench_node import ct300_series, free_port, node_config, release_binary, wait_port
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 STORESCU = "/usr/bin/storescu"
 ORTHANC = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
@@ -94,12 +93,8 @@ def start_orthanc(out: pathlib.Path) -> tuple[subprocess.Popen, int, int]:
 
 def main() -> None:
     work = pathlib.Path(tempfile.mkdtemp(prefix="segnode-bench-stow-"))
-    series = ROOT / "target" / "bench-data" / "ct300-uncompressed"
-    if not (series / "CT0299.dcm").exists():
-        subprocess.run([sys.executable, ROOT / "scripts" / "make_series.py", series], check=True)
-    files = sorted(series.glob("*.dcm"))
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    binary = ROOT / "target" / "release" / "segnode"
+    files = ct300_series()
+    binary = release_binary()
     body = work / "body.bin"
     stow_body(files, body)
 

@@ -14,9 +14,8 @@ import sys
 import tempfile
 import time
 
-from bench_node import free_port, node_config, wait_port
+from bench_node import ct300_series, free_port, node_config, release_binary, wait_port
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 STORESCU = "/usr/bin/storescu"
 ROUNDS = 3
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
@@ -46,11 +45,8 @@ def send(port: int, files: list[pathlib.Path], tls: list[str]) -> float:
 
 
 def main() -> None:
-    series = ROOT / "target" / "bench-data" / "ct300-uncompressed"
-    if not (series / "CT0299.dcm").exists():
-        subprocess.run([sys.executable, ROOT / "scripts" / "make_series.py", series], check=True)
-    files = sorted(series.iterdir())
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    files = ct300_series()
+    binary = release_binary()
     work = pathlib.Path(tempfile.mkdtemp())
     pki = work / "pki"
     pki.mkdir()
@@ -61,7 +57,7 @@ def main() -> None:
     # The TLS table belongs to [dicom]: insert it before [series].
     config = node_config(work / "data", plain_port, 3600).replace("[series]", tail + "[series]")
     (work / "segnode.toml").write_text(config)
-    node = subprocess.Popen([ROOT / "target" / "release" / "segnode", "serve", "--config", work / "segnode.toml"],
+    node = subprocess.Popen([binary, "serve", "--config", work / "segnode.toml"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(plain_port)

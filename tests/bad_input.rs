@@ -548,31 +548,8 @@ async fn a_deflate_bomb_is_refused_without_inflating_it() {
     let node = TestNode::start().await;
     // A CT data set whose Pixel Data is 1 GiB of zeros, deflated to about 1 MiB.
     let sop = "1.2.826.0.1.3680043.10.7.1.1";
-    let mut obj = ct_slice(
-        "1.2.826.0.1.3680043.10.7",
-        "1.2.826.0.1.3680043.10.7.1",
-        sop,
-        0,
-        16,
-    );
-    obj.remove_element(dicom_dictionary_std::tags::PIXEL_DATA);
-    let mut plain = Vec::new();
-    let explicit = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
-    obj.write_dataset_with_ts(&mut plain, &explicit).unwrap();
-    let pixel_bytes: u32 = 1 << 30;
-    plain.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0]);
-    plain.extend_from_slice(&pixel_bytes.to_le_bytes());
-    let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-    deflate.write_all(&plain).unwrap();
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..(pixel_bytes >> 20) {
-        deflate.write_all(&zeros).unwrap();
-    }
-    let dataset = deflate.finish().unwrap();
-    assert!(dataset.len() < 2 << 20, "{} bytes", dataset.len());
-    let header = segnode::dicom::part10::header(CT_STORAGE, sop, DEFLATED, "TESTSCU", 0).unwrap();
-    let mut bytes = header;
-    bytes.extend_from_slice(&dataset);
+    let bytes = deflate_bomb("1.2.826.0.1.3680043.10.7", sop, 1 << 30);
+    assert!(bytes.len() < 2 << 20, "{} bytes", bytes.len());
     let file = OutgoingFile::from_bytes("bomb".into(), bytes).unwrap();
 
     let before = peak_rss();
@@ -598,6 +575,7 @@ async fn a_deflate_bomb_is_refused_without_inflating_it() {
         64,
     );
     let mut plain = Vec::new();
+    let explicit = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
     obj.write_dataset_with_ts(&mut plain, &explicit).unwrap();
     let mut deflate =
         flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());

@@ -4,15 +4,12 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::path::Path;
 
 use common::*;
 use reqwest::StatusCode;
-use segnode::dicom::uid::ts::DEFLATED_EXPLICIT_VR_LE as DEFLATED;
 use serde_json::Value;
 
-const CT_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
 const BOUNDARY: &str = "segnode-test-boundary";
 
 /// A multipart/related body of `parts` (Content-Type, bytes).
@@ -125,33 +122,6 @@ fn parts(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
         out.push((headers, part[split + 4..].to_vec()));
     }
     out
-}
-
-/// A deflated CT data set whose Pixel Data is 256 MiB of zeros, in about 256 KiB.
-fn deflate_bomb(sop: &str) -> Vec<u8> {
-    let mut obj = ct_slice(
-        "1.2.826.0.1.3680043.10.9",
-        "1.2.826.0.1.3680043.10.9.1",
-        sop,
-        0,
-        16,
-    );
-    obj.remove_element(dicom_dictionary_std::tags::PIXEL_DATA);
-    let mut plain = Vec::new();
-    let explicit = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
-    obj.write_dataset_with_ts(&mut plain, &explicit).unwrap();
-    let pixel_bytes: u32 = 256 << 20;
-    plain.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0]);
-    plain.extend_from_slice(&pixel_bytes.to_le_bytes());
-    let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-    deflate.write_all(&plain).unwrap();
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..(pixel_bytes >> 20) {
-        deflate.write_all(&zeros).unwrap();
-    }
-    let mut bytes = segnode::dicom::part10::header(CT_STORAGE, sop, DEFLATED, "TEST", 0).unwrap();
-    bytes.extend_from_slice(&deflate.finish().unwrap());
-    bytes
 }
 
 /// Files in the spool's `tmp/` that are neither ready nor the lock: half-written ones.
@@ -285,7 +255,11 @@ async fn stow_rs_keeps_a_series_as_c_store_does_and_answers_every_bad_body() {
             "/dicom-web/studies",
             body(&[(
                 "application/dicom",
-                deflate_bomb("1.2.826.0.1.3680043.10.9.1.1"),
+                deflate_bomb(
+                    "1.2.826.0.1.3680043.10.9",
+                    "1.2.826.0.1.3680043.10.9.1.1",
+                    256 << 20,
+                ),
             )]),
         )
         .await;

@@ -355,17 +355,30 @@ async fn held_series(state: &ApiState, study: &str) -> ApiResult<Vec<Series>> {
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-async fn one_series(state: &ApiState, study: &str, series: &str) -> ApiResult<Vec<Held>> {
-    let all = held_series(state, study).await?;
-    let Some(found) = all.into_iter().find(|s| s.uid == series) else {
-        return Err(ApiError::not_found(format!(
-            "no series {series} in study {study}"
-        )));
-    };
+/// Every object of `series` of the study (all of its series: `None`), read.
+async fn read_objects(state: &ApiState, study: &str, series: Option<&str>) -> ApiResult<Vec<Held>> {
+    let mut wanted = held_series(state, study).await?;
+    if let Some(uid) = series {
+        wanted.retain(|s| s.uid == uid);
+        if wanted.is_empty() {
+            return Err(ApiError::not_found(format!(
+                "no series {uid} in study {study}"
+            )));
+        }
+    }
     let spool = state.receiver.spool.clone();
-    tokio::task::spawn_blocking(move || catalog::instances(|f| spool.path(f), &found))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))
+    tokio::task::spawn_blocking(move || {
+        wanted
+            .iter()
+            .flat_map(|s| catalog::instances(|f| spool.path(f), s))
+            .collect()
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+async fn one_series(state: &ApiState, study: &str, series: &str) -> ApiResult<Vec<Held>> {
+    read_objects(state, study, Some(series)).await
 }
 
 /// Applies the query keys and paging to `objects`.
@@ -473,11 +486,7 @@ async fn study_metadata(
     State(state): State<Arc<ApiState>>,
     Path(study): Path<String>,
 ) -> ApiResult<Response> {
-    let mut all = Vec::new();
-    for s in held_series(&state, &study).await? {
-        all.extend(one_series(&state, &study, &s.uid).await?);
-    }
-    metadata(&all)
+    metadata(&read_objects(&state, &study, None).await?)
 }
 
 async fn series_metadata(
@@ -533,10 +542,7 @@ async fn retrieve_study(
     State(state): State<Arc<ApiState>>,
     Path(study): Path<String>,
 ) -> ApiResult<Response> {
-    let mut all = Vec::new();
-    for s in held_series(&state, &study).await? {
-        all.extend(one_series(&state, &study, &s.uid).await?);
-    }
+    let all = read_objects(&state, &study, None).await?;
     if all.is_empty() {
         return Err(ApiError::not_found(format!("no study {study}")));
     }

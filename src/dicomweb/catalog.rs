@@ -27,15 +27,8 @@ pub struct Held {
 impl Held {
     /// Reads the spool file at `path` up to its pixel data.
     pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let file = OpenFileOptions::new()
-            .read_until(tags::PIXEL_DATA)
-            .open_file(path)?;
-        let transfer_syntax = file
-            .meta()
-            .transfer_syntax()
-            .trim_end_matches(['\0', ' '])
-            .to_string();
-        let object = file.into_inner();
+        let (object, transfer_syntax) =
+            open(path, OpenFileOptions::new().read_until(tags::PIXEL_DATA))?;
         let uid = |tag| text(&object, tag).unwrap_or_default();
         Ok(Self {
             study: uid(tags::STUDY_INSTANCE_UID),
@@ -52,6 +45,17 @@ impl Held {
             .and_then(|n| n.parse().ok())
             .unwrap_or(i64::MAX)
     }
+}
+
+/// A Part 10 file's data set and transfer syntax.
+fn open(path: &Path, options: OpenFileOptions) -> anyhow::Result<(InMemDicomObject, String)> {
+    let file = options.open_file(path)?;
+    let syntax = file
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches(['\0', ' '])
+        .to_string();
+    Ok((file.into_inner(), syntax))
 }
 
 /// One series of a study: its first object read, and the objects it has.
@@ -306,13 +310,7 @@ fn text(object: &InMemDicomObject, tag: Tag) -> Option<String> {
 /// transfer syntax they are in: a slice of native pixel data, or the fragments of an
 /// encapsulated frame.
 pub fn frame(path: &Path, number: usize) -> anyhow::Result<(Vec<u8>, String)> {
-    let file = OpenFileOptions::new().open_file(path)?;
-    let syntax = file
-        .meta()
-        .transfer_syntax()
-        .trim_end_matches(['\0', ' '])
-        .to_string();
-    let object = file.into_inner();
+    let (object, syntax) = open(path, OpenFileOptions::new())?;
     let integer = |tag| functional::get(&object, tag).and_then(|e| e.to_int::<usize>().ok());
     let count = integer(tags::NUMBER_OF_FRAMES).unwrap_or(1);
     anyhow::ensure!((1..=count).contains(&number), "frame {number} of {count}");

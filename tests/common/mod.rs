@@ -1037,3 +1037,27 @@ pub fn viewer_reading(installed: &Path, root: &str, dir: &Path) {
     assert!(config.contains(root));
     std::fs::write(dir.join("app-config.js"), config).unwrap();
 }
+
+/// A Part 10 file of a deflated CT data set in study `study` whose Pixel Data is
+/// `pixel_bytes` of zeros: a decompression bomb, about a thousandth of that in size.
+pub fn deflate_bomb(study: &str, sop: &str, pixel_bytes: u32) -> Vec<u8> {
+    use std::io::Write;
+    let mut obj = ct_slice(study, &format!("{study}.1"), sop, 0, 16);
+    obj.remove_element(tags::PIXEL_DATA);
+    let mut plain = Vec::new();
+    let explicit = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+    obj.write_dataset_with_ts(&mut plain, &explicit).unwrap();
+    plain.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0]);
+    plain.extend_from_slice(&pixel_bytes.to_le_bytes());
+    let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    deflate.write_all(&plain).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..(pixel_bytes >> 20) {
+        deflate.write_all(&zeros).unwrap();
+    }
+    let syntax = segnode::dicom::uid::ts::DEFLATED_EXPLICIT_VR_LE;
+    let class = segnode::dicom::uid::CT_IMAGE_STORAGE;
+    let mut bytes = segnode::dicom::part10::header(class, sop, syntax, "TESTSCU", 0).unwrap();
+    bytes.extend_from_slice(&deflate.finish().unwrap());
+    bytes
+}
