@@ -423,7 +423,8 @@ async fn orthanc_sends_by_stow_rs_and_gets_the_results_back_by_stow_rs() {
         .iter()
         .filter_map(|s| s["00080060"]["Value"][0].as_str())
         .collect();
-    for m in ["CT", "SEG", "SR"] {
+    // (The key images are secondary captures: OT.)
+    for m in ["CT", "SEG", "SR", "OT"] {
         assert!(modalities.contains(&m), "{modalities:?}");
     }
     let seg = jobs[0].seg_sop_instance_uid.clone().unwrap();

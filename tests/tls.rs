@@ -278,3 +278,88 @@ async fn webhooks_over_https_trust_the_configured_ca() {
     assert_eq!(event["event"], "job_queued");
     node.stop().await;
 }
+
+/// Node to node over DICOMweb: one node's results go by STOW-RS over HTTPS (its CA file,
+/// the other's bearer token) to another node's intake, which answers each object; an
+/// untrusted certificate is a retried failure, never a delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dicomweb_destination_over_https_trusts_its_ca_and_sends_its_token() {
+    let pki = Pki::new();
+    pki.issue("archive", "IP:127.0.0.1", false);
+    let other = Pki::new();
+    let p = |n: &str| pki.path(n).display().to_string();
+    let token = pki.path("archive-token");
+    std::fs::write(&token, "archive-secret\n").unwrap();
+    let archive = TestNode::start_text(|data| {
+        test_config(data, "").replace(
+            "[http]\n",
+            &format!(
+                "[http]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\ntoken_file = \"{}\"\n",
+                p("archive.crt"),
+                p("archive.key"),
+                token.display()
+            ),
+        )
+    })
+    .await;
+    let url = format!("https://127.0.0.1:{}/dicom-web", archive.http.port());
+    let tail = |name: &str, ca: &std::path::Path| {
+        format!(
+            "\n[[destinations]]\nname = \"{name}\"\nkind = \"dicomweb\"\nurl = \"{url}\"\n\
+             token_file = \"{}\"\nca_file = \"{}\"\nfan_out = true\nobjects = [\"seg\", \"sr\"]\n",
+            token.display(),
+            ca.display()
+        )
+    };
+    let trusting = tail("archive", &pki.path("ca.crt"));
+    let untrusting = tail("elsewhere", &other.path("ca.crt"));
+    let node = TestNode::start_text(|data| {
+        test_config(data, "")
+            + &trusting
+            + &untrusting
+            + "\n[delivery]\nmax_attempts = 2\ninitial_backoff_seconds = 0.1\n"
+    })
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    tissue_series(work.path(), 95, 12, 64);
+    let (ok, out) = storescu(&node.port(), &[work.path()]).await;
+    assert!(ok, "{out}");
+    let job = wait_for(Duration::from_secs(60), || async {
+        let jobs = all_jobs(&node.store).await;
+        let job = jobs.into_iter().next()?;
+        let deliveries = node.store.job_deliveries(job.id).await.ok()?;
+        let settled = deliveries.len() == 4
+            && deliveries
+                .iter()
+                .all(|d| d.state != segnode::store::DeliveryState::Pending);
+        settled.then_some((job, deliveries))
+    })
+    .await;
+    let (job, deliveries) = job.expect("every delivery settled");
+    for d in &deliveries {
+        match d.destination.as_str() {
+            "archive" => assert_eq!(d.state, segnode::store::DeliveryState::Delivered, "{d:?}"),
+            _ => {
+                assert_eq!(d.state, segnode::store::DeliveryState::Failed, "{d:?}");
+                assert!(
+                    d.last_error
+                        .as_deref()
+                        .unwrap_or_default()
+                        .contains("STOW-RS to"),
+                    "{d:?}"
+                );
+            }
+        }
+    }
+    // The archive answered for the SEG and the SR: acknowledged (not CT images, not kept).
+    let seg = job.seg_sop_instance_uid.clone().unwrap();
+    let ignored = archive
+        .store
+        .audit_rows(Some(AuditKind::InstanceIgnored))
+        .await
+        .unwrap();
+    assert!(ignored.iter().any(|a| a.detail.contains(seg.as_str())
+        && a.calling_ae.as_deref() == Some("DICOMWEB")), "{ignored:?}");
+    node.stop().await;
+    archive.stop().await;
+}
