@@ -119,7 +119,9 @@ mod tests {
             "0.0.0.0:11112",
             "allow_any_calling_ae = true",
             "[http]\nlisten='0.0.0.0:8080'\n\
-             [[destinations]]\nname='pacs'\nae_title='PACS'\nhost='10.1.2.3'\nport=104\n",
+             [[destinations]]\nname='pacs'\nae_title='PACS'\nhost='10.1.2.3'\nport=104\n\
+             [[destinations]]\nname='archive'\nkind='dicomweb'\nurl='http://10.1.2.4/dicom-web'\n\
+             [[destinations]]\nname='local'\nkind='dicomweb'\nurl='http://127.0.0.1:8042/dicom-web'\n",
             dir.path(),
         );
         std::fs::write(dir.path().join("api-token"), "t").unwrap();
@@ -134,9 +136,11 @@ mod tests {
             "allow_any_calling_ae",
             "HTTP API listens on 0.0.0.0",
             "\"pacs\" (10.1.2.3)",
+            "\"archive\" (http://10.1.2.4/dicom-web) is plain HTTP",
             "api-token is readable by other users",
         ] {
             assert!(found.contains(needle), "{needle} not in:\n{found}");
         }
+        assert!(!found.contains("\"local\""), "{found}");
     }
 }

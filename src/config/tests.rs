@@ -204,3 +204,50 @@ fn unknown_keys_and_bad_values_are_refused() {
     let bad_regex = format!("{MINIMAL}\n[eligibility]\ndescription_exclude = [\"(\"]\n");
     assert!(Config::from_toml(&bad_regex, &BTreeMap::new()).is_err());
 }
+
+#[test]
+fn a_dicomweb_destination_has_a_url_one_kind_of_credentials_and_no_dimse_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "  abc\n").unwrap();
+    let with = |keys: &str| {
+        let text =
+            format!("{MINIMAL}\n[[destinations]]\nname = \"web\"\nkind = \"dicomweb\"\n{keys}");
+        Config::from_toml(&text, &BTreeMap::new())
+    };
+    let config = with(&format!(
+        "url = \"https://archive.example/dicom-web/\"\ntoken_file = \"{}\"\n",
+        token.display()
+    ))
+    .unwrap();
+    let d = &config.destinations[0];
+    assert_eq!(d.address(), "https://archive.example/dicom-web");
+    match &d.transport {
+        Transport::Dicomweb(web) => {
+            assert!(matches!(&web.auth, WebAuth::Bearer(t) if t == "abc"));
+            assert_eq!(format!("{:?}", web.auth), "bearer token", "never printed");
+        }
+        Transport::Dimse { .. } => panic!("{d:?}"),
+    }
+    for (keys, field) in [
+        ("", "destinations.url"),
+        ("url = \"ftp://x\"\n", "destinations.url"),
+        ("url = \"http://x\"\nhost = \"x\"\n", "destinations.kind"),
+        (
+            "url = \"http://x\"\nusername = \"u\"\n",
+            "destinations.token_file",
+        ),
+        (
+            "url = \"http://x\"\ntoken_file = \"/nonexistent\"\n",
+            "destinations.token_file",
+        ),
+    ] {
+        let err = with(keys).unwrap_err();
+        assert!(err.to_string().starts_with(field), "{keys:?}: {err}");
+    }
+    let dimse_with_url = format!(
+        "{MINIMAL}\n[[destinations]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"h\"\nport = 104\nurl = \"http://x\"\n"
+    );
+    let err = Config::from_toml(&dimse_with_url, &BTreeMap::new()).unwrap_err();
+    assert!(err.to_string().starts_with("destinations.kind"), "{err}");
+}
