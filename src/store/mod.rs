@@ -365,6 +365,10 @@ impl Store {
             // A database that is down fails a request (a C-STORE is refused, a worker
             // retries at its next poll) within seconds rather than after sqlx's 30 s.
             .acquire_timeout(Duration::from_secs(10))
+            // A connection whose transaction did not end (a COMMIT that failed on a
+            // full disk leaves it counted open, and every later BEGIN on it fails) is
+            // closed rather than handed out again; the pool opens a fresh one.
+            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     let settings = match engine {

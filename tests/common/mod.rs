@@ -316,7 +316,7 @@ impl TestNode {
     }
 
     pub fn spool(&self) -> PathBuf {
-        self.dir.path().join("data/spool")
+        self.config.spool_dir()
     }
 
     /// A receiver over the node's store and spool, for an API router of its own.
@@ -331,7 +331,7 @@ impl TestNode {
 
     /// The API token the node created in its data directory.
     pub fn token(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("data/api-token"))
+        std::fs::read_to_string(&self.config.http.token_file)
             .unwrap()
             .trim()
             .to_string()
