@@ -4,7 +4,7 @@ set time with a realistic mix, records its resources over time, and checks at th
 that nothing was lost or delivered twice.
 
 The mix, all at once:
-- senders: a new 40-slice 256x256 series of real anatomy (the training CT resampled by
+- senders: a new 80-slice 256x256 series (4.2 mm) of real anatomy (the training CT resampled by
   scripts/make_series.py, fresh UIDs each time) every SERIES_EVERY_S seconds, from
   alternating calling AE titles, each on its own DCMTK storescu association;
 - bad objects: every BAD_EVERY-th round also a CT image whose pixel data does not match
@@ -50,7 +50,7 @@ BAD_EVERY = 5
 OUTAGE_EVERY_S = 300
 OUTAGE_S = 60
 SAMPLE_S = 10
-SLICES = 40
+SLICES = 80
 SENDERS = ["STORESCU", "ORTHANC"]
 
 
@@ -109,7 +109,7 @@ def main() -> None:
         f'[[destinations]]\nname = "pacs"\nae_title = "PACS"\nhost = "127.0.0.1"\nport = {pacs_port}\n'
         f'fan_out = true\nobjects = ["seg", "sr"]\n')))
     log = open(work / "node.log", "w")
-    node = subprocess.Popen([binary, "--config", config, "serve"], stdout=log, stderr=log,
+    node = subprocess.Popen([binary, "--config", config, "serve"], stdout=log, stderr=log, cwd=ROOT,
                             env={**os.environ, "RUST_LOG": "warn"})
     wait_port(dicom)
     wait_port(http)
