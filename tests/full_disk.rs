@@ -186,6 +186,18 @@ async fn resent_makes_one_complete_job(node: &TestNode, files: &[PathBuf], slice
     assert_eq!(current, 1, "one job stands for the series: {jobs:#?}");
 }
 
+/// The series sent while `disk` has only `leave` bytes free, then again once the filler
+/// is gone: what the node answered is what it kept, and the second time makes one job.
+async fn full_then_freed(node: &TestNode, disk: &Tmpfs, leave: u64, files: &[PathBuf]) {
+    let filler = disk.fill(leave);
+    let answers = send_each(node, files).await;
+    still_answers(node).await;
+    acknowledged_are_kept(node).await;
+    only_the_stored_were_acknowledged(node, &answers).await;
+    std::fs::remove_file(filler).unwrap();
+    resent_makes_one_complete_job(node, files, files.len() as i64).await;
+}
+
 const SLICES: u32 = 24;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,14 +216,7 @@ async fn a_full_spool_disk_refuses_what_it_cannot_store_and_loses_nothing() {
     })
     .await;
     // Room for a few of the 512 KiB slices, not for the series.
-    let filler = disk.fill(3 << 20);
-    let answers = send_each(&node, &files).await;
-    still_answers(&node).await;
-    acknowledged_are_kept(&node).await;
-    only_the_stored_were_acknowledged(&node, &answers).await;
-
-    std::fs::remove_file(filler).unwrap();
-    resent_makes_one_complete_job(&node, &files, i64::from(SLICES)).await;
+    full_then_freed(&node, &disk, 3 << 20, &files).await;
     node.stop().await;
 }
 
@@ -237,13 +242,6 @@ async fn a_full_database_disk_refuses_while_the_spool_has_room() {
         }
     })
     .await;
-    let filler = disk.fill(0);
-    let answers = send_each(&node, &files).await;
-    still_answers(&node).await;
-    acknowledged_are_kept(&node).await;
-    only_the_stored_were_acknowledged(&node, &answers).await;
-
-    std::fs::remove_file(filler).unwrap();
-    resent_makes_one_complete_job(&node, &files, i64::from(SLICES)).await;
+    full_then_freed(&node, &disk, 0, &files).await;
     node.stop().await;
 }

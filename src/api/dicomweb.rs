@@ -20,6 +20,7 @@ use crate::dicom::DimseStatus;
 use crate::dicomweb::catalog::{self, Held, Series};
 use crate::dicomweb::multipart::{self, Limits, MultipartError, Part, PartBody, Reader};
 use crate::receive::Stowed;
+use crate::store::HeldObject;
 
 const DICOM_JSON: &str = "application/dicom+json";
 /// Parts of one STOW-RS request being kept at once.
@@ -346,13 +347,17 @@ fn store_response(stowed: &[Stowed], url: &str, study: Option<&str>) -> Value {
 
 // ---------------------------------------------------------------- QIDO-RS
 
-/// The series of one study, read off the held objects (blocking file reads).
-async fn held_series(state: &ApiState, study: &str) -> ApiResult<Vec<Series>> {
-    let rows = state.store.held_objects(Some(study)).await?;
+/// The series of one study's held objects `rows` (blocking file reads).
+async fn series_of(state: &ApiState, rows: Vec<HeldObject>) -> ApiResult<Vec<Series>> {
     let spool = state.receiver.spool.clone();
     tokio::task::spawn_blocking(move || catalog::series(|f| spool.path(f), rows))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// The series of one study.
+async fn held_series(state: &ApiState, study: &str) -> ApiResult<Vec<Series>> {
+    series_of(state, state.store.held_objects(Some(study)).await?).await
 }
 
 /// Every object of `series` of the study (all of its series: `None`), read.
@@ -375,10 +380,6 @@ async fn read_objects(state: &ApiState, study: &str, series: Option<&str>) -> Ap
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))
-}
-
-async fn one_series(state: &ApiState, study: &str, series: &str) -> ApiResult<Vec<Held>> {
-    read_objects(state, study, Some(series)).await
 }
 
 /// Applies the query keys and paging to `objects`.
@@ -409,24 +410,13 @@ async fn studies(
         .get("StudyInstanceUID")
         .or_else(|| params.get("0020000D"))
         .filter(|v| !v.contains(['\\', ',', '*', '?']));
-    let studies: Vec<String> = match only {
-        Some(uid) => vec![uid.clone()],
-        None => {
-            let mut all: Vec<String> = state
-                .store
-                .held_objects(None)
-                .await?
-                .into_iter()
-                .map(|o| o.study_uid)
-                .collect();
-            all.sort();
-            all.dedup();
-            all
-        }
-    };
+    let mut by_study: BTreeMap<String, Vec<HeldObject>> = BTreeMap::new();
+    for row in state.store.held_objects(only.map(String::as_str)).await? {
+        by_study.entry(row.study_uid.clone()).or_default().push(row);
+    }
     let mut objects = Vec::new();
-    for study in studies {
-        let series = held_series(&state, &study).await?;
+    for (study, rows) in by_study {
+        let series = series_of(&state, rows).await?;
         if let Some(o) = catalog::study_attributes(&series, &format!("{url}/studies/{study}")) {
             objects.push(o);
         }
@@ -456,7 +446,7 @@ async fn series_instances(
     Query(params): Query<Params>,
 ) -> ApiResult<Response> {
     let url = root(&state, &headers);
-    let objects = one_series(&state, &study, &series)
+    let objects = read_objects(&state, &study, Some(&series))
         .await?
         .iter()
         .map(|h| {
@@ -493,15 +483,25 @@ async fn series_metadata(
     State(state): State<Arc<ApiState>>,
     Path((study, series)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    metadata(&one_series(&state, &study, &series).await?)
+    metadata(&read_objects(&state, &study, Some(&series)).await?)
 }
 
+/// One held object, found by its SOP Instance UID: only its own file is read.
 async fn instance(state: &ApiState, study: &str, series: &str, instance: &str) -> ApiResult<Held> {
-    one_series(state, study, series)
+    let missing = || ApiError::not_found(format!("no instance {instance} in series {series}"));
+    let row = state
+        .store
+        .held_objects(Some(study))
         .await?
         .into_iter()
-        .find(|h| h.sop_instance == instance)
-        .ok_or_else(|| ApiError::not_found(format!("no instance {instance} in series {series}")))
+        .find(|o| o.sop_instance_uid == instance)
+        .ok_or_else(missing)?;
+    let spool = state.receiver.spool.clone();
+    tokio::task::spawn_blocking(move || Held::read_row(|f| spool.path(f), &row))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .filter(|h| h.series == series)
+        .ok_or_else(missing)
 }
 
 async fn instance_metadata(
@@ -522,10 +522,13 @@ fn part10_body(held: Vec<Held>) -> Response {
             let boundary = head_boundary.clone();
             async move {
                 let bytes = tokio::fs::read(&path).await?;
-                let mut chunk = multipart::part_header(&boundary, "application/dicom");
-                chunk.extend_from_slice(&bytes);
-                chunk.extend(multipart::part_end(&boundary, i + 1 == count));
-                Ok::<_, std::io::Error>(chunk)
+                let last = i + 1 == count;
+                Ok::<_, std::io::Error>(multipart::part(
+                    &boundary,
+                    "application/dicom",
+                    &bytes,
+                    last,
+                ))
             }
         });
     use futures_util::StreamExt as _;
@@ -553,7 +556,9 @@ async fn retrieve_series(
     State(state): State<Arc<ApiState>>,
     Path((study, series)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    Ok(part10_body(one_series(&state, &study, &series).await?))
+    Ok(part10_body(
+        read_objects(&state, &study, Some(&series)).await?,
+    ))
 }
 
 async fn retrieve_instance(
@@ -577,25 +582,19 @@ async fn frames(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| ApiError::bad_request(format!("frames {list:?}: not a list of numbers")))?;
     let held = instance(&state, &study, &series, &sop).await?;
-    let path = held.file.clone();
-    let frames = tokio::task::spawn_blocking(move || {
-        numbers
-            .iter()
-            .map(|n| catalog::frame(&path, *n))
-            .collect::<anyhow::Result<Vec<_>>>()
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(|e| ApiError::not_found(format!("{e:#}")))?;
+    let (frames, syntax) =
+        tokio::task::spawn_blocking(move || catalog::frames(&held.file, &numbers))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| ApiError::not_found(format!("{e:#}")))?;
     let boundary = multipart::boundary();
-    let mut body = Vec::new();
+    let kind = format!("application/octet-stream; transfer-syntax={syntax}");
     let count = frames.len();
-    for (i, (bytes, syntax)) in frames.into_iter().enumerate() {
-        let kind = format!("application/octet-stream; transfer-syntax={syntax}");
-        body.extend(multipart::part_header(&boundary, &kind));
-        body.extend_from_slice(&bytes);
-        body.extend(multipart::part_end(&boundary, i + 1 == count));
-    }
+    let body: Vec<u8> = frames
+        .iter()
+        .enumerate()
+        .flat_map(|(i, bytes)| multipart::part(&boundary, &kind, bytes, i + 1 == count))
+        .collect();
     let content_type =
         format!("multipart/related; type=\"application/octet-stream\"; boundary={boundary}");
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())

@@ -42,9 +42,7 @@ pub async fn store(
     file: &OutgoingFile,
 ) -> Result<(DimseStatus, Option<String>), ScuError> {
     let boundary = multipart::boundary();
-    let mut body = multipart::part_header(&boundary, "application/dicom");
-    body.extend_from_slice(&file.bytes);
-    body.extend(multipart::part_end(&boundary, true));
+    let body = multipart::part(&boundary, "application/dicom", &file.bytes, true);
     let url = format!("{}/studies", target.url);
     let mut request = client
         .post(&url)

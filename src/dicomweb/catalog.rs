@@ -17,9 +17,7 @@ use crate::store::HeldObject;
 #[derive(Debug, Clone)]
 pub struct Held {
     pub file: PathBuf,
-    pub transfer_syntax: String,
     pub object: InMemDicomObject,
-    pub study: String,
     pub series: String,
     pub sop_instance: String,
 }
@@ -27,17 +25,26 @@ pub struct Held {
 impl Held {
     /// Reads the spool file at `path` up to its pixel data.
     pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let (object, transfer_syntax) =
-            open(path, OpenFileOptions::new().read_until(tags::PIXEL_DATA))?;
+        let object = OpenFileOptions::new()
+            .read_until(tags::PIXEL_DATA)
+            .open_file(path)?
+            .into_inner();
         let uid = |tag| text(&object, tag).unwrap_or_default();
         Ok(Self {
-            study: uid(tags::STUDY_INSTANCE_UID),
             series: uid(tags::SERIES_INSTANCE_UID),
             sop_instance: uid(tags::SOP_INSTANCE_UID),
             file: path.to_path_buf(),
-            transfer_syntax,
             object,
         })
+    }
+
+    /// Reads a held object's file; one that is gone or unreadable is logged and `None`.
+    pub fn read_row(spool_path: impl Fn(&str) -> PathBuf, row: &HeldObject) -> Option<Self> {
+        Held::read(&spool_path(&row.file))
+            .inspect_err(|e| {
+                tracing::warn!(file = %row.file, error = %format!("{e:#}"), "held object unreadable: not served");
+            })
+            .ok()
     }
 
     fn number(&self) -> i64 {
@@ -45,17 +52,6 @@ impl Held {
             .and_then(|n| n.parse().ok())
             .unwrap_or(i64::MAX)
     }
-}
-
-/// A Part 10 file's data set and transfer syntax.
-fn open(path: &Path, options: OpenFileOptions) -> anyhow::Result<(InMemDicomObject, String)> {
-    let file = options.open_file(path)?;
-    let syntax = file
-        .meta()
-        .transfer_syntax()
-        .trim_end_matches(['\0', ' '])
-        .to_string();
-    Ok((file.into_inner(), syntax))
 }
 
 /// One series of a study: its first object read, and the objects it has.
@@ -78,12 +74,8 @@ pub fn series(spool_path: impl Fn(&str) -> PathBuf, rows: Vec<HeldObject>) -> Ve
             s.objects.push(row);
             continue;
         }
-        let held = match Held::read(&spool_path(&row.file)) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(file = %row.file, error = %format!("{e:#}"), "held object unreadable: not served");
-                continue;
-            }
+        let Some(held) = Held::read_row(&spool_path, &row) else {
+            continue;
         };
         match out.iter_mut().find(|s| s.uid == held.series) {
             Some(s) => s.objects.push(row),
@@ -102,14 +94,7 @@ pub fn instances(spool_path: impl Fn(&str) -> PathBuf, series: &Series) -> Vec<H
     let mut held: Vec<Held> = series
         .objects
         .iter()
-        .filter_map(|row| match Held::read(&spool_path(&row.file)) {
-            Ok(h) if h.series == series.uid => Some(h),
-            Ok(_) => None,
-            Err(e) => {
-                tracing::warn!(file = %row.file, error = %format!("{e:#}"), "held object unreadable: not served");
-                None
-            }
-        })
+        .filter_map(|row| Held::read_row(&spool_path, row).filter(|h| h.series == series.uid))
         .collect();
     held.sort_by_key(Held::number);
     held
@@ -306,29 +291,49 @@ fn text(object: &InMemDicomObject, tag: Tag) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// The bytes of frame `number` (1-based) of a held object's pixel data and the
-/// transfer syntax they are in: a slice of native pixel data, or the fragments of an
-/// encapsulated frame.
-pub fn frame(path: &Path, number: usize) -> anyhow::Result<(Vec<u8>, String)> {
-    let (object, syntax) = open(path, OpenFileOptions::new())?;
+/// The bytes of frames `numbers` (1-based) of a held object's pixel data, read once, and
+/// the transfer syntax they are in: slices of native pixel data, or the fragments of
+/// encapsulated frames.
+pub fn frames(path: &Path, numbers: &[usize]) -> anyhow::Result<(Vec<Vec<u8>>, String)> {
+    let file = OpenFileOptions::new().open_file(path)?;
+    let syntax = file
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches(['\0', ' '])
+        .to_string();
+    let object = file.into_inner();
     let integer = |tag| functional::get(&object, tag).and_then(|e| e.to_int::<usize>().ok());
     let count = integer(tags::NUMBER_OF_FRAMES).unwrap_or(1);
-    anyhow::ensure!((1..=count).contains(&number), "frame {number} of {count}");
+    if let Some(n) = numbers.iter().find(|n| !(1..=count).contains(*n)) {
+        anyhow::bail!("frame {n} of {count}");
+    }
     let pixels = functional::get(&object, tags::PIXEL_DATA)
         .ok_or_else(|| anyhow::anyhow!("no pixel data"))?;
     match pixels.value() {
         DicomValue::PixelSequence(seq) => {
             let fragments = seq.fragments();
-            let bytes = if count == 1 {
-                fragments.concat()
-            } else if fragments.len() == count {
-                fragments[number - 1].clone()
-            } else {
-                anyhow::bail!("{count} frames in {} fragments", fragments.len())
+            let one = |number: usize| {
+                if count == 1 {
+                    Ok(fragments.concat())
+                } else if fragments.len() == count {
+                    Ok(fragments[number - 1].clone())
+                } else {
+                    anyhow::bail!("{count} frames in {} fragments", fragments.len())
+                }
             };
-            Ok((bytes, syntax))
+            Ok((
+                numbers
+                    .iter()
+                    .map(|n| one(*n))
+                    .collect::<anyhow::Result<_>>()?,
+                syntax,
+            ))
         }
         DicomValue::Primitive(p) => {
+            anyhow::ensure!(
+                syntax != crate::dicom::uid::ts::EXPLICIT_VR_BE,
+                "big endian pixel data is not served"
+            );
             let all = p.to_bytes();
             let number_of = |tag| integer(tag).ok_or_else(|| anyhow::anyhow!("no {tag}"));
             let bits = number_of(tags::ROWS)?
@@ -337,16 +342,16 @@ pub fn frame(path: &Path, number: usize) -> anyhow::Result<(Vec<u8>, String)> {
                 * number_of(tags::BITS_ALLOCATED)?;
             anyhow::ensure!(bits % 8 == 0, "frames are not byte-aligned");
             let size = bits / 8;
-            let bytes = all
-                .get((number - 1) * size..number * size)
-                .ok_or_else(|| anyhow::anyhow!("pixel data shorter than {count} frames"))?;
-            let native = match syntax.as_str() {
-                crate::dicom::uid::ts::EXPLICIT_VR_BE => {
-                    anyhow::bail!("big endian pixel data is not served")
-                }
-                _ => crate::dicom::uid::ts::EXPLICIT_VR_LE.to_string(),
-            };
-            Ok((bytes.to_vec(), native))
+            let bytes = numbers
+                .iter()
+                .map(|n| {
+                    all.get((n - 1) * size..n * size)
+                        .map(<[u8]>::to_vec)
+                        .ok_or_else(|| anyhow::anyhow!("pixel data shorter than {count} frames"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            // Native pixels are the same bytes in every little endian syntax.
+            Ok((bytes, crate::dicom::uid::ts::EXPLICIT_VR_LE.to_string()))
         }
         DicomValue::Sequence(_) => anyhow::bail!("pixel data is a sequence"),
     }

@@ -286,18 +286,17 @@ pub fn related(content_type: &str) -> Result<(String, Option<String>), String> {
     }
 }
 
-/// The bytes that open a part of a body written with `boundary`.
-pub fn part_header(boundary: &str, content_type: &str) -> Vec<u8> {
-    format!("--{boundary}\r\nContent-Type: {content_type}\r\n\r\n").into_bytes()
-}
-
-/// What ends a part (`last`: and the body).
-pub fn part_end(boundary: &str, last: bool) -> Vec<u8> {
+/// One part of a body written with `boundary`: its delimiter, Content-Type and bytes
+/// (`last`: and the closing delimiter).
+pub fn part(boundary: &str, content_type: &str, bytes: &[u8], last: bool) -> Vec<u8> {
+    let mut out = format!("--{boundary}\r\nContent-Type: {content_type}\r\n\r\n").into_bytes();
+    out.reserve(bytes.len() + boundary.len() + 8);
+    out.extend_from_slice(bytes);
+    out.extend(b"\r\n");
     if last {
-        format!("\r\n--{boundary}--\r\n").into_bytes()
-    } else {
-        b"\r\n".to_vec()
+        out.extend(format!("--{boundary}--\r\n").as_bytes());
     }
+    out
 }
 
 /// A fresh boundary.
@@ -325,9 +324,7 @@ mod tests {
     fn body(parts: &[&[u8]]) -> Vec<u8> {
         let mut out = b"preamble\r\n".to_vec();
         for p in parts {
-            out.extend(part_header("XB", "application/dicom"));
-            out.extend_from_slice(p);
-            out.extend(b"\r\n");
+            out.extend(part("XB", "application/dicom", p, false));
         }
         out.extend(b"--XB--");
         out
