@@ -57,6 +57,8 @@ pub mod deliver;
 pub mod derived;
 pub mod dicom;
 pub mod dicomweb;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grid;
 pub mod import;
 mod jobs;

@@ -247,16 +247,16 @@ impl Model {
             path: path.clone(),
             source,
         })?;
-        let manifest: Manifest = toml::from_str(&text).map_err(|source| ManifestError::Parse {
-            path: path.clone(),
-            source: Box::new(source),
-        })?;
-        manifest
-            .validate()
-            .map_err(|reason| ManifestError::Invalid {
+        let manifest = Manifest::from_toml(&text).map_err(|e| match e {
+            ManifestText::Parse(source) => ManifestError::Parse {
+                path: path.clone(),
+                source,
+            },
+            ManifestText::Invalid(reason) => ManifestError::Invalid {
                 path: path.clone(),
                 reason,
-            })?;
+            },
+        })?;
         let model = Self {
             dir: dir.to_path_buf(),
             manifest,
@@ -298,7 +298,22 @@ impl Model {
     }
 }
 
+/// Why a manifest's text is not a manifest.
+#[derive(Debug)]
+pub enum ManifestText {
+    Parse(Box<toml::de::Error>),
+    Invalid(String),
+}
+
 impl Manifest {
+    /// Parses and validates a `model.toml`.
+    pub fn from_toml(text: &str) -> Result<Self, ManifestText> {
+        let manifest: Manifest =
+            toml::from_str(text).map_err(|e| ManifestText::Parse(Box::new(e)))?;
+        manifest.validate().map_err(ManifestText::Invalid)?;
+        Ok(manifest)
+    }
+
     /// The stages that exist, with their names: stage 1 (if any), stage 2, its parts.
     pub fn stages(&self) -> Vec<(String, &Stage)> {
         let mut stages = Vec::new();

@@ -179,12 +179,14 @@ impl Command {
             put_us(&mut body, STATUS, v);
         }
         if let Some(v) = &self.error_comment {
-            // LO: at most 64 characters, padded to even length with a space.
-            let mut text: String = v
+            // LO: at most 64 printable characters without backslash, trailing spaces
+            // insignificant, padded to even length with a space.
+            let text: String = v
                 .chars()
-                .filter(|c| c.is_ascii() && *c != '\\')
+                .filter(|c| (c.is_ascii_graphic() || *c == ' ') && *c != '\\')
                 .take(64)
                 .collect();
+            let mut text = text.trim_end().to_string();
             if text.len() % 2 == 1 {
                 text.push(' ');
             }
@@ -284,6 +286,27 @@ mod tests {
         let decoded = Command::decode(&rq.encode()).unwrap();
         assert_eq!(decoded, rq);
         assert_eq!(decoded.command_field(), CommandField::C_STORE_RQ);
+    }
+
+    /// Found by the `command` fuzz target: an Error Comment with control characters
+    /// and trailing NULs changed again at its second encoding. LO keeps printable
+    /// characters only, without trailing spaces: one encoding is final.
+    #[test]
+    fn an_error_comment_is_final_after_one_encoding() {
+        let found = [
+            0x00, 0x00, 0x02, 0x09, 0x08, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x80, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+            0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
+        let decoded = Command::decode(&found).unwrap();
+        let once = decoded.encode();
+        assert_eq!(Command::decode(&once).unwrap().encode(), once);
+        let rsp = Command::store_rq(1, "1.2", "3.4").response(
+            DimseStatus::CANNOT_UNDERSTAND,
+            Some("a\0b\x01c\\d  é ".into()),
+        );
+        let decoded = Command::decode(&rsp.encode()).unwrap();
+        assert_eq!(decoded.error_comment.as_deref(), Some("abcd"));
     }
 
     #[test]

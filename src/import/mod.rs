@@ -122,7 +122,7 @@ pub fn import(options: &ImportOptions) -> Result<Imported, ImportError> {
             export(options, results, &dir)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (manifest, shared) = manifest(options, &exported)?;
+    let (manifest, shared) = manifest(options, &exported, |e| fold_networks(options, e))?;
     let path = options.out.join("model.toml");
     let sources: String = exported
         .iter()
@@ -205,11 +205,12 @@ fn export(options: &ImportOptions, results: &Path, dir: &str) -> Result<Exported
 fn manifest(
     options: &ImportOptions,
     exported: &[Exported],
+    networks: impl Fn(&Exported) -> Result<Vec<Network>, ImportError>,
 ) -> Result<(Manifest, Vec<String>), ImportError> {
     let unsupported = |m: String| Err(ImportError::Unsupported(m));
     let mut stages = exported
         .iter()
-        .map(|e| stage(options, e))
+        .map(|e| stage(e, networks(e)?))
         .collect::<Result<Vec<_>, _>>()?;
     let (mut labels, shared) = if let [one] = exported {
         let mut labels = Vec::new();
@@ -277,8 +278,62 @@ fn manifest(
     ))
 }
 
-/// The nnU-Net stage of one exported results folder.
-fn stage(options: &ImportOptions, e: &Exported) -> Result<Stage, ImportError> {
+/// The manifest [`import`] makes of what the export printed for each part (one line
+/// each), every fold's checksum that of its file's name: how the fuzz target reads a
+/// site's nnU-Net plans as the export passes them on.
+pub fn manifest_from_export(output: &str) -> Result<Manifest, ImportError> {
+    let exported = output
+        .lines()
+        .map(|line| serde_json::from_str(line).map_err(|e| ImportError::Output(e.to_string())))
+        .collect::<Result<Vec<Exported>, _>>()?;
+    if exported.is_empty() {
+        return Err(ImportError::Output("no part".into()));
+    }
+    let options = ImportOptions {
+        results: Vec::new(),
+        configuration: "3d_fullres".into(),
+        folds: None,
+        checkpoint: "checkpoint_final.pth".into(),
+        mirroring: true,
+        out: PathBuf::new(),
+        python: PathBuf::new(),
+        frame: Frame::parse("SPL").expect("a frame"),
+        name: "fuzz".into(),
+        version: "1.0.0".into(),
+        behind: None,
+    };
+    let networks = |e: &Exported| {
+        Ok(e.folds
+            .iter()
+            .map(|f| Network {
+                file: f.file.clone(),
+                sha256: sha256_hex(f.file.as_bytes()),
+            })
+            .collect())
+    };
+    Ok(manifest(&options, &exported, networks)?.0)
+}
+
+/// Each exported fold's file under `options.out`, with its checksum.
+fn fold_networks(options: &ImportOptions, e: &Exported) -> Result<Vec<Network>, ImportError> {
+    e.folds
+        .iter()
+        .map(|f| {
+            let path = options.out.join(&f.file);
+            let bytes = std::fs::read(&path).map_err(|source| ImportError::Write {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(Network {
+                file: f.file.clone(),
+                sha256: sha256_hex(&bytes),
+            })
+        })
+        .collect()
+}
+
+/// The nnU-Net stage of one exported results folder, its folds' files `folds`.
+fn stage(e: &Exported, folds: Vec<Network>) -> Result<Stage, ImportError> {
     let unsupported = |m: String| Err(ImportError::Unsupported(m));
     let mut inverse = [0usize; 3];
     for (i, a) in e.transpose_forward.iter().enumerate() {
@@ -300,21 +355,6 @@ fn stage(options: &ImportOptions, e: &Exported) -> Result<Stage, ImportError> {
         ),
         other => return unsupported(format!("normalisation {other}")),
     };
-    let folds = e
-        .folds
-        .iter()
-        .map(|f| {
-            let path = options.out.join(&f.file);
-            let bytes = std::fs::read(&path).map_err(|source| ImportError::Write {
-                path: path.clone(),
-                source,
-            })?;
-            Ok(Network {
-                file: f.file.clone(),
-                sha256: sha256_hex(&bytes),
-            })
-        })
-        .collect::<Result<Vec<_>, ImportError>>()?;
     Ok(Stage {
         pipeline: Pipeline::Nnunet,
         file: None,

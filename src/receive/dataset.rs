@@ -21,7 +21,7 @@ const MIN_INFLATED_LIMIT: u64 = 16 * 1024 * 1024;
 /// stopping as soon as it exceeds the smaller of `max_object_bytes` (then it is
 /// [`Refusal::TooLarge`], as if sent uncompressed) and [`MAX_INFLATION_RATIO`] times its
 /// size, at least [`MIN_INFLATED_LIMIT`] ([`Refusal::InflatesBeyond`]: a bomb).
-pub(super) fn inflate_bounded(deflated: &[u8], max_object_bytes: u64) -> Result<Vec<u8>, Refusal> {
+pub(crate) fn inflate_bounded(deflated: &[u8], max_object_bytes: u64) -> Result<Vec<u8>, Refusal> {
     use std::io::Read;
     let bound = (deflated.len() as u64 * MAX_INFLATION_RATIO).max(MIN_INFLATED_LIMIT);
     let limit = max_object_bytes.min(bound);
@@ -42,7 +42,7 @@ pub(super) fn inflate_bounded(deflated: &[u8], max_object_bytes: u64) -> Result<
 
 /// Parses a received data set (behind its Part 10 header) up to its Pixel Data and
 /// checks that the pixel data matches its description.
-pub(super) fn parse_instance(
+pub(crate) fn parse_instance(
     header: &[u8],
     dataset: &[u8],
     pixel_data: PixelData,

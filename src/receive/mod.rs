@@ -16,12 +16,14 @@ mod stow;
 pub use stow::{StowFailure, Stowed};
 
 pub use accept::{Listener, serve};
+pub(crate) use dataset::{inflate_bounded, parse_instance};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use dicom_object::DefaultDicomObject;
 use dicom_ul::pdu::Pdu;
+use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -57,7 +59,6 @@ async fn association(
     tls: Option<&TlsAcceptor>,
     shutdown: &CancellationToken,
 ) {
-    let dicom = &rx.config.dicom;
     let opened = tokio::select! {
         _ = slot.evicted.cancelled() => {
             tracing::debug!("dropped from the pending queue before sending A-ASSOCIATE-RQ");
@@ -67,9 +68,34 @@ async fn association(
         opened = accept::open(rx, stream, peer, tls) => opened,
     };
     drop(slot);
-    let Some((mut ul, certificate, request)) = opened else {
+    let Some((ul, certificate, request)) = opened else {
         return;
     };
+    converse(
+        rx,
+        ul,
+        request,
+        peer,
+        certificate.as_ref(),
+        permits,
+        shutdown,
+    )
+    .await;
+}
+
+/// An association from its first PDU on: the A-ASSOCIATE-RQ decided on (rejected, or
+/// accepted once a slot is free), then its DIMSE messages served until release or
+/// abort.
+pub(crate) async fn converse(
+    rx: &Receiver,
+    mut ul: UlStream,
+    request: Result<Pdu, UlError>,
+    peer: SocketAddr,
+    certificate: Option<&CertificateDer<'static>>,
+    permits: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) {
+    let dicom = &rx.config.dicom;
     let rq = match request {
         Ok(Pdu::AssociationRQ(rq)) => rq,
         Ok(other) => {
@@ -84,13 +110,7 @@ async fn association(
         }
     };
     // An accepted request waits up to the ARTIM time for an association slot.
-    let decision = match negotiate(
-        &rx.config.ae_title,
-        dicom,
-        &rq,
-        peer.ip(),
-        certificate.as_ref(),
-    ) {
+    let decision = match negotiate(&rx.config.ae_title, dicom, &rq, peer.ip(), certificate) {
         Ok(accepted) => {
             match tokio::time::timeout(dicom.artim_timeout, permits.clone().acquire_owned()).await {
                 Ok(Ok(permit)) => Ok((accepted, permit)),

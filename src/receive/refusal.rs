@@ -7,7 +7,7 @@ use crate::dicom::{DimseStatus, UidError, pixel::PixelMismatch};
 use crate::series::MetaError;
 
 #[derive(Debug, thiserror::Error)]
-pub(super) enum Refusal {
+pub(crate) enum Refusal {
     // The node's trouble: the peer may retry.
     #[error("spool disk below its free-space watermark")]
     DiskLow,
