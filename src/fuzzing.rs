@@ -26,7 +26,7 @@ use crate::ul::UlStream;
 
 /// The largest single allocation each target may make, from the limits the node is
 /// configured with in [`config`] (twice the limit: a `Vec` grows by doubling). The fuzz
-/// targets' allocator aborts on anything larger.
+/// targets' allocator ([`Limited`]) aborts on anything larger.
 pub mod allocation_limit {
     /// An association PDU (1 MiB) or a P-DATA PDU (`max_pdu_length`, 256 KiB), and a
     /// data set up to `max_object_mb` (16 MiB here).
@@ -44,6 +44,46 @@ pub mod allocation_limit {
 }
 
 const MULTIPART_PART: u64 = 64 * 1024;
+
+/// The system allocator, aborting on any single allocation over its limit (one of
+/// [`allocation_limit`]): a length a peer controls that reaches an allocation unchecked
+/// is then a crash the fuzzer saves, and a failure when the corpus is replayed.
+pub struct Limited(pub usize);
+
+impl Limited {
+    fn check(&self, size: usize) {
+        // A panic's report (its backtrace's symbols) is not the code under test.
+        if size > self.0 && !std::thread::panicking() {
+            let message = b"segnode fuzzing: an allocation exceeded the limit\n";
+            // SAFETY: a static buffer written to the standard error descriptor; nothing
+            // is allocated on the way to the abort.
+            unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
+            std::process::abort();
+        }
+    }
+}
+
+// SAFETY: every call goes to the system allocator unchanged once its size is checked.
+unsafe impl std::alloc::GlobalAlloc for Limited {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        self.check(layout.size());
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        self.check(layout.size());
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        self.check(new_size);
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
 
 /// The node's configuration in the fuzz targets: the defaults, any calling AE title,
 /// objects up to 16 MiB, its data under `data_dir`.

@@ -1,9 +1,15 @@
 //! The fuzz targets' corpus (fuzz/corpus/<target>/: the seeds, and every input a fuzz
 //! run found that crashed, hung or allocated beyond a limit, kept as a regression
 //! input) replayed through the same entry points as the fuzz targets, in the ordinary
-//! build: each must end without a panic.
+//! build: each must end without a panic or an allocation beyond the limits.
 
 use std::path::Path;
+
+use segnode::fuzzing::{Limited, allocation_limit};
+
+/// As in the fuzz targets, an allocation beyond the largest target's limit aborts.
+#[global_allocator]
+static ALLOCATOR: Limited = Limited(allocation_limit::DATASET);
 
 fn replay(target: &str, entry: fn(&[u8])) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

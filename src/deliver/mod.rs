@@ -70,8 +70,6 @@ pub enum ScuError {
         #[source]
         source: part10::Part10Error,
     },
-    #[error("{path}: cannot read the file meta information")]
-    BadMeta { path: String },
     #[error("STOW-RS to {url} failed: {error}")]
     Http { url: String, error: String },
     #[error("cannot read {path}")]
@@ -111,13 +109,10 @@ pub struct OutgoingFile {
 
 impl OutgoingFile {
     pub fn from_bytes(path: String, bytes: Vec<u8>) -> Result<Self, ScuError> {
-        let dataset_offset =
-            part10::dataset_offset(&bytes).map_err(|source| ScuError::NotDicom {
-                path: path.clone(),
-                source,
-            })?;
-        let meta = dicom_object::meta::FileMetaTable::from_reader(&bytes[128..])
-            .map_err(|_| ScuError::BadMeta { path: path.clone() })?;
+        let (meta, dataset_offset) = part10::meta(&bytes).map_err(|source| ScuError::NotDicom {
+            path: path.clone(),
+            source,
+        })?;
         let clean = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
         Ok(Self {
             sop_class: clean(meta.media_storage_sop_class_uid()),

@@ -133,23 +133,34 @@ impl Walker<'_> {
             });
         }
         let vr = [self.bytes[self.pos + 4], self.bytes[self.pos + 5]];
-        let long = matches!(
+        // PS3.5 7.1.2: these VRs have a 16-bit length; every other one, and a VR this
+        // walker does not know (as the parser reads it: UN), a 32-bit length after two
+        // reserved bytes.
+        let short = matches!(
             &vr,
-            b"OB"
-                | b"OD"
-                | b"OF"
-                | b"OL"
-                | b"OV"
-                | b"OW"
-                | b"SQ"
-                | b"UC"
-                | b"UN"
-                | b"UR"
-                | b"UT"
-                | b"SV"
-                | b"UV"
+            b"AE"
+                | b"AS"
+                | b"AT"
+                | b"CS"
+                | b"DA"
+                | b"DS"
+                | b"DT"
+                | b"FL"
+                | b"FD"
+                | b"IS"
+                | b"LO"
+                | b"LT"
+                | b"PN"
+                | b"SH"
+                | b"SL"
+                | b"SS"
+                | b"ST"
+                | b"TM"
+                | b"UI"
+                | b"UL"
+                | b"US"
         );
-        if long {
+        if !short {
             self.need(12)?;
             let len = self.u32_at(self.pos + 8);
             self.pos += 12;
@@ -276,6 +287,30 @@ mod tests {
         }
         v.extend_from_slice(value);
         v
+    }
+
+    /// Found by the `dataset` fuzz target: a VR the walker did not know was walked
+    /// with a 16-bit length, while the parser reads it as UN, with a 32-bit length it
+    /// then allocated (gigabytes) before reading.
+    #[test]
+    fn an_unknown_vr_has_a_32_bit_length_as_the_parser_reads_it() {
+        let unknown = |length: u32, value: &[u8]| {
+            let mut v = vec![0x09, 0x00, 0x10, 0x00, b'Z', b'Z', 0, 0];
+            v.extend_from_slice(&length.to_le_bytes());
+            v.extend_from_slice(value);
+            v
+        };
+        let absurd = unknown(0x7FFF_FFF0, b"AB");
+        assert!(matches!(
+            check(&absurd, ts::EXPLICIT_VR_LE),
+            Err(LengthError::Overrun {
+                length: 0x7FFF_FFF0,
+                ..
+            })
+        ));
+        let mut fitting = unknown(4, b"ABCD");
+        fitting.extend(el((0x0010, 0x0010), b"PN", b"AB"));
+        assert_eq!(check(&fitting, ts::EXPLICIT_VR_LE), Ok(PixelData::Absent));
     }
 
     #[test]

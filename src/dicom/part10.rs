@@ -3,7 +3,7 @@
 //! syntax, byte for byte as it came off the wire.
 
 use crate::checksum::sha256_hex;
-use dicom_object::meta::FileMetaTableBuilder;
+use dicom_object::meta::{FileMetaTable, FileMetaTableBuilder};
 
 use super::uid::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
@@ -67,6 +67,17 @@ pub fn dataset_offset(file: &[u8]) -> Result<usize, Part10Error> {
     Ok(offset)
 }
 
+/// The file meta information of a Part 10 file, and where its data set starts. Every
+/// element of the group is first checked to fit in it: the parser would allocate what
+/// a length announces before reading it.
+pub fn meta(file: &[u8]) -> Result<(FileMetaTable, usize), Part10Error> {
+    let offset = dataset_offset(file)?;
+    super::lengths::check(&file[132..offset], super::uid::ts::EXPLICIT_VR_LE)
+        .map_err(|_| Part10Error::BadMeta)?;
+    let meta = FileMetaTable::from_reader(&file[128..offset]).map_err(|_| Part10Error::BadMeta)?;
+    Ok((meta, offset))
+}
+
 /// The identity of a Part 10 file's content: the SOP Instance UID of its meta group
 /// and the SHA-256 (hex) of its data set, the bytes as the sender sent them, whatever
 /// header a writer wrapped them in.
@@ -77,9 +88,7 @@ pub struct Content {
 }
 
 pub fn content(file: &[u8]) -> Result<Content, Part10Error> {
-    let offset = dataset_offset(file)?;
-    let meta = dicom_object::meta::FileMetaTable::from_reader(&file[128..offset])
-        .map_err(|_| Part10Error::BadMeta)?;
+    let (meta, offset) = meta(file)?;
     Ok(Content {
         sop_instance_uid: meta
             .media_storage_sop_instance_uid()

@@ -335,9 +335,17 @@ fn fold_networks(options: &ImportOptions, e: &Exported) -> Result<Vec<Network>, 
 /// The nnU-Net stage of one exported results folder, its folds' files `folds`.
 fn stage(e: &Exported, folds: Vec<Network>) -> Result<Stage, ImportError> {
     let unsupported = |m: String| Err(ImportError::Unsupported(m));
-    let mut inverse = [0usize; 3];
+    let mut inverse = [usize::MAX; 3];
     for (i, a) in e.transpose_forward.iter().enumerate() {
-        inverse[*a] = i;
+        match inverse.get_mut(*a) {
+            Some(slot) if *slot == usize::MAX => *slot = i,
+            _ => {
+                return unsupported(format!(
+                    "transpose_forward {:?} is not a permutation of the axes 0, 1, 2",
+                    e.transpose_forward
+                ));
+            }
+        }
     }
     if inverse != e.transpose_backward {
         return unsupported(format!(
@@ -616,6 +624,23 @@ fn csv_fields(line: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `model_files` fuzz target: a `transpose_forward` naming an axis
+    /// beyond 2 indexed out of bounds (a panic) instead of being refused.
+    #[test]
+    fn a_transpose_that_is_not_a_permutation_is_refused() {
+        let export = |forward: &str, backward: &str| {
+            format!(
+                r#"{{"dataset": "Dataset1_x", "plans": "nnUNetPlans", "configuration": "3d_fullres", "trainer": "nnUNetTrainer", "folds": [{{"fold": 0, "file": "fold_0.onnx", "max_abs_difference": 0.0}}], "patch_size": [64, 64, 64], "spacing": [3.0, 1.5, 1.5], "transpose_forward": {forward}, "transpose_backward": {backward}, "normalization": "CTNormalization", "clip": [-1000.0, 1000.0], "mean": 0.0, "std": 1.0, "mirror_axes": [], "labels": {{"background": 0, "liver": 1}}}}"#
+            )
+        };
+        for forward in ["[0, 1, 5]", "[0, 0, 1]"] {
+            let err = manifest_from_export(&export(forward, "[0, 1, 2]")).unwrap_err();
+            assert!(err.to_string().contains("not a permutation"), "{err}");
+        }
+        let manifest = manifest_from_export(&export("[2, 0, 1]", "[1, 2, 0]")).unwrap();
+        assert_eq!(manifest.stage2.transpose, Some([2, 0, 1]));
+    }
 
     #[test]
     fn a_coarse_stage_comes_with_its_rules_and_its_own_frame() {

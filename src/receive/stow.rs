@@ -132,10 +132,7 @@ impl Receiver {
 
 /// The file meta information of a Part 10 file, and where its data set starts.
 fn file_meta(file: &[u8]) -> Result<(FileMetaTable, usize), Refusal> {
-    let end = part10::dataset_offset(file).map_err(|e| Refusal::NotPart10(e.to_string()))?;
-    let meta = FileMetaTable::from_reader(&file[128..end])
-        .map_err(|e| Refusal::NotPart10(e.to_string()))?;
-    Ok((meta, end))
+    part10::meta(file).map_err(|e| Refusal::NotPart10(e.to_string()))
 }
 
 async fn refused(origin: &Origin<'_>, named: Option<(&str, &str)>, refusal: Refusal) -> Stowed {
