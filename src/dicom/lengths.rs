@@ -3,6 +3,10 @@
 //! data set is parsed, so that a hostile length (say 2 GiB on a 500 kB object) is
 //! refused at once instead of making the parser allocate for it.
 
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::StandardDataDictionary;
+
 use super::uid::ts;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -80,6 +84,13 @@ pub fn check(dataset: &[u8], transfer_syntax: &str) -> Result<PixelData, LengthE
     Ok(walker.pixel_data)
 }
 
+/// The VR the parser gives an element in Implicit VR Little Endian: the dictionary's.
+fn implicit_vr(tag: (u16, u16)) -> Option<VR> {
+    StandardDataDictionary
+        .by_tag(Tag(tag.0, tag.1))
+        .map(|entry| entry.vr().relaxed())
+}
+
 struct Walker<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -126,9 +137,12 @@ impl Walker<'_> {
         if tag.0 == 0xFFFE || !self.enc.explicit {
             let len = self.u32_at(self.pos + 4);
             self.pos += 8;
+            // Implicit VR: a sequence is what the dictionary says is one, as the parser
+            // reads it (it then parses the items inside).
+            let sequence = tag.0 != 0xFFFE && implicit_vr(tag) == Some(VR::SQ);
             return Ok(Header {
                 tag,
-                vr: None,
+                vr: sequence.then_some(*b"SQ"),
                 length: len,
             });
         }
@@ -311,6 +325,35 @@ mod tests {
         let mut fitting = unknown(4, b"ABCD");
         fitting.extend(el((0x0010, 0x0010), b"PN", b"AB"));
         assert_eq!(check(&fitting, ts::EXPLICIT_VR_LE), Ok(PixelData::Absent));
+    }
+
+    /// Found by the `dataset` fuzz target: in Implicit VR a sequence of defined length
+    /// was skipped as opaque bytes, while the parser, which knows from the dictionary
+    /// that the element is a sequence, read the items inside and allocated what an
+    /// element there announced.
+    #[test]
+    fn an_implicit_vr_sequence_is_walked_into() {
+        let implicit = |tag: (u16, u16), value: &[u8]| {
+            let mut v = Vec::new();
+            v.extend_from_slice(&tag.0.to_le_bytes());
+            v.extend_from_slice(&tag.1.to_le_bytes());
+            v.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            v.extend_from_slice(value);
+            v
+        };
+        // (0010,0010) inside an item: 2 bytes, or 2 GiB announced.
+        let inner = |length: u32| {
+            let mut v = vec![0x10, 0x00, 0x10, 0x00];
+            v.extend_from_slice(&length.to_le_bytes());
+            v.extend_from_slice(b"AB");
+            v
+        };
+        for (length, fits) in [(2, true), (0x7FFF_FFF0, false)] {
+            let item = implicit(ITEM, &inner(length));
+            // Referenced Image Sequence (0008,1140), a sequence by the dictionary.
+            let d = implicit((0x0008, 0x1140), &item);
+            assert_eq!(check(&d, ts::IMPLICIT_VR_LE).is_ok(), fits, "{length}");
+        }
     }
 
     #[test]
