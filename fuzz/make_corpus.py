@@ -144,9 +144,11 @@ def part10(ds, syntax):
 
 
 def write(target, name, data):
-    folder = CORPUS / target
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_bytes(data)
+    # The Upper Layer target (pdu) starts from the association's exchanges too.
+    for t in [target, "pdu"] if target == "association" else [target]:
+        folder = CORPUS / t
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
 
 
 def main():

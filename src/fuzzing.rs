@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use dicom_ul::pdu::Pdu;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -20,14 +21,17 @@ use crate::dicom::uid::ts;
 use crate::dicom::{Command, DimseStatus, lengths, part10};
 use crate::dicomweb::multipart::{self, Limits, Reader};
 use crate::receive::Receiver;
+use crate::receive::negotiation::negotiate;
 use crate::spool::Spool;
 use crate::store::{Membership, Store};
-use crate::ul::UlStream;
+use crate::ul::{Event, UlStream};
 
 /// The largest single allocation each target may make, from the limits the node is
 /// configured with in [`config`] (twice the limit: a `Vec` grows by doubling). The fuzz
 /// targets' allocator ([`Limited`]) aborts on anything larger.
 pub mod allocation_limit {
+    /// The same, for the Upper Layer alone.
+    pub const PDU: usize = ASSOCIATION;
     /// An association PDU (1 MiB) or a P-DATA PDU (`max_pdu_length`, 256 KiB), and a
     /// data set up to `max_object_mb` (16 MiB here).
     pub const ASSOCIATION: usize = 2 * 16 * 1024 * 1024;
@@ -161,6 +165,45 @@ pub fn association(data: &[u8]) {
             .await;
         crate::receive::converse(rx, ul, request, peer, None, &permits, &shutdown).await;
     });
+}
+
+/// The Upper Layer alone, without the node behind it (many times faster than
+/// [`association`]): the A-ASSOCIATE-RQ read and negotiated, the answer written, then
+/// every PDU framed into presentation data values until the bytes end.
+pub fn pdu(data: &[u8]) {
+    let config = pdu_config();
+    let dicom = &config.dicom;
+    runtime().block_on(async {
+        let stream = tokio::io::join(std::io::Cursor::new(data.to_vec()), tokio::io::sink());
+        let mut ul = UlStream::new(stream, dicom.max_pdu_length);
+        let timeout = Duration::from_secs(1);
+        let Ok(Pdu::AssociationRQ(rq)) = ul.read_control_pdu(timeout, "A-ASSOCIATE-RQ").await
+        else {
+            return;
+        };
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let answer = match negotiate(&config.ae_title, dicom, &rq, localhost, None) {
+            Ok(accepted) => {
+                ul.set_peer_max_pdu(accepted.peer_max_pdu);
+                Pdu::AssociationAC(accepted.response)
+            }
+            Err(rejected) => Pdu::AssociationRJ(rejected.response),
+        };
+        ul.send_pdu(&answer, timeout)
+            .await
+            .expect("the answer is written");
+        while let Ok(event) = ul.next_event(timeout, "a PDU").await {
+            if let Event::Pdv(pdv) = event {
+                std::hint::black_box(ul.pdv_data(&pdv));
+            }
+        }
+    });
+}
+
+/// The configuration [`pdu`] negotiates with (no data folder is made).
+fn pdu_config() -> &'static Config {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    CONFIG.get_or_init(|| config(&std::env::temp_dir()))
 }
 
 /// A DIMSE command set as [`Command::decode`] reads it. What a decoded command, and

@@ -60,6 +60,11 @@ async fn association_corpus() {
 }
 
 #[test]
+fn pdu_corpus() {
+    replay("pdu", segnode::fuzzing::pdu);
+}
+
+#[test]
 fn command_corpus() {
     replay("command", segnode::fuzzing::command);
 }

@@ -23,6 +23,15 @@ pub enum LengthError {
     },
     #[error("data set ends inside an element header at byte {offset}")]
     Truncated { offset: usize },
+    #[error(
+        "element ({group:04X},{element:04X}) is {length} bytes long, not a whole number of {size}-byte values"
+    )]
+    NotWholeValues {
+        group: u16,
+        element: u16,
+        length: u32,
+        size: u32,
+    },
     #[error("sequence nesting deeper than {MAX_DEPTH}")]
     TooDeep,
 }
@@ -84,11 +93,27 @@ pub fn check(dataset: &[u8], transfer_syntax: &str) -> Result<PixelData, LengthE
     Ok(walker.pixel_data)
 }
 
-/// The VR the parser gives an element in Implicit VR Little Endian: the dictionary's.
+/// The VR the parser gives an element in Implicit VR Little Endian: the dictionary's
+/// (OW for Pixel Data).
 fn implicit_vr(tag: (u16, u16)) -> Option<VR> {
+    if tag == PIXEL_DATA {
+        return Some(VR::OW);
+    }
     StandardDataDictionary
         .by_tag(Tag(tag.0, tag.1))
         .map(|entry| entry.vr().relaxed())
+}
+
+/// The size of one value of a binary VR, whose length must be a multiple of it
+/// (PS3.5 6.2): the parser reads whole values only, and would go on reading from
+/// inside this element.
+fn value_size(vr: &[u8; 2]) -> Option<u32> {
+    match vr {
+        b"OW" | b"SS" | b"US" => Some(2),
+        b"AT" | b"FL" | b"OF" | b"OL" | b"SL" | b"UL" => Some(4),
+        b"FD" | b"OD" | b"OV" | b"SV" | b"UV" => Some(8),
+        _ => None,
+    }
 }
 
 struct Walker<'a> {
@@ -137,12 +162,15 @@ impl Walker<'_> {
         if tag.0 == 0xFFFE || !self.enc.explicit {
             let len = self.u32_at(self.pos + 4);
             self.pos += 8;
-            // Implicit VR: a sequence is what the dictionary says is one, as the parser
-            // reads it (it then parses the items inside).
-            let sequence = tag.0 != 0xFFFE && implicit_vr(tag) == Some(VR::SQ);
+            // Implicit VR: the VR is the dictionary's, as the parser reads it (a
+            // sequence's items are then parsed, a number's value size applies).
+            let vr = (tag.0 != 0xFFFE)
+                .then(|| implicit_vr(tag))
+                .flatten()
+                .map(VR::to_bytes);
             return Ok(Header {
                 tag,
-                vr: sequence.then_some(*b"SQ"),
+                vr,
                 length: len,
             });
         }
@@ -225,6 +253,17 @@ impl Walker<'_> {
                 } else {
                     PixelData::Native(length)
                 };
+            }
+            if let Some(size) = vr.as_ref().and_then(value_size)
+                && length != UNDEFINED
+                && length % size != 0
+            {
+                return Err(LengthError::NotWholeValues {
+                    group: tag.0,
+                    element: tag.1,
+                    length,
+                    size,
+                });
             }
             if length != UNDEFINED {
                 let nested = vr.as_ref() == Some(b"SQ");
@@ -354,6 +393,28 @@ mod tests {
             let d = implicit((0x0008, 0x1140), &item);
             assert_eq!(check(&d, ts::IMPLICIT_VR_LE).is_ok(), fits, "{length}");
         }
+    }
+
+    /// Found by the `dataset` fuzz target: an SL element 34 bytes long. The parser
+    /// reads 8 whole values (32 bytes) and the next element's header from inside it,
+    /// with a length it then allocated; such a length is malformed (PS3.5 6.2).
+    #[test]
+    fn a_binary_value_must_be_whole_values() {
+        for (vr, length, whole) in [(b"SL", 34, false), (b"SL", 32, true), (b"US", 3, false)] {
+            let mut d = el((0x0008, 0x0081), vr, &vec![0; length]);
+            d.extend(el((0x0010, 0x0010), b"PN", b"AB"));
+            assert_eq!(
+                check(&d, ts::EXPLICIT_VR_LE).is_ok(),
+                whole,
+                "{vr:?} {length}"
+            );
+        }
+        // In Implicit VR by the dictionary's VR: (0028,0010) Rows is US.
+        let rows = [0x28, 0x00, 0x10, 0x00, 3, 0, 0, 0, 1, 2, 3];
+        assert!(matches!(
+            check(&rows, ts::IMPLICIT_VR_LE),
+            Err(LengthError::NotWholeValues { size: 2, .. })
+        ));
     }
 
     #[test]

@@ -1,0 +1,2 @@
+#![no_main]
+segnode_fuzz::target!(pdu, PDU);
