@@ -32,6 +32,14 @@ pub enum LengthError {
         length: u32,
         size: u32,
     },
+    #[error(
+        "sequence ({group:04X},{element:04X}) of defined length has a sequence delimiter at byte {offset}, before its end"
+    )]
+    EarlyEnd {
+        group: u16,
+        element: u16,
+        offset: usize,
+    },
     #[error("sequence nesting deeper than {MAX_DEPTH}")]
     TooDeep,
 }
@@ -91,6 +99,26 @@ pub fn check(dataset: &[u8], transfer_syntax: &str) -> Result<PixelData, LengthE
     };
     walker.elements(dataset.len(), 0, false)?;
     Ok(walker.pixel_data)
+}
+
+/// The File Meta Information group (after its group length) as the parser reads it:
+/// element after element, a sequence's value skipped whole, none of undefined length,
+/// each inside the group.
+pub fn check_meta_group(group: &[u8]) -> Result<(), LengthError> {
+    let mut walker = Walker {
+        bytes: group,
+        pos: 0,
+        enc: Encoding {
+            explicit: true,
+            big_endian: false,
+        },
+        pixel_data: PixelData::Absent,
+    };
+    while walker.pos < group.len() {
+        let Header { tag, length, .. } = walker.header()?;
+        walker.skip(tag, length, group.len())?;
+    }
+    Ok(())
 }
 
 /// The VR the parser gives an element in Implicit VR Little Endian: the dictionary's
@@ -273,6 +301,15 @@ impl Walker<'_> {
                         return self.skip(tag, length, end);
                     }
                     self.items(seq_end, depth + 1, false)?;
+                    // A sequence delimiter inside a sequence of defined length would
+                    // end it here for this walk and not for the parser.
+                    if self.pos != seq_end {
+                        return Err(LengthError::EarlyEnd {
+                            group: tag.0,
+                            element: tag.1,
+                            offset: self.pos,
+                        });
+                    }
                 } else {
                     self.skip(tag, length, end)?;
                 }
@@ -415,6 +452,37 @@ mod tests {
             check(&rows, ts::IMPLICIT_VR_LE),
             Err(LengthError::NotWholeValues { size: 2, .. })
         ));
+    }
+
+    /// A sequence delimiter inside a sequence of defined length: this walk and the
+    /// parser would go on from different places, so it is refused.
+    #[test]
+    fn a_sequence_of_defined_length_ends_at_its_length() {
+        let delimiter = [0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0];
+        let mut value = delimiter.to_vec();
+        value.extend(el((0x0010, 0x0010), b"PN", b"AB"));
+        let d = el((0x0008, 0x1140), b"SQ", &value);
+        assert!(matches!(
+            check(&d, ts::EXPLICIT_VR_LE),
+            Err(LengthError::EarlyEnd { offset: 20, .. })
+        ));
+        let empty = el((0x0008, 0x1140), b"SQ", &delimiter);
+        assert_eq!(check(&empty, ts::EXPLICIT_VR_LE), Ok(PixelData::Absent));
+    }
+
+    /// Found by the `part10` fuzz target: the meta group walked into a sequence where
+    /// the parser skips it whole, and the two went on from different places.
+    #[test]
+    fn the_meta_group_is_walked_flat() {
+        let item = [0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF];
+        let mut group = el((0x0002, 0x1032), b"SQ", &item);
+        group.extend(el((0x0002, 0x0010), b"UI", b"1.2.840.10008.1.2.1\0"));
+        assert_eq!(check_meta_group(&group), Ok(()));
+        let mut absurd = el((0x0002, 0x0002), b"UI", b"1.2");
+        absurd.truncate(6);
+        absurd.extend([0xF0, 0xFF]);
+        assert!(check_meta_group(&absurd).is_err());
+        assert!(check_meta_group(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]).is_err());
     }
 
     #[test]

@@ -68,12 +68,11 @@ pub fn dataset_offset(file: &[u8]) -> Result<usize, Part10Error> {
 }
 
 /// The file meta information of a Part 10 file, and where its data set starts. Every
-/// element of the group is first checked to fit in it: the parser would allocate what
-/// a length announces before reading it.
+/// element of the group is first checked to fit in it, walked as the parser walks it:
+/// the parser would allocate what a length announces before reading it.
 pub fn meta(file: &[u8]) -> Result<(FileMetaTable, usize), Part10Error> {
     let offset = dataset_offset(file)?;
-    super::lengths::check(&file[132..offset], super::uid::ts::EXPLICIT_VR_LE)
-        .map_err(|_| Part10Error::BadMeta)?;
+    super::lengths::check_meta_group(&file[144..offset]).map_err(|_| Part10Error::BadMeta)?;
     let meta = FileMetaTable::from_reader(&file[128..offset]).map_err(|_| Part10Error::BadMeta)?;
     Ok((meta, offset))
 }
