@@ -64,7 +64,10 @@ async fn fill(database: &Database, jobs: usize) {
             .expect("instance");
     }
     for row in store.series_due(now_ms()).await.expect("series") {
-        store.settle_series(&row, 1, None).await.expect("job");
+        store
+            .settle_series(&row, 1, None, segnode::store::Priority::Routine)
+            .await
+            .expect("job");
     }
     store.close().await;
 }

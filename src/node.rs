@@ -225,6 +225,7 @@ fn spawn_workers(
         store.clone(),
         config.stable_age,
         config.eligibility.clone(),
+        config.stat.clone(),
         shutdown.clone(),
         move |_job_id| wake.notify_one(),
     ));

@@ -10,10 +10,12 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Eligibility;
+use crate::config::{Eligibility, StatRule};
 use crate::dicom::functional::{self, text};
 use crate::dicom::{Uid, UidError};
-use crate::store::{InstanceMeta, InstanceRow, JobId, SeriesRow, Store, StoreError, now_ms};
+use crate::store::{
+    InstanceMeta, InstanceRow, JobId, Priority, SeriesRow, Store, StoreError, now_ms,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MetaError {
@@ -179,6 +181,7 @@ pub async fn track(
     store: Store,
     stable_age: Duration,
     rules: Eligibility,
+    stat: Vec<StatRule>,
     shutdown: CancellationToken,
     on_job: impl Fn(JobId),
 ) {
@@ -190,18 +193,20 @@ pub async fn track(
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        match settle_due(&store, stable_age, &rules).await {
+        match settle_due(&store, stable_age, &rules, &stat).await {
             Ok(jobs) => jobs.into_iter().for_each(&on_job),
             Err(e) => tracing::error!(error = %e, "series tracker could not read the database"),
         }
     }
 }
 
-/// One pass of the tracker; returns the ids of the jobs it created.
+/// One pass of the tracker; returns the ids of the jobs it created. A job is `stat`
+/// when one of the `stat` rules matches its series.
 pub async fn settle_due(
     store: &Store,
     stable_age: Duration,
     rules: &Eligibility,
+    stat: &[StatRule],
 ) -> Result<Vec<JobId>, StoreError> {
     let cutoff = now_ms() - stable_age.as_millis() as i64;
     let mut created = Vec::new();
@@ -212,8 +217,16 @@ pub async fn settle_due(
             Decision::Eligible => None,
             Decision::Ignored(reason) => Some(reason.as_str()),
         };
+        let description = series.series_description.as_deref().unwrap_or_default();
+        let priority = match stat
+            .iter()
+            .any(|r| r.matches(&series.calling_ae, description))
+        {
+            true => Priority::Stat,
+            false => Priority::Routine,
+        };
         let job = store
-            .settle_series(&series, instances.len() as i64, ignored)
+            .settle_series(&series, instances.len() as i64, ignored, priority)
             .await?;
         let span = tracing::info_span!("series", series_uid = %series.series_uid);
         let _enter = span.enter();
@@ -221,6 +234,7 @@ pub async fn settle_due(
             (Some(id), Decision::Eligible) => tracing::info!(
                 job_id = id.0,
                 instances = instances.len(),
+                priority = priority.as_str(),
                 "series stable, job queued"
             ),
             (Some(id), Decision::Ignored(reason)) => {

@@ -20,8 +20,8 @@ use super::{
 use crate::jobs::summary::JobSummary;
 use crate::sr::Organ;
 use crate::store::{
-    AUDIT_FIELDS, AuditFilter, AuditRow, DeliveryState, JobQuery, JobRow, JobState, ResultObject,
-    ResultRow, ReviewDecision, format_ms, now_ms,
+    AUDIT_FIELDS, AuditFilter, AuditRow, DeliveryState, JobQuery, JobRow, JobState, Priority,
+    ResultObject, ResultRow, ReviewDecision, format_ms, now_ms,
 };
 
 /// The cookie that carries the token in a browser.
@@ -50,7 +50,7 @@ body{{font-family:system-ui,sans-serif;margin:0;color:#1b1f24;background:#f6f7f9
 nav{{background:#1f3b57;padding:.6em 1em}} nav a{{color:#fff;margin-right:1.2em;text-decoration:none;font-weight:600}}
 main{{padding:1em}} table{{border-collapse:collapse;background:#fff;margin:.5em 0 1.2em}}
 th,td{{border:1px solid #d0d5db;padding:.3em .6em;text-align:left;vertical-align:top}} th{{background:#e9edf1}}
-.state{{font-weight:600}} .qa{{font-size:85%;padding:0 .3em;border-radius:3px}} .qa.ok{{background:#dff3e4}} .qa.warn{{background:#fff1cc}} .qa.fail{{background:#fbdcdc}} .qa.left-out{{background:#e4e7eb}} .failed{{color:#b00020}} .delivered,.succeeded{{color:#1b7f3b}} .queued,.running,.review{{color:#8a5a00}} .rejected{{color:#5f6b76;text-decoration:line-through}}
+.state{{font-weight:600}} .qa{{font-size:85%;padding:0 .3em;border-radius:3px}} .qa.ok{{background:#dff3e4}} .qa.warn{{background:#fff1cc}} .qa.fail{{background:#fbdcdc}} .qa.left-out{{background:#e4e7eb}} .stat{{font-size:85%;padding:0 .3em;border-radius:3px;background:#fbdcdc;color:#b00020;font-weight:600}} .failed{{color:#b00020}} .delivered,.succeeded{{color:#1b7f3b}} .queued,.running,.review{{color:#8a5a00}} .rejected{{color:#5f6b76;text-decoration:line-through}}
 #review{{background:#fff8e1;border:1px solid #e0c060;padding:.6em 1em}} #review input[name=comment]{{width:30em}}
 form{{margin:.5em 0 1em}} img.key{{max-width:512px;margin:.3em;border:1px solid #999}} .note{{color:#555}}
 </style></head>
@@ -124,7 +124,13 @@ fn state_cell(j: &JobRow) -> String {
     let verdict = j.qa_verdict.map_or(String::new(), |v| {
         format!(r#" <span class="qa job {v}" title="worst organ verdict">{v}</span>"#)
     });
-    format!(r#"<span class="state {state}">{state}</span>{verdict}"#)
+    let stat = match j.priority {
+        Priority::Stat => {
+            r#" <span class="stat" title="processed before routine work">stat</span>"#
+        }
+        Priority::Routine => "",
+    };
+    format!(r#"<span class="state {state}">{state}</span>{stat}{verdict}"#)
 }
 
 /// Organ volumes of a job, one per line, with each organ's verdict; a truncated

@@ -80,6 +80,60 @@ pub struct Config {
     #[serde(serialize_with = "opt_secs")]
     pub purge_after: Option<Duration>,
     pub review: Review,
+    /// Series processed before routine work (`[[stat]]`).
+    pub stat: Vec<StatRule>,
+}
+
+/// A series is `stat` when it comes from this calling AE title and its description
+/// matches this pattern (each when given; a rule has at least one).
+#[derive(Debug, Clone, Serialize)]
+pub struct StatRule {
+    pub calling_ae: Option<AeTitle>,
+    #[serde(serialize_with = "opt_pattern")]
+    pub series_description: Option<Regex>,
+}
+
+impl StatRule {
+    pub fn matches(&self, calling_ae: &str, series_description: &str) -> bool {
+        self.calling_ae
+            .as_ref()
+            .is_none_or(|ae| ae.as_str() == calling_ae)
+            && self
+                .series_description
+                .as_ref()
+                .is_none_or(|p| p.is_match(series_description))
+    }
+}
+
+fn opt_pattern<S: serde::Serializer>(p: &Option<Regex>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_some(&p.as_ref().map(Regex::as_str))
+}
+
+/// The `[[stat]]` rules, their patterns compiled.
+fn stat_rules(rules: Vec<raw::RawStatRule>) -> Result<Vec<StatRule>, ConfigError> {
+    rules
+        .into_iter()
+        .map(|r| {
+            if r.calling_ae.is_none() && r.series_description.is_none() {
+                return Err(invalid(
+                    "stat",
+                    "a rule needs calling_ae, series_description or both",
+                ));
+            }
+            let series_description = r
+                .series_description
+                .map(|p| {
+                    Regex::new(&p).map_err(|e| {
+                        invalid("stat.series_description", format!("pattern {p:?}: {e}"))
+                    })
+                })
+                .transpose()?;
+            Ok(StatRule {
+                calling_ae: r.calling_ae,
+                series_description,
+            })
+        })
+        .collect()
 }
 
 /// Whether results wait for a person before they are delivered, and whether organs
@@ -328,6 +382,7 @@ impl Config {
             },
             destinations: destinations::destinations(raw.destinations, &ae_title)?,
             review: raw.review,
+            stat: stat_rules(raw.stat)?,
             model: model(raw.model)?,
             ae_title,
             data_dir: raw.node.data_dir,

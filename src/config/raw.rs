@@ -36,6 +36,16 @@ pub(super) struct RawConfig {
     pub(super) retention: RawRetention,
     #[serde(default)]
     pub(super) review: super::Review,
+    #[serde(default)]
+    pub(super) stat: Vec<RawStatRule>,
+}
+
+/// A `[[stat]]` rule: series it matches are processed before routine work.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStatRule {
+    pub(super) calling_ae: Option<AeTitle>,
+    pub(super) series_description: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,8 +6,8 @@ use sqlx::Any;
 
 use super::audit::{AuditEvent, append_audit};
 use super::{
-    AuditKind, DeliveryState, JobId, JobState, NewDelivery, NewResult, SeriesId, Store, StoreError,
-    begin_writing, now_ms, results,
+    AuditKind, DeliveryState, JobId, JobState, NewDelivery, NewResult, Priority, SeriesId, Store,
+    StoreError, begin_writing, now_ms, results,
 };
 use crate::dicom::Uid;
 use crate::quality::Verdict;
@@ -43,6 +43,7 @@ pub struct JobRow {
     pub node_id: Option<String>,
     /// Its worst organ verdict, once assessed.
     pub qa_verdict: Option<Verdict>,
+    pub priority: Priority,
 }
 
 /// A job with the series facts that events about it carry.
@@ -196,7 +197,7 @@ impl Store {
                     j.started_ms, j.finished_ms, j.error_code, j.summary,
                     (SELECT r.sop_instance_uid FROM results r
                      WHERE r.job_id = j.id AND r.kind = 'seg' AND r.variant = 'BINARY') AS seg_sop_instance_uid,
-                    j.node_id, j.qa_verdict
+                    j.node_id, j.qa_verdict, j.priority
              FROM jobs j JOIN series s ON s.id = j.series_id
              WHERE ($1 IS NULL OR j.state = $1) AND ($2 IS NULL OR j.created_ms >= $2)
                AND ($3 IS NULL OR j.created_ms <= $3) AND ($4 IS NULL OR s.study_uid = $4)
@@ -219,8 +220,8 @@ impl Store {
         .await?)
     }
 
-    /// Claims the oldest queued job for a worker of this node (queued → running) under
-    /// a lease, atomically (on PostgreSQL, `FOR UPDATE SKIP LOCKED`: nodes claiming at
+    /// Claims the next queued job for a worker of this node (queued → running): the
+    /// oldest `stat` one, else the oldest; under a lease, atomically (on PostgreSQL, `FOR UPDATE SKIP LOCKED`: nodes claiming at
     /// once get different jobs), and counts the start.
     pub async fn claim_next_job(&self) -> Result<Option<ClaimedJob>, StoreError> {
         let next = JobState::Queued.transition(JobState::Running)?;
@@ -230,14 +231,14 @@ impl Store {
                 claim_job_sql!(),
                 "WHERE id = (SELECT j.id FROM jobs j JOIN series s ON s.id = j.series_id
                              WHERE j.state = 'queued' AND s.revision = j.series_revision
-                             ORDER BY j.id LIMIT 1)
+                             ORDER BY j.priority = 'stat' DESC, j.id LIMIT 1)
                  RETURNING id"
             ),
             concat!(
                 claim_job_sql!(),
                 "WHERE id = (SELECT j.id FROM jobs j JOIN series s ON s.id = j.series_id
                              WHERE j.state = 'queued' AND s.revision = j.series_revision
-                             ORDER BY j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED)
+                             ORDER BY j.priority = 'stat' DESC, j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED)
                  RETURNING id"
             ),
         ))
@@ -660,7 +661,7 @@ mod tests {
         // Once stable again, the new revision's job (all 20) supersedes it and runs.
         let series = store.series_due(now_ms()).await.unwrap().remove(0);
         let second = store
-            .settle_series(&series, 20, None)
+            .settle_series(&series, 20, None, Priority::Routine)
             .await
             .unwrap()
             .unwrap();

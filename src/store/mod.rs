@@ -46,7 +46,8 @@ pub use retention::RetentionCandidate;
 pub use review::ReviewDecision;
 pub use series::{InstanceRow, SeriesRow};
 pub use states::{
-    AuditKind, DeliveryState, IllegalTransition, JobState, ResultObject, SeriesState, UnknownName,
+    AuditKind, DeliveryState, IllegalTransition, JobState, Priority, ResultObject, SeriesState,
+    UnknownName,
 };
 
 /// Where the node keeps its rows: an embedded SQLite file (one node), or a PostgreSQL
@@ -590,7 +591,7 @@ pub(crate) mod testing {
         }
         let series = store.series_due(now_ms()).await.unwrap().remove(0);
         store
-            .settle_series(&series, i64::from(count), None)
+            .settle_series(&series, i64::from(count), None, Priority::Routine)
             .await
             .unwrap()
             .expect("a new job")

@@ -2,7 +2,9 @@
 //! a stable series into the job its revision calls for.
 
 use super::audit::{AuditEvent, append_audit};
-use super::{AuditKind, JobId, JobState, SeriesId, SeriesState, Store, StoreError, now_ms};
+use super::{
+    AuditKind, JobId, JobState, Priority, SeriesId, SeriesState, Store, StoreError, now_ms,
+};
 use crate::dicom::Uid;
 
 /// A series that is receiving, as the tracker sees it.
@@ -81,15 +83,16 @@ impl Store {
     }
 
     /// Marks a series stable and, unless a job already exists for its current
-    /// revision, creates its job: queued, or ignored for `ignored` (the reason the
-    /// eligibility rules gave), superseding older jobs of the series. The job keeps the
-    /// calling AE of its revision. Returns the new job's id, or `None` when the series
+    /// revision, creates its job at `priority`: queued, or ignored for `ignored` (the
+    /// reason the eligibility rules gave), superseding older jobs of the series. The job
+    /// keeps the calling AE of its revision. Returns the new job's id, or `None` when the series
     /// changed meanwhile (it stays `receiving`) or its revision already had a job.
     pub async fn settle_series(
         &self,
         series: &SeriesRow,
         instance_count: i64,
         ignored: Option<&str>,
+        priority: Priority,
     ) -> Result<Option<JobId>, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -124,8 +127,8 @@ impl Store {
         };
         let job_id: JobId = sqlx::query_scalar(
             "INSERT INTO jobs (series_id, series_revision, state, reason, instance_count, calling_ae,
-                               created_ms, updated_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                               created_ms, updated_ms, priority)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(series.id)
         .bind(series.revision)
@@ -135,6 +138,7 @@ impl Store {
         .bind(&series.calling_ae)
         .bind(now)
         .bind(now)
+        .bind(priority)
         .fetch_one(&mut *tx)
         .await?;
         let older: Vec<(JobId, JobState)> = sqlx::query_as(
@@ -210,7 +214,7 @@ mod tests {
             "one revision per new or changed instance"
         );
         let second = store
-            .settle_series(&series, 4, Some("too few slices"))
+            .settle_series(&series, 4, Some("too few slices"), Priority::Routine)
             .await
             .unwrap()
             .unwrap();
@@ -227,7 +231,13 @@ mod tests {
         assert_eq!(new.reason.as_deref(), Some("too few slices"));
 
         // Settling the same revision again makes nothing.
-        assert_eq!(store.settle_series(&series, 4, None).await.unwrap(), None);
+        assert_eq!(
+            store
+                .settle_series(&series, 4, None, Priority::Routine)
+                .await
+                .unwrap(),
+            None
+        );
         let kinds: Vec<_> = store
             .audit_rows(None)
             .await

@@ -132,8 +132,30 @@ named!(
     DeliveryState,
     ResultObject,
     AuditKind,
-    SeriesState
+    SeriesState,
+    Priority
 );
+
+/// Which queued job a worker takes first: every `stat` job before any `routine` one,
+/// then the oldest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    #[default]
+    Routine,
+    Stat,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 2] = [Priority::Routine, Priority::Stat];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Routine => "routine",
+            Priority::Stat => "stat",
+        }
+    }
+}
 
 /// Where a series stands: instances still arriving, or none for the stable age.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
