@@ -171,7 +171,7 @@ pub fn association(data: &[u8]) {
 /// [`association`]): the A-ASSOCIATE-RQ read and negotiated, the answer written, then
 /// every PDU framed into presentation data values until the bytes end.
 pub fn pdu(data: &[u8]) {
-    let config = pdu_config();
+    let config = node_config();
     let dicom = &config.dicom;
     runtime().block_on(async {
         let stream = tokio::io::join(std::io::Cursor::new(data.to_vec()), tokio::io::sink());
@@ -200,8 +200,8 @@ pub fn pdu(data: &[u8]) {
     });
 }
 
-/// The configuration [`pdu`] negotiates with (no data folder is made).
-fn pdu_config() -> &'static Config {
+/// The configuration of the targets without a node behind them (no data folder is made).
+fn node_config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
     CONFIG.get_or_init(|| config(&std::env::temp_dir()))
 }
@@ -237,7 +237,7 @@ pub fn dataset(data: &[u8]) {
         ts::JPEG_2000_LOSSLESS,
     ];
     let syntax = syntaxes[usize::from(choice) % syntaxes.len()];
-    let max_object_bytes = 16 * 1024 * 1024;
+    let max_object_bytes = node_config().dicom.max_object_bytes;
     let (dataset, syntax) = if syntax == ts::DEFLATED_EXPLICIT_VR_LE {
         match crate::receive::inflate_bounded(dataset, max_object_bytes) {
             Ok(inflated) => (inflated, ts::EXPLICIT_VR_LE),
