@@ -161,7 +161,7 @@ pub fn association(data: &[u8]) {
         let stream = tokio::io::join(std::io::Cursor::new(data.to_vec()), tokio::io::sink());
         let mut ul = UlStream::new(stream, dicom.max_pdu_length);
         let request = ul
-            .read_control_pdu(Duration::from_secs(1), "A-ASSOCIATE-RQ")
+            .read_control_pdu(dicom.artim_timeout, "A-ASSOCIATE-RQ")
             .await;
         crate::receive::converse(rx, ul, request, peer, None, &permits, &shutdown).await;
     });
@@ -262,13 +262,10 @@ pub fn dataset(data: &[u8]) {
     }
 }
 
-/// A Part 10 file as the start-up check and offline input read it.
+/// A Part 10 file as the start-up check and offline input read it (its meta group, as
+/// STOW-RS parts and `segnode send` read it too).
 pub fn part10(data: &[u8]) {
-    if let Ok(content) = part10::content(data) {
-        let offset = part10::dataset_offset(data).expect("content found the data set");
-        assert!(offset <= data.len());
-        assert_eq!(content.sha256.len(), 64);
-    }
+    let _ = part10::content(data);
 }
 
 /// A STOW-RS request: the first line is its Content-Type, the rest its body. The body

@@ -218,12 +218,13 @@ pub async fn settle_due(
             Decision::Ignored(reason) => Some(reason.as_str()),
         };
         let description = series.series_description.as_deref().unwrap_or_default();
-        let priority = match stat
+        let priority = if stat
             .iter()
             .any(|r| r.matches(&series.calling_ae, description))
         {
-            true => Priority::Stat,
-            false => Priority::Routine,
+            Priority::Stat
+        } else {
+            Priority::Routine
         };
         let job = store
             .settle_series(&series, instances.len() as i64, ignored, priority)

@@ -91,12 +91,7 @@ pub fn check(dataset: &[u8], transfer_syntax: &str) -> Result<PixelData, LengthE
             big_endian: false,
         },
     };
-    let mut walker = Walker {
-        bytes: dataset,
-        pos: 0,
-        enc,
-        pixel_data: PixelData::Absent,
-    };
+    let mut walker = Walker::new(dataset, enc);
     walker.elements(dataset.len(), 0, false)?;
     Ok(walker.pixel_data)
 }
@@ -105,15 +100,11 @@ pub fn check(dataset: &[u8], transfer_syntax: &str) -> Result<PixelData, LengthE
 /// element after element, a sequence's value skipped whole, none of undefined length,
 /// each inside the group.
 pub fn check_meta_group(group: &[u8]) -> Result<(), LengthError> {
-    let mut walker = Walker {
-        bytes: group,
-        pos: 0,
-        enc: Encoding {
-            explicit: true,
-            big_endian: false,
-        },
-        pixel_data: PixelData::Absent,
+    let explicit_le = Encoding {
+        explicit: true,
+        big_endian: false,
     };
+    let mut walker = Walker::new(group, explicit_le);
     while walker.pos < group.len() {
         let Header { tag, length, .. } = walker.header()?;
         walker.skip(tag, length, group.len())?;
@@ -151,7 +142,16 @@ struct Walker<'a> {
     pixel_data: PixelData,
 }
 
-impl Walker<'_> {
+impl<'a> Walker<'a> {
+    fn new(bytes: &'a [u8], enc: Encoding) -> Self {
+        Walker {
+            bytes,
+            pos: 0,
+            enc,
+            pixel_data: PixelData::Absent,
+        }
+    }
+
     fn u16_at(&self, at: usize) -> u16 {
         let b = [self.bytes[at], self.bytes[at + 1]];
         if self.enc.big_endian {
