@@ -68,6 +68,7 @@ pub mod node;
 pub mod quality;
 mod receive;
 mod recovery;
+pub mod requests;
 mod security;
 pub mod seg;
 mod series;

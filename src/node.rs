@@ -25,6 +25,7 @@ use crate::jobs::{
 };
 use crate::receive::{self, Receiver};
 use crate::recovery::{self, RecoveryError};
+use crate::requests::{self, Requests};
 use crate::series;
 use crate::spool::{self, Spool, TmpLock};
 use crate::store::{Store, StoreError};
@@ -177,12 +178,27 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
     });
     tasks.spawn(outbox::run(outbox, shutdown.clone()));
     spawn_housekeeping(&config, &store, &pipeline.spool, &tasks, &shutdown);
+    let request_wake = Arc::new(Notify::new());
+    tasks.spawn(requests::run(
+        Arc::new(Requests {
+            config: config.clone(),
+            store: store.clone(),
+            receiver: receiver.clone(),
+            model_sha256: model_report
+                .iter()
+                .flat_map(|r| r.files.iter().map(|(_, sha)| sha.clone()))
+                .collect(),
+            wake: request_wake.clone(),
+        }),
+        shutdown.clone(),
+    ));
     let api = api::router(Arc::new(ApiState {
         store: store.clone(),
         config: config.clone(),
         token,
         model: model_report,
         receiver: receiver.clone(),
+        request_wake,
     }));
     serve_api(&config, http, http_addr, api, &tasks, &shutdown)?;
     spawn_workers(&config, &store, &pipeline, cascades, &tasks, &shutdown);

@@ -201,7 +201,7 @@ pub async fn track(
 }
 
 /// One pass of the tracker; returns the ids of the jobs it created. A job is `stat`
-/// when one of the `stat` rules matches its series.
+/// when one of the `stat` rules matches its series, or a `stat` request asked for it.
 pub async fn settle_due(
     store: &Store,
     stable_age: Duration,
@@ -221,6 +221,7 @@ pub async fn settle_due(
         let priority = if stat
             .iter()
             .any(|r| r.matches(&series.calling_ae, description))
+            || store.stat_requested(series.series_uid.as_str()).await?
         {
             Priority::Stat
         } else {

@@ -75,6 +75,7 @@ async fn a_processed_study_is_visible_through_every_endpoint_and_the_audit_cli()
         token: None,
         model: None,
         receiver: node.receiver(),
+        request_wake: Default::default(),
     }));
 
     let (status, body) = get(&app, "/api/jobs?state=delivered&limit=10", None).await;
@@ -283,6 +284,7 @@ async fn a_configured_token_is_required() {
         token: Some("s3cret".into()),
         model: None,
         receiver: node.receiver(),
+        request_wake: Default::default(),
     }));
     let (status, body) = get(&app, "/api/jobs", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);

@@ -9,6 +9,7 @@
 
 mod dashboard;
 mod dicomweb;
+mod requests;
 mod viewer;
 
 use std::collections::BTreeMap;
@@ -40,6 +41,8 @@ pub struct ApiState {
     /// Keeps what STOW-RS brings, as the DICOM listener keeps a C-STORE; its spool
     /// holds what DICOMweb serves.
     pub receiver: Arc<crate::Receiver>,
+    /// Wakes the request worker when a request is queued.
+    pub request_wake: Arc<tokio::sync::Notify>,
 }
 
 /// An API error: status, a stable code, a message.
@@ -147,6 +150,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/jobs/{id}/reject", post(reject))
         .route("/api/studies/{study_uid}", get(study))
         .route("/api/audit", get(audit))
+        .route("/api/requests", get(requests::list).post(requests::create))
+        .route("/api/requests/{id}", get(requests::show))
         .route("/api/nodes", get(nodes))
         .merge(dicomweb::routes())
         .route("/viewer", get(viewer::root))

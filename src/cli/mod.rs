@@ -19,7 +19,10 @@ use crate::deliver::{self, Association, OutgoingFile, PeerAddress, ScuTimeouts};
 use crate::dicom::{AeTitle, SegType};
 use crate::jobs::offline::{self, RunOptions};
 use crate::jobs::summary::JobView;
-use crate::store::{AuditFilter, AuditRow, JobId, JobQuery, JobState, Store, format_ms};
+use crate::requests;
+use crate::store::{
+    AuditFilter, AuditRow, JobId, JobQuery, JobState, NewRequest, RequestState, Store, format_ms,
+};
 use crate::volume::inspect::{self, Outcome};
 
 #[derive(Debug, Parser)]
@@ -145,6 +148,32 @@ pub enum Command {
         #[arg(long, default_value = "SEGNODE")]
         calling_ae: String,
     },
+    /// Ask for a study to be retrieved from a source ([[sources]]) and processed; a
+    /// running node carries it out. Prints the request's id.
+    Request {
+        /// The study, by Study Instance UID.
+        #[arg(long, required_unless_present = "accession")]
+        study: Option<String>,
+        /// The study, by Accession Number.
+        #[arg(long)]
+        accession: Option<String>,
+        /// Only this series of the study.
+        #[arg(long)]
+        series: Option<String>,
+        /// The source's name (default: the first configured).
+        #[arg(long)]
+        source: Option<String>,
+        /// stat or routine.
+        #[arg(long, default_value = "routine")]
+        priority: String,
+        /// Process again what was already processed with the same model and instances.
+        #[arg(long)]
+        force: bool,
+        /// Wait until the request is done or failed, print it (JSON), and exit 1 if it
+        /// failed.
+        #[arg(long)]
+        wait: bool,
+    },
     ImportNnunet(import::ImportArgs),
 }
 
@@ -193,6 +222,25 @@ pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<()> 
             audit(&cli.config, &env, &params, &format).await
         }
         Command::Retry { id } => retry(&cli.config, &env, id).await,
+        Command::Request {
+            study,
+            accession,
+            series,
+            source,
+            priority,
+            force,
+            wait,
+        } => {
+            let new = NewRequest {
+                study_uid: study,
+                accession_number: accession,
+                series_uid: series,
+                source: source.unwrap_or_default(),
+                priority: requests::priority(&priority)?,
+                force,
+            };
+            request(&cli.config, &env, new, wait).await
+        }
         Command::Send {
             paths,
             to,
@@ -435,6 +483,37 @@ async fn retry(path: &Path, env: &BTreeMap<String, String>, id: JobId) -> anyhow
             "not failed, left as it is"
         }
     );
+    Ok(())
+}
+
+async fn request(
+    path: &Path,
+    env: &BTreeMap<String, String>,
+    new: NewRequest,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let config = load(path, env)?;
+    let store = Store::open(&config.database, &config.membership).await?;
+    let id = requests::submit(&config, &store, new).await??;
+    println!("request {id} queued (GET /api/requests/{id} follows it)");
+    if !wait {
+        store.close().await;
+        return Ok(());
+    }
+    let row = loop {
+        let row = store.request(id).await?.context("the request is gone")?;
+        if row.state.is_final() {
+            break row;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let mut v = serde_json::to_value(&row)?;
+    v["series"] = serde_json::to_value(store.request_series(id).await?)?;
+    store.close().await;
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    if row.state == RequestState::Failed {
+        bail!("request {id} failed: {}", row.reason.unwrap_or_default());
+    }
     Ok(())
 }
 

@@ -154,29 +154,14 @@ fn dimse(d: &RawDestination, ae_title: &AeTitle) -> Result<Transport, ConfigErro
             format!("destination {:?} needs ae_title, host and port", d.name),
         ));
     };
-    let tls = match (d.tls, &d.ca_file) {
-        (true, Some(ca_file)) => Some(ClientTls {
-            ca_file: ca_file.clone(),
-            cert_file: d.cert_file.clone(),
-            key_file: d.key_file.clone(),
-        }),
-        (true, None) => {
-            return Err(invalid(
-                "destinations.ca_file",
-                format!("destination {:?} uses TLS: a ca_file is required", d.name),
-            ));
-        }
-        (false, ca) if ca.is_some() || d.cert_file.is_some() || d.key_file.is_some() => {
-            return Err(invalid(
-                "destinations.tls",
-                format!(
-                    "destination {:?} names TLS files but not tls = true",
-                    d.name
-                ),
-            ));
-        }
-        (false, _) => None,
-    };
+    let tls = client_tls(
+        "destinations",
+        &d.name,
+        d.tls,
+        &d.ca_file,
+        &d.cert_file,
+        &d.key_file,
+    )?;
     Ok(Transport::Dimse {
         peer: PeerAddress {
             ae_title: peer_ae.clone(),
@@ -186,6 +171,34 @@ fn dimse(d: &RawDestination, ae_title: &AeTitle) -> Result<Transport, ConfigErro
         calling_ae: d.calling_ae.clone().unwrap_or_else(|| ae_title.clone()),
         tls,
     })
+}
+
+/// DICOM TLS towards a peer (`section`: `destinations` or `sources`): a CA file is
+/// required with `tls = true`, and TLS files are refused without it.
+pub(super) fn client_tls(
+    section: &'static str,
+    name: &str,
+    tls: bool,
+    ca_file: &Option<PathBuf>,
+    cert_file: &Option<PathBuf>,
+    key_file: &Option<PathBuf>,
+) -> Result<Option<ClientTls>, ConfigError> {
+    match (tls, ca_file) {
+        (true, Some(ca_file)) => Ok(Some(ClientTls {
+            ca_file: ca_file.clone(),
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+        })),
+        (true, None) => Err(invalid(
+            section,
+            format!("{name:?} uses TLS: a ca_file is required"),
+        )),
+        (false, ca) if ca.is_some() || cert_file.is_some() || key_file.is_some() => Err(invalid(
+            section,
+            format!("{name:?} names TLS files but not tls = true"),
+        )),
+        (false, _) => Ok(None),
+    }
 }
 
 /// A DICOMweb destination: an http(s) URL, a bearer token or a user name and password

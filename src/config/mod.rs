@@ -19,10 +19,14 @@ use crate::tls::{HttpsTls, ServerTls};
 use raw::{RawConfig, RawDicom, RawEligibility, RawHttp, RawModel, RawWebhook};
 
 mod destinations;
+mod hl7;
 mod raw;
+mod sources;
 
 pub use destinations::{Destination, Transport, WebAuth, WebTarget};
+pub use hl7::Hl7Destination;
 use rustls_pki_types::CertificateDer;
+pub use sources::{RetrieveKind, Source};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -82,6 +86,10 @@ pub struct Config {
     pub review: Review,
     /// Series processed before routine work (`[[stat]]`).
     pub stat: Vec<StatRule>,
+    /// PACS the node may retrieve studies from on request (`[[sources]]`).
+    pub sources: Vec<Source>,
+    /// RIS receiving an HL7 ORU^R01 per finished job (`[[hl7_destinations]]`).
+    pub hl7_destinations: Vec<Hl7Destination>,
 }
 
 /// A series is `stat` when it comes from this calling AE title and its description
@@ -383,12 +391,22 @@ impl Config {
             destinations: destinations::destinations(raw.destinations, &ae_title)?,
             review: raw.review,
             stat: stat_rules(raw.stat)?,
+            sources: sources::sources(raw.sources, &ae_title)?,
+            hl7_destinations: hl7::destinations(raw.hl7_destinations)?,
             model: model(raw.model)?,
             ae_title,
             data_dir: raw.node.data_dir,
             database,
             membership,
         })
+    }
+
+    /// The source named `name`; the first one when `name` is `None`.
+    pub fn source(&self, name: Option<&str>) -> Option<&Source> {
+        match name {
+            Some(name) => self.sources.iter().find(|s| s.name == name),
+            None => self.sources.first(),
+        }
     }
 
     /// Where received instances are kept.

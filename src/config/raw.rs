@@ -38,6 +38,10 @@ pub(super) struct RawConfig {
     pub(super) review: super::Review,
     #[serde(default)]
     pub(super) stat: Vec<RawStatRule>,
+    #[serde(default)]
+    pub(super) sources: Vec<super::sources::RawSource>,
+    #[serde(default)]
+    pub(super) hl7_destinations: Vec<super::hl7::RawHl7Destination>,
 }
 
 /// A `[[stat]]` rule: series it matches are processed before routine work.

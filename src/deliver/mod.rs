@@ -1,11 +1,12 @@
-//! The C-STORE / C-ECHO SCU (PS3.4 Annex A and B as requester): opens an association to
-//! a peer, proposes one presentation context per (SOP class, transfer syntax) pair it
+//! The C-STORE / C-ECHO SCU (PS3.4 Annex A and B as requester), and Query/Retrieve
+//! ([`query`]) over the same associations: opens an association to a peer, proposes one presentation context per (SOP class, transfer syntax) pair it
 //! will send, and sends Part 10 files unchanged. `segnode echo` and `segnode send` use
 //! it directly; the outbox ([`outbox`]) delivers results with it. The webhook sender
 //! ([`webhooks`]), the node's other outbound worker, tells worklists of job changes
 //! with the same back-off.
 
 pub mod outbox;
+pub mod query;
 pub mod stow;
 pub mod webhooks;
 
@@ -158,6 +159,19 @@ impl Association {
         timeouts: ScuTimeouts,
         tls: Option<&TlsConnector>,
     ) -> Result<Self, ScuError> {
+        Self::open(peer, calling, pairs, timeouts, tls, Vec::new()).await
+    }
+
+    /// Connects and negotiates `pairs`, with `roles` (SCP/SCU role selection items)
+    /// among the user information.
+    async fn open(
+        peer: &PeerAddress,
+        calling: &AeTitle,
+        pairs: &BTreeSet<(String, String)>,
+        timeouts: ScuTimeouts,
+        tls: Option<&TlsConnector>,
+        roles: Vec<UserVariableItem>,
+    ) -> Result<Self, ScuError> {
         let name = peer.to_string();
         let stream = tokio::time::timeout(
             timeouts.connect,
@@ -201,13 +215,16 @@ impl Association {
             called_ae_title: peer.ae_title.to_string(),
             application_context_name: APPLICATION_CONTEXT.to_string(),
             presentation_contexts: proposed.clone(),
-            user_variables: vec![
+            user_variables: [
                 UserVariableItem::MaxLength(SCU_MAX_PDU),
                 UserVariableItem::ImplementationClassUID(IMPLEMENTATION_CLASS_UID.to_string()),
                 UserVariableItem::ImplementationVersionName(
                     IMPLEMENTATION_VERSION_NAME.to_string(),
                 ),
-            ],
+            ]
+            .into_iter()
+            .chain(roles)
+            .collect(),
         };
         let protocol = |source| ScuError::Protocol {
             peer: name.clone(),

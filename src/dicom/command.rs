@@ -13,6 +13,9 @@ impl CommandField {
     pub const C_STORE_RSP: Self = Self(0x8001);
     pub const C_ECHO_RQ: Self = Self(0x0030);
     pub const C_ECHO_RSP: Self = Self(0x8030);
+    pub const C_GET_RQ: Self = Self(0x0010);
+    pub const C_FIND_RQ: Self = Self(0x0020);
+    pub const C_MOVE_RQ: Self = Self(0x0021);
 
     /// The response field for a request field (bit 15 set).
     pub fn response(self) -> Self {
@@ -45,6 +48,11 @@ impl DimseStatus {
 
     pub fn is_success(self) -> bool {
         self.0 == 0
+    }
+
+    /// Pending (FF00, FF01): more responses of a C-FIND, C-MOVE or C-GET follow.
+    pub fn is_pending(self) -> bool {
+        self.0 == 0xFF00 || self.0 == 0xFF01
     }
 
     /// Warnings: 0001, Bxxx (PS3.7 §C.4).
@@ -80,6 +88,19 @@ pub struct Command {
     pub has_dataset: bool,
     pub status: Option<u16>,
     pub error_comment: Option<String>,
+    /// The AE a C-MOVE sends its sub-operations to.
+    pub move_destination: Option<String>,
+    /// Sub-operation counts of a C-MOVE or C-GET response.
+    pub sub_operations: SubOperations,
+}
+
+/// Number of Remaining, Completed, Failed and Warning Sub-operations (0000,1020-1023).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SubOperations {
+    pub remaining: Option<u16>,
+    pub completed: Option<u16>,
+    pub failed: Option<u16>,
+    pub warning: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -106,7 +127,12 @@ const PRIORITY: u16 = 0x0700;
 const DATASET_TYPE: u16 = 0x0800;
 const STATUS: u16 = 0x0900;
 const ERROR_COMMENT: u16 = 0x0902;
+const MOVE_DESTINATION: u16 = 0x0600;
 const AFFECTED_SOP_INSTANCE: u16 = 0x1000;
+const REMAINING: u16 = 0x1020;
+const COMPLETED: u16 = 0x1021;
+const FAILED: u16 = 0x1022;
+const WARNING: u16 = 0x1023;
 
 impl Command {
     /// A C-ECHO-RQ.
@@ -128,6 +154,25 @@ impl Command {
             message_id: Some(message_id),
             priority: Some(0),
             has_dataset: true,
+            ..Self::default()
+        }
+    }
+
+    /// A C-FIND-RQ, C-GET-RQ or C-MOVE-RQ (`field`) in the information model
+    /// `sop_class`, with medium priority; its identifier follows as the data set.
+    pub fn query_rq(
+        field: CommandField,
+        message_id: u16,
+        sop_class: &str,
+        move_destination: Option<&str>,
+    ) -> Self {
+        Self {
+            field: field.0,
+            affected_sop_class: Some(sop_class.to_string()),
+            message_id: Some(message_id),
+            priority: Some(0),
+            has_dataset: true,
+            move_destination: move_destination.map(str::to_string),
             ..Self::default()
         }
     }
@@ -167,6 +212,13 @@ impl Command {
         if let Some(v) = self.message_id_responded_to {
             put_us(&mut body, MESSAGE_ID_RESPONDED_TO, v);
         }
+        if let Some(v) = &self.move_destination {
+            let mut bytes = v.as_bytes().to_vec();
+            if bytes.len() % 2 == 1 {
+                bytes.push(b' ');
+            }
+            put_raw(&mut body, MOVE_DESTINATION, &bytes);
+        }
         if let Some(v) = self.priority {
             put_us(&mut body, PRIORITY, v);
         }
@@ -194,6 +246,17 @@ impl Command {
         }
         if let Some(v) = &self.affected_sop_instance {
             put_uid(&mut body, AFFECTED_SOP_INSTANCE, v);
+        }
+        let counts = &self.sub_operations;
+        for (element, count) in [
+            (REMAINING, counts.remaining),
+            (COMPLETED, counts.completed),
+            (FAILED, counts.failed),
+            (WARNING, counts.warning),
+        ] {
+            if let Some(v) = count {
+                put_us(&mut body, element, v);
+            }
         }
         let mut out = Vec::with_capacity(body.len() + 12);
         put_raw(&mut out, 0x0000, &(body.len() as u32).to_le_bytes());
@@ -231,6 +294,11 @@ impl Command {
                 PRIORITY => cmd.priority = Some(us(element, value)?),
                 DATASET_TYPE => cmd.has_dataset = us(element, value)? != NO_DATASET,
                 STATUS => cmd.status = Some(us(element, value)?),
+                MOVE_DESTINATION => cmd.move_destination = Some(text(value)),
+                REMAINING => cmd.sub_operations.remaining = Some(us(element, value)?),
+                COMPLETED => cmd.sub_operations.completed = Some(us(element, value)?),
+                FAILED => cmd.sub_operations.failed = Some(us(element, value)?),
+                WARNING => cmd.sub_operations.warning = Some(us(element, value)?),
                 _ => {}
             }
             offset = start + length;
@@ -307,6 +375,29 @@ mod tests {
         );
         let decoded = Command::decode(&rsp.encode()).unwrap();
         assert_eq!(decoded.error_comment.as_deref(), Some("abcd"));
+    }
+
+    #[test]
+    fn a_move_request_and_its_counts_round_trip() {
+        let rq = Command::query_rq(
+            CommandField::C_MOVE_RQ,
+            3,
+            "1.2.840.10008.5.1.4.1.2.2.2",
+            Some("SEGNODE"),
+        );
+        let decoded = Command::decode(&rq.encode()).unwrap();
+        assert_eq!(decoded, rq);
+        assert_eq!(decoded.move_destination.as_deref(), Some("SEGNODE"));
+        let mut rsp = rq.response(DimseStatus(0xFF00), None);
+        rsp.sub_operations = SubOperations {
+            remaining: Some(2),
+            completed: Some(5),
+            failed: Some(1),
+            warning: Some(0),
+        };
+        let decoded = Command::decode(&rsp.encode()).unwrap();
+        assert_eq!(decoded.sub_operations, rsp.sub_operations);
+        assert!(decoded.dimse_status().unwrap().is_pending());
     }
 
     #[test]

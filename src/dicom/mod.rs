@@ -11,7 +11,7 @@ pub mod pixel;
 pub mod seg_type;
 pub mod uid;
 
-pub use command::{Command, CommandError, CommandField, DimseStatus};
+pub use command::{Command, CommandError, CommandField, DimseStatus, SubOperations};
 pub use peer::PeerAddress;
 pub use seg_type::SegType;
 pub use uid::{AeTitle, AeTitleError, Uid, UidError};

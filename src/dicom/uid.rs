@@ -25,6 +25,10 @@ pub const COMPREHENSIVE_3D_SR_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.88.34";
 /// Secondary Capture Image Storage.
 pub const SECONDARY_CAPTURE_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.7";
 /// The DICOM application context name (PS3.7 §A.2.1).
+/// Study Root Query/Retrieve Information Model: FIND, MOVE, GET (PS3.4 Annex C).
+pub const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+pub const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
+pub const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
 pub const APPLICATION_CONTEXT: &str = "1.2.840.10008.3.1.1.1";
 
 /// Transfer syntaxes (PS3.5 §10, Annex A).

@@ -14,6 +14,7 @@ mod held;
 mod instances;
 mod jobs;
 mod nodes;
+mod requests;
 mod results;
 mod retention;
 mod review;
@@ -41,13 +42,14 @@ pub use instances::{
 };
 pub use jobs::{ClaimedJob, InterruptedJob, JobOutcome, JobQuery, JobRow};
 pub use nodes::NodeRow;
+pub use requests::{NewRequest, RequestEvent, RequestId, RequestRow, RequestSeries, SeriesJob};
 pub use results::{NewDelivery, NewResult, ResultRow};
 pub use retention::RetentionCandidate;
 pub use review::ReviewDecision;
 pub use series::{InstanceRow, SeriesRow};
 pub use states::{
-    AuditKind, DeliveryState, IllegalTransition, JobState, Priority, ResultObject, SeriesState,
-    UnknownName,
+    AuditKind, DeliveryState, IllegalTransition, JobState, Priority, RequestState, ResultObject,
+    SeriesState, UnknownName,
 };
 
 /// Where the node keeps its rows: an embedded SQLite file (one node), or a PostgreSQL
@@ -158,6 +160,8 @@ pub enum StoreError {
     WriterGone,
     #[error("no job {0}")]
     NoSuchJob(JobId),
+    #[error("no request {0}")]
+    NoSuchRequest(RequestId),
     #[error("group commit failed: {0}")]
     GroupCommit(String),
     #[error(

@@ -133,8 +133,50 @@ named!(
     ResultObject,
     AuditKind,
     SeriesState,
-    Priority
+    Priority,
+    RequestState
 );
+
+/// Where a request for a study stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    /// Waiting for a node to take it.
+    Queued,
+    /// Querying the source and retrieving the study's series.
+    Retrieving,
+    /// Retrieved; its series are being processed.
+    Processing,
+    /// Every series it covers has a finished job (or had one already).
+    Done,
+    /// It could not be carried out; the reason says why.
+    Failed,
+}
+
+impl RequestState {
+    pub const ALL: [RequestState; 5] = [
+        RequestState::Queued,
+        RequestState::Retrieving,
+        RequestState::Processing,
+        RequestState::Done,
+        RequestState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Queued => "queued",
+            RequestState::Retrieving => "retrieving",
+            RequestState::Processing => "processing",
+            RequestState::Done => "done",
+            RequestState::Failed => "failed",
+        }
+    }
+
+    /// Whether nothing more happens to it.
+    pub fn is_final(self) -> bool {
+        matches!(self, RequestState::Done | RequestState::Failed)
+    }
+}
 
 /// Which queued job a worker takes first: every `stat` job before any `routine` one,
 /// then the oldest.
@@ -264,10 +306,14 @@ pub enum AuditKind {
     SpoolPurged,
     WebhookSent,
     WebhookFailed,
+    /// A request for a study changed state (queued, retrieving, processing, done, failed).
+    RequestChanged,
+    /// One attempt to send an HL7 result message.
+    Hl7Attempt,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 22] = [
+    pub const ALL: [AuditKind; 24] = [
         AuditKind::AssociationAccepted,
         AuditKind::AssociationRejected,
         AuditKind::InstanceIgnored,
@@ -290,6 +336,8 @@ impl AuditKind {
         AuditKind::SpoolPurged,
         AuditKind::WebhookSent,
         AuditKind::WebhookFailed,
+        AuditKind::RequestChanged,
+        AuditKind::Hl7Attempt,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -316,6 +364,8 @@ impl AuditKind {
             AuditKind::SpoolPurged => "spool_purged",
             AuditKind::WebhookSent => "webhook_sent",
             AuditKind::WebhookFailed => "webhook_failed",
+            AuditKind::RequestChanged => "request_changed",
+            AuditKind::Hl7Attempt => "hl7_attempt",
         }
     }
 }

@@ -3,6 +3,8 @@
 //! data found through `SEGNODE_TEST_DATA` (default `../shared/data`).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod orthanc;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
