@@ -300,44 +300,7 @@ async fn a_configured_token_is_required() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worklist_receives_signed_webhooks_for_job_state_changes() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = receiver.local_addr().unwrap().port();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Vec<u8>)>();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = receiver.accept().await else {
-                return;
-            };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            // Read the head, then Content-Length bytes of body.
-            let (head, body) = loop {
-                let n = s.read(&mut chunk).await.unwrap();
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buf[..i]).to_string();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length: ")
-                                .map(|v| v.trim().parse().unwrap())
-                        })
-                        .unwrap();
-                    while buf.len() < i + 4 + len {
-                        let n = s.read(&mut chunk).await.unwrap();
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                    break (head, buf[i + 4..i + 4 + len].to_vec());
-                }
-            };
-            s.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
-                .await
-                .unwrap();
-            let _ = tx.send((head, body));
-        }
-    });
+    let (port, mut rx) = webhook_receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "worklist-secret\n").unwrap();

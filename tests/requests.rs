@@ -207,7 +207,20 @@ async fn studies_only_in_orthanc_are_retrieved_by_move_and_get_processed_and_sto
 async fn an_unknown_study_and_a_refusing_source_fail_with_the_reason() {
     let work = tempfile::tempdir().unwrap();
     let dicom = free_port();
-    let node = TestNode::start_with_tail("", &sources(dicom)).await;
+    let (hook, mut events) = webhook_receiver().await;
+    let secret = work.path().join("secret");
+    std::fs::write(&secret, "worklist-secret\n").unwrap();
+    let tail = format!(
+        "{}\n[[webhooks]]\nurl = \"http://127.0.0.1:{hook}/segnode\"\nsecret_file = {:?}\n",
+        sources(dicom),
+        secret.display().to_string()
+    );
+    let mut config_text = String::new();
+    let node = TestNode::start_text(|data| {
+        config_text = format!("{}\n{tail}", test_config(data, ""));
+        config_text.clone()
+    })
+    .await;
     let _orthanc = orthanc(work.path(), dicom, &node);
 
     let failed = request(
@@ -219,6 +232,43 @@ async fn an_unknown_study_and_a_refusing_source_fail_with_the_reason() {
     let reason = failed["reason"].as_str().unwrap();
     assert!(reason.starts_with("unknown study"), "{reason}");
     assert_eq!(states(&failed), ["queued", "retrieving", "failed"]);
+    // The worklist heard of every step, the failure with its reason.
+    let failure = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let (_, body) = events.recv().await.unwrap();
+            let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(event["event"], "request_changed", "{event}");
+            if event["state"] == "failed" {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("a webhook for the failed request");
+    assert_eq!(failure["request_id"], failed["id"]);
+    assert_eq!(failure["reason"], failed["reason"]);
+
+    // From the command line, waiting for the end: exit status 1 and the reason.
+    let config = work.path().join("segnode.toml");
+    std::fs::write(&config, &config_text).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_segnode"))
+        .args(["--config", config.to_str().unwrap(), "request", "--study"])
+        .args([
+            "1.2.826.0.1.3680043.10.998",
+            "--source",
+            "pacs-get",
+            "--wait",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("failed: unknown study"), "{stderr}");
+    let printed: serde_json::Value =
+        serde_json::from_slice(&out.stdout[out.stdout.iter().position(|&b| b == b'{').unwrap()..])
+            .unwrap();
+    assert_eq!(printed["state"], "failed");
 
     let failed = request(
         &node,
@@ -242,6 +292,20 @@ async fn an_unknown_study_and_a_refusing_source_fail_with_the_reason() {
     let reason = failed["reason"].as_str().unwrap();
     assert!(reason.starts_with("source refused"), "{reason}");
     assert!(reason.contains("rejected the association"), "{reason}");
+
+    // The dashboard lists them, with their reasons.
+    let page = reqwest::Client::new()
+        .get(format!("http://{}/ui/", node.http))
+        .header("cookie", format!("segnode_token={}", node.token()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"<table id="requests">"#), "{page}");
+    assert_eq!(page.matches(r#"class="request""#).count(), 4, "{page}");
+    assert!(page.contains("source refused"), "{page}");
 
     // Requests the node cannot carry out are refused at once.
     let (status, answer) = post(&node, serde_json::json!({ "source": "pacs" })).await;

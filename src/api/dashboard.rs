@@ -21,7 +21,7 @@ use crate::jobs::summary::JobSummary;
 use crate::sr::Organ;
 use crate::store::{
     AUDIT_FIELDS, AuditFilter, AuditRow, DeliveryState, JobQuery, JobRow, JobState, Priority,
-    ResultObject, ResultRow, ReviewDecision, format_ms, now_ms,
+    RequestRow, ResultObject, ResultRow, ReviewDecision, format_ms, now_ms,
 };
 
 /// The cookie that carries the token in a browser.
@@ -332,7 +332,53 @@ pub async fn jobs(State(s): State<Arc<ApiState>>, Query(p): Query<Params>) -> Ap
     if rows.is_empty() {
         html.push_str(r#"<p class="note">No job matches.</p>"#);
     }
+    html.push_str(&requests_table(&s.store.requests(20).await?));
     Ok(page("Jobs", &html))
+}
+
+/// The newest requests for studies: what was asked for, where they stand.
+fn requests_table(rows: &[RequestRow]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut html = String::from(
+        r#"<h2>Requests</h2><table id="requests"><tr><th>Request</th><th>State</th><th>Age</th><th>Study or accession</th><th>Source</th><th>Retrieved</th><th>Reason</th></tr>"#,
+    );
+    for r in rows {
+        let progress: serde_json::Value = serde_json::from_str(&r.progress).unwrap_or_default();
+        let retrieved = match progress["instances_expected"].as_u64() {
+            Some(expected) => format!(
+                "{} of {expected}{}",
+                progress["completed"].as_u64().unwrap_or(0),
+                match progress["failed"].as_u64() {
+                    Some(f) if f > 0 => format!(", <span class=\"failed\">{f} failed</span>"),
+                    _ => String::new(),
+                }
+            ),
+            None => "—".into(),
+        };
+        let stat = if r.priority == Priority::Stat {
+            r#" <span class="stat" title="processed before routine work">stat</span>"#
+        } else {
+            ""
+        };
+        let _ = write!(
+            html,
+            r#"<tr class="request" data-request="{id}"><td><a href="/api/requests/{id}">{id}</a></td><td>{}{stat}</td><td>{}</td><td>{}</td><td>{}</td><td>{retrieved}</td><td>{}</td></tr>"#,
+            r.state.as_str(),
+            age(r.created_ms),
+            esc(r
+                .study_uid
+                .as_deref()
+                .or(r.accession_number.as_deref())
+                .unwrap_or("")),
+            esc(&r.source),
+            esc(r.reason.as_deref().unwrap_or("")),
+            id = r.id,
+        );
+    }
+    html.push_str("</table>");
+    html
 }
 
 fn timeline(rows: &[AuditRow]) -> String {

@@ -251,3 +251,46 @@ fn a_dicomweb_destination_has_a_url_one_kind_of_credentials_and_no_dimse_keys() 
     let err = Config::from_toml(&dimse_with_url, &BTreeMap::new()).unwrap_err();
     assert!(err.to_string().starts_with("destinations.kind"), "{err}");
 }
+
+#[test]
+fn sources_and_hl7_destinations_read_with_their_defaults_and_refuse_mistakes() {
+    let text = format!(
+        "{MINIMAL}\n[[sources]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"pacs.example\"\nport = 104\n\
+         [[sources]]\nname = \"archive\"\nae_title = \"ARCH\"\nhost = \"a\"\nport = 11112\nretrieve = \"c-get\"\ncalling_ae = \"SEG_Q\"\n\
+         [[hl7_destinations]]\nname = \"ris\"\nhost = \"ris.example\"\nport = 2575\nreceiving_application = \"RIS\"\n"
+    );
+    let cfg = Config::from_toml(&text, &BTreeMap::new()).unwrap();
+    let pacs = cfg.source(None).unwrap();
+    assert_eq!(pacs.name, "pacs");
+    assert_eq!(pacs.retrieve, RetrieveKind::CMove);
+    assert_eq!(pacs.calling_ae, cfg.ae_title);
+    let archive = cfg.source(Some("archive")).unwrap();
+    assert_eq!(archive.retrieve, RetrieveKind::CGet);
+    assert_eq!(archive.calling_ae.as_str(), "SEG_Q");
+    assert!(cfg.source(Some("elsewhere")).is_none());
+    let ris = &cfg.hl7_destinations[0];
+    assert_eq!(ris.sending_application, "SEGNODE");
+    assert_eq!(ris.receiving_application, "RIS");
+    assert_eq!(ris.address(), "ris.example:2575");
+
+    for (tail, expected) in [
+        (
+            "[[sources]]\nname = \"p\"\nae_title = \"P\"\nhost = \"h\"\nport = 1\n[[sources]]\nname = \"p\"\nae_title = \"Q\"\nhost = \"h\"\nport = 2\n",
+            "used twice",
+        ),
+        (
+            "[[sources]]\nname = \"p\"\nae_title = \"P\"\nhost = \"h\"\nport = 1\ntls = true\n",
+            "a ca_file is required",
+        ),
+        (
+            "[[sources]]\nname = \"p\"\nae_title = \"P\"\nhost = \"h\"\nport = 1\nretrieve = \"wado\"\n",
+            "unknown variant",
+        ),
+    ] {
+        let err = Config::from_toml(&format!("{MINIMAL}\n{tail}"), &BTreeMap::new()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains(expected) || format!("{err:?}").contains(expected),
+            "{err:?}"
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! Webhooks for worklists: every job state change in the audit trail (queued, ignored,
-//! started, succeeded, failed, delivered) is POSTed as JSON to each configured URL
+//! started, succeeded, failed, delivered) and every step of a request for a study is
+//! POSTed as JSON to each configured URL
 //! (http:// or https://, reqwest over rustls with the system's CAs and the hook's own),
 //! signed with HMAC-SHA256 of the configured secret (header `X-Segnode-Signature:
 //! sha256=<hex>`), retried with back-off, and the outcome audited. The sender follows
@@ -32,6 +33,7 @@ const JOB_EVENTS: &[AuditKind] = &[
     AuditKind::JobHeld,
     AuditKind::JobApproved,
     AuditKind::JobRejected,
+    AuditKind::RequestChanged,
 ];
 
 /// The signature header's value for `body`: `sha256=<hex HMAC-SHA256 with secret>`.
@@ -77,8 +79,22 @@ async fn post(client: &reqwest::Client, hook: &Webhook, body: &str) -> Result<u1
     }
 }
 
-/// The JSON event for a job state change.
+/// The JSON event for a job state change, or a request's step (its audit detail: the
+/// request's id, state, progress and reason).
 async fn event_json(store: &Store, row: &AuditRow) -> serde_json::Value {
+    if row.event == AuditKind::RequestChanged {
+        let detail: serde_json::Value = serde_json::from_str(&row.detail).unwrap_or_default();
+        return serde_json::json!({
+            "event": row.event,
+            "at": crate::store::format_ms(row.at_ms),
+            "request_id": detail["request"],
+            "state": detail["state"],
+            "reason": detail["reason"],
+            "progress": detail["progress"],
+            "study_uid": row.study_uid,
+            "accession_number": row.accession_number,
+        });
+    }
     let job = match row.job_id {
         Some(id) => store.job(id).await.ok().flatten(),
         None => None,
