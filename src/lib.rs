@@ -60,6 +60,7 @@ pub mod dicomweb;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grid;
+pub mod hl7;
 pub mod import;
 mod jobs;
 pub mod keyimages;

@@ -114,6 +114,15 @@ pub(super) fn destinations(
                 format!("name {:?} is used twice", d.name),
             ));
         }
+        if d.objects.contains(&ResultObject::Hl7) {
+            return Err(invalid(
+                "destinations.objects",
+                format!(
+                    "destination {:?}: HL7 messages go to [[hl7_destinations]]",
+                    d.name
+                ),
+            ));
+        }
         let transport = match d.kind {
             DestinationKind::Dimse => dimse(&d, ae_title)?,
             DestinationKind::Dicomweb => Transport::Dicomweb(dicomweb(&d)?),

@@ -56,11 +56,14 @@ fn default_timeout_seconds() -> f64 {
     10.0
 }
 
-/// The `[[hl7_destinations]]` tables: names unique.
+/// The `[[hl7_destinations]]` tables: names unique, among the DICOM destinations' too
+/// (a delivery names its destination).
 pub(super) fn destinations(
     raw: Vec<RawHl7Destination>,
+    dicom: &[super::Destination],
 ) -> Result<Vec<Hl7Destination>, ConfigError> {
-    let mut names = std::collections::HashSet::new();
+    let mut names: std::collections::HashSet<String> =
+        dicom.iter().map(|d| d.name.clone()).collect();
     raw.into_iter()
         .map(|d| {
             if !names.insert(d.name.clone()) {

@@ -361,6 +361,7 @@ impl Config {
             lease: seconds("node.lease_seconds", raw.node.lease_seconds)?,
         };
         let ae_title = raw.node.ae_title;
+        let destinations = destinations::destinations(raw.destinations, &ae_title)?;
         Ok(Config {
             dicom: dicom(raw.dicom)?,
             stable_age: seconds("series.stable_seconds", raw.series.stable_seconds)?,
@@ -388,11 +389,11 @@ impl Config {
                     raw.delivery.max_backoff_seconds,
                 )?,
             },
-            destinations: destinations::destinations(raw.destinations, &ae_title)?,
+            hl7_destinations: hl7::destinations(raw.hl7_destinations, &destinations)?,
+            destinations,
             review: raw.review,
             stat: stat_rules(raw.stat)?,
             sources: sources::sources(raw.sources, &ae_title)?,
-            hl7_destinations: hl7::destinations(raw.hl7_destinations)?,
             model: model(raw.model)?,
             ae_title,
             data_dir: raw.node.data_dir,

@@ -1,6 +1,6 @@
 //! The outbox worker: sends pending deliveries (the `deliveries` table, durable across
-//! restarts) to their destinations with C-STORE or STOW-RS ([`stow`]), classifies the
-//! response, and
+//! restarts) to their destinations with C-STORE or STOW-RS ([`stow`]), and HL7
+//! messages to the RIS over MLLP ([`crate::hl7`]), classifies the response, and
 //! schedules retries with exponential back-off and jitter. LABELMAP falls back to
 //! BINARY when the peer refuses the Label Map Segmentation SOP class. A re-delivery
 //! sends the same file, so the PACS sees one instance (same SOP Instance UID).
@@ -15,11 +15,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Association, OutgoingFile, ScuError, ScuTimeouts, stow};
-use crate::config::{Config, Destination, Transport};
+use crate::config::{Config, Destination, Hl7Destination, Transport};
 use crate::dicom::DimseStatus;
 use crate::dicom::SegType;
 use crate::dicom::uid::SEGMENTATION_STORAGE;
 use crate::dicom::uid::ts;
+use crate::hl7::{self, Ack};
 use crate::spool::Spool;
 use crate::store::{Attempt, DeliveryRow, JobId, ResultObject, Store, now_ms};
 
@@ -99,6 +100,7 @@ fn delivered(object: ResultObject, variant: Option<SegType>) -> String {
         (ResultObject::Seg, None) => "SEG".into(),
         (ResultObject::Sr, _) => "measurement report (SR)".into(),
         (ResultObject::KeyImages, _) => "key image".into(),
+        (ResultObject::Hl7, _) => "HL7 ORU^R01".into(),
     }
 }
 
@@ -114,12 +116,18 @@ impl Outbox {
     /// One attempt: send, classify, record; the job is delivered once every one of its
     /// deliveries is.
     async fn attempt(&self, d: &DeliveryRow) {
+        let hl7 = self
+            .config
+            .hl7_destinations
+            .iter()
+            .find(|x| x.name == d.destination);
         let attempt = match self
             .config
             .destinations
             .iter()
             .find(|x| x.name == d.destination)
         {
+            None if let Some(dest) = hl7 => self.send_hl7(dest, d).await,
             None => Attempt::Failed {
                 error: format!("destination {:?} is no longer configured", d.destination),
             },
@@ -157,6 +165,40 @@ impl Outbox {
         }
         if let Err(e) = self.store.record_attempt(d, &attempt).await {
             tracing::error!(error = %e, "cannot record a delivery attempt");
+        }
+    }
+
+    /// Sends the job's HL7 message over MLLP and reads the ACK: AA is delivered, AE and
+    /// no answer are retried, AR is final.
+    async fn send_hl7(&self, dest: &Hl7Destination, d: &DeliveryRow) -> Attempt {
+        let path = self.spool.path(&d.file);
+        let message = match std::fs::read(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                let error = format!("cannot read {}: {e}", path.display());
+                return self.retry_or_fail(d, error, true);
+            }
+        };
+        match hl7::send(dest, &message).await {
+            Ok(Ack::Accepted) => {
+                tracing::info!(destination = %dest.name, "HL7 ORU^R01 acknowledged (AA)");
+                Attempt::Delivered {
+                    status: "AA".into(),
+                    note: None,
+                }
+            }
+            Ok(Ack::Error(text)) => {
+                let error = format!("{} answered AE {text}", dest.name);
+                self.retry_or_fail(d, error, true)
+            }
+            Ok(Ack::Rejected(text)) => {
+                let error = format!("{} answered AR {text}", dest.name);
+                self.retry_or_fail(d, error, false)
+            }
+            Err(e) => {
+                let error = format!("{:#}", anyhow::Error::from(e));
+                self.retry_or_fail(d, error, true)
+            }
         }
     }
 

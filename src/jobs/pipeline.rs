@@ -16,12 +16,14 @@ use super::summary::{JobSummary, Stage};
 use crate::cascade::{Cascade, Scope};
 use crate::config::{Config, Destination};
 use crate::dicom::{SegType, Uid};
+use crate::hl7::{self, Findings, Order};
 use crate::keyimages::KeyImage;
 use crate::seg::{self, EncodedSeg};
 use crate::spool::Spool;
 use crate::sr::EncodedSr;
 use crate::store::{
     ClaimedJob, JobOutcome, JobState, NewDelivery, NewResult, ResultObject, Store, StoreError,
+    now_ms,
 };
 
 pub struct Pipeline {
@@ -187,6 +189,7 @@ impl Pipeline {
             return Ok(None);
         };
         let count = instances.len();
+        let first = instances.first().map(|i| self.spool.path(&i.file_name));
         let source = Source::new(
             instances
                 .into_iter()
@@ -228,10 +231,16 @@ impl Pipeline {
             }));
         };
         let t = Instant::now();
-        let results = self.write_results(segs, sr, key_images).await?;
+        let mut results = self.write_results(segs, sr, key_images).await?;
+        let mut deliveries = deliveries(&destinations, &results);
+        if !self.config.hl7_destinations.is_empty() {
+            for (result, delivery) in self.write_hl7(job, first, &summary, &results).await? {
+                results.push(result);
+                deliveries.push(delivery);
+            }
+        }
         summary.time(Stage::Spool, t);
         tracing::info!(objects = results.len(), "result objects written");
-        let deliveries = deliveries(&destinations, &results);
         Ok(Some(Ran {
             summary,
             instances: count,
@@ -256,6 +265,67 @@ impl Pipeline {
             deliver_failed_organs: self.config.review.deliver_failed_organs,
             labels: self.config.model.as_ref().and_then(|m| m.labels.clone()),
         }
+    }
+
+    /// Writes the job's HL7 ORU^R01 for each HL7 destination to the spool, with its
+    /// delivery: the patient and order of its first source instance, its organs, its
+    /// SEG and report; each message's control ID a new UID.
+    async fn write_hl7(
+        &self,
+        job: &ClaimedJob,
+        first: Option<std::path::PathBuf>,
+        summary: &JobSummary,
+        results: &[NewResult],
+    ) -> Result<Vec<(NewResult, NewDelivery)>, StageError> {
+        let uid_of = |kind, variant| {
+            results
+                .iter()
+                .find(|r| r.kind == kind && r.variant == variant)
+                .map(|r| r.sop_instance_uid.as_str().to_string())
+        };
+        let seg = uid_of(ResultObject::Seg, Some(SegType::Binary));
+        let sr = uid_of(ResultObject::Sr, None);
+        let organs = summary.organs.clone();
+        let destinations = self.config.hl7_destinations.clone();
+        let spool = self.spool.clone();
+        let job_id = job.id.0;
+        let written = tokio::task::spawn_blocking(move || {
+            let order = first.map_or_else(Order::default, |p| Order::read(&p, job_id));
+            let findings = Findings {
+                organs: &organs,
+                seg_uid: seg.as_deref(),
+                sr_uid: sr.as_deref(),
+            };
+            destinations
+                .iter()
+                .map(|dest| {
+                    let control = Uid::from_u128(uuid::Uuid::new_v4().as_u128());
+                    let message = hl7::oru_r01(dest, control.as_str(), now_ms(), &order, &findings);
+                    let file = spool.write(message.as_bytes())?;
+                    let delivery = NewDelivery {
+                        destination: dest.name.clone(),
+                        sop_instance_uid: control.clone(),
+                        fallback: None,
+                    };
+                    let result = NewResult {
+                        kind: ResultObject::Hl7,
+                        variant: None,
+                        sop_instance_uid: control,
+                        file,
+                    };
+                    Ok((result, delivery))
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| StageError::Internal {
+            stage: Stage::Spool,
+            message: e.to_string(),
+        })?;
+        written.map_err(|e| StageError::Internal {
+            stage: Stage::Spool,
+            message: format!("cannot write the HL7 message to the spool: {e}"),
+        })
     }
 
     /// Writes every result object to the spool, in the order the results table keeps

@@ -262,17 +262,24 @@ pub enum ResultObject {
     Sr,
     /// The key images (Secondary Capture), one delivery per image.
     KeyImages,
+    /// The HL7 ORU^R01 for the RIS (`[[hl7_destinations]]`).
+    Hl7,
 }
 
 impl ResultObject {
-    pub const ALL: [ResultObject; 3] =
-        [ResultObject::Seg, ResultObject::Sr, ResultObject::KeyImages];
+    pub const ALL: [ResultObject; 4] = [
+        ResultObject::Seg,
+        ResultObject::Sr,
+        ResultObject::KeyImages,
+        ResultObject::Hl7,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ResultObject::Seg => "seg",
             ResultObject::Sr => "sr",
             ResultObject::KeyImages => "key_images",
+            ResultObject::Hl7 => "hl7",
         }
     }
 }
@@ -308,12 +315,10 @@ pub enum AuditKind {
     WebhookFailed,
     /// A request for a study changed state (queued, retrieving, processing, done, failed).
     RequestChanged,
-    /// One attempt to send an HL7 result message.
-    Hl7Attempt,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 24] = [
+    pub const ALL: [AuditKind; 23] = [
         AuditKind::AssociationAccepted,
         AuditKind::AssociationRejected,
         AuditKind::InstanceIgnored,
@@ -337,7 +342,6 @@ impl AuditKind {
         AuditKind::WebhookSent,
         AuditKind::WebhookFailed,
         AuditKind::RequestChanged,
-        AuditKind::Hl7Attempt,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -365,7 +369,6 @@ impl AuditKind {
             AuditKind::WebhookSent => "webhook_sent",
             AuditKind::WebhookFailed => "webhook_failed",
             AuditKind::RequestChanged => "request_changed",
-            AuditKind::Hl7Attempt => "hl7_attempt",
         }
     }
 }
