@@ -1,6 +1,6 @@
 //! Processing on request with Orthanc as the PACS: studies stored only in Orthanc (no
 //! routing) are asked for by Study Instance UID and by Accession Number, retrieved by
-//! C-MOVE and by C-GET, processed, and their SEGs stored back into Orthanc; a study
+//! C-MOVE, by C-GET and by WADO-RS (Orthanc's DICOMweb plugin), processed, and their SEGs stored back into Orthanc; a study
 //! already processed with the same model and instances is not computed again unless
 //! forced; an unknown study and a refusing source end `failed` with the reason.
 
@@ -13,9 +13,14 @@ use common::orthanc::*;
 use common::*;
 
 /// Sources towards Orthanc on `port` (by C-MOVE and by C-GET, and one under an AE
-/// title Orthanc refuses) and Orthanc as the destination of what it sent.
-fn sources(port: u16) -> String {
-    let mut tail = String::new();
+/// title Orthanc refuses), and on `http` by WADO-RS; Orthanc as the destination of what
+/// it sent.
+fn sources(port: u16, http: u16) -> String {
+    let mut tail = format!(
+        "\n[[sources]]\nname = \"pacs-web\"\nretrieve = \"wado-rs\"\nurl = \"http://127.0.0.1:{http}/dicom-web\"\n\
+         [[sources]]\nname = \"web-down\"\nretrieve = \"wado-rs\"\nurl = \"http://127.0.0.1:{}/dicom-web\"\n",
+        free_port()
+    );
     for (name, ae, retrieve) in [
         ("pacs", "ORTHANC", "c-move"),
         ("pacs-get", "ORTHANC", "c-get"),
@@ -29,13 +34,23 @@ fn sources(port: u16) -> String {
 }
 
 /// Orthanc without routing (what it holds stays there until asked for), calling AE
-/// titles checked.
-fn orthanc(work: &Path, dicom: u16, node: &TestNode) -> Orthanc {
+/// titles checked, DICOMweb on `http`.
+fn orthanc(work: &Path, dicom: u16, http: u16, node: &TestNode) -> Orthanc {
+    assert!(
+        Path::new(DICOMWEB_PLUGIN).exists(),
+        "Orthanc's DICOMweb plugin not found: install Debian's orthanc-dicomweb (scripts/setup)"
+    );
     start_orthanc(
         work,
         dicom,
         serde_json::json!(["SEGNODE", "127.0.0.1", node.addr.port()]),
-        serde_json::json!({ "LuaScripts": [], "DicomCheckCalledAet": true }),
+        serde_json::json!({
+            "LuaScripts": [],
+            "DicomCheckCalledAet": true,
+            "HttpPort": http,
+            "Plugins": [DICOMWEB_PLUGIN],
+            "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
+        }),
     )
 }
 
@@ -106,11 +121,11 @@ fn states(request: &serde_json::Value) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn studies_only_in_orthanc_are_retrieved_by_move_and_get_processed_and_stored_back() {
+async fn studies_only_in_orthanc_are_retrieved_by_move_get_and_wado_processed_and_stored_back() {
     let work = tempfile::tempdir().unwrap();
-    let dicom = free_port();
-    let node = TestNode::start_with_tail("", &sources(dicom)).await;
-    let orthanc = orthanc(work.path(), dicom, &node);
+    let (dicom, http) = (free_port(), free_port());
+    let node = TestNode::start_with_tail("", &sources(dicom, http)).await;
+    let orthanc = orthanc(work.path(), dicom, http, &node);
     let first = tissue_series(&work.path().join("a"), 1, 12, 64);
     upload(&orthanc, &first);
     let study = "1.2.826.0.1.3680043.10.1.1";
@@ -189,6 +204,27 @@ async fn studies_only_in_orthanc_are_retrieved_by_move_and_get_processed_and_sto
     let old = node.store.job(first_job).await.unwrap().unwrap();
     assert_eq!(old.superseded_by, Some(JobId(forced)));
 
+    // By WADO-RS from Orthanc's DICOMweb plugin: recorded as sent by the source.
+    let third = tissue_series(&work.path().join("c"), 3, 12, 64);
+    upload(&orthanc, &third);
+    let done = request(
+        &node,
+        serde_json::json!({ "study_uid": "1.2.826.0.1.3680043.10.1.3", "source": "pacs-web" }),
+    )
+    .await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["progress"]["retrieve"], "wado-rs", "{done}");
+    assert_eq!(done["progress"]["completed"], 12, "{done}");
+    assert_eq!(done["progress"]["instances_expected"], 12, "{done}");
+    let web_job = node
+        .store
+        .job(JobId(done["jobs"][0].as_i64().unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(web_job.calling_ae, "pacs-web");
+    assert!(web_job.summary.is_some());
+
     // The audit trail has every step of every request.
     let audit: Vec<_> = node
         .store
@@ -206,13 +242,13 @@ async fn studies_only_in_orthanc_are_retrieved_by_move_and_get_processed_and_sto
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_study_and_a_refusing_source_fail_with_the_reason() {
     let work = tempfile::tempdir().unwrap();
-    let dicom = free_port();
+    let (dicom, http) = (free_port(), free_port());
     let (hook, mut events) = webhook_receiver().await;
     let secret = work.path().join("secret");
     std::fs::write(&secret, "worklist-secret\n").unwrap();
     let tail = format!(
         "{}\n[[webhooks]]\nurl = \"http://127.0.0.1:{hook}/segnode\"\nsecret_file = {:?}\n",
-        sources(dicom),
+        sources(dicom, http),
         secret.display().to_string()
     );
     let mut config_text = String::new();
@@ -221,7 +257,7 @@ async fn an_unknown_study_and_a_refusing_source_fail_with_the_reason() {
         config_text.clone()
     })
     .await;
-    let _orthanc = orthanc(work.path(), dicom, &node);
+    let _orthanc = orthanc(work.path(), dicom, http, &node);
 
     let failed = request(
         &node,
@@ -292,6 +328,16 @@ async fn an_unknown_study_and_a_refusing_source_fail_with_the_reason() {
     let reason = failed["reason"].as_str().unwrap();
     assert!(reason.starts_with("source refused"), "{reason}");
     assert!(reason.contains("rejected the association"), "{reason}");
+    let failed = request(
+        &node,
+        serde_json::json!({ "accession_number": "SYNACC1", "source": "web-down" }),
+    )
+    .await;
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("source refused: cannot reach"),
+        "{reason}"
+    );
 
     // The dashboard lists them, with their reasons.
     let page = reqwest::Client::new()
@@ -304,7 +350,7 @@ async fn an_unknown_study_and_a_refusing_source_fail_with_the_reason() {
         .await
         .unwrap();
     assert!(page.contains(r#"<table id="requests">"#), "{page}");
-    assert_eq!(page.matches(r#"class="request""#).count(), 4, "{page}");
+    assert_eq!(page.matches(r#"class="request""#).count(), 5, "{page}");
     assert!(page.contains("source refused"), "{page}");
 
     // Requests the node cannot carry out are refused at once.

@@ -231,46 +231,72 @@ fn dicomweb(d: &RawDestination) -> Result<WebTarget, ConfigError> {
             ),
         ));
     }
-    let url = match &d.url {
+    web_target(
+        "destinations",
+        &d.name,
+        &d.url,
+        &d.token_file,
+        &d.username,
+        &d.password_file,
+        &d.ca_file,
+    )
+}
+
+/// A DICOMweb service (`section`: `destinations` or `sources`): an http(s) URL, a
+/// bearer token or a user name and password (each from a file), and a CA file for
+/// HTTPS beside the system's.
+pub(super) fn web_target(
+    section: &'static str,
+    name: &str,
+    url: &Option<String>,
+    token_file: &Option<PathBuf>,
+    username: &Option<String>,
+    password_file: &Option<PathBuf>,
+    ca_file: &Option<PathBuf>,
+) -> Result<WebTarget, ConfigError> {
+    // The field a mistake is reported under: `destinations.url`, `sources.url`, ...
+    let field = |key: &'static str| -> &'static str {
+        match (section, key) {
+            ("sources", "url") => "sources.url",
+            ("sources", _) => "sources.token_file",
+            (_, "url") => "destinations.url",
+            _ => "destinations.token_file",
+        }
+    };
+    let url = match url {
         Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
             u.trim_end_matches('/').to_string()
         }
         Some(u) => {
             return Err(invalid(
-                "destinations.url",
+                field("url"),
                 format!("{u:?}: only http:// and https:// URLs are supported"),
             ));
         }
         None => {
             return Err(invalid(
-                "destinations.url",
-                format!(
-                    "destination {:?} is kind = \"dicomweb\": a url is required",
-                    d.name
-                ),
+                field("url"),
+                format!("{name:?} is a DICOMweb service: a url is required"),
             ));
         }
     };
-    let auth = match (&d.token_file, &d.username, &d.password_file) {
+    let auth = match (token_file, username, password_file) {
         (None, None, None) => WebAuth::None,
-        (Some(token), None, None) => WebAuth::Bearer(secret("destinations.token_file", token)?),
+        (Some(token), None, None) => WebAuth::Bearer(secret(field("token_file"), token)?),
         (None, Some(username), Some(password)) => WebAuth::Basic {
             username: username.clone(),
-            password: secret("destinations.password_file", password)?,
+            password: secret(field("password_file"), password)?,
         },
         _ => {
             return Err(invalid(
-                "destinations.token_file",
-                format!(
-                    "destination {:?}: give token_file, or username with password_file",
-                    d.name
-                ),
+                field("token_file"),
+                format!("{name:?}: give token_file, or username with password_file"),
             ));
         }
     };
     Ok(WebTarget {
         url,
         auth,
-        ca_file: d.ca_file.clone(),
+        ca_file: ca_file.clone(),
     })
 }

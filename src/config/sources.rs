@@ -1,35 +1,29 @@
 //! Where studies can be fetched from on request: the `[[sources]]` tables, each a PACS
-//! the node queries (C-FIND) and retrieves from by C-MOVE or C-GET.
+//! the node queries (C-FIND) and retrieves from by C-MOVE or C-GET, or a DICOMweb
+//! service it queries (QIDO-RS) and retrieves from (WADO-RS).
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::destinations::client_tls;
-use super::{ConfigError, invalid, seconds, secs};
+use super::destinations::{client_tls, web_target};
+use super::{ConfigError, WebTarget, invalid, seconds, secs};
 use crate::deliver::query::Retrieve;
 use crate::dicom::{AeTitle, PeerAddress};
 use crate::tls::ClientTls;
 
 /// How a source sends what it is asked for (`retrieve`).
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
-pub enum RetrieveKind {
+pub(super) enum RetrieveKind {
     /// C-MOVE to the node's own AE title (the source must know the node as a modality,
     /// and be among `[[dicom.allowed_peers]]`).
     #[default]
     CMove,
     /// C-GET: the instances come back on the node's own association.
     CGet,
-}
-
-impl RetrieveKind {
-    pub fn retrieve(self) -> Retrieve {
-        match self {
-            RetrieveKind::CMove => Retrieve::Move,
-            RetrieveKind::CGet => Retrieve::Get,
-        }
-    }
+    /// QIDO-RS and WADO-RS from a DICOMweb service (`url`).
+    WadoRs,
 }
 
 /// A PACS the node may query and retrieve from.
@@ -37,26 +31,55 @@ impl RetrieveKind {
 pub struct Source {
     pub name: String,
     #[serde(flatten)]
-    pub peer: PeerAddress,
-    pub retrieve: RetrieveKind,
-    /// The AE title the node calls from (default: its own).
-    pub calling_ae: AeTitle,
-    pub tls: Option<ClientTls>,
+    pub transport: SourceTransport,
     /// Longest wait for any one answer of the source (a C-MOVE answers when it has
-    /// sent everything, so this bounds the wait between its pending responses).
+    /// sent everything, so this bounds the wait between its pending responses; a
+    /// WADO-RS series must arrive whole within it).
     #[serde(serialize_with = "secs")]
     pub timeout: Duration,
+}
+
+/// How a source is reached.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "retrieve", rename_all = "kebab-case")]
+pub enum SourceTransport {
+    /// C-FIND, then C-MOVE or C-GET.
+    Dimse {
+        #[serde(flatten)]
+        peer: PeerAddress,
+        #[serde(skip)]
+        retrieve: Retrieve,
+        /// The AE title the node calls from (default: its own).
+        calling_ae: AeTitle,
+        tls: Option<ClientTls>,
+    },
+    /// QIDO-RS, then WADO-RS.
+    Dicomweb(WebTarget),
+}
+
+impl Source {
+    /// Where it is, as requests and logs name it.
+    pub fn address(&self) -> String {
+        match &self.transport {
+            SourceTransport::Dimse { peer, .. } => peer.to_string(),
+            SourceTransport::Dicomweb(web) => web.url.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSource {
     name: String,
-    ae_title: AeTitle,
-    host: String,
-    port: u16,
+    ae_title: Option<AeTitle>,
+    host: Option<String>,
+    port: Option<u16>,
     #[serde(default)]
     retrieve: RetrieveKind,
+    url: Option<String>,
+    token_file: Option<std::path::PathBuf>,
+    username: Option<String>,
+    password_file: Option<std::path::PathBuf>,
     calling_ae: Option<AeTitle>,
     #[serde(default = "default_timeout_seconds")]
     timeout_seconds: f64,
@@ -71,7 +94,8 @@ fn default_timeout_seconds() -> f64 {
     60.0
 }
 
-/// The `[[sources]]` tables: names unique, TLS files only with `tls = true`.
+/// The `[[sources]]` tables: names unique; a C-MOVE or C-GET source's address, and TLS
+/// files only with `tls = true`; a WADO-RS source's URL and credentials.
 pub(super) fn sources(raw: Vec<RawSource>, ae_title: &AeTitle) -> Result<Vec<Source>, ConfigError> {
     let mut names = std::collections::HashSet::new();
     raw.into_iter()
@@ -82,23 +106,73 @@ pub(super) fn sources(raw: Vec<RawSource>, ae_title: &AeTitle) -> Result<Vec<Sou
                     format!("name {:?} is used twice", s.name),
                 ));
             }
+            let transport = match s.retrieve {
+                RetrieveKind::WadoRs => {
+                    if let Some(key) = [
+                        ("ae_title", s.ae_title.is_some()),
+                        ("host", s.host.is_some()),
+                        ("port", s.port.is_some()),
+                        ("calling_ae", s.calling_ae.is_some()),
+                        ("tls", s.tls),
+                    ]
+                    .iter()
+                    .find_map(|(key, set)| set.then_some(key))
+                    {
+                        return Err(invalid(
+                            "sources.retrieve",
+                            format!("source {:?} is retrieve = \"wado-rs\": {key} is for C-MOVE and C-GET sources", s.name),
+                        ));
+                    }
+                    SourceTransport::Dicomweb(web_target(
+                        "sources",
+                        &s.name,
+                        &s.url,
+                        &s.token_file,
+                        &s.username,
+                        &s.password_file,
+                        &s.ca_file,
+                    )?)
+                }
+                kind => {
+                    let (Some(peer_ae), Some(host), Some(port)) = (s.ae_title, s.host, s.port)
+                    else {
+                        return Err(invalid(
+                            "sources",
+                            format!("source {:?} needs ae_title, host and port", s.name),
+                        ));
+                    };
+                    if s.url.is_some() || s.token_file.is_some() || s.username.is_some() {
+                        return Err(invalid(
+                            "sources.url",
+                            format!("source {:?}: url and credentials are for retrieve = \"wado-rs\"", s.name),
+                        ));
+                    }
+                    SourceTransport::Dimse {
+                        tls: client_tls(
+                            "sources",
+                            &s.name,
+                            s.tls,
+                            &s.ca_file,
+                            &s.cert_file,
+                            &s.key_file,
+                        )?,
+                        peer: PeerAddress {
+                            ae_title: peer_ae,
+                            host,
+                            port,
+                        },
+                        retrieve: if kind == RetrieveKind::CGet {
+                            Retrieve::Get
+                        } else {
+                            Retrieve::Move
+                        },
+                        calling_ae: s.calling_ae.unwrap_or_else(|| ae_title.clone()),
+                    }
+                }
+            };
             Ok(Source {
-                tls: client_tls(
-                    "sources",
-                    &s.name,
-                    s.tls,
-                    &s.ca_file,
-                    &s.cert_file,
-                    &s.key_file,
-                )?,
+                transport,
                 timeout: seconds("sources.timeout_seconds", s.timeout_seconds)?,
-                peer: PeerAddress {
-                    ae_title: s.ae_title,
-                    host: s.host,
-                    port: s.port,
-                },
-                retrieve: s.retrieve,
-                calling_ae: s.calling_ae.unwrap_or_else(|| ae_title.clone()),
                 name: s.name,
             })
         })

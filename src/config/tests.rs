@@ -1,5 +1,6 @@
 //! The configuration's tests: loading, validation, overrides, the offline model.
 use super::*;
+use crate::deliver::query::Retrieve;
 
 #[test]
 fn the_operating_guide_names_every_environment_override() {
@@ -260,14 +261,26 @@ fn sources_and_hl7_destinations_read_with_their_defaults_and_refuse_mistakes() {
          [[hl7_destinations]]\nname = \"ris\"\nhost = \"ris.example\"\nport = 2575\nreceiving_application = \"RIS\"\n"
     );
     let cfg = Config::from_toml(&text, &BTreeMap::new()).unwrap();
-    let pacs = cfg.source(None).unwrap();
-    assert_eq!(pacs.name, "pacs");
-    assert_eq!(pacs.retrieve, RetrieveKind::CMove);
-    assert_eq!(pacs.calling_ae, cfg.ae_title);
-    let archive = cfg.source(Some("archive")).unwrap();
-    assert_eq!(archive.retrieve, RetrieveKind::CGet);
-    assert_eq!(archive.calling_ae.as_str(), "SEG_Q");
+    let dimse = |name| match &cfg.source(name).unwrap().transport {
+        SourceTransport::Dimse {
+            retrieve,
+            calling_ae,
+            ..
+        } => (*retrieve, calling_ae.as_str().to_string()),
+        SourceTransport::Dicomweb(_) => panic!("a C-MOVE or C-GET source"),
+    };
+    assert_eq!(cfg.source(None).unwrap().name, "pacs");
+    assert_eq!(dimse(None), (Retrieve::Move, cfg.ae_title.to_string()));
+    assert_eq!(dimse(Some("archive")), (Retrieve::Get, "SEG_Q".to_string()));
     assert!(cfg.source(Some("elsewhere")).is_none());
+    let web = format!(
+        "{MINIMAL}\n[[sources]]\nname = \"web\"\nretrieve = \"wado-rs\"\nurl = \"http://pacs/dicom-web/\"\n"
+    );
+    let web = Config::from_toml(&web, &BTreeMap::new()).unwrap();
+    let SourceTransport::Dicomweb(target) = &web.sources[0].transport else {
+        panic!("a DICOMweb source");
+    };
+    assert_eq!(target.url, "http://pacs/dicom-web");
     let ris = &cfg.hl7_destinations[0];
     assert_eq!(ris.sending_application, "SEGNODE");
     assert_eq!(ris.receiving_application, "RIS");
@@ -279,12 +292,28 @@ fn sources_and_hl7_destinations_read_with_their_defaults_and_refuse_mistakes() {
             "used twice",
         ),
         (
+            "[[destinations]]\nname = \"ris\"\nae_title = \"P\"\nhost = \"h\"\nport = 1\n[[hl7_destinations]]\nname = \"ris\"\nhost = \"h\"\nport = 2\n",
+            "used twice",
+        ),
+        (
             "[[sources]]\nname = \"p\"\nae_title = \"P\"\nhost = \"h\"\nport = 1\ntls = true\n",
             "a ca_file is required",
         ),
         (
             "[[sources]]\nname = \"p\"\nae_title = \"P\"\nhost = \"h\"\nport = 1\nretrieve = \"wado\"\n",
             "unknown variant",
+        ),
+        (
+            "[[sources]]\nname = \"p\"\nretrieve = \"wado-rs\"\n",
+            "a url is required",
+        ),
+        (
+            "[[sources]]\nname = \"p\"\nretrieve = \"wado-rs\"\nurl = \"http://x\"\nae_title = \"P\"\n",
+            "is for C-MOVE and C-GET sources",
+        ),
+        (
+            "[[sources]]\nname = \"p\"\nae_title = \"P\"\nport = 1\n",
+            "needs ae_title, host and port",
         ),
     ] {
         let err = Config::from_toml(&format!("{MINIMAL}\n{tail}"), &BTreeMap::new()).unwrap_err();

@@ -8,6 +8,7 @@
 pub mod outbox;
 pub mod query;
 pub mod stow;
+pub mod wado;
 pub mod webhooks;
 
 pub use crate::dicom::PeerAddress;

@@ -1,30 +1,29 @@
 //! Processing on request: a study asked for by its Study Instance UID or Accession
 //! Number (the API's `POST /api/requests`, `segnode request`) is found at a configured
-//! source with C-FIND, its CT series retrieved by C-MOVE (to the node's own SCP) or
-//! C-GET (kept here as a C-STORE would be: the same checks, spool and record), and
-//! then processed as routed series are: the series tracker settles them into jobs.
+//! source with C-FIND or QIDO-RS, its CT series retrieved by C-MOVE (to the node's own
+//! SCP), C-GET or WADO-RS (kept here as a C-STORE would be: the same checks, spool and
+//! record), and then processed as routed series are: the series tracker settles them
+//! into jobs.
 //! A series already processed with the same model and the same instances keeps its
 //! job, unless the request says `force`. A request ends `done` when every series it
 //! covers has a finished job, or `failed` with the reason.
 
+mod session;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use dicom_core::{Tag, VR};
-use dicom_dictionary_std::tags;
-use dicom_object::InMemDicomObject;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Source};
-use crate::deliver::query::{Keep, Retrieve, Retrieved, SubStore, identifier};
-use crate::deliver::{Association, ScuError, ScuTimeouts};
-use crate::dicom::{DimseStatus, part10};
+use crate::deliver::query::Retrieved;
 use crate::receive::Receiver;
 use crate::store::{
     JobState, NewRequest, Priority, RequestRow, RequestState, SeriesState, Store, StoreError,
     now_ms,
 };
+use session::Session;
 
 /// How often the worker looks for new requests and at the jobs of those processing.
 const POLL: Duration = Duration::from_millis(500);
@@ -163,64 +162,27 @@ impl Requests {
                 request.source
             )));
         };
-        let tls = match source.tls.as_ref().map(crate::tls::connector).transpose() {
-            Ok(tls) => tls,
-            Err(e) => return Ok(Err(format!("TLS towards source {}: {e}", source.name))),
+        let mut session = match Session::open(source).await {
+            Ok(s) => s,
+            Err(reason) => return Ok(Err(reason)),
         };
-        let timeouts = ScuTimeouts {
-            connect: Duration::from_secs(10),
-            dimse: source.timeout,
-        };
-        let retrieve = source.retrieve.retrieve();
-        let mut association = match Association::for_retrieve(
-            &source.peer,
-            &source.calling_ae,
-            retrieve,
-            timeouts,
-            tls.as_ref(),
-        )
-        .await
-        {
-            Ok(a) => a,
-            Err(e) => return Ok(Err(format!("source refused: {}", chain(&e)))),
-        };
-        let step = self
-            .query_and_retrieve(&mut association, source, retrieve, request)
-            .await;
-        match &step {
-            Ok(Ok(_)) => {
-                if let Err(e) = association.release().await {
-                    tracing::warn!(error = %e, "releasing the source's association");
-                }
-            }
-            _ => association.abort().await,
-        }
+        let step = self.query_and_retrieve(&mut session, source, request).await;
+        session.close(matches!(step, Ok(Ok(_)))).await;
         step
     }
 
     async fn query_and_retrieve(
         &self,
-        association: &mut Association,
+        session: &mut Session<'_>,
         source: &Source,
-        retrieve: Retrieve,
         request: &RequestRow,
     ) -> Result<Step, StoreError> {
         let studies = match &request.study_uid {
             Some(uid) => vec![uid.clone()],
             None => {
                 let accession = request.accession_number.as_deref().unwrap_or_default();
-                let query = identifier(
-                    "STUDY",
-                    &[
-                        (tags::ACCESSION_NUMBER, VR::SH, accession),
-                        (tags::STUDY_INSTANCE_UID, VR::UI, ""),
-                    ],
-                );
-                match find(association, &query).await {
-                    Ok(found) => found
-                        .iter()
-                        .filter_map(|o| text(o, tags::STUDY_INSTANCE_UID))
-                        .collect(),
+                match session.studies(accession).await {
+                    Ok(found) => found,
                     Err(e) => return Ok(Err(e)),
                 }
             }
@@ -235,31 +197,15 @@ impl Requests {
         let mut series = Vec::new();
         let mut other_modalities = 0;
         for study in &studies {
-            let query = identifier(
-                "SERIES",
-                &[
-                    (tags::STUDY_INSTANCE_UID, VR::UI, study),
-                    (
-                        tags::SERIES_INSTANCE_UID,
-                        VR::UI,
-                        request.series_uid.as_deref().unwrap_or_default(),
-                    ),
-                    (tags::MODALITY, VR::CS, ""),
-                    (tags::NUMBER_OF_SERIES_RELATED_INSTANCES, VR::IS, ""),
-                ],
-            );
-            let found = match find(association, &query).await {
+            let found = match session.series(study, request.series_uid.as_deref()).await {
                 Ok(found) => found,
                 Err(e) => return Ok(Err(e)),
             };
-            for o in &found {
-                match (text(o, tags::SERIES_INSTANCE_UID), text(o, tags::MODALITY)) {
-                    (Some(uid), Some(m)) if m == "CT" => {
-                        let count = text(o, tags::NUMBER_OF_SERIES_RELATED_INSTANCES)
-                            .and_then(|c| c.parse::<u32>().ok());
-                        series.push((study.clone(), uid, count));
-                    }
-                    _ => other_modalities += 1,
+            for s in found {
+                if s.modality.as_deref() == Some("CT") {
+                    series.push((study.clone(), s.series_uid, s.instances));
+                } else {
+                    other_modalities += 1;
                 }
             }
         }
@@ -293,36 +239,15 @@ impl Requests {
         let expected: u32 = series.iter().filter_map(|(_, _, c)| *c).sum();
         let mut progress = serde_json::json!({
             "studies": studies.len(), "series": series.len(), "instances_expected": expected,
-            "completed": 0, "failed": 0, "warning": 0, "retrieve": match retrieve {
-                Retrieve::Move => "c-move", Retrieve::Get => "c-get" },
+            "completed": 0, "failed": 0, "warning": 0, "retrieve": session.kind(),
         });
         self.store
             .advance_request(request.id, RequestState::Retrieving, None, &progress)
             .await?;
         for (study, uid, _) in &series {
-            let query = identifier(
-                "SERIES",
-                &[
-                    (tags::STUDY_INSTANCE_UID, VR::UI, study),
-                    (tags::SERIES_INSTANCE_UID, VR::UI, uid),
-                ],
-            );
-            let retrieved = match retrieve {
-                Retrieve::Move => association.move_to(&self.config.ae_title, &query).await,
-                Retrieve::Get => {
-                    let keeper = Keeper {
-                        receiver: &self.receiver,
-                        calling: source.peer.ae_title.to_string(),
-                        peer: source.peer.to_string(),
-                        study,
-                    };
-                    let max = self.config.dicom.max_object_bytes;
-                    association.get(&query, max, &keeper).await
-                }
-            };
-            let retrieved = match retrieved {
+            let retrieved = match session.retrieve(self, study, uid).await {
                 Ok(r) => r,
-                Err(e) => return Ok(Err(format!("retrieve failed: {}", chain(&e)))),
+                Err(reason) => return Ok(Err(reason)),
             };
             for key in ["completed", "failed", "warning"] {
                 let n = match key {
@@ -438,47 +363,6 @@ impl Requests {
     }
 }
 
-/// Keeps what a C-GET brings as a C-STORE from the source would be kept: the same
-/// checks, spool and record.
-struct Keeper<'a> {
-    receiver: &'a Receiver,
-    /// The source's AE title: the instances are recorded as sent by it.
-    calling: String,
-    peer: String,
-    study: &'a str,
-}
-
-impl Keep for Keeper<'_> {
-    fn keep<'a>(
-        &'a self,
-        sub: SubStore<'a>,
-    ) -> std::pin::Pin<Box<dyn Future<Output = (DimseStatus, Option<String>)> + Send + 'a>> {
-        Box::pin(async move {
-            let file = match part10::header(
-                sub.sop_class,
-                sub.sop_instance,
-                sub.transfer_syntax,
-                &self.calling,
-                sub.dataset.len(),
-            ) {
-                Ok(mut file) => {
-                    file.extend_from_slice(&sub.dataset);
-                    file
-                }
-                Err(e) => return (DimseStatus::CANNOT_UNDERSTAND, Some(e.to_string())),
-            };
-            let stowed = self
-                .receiver
-                .stow(&self.calling, self.peer.clone(), file, Some(self.study))
-                .await;
-            match stowed.outcome {
-                Ok(_) => (DimseStatus::SUCCESS, None),
-                Err(f) => (DimseStatus(f.reason), Some(f.message)),
-            }
-        })
-    }
-}
-
 /// A request's progress as stored.
 fn progress_of(request: &RequestRow) -> serde_json::Value {
     serde_json::from_str(&request.progress).unwrap_or_else(|_| serde_json::json!({}))
@@ -506,37 +390,6 @@ fn refused(r: &Retrieved) -> Option<String> {
             r.status
         )
     })
-}
-
-/// A C-FIND, its failure put in words.
-async fn find(
-    association: &mut Association,
-    query: &InMemDicomObject,
-) -> Result<Vec<InMemDicomObject>, String> {
-    match association.find(query).await {
-        Ok((found, status)) if status.is_success() => Ok(found),
-        Ok((_, status)) => Err(format!("source refused the query: C-FIND status {status}")),
-        Err(e) => Err(format!("query failed: {}", chain(&e))),
-    }
-}
-
-/// An element's text, without padding; `None` when absent or empty.
-fn text(o: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let v = o.element(tag).ok()?.to_str().ok()?;
-    let v = v.trim_end_matches(['\0', ' ']).trim();
-    (!v.is_empty()).then(|| v.to_string())
-}
-
-/// An error with its causes, as one line.
-fn chain(e: &ScuError) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The priorities as the API and the command line name them.
