@@ -98,12 +98,47 @@ pub fn free_space_problem(free_bytes: u64, min_free_bytes: u64) -> Option<String
     })
 }
 
+/// C-MOVE sources whose AE title may not associate with the node: the PACS sends what
+/// it is asked for on an association of its own, which the node would refuse.
+pub fn move_sources_problems(config: &Config) -> Vec<String> {
+    use crate::config::SourceTransport;
+    use crate::deliver::query::Retrieve;
+    if config.dicom.allow_any_calling_ae {
+        return Vec::new();
+    }
+    config
+        .sources
+        .iter()
+        .filter_map(|s| match &s.transport {
+            SourceTransport::Dimse {
+                peer,
+                retrieve: Retrieve::Move,
+                ..
+            } if !config
+                .dicom
+                .allowed_peers
+                .iter()
+                .any(|p| p.ae_title == peer.ae_title) =>
+            {
+                Some(format!(
+                    "source {:?} retrieves by C-MOVE, but its AE title {} is not among [[dicom.allowed_peers]]: the node would refuse the instances it sends",
+                    s.name, peer.ae_title
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The spool, the database and the insecure settings of `config`, checked against an
 /// open `store` and `spool`.
 pub async fn node_checks(config: &Config, store: &Store, spool: &Spool) -> CheckReport {
     let mut report = CheckReport::default();
     check_spool(config, spool, &mut report);
     check_database(config, store, &mut report).await;
+    for problem in move_sources_problems(config) {
+        report.problem(problem);
+    }
     report.insecure = crate::security::insecure_settings(config);
     report
 }
@@ -190,6 +225,29 @@ mod tests {
             seen_ms,
             clock_offset_ms,
         }
+    }
+
+    #[test]
+    fn a_move_source_the_node_would_refuse_is_a_problem() {
+        let base = "[node]\nae_title = \"SEGNODE\"\ndata_dir = \"/tmp/x\"\n[dicom]\nlisten = \"127.0.0.1:0\"\n\
+                    [[dicom.allowed_peers]]\nae_title = \"PACS\"\n";
+        let source = |ae: &str, retrieve: &str| {
+            format!(
+                "[[sources]]\nname = \"p\"\nae_title = \"{ae}\"\nhost = \"h\"\nport = 104\nretrieve = \"{retrieve}\"\n"
+            )
+        };
+        let problems = |tail: String| {
+            let config = Config::from_toml(&format!("{base}{tail}"), &Default::default()).unwrap();
+            move_sources_problems(&config)
+        };
+        assert!(problems(source("PACS", "c-move")).is_empty());
+        assert!(problems(source("OTHER", "c-get")).is_empty());
+        let found = problems(source("OTHER", "c-move"));
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].contains("OTHER is not among [[dicom.allowed_peers]]"),
+            "{found:?}"
+        );
     }
 
     #[test]

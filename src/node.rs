@@ -148,6 +148,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
     })?;
     tracing::info!(token = token.is_some(), "API token required");
 
+    for problem in crate::check::move_sources_problems(&config) {
+        tracing::warn!(%problem, "requests from this source will fail");
+    }
     let tasks = TaskTracker::new();
     let config = Arc::new(config);
     let receiver = Arc::new(Receiver {
