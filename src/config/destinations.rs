@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::raw::{DestinationKind, RawDestination};
-use super::{ConfigError, invalid, seconds, secret, secs};
+use super::{ConfigError, invalid, seconds, secret, secs, unique_name};
 use crate::dicom::{AeTitle, PeerAddress, SegType};
 use crate::store::ResultObject;
 use crate::tls::ClientTls;
@@ -108,12 +108,7 @@ pub(super) fn destinations(
     let mut names = std::collections::HashSet::new();
     let mut out = Vec::new();
     for d in raw {
-        if !names.insert(d.name.clone()) {
-            return Err(invalid(
-                "destinations",
-                format!("name {:?} is used twice", d.name),
-            ));
-        }
+        unique_name(&mut names, "destinations", &d.name)?;
         if d.objects.contains(&ResultObject::Hl7) {
             return Err(invalid(
                 "destinations.objects",

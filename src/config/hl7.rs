@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, invalid, seconds, secs};
+use super::{ConfigError, seconds, secs, unique_name};
 
 /// A RIS (or interface engine) that receives one ORU^R01 per finished job.
 #[derive(Debug, Clone, Serialize)]
@@ -66,12 +66,7 @@ pub(super) fn destinations(
         dicom.iter().map(|d| d.name.clone()).collect();
     raw.into_iter()
         .map(|d| {
-            if !names.insert(d.name.clone()) {
-                return Err(invalid(
-                    "hl7_destinations",
-                    format!("name {:?} is used twice", d.name),
-                ));
-            }
+            unique_name(&mut names, "hl7_destinations", &d.name)?;
             Ok(Hl7Destination {
                 timeout: seconds("hl7_destinations.timeout_seconds", d.timeout_seconds)?,
                 name: d.name,

@@ -462,6 +462,19 @@ fn host_name() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// Adds `name` to the names of a section's tables; a name used twice is an error.
+fn unique_name(
+    names: &mut std::collections::HashSet<String>,
+    section: &'static str,
+    name: &str,
+) -> Result<(), ConfigError> {
+    if names.insert(name.to_string()) {
+        Ok(())
+    } else {
+        Err(invalid(section, format!("name {name:?} is used twice")))
+    }
+}
+
 fn seconds(field: &'static str, value: f64) -> Result<Duration, ConfigError> {
     Duration::try_from_secs_f64(value)
         .ok()

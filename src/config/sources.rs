@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::destinations::{client_tls, web_target};
-use super::{ConfigError, WebTarget, invalid, seconds, secs};
+use super::{ConfigError, WebTarget, invalid, seconds, secs, unique_name};
 use crate::deliver::query::Retrieve;
 use crate::dicom::{AeTitle, PeerAddress};
 use crate::tls::ClientTls;
@@ -100,12 +100,7 @@ pub(super) fn sources(raw: Vec<RawSource>, ae_title: &AeTitle) -> Result<Vec<Sou
     let mut names = std::collections::HashSet::new();
     raw.into_iter()
         .map(|s| {
-            if !names.insert(s.name.clone()) {
-                return Err(invalid(
-                    "sources",
-                    format!("name {:?} is used twice", s.name),
-                ));
-            }
+            unique_name(&mut names, "sources", &s.name)?;
             let transport = match s.retrieve {
                 RetrieveKind::WadoRs => {
                     if let Some(key) = [

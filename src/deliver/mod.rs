@@ -310,28 +310,78 @@ impl Association {
             .send_message(pc_id, &command.encode(), dataset, self.timeouts.dimse)
             .await
             .map_err(protocol)?;
-        let mut bytes = Vec::new();
-        loop {
+        // A response without a data set: one announced is refused.
+        let (_, response, _) = self.read_message(0).await?;
+        Ok(response)
+    }
+
+    /// One whole DIMSE message from the peer: its context, command, and data set when
+    /// the command announces one (at most `max_dataset` bytes).
+    async fn read_message(
+        &mut self,
+        max_dataset: u64,
+    ) -> Result<(u8, Command, Option<Vec<u8>>), ScuError> {
+        let peer = self.peer.clone();
+        let protocol = |source| ScuError::Protocol {
+            peer: peer.clone(),
+            source,
+        };
+        let mut command = Vec::new();
+        let context = loop {
             match self
                 .ul
-                .next_event(self.timeouts.dimse, "the DIMSE response")
+                .next_event(self.timeouts.dimse, "a DIMSE message")
                 .await
                 .map_err(protocol)?
             {
                 Event::Pdv(p) if p.is_command => {
-                    bytes.extend_from_slice(self.ul.pdv_data(&p));
+                    command.extend_from_slice(self.ul.pdv_data(&p));
+                    if p.is_last {
+                        break p.pc_id;
+                    }
+                }
+                Event::Abort => {
+                    return Err(protocol(UlError::Malformed("the peer aborted".into())));
+                }
+                _ => {
+                    return Err(protocol(UlError::Malformed(
+                        "expected a DIMSE command".into(),
+                    )));
+                }
+            }
+        };
+        let command =
+            Command::decode(&command).map_err(|e| protocol(UlError::Malformed(e.to_string())))?;
+        if !command.has_dataset {
+            return Ok((context, command, None));
+        }
+        let mut dataset = Vec::new();
+        loop {
+            match self
+                .ul
+                .next_event(self.timeouts.dimse, "a DIMSE data set")
+                .await
+                .map_err(protocol)?
+            {
+                Event::Pdv(p) if !p.is_command && p.pc_id == context => {
+                    dataset.extend_from_slice(self.ul.pdv_data(&p));
+                    if dataset.len() as u64 > max_dataset {
+                        return Err(protocol(UlError::Malformed(format!(
+                            "a data set over {max_dataset} bytes"
+                        ))));
+                    }
                     if p.is_last {
                         break;
                     }
                 }
                 _ => {
                     return Err(protocol(UlError::Malformed(
-                        "expected a DIMSE response".into(),
+                        "expected the data set of the command".into(),
                     )));
                 }
             }
         }
-        Command::decode(&bytes).map_err(|e| protocol(UlError::Malformed(e.to_string())))
+        Ok((context, command, Some(dataset)))
     }
 
     /// Sends a C-ECHO-RQ and returns the status.

@@ -17,7 +17,7 @@ use crate::dicom::uid::{
     ts,
 };
 use crate::dicom::{AeTitle, Command, CommandField, DimseStatus, SubOperations, lengths};
-use crate::ul::{Event, UlError};
+use crate::ul::UlError;
 
 /// How the instances of a query reach the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,75 +141,6 @@ impl Association {
             roles,
         )
         .await
-    }
-
-    /// One whole DIMSE message from the peer: its context, command, and data set when
-    /// the command announces one (at most `max_dataset` bytes).
-    async fn read_message(
-        &mut self,
-        max_dataset: u64,
-    ) -> Result<(u8, Command, Option<Vec<u8>>), ScuError> {
-        let peer = self.peer.clone();
-        let protocol = |source| ScuError::Protocol {
-            peer: peer.clone(),
-            source,
-        };
-        let mut command = Vec::new();
-        let context = loop {
-            match self
-                .ul
-                .next_event(self.timeouts.dimse, "a DIMSE message")
-                .await
-                .map_err(protocol)?
-            {
-                Event::Pdv(p) if p.is_command => {
-                    command.extend_from_slice(self.ul.pdv_data(&p));
-                    if p.is_last {
-                        break p.pc_id;
-                    }
-                }
-                Event::Abort => {
-                    return Err(protocol(UlError::Malformed("the peer aborted".into())));
-                }
-                _ => {
-                    return Err(protocol(UlError::Malformed(
-                        "expected a DIMSE command".into(),
-                    )));
-                }
-            }
-        };
-        let command =
-            Command::decode(&command).map_err(|e| protocol(UlError::Malformed(e.to_string())))?;
-        if !command.has_dataset {
-            return Ok((context, command, None));
-        }
-        let mut dataset = Vec::new();
-        loop {
-            match self
-                .ul
-                .next_event(self.timeouts.dimse, "a DIMSE data set")
-                .await
-                .map_err(protocol)?
-            {
-                Event::Pdv(p) if !p.is_command && p.pc_id == context => {
-                    dataset.extend_from_slice(self.ul.pdv_data(&p));
-                    if dataset.len() as u64 > max_dataset {
-                        return Err(protocol(UlError::Malformed(format!(
-                            "a data set over {max_dataset} bytes"
-                        ))));
-                    }
-                    if p.is_last {
-                        break;
-                    }
-                }
-                _ => {
-                    return Err(protocol(UlError::Malformed(
-                        "expected the data set of the command".into(),
-                    )));
-                }
-            }
-        }
-        Ok((context, command, Some(dataset)))
     }
 
     /// C-FIND: every pending response's identifier, and the final status.

@@ -34,6 +34,18 @@ pub fn http_client(
     builder.build().map_err(|e| e.to_string())
 }
 
+/// A request to a DICOMweb service with its credentials.
+pub(super) fn authorized(
+    request: reqwest::RequestBuilder,
+    auth: &WebAuth,
+) -> reqwest::RequestBuilder {
+    match auth {
+        WebAuth::None => request,
+        WebAuth::Bearer(token) => request.bearer_auth(token),
+        WebAuth::Basic { username, password } => request.basic_auth(username, Some(password)),
+    }
+}
+
 /// Sends `file` to `target`; the status it is answered with, as a C-STORE's, and the
 /// server's words.
 pub async fn store(
@@ -52,11 +64,7 @@ pub async fn store(
         )
         .header(reqwest::header::ACCEPT, "application/dicom+json")
         .body(body);
-    request = match &target.auth {
-        WebAuth::None => request,
-        WebAuth::Bearer(token) => request.bearer_auth(token),
-        WebAuth::Basic { username, password } => request.basic_auth(username, Some(password)),
-    };
+    request = authorized(request, &target.auth);
     let response = request.send().await.map_err(|e| ScuError::Http {
         url: url.clone(),
         error: format!("{:#}", anyhow::Error::from(e)),

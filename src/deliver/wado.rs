@@ -8,7 +8,8 @@ use std::pin::Pin;
 use futures_util::Stream;
 use serde_json::Value;
 
-use crate::config::{WebAuth, WebTarget};
+use super::stow::authorized;
+use crate::config::WebTarget;
 use crate::dicomweb::multipart::{self, Limits, PartBody, Reader};
 
 /// A series a QIDO-RS query found.
@@ -56,15 +57,12 @@ impl WebSource<'_> {
     /// GET `path` under the service's root; a 204 or 404 is `None` (nothing matches).
     async fn get(&self, path: &str, accept: &str) -> Result<Option<reqwest::Response>, WebError> {
         let url = format!("{}{path}", self.target.url);
-        let mut request = self
-            .client
-            .get(&url)
-            .header(reqwest::header::ACCEPT, accept);
-        request = match &self.target.auth {
-            WebAuth::None => request,
-            WebAuth::Bearer(token) => request.bearer_auth(token),
-            WebAuth::Basic { username, password } => request.basic_auth(username, Some(password)),
-        };
+        let request = authorized(
+            self.client
+                .get(&url)
+                .header(reqwest::header::ACCEPT, accept),
+            &self.target.auth,
+        );
         let response = request.send().await.map_err(|e| WebError::Unreachable {
             url: url.clone(),
             error: format!("{:#}", anyhow::Error::from(e)),

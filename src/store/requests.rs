@@ -4,10 +4,12 @@
 
 use serde::Serialize;
 
+use sqlx::{Any, Transaction};
+
 use super::audit::{AuditEvent, append_audit};
 use super::{
     AuditKind, JobId, JobState, Priority, RequestState, SeriesId, SeriesState, Store, StoreError,
-    now_ms,
+    begin_writing, now_ms,
 };
 
 /// A request's id: its row in `requests`.
@@ -120,11 +122,38 @@ impl RequestRow {
     }
 }
 
+/// Adds a step to request `id`'s history and the audit trail, in `tx` (with the change
+/// it records); returns the request as it now is.
+async fn note_request(
+    tx: &mut Transaction<'static, Any>,
+    node_id: &str,
+    id: RequestId,
+    mut detail: serde_json::Value,
+) -> Result<RequestRow, StoreError> {
+    let row: RequestRow = sqlx::query_as(concat!(request_row_sql!(), "WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NoSuchRequest(id))?;
+    detail["request"] = serde_json::json!(id);
+    sqlx::query(
+        "INSERT INTO request_events (request_id, at_ms, state, detail) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(now_ms())
+    .bind(row.state)
+    .bind(detail.to_string())
+    .execute(&mut **tx)
+    .await?;
+    append_audit(tx, node_id, &row.event(detail)).await?;
+    Ok(row)
+}
+
 impl Store {
     /// Records a new request, `queued`, with its first history entry and audit record.
     pub async fn create_request(&self, new: &NewRequest) -> Result<RequestId, StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_writing(&self.pool, self.engine).await?;
         let id: RequestId = sqlx::query_scalar(
             "INSERT INTO requests (study_uid, accession_number, series_uid, source, priority, forced,
                                    state, created_ms, updated_ms)
@@ -140,24 +169,8 @@ impl Store {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        let detail = serde_json::json!({ "request": id, "state": RequestState::Queued });
-        sqlx::query(
-            "INSERT INTO request_events (request_id, at_ms, state, detail) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(id)
-        .bind(now)
-        .bind(RequestState::Queued)
-        .bind(detail.to_string())
-        .execute(&mut *tx)
-        .await?;
-        let event = AuditEvent {
-            study_uid: new.study_uid.as_deref(),
-            series_uid: new.series_uid.as_deref(),
-            accession_number: new.accession_number.as_deref(),
-            detail,
-            ..AuditEvent::of(AuditKind::RequestChanged)
-        };
-        append_audit(&mut tx, &self.node.node_id, &event).await?;
+        let detail = serde_json::json!({ "state": RequestState::Queued });
+        note_request(&mut tx, &self.node.node_id, id, detail).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -165,6 +178,7 @@ impl Store {
     /// Takes the next queued request for this node (queued → retrieving): the oldest
     /// `stat` one, else the oldest.
     pub async fn claim_request(&self) -> Result<Option<RequestRow>, StoreError> {
+        let mut tx = begin_writing(&self.pool, self.engine).await?;
         let claimed: Option<RequestId> = sqlx::query_scalar(self.dialect(
             "UPDATE requests SET state = $1, node_id = $2, updated_ms = $3
              WHERE id = (SELECT id FROM requests WHERE state = 'queued'
@@ -178,20 +192,14 @@ impl Store {
         .bind(RequestState::Retrieving)
         .bind(&self.node.node_id)
         .bind(now_ms())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
         let Some(id) = claimed else {
             return Ok(None);
         };
-        let row = self
-            .request(id)
-            .await?
-            .ok_or(StoreError::NoSuchRequest(id))?;
-        self.note_request(
-            &row,
-            serde_json::json!({ "state": RequestState::Retrieving }),
-        )
-        .await?;
+        let detail = serde_json::json!({ "state": RequestState::Retrieving });
+        let row = note_request(&mut tx, &self.node.node_id, id, detail).await?;
+        tx.commit().await?;
         Ok(Some(row))
     }
 
@@ -312,6 +320,7 @@ impl Store {
         reason: Option<&str>,
         progress: &serde_json::Value,
     ) -> Result<(), StoreError> {
+        let mut tx = begin_writing(&self.pool, self.engine).await?;
         sqlx::query(
             "UPDATE requests SET state = $1, reason = $2, progress = $3, updated_ms = $4 WHERE id = $5",
         )
@@ -320,37 +329,13 @@ impl Store {
         .bind(progress.to_string())
         .bind(now_ms())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        let row = self
-            .request(id)
-            .await?
-            .ok_or(StoreError::NoSuchRequest(id))?;
         let mut detail = serde_json::json!({ "state": state, "progress": progress });
         if let Some(reason) = reason {
             detail["reason"] = reason.into();
         }
-        self.note_request(&row, detail).await
-    }
-
-    /// Adds a step to a request's history and the audit trail.
-    async fn note_request(
-        &self,
-        row: &RequestRow,
-        mut detail: serde_json::Value,
-    ) -> Result<(), StoreError> {
-        detail["request"] = serde_json::json!(row.id);
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO request_events (request_id, at_ms, state, detail) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(row.id)
-        .bind(now_ms())
-        .bind(row.state)
-        .bind(detail.to_string())
-        .execute(&mut *tx)
-        .await?;
-        append_audit(&mut tx, &self.node.node_id, &row.event(detail)).await?;
+        note_request(&mut tx, &self.node.node_id, id, detail).await?;
         tx.commit().await?;
         Ok(())
     }
