@@ -314,12 +314,9 @@ impl Requests {
                 self.store.process_again(held.series_id).await?;
             }
         }
-        if !missing.is_empty()
-            && waited > self.config.stable_age + SETTLE_GRACE
-            && covered
-                .iter()
-                .all(|s| s.job_id.is_none() || missing.contains(&s.series_uid))
-        {
+        // A series the source said it sent but of which nothing was kept (every
+        // instance refused or not a CT image) never gets a job.
+        if !missing.is_empty() && waited > self.config.stable_age + SETTLE_GRACE {
             let reason = format!(
                 "partial retrieve: no instance of {} of {} series arrived",
                 missing.len(),
