@@ -15,17 +15,23 @@ async fn a_stat_series_sent_behind_ten_routine_ones_starts_next() {
     let node = TestNode::start_with_tail("", "[[stat]]\ncalling_ae = \"TESTSCU\"\n").await;
     let port = node.addr.port().to_string();
     let dir = tempfile::tempdir().unwrap();
-    // The first routine series is large, so that its job is still running when the
-    // others and the stat series have become jobs.
+    // The first routine series is large (300 slices of 512x512), so that its job is
+    // still running when the stat series has become a job: the stat series is sent
+    // once all ten routine series are jobs, and settles the stable age later.
     let routine: Vec<PathBuf> = (1..=10)
         .flat_map(|n| {
-            let (slices, size) = if n == 1 { (400, 256) } else { (12, 64) };
+            let (slices, size) = if n == 1 { (300, 512) } else { (12, 64) };
             tissue_series(&dir.path().join(format!("r{n}")), 700 + n, slices, size)
         })
         .collect();
     let stat = tissue_series(&dir.path().join("stat"), 799, 12, 64);
     let (ok, log) = storescu(&port, &paths(&routine)).await;
     assert!(ok, "{log}");
+    wait_for(Duration::from_secs(60), || async {
+        (all_jobs(&node.store).await.len() == 10).then_some(())
+    })
+    .await
+    .expect("the ten routine series become jobs");
     let (ok, log) = storescu_as("TESTSCU", &port, &paths(&stat)).await;
     assert!(ok, "{log}");
 
