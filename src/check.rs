@@ -101,8 +101,8 @@ pub fn free_space_problem(free_bytes: u64, min_free_bytes: u64) -> Option<String
 /// C-MOVE sources whose AE title may not associate with the node: the PACS sends what
 /// it is asked for on an association of its own, which the node would refuse.
 pub fn move_sources_problems(config: &Config) -> Vec<String> {
+    use crate::config::Retrieve;
     use crate::config::SourceTransport;
-    use crate::deliver::query::Retrieve;
     if config.dicom.allow_any_calling_ae {
         return Vec::new();
     }

@@ -26,7 +26,7 @@ mod sources;
 pub use destinations::{Destination, Transport, WebAuth, WebTarget};
 pub use hl7::Hl7Destination;
 use rustls_pki_types::CertificateDer;
-pub use sources::{Source, SourceTransport};
+pub use sources::{Retrieve, Source, SourceTransport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -39,9 +39,46 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) stat: Vec<RawStatRule>,
     #[serde(default)]
-    pub(super) sources: Vec<super::sources::RawSource>,
+    pub(super) sources: Vec<RawSource>,
     #[serde(default)]
     pub(super) hl7_destinations: Vec<super::hl7::RawHl7Destination>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    pub(super) name: String,
+    pub(super) ae_title: Option<AeTitle>,
+    pub(super) host: Option<String>,
+    pub(super) port: Option<u16>,
+    #[serde(default)]
+    pub(super) retrieve: RetrieveKind,
+    pub(super) url: Option<String>,
+    pub(super) token_file: Option<std::path::PathBuf>,
+    pub(super) username: Option<String>,
+    pub(super) password_file: Option<std::path::PathBuf>,
+    pub(super) calling_ae: Option<AeTitle>,
+    #[serde(default = "defaults::source_timeout_seconds")]
+    pub(super) timeout_seconds: f64,
+    #[serde(default)]
+    pub(super) tls: bool,
+    pub(super) ca_file: Option<std::path::PathBuf>,
+    pub(super) cert_file: Option<std::path::PathBuf>,
+    pub(super) key_file: Option<std::path::PathBuf>,
+}
+
+/// How a source sends what it is asked for (`retrieve`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum RetrieveKind {
+    /// C-MOVE to the node's own AE title (the source must know the node as a modality,
+    /// and be among `[[dicom.allowed_peers]]`).
+    #[default]
+    CMove,
+    /// C-GET: the instances come back on the node's own association.
+    CGet,
+    /// QIDO-RS and WADO-RS from a DICOMweb service (`url`).
+    WadoRs,
 }
 
 /// A `[[stat]]` rule: series it matches are processed before routine work.
@@ -344,6 +381,10 @@ pub(super) mod defaults {
     pub fn max_backoff_seconds() -> f64 {
         600.0
     }
+    pub fn source_timeout_seconds() -> f64 {
+        60.0
+    }
+
     pub fn destination_timeout_seconds() -> f64 {
         30.0
     }

@@ -4,26 +4,21 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::destinations::{client_tls, web_target};
+use super::raw::{RawSource, RetrieveKind};
 use super::{ConfigError, WebTarget, invalid, seconds, secs, unique_name};
-use crate::deliver::query::Retrieve;
 use crate::dicom::{AeTitle, PeerAddress};
 use crate::tls::ClientTls;
 
-/// How a source sends what it is asked for (`retrieve`).
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub(super) enum RetrieveKind {
-    /// C-MOVE to the node's own AE title (the source must know the node as a modality,
-    /// and be among `[[dicom.allowed_peers]]`).
-    #[default]
-    CMove,
-    /// C-GET: the instances come back on the node's own association.
-    CGet,
-    /// QIDO-RS and WADO-RS from a DICOMweb service (`url`).
-    WadoRs,
+/// How the instances of a query reach the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retrieve {
+    /// C-MOVE to the node's own AE title: the PACS opens an association to the node.
+    Move,
+    /// C-GET: the PACS sends them back on the association of the request.
+    Get,
 }
 
 /// A PACS the node may query and retrieve from.
@@ -65,33 +60,6 @@ impl Source {
             SourceTransport::Dicomweb(web) => web.url.clone(),
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawSource {
-    name: String,
-    ae_title: Option<AeTitle>,
-    host: Option<String>,
-    port: Option<u16>,
-    #[serde(default)]
-    retrieve: RetrieveKind,
-    url: Option<String>,
-    token_file: Option<std::path::PathBuf>,
-    username: Option<String>,
-    password_file: Option<std::path::PathBuf>,
-    calling_ae: Option<AeTitle>,
-    #[serde(default = "default_timeout_seconds")]
-    timeout_seconds: f64,
-    #[serde(default)]
-    tls: bool,
-    ca_file: Option<std::path::PathBuf>,
-    cert_file: Option<std::path::PathBuf>,
-    key_file: Option<std::path::PathBuf>,
-}
-
-fn default_timeout_seconds() -> f64 {
-    60.0
 }
 
 /// The `[[sources]]` tables: names unique; a C-MOVE or C-GET source's address, and TLS

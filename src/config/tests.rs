@@ -1,6 +1,5 @@
 //! The configuration's tests: loading, validation, overrides, the offline model.
 use super::*;
-use crate::deliver::query::Retrieve;
 
 #[test]
 fn the_operating_guide_names_every_environment_override() {

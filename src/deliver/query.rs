@@ -12,21 +12,13 @@ use dicom_ul::pdu::{RequestorRoles, UserVariableItem};
 use tokio_rustls::TlsConnector;
 
 use super::{Association, PeerAddress, ScuError, ScuTimeouts};
+use crate::config::Retrieve;
 use crate::dicom::uid::{
     CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE, STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE,
     ts,
 };
 use crate::dicom::{AeTitle, Command, CommandField, DimseStatus, SubOperations, lengths};
 use crate::ul::UlError;
-
-/// How the instances of a query reach the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retrieve {
-    /// C-MOVE to the node's own AE title: the PACS opens an association to the node.
-    Move,
-    /// C-GET: the PACS sends them back on the association of the request.
-    Get,
-}
 
 /// The final response of a C-MOVE or C-GET: its status and sub-operation counts.
 #[derive(Debug, Clone, PartialEq, Eq)]

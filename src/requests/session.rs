@@ -10,8 +10,8 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use super::Requests;
-use crate::config::{Source, SourceTransport};
-use crate::deliver::query::{Keep, Retrieve, Retrieved, SubStore, identifier};
+use crate::config::{Retrieve, Source, SourceTransport};
+use crate::deliver::query::{Keep, Retrieved, SubStore, identifier};
 use crate::deliver::wado::{FoundSeries, KeepFile, WebError, WebSource};
 use crate::deliver::{Association, PeerAddress, ScuError, ScuTimeouts};
 use crate::dicom::{DimseStatus, SubOperations, part10};
