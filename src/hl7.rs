@@ -9,7 +9,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::Hl7Destination;
-use crate::quality::Verdict;
 use crate::sr::Organ;
 
 /// MLLP's frame: a start block, the message, an end block and a carriage return.
@@ -189,11 +188,7 @@ pub fn oru_r01(
                 .iter()
                 .map(|r| format!("{}: {}", r.code.as_str(), r.detail))
                 .collect();
-        let verdict = match o.qa.verdict {
-            Verdict::Ok => "ok",
-            Verdict::Warn => "warn",
-            Verdict::Fail => "fail",
-        };
+        let verdict = o.qa.verdict.as_str();
         obx(
             "ST",
             format!("{name}.quality^{label} quality verdict^99SEGNODE"),

@@ -44,17 +44,12 @@ def bench_jax(channels, steps, warmup):
     import jax.numpy as jnp
     import numpy as np
     import optax
-    from train import init_unet, loss_fn
+    from train import init_unet, make_step
 
     params = init_unet(jax.random.PRNGKey(0), channels, CLASSES)
     opt = optax.adam(1e-3)
     state = opt.init(params)
-
-    @jax.jit
-    def step(params, state, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y, CLASSES)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
+    step = make_step(opt, CLASSES)
 
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(BATCH, *PATCH, 1)).astype(np.float32))

@@ -183,6 +183,18 @@ def sample(rng, hu, labels, tissues, pools, patch, foreground_p):
     return x, label
 
 
+def make_step(opt, classes):
+    """One training step, compiled: the loss's gradient, then `opt`'s update."""
+
+    @jax.jit
+    def step(params, state, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y, classes)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    return step
+
+
 def train_stage(name, volumes, cfg, classes, steps, seed, foreground_p, log, checkpoint=None):
     """Trains one stage on `volumes`, [(hu, labels, strata, tissues)] on this stage's grid
     (labels: what the network learns; strata: the organ labels the crop centres come from;
@@ -195,12 +207,7 @@ def train_stage(name, volumes, cfg, classes, steps, seed, foreground_p, log, che
     schedule = optax.cosine_decay_schedule(2e-3, steps, alpha=0.05)
     opt = optax.adam(schedule)
     state = opt.init(params)
-
-    @jax.jit
-    def step(params, state, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y, classes)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
+    step = make_step(opt, classes)
 
     started = time.time()
     for i in range(steps):

@@ -249,12 +249,12 @@ impl Requests {
                 Ok(r) => r,
                 Err(reason) => return Ok(Err(reason)),
             };
-            for key in ["completed", "failed", "warning"] {
-                let n = match key {
-                    "completed" => retrieved.counts.completed,
-                    "failed" => retrieved.counts.failed,
-                    _ => retrieved.counts.warning,
-                };
+            let counts = &retrieved.counts;
+            for (key, n) in [
+                ("completed", counts.completed),
+                ("failed", counts.failed),
+                ("warning", counts.warning),
+            ] {
                 let total = progress[key].as_u64().unwrap_or(0) + u64::from(n.unwrap_or(0));
                 progress[key] = total.into();
             }

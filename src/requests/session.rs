@@ -13,7 +13,7 @@ use super::Requests;
 use crate::config::{Retrieve, Source, SourceTransport};
 use crate::deliver::query::{Keep, Retrieved, SubStore, identifier};
 use crate::deliver::wado::{FoundSeries, KeepFile, WebError, WebSource};
-use crate::deliver::{Association, PeerAddress, ScuError, ScuTimeouts};
+use crate::deliver::{Association, PeerAddress, ScuTimeouts};
 use crate::dicom::{DimseStatus, SubOperations, part10};
 use crate::receive::Receiver;
 
@@ -117,7 +117,7 @@ impl<'a> Session<'a> {
                 let association =
                     Association::for_retrieve(peer, calling_ae, *retrieve, timeouts, tls.as_ref())
                         .await
-                        .map_err(|e| format!("source refused: {}", chain(&e)))?;
+                        .map_err(|e| format!("source refused: {:#}", anyhow::Error::from(e)))?;
                 Ok(Session::Dimse {
                     association,
                     retrieve: *retrieve,
@@ -242,7 +242,7 @@ impl<'a> Session<'a> {
                         association.get(&query, max, &keeper).await
                     }
                 }
-                .map_err(|e| format!("retrieve failed: {}", chain(&e)))?
+                .map_err(|e| format!("retrieve failed: {:#}", anyhow::Error::from(e)))?
             }
             Session::Web { web, name } => {
                 let keeper = Keeper {
@@ -307,7 +307,7 @@ async fn find(
     match association.find(query).await {
         Ok((found, status)) if status.is_success() => Ok(found),
         Ok((_, status)) => Err(format!("source refused the query: C-FIND status {status}")),
-        Err(e) => Err(format!("query failed: {}", chain(&e))),
+        Err(e) => Err(format!("query failed: {:#}", anyhow::Error::from(e))),
     }
 }
 
@@ -316,16 +316,4 @@ fn text(o: &InMemDicomObject, tag: Tag) -> Option<String> {
     let v = o.element(tag).ok()?.to_str().ok()?;
     let v = v.trim_end_matches(['\0', ' ']).trim();
     (!v.is_empty()).then(|| v.to_string())
-}
-
-/// An error with its causes, as one line.
-fn chain(e: &ScuError) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
