@@ -121,9 +121,9 @@ async fn three_nodes_share_one_queue_and_take_over_the_job_of_a_killed_node() {
             .collect::<String>()
     };
 
-    // Twelve series: eleven synthetic, then the real one (the longest job, sent last so
-    // that it runs while the test watches); series i goes to node i mod 3, and the
-    // eleventh is split over nodes 1 and 2.
+    // Twelve series: eleven synthetic, sent together, then the real one (the longest
+    // job, sent last so that it runs while the test watches); series i goes to node
+    // i mod 3, and the eleventh is split over nodes 1 and 2.
     let inputs = tempfile::tempdir().unwrap();
     let mut series: Vec<Vec<PathBuf>> = Vec::new();
     for n in 1..=11 {
@@ -133,30 +133,38 @@ async fn three_nodes_share_one_queue_and_take_over_the_job_of_a_killed_node() {
     }
     series.push(vec![real_series()]);
     let mut expected = BTreeSet::new();
-    for (i, files) in series.iter().enumerate() {
+    for files in &series {
         let first = if files[0].is_dir() {
             files_under(&files[0])[0].clone()
         } else {
             files[0].clone()
         };
         expected.insert(series_uid(&first));
-        let send = |node: &ClusterNode, part: &[PathBuf]| {
-            let port = node.dicom_port.to_string();
-            let part: Vec<PathBuf> = part.to_vec();
-            async move {
-                let refs: Vec<&Path> = part.iter().map(PathBuf::as_path).collect();
-                let (ok, out) = storescu(&port, &refs).await;
-                assert!(ok, "storescu failed:\n{out}");
-            }
-        };
+    }
+    let send = |node: &ClusterNode, part: &[PathBuf]| {
+        let port = node.dicom_port.to_string();
+        let part: Vec<PathBuf> = part.to_vec();
+        async move {
+            let refs: Vec<&Path> = part.iter().map(PathBuf::as_path).collect();
+            let (ok, out) = storescu(&port, &refs).await;
+            assert!(ok, "storescu failed:\n{out}");
+        }
+    };
+    // The eleven synthetic series at once, so that their jobs are queued together and
+    // every node's workers find some (one at a time, the node whose series tracker
+    // settles each series first would take every job itself).
+    let mut sends = Vec::new();
+    for (i, files) in series[..11].iter().enumerate() {
         if i == 10 {
             let (a, b) = files.split_at(files.len() / 2);
-            send(&nodes[0], a).await;
-            send(&nodes[1], b).await;
+            sends.push(send(&nodes[0], a));
+            sends.push(send(&nodes[1], b));
         } else {
-            send(&nodes[i % 3], files).await;
+            sends.push(send(&nodes[i % 3], files));
         }
     }
+    futures_util::future::join_all(sends).await;
+    send(&nodes[11 % 3], &series[11]).await;
 
     // The test's own view of the cluster: the same database.
     let store = Store::open(
@@ -307,11 +315,15 @@ async fn three_nodes_share_one_queue_and_take_over_the_job_of_a_killed_node() {
             .count();
         assert_eq!(succeeded, 1, "job {} succeeded {succeeded} times", job.id);
     }
-    let workers: BTreeSet<String> = audit
+    let mut workers: BTreeMap<String, usize> = BTreeMap::new();
+    for node in audit
         .iter()
         .filter(|r| r.event == AuditKind::JobSucceeded)
         .filter_map(|r| r.node_id.clone())
-        .collect();
+    {
+        *workers.entry(node).or_default() += 1;
+    }
+    eprintln!("jobs done per node: {workers:?}");
     assert!(workers.len() >= 2, "jobs were all done by {workers:?}");
     let receivers: BTreeSet<String> = audit
         .iter()
