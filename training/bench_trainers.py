@@ -1,10 +1,11 @@
-"""Trainer speed on this machine: one training step (forward, backward, Adam) of the
-default cascade's 3D U-Net (train.py: two poolings, 3x3x3 convolutions, patch 24x48x48,
-batch 2, 7 classes, cross-entropy plus soft Dice), with JAX (the current trainer, in .venv-train) or
-PyTorch (oneDNN on CPU, in .venv-nnunet): float32, channels-last 3D, bfloat16 autocast.
+"""Trainer speed on this machine: one training step (forward, backward, Adam) of a 3D
+U-Net with model 2.0.0's layout (two poolings, 3x3x3 convolutions, patch 24x48x48, batch
+2, 7 classes, cross-entropy plus soft Dice), with JAX (model 2.0.0's trainer, kept here)
+or PyTorch (train.py's network and loss; oneDNN on CPU): float32, channels-last 3D,
+bfloat16 autocast. Both run in .venv-train.
 
     .venv-train/bin/python training/bench_trainers.py jax --channels 8 16 32
-    .venv-nnunet/bin/python training/bench_trainers.py torch --channels 8 16 32 [--channels-last] [--bf16]
+    .venv-train/bin/python training/bench_trainers.py torch --channels 8 16 32 [--channels-last] [--bf16]
 
 Prints one JSON line: steps per second and the convolutions' GFLOP/s (a training step
 counts three times the forward pass's multiply-adds, times two), after warm-up steps.
@@ -35,21 +36,89 @@ def conv_flops(channels):
     return 2 * total
 
 
-def bench_jax(channels, steps, warmup):
-    import sys
-    import pathlib
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+def jax_step(opt, classes):
+    """Model 2.0.0's JAX training step (its network, loss and Adam update), compiled."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     import optax
-    from train import init_unet, make_step
 
-    params = init_unet(jax.random.PRNGKey(0), channels, CLASSES)
+    def init_unet(key, channels, classes):
+        c0, c1, c2 = channels
+        shapes = {
+            "e0a": (1, c0), "e0b": (c0, c0), "e1a": (c0, c1), "e1b": (c1, c1),
+            "bna": (c1, c2), "bnb": (c2, c2), "d1a": (c2 + c1, c1), "d1b": (c1, c1),
+            "d0a": (c1 + c0, c0), "d0b": (c0, c0),
+        }
+        params = {}
+        for name, (cin, cout) in shapes.items():
+            key, k = jax.random.split(key)
+            params[name] = {
+                "w": jax.random.normal(k, (3, 3, 3, cin, cout)) * np.sqrt(2.0 / (27 * cin)),
+                "b": jnp.zeros(cout),
+            }
+        key, k = jax.random.split(key)
+        params["head"] = {"w": jax.random.normal(k, (1, 1, 1, c0, classes)) * np.sqrt(1.0 / c0), "b": jnp.zeros(classes)}
+        return params
+
+    def conv(x, p):
+        y = jax.lax.conv_general_dilated(x, p["w"], (1, 1, 1), "SAME", dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+        return y + p["b"]
+
+    def block(x, params, a, b):
+        return jax.nn.relu(conv(jax.nn.relu(conv(x, params[a])), params[b]))
+
+    def pool(x):
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 2, 1), (1, 2, 2, 2, 1), "VALID")
+
+    def up(x):
+        for axis in (1, 2, 3):
+            x = jnp.repeat(x, 2, axis=axis)
+        return x
+
+    def unet(params, x):
+        e0 = block(x, params, "e0a", "e0b")
+        e1 = block(pool(e0), params, "e1a", "e1b")
+        bn = block(pool(e1), params, "bna", "bnb")
+        d1 = block(jnp.concatenate([up(bn), e1], axis=-1), params, "d1a", "d1b")
+        d0 = block(jnp.concatenate([up(d1), e0], axis=-1), params, "d0a", "d0b")
+        return conv(d0, params["head"])
+
+    def loss_fn(params, x, y, classes):
+        logits = unet(params, x)
+        onehot = jax.nn.one_hot(y, classes)
+        ce = -jnp.mean(jnp.sum(onehot * jax.nn.log_softmax(logits), axis=-1))
+        prob = jax.nn.softmax(logits)
+        inter = jnp.sum(prob * onehot, axis=(0, 1, 2, 3))
+        present = jnp.sum(onehot, axis=(0, 1, 2, 3))
+        denom = jnp.sum(prob, axis=(0, 1, 2, 3)) + present
+        dice = (2 * inter + 1.0) / (denom + 1.0)
+        # Soft Dice over the organs present in the batch only: for an absent organ the term
+        # would be 1 / (its predicted mass + 1), which pushes the organ towards never being
+        # predicted (with class-balanced crops most organs are absent from most batches);
+        # cross-entropy alone handles it there.
+        weight = (present[1:] > 0).astype(dice.dtype)
+        return ce + jnp.sum(weight * (1.0 - dice[1:])) / jnp.maximum(jnp.sum(weight), 1.0)
+
+    @jax.jit
+    def step(params, state, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y, classes)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    return init_unet, step
+
+
+def bench_jax(channels, steps, warmup):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
     opt = optax.adam(1e-3)
+    init_unet, step = jax_step(opt, CLASSES)
+    params = init_unet(jax.random.PRNGKey(0), channels, CLASSES)
     state = opt.init(params)
-    step = make_step(opt, CLASSES)
 
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(BATCH, *PATCH, 1)).astype(np.float32))
@@ -65,41 +134,17 @@ def bench_jax(channels, steps, warmup):
 
 
 def bench_torch(channels, steps, warmup, channels_last, bf16):
+    import sys
+    import pathlib
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
+    from train import UNet, loss_fn
 
     torch.manual_seed(0)
 
-    class Block(nn.Module):
-        def __init__(self, cin, cout):
-            super().__init__()
-            self.a = nn.Conv3d(cin, cout, 3, padding=1)
-            self.b = nn.Conv3d(cout, cout, 3, padding=1)
-
-        def forward(self, x):
-            return F.relu(self.b(F.relu(self.a(x))))
-
-    class UNet(nn.Module):
-        """train.py's network: the same layers, in PyTorch."""
-
-        def __init__(self, c):
-            super().__init__()
-            c0, c1, c2 = c
-            self.e0, self.e1, self.bn = Block(1, c0), Block(c0, c1), Block(c1, c2)
-            self.d1, self.d0 = Block(c2 + c1, c1), Block(c1 + c0, c0)
-            self.head = nn.Conv3d(c0, CLASSES, 1)
-
-        def forward(self, x):
-            e0 = self.e0(x)
-            e1 = self.e1(F.max_pool3d(e0, 2))
-            bn = self.bn(F.max_pool3d(e1, 2))
-            d1 = self.d1(torch.cat([F.interpolate(bn, scale_factor=2, mode="nearest"), e1], 1))
-            d0 = self.d0(torch.cat([F.interpolate(d1, scale_factor=2, mode="nearest"), e0], 1))
-            return self.head(d0)
-
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
-    model = UNet(channels).to(memory_format=fmt)
+    model = UNet(channels, CLASSES).to(memory_format=fmt)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     x = torch.randn(BATCH, 1, *PATCH).to(memory_format=fmt)
     y = torch.randint(0, CLASSES, (BATCH, *PATCH))
@@ -108,15 +153,7 @@ def bench_torch(channels, steps, warmup, channels_last, bf16):
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(x)
-        # train.py's loss: cross-entropy plus soft Dice over the organs present.
-        logits = logits.float()
-        prob = logits.softmax(1)
-        onehot = F.one_hot(y, CLASSES).permute(0, 4, 1, 2, 3).float()
-        inter = (prob * onehot).sum((0, 2, 3, 4))
-        present = onehot.sum((0, 2, 3, 4))
-        dice = (2 * inter + 1) / (prob.sum((0, 2, 3, 4)) + present + 1)
-        weight = (present[1:] > 0).float()
-        loss = F.cross_entropy(logits, y) + (weight * (1 - dice[1:])).sum() / weight.sum().clamp(min=1)
+        loss = loss_fn(logits, y, CLASSES)
         loss.backward()
         opt.step()
         return loss

@@ -4,11 +4,15 @@ checkpoint a training run exported (TRAINING_DIR/checkpoints/step-N, and the fin
 in TRAINING_DIR) through `segnode run` on eval-ircadb-p1, scores each by its mean Dice
 over the validation organs, and installs the best as OUT (default onnx/abdomen-cascade)
 with the run's version. With --stage1-from MODEL_DIR, each checkpoint is also tried with
-that model's stage 1 (same grid and patch) in place of the run's own. The test series is
-not read here.
+that model's stage 1 (same grid and patch) in place of the run's own. With --baseline
+MODEL_DIR (the shipped model), the best is installed only if it passes the shipping
+rule against it: on validation every organ at least the baseline's Dice minus 0.01, and
+a higher mean; otherwise nothing is installed and the exit status is 2. The test series
+is not read here.
 
 Usage (project root):
-  .venv/bin/python training/choose_checkpoint.py TRAINING_DIR [--stage1-from DIR] [--out DIR] [--version 2.0.0]
+  .venv/bin/python training/choose_checkpoint.py TRAINING_DIR [--stage1-from DIR] [--baseline DIR]
+                                                 [--out DIR] [--version 3.0.0]
 """
 
 import argparse
@@ -40,28 +44,54 @@ def with_stage1(candidate, stage1_model, training_dir):
     return out
 
 
+def validation_score(model):
+    """Mean Dice over the validation organs, and each organ's Dice."""
+    report = evaluate(model.resolve(), validation_only=True)
+    organs = report["results"][0]["organs"]
+    mean = sum(o["dice"] for o in organs.values()) / len(organs)
+    score = {"mean_dice": round(mean, 4), "organs": {k: v["dice"] for k, v in organs.items()}}
+    print(f"{model}: validation mean Dice {mean:.4f} {json.dumps(score['organs'])}", file=sys.stderr)
+    return score
+
+
+# The shipping rule (issue 32): no validation organ worse than the baseline by more
+# than this, and a better mean.
+ORGAN_TOLERANCE = 0.01
+
+
+def shipping_rule(candidate, baseline):
+    """Whether `candidate` may replace `baseline`, with each organ's verdict."""
+    organs = {name: {"baseline": base, "candidate": candidate["organs"][name],
+                     "ok": candidate["organs"][name] >= base - ORGAN_TOLERANCE}
+              for name, base in baseline["organs"].items()}
+    mean_ok = candidate["mean_dice"] > baseline["mean_dice"]
+    return {"organs": organs, "mean": {"baseline": baseline["mean_dice"], "candidate": candidate["mean_dice"],
+                                       "ok": mean_ok},
+            "passes": mean_ok and all(o["ok"] for o in organs.values())}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("training_dir", type=pathlib.Path)
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "onnx" / "abdomen-cascade")
-    ap.add_argument("--version", default="2.0.0")
+    ap.add_argument("--version", default="3.0.0")
     ap.add_argument("--stage1-from", type=pathlib.Path)
+    ap.add_argument("--baseline", type=pathlib.Path, help="the shipped model the best must beat (shipping rule)")
     args = ap.parse_args()
     build()
-    candidates = sorted((args.training_dir / "checkpoints").glob("step-*")) + [args.training_dir]
+    candidates = sorted((args.training_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name[5:]))
+    candidates.append(args.training_dir)
     if args.stage1_from:
         candidates += [with_stage1(c, args.stage1_from, args.training_dir) for c in list(candidates)]
-    scores = {}
-    for model in candidates:
-        report = evaluate(model.resolve(), validation_only=True)
-        organs = report["results"][0]["organs"]
-        mean = sum(o["dice"] for o in organs.values()) / len(organs)
-        scores[name_of(model, args.training_dir)] = {
-            "mean_dice": round(mean, 4), "organs": {k: v["dice"] for k, v in organs.items()}}
-        print(f"{model}: validation mean Dice {mean:.4f} {json.dumps(scores[list(scores)[-1]]['organs'])}",
-              file=sys.stderr)
+    scores = {name_of(model, args.training_dir): validation_score(model) for model in candidates}
     best_name = max(scores, key=lambda k: scores[k]["mean_dice"])
     best = next(c for c in candidates if name_of(c, args.training_dir) == best_name)
+    rule = None
+    if args.baseline:
+        rule = shipping_rule(scores[best_name], validation_score(args.baseline))
+        print(json.dumps({"checkpoint": best_name, "shipping_rule": rule}, indent=2))
+        if not rule["passes"]:
+            sys.exit(2)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("stage1.onnx", "stage2.onnx"):
         shutil.copyfile(best / name, args.out / name)
@@ -72,7 +102,7 @@ def main():
         shutil.copyfile(args.training_dir / name, args.out / name)
     training = json.loads((args.out / "training.json").read_text())
     training["selected"] = {"checkpoint": best_name, "by": "mean Dice on eval-ircadb-p1 (validation)",
-                            "validation": scores}
+                            "validation": scores, "shipping_rule": rule}
     (args.out / "training.json").write_text(json.dumps(training, indent=2) + "\n")
     print(json.dumps(training["selected"], indent=2))
 

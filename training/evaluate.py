@@ -10,10 +10,13 @@ whose label maps are mapped back to the stored layout before comparing.
   test        ct-abdomen-j2k   TotalSegmentator labels; report once per shipped model,
                                never choose anything by it
 
-Usage (project root): .venv/bin/python training/evaluate.py [MODEL_DIR] [--validation-only]
-Prints a JSON report on stdout and a Markdown table on stderr.
+Usage (project root):
+  .venv/bin/python training/evaluate.py [MODEL_DIR] [--validation-only] [--against BASELINE_DIR]
+Prints a JSON report on stdout and a Markdown table on stderr; with --against, both
+models' reports and one table with their figures side by side (the baseline first).
 """
 
+import argparse
 import json
 import pathlib
 import subprocess
@@ -121,13 +124,39 @@ def markdown(report):
     return "\n".join(lines)
 
 
+def side_by_side(baseline, candidate):
+    """One table of two reports on the same series: Dice and volume of each, per organ."""
+    a, b = baseline["version"], candidate["version"]
+    lines = [f"| series | role | organ | Dice {a} | Dice {b} | ml {a} | ml {b} | reference ml |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for old, new in zip(baseline["results"], candidate["results"]):
+        for organ, o in old["organs"].items():
+            n = new["organs"][organ]
+            lines.append(f"| {old['series']} | {old['role']} | {organ} | {o['dice']:.3f} | {n['dice']:.3f} | "
+                         f"{o['ml_node']} | {n['ml_node']} | {o['ml_reference']} |")
+    for role in ("validation", "test"):
+        means = [sum(o["dice"] for o in r["organs"].values()) / len(r["organs"])
+                 for report in (baseline, candidate) for r in report["results"][:2] if r["role"] == role]
+        if len(means) == 2:
+            lines.append(f"| {role} mean | | | {means[0]:.3f} | {means[1]:.3f} | | | |")
+    return "\n".join(lines)
+
+
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    model = pathlib.Path(args[0]).resolve() if args else ROOT / "onnx" / "abdomen-cascade"
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", nargs="?", type=pathlib.Path, default=ROOT / "onnx" / "abdomen-cascade")
+    ap.add_argument("--validation-only", action="store_true")
+    ap.add_argument("--against", type=pathlib.Path, help="a baseline model evaluated on the same series")
+    args = ap.parse_args()
     build()
-    report = evaluate(model, "--validation-only" in sys.argv)
-    print(json.dumps(report, indent=2))
-    print(markdown(report), file=sys.stderr)
+    report = evaluate(args.model.resolve(), args.validation_only)
+    if args.against:
+        baseline = evaluate(args.against.resolve(), args.validation_only)
+        print(json.dumps({"baseline": baseline, "candidate": report}, indent=2))
+        print(side_by_side(baseline, report), file=sys.stderr)
+    else:
+        print(json.dumps(report, indent=2))
+        print(markdown(report), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -2,21 +2,30 @@
 """Trains segnode's default abdominal cascade and exports it to onnx/abdomen-cascade/.
 
 Data: the training sets of ../shared/data/README.md only (training_data.TRAINING_SETS:
-two patients with TotalSegmentator labels). Checkpoints are chosen afterwards, outside
-this script (training/choose_checkpoint.py).
+two patients with CT and TotalSegmentator labels; training_data.SYNTHETIC: images that
+training/synthesize.py renders from label maps, of the two label-only anatomies in every
+contrast phase and of a real patient in the phases it was not scanned in). Checkpoints
+are chosen afterwards, outside this script (training/choose_checkpoint.py), on the
+validation series.
 
-Stage 1: a small 3D U-Net on the 6 mm grid, organ vs background (the candidate region).
-Stage 2: a small 3D U-Net on the 3 mm grid, six organs, trained on crops around the
-labels (as Roth et al. 2018 do), half of them centred on an organ drawn uniformly among
-those the patient has, with the augmentation two training volumes need: intensity
-scale/shift, noise, scaling, rotation about the head-feet axis, elastic deformation, and
-partial fields of view (slabs padded like the node pads). No left-right mirroring: the
-node maps every series into the model's frame, so the network never sees a mirrored
-patient, and a mirror would teach it that the left and right kidney are the same.
-JAX on CPU, fixed seed. Export: the trained weights are written into ONNX graphs (Conv,
-Relu, MaxPool, Resize nearest, Concat) and checked against the JAX forward pass with ONNX
-Runtime, then model.toml is written with the files' checksums; stage 2 is also exported
-at each checkpoint step into OUT/checkpoints/step-N/ (complete models).
+Stage 1: a 3D U-Net on the 6 mm grid, organ vs background (the candidate region).
+Stage 2: a 3D U-Net on the 3 mm grid, six organs, trained on crops around the labels (as
+Roth et al. 2018 do), half of them centred on an organ drawn uniformly among those the
+volume has, with spatial augmentation (scaling, rotation about the head-feet axis,
+elastic deformation), intensity and contrast-medium augmentation, and partial fields of
+view (slabs padded like the node pads). No left-right mirroring: the node maps every
+series into the model's frame, so the network never sees a mirrored patient, and a
+mirror would teach it that the left and right kidney are the same.
+
+PyTorch on CPU (oneDNN convolutions, channels-last 3D, bfloat16 autocast; the loss and
+the weights stay float32; training/README.md, "Trainer comparison"), fixed seed.
+Resumable: each stage's state (weights, Adam, schedule, sampler) is saved to
+OUT/state-stageN.pt every --save-every steps, and a run started again with the same OUT
+goes on from there, so training can span several sittings. Export: the weights are
+written into ONNX graphs (Conv, Relu, MaxPool, Resize nearest, Concat) and checked
+against the PyTorch forward pass with ONNX Runtime, then model.toml is written with the
+files' checksums; stage 2 is also exported at each checkpoint step into
+OUT/checkpoints/step-N/ (complete models).
 
 Usage: training/run  (sets up .venv-train and runs this; see training/README.md)
 """
@@ -24,95 +33,84 @@ Usage: training/run  (sets up .venv-train and runs this; see training/README.md)
 import argparse
 import hashlib
 import json
+import math
+import os
 import pathlib
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import onnx
 import onnxruntime as ort
-import optax
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from scipy import ndimage
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from reference_cascade import normalize, resample_linear, resample_nearest  # noqa: E402  (the node's semantics)
-from training_data import LABELS, load_training_volumes  # noqa: E402
+from training_data import LABELS, load_synthetic_volumes, load_training_volumes  # noqa: E402
 
 CLASSES = len(LABELS) + 1
 WINDOW = (-500.0, 500.0)
-STAGE1 = dict(spacing=6.0, patch=(24, 48, 48), channels=(8, 16, 32))
-STAGE2 = dict(spacing=3.0, patch=(24, 48, 48), channels=(8, 16, 32))
+STAGE1 = dict(spacing=6.0, patch=(24, 48, 48), channels=(8, 16, 32, 64))
+STAGE2 = dict(spacing=3.0, patch=(24, 48, 48), channels=(12, 24, 48, 96))
 AIR = -1024.0
+BATCH = 2
 
 
 # ---------------------------------------------------------------- the network
 
-def init_unet(key, channels, classes):
-    c0, c1, c2 = channels
-    shapes = {
-        "e0a": (1, c0), "e0b": (c0, c0), "e1a": (c0, c1), "e1b": (c1, c1),
-        "bna": (c1, c2), "bnb": (c2, c2), "d1a": (c2 + c1, c1), "d1b": (c1, c1),
-        "d0a": (c1 + c0, c0), "d0b": (c0, c0),
-    }
-    params = {}
-    for name, (cin, cout) in shapes.items():
-        key, k = jax.random.split(key)
-        params[name] = {
-            "w": jax.random.normal(k, (3, 3, 3, cin, cout)) * np.sqrt(2.0 / (27 * cin)),
-            "b": jnp.zeros(cout),
-        }
-    key, k = jax.random.split(key)
-    params["head"] = {"w": jax.random.normal(k, (1, 1, 1, c0, classes)) * np.sqrt(1.0 / c0), "b": jnp.zeros(classes)}
-    return params
+class Block(nn.Module):
+    """Two 3x3x3 convolutions, each followed by ReLU."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.a = nn.Conv3d(cin, cout, 3, padding=1)
+        self.b = nn.Conv3d(cout, cout, 3, padding=1)
+
+    def forward(self, x):
+        return F.relu(self.b(F.relu(self.a(x))))
 
 
-def conv(x, p):
-    y = jax.lax.conv_general_dilated(x, p["w"], (1, 1, 1), "SAME", dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
-    return y + p["b"]
+class UNet(nn.Module):
+    """A 3D U-Net with len(channels) levels: max pooling down, nearest-neighbour
+    upsampling and concatenation with the level's encoder output up, a 1x1x1 head."""
+
+    def __init__(self, channels, classes):
+        super().__init__()
+        ins = (1, *channels[:-1])
+        self.down = nn.ModuleList(Block(cin, c) for cin, c in zip(ins, channels))
+        self.up = nn.ModuleList(Block(channels[i + 1] + channels[i], channels[i]) for i in range(len(channels) - 1))
+        self.head = nn.Conv3d(channels[0], classes, 1)
+
+    def forward(self, x):
+        skips = []
+        for i, block in enumerate(self.down):
+            if i:
+                skips.append(x)
+                x = F.max_pool3d(x, 2)
+            x = block(x)
+        for i in reversed(range(len(self.up))):
+            x = self.up[i](torch.cat([F.interpolate(x, scale_factor=2, mode="nearest"), skips[i]], 1))
+        return self.head(x)
 
 
-def block(x, params, a, b):
-    return jax.nn.relu(conv(jax.nn.relu(conv(x, params[a])), params[b]))
-
-
-def pool(x):
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 2, 1), (1, 2, 2, 2, 1), "VALID")
-
-
-def up(x):
-    for axis in (1, 2, 3):
-        x = jnp.repeat(x, 2, axis=axis)
-    return x
-
-
-def unet(params, x):
-    e0 = block(x, params, "e0a", "e0b")
-    e1 = block(pool(e0), params, "e1a", "e1b")
-    bn = block(pool(e1), params, "bna", "bnb")
-    d1 = block(jnp.concatenate([up(bn), e1], axis=-1), params, "d1a", "d1b")
-    d0 = block(jnp.concatenate([up(d1), e0], axis=-1), params, "d0a", "d0b")
-    return conv(d0, params["head"])
-
-
-def loss_fn(params, x, y, classes):
-    logits = unet(params, x)
-    onehot = jax.nn.one_hot(y, classes)
-    ce = -jnp.mean(jnp.sum(onehot * jax.nn.log_softmax(logits), axis=-1))
-    prob = jax.nn.softmax(logits)
-    inter = jnp.sum(prob * onehot, axis=(0, 1, 2, 3))
-    present = jnp.sum(onehot, axis=(0, 1, 2, 3))
-    denom = jnp.sum(prob, axis=(0, 1, 2, 3)) + present
-    dice = (2 * inter + 1.0) / (denom + 1.0)
-    # Soft Dice over the organs present in the batch only: for an absent organ the term
-    # would be 1 / (its predicted mass + 1), which pushes the organ towards never being
-    # predicted (with class-balanced crops most organs are absent from most batches);
-    # cross-entropy alone handles it there.
-    weight = (present[1:] > 0).astype(dice.dtype)
-    return ce + jnp.sum(weight * (1.0 - dice[1:])) / jnp.maximum(jnp.sum(weight), 1.0)
+def loss_fn(logits, y, classes):
+    """Cross-entropy plus soft Dice over the organs present in the batch, in float32.
+    For an absent organ the Dice term would be 1 / (its predicted mass + 1), which pushes
+    the organ towards never being predicted (with class-balanced crops most organs are
+    absent from most batches); cross-entropy alone handles it there."""
+    logits = logits.float()
+    prob = logits.softmax(1)
+    onehot = F.one_hot(y, classes).permute(0, 4, 1, 2, 3).float()
+    inter = (prob * onehot).sum((0, 2, 3, 4))
+    present = onehot.sum((0, 2, 3, 4))
+    dice = (2 * inter + 1) / (prob.sum((0, 2, 3, 4)) + present + 1)
+    weight = (present[1:] > 0).float()
+    return F.cross_entropy(logits, y) + (weight * (1 - dice[1:])).sum() / weight.sum().clamp(min=1)
 
 
 # ---------------------------------------------------------------- sampling and augmentation
@@ -183,103 +181,123 @@ def sample(rng, hu, labels, tissues, pools, patch, foreground_p):
     return x, label
 
 
-def make_step(opt, classes):
-    """One training step, compiled: the loss's gradient, then `opt`'s update."""
-
-    @jax.jit
-    def step(params, state, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y, classes)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
-
-    return step
+def schedule(steps, alpha=0.05):
+    """Cosine decay of the learning rate to `alpha` of its start over `steps`."""
+    return lambda i: alpha + (1 - alpha) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))
 
 
-def train_stage(name, volumes, cfg, classes, steps, seed, foreground_p, log, checkpoint=None):
+def train_stage(name, volumes, shares, cfg, classes, steps, seed, foreground_p, log, state_path,
+                save_every, checkpoint=None):
     """Trains one stage on `volumes`, [(hu, labels, strata, tissues)] on this stage's grid
     (labels: what the network learns; strata: the organ labels the crop centres come from;
-    tissues: the contrast augmentation's tissue map). Each
-    sample comes from a volume drawn uniformly. `checkpoint(step, params)` is called
-    after every step."""
+    tissues: the contrast augmentation's tissue map, all 0 for rendered images). Each
+    sample comes from a volume drawn with probability `shares`. Goes on from
+    `state_path` when a sitting before saved one; `checkpoint(step, model)` is called
+    after every step. Returns the model and the seconds spent over all sittings."""
     rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
     pools = [centre_pools(strata) for _, _, strata, _ in volumes]
-    params = init_unet(jax.random.PRNGKey(seed), cfg["channels"], classes)
-    schedule = optax.cosine_decay_schedule(2e-3, steps, alpha=0.05)
-    opt = optax.adam(schedule)
-    state = opt.init(params)
-    step = make_step(opt, classes)
+    model = UNet(cfg["channels"], classes).to(memory_format=torch.channels_last_3d)
+    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    lr = torch.optim.lr_scheduler.LambdaLR(opt, schedule(steps))
+    start, spent = 0, 0.0
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        lr.load_state_dict(state["lr"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        start, spent = state["step"], state["seconds"]
+        log(f"{name}: going on from step {start} ({spent:.0f} s before)")
+
+    def save(step):
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "lr": lr.state_dict(),
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
+                    "seconds": spent + time.time() - started}, tmp)
+        os.replace(tmp, state_path)
 
     started = time.time()
-    for i in range(steps):
+    model.train()
+    for i in range(start, steps):
         batch = []
-        for _ in range(2):
-            v = rng.integers(len(volumes))
+        for _ in range(BATCH):
+            v = rng.choice(len(volumes), p=shares)
             hu, labels, _, tissues = volumes[v]
             batch.append(sample(rng, hu, labels, tissues, pools[v], cfg["patch"], foreground_p))
-        x = jnp.asarray(np.stack([b[0] for b in batch])[..., None])
-        y = jnp.asarray(np.stack([b[1] for b in batch]))
-        params, state, loss = step(params, state, x, y)
+        x = torch.from_numpy(np.stack([b[0] for b in batch])[:, None]).contiguous(memory_format=torch.channels_last_3d)
+        y = torch.from_numpy(np.stack([b[1] for b in batch]).astype(np.int64))
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x)
+        loss = loss_fn(logits, y, classes)
+        loss.backward()
+        opt.step()
+        lr.step()
         if i % 50 == 0 or i == steps - 1:
-            log(f"{name} step {i}/{steps} loss {float(loss):.4f} ({time.time() - started:.0f} s)")
+            log(f"{name} step {i}/{steps} loss {loss.item():.4f} ({spent + time.time() - started:.0f} s)")
+        if (i + 1) % save_every == 0 or i == steps - 1:
+            save(i + 1)
         if checkpoint:
-            checkpoint(i + 1, params)
-    return params
+            checkpoint(i + 1, model)
+    return model.eval(), spent + time.time() - started
 
 
 # ---------------------------------------------------------------- ONNX export
 
-def export_onnx(params, patch, classes, path):
+def export_onnx(model, patch, classes, path):
+    """Writes `model` as an ONNX graph of Conv, Relu, MaxPool, Resize (nearest) and Concat
+    (opset 17) and checks it against the PyTorch forward pass with ONNX Runtime; returns
+    the file's SHA-256 and the largest difference."""
+    weights = {k: v.detach().float().contiguous().numpy() for k, v in model.state_dict().items()}
     inits, nodes = [], []
+    for key, value in weights.items():
+        inits.append(numpy_helper.from_array(value, key))
 
-    def c(inp, out, p, name, pads):
-        w = np.transpose(np.asarray(p["w"]), (4, 3, 0, 1, 2)).astype(np.float32)  # DHWIO -> OIDHW
-        inits.append(numpy_helper.from_array(w, f"{name}_w"))
-        inits.append(numpy_helper.from_array(np.asarray(p["b"], np.float32), f"{name}_b"))
-        nodes.append(helper.make_node("Conv", [inp, f"{name}_w", f"{name}_b"], [out], pads=[pads] * 6, name=name))
+    def conv(inp, prefix, pads):
+        nodes.append(helper.make_node("Conv", [inp, f"{prefix}.weight", f"{prefix}.bias"], [prefix],
+                                      pads=[pads] * 6, name=prefix))
+        return prefix
 
-    def blk(inp, a, b):
-        c(inp, f"{a}_c", params[a], a, 1)
-        nodes.append(helper.make_node("Relu", [f"{a}_c"], [f"{a}_r"]))
-        c(f"{a}_r", f"{b}_c", params[b], b, 1)
-        nodes.append(helper.make_node("Relu", [f"{b}_c"], [f"{b}_r"]))
-        return f"{b}_r"
-
-    def mp(inp, out):
-        nodes.append(helper.make_node("MaxPool", [inp], [out], kernel_shape=[2, 2, 2], strides=[2, 2, 2]))
-        return out
+    def block(inp, prefix):
+        for part in ("a", "b"):
+            c = conv(inp, f"{prefix}.{part}", 1)
+            inp = f"{c}.relu"
+            nodes.append(helper.make_node("Relu", [c], [inp]))
+        return inp
 
     inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2, 2], np.float32), "scales"))
-
-    def upsample(inp, out):
-        nodes.append(helper.make_node("Resize", [inp, "", "scales"], [out], mode="nearest",
+    x, skips = "image", []
+    for i in range(len(model.down)):
+        if i:
+            skips.append(x)
+            nodes.append(helper.make_node("MaxPool", [x], [f"pool{i}"], kernel_shape=[2, 2, 2], strides=[2, 2, 2]))
+            x = f"pool{i}"
+        x = block(x, f"down.{i}")
+    for i in reversed(range(len(model.up))):
+        nodes.append(helper.make_node("Resize", [x, "", "scales"], [f"upsampled{i}"], mode="nearest",
                                       coordinate_transformation_mode="asymmetric", nearest_mode="floor"))
-        return out
-
-    e0 = blk("image", "e0a", "e0b")
-    e1 = blk(mp(e0, "p0"), "e1a", "e1b")
-    bn = blk(mp(e1, "p1"), "bna", "bnb")
-    nodes.append(helper.make_node("Concat", [upsample(bn, "u1"), e1], ["cat1"], axis=1))
-    d1 = blk("cat1", "d1a", "d1b")
-    nodes.append(helper.make_node("Concat", [upsample(d1, "u0"), e0], ["cat0"], axis=1))
-    d0 = blk("cat0", "d0a", "d0b")
-    c(d0, "logits", params["head"], "head", 0)
+        nodes.append(helper.make_node("Concat", [f"upsampled{i}", skips[i]], [f"cat{i}"], axis=1))
+        x = block(f"cat{i}", f"up.{i}")
+    nodes.append(helper.make_node("Conv", [x, "head.weight", "head.bias"], ["logits"], name="head"))
     graph = helper.make_graph(
         nodes, path.stem,
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, *patch])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes, *patch])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="segnode-training")
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    # The exported graph computes what JAX computes.
-    x = np.random.default_rng(0).uniform(-1, 1, (1, *patch, 1)).astype(np.float32)
-    expected = np.transpose(np.asarray(unet(params, jnp.asarray(x))), (0, 4, 1, 2, 3))
-    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
-        ["logits"], {"image": np.transpose(x, (0, 4, 1, 2, 3))})[0]
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="segnode-training")
+    onnx_model.ir_version = 8
+    onnx.checker.check_model(onnx_model)
+    onnx.save(onnx_model, path)
+    # The exported graph computes what PyTorch computes (in float32).
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 1, *patch)).astype(np.float32)
+    with torch.no_grad():
+        expected = model.float()(torch.from_numpy(x)).numpy()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["logits"], {"image": x})[0]
     diff = float(np.abs(expected - got).max())
-    assert diff < 1e-3, f"{path.name}: ONNX and JAX differ by {diff}"
+    assert diff < 1e-3, f"{path.name}: ONNX and PyTorch differ by {diff}"
     return hashlib.sha256(path.read_bytes()).hexdigest(), diff
 
 
@@ -310,7 +328,7 @@ blending = "gaussian"
 # Research and demonstration only: not for clinical decisions.
 name = "abdomen-cascade"
 version = "{version}"
-description = "Two-stage 3D U-Net cascade (6 mm organ region, 3 mm organs) trained on two CT volumes"\nframe = "SPL"                     # array (z, y, x) grows towards the head, the back, the left
+description = "Two-stage 3D U-Net cascade (6 mm organ region, 3 mm organs) trained on two CT volumes and images rendered from four anatomies"\nframe = "SPL"                     # array (z, y, x) grows towards the head, the back, the left
 
 {stage(1, sha1, STAGE1, 0.5)}
 {stage(2, sha2, STAGE2, 0.5)}
@@ -327,59 +345,84 @@ fill_holes = true
     (out / "model.toml").write_text(text)
 
 
+def stage_grids(hu, labels, spacing, tissues):
+    """One volume on each stage's grid, made with the node's own resampling:
+    stage 1 (hu, organ vs background, organ strata, tissues), stage 2 (the same, organs)."""
+    out = []
+    for cfg, binary in ((STAGE1, True), (STAGE2, False)):
+        grid = [max(1, int(round(hu.shape[i] * spacing[i] / cfg["spacing"]))) for i in range(3)]
+        organs = resample_nearest(labels, grid)
+        learn = (organs > 0).astype(np.uint8) if binary else organs
+        out.append((resample_linear(hu, grid), learn, organs, resample_nearest(tissues, grid)))
+    return out
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--steps1", type=int, default=500)
-    ap.add_argument("--steps2", type=int, default=2000)
-    ap.add_argument("--checkpoints", default="1200,1600,2000",
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps1", type=int, default=1500)
+    ap.add_argument("--steps2", type=int, default=6000)
+    ap.add_argument("--checkpoints", default="3000,4000,5000,6000",
                     help="stage-2 steps at which a complete model is exported to OUT/checkpoints/step-N")
-    ap.add_argument("--seed", type=int, default=20261202)
-    ap.add_argument("--version", default="2.0.0")
+    ap.add_argument("--channels1", type=int, nargs="+", default=list(STAGE1["channels"]))
+    ap.add_argument("--channels2", type=int, nargs="+", default=list(STAGE2["channels"]))
+    ap.add_argument("--real-share", type=float, default=0.5,
+                    help="share of the samples drawn from the real CT volumes (the rest from rendered ones)")
+    ap.add_argument("--save-every", type=int, default=100, help="steps between saved training states")
+    ap.add_argument("--seed", type=int, default=20261207)
+    ap.add_argument("--version", default="3.0.0")
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "onnx" / "abdomen-cascade")
     args = ap.parse_args()
+    STAGE1["channels"], STAGE2["channels"] = tuple(args.channels1), tuple(args.channels2)
     args.out.mkdir(parents=True, exist_ok=True)
-    log_path = args.out / "training-log.txt"
-    log_file = log_path.open("w")
+    log_file = (args.out / "training-log.txt").open("a")
 
     def log(msg):
         print(msg, flush=True)
         log_file.write(msg + "\n")
         log_file.flush()
 
-    started = time.time()
+    log(f"torch {torch.__version__}, {torch.get_num_threads()} threads; stage 1 {STAGE1}, stage 2 {STAGE2}")
+    real = load_training_volumes(tissues=True)
+    synthetic, render_seconds = load_synthetic_volumes(args.out / "synthetic", log)
+    volumes = real + synthetic
+    shares = np.array([args.real_share / len(real)] * len(real)
+                      + [(1 - args.real_share) / len(synthetic)] * len(synthetic))
     stage1, stage2 = [], []
-    for name, hu, labels, spacing, tissues in load_training_volumes(tissues=True):
+    for name, hu, labels, spacing, tissues in volumes:
         log(f"{name}: {hu.shape} at {spacing} mm; label voxels {np.bincount(labels.ravel(), minlength=CLASSES).tolist()}")
-        # Each stage's grid, made with the node's own resampling.
-        g1 = [max(1, int(round(hu.shape[i] * spacing[i] / STAGE1["spacing"]))) for i in range(3)]
-        g2 = [max(1, int(round(hu.shape[i] * spacing[i] / STAGE2["spacing"]))) for i in range(3)]
-        organs1 = resample_nearest(labels, g1)
-        stage1.append((resample_linear(hu, g1), (organs1 > 0).astype(np.uint8), organs1, resample_nearest(tissues, g1)))
-        organs2 = resample_nearest(labels, g2)
-        stage2.append((resample_linear(hu, g2), organs2, organs2, resample_nearest(tissues, g2)))
-    params1 = train_stage("stage1", stage1, STAGE1, 2, args.steps1, args.seed, 0.6, log)
-    sha1, d1 = export_onnx(params1, STAGE1["patch"], 2, args.out / "stage1.onnx")
+        one, two = stage_grids(hu, labels, spacing, tissues)
+        stage1.append(one)
+        stage2.append(two)
+    model1, seconds1 = train_stage("stage1", stage1, shares, STAGE1, 2, args.steps1, args.seed, 0.6, log,
+                                   args.out / "state-stage1.pt", args.save_every)
+    sha1, d1 = export_onnx(model1, STAGE1["patch"], 2, args.out / "stage1.onnx")
     wanted = {int(s) for s in args.checkpoints.split(",") if s}
 
-    def checkpoint(step, params):
+    def checkpoint(step, model):
         if step not in wanted:
             return
         out = args.out / "checkpoints" / f"step-{step}"
         out.mkdir(parents=True, exist_ok=True)
         (out / "stage1.onnx").write_bytes((args.out / "stage1.onnx").read_bytes())
-        sha2, _ = export_onnx(params, STAGE2["patch"], CLASSES, out / "stage2.onnx")
+        sha2, _ = export_onnx(model, STAGE2["patch"], CLASSES, out / "stage2.onnx")
         write_manifest(out, sha1, sha2, f"{args.version}+step{step}")
-        log(f"checkpoint {out.relative_to(args.out)} ({time.time() - started:.0f} s)")
+        model.train()
+        log(f"checkpoint {out.relative_to(args.out)}")
 
-    params2 = train_stage("stage2", stage2, STAGE2, CLASSES, args.steps2, args.seed + 1, 0.85, log, checkpoint)
-    sha2, d2 = export_onnx(params2, STAGE2["patch"], CLASSES, args.out / "stage2.onnx")
-    log(f"exported; ONNX vs JAX max difference {d1:.2e} (stage 1), {d2:.2e} (stage 2)")
+    model2, seconds2 = train_stage("stage2", stage2, shares, STAGE2, CLASSES, args.steps2, args.seed + 1, 0.85,
+                                   log, args.out / "state-stage2.pt", args.save_every, checkpoint)
+    sha2, d2 = export_onnx(model2, STAGE2["patch"], CLASSES, args.out / "stage2.onnx")
+    log(f"exported; ONNX vs PyTorch max difference {d1:.2e} (stage 1), {d2:.2e} (stage 2)")
     write_manifest(args.out, sha1, sha2, args.version)
-    log(f"total training time {time.time() - started:.0f} s")
+    seconds = render_seconds + seconds1 + seconds2
+    log(f"total training time {seconds:.0f} s (rendering {render_seconds:.0f} s, stage 1 {seconds1:.0f} s, "
+        f"stage 2 {seconds2:.0f} s)")
     (args.out / "training.json").write_text(json.dumps({
         "seed": args.seed, "steps1": args.steps1, "steps2": args.steps2, "checkpoints": sorted(wanted),
-        "training_sets": [name for name, *_ in load_training_volumes()],
-        "seconds": round(time.time() - started), "jax": jax.__version__,
+        "channels1": STAGE1["channels"], "channels2": STAGE2["channels"], "real_share": args.real_share,
+        "training_sets": [name for name, *_ in volumes],
+        "seconds": round(seconds), "render_seconds": round(render_seconds),
+        "stage_seconds": [round(seconds1), round(seconds2)], "torch": torch.__version__,
     }, indent=2))
 
 

@@ -1,8 +1,11 @@
 """The training volumes and the default model's labels, shared by train.py and
-insample.py. Data: the training sets of ../shared/data/README.md only
-(train-ct-3mm and train-s0009); never the validation or test series."""
+insample.py. Data: the training sets of ../shared/data/README.md only (the CT of
+train-ct-3mm and train-s0009, the label maps of labels-s0327 and labels-s0328); never
+the validation or test series."""
 
+import json
 import pathlib
+import time
 
 import nibabel as nib
 import numpy as np
@@ -12,6 +15,13 @@ DATA = ROOT.parent / "shared" / "data"
 
 # The training patients (folder names under ../shared/data).
 TRAINING_SETS = ["train-ct-3mm", "train-s0009"]
+
+# Images rendered from label maps (training/synthesize.py): the two label-only anatomies
+# in every contrast phase, and a real patient (scanned without contrast) in the two
+# enhanced phases. Each is rendered once, on a 3 mm grid, and kept in the cache folder.
+SYNTHETIC = [(name, phase) for name in ("labels-s0327", "labels-s0328") for phase in ("none", "arterial", "portal")] \
+    + [("train-ct-3mm", "arterial"), ("train-ct-3mm", "portal")]
+SYNTHETIC_SPACING = 3.0
 
 # Output label values of the default model and the TotalSegmentator v2 ids they come from.
 LABELS = [
@@ -48,9 +58,7 @@ def load_training_volume(name="train-ct-3mm"):
     assert nib.aff2axcodes(ct.affine) == ("R", "A", "S")
     hu = to_frame(np.asarray(ct.dataobj, dtype=np.float32))
     ts = to_frame(np.asarray(lab.dataobj)).astype(np.int32)
-    labels = np.zeros(ts.shape, dtype=np.uint8)
-    for value, _, ts_id, *_ in LABELS:
-        labels[ts == ts_id] = value
+    labels = from_totalsegmentator(ts)
     tissues = labels.copy()
     tissues[np.isin(ts, ARTERIES)] = 7
     tissues[np.isin(ts, VEINS)] = 8
@@ -62,3 +70,41 @@ def load_training_volumes(tissues=False):
     """Every training patient: [(name, hu, labels, spacing)], with the tissue map of
     the contrast augmentation appended when `tissues`."""
     return [(name, *load_training_volume(name)[: 4 if tissues else 3]) for name in TRAINING_SETS]
+
+
+def from_totalsegmentator(ts):
+    """The default model's labels from a TotalSegmentator v2 label map."""
+    labels = np.zeros(ts.shape, dtype=np.uint8)
+    for value, _, ts_id, *_ in LABELS:
+        labels[ts == ts_id] = value
+    return labels
+
+
+def load_synthetic_volumes(cache, log, seed=20261207):
+    """The rendered training images of SYNTHETIC in the model's frame, each with an all-0
+    tissue map (the rendering already chose their contrast phase): ([(name, hu, labels,
+    spacing, tissues)], the seconds spent rendering, kept across runs). Renders what
+    `cache` does not hold yet."""
+    import synthesize
+    from reference_cascade import resample_nearest
+
+    cache.mkdir(parents=True, exist_ok=True)
+    timing = cache / "render-seconds.json"
+    seconds = json.loads(timing.read_text()) if timing.exists() else {}
+    volumes = []
+    for k, (name, phase) in enumerate(SYNTHETIC):
+        path = cache / f"{name}-{phase}.npz"
+        if not path.exists():
+            started = time.time()
+            ts, zooms, _ = synthesize.load(name)
+            grid = [max(1, int(round(ts.shape[i] * float(zooms[i]) / SYNTHETIC_SPACING))) for i in range(3)]
+            ts = resample_nearest(ts, grid)
+            hu, _ = synthesize.synthesize(ts, (SYNTHETIC_SPACING,) * 3, np.random.default_rng(seed + k), phase)
+            np.savez_compressed(path, hu=hu, ts=ts)
+            seconds[path.stem] = round(time.time() - started, 1)
+            timing.write_text(json.dumps(seconds, indent=1))
+            log(f"rendered {path.name}: {hu.shape} in {seconds[path.stem]:.0f} s")
+        stored = np.load(path)
+        hu, labels = to_frame(stored["hu"]), from_totalsegmentator(to_frame(stored["ts"]))
+        volumes.append((f"{name}-{phase}", hu, labels, [SYNTHETIC_SPACING] * 3, np.zeros_like(labels)))
+    return volumes, float(sum(seconds.values()))
