@@ -187,13 +187,15 @@ def schedule(steps, alpha=0.05):
 
 
 def train_stage(name, volumes, shares, cfg, classes, steps, seed, foreground_p, log, state_path,
-                save_every, checkpoint=None):
+                save_every, ema_decay, checkpoint=None):
     """Trains one stage on `volumes`, [(hu, labels, strata, tissues)] on this stage's grid
     (labels: what the network learns; strata: the organ labels the crop centres come from;
     tissues: the contrast augmentation's tissue map, all 0 for rendered images). Each
-    sample comes from a volume drawn with probability `shares`. Goes on from
-    `state_path` when a sitting before saved one; `checkpoint(step, model)` is called
-    after every step. Returns the model and the seconds spent over all sittings."""
+    sample comes from a volume drawn with probability `shares`. The model exported is
+    the exponential moving average of the weights (`ema_decay` per step; 0 keeps the
+    last weights). Goes on from `state_path` when a sitting before saved one;
+    `checkpoint(step, model)` is called after every step with the averaged model.
+    Returns it and the seconds spent over all sittings."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     pools = [centre_pools(strata) for _, _, strata, _ in volumes]
@@ -210,10 +212,18 @@ def train_stage(name, volumes, shares, cfg, classes, steps, seed, foreground_p, 
         torch.set_rng_state(state["torch_rng"])
         start, spent = state["step"], state["seconds"]
         log(f"{name}: going on from step {start} ({spent:.0f} s before)")
+    # The average starts from the weights as they are (a state saved without one, by a
+    # run with ema 0, goes on with its last weights).
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay) if ema_decay else None,
+        avg_fn=None if ema_decay else (lambda averaged, current, n: current))
+    if start and "ema" in state:
+        ema.load_state_dict(state["ema"])
 
     def save(step):
         tmp = state_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "lr": lr.state_dict(),
+                    "ema": ema.state_dict(),
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
                     "seconds": spent + time.time() - started}, tmp)
         os.replace(tmp, state_path)
@@ -235,13 +245,14 @@ def train_stage(name, volumes, shares, cfg, classes, steps, seed, foreground_p, 
         loss.backward()
         opt.step()
         lr.step()
+        ema.update_parameters(model)
         if i % 50 == 0 or i == steps - 1:
             log(f"{name} step {i}/{steps} loss {loss.item():.4f} ({spent + time.time() - started:.0f} s)")
         if (i + 1) % save_every == 0 or i == steps - 1:
             save(i + 1)
         if checkpoint:
-            checkpoint(i + 1, model)
-    return model.eval(), spent + time.time() - started
+            checkpoint(i + 1, ema.module)
+    return ema.module.eval(), spent + time.time() - started
 
 
 # ---------------------------------------------------------------- ONNX export
@@ -301,7 +312,7 @@ def export_onnx(model, patch, classes, path):
     return hashlib.sha256(path.read_bytes()).hexdigest(), diff
 
 
-def write_manifest(out, sha1, sha2, version):
+def write_manifest(out, sha1, sha2, version, dilation):
     labels = "\n".join(
         f'''[[labels]]
 value = {v}
@@ -333,7 +344,7 @@ description = "Two-stage 3D U-Net cascade (6 mm organ region, 3 mm organs) train
 {stage(1, sha1, STAGE1, 0.5)}
 {stage(2, sha2, STAGE2, 0.5)}
 [cascade]
-dilation_voxels = 5
+dilation_voxels = {dilation}
 body_mask = true
 body_threshold_hu = -500.0
 
@@ -365,6 +376,11 @@ def main():
                     help="stage-2 steps at which a complete model is exported to OUT/checkpoints/step-N")
     ap.add_argument("--channels1", type=int, nargs="+", default=list(STAGE1["channels"]))
     ap.add_argument("--channels2", type=int, nargs="+", default=list(STAGE2["channels"]))
+    ap.add_argument("--patch2", type=int, nargs=3, default=list(STAGE2["patch"]))
+    ap.add_argument("--ema", type=float, default=0.999,
+                    help="decay of the exponential moving average of the weights that is exported (0: the last weights)")
+    ap.add_argument("--dilation-voxels", type=int, default=8,
+                    help="the manifest's stage-1 region growth, in stage-2 voxels")
     ap.add_argument("--real-share", type=float, default=0.5,
                     help="share of the samples drawn from the real CT volumes (the rest from rendered ones)")
     ap.add_argument("--save-every", type=int, default=100, help="steps between saved training states")
@@ -373,6 +389,7 @@ def main():
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "onnx" / "abdomen-cascade")
     args = ap.parse_args()
     STAGE1["channels"], STAGE2["channels"] = tuple(args.channels1), tuple(args.channels2)
+    STAGE2["patch"] = tuple(args.patch2)
     args.out.mkdir(parents=True, exist_ok=True)
     log_file = (args.out / "training-log.txt").open("a")
 
@@ -394,7 +411,7 @@ def main():
         stage1.append(one)
         stage2.append(two)
     model1, seconds1 = train_stage("stage1", stage1, shares, STAGE1, 2, args.steps1, args.seed, 0.6, log,
-                                   args.out / "state-stage1.pt", args.save_every)
+                                   args.out / "state-stage1.pt", args.save_every, args.ema)
     sha1, d1 = export_onnx(model1, STAGE1["patch"], 2, args.out / "stage1.onnx")
     wanted = {int(s) for s in args.checkpoints.split(",") if s}
 
@@ -405,21 +422,22 @@ def main():
         out.mkdir(parents=True, exist_ok=True)
         (out / "stage1.onnx").write_bytes((args.out / "stage1.onnx").read_bytes())
         sha2, _ = export_onnx(model, STAGE2["patch"], CLASSES, out / "stage2.onnx")
-        write_manifest(out, sha1, sha2, f"{args.version}+step{step}")
+        write_manifest(out, sha1, sha2, f"{args.version}+step{step}", args.dilation_voxels)
         model.train()
         log(f"checkpoint {out.relative_to(args.out)}")
 
     model2, seconds2 = train_stage("stage2", stage2, shares, STAGE2, CLASSES, args.steps2, args.seed + 1, 0.85,
-                                   log, args.out / "state-stage2.pt", args.save_every, checkpoint)
+                                   log, args.out / "state-stage2.pt", args.save_every, args.ema, checkpoint)
     sha2, d2 = export_onnx(model2, STAGE2["patch"], CLASSES, args.out / "stage2.onnx")
     log(f"exported; ONNX vs PyTorch max difference {d1:.2e} (stage 1), {d2:.2e} (stage 2)")
-    write_manifest(args.out, sha1, sha2, args.version)
+    write_manifest(args.out, sha1, sha2, args.version, args.dilation_voxels)
     seconds = render_seconds + seconds1 + seconds2
     log(f"total training time {seconds:.0f} s (rendering {render_seconds:.0f} s, stage 1 {seconds1:.0f} s, "
         f"stage 2 {seconds2:.0f} s)")
     (args.out / "training.json").write_text(json.dumps({
         "seed": args.seed, "steps1": args.steps1, "steps2": args.steps2, "checkpoints": sorted(wanted),
-        "channels1": STAGE1["channels"], "channels2": STAGE2["channels"], "real_share": args.real_share,
+        "channels1": STAGE1["channels"], "channels2": STAGE2["channels"], "patch2": STAGE2["patch"],
+        "ema": args.ema, "dilation_voxels": args.dilation_voxels, "real_share": args.real_share,
         "training_sets": [name for name, *_ in volumes],
         "seconds": round(seconds), "render_seconds": round(render_seconds),
         "stage_seconds": [round(seconds1), round(seconds2)], "torch": torch.__version__,
