@@ -56,7 +56,7 @@ from training_data import LABELS, load_synthetic_volumes, load_training_volumes 
 CLASSES = len(LABELS) + 1
 WINDOW = (-500.0, 500.0)
 STAGE1 = dict(spacing=6.0, patch=(24, 48, 48), channels=(8, 16, 32, 64))
-STAGE2 = dict(spacing=3.0, patch=(24, 48, 48), channels=(12, 24, 48, 96))
+STAGE2 = dict(spacing=3.0, patch=(32, 64, 64), channels=(12, 24, 48, 96))
 AIR = -1024.0
 BATCH = 2
 
