@@ -4,7 +4,8 @@ reference masks but no CT; the same generator re-renders the real training patie
 contrast phases they were not scanned in.
 
 Each structure gets an attenuation drawn from its tissue's range in the sampled phase
-(none, arterial, portal venous), with texture (smooth noise inside the structure), then
+(none, arterial, portal venous), with texture (smooth noise inside the structure; a
+kidney's medulla, under a 4-8 mm cortex, gets its own, darker with contrast), then
 the whole image gets partial volume (a blur before the scanner's noise), a smooth bias
 field, the scanner's noise, and a slice thickness. What no structure covers is fat inside
 the body and air outside it; the body is the closed hull of all structures, grown by a
@@ -47,6 +48,9 @@ TISSUES = {
     "liver": ((45, 70), (60, 90), (95, 135), 6),
     "spleen": ((40, 55), (90, 150), (105, 135), 6),
     "kidney": ((25, 40), (140, 220), (150, 230), 8),
+    # The kidney's medulla under its cortex (KIDNEY_CORTEX_MM): alike without contrast,
+    # dark in the arterial (corticomedullary) phase, nearly as bright in the portal one.
+    "medulla": ((20, 35), (50, 110), (110, 190), 8),
     "pancreas": ((0, 50), (60, 130), (60, 110), 8),
     "stomach": ((20, 45), (40, 80), (50, 90), 10),
     "bowel": ((15, 40), (40, 80), (50, 90), 12),
@@ -58,6 +62,10 @@ TISSUES = {
     "soft": ((30, 50), (40, 70), (50, 80), 8),
     "brain": ((25, 40),) * 3 + (4,),
 }
+
+# The renal cortex's thickness: the outer layer of a kidney label that keeps the kidney's
+# attenuation; what lies deeper is medulla.
+KIDNEY_CORTEX_MM = (4.0, 8.0)
 
 # TotalSegmentator v2 `total` ids (totalsegmentator-plans/Dataset297_total_3mm) by tissue.
 STRUCTURES = {
@@ -126,6 +134,11 @@ def synthesize(labels, spacing, rng, phase=None):
         level = np.clip(draws[tissue] + rng.normal(0, 0.05 * (hi - lo + 10)), lo - 10, hi + 10)
         where = labels == value
         hu[where] = level + TISSUES[tissue][3] * texture[where]
+        if tissue == "kidney":
+            depth = ndimage.distance_transform_edt(where, sampling=spacing)
+            medulla = depth > rng.uniform(*KIDNEY_CORTEX_MM)
+            lo, hi = TISSUES["medulla"][p]
+            hu[medulla] = min(rng.uniform(lo, hi), level) + TISSUES["medulla"][3] * texture[medulla]
     # Partial volume: the scanner's point spread before its noise.
     psf = rng.uniform(0.4, 0.9) / np.asarray(spacing) * min(spacing)
     hu = ndimage.gaussian_filter(hu, psf)
