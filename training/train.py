@@ -212,11 +212,9 @@ def train_stage(name, volumes, shares, cfg, classes, steps, seed, foreground_p, 
         torch.set_rng_state(state["torch_rng"])
         start, spent = state["step"], state["seconds"]
         log(f"{name}: going on from step {start} ({spent:.0f} s before)")
-    # The average starts from the weights as they are (a state saved without one, by a
-    # run with ema 0, goes on with its last weights).
-    ema = torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay) if ema_decay else None,
-        avg_fn=None if ema_decay else (lambda averaged, current, n: current))
+    # The average starts from the weights as they are (a state saved before averages
+    # were kept goes on from its last weights); decay 0 keeps the last weights.
+    ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay))
     if start and "ema" in state:
         ema.load_state_dict(state["ema"])
 
@@ -423,7 +421,6 @@ def main():
         (out / "stage1.onnx").write_bytes((args.out / "stage1.onnx").read_bytes())
         sha2, _ = export_onnx(model, STAGE2["patch"], CLASSES, out / "stage2.onnx")
         write_manifest(out, sha1, sha2, f"{args.version}+step{step}", args.dilation_voxels)
-        model.train()
         log(f"checkpoint {out.relative_to(args.out)}")
 
     model2, seconds2 = train_stage("stage2", stage2, shares, STAGE2, CLASSES, args.steps2, args.seed + 1, 0.85,
