@@ -5,10 +5,10 @@ in TRAINING_DIR) through `segnode run` on eval-ircadb-p1, scores each by its mea
 over the validation organs, and installs the best as OUT (default onnx/abdomen-cascade)
 with the run's version. With --stage1-from MODEL_DIR, each checkpoint is also tried with
 that model's stage 1 (same grid and patch) in place of the run's own. With --baseline
-MODEL_DIR (the shipped model), the best is installed only if it passes the shipping
-rule against it: on validation every organ at least the baseline's Dice minus 0.01, and
-a higher mean; otherwise nothing is installed and the exit status is 2. The test series
-is not read here.
+MODEL_DIR (the shipped model), only checkpoints that pass the shipping rule against it
+may be installed (on validation every organ at least the baseline's Dice minus 0.01, and
+a higher mean), the best of them by mean Dice; if none passes, nothing is installed and
+the exit status is 2. The test series is not read here.
 
 Usage (project root):
   .venv/bin/python training/choose_checkpoint.py TRAINING_DIR [--stage1-from DIR] [--baseline DIR]
@@ -84,14 +84,19 @@ def main():
     if args.stage1_from:
         candidates += [with_stage1(c, args.stage1_from, args.training_dir) for c in list(candidates)]
     scores = {name_of(model, args.training_dir): validation_score(model) for model in candidates}
-    best_name = max(scores, key=lambda k: scores[k]["mean_dice"])
-    best = next(c for c in candidates if name_of(c, args.training_dir) == best_name)
-    rule = None
+    eligible = list(scores)
+    rules = {}
     if args.baseline:
-        rule = shipping_rule(scores[best_name], validation_score(args.baseline))
-        print(json.dumps({"checkpoint": best_name, "shipping_rule": rule}, indent=2))
-        if not rule["passes"]:
+        baseline = validation_score(args.baseline)
+        rules = {name: shipping_rule(score, baseline) for name, score in scores.items()}
+        eligible = [name for name in scores if rules[name]["passes"]]
+    best_name = max(eligible or scores, key=lambda k: scores[k]["mean_dice"])
+    rule = rules.get(best_name)
+    if args.baseline:
+        print(json.dumps({"checkpoint": best_name, "passing": eligible, "shipping_rule": rule}, indent=2))
+        if not eligible:
             sys.exit(2)
+    best = next(c for c in candidates if name_of(c, args.training_dir) == best_name)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("stage1.onnx", "stage2.onnx"):
         shutil.copyfile(best / name, args.out / name)

@@ -86,13 +86,17 @@ def smooth_noise(rng, shape, sigma):
     return n / max(float(n.std()), 1e-6)
 
 
-def body_mask(labels, spacing, rng, layer_mm=None):
-    """The body: per slice, the convex hull of every structure (the abdominal wall and
-    the skin are not labelled), grown by an abdominal wall and subcutaneous fat layer of
-    10 to 60 mm."""
+FAR = 1e6  # mm: no body grows this far
+
+
+def hull_distance(labels, spacing):
+    """The in-plane distance (mm) of every voxel to the body's core: per slice (the last
+    axis), the convex hull of every structure (the abdominal wall and the skin are not
+    labelled); 0 inside it. The body is the core grown by a random layer
+    (BODY_LAYER_MM); slices without a structure are FAR from any body."""
     from scipy.spatial import Delaunay
 
-    body = np.zeros(labels.shape, dtype=bool)
+    core = np.zeros(labels.shape, dtype=bool)
     grid = np.stack(np.meshgrid(*(np.arange(n) for n in labels.shape[:2]), indexing="ij"), -1)
     for z in range(labels.shape[2]):
         points = np.argwhere(labels[:, :, z] > 0)
@@ -102,23 +106,39 @@ def body_mask(labels, spacing, rng, layer_mm=None):
             hull = Delaunay(points)
         except Exception:  # degenerate slices (collinear points) keep no body
             continue
-        body[:, :, z] = hull.find_simplex(grid.reshape(-1, 2)).reshape(grid.shape[:2]) >= 0
-    layer_mm = layer_mm or rng.uniform(*BODY_LAYER_MM)
-    if not body.any():
-        return body
-    # In-plane distance to the hull, in mm (slices kept apart by a huge slice spacing).
-    distance = ndimage.distance_transform_edt(~body, sampling=(spacing[0], spacing[1], 1e6))
-    return distance <= layer_mm
+        core[:, :, z] = hull.find_simplex(grid.reshape(-1, 2)).reshape(grid.shape[:2]) >= 0
+    if not core.any():
+        return np.full(labels.shape, FAR, dtype=np.float32)
+    # Slices kept apart by a huge slice spacing.
+    return ndimage.distance_transform_edt(~core, sampling=(spacing[0], spacing[1], FAR)).astype(np.float32)
 
 
-def synthesize(labels, spacing, rng, phase=None):
-    """A CT-like HU volume for a TotalSegmentator label map (any axis order; `spacing`
-    in mm per axis, the last axis the slice direction), and the phase it shows."""
+def kidney_depth(labels, spacing):
+    """Each kidney voxel's distance (mm) to its kidney's surface; 0 elsewhere."""
+    depth = np.zeros(labels.shape, dtype=np.float32)
+    for value in STRUCTURES["kidney"]:
+        where = labels == value
+        if where.any():
+            depth[where] = ndimage.distance_transform_edt(where, sampling=spacing)[where]
+    return depth
+
+
+def anatomy(labels, spacing):
+    """What rendering `labels` needs besides its random draws, computed once per label
+    map: (labels, hull distance, kidney depth), all of one shape. They can be resampled
+    together (the labels nearest, the distances linearly) and rendered at any grid."""
+    return labels, hull_distance(labels, spacing), kidney_depth(labels, spacing)
+
+
+def render(labels, hull, depth, spacing, rng, phase=None, slice_axis=2):
+    """A CT-like HU volume for a TotalSegmentator label map with its `anatomy` (any axis
+    order; `spacing` in mm per axis, the slice direction along `slice_axis`), and the
+    phase it shows."""
     phase = phase or PHASES[rng.integers(len(PHASES))]
     p = PHASES.index(phase)
     shape = labels.shape
+    body = hull <= rng.uniform(*BODY_LAYER_MM)
     hu = np.full(shape, TISSUES["air"][0][0], dtype=np.float32)
-    body = body_mask(labels, spacing, rng)
     lo, hi = TISSUES["fat"][p]
     hu[body] = rng.uniform(lo, hi)
     texture = smooth_noise(rng, shape, 1.5 / np.asarray(spacing) * 2)
@@ -135,8 +155,7 @@ def synthesize(labels, spacing, rng, phase=None):
         where = labels == value
         hu[where] = level + TISSUES[tissue][3] * texture[where]
         if tissue == "kidney":
-            depth = ndimage.distance_transform_edt(where, sampling=spacing)
-            medulla = depth > rng.uniform(*KIDNEY_CORTEX_MM)
+            medulla = where & (depth > rng.uniform(*KIDNEY_CORTEX_MM))
             lo, hi = TISSUES["medulla"][p]
             hu[medulla] = min(rng.uniform(lo, hi), level) + TISSUES["medulla"][3] * texture[medulla]
     # Partial volume: the scanner's point spread before its noise.
@@ -148,13 +167,19 @@ def synthesize(labels, spacing, rng, phase=None):
     hu += rng.uniform(0, 8) * bias[: shape[0], : shape[1], : shape[2]]
     # Slice thickness: 1 to 5 mm of blur along the slice axis.
     thickness = rng.uniform(1.0, 5.0)
-    sigma_z = max(0.0, (thickness - spacing[2]) / 2.355 / spacing[2])
+    sigma_z = max(0.0, (thickness - spacing[slice_axis]) / 2.355 / spacing[slice_axis])
     if sigma_z > 0:
-        hu = ndimage.gaussian_filter1d(hu, sigma_z, axis=2)
+        hu = ndimage.gaussian_filter1d(hu, sigma_z, axis=slice_axis)
     # The scanner's noise: 5 to 25 HU, slightly correlated.
     hu += rng.uniform(5, 25) * smooth_noise(rng, shape, 0.6)
     hu[~body] = np.clip(hu[~body], -1024, -900)
     return np.clip(hu, -1024, 3071).astype(np.float32), phase
+
+
+def synthesize(labels, spacing, rng, phase=None):
+    """A CT-like HU volume for a TotalSegmentator label map (any axis order; `spacing`
+    in mm per axis, the last axis the slice direction), and the phase it shows."""
+    return render(*anatomy(labels, spacing), spacing, rng, phase)
 
 
 def load(name):
@@ -211,7 +236,8 @@ def check(seed):
         )
     )
     # The body the generator can make, thinnest and thickest, must hold the real one's size.
-    sizes = [float(body_mask(labels, spacing, None, mm).mean()) for mm in BODY_LAYER_MM]
+    hull = hull_distance(labels, spacing)
+    sizes = [float((hull <= mm).mean()) for mm in BODY_LAYER_MM]
     rows["body fraction"]["can_make"] = [round(f, 3) for f in sizes]
     if not sizes[0] <= rows["body fraction"]["real"] <= sizes[1]:
         far.append("body fraction")

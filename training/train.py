@@ -3,8 +3,9 @@
 
 Data: the training sets of ../shared/data/README.md only (training_data.TRAINING_SETS:
 two patients with CT and TotalSegmentator labels; training_data.SYNTHETIC: images that
-training/synthesize.py renders from label maps, of the two label-only anatomies in every
-contrast phase and of a real patient in the phases it was not scanned in). Checkpoints
+training/synthesize.py renders from label maps anew for every sample, of the two
+label-only anatomies in every contrast phase and of a real patient in the phases it was
+not scanned in). Checkpoints
 are chosen afterwards, outside this script (training/choose_checkpoint.py), on the
 validation series.
 
@@ -51,7 +52,8 @@ from scipy import ndimage
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from reference_cascade import normalize, resample_linear, resample_nearest  # noqa: E402  (the node's semantics)
-from training_data import LABELS, load_synthetic_volumes, load_training_volumes  # noqa: E402
+import synthesize  # noqa: E402
+from training_data import LABELS, load_synthetic_anatomies, load_training_volumes  # noqa: E402
 
 CLASSES = len(LABELS) + 1
 WINDOW = (-500.0, 500.0)
@@ -138,12 +140,16 @@ def contrast_offsets(rng):
     return offsets
 
 
-def sample(rng, hu, labels, tissues, pools, patch, foreground_p):
-    """One augmented training patch: (normalised image, labels). With probability
-    `foreground_p` the crop is centred on a labelled voxel: half of the time any
-    labelled voxel (big organs dominate), half of the time an organ drawn uniformly
-    first (small organs get seen); otherwise anywhere."""
-    shape = np.array(hu.shape)
+def sample(rng, volume, pools, patch, spacing, foreground_p):
+    """One augmented training patch of `volume` (see train_stage): (normalised image,
+    labels). With probability `foreground_p` the crop is centred on a labelled voxel:
+    half of the time any labelled voxel (big organs dominate), half of the time an organ
+    drawn uniformly first (small organs get seen); otherwise anywhere. A real CT's crop
+    is resampled from its image and gets the contrast augmentation; a rendered
+    anatomy's crop is rendered anew from its label map and distances, in one of its
+    phases."""
+    hu, labels, _, tissues, rendered = volume
+    shape = np.array(labels.shape)
     if rng.random() < foreground_p and len(pools[0]):
         pool = pools[0] if rng.random() < 0.5 else pools[1 + rng.integers(len(pools) - 1)]
         centre = pool[rng.integers(len(pool))].astype(float)
@@ -160,10 +166,18 @@ def sample(rng, hu, labels, tissues, pools, patch, foreground_p):
         for axis in range(3):
             field = ndimage.gaussian_filter(rng.normal(0, 1, patch), sigma=6) * 30
             coords[axis] += field
-    image = ndimage.map_coordinates(hu, coords, order=1, mode="constant", cval=AIR).astype(np.float32)
     label = ndimage.map_coordinates(labels, coords, order=0, mode="constant", cval=0).astype(np.int32)
-    tissue = ndimage.map_coordinates(tissues, coords, order=0, mode="constant", cval=0).astype(np.int32)
-    image += ndimage.gaussian_filter(contrast_offsets(rng)[tissue], sigma=0.7)
+    if rendered is None:
+        image = ndimage.map_coordinates(hu, coords, order=1, mode="constant", cval=AIR).astype(np.float32)
+        tissue = ndimage.map_coordinates(tissues, coords, order=0, mode="constant", cval=0).astype(np.int32)
+        image += ndimage.gaussian_filter(contrast_offsets(rng)[tissue], sigma=0.7)
+    else:
+        (ts, hull, depth), phases = rendered
+        ts = ndimage.map_coordinates(ts, coords, order=0, mode="constant", cval=0)
+        hull = ndimage.map_coordinates(hull, coords, order=1, mode="constant", cval=synthesize.FAR)
+        depth = ndimage.map_coordinates(depth, coords, order=1, mode="constant", cval=0)
+        image, _ = synthesize.render(ts, hull, depth, [spacing] * 3, rng, phases[rng.integers(len(phases))],
+                                     slice_axis=0)
     image = image * rng.uniform(0.93, 1.07) + rng.uniform(-30, 30)
     image += rng.normal(0, rng.uniform(0, 25), image.shape).astype(np.float32)
     x, pad = normalize(image, WINDOW, "window")
@@ -188,9 +202,11 @@ def schedule(steps, alpha=0.05):
 
 def train_stage(name, volumes, shares, cfg, classes, steps, seed, foreground_p, log, state_path,
                 save_every, ema_decay, checkpoint=None):
-    """Trains one stage on `volumes`, [(hu, labels, strata, tissues)] on this stage's grid
-    (labels: what the network learns; strata: the organ labels the crop centres come from;
-    tissues: the contrast augmentation's tissue map, all 0 for rendered images). Each
+    """Trains one stage on `volumes`, [(hu, labels, strata, tissues, rendered)] on this
+    stage's grid (labels: what the network learns; strata: the organ labels the crop
+    centres come from; tissues: the contrast augmentation's tissue map; rendered: None
+    for a real CT, else a rendered anatomy's (synthesize.anatomy arrays, phases), and
+    hu and tissues None). Each
     sample comes from a volume drawn with probability `shares`. The model exported is
     the exponential moving average of the weights (`ema_decay` per step; 0 keeps the
     last weights). Goes on from `state_path` when a sitting before saved one;
@@ -198,7 +214,7 @@ def train_stage(name, volumes, shares, cfg, classes, steps, seed, foreground_p, 
     Returns it and the seconds spent over all sittings."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    pools = [centre_pools(strata) for _, _, strata, _ in volumes]
+    pools = [centre_pools(volume[2]) for volume in volumes]
     model = UNet(cfg["channels"], classes).to(memory_format=torch.channels_last_3d)
     opt = torch.optim.Adam(model.parameters(), 2e-3)
     lr = torch.optim.lr_scheduler.LambdaLR(opt, schedule(steps))
@@ -232,8 +248,7 @@ def train_stage(name, volumes, shares, cfg, classes, steps, seed, foreground_p, 
         batch = []
         for _ in range(BATCH):
             v = rng.choice(len(volumes), p=shares)
-            hu, labels, _, tissues = volumes[v]
-            batch.append(sample(rng, hu, labels, tissues, pools[v], cfg["patch"], foreground_p))
+            batch.append(sample(rng, volumes[v], pools[v], cfg["patch"], cfg["spacing"], foreground_p))
         x = torch.from_numpy(np.stack([b[0] for b in batch])[:, None]).contiguous(memory_format=torch.channels_last_3d)
         y = torch.from_numpy(np.stack([b[1] for b in batch]).astype(np.int64))
         opt.zero_grad(set_to_none=True)
@@ -354,15 +369,22 @@ fill_holes = true
     (out / "model.toml").write_text(text)
 
 
-def stage_grids(hu, labels, spacing, tissues):
-    """One volume on each stage's grid, made with the node's own resampling:
-    stage 1 (hu, organ vs background, organ strata, tissues), stage 2 (the same, organs)."""
+def stage_grids(labels, spacing, hu=None, tissues=None, rendered=None):
+    """A real CT (hu, tissues) or a rendered anatomy (rendered: synthesize.anatomy's
+    arrays, phases) on each stage's grid, made with the node's own resampling: stage 1
+    (hu, organ vs background, organ strata, tissues, rendered), stage 2 (the same,
+    organs)."""
     out = []
     for cfg, binary in ((STAGE1, True), (STAGE2, False)):
-        grid = [max(1, int(round(hu.shape[i] * spacing[i] / cfg["spacing"]))) for i in range(3)]
+        grid = [max(1, int(round(labels.shape[i] * spacing[i] / cfg["spacing"]))) for i in range(3)]
         organs = resample_nearest(labels, grid)
         learn = (organs > 0).astype(np.uint8) if binary else organs
-        out.append((resample_linear(hu, grid), learn, organs, resample_nearest(tissues, grid)))
+        if rendered is None:
+            out.append((resample_linear(hu, grid), learn, organs, resample_nearest(tissues, grid), None))
+        else:
+            (ts, hull, depth), phases = rendered
+            on_grid = (resample_nearest(ts, grid), resample_linear(hull, grid), resample_linear(depth, grid))
+            out.append((None, learn, organs, None, (on_grid, phases)))
     return out
 
 
@@ -398,14 +420,22 @@ def main():
 
     log(f"torch {torch.__version__}, {torch.get_num_threads()} threads; stage 1 {STAGE1}, stage 2 {STAGE2}")
     real = load_training_volumes(tissues=True)
-    synthetic, render_seconds = load_synthetic_volumes(args.out / "synthetic", log)
-    volumes = real + synthetic
-    shares = np.array([args.real_share / len(real)] * len(real)
-                      + [(1 - args.real_share) / len(synthetic)] * len(synthetic))
+    synthetic, prepare_seconds = load_synthetic_anatomies(args.out / "synthetic", log)
+    # The rendered share is split by phases, so an anatomy rendered in three phases is
+    # drawn three times as often as one phase would be.
+    phases = np.array([len(p) for *_, p in synthetic], dtype=float)
+    shares = np.concatenate([np.full(len(real), args.real_share / len(real)),
+                             (1 - args.real_share) * phases / phases.sum()])
     stage1, stage2 = [], []
-    for name, hu, labels, spacing, tissues in volumes:
+    for name, hu, labels, spacing, tissues in real:
         log(f"{name}: {hu.shape} at {spacing} mm; label voxels {np.bincount(labels.ravel(), minlength=CLASSES).tolist()}")
-        one, two = stage_grids(hu, labels, spacing, tissues)
+        one, two = stage_grids(labels, spacing, hu=hu, tissues=tissues)
+        stage1.append(one)
+        stage2.append(two)
+    for name, labels, spacing, arrays, phases in synthetic:
+        log(f"{name} (rendered, {'/'.join(phases)}): {labels.shape} at {spacing} mm; "
+            f"label voxels {np.bincount(labels.ravel(), minlength=CLASSES).tolist()}")
+        one, two = stage_grids(labels, spacing, rendered=(arrays, phases))
         stage1.append(one)
         stage2.append(two)
     model1, seconds1 = train_stage("stage1", stage1, shares, STAGE1, 2, args.steps1, args.seed, 0.6, log,
@@ -428,15 +458,15 @@ def main():
     sha2, d2 = export_onnx(model2, STAGE2["patch"], CLASSES, args.out / "stage2.onnx")
     log(f"exported; ONNX vs PyTorch max difference {d1:.2e} (stage 1), {d2:.2e} (stage 2)")
     write_manifest(args.out, sha1, sha2, args.version, args.dilation_voxels)
-    seconds = render_seconds + seconds1 + seconds2
-    log(f"total training time {seconds:.0f} s (rendering {render_seconds:.0f} s, stage 1 {seconds1:.0f} s, "
+    seconds = prepare_seconds + seconds1 + seconds2
+    log(f"total training time {seconds:.0f} s (preparing the rendered anatomies {prepare_seconds:.0f} s, stage 1 {seconds1:.0f} s, "
         f"stage 2 {seconds2:.0f} s)")
     (args.out / "training.json").write_text(json.dumps({
         "seed": args.seed, "steps1": args.steps1, "steps2": args.steps2, "checkpoints": sorted(wanted),
         "channels1": STAGE1["channels"], "channels2": STAGE2["channels"], "patch2": STAGE2["patch"],
         "ema": args.ema, "dilation_voxels": args.dilation_voxels, "real_share": args.real_share,
-        "training_sets": [name for name, *_ in volumes],
-        "seconds": round(seconds), "render_seconds": round(render_seconds),
+        "training_sets": [name for name, *_ in real], "rendered": {name: p for name, *_, p in synthetic},
+        "seconds": round(seconds), "prepare_seconds": round(prepare_seconds),
         "stage_seconds": [round(seconds1), round(seconds2)], "torch": torch.__version__,
     }, indent=2))
 

@@ -16,11 +16,14 @@ DATA = ROOT.parent / "shared" / "data"
 # The training patients (folder names under ../shared/data).
 TRAINING_SETS = ["train-ct-3mm", "train-s0009"]
 
-# Images rendered from label maps (training/synthesize.py): the two label-only anatomies
-# in every contrast phase, and a real patient (scanned without contrast) in the two
-# enhanced phases. Each is rendered once, on a 3 mm grid, and kept in the cache folder.
-SYNTHETIC = [(name, phase) for name in ("labels-s0327", "labels-s0328") for phase in ("none", "arterial", "portal")] \
-    + [("train-ct-3mm", "arterial"), ("train-ct-3mm", "portal")]
+# Anatomies rendered from label maps (training/synthesize.py), with the contrast phases
+# each is rendered in: the two label-only anatomies in every phase, and a real patient
+# (scanned without contrast) in the two enhanced ones. Every training sample drawn from
+# one is rendered anew (its own intensities, texture, blur and noise), from the label map
+# and the distances the renderer needs, prepared once on a 3 mm grid and kept in the
+# cache folder.
+SYNTHETIC = [("labels-s0327", ("none", "arterial", "portal")), ("labels-s0328", ("none", "arterial", "portal")),
+             ("train-ct-3mm", ("arterial", "portal"))]
 SYNTHETIC_SPACING = 3.0
 
 # Output label values of the default model and the TotalSegmentator v2 ids they come from.
@@ -80,31 +83,29 @@ def from_totalsegmentator(ts):
     return labels
 
 
-def load_synthetic_volumes(cache, log, seed=20261207):
-    """The rendered training images of SYNTHETIC in the model's frame, each with an all-0
-    tissue map (the rendering already chose their contrast phase): ([(name, hu, labels,
-    spacing, tissues)], the seconds spent rendering, kept across runs). Renders what
-    `cache` does not hold yet."""
+def load_synthetic_anatomies(cache, log):
+    """The anatomies of SYNTHETIC in the model's frame: ([(name, labels, spacing,
+    (TotalSegmentator label map, hull distance, kidney depth), phases)], the seconds spent
+    preparing them, kept across runs). Prepares what `cache` does not hold yet."""
     import synthesize
     from reference_cascade import resample_nearest
 
     cache.mkdir(parents=True, exist_ok=True)
-    timing = cache / "render-seconds.json"
+    timing = cache / "prepare-seconds.json"
     seconds = json.loads(timing.read_text()) if timing.exists() else {}
-    volumes = []
-    for k, (name, phase) in enumerate(SYNTHETIC):
-        path = cache / f"{name}-{phase}.npz"
+    anatomies = []
+    for name, phases in SYNTHETIC:
+        path = cache / f"{name}.npz"
         if not path.exists():
             started = time.time()
             ts, zooms, _ = synthesize.load(name)
             grid = [max(1, int(round(ts.shape[i] * float(zooms[i]) / SYNTHETIC_SPACING))) for i in range(3)]
-            ts = resample_nearest(ts, grid)
-            hu, _ = synthesize.synthesize(ts, (SYNTHETIC_SPACING,) * 3, np.random.default_rng(seed + k), phase)
-            np.savez_compressed(path, hu=hu, ts=ts)
-            seconds[path.stem] = round(time.time() - started, 1)
+            ts, hull, depth = synthesize.anatomy(resample_nearest(ts, grid), (SYNTHETIC_SPACING,) * 3)
+            np.savez_compressed(path, ts=ts, hull=hull, depth=depth)
+            seconds[name] = round(time.time() - started, 1)
             timing.write_text(json.dumps(seconds, indent=1))
-            log(f"rendered {path.name}: {hu.shape} in {seconds[path.stem]:.0f} s")
+            log(f"prepared {path.name}: {ts.shape} in {seconds[name]:.0f} s")
         stored = np.load(path)
-        hu, labels = to_frame(stored["hu"]), from_totalsegmentator(to_frame(stored["ts"]))
-        volumes.append((f"{name}-{phase}", hu, labels, [SYNTHETIC_SPACING] * 3, np.zeros_like(labels)))
-    return volumes, float(sum(seconds.values()))
+        ts, hull, depth = (to_frame(stored[k]) for k in ("ts", "hull", "depth"))
+        anatomies.append((name, from_totalsegmentator(ts), [SYNTHETIC_SPACING] * 3, (ts, hull, depth), phases))
+    return anatomies, float(sum(seconds.values()))
