@@ -140,6 +140,40 @@ def contrast_offsets(rng):
     return offsets
 
 
+# Kidneys lie lower or further out in some patients than in any training anatomy (a
+# ptotic kidney beside the iliac crest, below the liver): a share of the rendered crops
+# (--kidney-displacement) moves one kidney as far as KIDNEY_DISPLACEMENT_MM (towards the
+# feet, across, forwards or backwards; z grows towards the head).
+KIDNEY_DISPLACEMENT_MM = ((-60.0, 0.0), (-15.0, 15.0), (-15.0, 15.0))
+AUGMENT = {"kidney_displacement": 0.25}
+
+
+def shifted(a, offset, fill):
+    """`a` moved by whole voxels `offset` per axis, `fill` where nothing moved in."""
+    out = np.full_like(a, fill)
+    src = tuple(slice(max(0, -o), n - max(0, o)) for o, n in zip(offset, a.shape))
+    dst = tuple(slice(max(0, o), n - max(0, -o)) for o, n in zip(offset, a.shape))
+    out[dst] = a[src]
+    return out
+
+
+def displace_kidney(rng, ts, depth, label, spacing):
+    """Moves one kidney of a rendered crop (its TotalSegmentator labels `ts`, depth map
+    and training labels, in place) by a random offset within KIDNEY_DISPLACEMENT_MM; where
+    it was becomes unlabelled (rendered as fat), and it covers what lay where it goes."""
+    present = [k for k in synthesize.STRUCTURES["kidney"] if (ts == k).any()]
+    if not present:
+        return
+    k = present[rng.integers(len(present))]
+    kidney = ts == k
+    offset = [int(round(rng.uniform(lo, hi) / spacing)) for lo, hi in KIDNEY_DISPLACEMENT_MM]
+    moved = shifted(kidney, offset, False)
+    moved_label = shifted(np.where(kidney, label, 0), offset, 0)
+    moved_depth = shifted(np.where(kidney, depth, 0), offset, 0)
+    ts[kidney], label[kidney], depth[kidney] = 0, 0, 0
+    ts[moved], label[moved], depth[moved] = k, moved_label[moved], moved_depth[moved]
+
+
 def sample(rng, volume, pools, patch, spacing, foreground_p):
     """One augmented training patch of `volume` (see train_stage): (normalised image,
     labels). With probability `foreground_p` the crop is centred on a labelled voxel:
@@ -147,7 +181,7 @@ def sample(rng, volume, pools, patch, spacing, foreground_p):
     drawn uniformly first (small organs get seen); otherwise anywhere. A real CT's crop
     is resampled from its image and gets the contrast augmentation; a rendered
     anatomy's crop is rendered anew from its label map and distances, in one of its
-    phases."""
+    phases, sometimes with a kidney moved (displace_kidney)."""
     hu, labels, _, tissues, rendered = volume
     shape = np.array(labels.shape)
     if rng.random() < foreground_p and len(pools[0]):
@@ -176,6 +210,8 @@ def sample(rng, volume, pools, patch, spacing, foreground_p):
         ts = ndimage.map_coordinates(ts, coords, order=0, mode="constant", cval=0)
         hull = ndimage.map_coordinates(hull, coords, order=1, mode="constant", cval=synthesize.FAR)
         depth = ndimage.map_coordinates(depth, coords, order=1, mode="constant", cval=0)
+        if rng.random() < AUGMENT["kidney_displacement"]:
+            displace_kidney(rng, ts, depth, label, spacing)
         image, _ = synthesize.render(ts, hull, depth, [spacing] * 3, rng, phases[rng.integers(len(phases))],
                                      slice_axis=0)
     image = image * rng.uniform(0.93, 1.07) + rng.uniform(-30, 30)
@@ -403,6 +439,8 @@ def main():
                     help="the manifest's stage-1 region growth, in stage-2 voxels")
     ap.add_argument("--real-share", type=float, default=0.5,
                     help="share of the samples drawn from the real CT volumes (the rest from rendered ones)")
+    ap.add_argument("--kidney-displacement", type=float, default=AUGMENT["kidney_displacement"],
+                    help="share of the rendered crops with one kidney moved (displace_kidney)")
     ap.add_argument("--save-every", type=int, default=100, help="steps between saved training states")
     ap.add_argument("--seed", type=int, default=20261207)
     ap.add_argument("--version", default="3.0.0")
@@ -410,6 +448,7 @@ def main():
     args = ap.parse_args()
     STAGE1["channels"], STAGE2["channels"] = tuple(args.channels1), tuple(args.channels2)
     STAGE2["patch"] = tuple(args.patch2)
+    AUGMENT["kidney_displacement"] = args.kidney_displacement
     args.out.mkdir(parents=True, exist_ok=True)
     log_file = (args.out / "training-log.txt").open("a")
 
@@ -465,6 +504,7 @@ def main():
         "seed": args.seed, "steps1": args.steps1, "steps2": args.steps2, "checkpoints": sorted(wanted),
         "channels1": STAGE1["channels"], "channels2": STAGE2["channels"], "patch2": STAGE2["patch"],
         "ema": args.ema, "dilation_voxels": args.dilation_voxels, "real_share": args.real_share,
+        "kidney_displacement": args.kidney_displacement,
         "training_sets": [name for name, *_ in real], "rendered": {name: p for name, *_, p in synthetic},
         "seconds": round(seconds), "prepare_seconds": round(prepare_seconds),
         "stage_seconds": [round(seconds1), round(seconds2)], "torch": torch.__version__,
