@@ -47,7 +47,9 @@ TISSUES = {
     "cartilage": ((90, 140),) * 3 + (10,),
     "liver": ((45, 70), (60, 90), (95, 135), 6),
     "spleen": ((40, 55), (90, 150), (105, 135), 6),
-    "kidney": ((25, 40), (140, 220), (150, 230), 8),
+    # Enhanced renal cortex reaches 250-300 HU in the corticomedullary and nephrographic
+    # phases.
+    "kidney": ((25, 40), (140, 290), (150, 280), 8),
     # The kidney's medulla under its cortex (KIDNEY_CORTEX_MM): alike without contrast,
     # dark in the arterial (corticomedullary) phase, nearly as bright in the portal one.
     "medulla": ((20, 35), (50, 110), (110, 190), 8),
