@@ -5,9 +5,8 @@ Data: the training sets of ../shared/data/README.md only (training_data.TRAINING
 two patients with CT and TotalSegmentator labels; training_data.SYNTHETIC: images that
 training/synthesize.py renders from label maps anew for every sample, of the two
 label-only anatomies in every contrast phase and of a real patient in the phases it was
-not scanned in). Checkpoints
-are chosen afterwards, outside this script (training/choose_checkpoint.py), on the
-validation series.
+not scanned in). Checkpoints are chosen afterwards, outside this script
+(training/choose_checkpoint.py), on the validation series.
 
 Stage 1: a 3D U-Net on the 6 mm grid, organ vs background (the candidate region).
 Stage 2: a 3D U-Net on the 3 mm grid, six organs, trained on crops around the labels (as
